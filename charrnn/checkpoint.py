@@ -1,0 +1,305 @@
+"""Checkpoints: one ``.npz`` file with every array and a JSON metadata entry, written atomically.
+
+Layout of the archive (each entry a plain numeric ``.npy``; nothing is ever pickled)::
+
+    meta          uint8   UTF-8 JSON: format, versions, configs, tokenizer, corpus, progress, RNG
+    param.<name>  float   model parameters (W_xh, W_hh, b_h, W_hy, b_y)
+    optim.<name>  float   Adagrad's accumulated squared gradients, one per parameter
+    state.hidden  float   (B, H) hidden state of the training streams, carried into the next step
+
+The file holds no timestamps, so the same seeded run writes the same bytes. Loading uses
+``allow_pickle=False`` and checks every entry, so a file from a stranger can fail to
+load but can never run code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import re
+import tempfile
+import zipfile
+import zlib
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from charrnn import __version__, model
+from charrnn.config import ModelConfig, TrainConfig, from_dict
+from charrnn.errors import CharRNNError, CheckpointError, CheckpointWriteError
+from charrnn.tokenizer import Tokenizer
+from charrnn.train import Progress
+
+FORMAT_NAME = "charrnn-checkpoint"
+FORMAT_VERSION = 1
+LATEST_NAME = "latest.npz"
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+_STEP_NAME = re.compile(r"^step_(\d+)\.npz$")
+
+
+@dataclass(frozen=True)
+class CorpusInfo:
+    """Which text a model was trained on, so a resumed run can tell whether it sees the same data."""
+
+    paths: tuple[str, ...] = ()
+    encodings: tuple[str, ...] = ()
+    num_tokens: int = 0
+    sha256: str = ""
+
+
+@dataclass
+class Checkpoint:
+    """Everything needed to sample from a model or to continue training it exactly."""
+
+    model_config: ModelConfig
+    train_config: TrainConfig
+    tokenizer: Tokenizer
+    params: model.Params
+    optimizer_state: dict[str, np.ndarray]
+    hidden: np.ndarray
+    progress: Progress
+    rng_state: dict[str, Any]
+    corpus: CorpusInfo
+    charrnn_version: str = __version__
+
+
+def step_filename(step: int) -> str:
+    """File name of the checkpoint written at ``step``."""
+    return f"step_{step:08d}.npz"
+
+
+# --- writing ------------------------------------------------------------------------------------------
+
+
+def _metadata(ckpt: Checkpoint) -> dict[str, Any]:
+    return {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "charrnn_version": ckpt.charrnn_version,
+        "model": dataclasses.asdict(ckpt.model_config),
+        "train": dataclasses.asdict(ckpt.train_config),
+        "tokenizer": ckpt.tokenizer.to_dict(),
+        "corpus": dataclasses.asdict(ckpt.corpus),
+        "progress": dataclasses.asdict(ckpt.progress),
+        "smoothed_loss_nats": _json_float(ckpt.progress.smoothed_loss_nats),
+        "optimizer": {"name": "adagrad", "epsilon": 1e-8},
+        "rng_state": ckpt.rng_state,
+    }
+
+
+def _json_float(value: float) -> Optional[float]:
+    return value if np.isfinite(value) else None
+
+
+def to_bytes(ckpt: Checkpoint) -> bytes:
+    """The checkpoint serialized as ``.npz`` bytes."""
+    meta = json.dumps(_metadata(ckpt), ensure_ascii=False, sort_keys=True).encode("utf-8")
+    arrays = {"meta": np.frombuffer(meta, dtype=np.uint8)}
+    arrays.update({f"param.{name}": value for name, value in ckpt.params.items()})
+    arrays.update({f"optim.{name}": value for name, value in ckpt.optimizer_state.items()})
+    arrays["state.hidden"] = ckpt.hidden
+    buffer = io.BytesIO()
+    # Written entry by entry rather than with np.savez, which stamps every entry with the current
+    # time: a fixed timestamp makes a seeded run's checkpoints identical byte for byte.
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as archive:
+        for name, value in arrays.items():
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
+            with archive.open(info, "w", force_zip64=True) as entry:
+                np.lib.format.write_array(entry, np.ascontiguousarray(value), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def _fsync_directory(directory: str) -> None:
+    # The rename is durable only once the directory entry itself reaches the disk.
+    with suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that ``path`` always holds either the old or the new content.
+
+    The bytes go to a temporary file in the same folder, are flushed and fsynced, then renamed over
+    ``path``. On any failure the temporary file is removed and CheckpointWriteError raised.
+    """
+    directory = os.path.dirname(path) or "."
+    tmp_path = None
+    try:
+        fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide checkpoints from other users
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+        tmp_path = None
+    except OSError as exc:
+        raise CheckpointWriteError(
+            f"cannot write checkpoint {path}: {exc.strerror or exc}; the previous checkpoint is untouched"
+        ) from None
+    finally:
+        if tmp_path is not None:
+            with suppress(OSError):
+                os.unlink(tmp_path)
+    _fsync_directory(directory)
+
+
+def prepare_directory(directory: str) -> None:
+    """Create ``directory`` if needed and prove it is writable, before any training time is spent."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise CheckpointWriteError(
+            f"cannot write checkpoints to {directory}: {exc.strerror or exc}; "
+            "choose another folder with --checkpoint-dir"
+        ) from None
+
+
+def save(ckpt: Checkpoint, directory: str) -> str:
+    """Write ``ckpt`` as ``step_<step>.npz`` and as ``latest.npz`` in ``directory``; return the latter."""
+    data = to_bytes(ckpt)
+    atomic_write(os.path.join(directory, step_filename(ckpt.progress.step)), data)
+    latest = os.path.join(directory, LATEST_NAME)
+    atomic_write(latest, data)
+    return latest
+
+
+# --- reading ------------------------------------------------------------------------------------------
+
+
+def find_latest(directory: str) -> Optional[str]:
+    """The newest checkpoint in ``directory``: ``latest.npz``, else the highest step file, else None."""
+    latest = os.path.join(directory, LATEST_NAME)
+    if os.path.isfile(latest):
+        return latest
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return None
+    steps = [(int(m.group(1)), name) for name in names if (m := _STEP_NAME.match(name))]
+    return os.path.join(directory, max(steps)[1]) if steps else None
+
+
+def _read_entries(path: str) -> dict[str, np.ndarray]:
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(4)
+        if magic != b"PK\x03\x04":
+            what = "empty" if not magic else "not an .npz archive"
+            raise CheckpointError(f"{path} is not a charrnn checkpoint ({what}; truncated or the wrong file?)")
+        with np.load(path, allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+    except CharRNNError:
+        raise
+    except FileNotFoundError:
+        raise CheckpointError(f"no checkpoint at {path}") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path} is a directory, not a checkpoint file") from None
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise CheckpointError(
+                f"{path} holds pickled Python objects; refusing to load it (unpickling can run code)"
+            ) from None
+        raise CheckpointError(f"{path} is corrupt ({exc})") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError) as exc:
+        raise CheckpointError(f"{path} is truncated or corrupt ({exc}); use an earlier checkpoint") from None
+    except Exception as exc:  # noqa: BLE001 - whatever a crafted archive makes numpy raise, say so plainly
+        raise CheckpointError(f"{path} is corrupt ({type(exc).__name__}: {exc})") from None
+
+
+def _decode_meta(path: str, raw: np.ndarray) -> dict[str, Any]:
+    if raw.dtype != np.uint8 or raw.ndim != 1:
+        raise CheckpointError(f"{path} has a malformed metadata entry")
+    try:
+        meta = json.loads(raw.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path} has unreadable metadata ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise CheckpointError(f"{path} is not a charrnn checkpoint")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or version < 1:
+        raise CheckpointError(f"{path} has an invalid format version {version!r}")
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} uses checkpoint format {version}, newer than this charrnn "
+            f"({__version__}, format {FORMAT_VERSION}) reads; upgrade charrnn"
+        )
+    return meta
+
+
+def _check_array(path: str, name: str, value: np.ndarray, shape: tuple[int, ...], dtype: str) -> np.ndarray:
+    if value.shape != shape or value.dtype != np.dtype(dtype):
+        raise CheckpointError(
+            f"{path}: entry {name} has shape {value.shape} and dtype {value.dtype}, "
+            f"but the model needs {shape} {dtype}"
+        )
+    return value
+
+
+def load(path: str) -> Checkpoint:
+    """Read and validate a checkpoint; raises CheckpointError saying what is wrong with it."""
+    entries = _read_entries(path)
+    if "meta" not in entries:
+        raise CheckpointError(f"{path} is not a charrnn checkpoint (no metadata entry)")
+    meta = _decode_meta(path, entries.pop("meta"))
+    try:
+        model_config = from_dict(ModelConfig, meta["model"])
+        train_config = from_dict(TrainConfig, meta["train"])
+        tokenizer = Tokenizer.from_dict(meta["tokenizer"])
+        progress = from_dict(Progress, meta["progress"])
+        corpus = meta.get("corpus") or {}
+        corpus_info = CorpusInfo(
+            tuple(corpus.get("paths", ())),
+            tuple(corpus.get("encodings", ())),
+            int(corpus.get("num_tokens", 0)),
+            str(corpus.get("sha256", "")),
+        )
+        rng_state = meta["rng_state"]
+    except CharRNNError as exc:
+        raise CheckpointError(f"{path} has invalid settings: {exc}") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path} has incomplete metadata (missing {exc})") from None
+    if tokenizer.vocab_size != model_config.vocab_size:
+        raise CheckpointError(
+            f"{path}: vocabulary of {tokenizer.vocab_size} tokens for a model of {model_config.vocab_size}"
+        )
+
+    shapes = model.param_shapes(model_config)
+    expected = {f"param.{n}" for n in shapes} | {f"optim.{n}" for n in shapes} | {"state.hidden"}
+    if set(entries) != expected:
+        missing, extra = sorted(expected - set(entries)), sorted(set(entries) - expected)
+        raise CheckpointError(f"{path} does not match its model (missing {missing}, unexpected {extra})")
+    dtype = model_config.dtype
+    params = {n: _check_array(path, f"param.{n}", entries[f"param.{n}"], s, dtype) for n, s in shapes.items()}
+    optimizer_state = {
+        n: _check_array(path, f"optim.{n}", entries[f"optim.{n}"], s, dtype) for n, s in shapes.items()
+    }
+    hidden_shape = (train_config.batch_size, model_config.hidden_size)
+    hidden = _check_array(path, "state.hidden", entries["state.hidden"], hidden_shape, dtype)
+    return Checkpoint(
+        model_config=model_config,
+        train_config=train_config,
+        tokenizer=tokenizer,
+        params=params,
+        optimizer_state=optimizer_state,
+        hidden=hidden,
+        progress=progress,
+        rng_state=rng_state,
+        corpus=corpus_info,
+        charrnn_version=str(meta.get("charrnn_version", "")),
+    )

@@ -1,0 +1,141 @@
+"""Configuration as frozen, validated dataclasses that round-trip through plain dicts (and so JSON).
+
+The command line builds these from its options, the checkpoint stores them with ``asdict()``, and
+loading a checkpoint turns the dicts back into the same dataclasses, so one definition of each setting
+serves every layer.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Optional, TypeVar
+
+from charrnn.errors import ConfigError
+
+DTYPES = ("float32", "float64")
+TOKENIZERS = ("char", "jieba")
+
+T = TypeVar("T")
+
+
+def _require_positive(name: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{name} must be positive, got {value}")
+
+
+def _require_non_negative(name: str, value: float) -> None:
+    if value < 0:
+        raise ConfigError(f"{name} must be zero or positive, got {value}")
+
+
+def _require_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Build dataclass ``cls`` from ``data``, ignoring unknown keys and failing clearly on bad ones.
+
+    Unknown keys are dropped so that a checkpoint written by a newer charrnn with extra settings still
+    loads; missing keys fall back to the field defaults.
+    """
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    try:
+        return cls(**{k: v for k, v in data.items() if k in names})
+    except TypeError as exc:
+        raise ConfigError(f"incomplete {cls.__name__}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The shape of the network: everything needed to rebuild its parameters."""
+
+    vocab_size: int
+    hidden_size: int = 128
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        _require_positive("vocabulary size", self.vocab_size)
+        _require_positive("--hidden-size", self.hidden_size)
+        _require_choice("--dtype", self.dtype, DTYPES)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyperparameters of the optimisation; stored in every checkpoint.
+
+    ``max_steps`` and ``max_epochs`` both count from the start of the model's life; training stops at
+    whichever comes first.
+    """
+
+    seq_length: int = 25
+    batch_size: int = 32
+    learning_rate: float = 0.1
+    clip: float = 5.0
+    max_steps: Optional[int] = None
+    max_epochs: Optional[float] = None
+    rng_seed: int = 0
+    init_scale: float = 0.01
+
+    def __post_init__(self) -> None:
+        _require_positive("--seq-length", self.seq_length)
+        _require_positive("--batch-size", self.batch_size)
+        _require_positive("--learning-rate", self.learning_rate)
+        _require_positive("--clip", self.clip)
+        _require_non_negative("--rng-seed", self.rng_seed)
+        _require_positive("initial weight scale", self.init_scale)
+        if self.max_steps is not None:
+            _require_positive("--steps", self.max_steps)
+        if self.max_epochs is not None:
+            _require_positive("--epochs", self.max_epochs)
+        if self.max_steps is None and self.max_epochs is None:
+            raise ConfigError("give --steps or --epochs to say when training stops")
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """What happens around the optimisation: when to sample and checkpoint, and where to write.
+
+    These may change freely when resuming, so they are not part of the model's identity.
+    """
+
+    checkpoint_dir: str = "checkpoints"
+    checkpoint_every: int = 1000
+    sample_every: int = 500
+    sample_length: int = 200
+
+    def __post_init__(self) -> None:
+        _require_non_negative("--checkpoint-every", self.checkpoint_every)
+        _require_non_negative("--sample-every", self.sample_every)
+        _require_positive("sample length", self.sample_length)
+
+
+@dataclass(frozen=True)
+class SampleConfig:
+    """How to draw text from a model.
+
+    A temperature of 0 is the limit of ever sharper distributions, so it means greedy (argmax)
+    decoding, as does ``greedy=True``.
+    """
+
+    length: int = 200
+    temperature: float = 1.0
+    top_k: Optional[int] = None
+    greedy: bool = False
+    num_samples: int = 1
+    rng_seed: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        _require_non_negative("--length", self.length)
+        _require_non_negative("--temperature", self.temperature)
+        _require_positive("--num-samples", self.num_samples)
+        if self.top_k is not None:
+            _require_positive("--top-k", self.top_k)
+        if self.rng_seed is not None:
+            _require_non_negative("--rng-seed", self.rng_seed)
+
+    @property
+    def is_greedy(self) -> bool:
+        """True when decoding should take the most likely token at every step."""
+        return self.greedy or self.temperature == 0

@@ -1,0 +1,67 @@
+"""Drawing token ids from a trained model, one step at a time, for several streams at once.
+
+This module knows ids and probabilities only; turning ids into text is the tokenizer's job.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from charrnn import model
+from charrnn.config import SampleConfig
+
+
+def next_token_distribution(logits: np.ndarray, temperature: float, top_k: int | None) -> np.ndarray:
+    """Probabilities (S, V) of the next token from ``logits`` (S, V), in float64.
+
+    p ∝ exp(z / temperature); with ``top_k``, all but the k largest logits of each row get p = 0.
+    """
+    scaled = logits.astype(np.float64) / temperature
+    vocab = scaled.shape[1]
+    if top_k is not None and top_k < vocab:
+        kth_largest = np.partition(scaled, vocab - top_k, axis=1)[:, vocab - top_k, None]
+        scaled[scaled < kth_largest] = -np.inf
+    scaled -= scaled.max(axis=1, keepdims=True)
+    np.exp(scaled, out=scaled)
+    scaled /= scaled.sum(axis=1, keepdims=True)
+    return scaled
+
+
+def choose(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One id per row of ``probs`` (S, V), drawn by inverting each row's cumulative distribution."""
+    cumulative = np.cumsum(probs, axis=1)
+    draws = rng.random((probs.shape[0], 1)) * cumulative[:, -1:]
+    ids = (cumulative <= draws).sum(axis=1)
+    return np.minimum(ids, probs.shape[1] - 1)
+
+
+def pick_next(logits: np.ndarray, config: SampleConfig, rng: np.random.Generator) -> np.ndarray:
+    """The next id (S,) for each stream, by argmax or by sampling as ``config`` says."""
+    if config.is_greedy:
+        return np.argmax(logits, axis=1)
+    return choose(next_token_distribution(logits, config.temperature, config.top_k), rng)
+
+
+def generate(
+    params: model.Params,
+    prime_ids: np.ndarray,
+    config: SampleConfig,
+    rng: np.random.Generator,
+) -> Iterator[np.ndarray]:
+    """Yield ``config.length`` arrays of shape (S,): the ids generated at each step, S = num_samples.
+
+    ``prime_ids`` (P,), P ≥ 1, is fed to every stream first to set the hidden state; the first yielded
+    ids are the model's continuation of it.
+    """
+    num_streams = config.num_samples
+    hidden = np.zeros((num_streams, params["W_hh"].shape[0]), dtype=params["W_hh"].dtype)
+    logits = None
+    for token in prime_ids:
+        logits, hidden = model.step(params, np.full(num_streams, token), hidden)
+    for position in range(config.length):
+        ids = pick_next(logits, config, rng)
+        yield ids
+        if position + 1 < config.length:
+            logits, hidden = model.step(params, ids, hidden)

@@ -1,0 +1,161 @@
+"""Turning text into token ids and back: character and jieba word tokenizers over a sorted vocabulary.
+
+The vocabulary is always sorted (never ``list(set(text))``, whose order changes between Python
+processes because string hashing is randomized) and is stored in every checkpoint, so the ids used
+when sampling are the ids used in training.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from charrnn.config import TOKENIZERS
+from charrnn.errors import CheckpointError, ConfigError, VocabularyError
+
+_MAX_LISTED_UNKNOWN = 10
+
+
+def _jieba_module() -> Any:
+    """Import jieba on first use, with its start-up log lines silenced.
+
+    jieba is slow to import and prints "Building prefix dict..." on stderr; a character-level run
+    should pay for neither.
+    """
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    return jieba
+
+
+def tokenize(text: str, kind: str) -> list[str]:
+    """Split ``text`` into tokens: single characters, or words from jieba's precise mode.
+
+    Both kinds keep every character (spaces and newlines included), so ``"".join(tokens) == text``.
+    """
+    if kind == "char":
+        return list(text)
+    if kind == "jieba":
+        return _jieba_module().lcut(text, cut_all=False, HMM=True)
+    raise ConfigError(f"--tokenizer must be one of {', '.join(TOKENIZERS)}; got {kind!r}")
+
+
+def _codepoints(text: str) -> np.ndarray:
+    """Unicode code points of ``text`` as a uint32 array (no Python-level loop over characters)."""
+    return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+
+
+def _describe_unknown(tokens: Iterable[str]) -> str:
+    unique = sorted(set(tokens))
+    shown = ", ".join(repr(t) for t in unique[:_MAX_LISTED_UNKNOWN])
+    more = len(unique) - _MAX_LISTED_UNKNOWN
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+@dataclass(frozen=True)
+class Tokenizer:
+    """A tokenizer kind (``char`` or ``jieba``) with its sorted vocabulary.
+
+    Ids are positions in ``vocab``; ``vocab`` is strictly increasing, which every constructor checks.
+    """
+
+    kind: str
+    vocab: tuple[str, ...]
+    _index: dict[str, int] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.kind not in TOKENIZERS:
+            raise ConfigError(f"--tokenizer must be one of {', '.join(TOKENIZERS)}; got {self.kind!r}")
+        if not self.vocab:
+            raise VocabularyError("the vocabulary is empty")
+        if any(a >= b for a, b in zip(self.vocab, self.vocab[1:])):
+            raise VocabularyError("the vocabulary is not sorted and unique")
+        if self.kind == "char" and any(len(t) != 1 for t in self.vocab):
+            raise VocabularyError("a character vocabulary holds a token that is not one character")
+        object.__setattr__(self, "_index", {t: i for i, t in enumerate(self.vocab)})
+
+    @classmethod
+    def fit(cls, text: str, kind: str) -> tuple["Tokenizer", np.ndarray]:
+        """Build the vocabulary of ``text`` and return it with the text's ids (int32, shape (N,))."""
+        if kind == "char":
+            unique, ids = np.unique(_codepoints(text), return_inverse=True)
+            tokenizer = cls(kind, tuple(chr(c) for c in unique.tolist()))
+            return tokenizer, ids.astype(np.int32).reshape(-1)
+        tokens = tokenize(text, kind)
+        tokenizer = cls(kind, tuple(sorted(set(tokens))))
+        return tokenizer, tokenizer.encode_tokens(tokens)
+
+    @property
+    def vocab_size(self) -> int:
+        """Number of distinct tokens."""
+        return len(self.vocab)
+
+    def encode(self, text: str) -> np.ndarray:
+        """Ids of ``text`` (int32, shape (N,)); raises VocabularyError naming any unknown tokens.
+
+        For word tokenizers a word missing from the vocabulary is split into the longest known pieces
+        (so the seed "明月" still works for a model that only knows "明" and "月"); only text with no
+        such split is refused.
+        """
+        if self.kind == "char":
+            return self._encode_chars(text)
+        tokens: list[str] = []
+        for word in tokenize(text, self.kind):
+            tokens.extend(self._known_pieces(word) if word not in self._index else (word,))
+        return self.encode_tokens(tokens)
+
+    def _known_pieces(self, word: str) -> list[str]:
+        longest = max(len(t) for t in self.vocab)
+        pieces, start = [], 0
+        while start < len(word):
+            for end in range(min(len(word), start + longest), start, -1):
+                if word[start:end] in self._index:
+                    pieces.append(word[start:end])
+                    start = end
+                    break
+            else:
+                return [word]  # no split: left whole, so encode_tokens reports it
+        return pieces
+
+    def _encode_chars(self, text: str) -> np.ndarray:
+        points = _codepoints(text)
+        vocab_points = _codepoints("".join(self.vocab))
+        ids = np.searchsorted(vocab_points, points)
+        found = np.zeros(points.shape, dtype=bool)
+        in_range = ids < len(vocab_points)
+        found[in_range] = vocab_points[ids[in_range]] == points[in_range]
+        if not found.all():
+            unknown = (chr(c) for c in np.unique(points[~found]).tolist())
+            raise VocabularyError(f"tokens not in the model's vocabulary: {_describe_unknown(unknown)}")
+        return ids.astype(np.int32)
+
+    def encode_tokens(self, tokens: Sequence[str]) -> np.ndarray:
+        """Ids of an already tokenized sequence (int32, shape (N,))."""
+        index = self._index
+        unknown = [t for t in tokens if t not in index]
+        if unknown:
+            raise VocabularyError(f"tokens not in the model's vocabulary: {_describe_unknown(unknown)}")
+        return np.fromiter((index[t] for t in tokens), dtype=np.int32, count=len(tokens))
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """The text of a sequence of ids."""
+        vocab = self.vocab
+        return "".join(vocab[i] for i in ids)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form for the checkpoint's JSON."""
+        return {"kind": self.kind, "vocab": list(self.vocab)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Tokenizer":
+        """Inverse of ``to_dict``; raises CheckpointError for malformed data."""
+        try:
+            kind, vocab = data["kind"], data["vocab"]
+            if not isinstance(vocab, list) or not all(isinstance(t, str) for t in vocab):
+                raise TypeError("vocab is not a list of strings")
+            return cls(kind, tuple(vocab))
+        except (KeyError, TypeError, VocabularyError, ConfigError) as exc:
+            raise CheckpointError(f"the checkpoint's tokenizer is malformed ({exc})") from None

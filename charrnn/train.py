@@ -1,0 +1,163 @@
+"""The training loop: truncated BPTT over parallel streams, clipping and Adagrad. Prints nothing.
+
+The token ids are cut into B contiguous streams (corpus.split_streams); each step trains on the next
+T tokens of every stream, carrying each stream's hidden state into the next step, and starts every
+stream over (state reset to zero) when the next chunk would run past its end.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+
+from charrnn import model, optim
+from charrnn.config import ModelConfig, TrainConfig
+from charrnn.errors import TrainingError
+
+# Weight of the newest step in the smoothed loss; the average is bias-corrected (as in Adam) so the
+# first steps report their real loss rather than a value dragged towards zero.
+LOSS_SMOOTHING = 0.05
+
+
+@dataclass
+class Progress:
+    """Where training stands; everything here is stored in the checkpoint."""
+
+    step: int = 0
+    tokens_seen: int = 0
+    epoch: int = 0  # completed passes over the streams
+    position: int = 0  # offset in each stream of the next chunk's first input token
+    loss_ema: float = 0.0  # un-corrected exponential moving average of the step losses
+    loss_ema_steps: int = 0  # steps folded into loss_ema (for the bias correction)
+
+    @property
+    def smoothed_loss_nats(self) -> float:
+        """Bias-corrected moving average of the per-token training loss, in nats (NaN before step 1)."""
+        if self.loss_ema_steps == 0:
+            return math.nan
+        return self.loss_ema / (1.0 - (1.0 - LOSS_SMOOTHING) ** self.loss_ema_steps)
+
+    def record_loss(self, loss_nats: float) -> None:
+        """Fold one step's loss into the moving average."""
+        self.loss_ema = (1.0 - LOSS_SMOOTHING) * self.loss_ema + LOSS_SMOOTHING * loss_nats
+        self.loss_ema_steps += 1
+
+
+@dataclass
+class TrainState:
+    """Everything that changes while training. Arrays are updated in place."""
+
+    params: model.Params
+    optimizer: optim.OptimizerState
+    hidden: np.ndarray  # (B, H) state carried between chunks
+    progress: Progress
+    rng: np.random.Generator
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one step reports."""
+
+    step: int
+    epochs: float  # passes over the data so far, fractional
+    loss_nats: float  # this step's mean loss per token
+    smoothed_loss_nats: float
+    tokens: int  # tokens trained on in this step (T·B)
+    seconds: float  # wall time of this step
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Throughput of this step."""
+        return self.tokens / self.seconds if self.seconds > 0 else math.inf
+
+
+def new_state(model_config: ModelConfig, train_config: TrainConfig) -> TrainState:
+    """A freshly initialised model and optimizer, seeded by ``train_config.rng_seed``."""
+    rng = np.random.default_rng(train_config.rng_seed)
+    params = model.init_params(model_config, rng, train_config.init_scale)
+    return TrainState(
+        params=params,
+        optimizer=optim.adagrad_init(params),
+        hidden=model.initial_state(model_config, train_config.batch_size),
+        progress=Progress(),
+        rng=rng,
+    )
+
+
+def steps_per_epoch(streams: np.ndarray, seq_length: int) -> int:
+    """Number of T-token chunks in one pass over streams of shape (B, L)."""
+    return (streams.shape[1] - 1) // seq_length
+
+
+def epochs_done(progress: Progress, streams: np.ndarray, seq_length: int) -> float:
+    """Completed passes over the data, counting the current pass fractionally."""
+    return progress.epoch + progress.position / (steps_per_epoch(streams, seq_length) * seq_length)
+
+
+def is_finished(progress: Progress, streams: np.ndarray, config: TrainConfig) -> bool:
+    """True once the step or epoch limit in ``config`` is reached (whichever comes first)."""
+    if config.max_steps is not None and progress.step >= config.max_steps:
+        return True
+    if config.max_epochs is not None:
+        # Round so that an epoch limit is reached on the step that completes it, despite float error.
+        return round(epochs_done(progress, streams, config.seq_length), 9) >= config.max_epochs
+    return False
+
+
+def train_step(state: TrainState, streams: np.ndarray, config: TrainConfig) -> StepResult:
+    """Train on the next (T, B) chunk of ``streams`` (B, L) and advance ``state``.
+
+    Raises TrainingError, before any parameter changes, if the loss is not finite.
+    """
+    started = time.perf_counter()
+    seq_length = config.seq_length
+    progress = state.progress
+    start = progress.position
+    chunk = streams[:, start : start + seq_length + 1].T  # (T + 1, B)
+    inputs = np.ascontiguousarray(chunk[:-1])
+    targets = np.ascontiguousarray(chunk[1:])
+    result = model.loss_and_grads(state.params, inputs, targets, state.hidden)
+    if not math.isfinite(result.loss_nats):
+        raise TrainingError(
+            f"the loss became {result.loss_nats} at step {progress.step + 1}; the last checkpoint is "
+            "kept; try a lower --learning-rate or a smaller --clip"
+        )
+    optim.clip_gradients(result.grads, config.clip)
+    optim.adagrad_update(state.params, result.grads, state.optimizer, config.learning_rate)
+
+    progress.step += 1
+    progress.tokens_seen += inputs.size
+    progress.record_loss(result.loss_nats)
+    progress.position = start + seq_length
+    if progress.position + seq_length + 1 > streams.shape[1]:
+        progress.position = 0
+        progress.epoch += 1
+        state.hidden = np.zeros_like(state.hidden)
+    else:
+        state.hidden = result.h_last
+    return StepResult(
+        step=progress.step,
+        epochs=epochs_done(progress, streams, seq_length),
+        loss_nats=result.loss_nats,
+        smoothed_loss_nats=progress.smoothed_loss_nats,
+        tokens=inputs.size,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def run(
+    state: TrainState,
+    streams: np.ndarray,
+    config: TrainConfig,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Iterator[StepResult]:
+    """Train until ``config``'s limit or until ``should_stop()`` is true, yielding after every step.
+
+    ``should_stop`` is checked between steps only, so a stop never leaves a half-applied update.
+    """
+    while not is_finished(state.progress, streams, config) and not should_stop():
+        yield train_step(state, streams, config)
