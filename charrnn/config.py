@@ -127,7 +127,7 @@ class SampleConfig:
     rng_seed: Optional[int] = None
 
     def __post_init__(self) -> None:
-        _require_non_negative("--length", self.length)
+        _require_positive("--length", self.length)
         _require_non_negative("--temperature", self.temperature)
         _require_positive("--num-samples", self.num_samples)
         if self.top_k is not None:

@@ -120,7 +120,9 @@ def train_step(state: TrainState, streams: np.ndarray, config: TrainConfig) -> S
     chunk = streams[:, start : start + seq_length + 1].T  # (T + 1, B)
     inputs = np.ascontiguousarray(chunk[:-1])
     targets = np.ascontiguousarray(chunk[1:])
-    result = model.loss_and_grads(state.params, inputs, targets, state.hidden)
+    # A diverging model overflows somewhere; that is reported below as one clear error, not as warnings.
+    with np.errstate(over="ignore", invalid="ignore"):
+        result = model.loss_and_grads(state.params, inputs, targets, state.hidden)
     if not math.isfinite(result.loss_nats):
         raise TrainingError(
             f"the loss became {result.loss_nats} at step {progress.step + 1}; the last checkpoint is "

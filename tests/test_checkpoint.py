@@ -1,0 +1,182 @@
+"""Checkpoints: exact round trips, byte-for-byte determinism, atomic writes, and refusing bad files."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+from charrnn import checkpoint, train
+from charrnn.checkpoint import Checkpoint, CorpusInfo
+from charrnn.config import ModelConfig, TrainConfig
+from charrnn.corpus import split_streams
+from charrnn.errors import CheckpointError, CheckpointWriteError
+from charrnn.tokenizer import Tokenizer
+
+
+def _checkpoint(steps: int = 3, dtype: str = "float32") -> Checkpoint:
+    tokenizer, ids = Tokenizer.fit("月落乌啼霜满天，江枫渔火对愁眠。\n" * 6, "char")
+    model_config = ModelConfig(tokenizer.vocab_size, 8, dtype)
+    train_config = TrainConfig(seq_length=4, batch_size=2, max_steps=10, rng_seed=11)
+    state = train.new_state(model_config, train_config)
+    for _ in range(steps):
+        train.train_step(state, split_streams(ids, 2, 4), train_config)
+    return Checkpoint(
+        model_config, train_config, tokenizer, state.params, state.optimizer, state.hidden, state.progress,
+        state.rng.bit_generator.state, CorpusInfo(("poem.txt",), ("utf-8",), len(ids), "abc"),
+    )
+
+
+def _assert_same(a: Checkpoint, b: Checkpoint) -> None:
+    for name in a.params:
+        assert np.array_equal(a.params[name], b.params[name])
+        assert np.array_equal(a.optimizer_state[name], b.optimizer_state[name])
+    assert np.array_equal(a.hidden, b.hidden)
+    assert (a.model_config, a.train_config, a.tokenizer, a.progress, a.rng_state, a.corpus) == (
+        b.model_config, b.train_config, b.tokenizer, b.progress, b.rng_state, b.corpus
+    )
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_save_load_round_trip_is_exact(tmp_path, dtype):
+    original = _checkpoint(dtype=dtype)
+    latest = checkpoint.save(original, str(tmp_path))
+    assert latest == str(tmp_path / "latest.npz")
+    assert (tmp_path / "step_00000003.npz").read_bytes() == (tmp_path / "latest.npz").read_bytes()
+    _assert_same(original, checkpoint.load(latest))
+    assert sorted(os.listdir(tmp_path)) == ["latest.npz", "step_00000003.npz"]  # no temp files left
+
+
+def test_same_state_gives_identical_bytes_and_readable_json(tmp_path):
+    assert checkpoint.to_bytes(_checkpoint()) == checkpoint.to_bytes(_checkpoint())
+    path = checkpoint.save(_checkpoint(), str(tmp_path))
+    with np.load(path, allow_pickle=False) as archive:
+        meta = json.loads(archive["meta"].tobytes().decode("utf-8"))
+    assert meta["format"] == "charrnn-checkpoint" and meta["format_version"] == 1
+    assert meta["tokenizer"]["vocab"][0] == "\n" and "月" in meta["tokenizer"]["vocab"]
+    assert meta["progress"]["step"] == 3 and meta["train"]["rng_seed"] == 11
+    assert meta["model"] == {"vocab_size": 17, "hidden_size": 8, "dtype": "float32"}
+
+
+def test_find_latest(tmp_path):
+    assert checkpoint.find_latest(str(tmp_path)) is None
+    (tmp_path / "step_00000002.npz").write_bytes(b"x")
+    (tmp_path / "step_00000010.npz").write_bytes(b"x")
+    assert checkpoint.find_latest(str(tmp_path)) == str(tmp_path / "step_00000010.npz")
+    (tmp_path / "latest.npz").write_bytes(b"x")
+    assert checkpoint.find_latest(str(tmp_path)) == str(tmp_path / "latest.npz")
+
+
+def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    path = checkpoint.save(_checkpoint(steps=1), str(tmp_path))
+    before = open(path, "rb").read()
+
+    def disk_full(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(CheckpointWriteError, match="No space left on device; the previous checkpoint is untouched"):
+        checkpoint.save(_checkpoint(steps=2), str(tmp_path))
+    assert open(path, "rb").read() == before
+    assert sorted(os.listdir(tmp_path)) == ["latest.npz", "step_00000001.npz"]
+
+
+def test_unwritable_directory_is_reported(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(CheckpointWriteError, match="cannot write checkpoints to"):
+        checkpoint.prepare_directory(str(blocker / "sub"))
+
+
+def _rewrite(path, change):
+    """Rewrite the archive at ``path`` with ``change(entries)`` applied to its name → array dict."""
+    with np.load(path, allow_pickle=False) as archive:
+        entries = {name: archive[name] for name in archive.files}
+    change(entries)
+    buffer = io.BytesIO()
+    np.savez(buffer, **entries)
+    with open(path, "wb") as f:
+        f.write(buffer.getvalue())
+
+
+def _set_meta(entries, **updates):
+    meta = json.loads(entries["meta"].tobytes())
+    meta.update(updates)
+    entries["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda e: _set_meta(e, format_version=99), "format 99, newer than this charrnn"),
+        (lambda e: _set_meta(e, format="other"), "not a charrnn checkpoint"),
+        (lambda e: e.pop("meta"), "no metadata entry"),
+        (lambda e: e.pop("param.W_hh"), r"missing \['param.W_hh'\]"),
+        (lambda e: e.update({"param.W_hh": np.zeros((3, 3), np.float32)}), "entry param.W_hh has shape"),
+        (lambda e: e.update({"extra": np.array([object()], dtype=object)}), "pickled Python objects"),
+        (lambda e: e.update({"param.b_h": np.array([object()] * 8, dtype=object)}), "pickled Python objects"),
+        (lambda e: _set_meta(e, model={"vocab_size": 17, "hidden_size": -8}), "hidden-size must be positive"),
+    ],
+)
+def test_bad_contents_are_refused(tmp_path, change, message):
+    path = checkpoint.save(_checkpoint(), str(tmp_path))
+    _rewrite(path, change)
+    with pytest.raises(CheckpointError, match=message):
+        checkpoint.load(path)
+
+
+def test_pickled_object_array_is_never_unpickled(tmp_path):
+    path = checkpoint.save(_checkpoint(), str(tmp_path))
+
+    class Boom:
+        def __reduce__(self):
+            return (os.system, ("touch " + str(tmp_path / "pwned"),))
+
+    _rewrite(path, lambda e: e.update({"param.b_h": np.array([Boom()], dtype=object)}))
+    with pytest.raises(CheckpointError, match="refusing to load it"):
+        checkpoint.load(path)
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.1, 0.5, 0.9, 0.999])
+def test_truncated_checkpoint_is_refused(tmp_path, fraction):
+    path = checkpoint.save(_checkpoint(), str(tmp_path))
+    data = open(path, "rb").read()
+    with open(path, "wb") as f:
+        f.write(data[: int(len(data) * fraction)])
+    with pytest.raises(CheckpointError):
+        checkpoint.load(path)
+
+
+def test_bit_flip_is_detected(tmp_path):
+    path = checkpoint.save(_checkpoint(), str(tmp_path))
+    data = bytearray(open(path, "rb").read())
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo("param.W_hy.npy")
+    data[info.header_offset + 200] ^= 0x10  # inside W_hy's data
+    with open(path, "wb") as f:
+        f.write(bytes(data))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        checkpoint.load(path)
+
+
+def test_missing_and_non_checkpoint_files(tmp_path):
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        checkpoint.load(str(tmp_path / "nope.npz"))
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(CheckpointError, match="not an .npz archive"):
+        checkpoint.load(str(tmp_path / "notes.txt"))
+    with pytest.raises(CheckpointError, match="is a directory"):
+        checkpoint.load(str(tmp_path))
+
+
+def test_progress_survives_the_round_trip(tmp_path):
+    original = _checkpoint(steps=5)
+    loaded = checkpoint.load(checkpoint.save(original, str(tmp_path)))
+    assert dataclasses.asdict(loaded.progress) == dataclasses.asdict(original.progress)
+    assert loaded.progress.step == 5 and loaded.progress.tokens_seen == 40

@@ -1,0 +1,102 @@
+"""The training loop: chunking, carried and reset state, stopping rules, learning."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from charrnn import train
+from charrnn.config import ModelConfig, TrainConfig
+from charrnn.corpus import split_streams
+from charrnn.errors import ConfigError, TrainingError
+from charrnn.tokenizer import Tokenizer
+
+PANGRAM = "the quick brown fox jumps over the lazy dog. " * 40
+
+
+def _setup(text=PANGRAM, hidden=32, **train_options):
+    tokenizer, ids = Tokenizer.fit(text, "char")
+    options = dict(seq_length=10, batch_size=4, learning_rate=0.1, max_steps=300, rng_seed=0)
+    options.update(train_options)
+    config = TrainConfig(**options)
+    model_config = ModelConfig(tokenizer.vocab_size, hidden)
+    streams = split_streams(ids, config.batch_size, config.seq_length)
+    return model_config, config, streams
+
+
+def test_loss_falls_far_below_the_uniform_baseline():
+    model_config, config, streams = _setup()
+    state = train.new_state(model_config, config)
+    results = list(train.run(state, streams, config))
+    assert len(results) == 300
+    assert math.log(model_config.vocab_size) == pytest.approx(3.332, abs=1e-3)
+    assert results[0].loss_nats == pytest.approx(3.332, abs=0.01)
+    assert results[-1].smoothed_loss_nats < 0.2
+    assert state.progress.tokens_seen == 300 * 40
+
+
+def test_chunks_advance_by_seq_length_and_wrap_with_a_reset_state():
+    model_config, config, streams = _setup(max_steps=50)
+    assert streams.shape == (4, 450)
+    per_epoch = train.steps_per_epoch(streams, config.seq_length)
+    assert per_epoch == 44  # chunks of 10 inputs + 1 target in 450 tokens
+    state = train.new_state(model_config, config)
+    for _ in range(per_epoch - 1):
+        train.train_step(state, streams, config)
+    assert state.progress.position == 430 and state.progress.epoch == 0
+    assert np.abs(state.hidden).sum() > 0  # carried between chunks
+    result = train.train_step(state, streams, config)
+    assert state.progress.position == 0 and state.progress.epoch == 1
+    assert not state.hidden.any()  # reset when the streams wrap around
+    assert result.epochs == 1.0
+
+
+def test_epoch_limit_stops_after_whole_passes():
+    model_config, config, streams = _setup(max_steps=None, max_epochs=1.5)
+    state = train.new_state(model_config, config)
+    assert len(list(train.run(state, streams, config))) == 66  # 44 steps an epoch
+    assert train.epochs_done(state.progress, streams, config.seq_length) == 1.5
+
+
+def test_should_stop_is_checked_between_steps():
+    model_config, config, streams = _setup()
+    state = train.new_state(model_config, config)
+    calls = []
+
+    def stop_after_three() -> bool:
+        calls.append(1)
+        return len(calls) > 3
+
+    assert len(list(train.run(state, streams, config, stop_after_three))) == 3
+    assert state.progress.step == 3
+
+
+def test_a_non_finite_loss_stops_before_touching_the_parameters():
+    model_config, config, streams = _setup()
+    state = train.new_state(model_config, config)
+    state.params["W_hy"][0, 0] = np.inf
+    before = {name: p.copy() for name, p in state.params.items()}
+    with pytest.raises(TrainingError, match="lower --learning-rate"):
+        train.train_step(state, streams, config)
+    assert all(np.array_equal(before[n], state.params[n]) for n in before)
+    assert state.progress.step == 0
+
+
+def test_float64_training_keeps_float64_everywhere():
+    tokenizer, ids = Tokenizer.fit(PANGRAM, "char")
+    config = TrainConfig(seq_length=5, batch_size=2, max_steps=2, rng_seed=1)
+    state = train.new_state(ModelConfig(tokenizer.vocab_size, 8, "float64"), config)
+    list(train.run(state, split_streams(ids, 2, 5), config))
+    arrays = [*state.params.values(), *state.optimizer.values(), state.hidden]
+    assert {a.dtype for a in arrays} == {np.dtype("float64")}
+
+
+def test_train_config_requires_a_stopping_rule_and_positive_sizes():
+    with pytest.raises(ConfigError, match="--steps or --epochs"):
+        TrainConfig()
+    with pytest.raises(ConfigError, match="--batch-size must be positive, got 0"):
+        TrainConfig(batch_size=0, max_steps=1)
+    with pytest.raises(ConfigError, match="--seq-length must be positive, got -3"):
+        TrainConfig(seq_length=-3, max_steps=1)
