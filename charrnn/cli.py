@@ -218,7 +218,7 @@ def sample_command(checkpoint: Optional[str], seed_text: Optional[str], quiet: b
 
     from charrnn import checkpoint as checkpoints
     from charrnn.config import SampleConfig
-    from charrnn.errors import CheckpointError
+    from charrnn.errors import CheckpointError, VocabularyError
     from charrnn.sample import generate
 
     config = SampleConfig(**options)
@@ -234,7 +234,10 @@ def sample_command(checkpoint: Optional[str], seed_text: Optional[str], quiet: b
     rng = np.random.default_rng(config.rng_seed)
     tokenizer = ckpt.tokenizer
     if seed_text:
-        prime = tokenizer.encode(seed_text)
+        try:
+            prime = tokenizer.encode(seed_text)
+        except VocabularyError as exc:
+            raise VocabularyError(f"--seed has {exc}") from None
     else:
         prime = rng.integers(tokenizer.vocab_size, size=1)
         seed_text = tokenizer.decode(prime.tolist())

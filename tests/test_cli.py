@@ -1,0 +1,239 @@
+"""The charrnn command end to end: CliRunner for exact output, and the installed script in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from charrnn import __version__, checkpoint
+from charrnn.cli import cli
+
+FAST = ["--hidden-size", "16", "--batch-size", "4", "--seq-length", "10", "--rng-seed", "3", "--sample-every", "0"]
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
+
+
+def assert_clean_error(result, code: int, message: str) -> None:
+    assert result.exit_code == code, result.output
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("Error: ") and message in lines[-1], result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_version_and_help_for_every_command():
+    assert invoke("--version").stdout == f"charrnn, version {__version__}\n"
+    for command in [[], ["train"], ["sample"]]:
+        result = invoke(*command, "--help")
+        assert result.exit_code == 0 and "Usage: " in result.stdout
+    assert "--learning-rate" in invoke("train", "--help").stdout
+    assert "Exit codes" in invoke("--help").stdout
+
+
+def test_train_then_sample(workdir, small_corpus):
+    result = invoke("train", small_corpus, "--steps", "30", *FAST)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ""
+    # 942 distinct characters; 942·16 + 16·16 + 16 + 16·942 + 942 parameters; 3,000 // 4 // 10 chunks.
+    assert "training: vocabulary 942, hidden 16, 31,358 parameters, 3,000 tokens, 74 steps per epoch" in result.stderr
+    assert "trained to step 30 (30 steps, 1,200 tokens this run)" in result.stderr
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["latest.npz", "step_00000030.npz"]
+
+    sampled = invoke("sample", "--seed", "春风", "--length", "20", "--rng-seed", "1")
+    assert sampled.exit_code == 0, sampled.stderr
+    assert sampled.stderr == "sampling from checkpoints/latest.npz\n"
+    text = sampled.stdout
+    assert text.startswith("春风") and text.endswith("\n")
+    vocab = set(checkpoint.load("checkpoints/latest.npz").tokenizer.vocab)
+    assert set(text[:-1]) <= vocab
+    assert len(text) == 2 + 20 + 1  # seed, 20 characters, the final newline
+
+    again = invoke("sample", "-c", "checkpoints/latest.npz", "--seed", "春风", "--length", "20", "--rng-seed", "1", "-q")
+    assert again.stdout == text and again.stderr == ""
+
+
+def test_sample_options(workdir, small_corpus):
+    invoke("train", small_corpus, "--steps", "10", *FAST)
+    three = invoke("sample", "--length", "15", "--num-samples", "3", "--rng-seed", "2", "-q")
+    samples = three.stdout.split("\n\n")
+    assert three.exit_code == 0 and len(samples) == 3
+    greedy = [invoke("sample", "--seed", "月", "--greedy", "--length", "15", "-q").stdout for _ in range(2)]
+    assert greedy[0] == greedy[1]
+    assert invoke("sample", "--seed", "月", "--temperature", "0", "--length", "15", "-q").stdout == greedy[0]
+    top1 = invoke("sample", "--seed", "月", "--top-k", "1", "--length", "15", "-q", "--rng-seed", "9").stdout
+    assert top1 == greedy[0]
+
+
+def test_same_seed_gives_bit_identical_checkpoints(tmp_path, small_corpus):
+    for run in ("a", "b"):
+        result = invoke("train", small_corpus, "--steps", "12", *FAST, "--checkpoint-dir", tmp_path / run)
+        assert result.exit_code == 0
+    assert (tmp_path / "a" / "latest.npz").read_bytes() == (tmp_path / "b" / "latest.npz").read_bytes()
+
+
+def test_resume_equals_one_uninterrupted_run(tmp_path, small_corpus):
+    once = invoke("train", small_corpus, "--steps", "25", *FAST, "--checkpoint-dir", tmp_path / "once")
+    assert once.exit_code == 0
+    first = invoke("train", small_corpus, "--steps", "10", *FAST, "--checkpoint-dir", tmp_path / "twice")
+    assert first.exit_code == 0
+    resumed = invoke("train", "--resume", tmp_path / "twice" / "latest.npz", "--steps", "25",
+                     "--checkpoint-dir", tmp_path / "twice", "--sample-every", "0")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert "resuming" in resumed.stderr and "at step 10" in resumed.stderr
+    assert "trained to step 25 (15 steps" in resumed.stderr
+    a = checkpoint.load(str(tmp_path / "once" / "latest.npz"))
+    b = checkpoint.load(str(tmp_path / "twice" / "latest.npz"))
+    for name in a.params:
+        assert np.array_equal(a.params[name], b.params[name])
+    assert (tmp_path / "once" / "latest.npz").read_bytes() == (tmp_path / "twice" / "latest.npz").read_bytes()
+
+
+def test_resume_with_a_conflicting_option_is_refused(tmp_path, small_corpus):
+    invoke("train", small_corpus, "--steps", "5", *FAST, "--checkpoint-dir", tmp_path)
+    before = (tmp_path / "latest.npz").read_bytes()
+    result = invoke("train", "--resume", tmp_path / "latest.npz", "--hidden-size", "32", "--steps", "9",
+                    "--checkpoint-dir", tmp_path)
+    assert_clean_error(result, 2, "--hidden-size 32 conflicts with the checkpoint, which has 16")
+    assert (tmp_path / "latest.npz").read_bytes() == before
+
+
+def test_gbk_corpus(workdir, tmp_path):
+    corpus = tmp_path / "gbk.txt"
+    corpus.write_bytes(("白日依山尽，黄河入海流。\n欲穷千里目，更上一层楼。\n" * 20).encode("gbk"))
+    result = invoke("train", corpus, "--steps", "5", *FAST)
+    assert result.exit_code == 0, result.stderr
+    ckpt = checkpoint.load("checkpoints/latest.npz")
+    assert ckpt.corpus.encodings == ("gb18030",)
+    assert "黄" in ckpt.tokenizer.vocab
+    assert invoke("sample", "--seed", "黄河", "--length", "5", "-q").stdout.startswith("黄河")
+
+
+def test_jieba_word_model_round_trip(workdir, small_corpus):
+    result = invoke("train", small_corpus, "--tokenizer", "jieba", "--steps", "8", *FAST)
+    assert result.exit_code == 0, result.stderr
+    assert "Building prefix dict" not in result.stderr  # jieba's own log lines are silenced
+    ckpt = checkpoint.load("checkpoints/latest.npz")
+    assert ckpt.tokenizer.kind == "jieba"
+    assert "作者" in ckpt.tokenizer.vocab  # a two-character word is one token
+    sampled = invoke("sample", "--seed", "作者", "--length", "10", "--rng-seed", "4")
+    assert sampled.exit_code == 0 and sampled.stdout.startswith("作者")
+    conflict = invoke("train", "--resume", "checkpoints/latest.npz", "--tokenizer", "char", "--steps", "9")
+    assert_clean_error(conflict, 2, "--tokenizer char conflicts with the checkpoint, which has jieba")
+
+
+def test_fresh_run_refuses_to_replace_existing_checkpoints(workdir, small_corpus):
+    invoke("train", small_corpus, "--steps", "3", *FAST)
+    before = (workdir / "checkpoints" / "latest.npz").read_bytes()
+    result = invoke("train", small_corpus, "--steps", "3", *FAST, "--hidden-size", "8")
+    assert_clean_error(result, 2, "already holds a checkpoint")
+    assert "--resume checkpoints/latest.npz" in result.stderr
+    assert (workdir / "checkpoints" / "latest.npz").read_bytes() == before
+    assert invoke("train", small_corpus, "--steps", "3", *FAST, "--hidden-size", "8", "--overwrite").exit_code == 0
+    assert checkpoint.load("checkpoints/latest.npz").model_config.hidden_size == 8
+
+
+@pytest.mark.parametrize(
+    "write, args, message",
+    [
+        (None, [], "no such file"),
+        (b"", [], "is empty"),
+        (b"\xff\x80 not text \xff\x80", [], "pass its codec with --encoding"),
+        ("短".encode(), [], "fewer than --seq-length + 1 = 11"),
+        ("足够长的诗句。\n".encode() * 100, ["--hidden-size", "0"], "--hidden-size must be positive, got 0"),
+        ("足够长的诗句。\n".encode() * 100, ["--learning-rate", "-1"], "--learning-rate must be positive"),
+        ("足够长的诗句。\n".encode() * 100, ["--steps", "0"], "--steps must be positive, got 0"),
+        ("足够长的诗句。\n".encode() * 100, ["--encoding", "nope"], "'nope' is not a codec"),
+    ],
+)
+def test_training_input_errors(workdir, tmp_path, write, args, message):
+    corpus = tmp_path / "corpus.txt"
+    if write is not None:
+        corpus.write_bytes(write)
+    result = invoke("train", corpus, "--steps", "2", *FAST, *args)
+    assert_clean_error(result, 2, message)
+    assert not (workdir / "checkpoints" / "latest.npz").exists()
+
+
+def test_train_without_corpus_is_a_usage_error(workdir):
+    result = invoke("train")
+    assert result.exit_code == 2 and "give at least one CORPUS file" in result.stderr
+
+
+@pytest.fixture
+def trained(workdir, small_corpus):
+    invoke("train", small_corpus, "--steps", "4", *FAST)
+    return workdir / "checkpoints" / "latest.npz"
+
+
+@pytest.mark.parametrize(
+    "corrupt, message",
+    [
+        (lambda p: p.unlink(), "no checkpoint at"),
+        (lambda p: p.write_bytes(p.read_bytes()[:5000]), "truncated or corrupt"),
+        (lambda p: p.write_bytes(b"PK\x03\x04" + b"\x00" * 100), "truncated or corrupt"),
+        (lambda p: p.write_text("just text"), "not an .npz archive"),
+    ],
+)
+def test_sample_checkpoint_errors(trained, corrupt, message):
+    corrupt(trained)
+    assert_clean_error(invoke("sample", "-c", trained), 2, message)
+
+
+def test_sample_errors(trained, workdir):
+    assert_clean_error(invoke("sample", "--seed", "春xyz"), 2, "--seed has tokens not in the model's vocabulary: 'x', 'y', 'z'")
+    assert_clean_error(invoke("sample", "--length", "0"), 2, "--length must be positive, got 0")
+    assert_clean_error(invoke("sample", "--top-k", "-2"), 2, "--top-k must be positive, got -2")
+    trained.unlink()
+    (workdir / "checkpoints" / "step_00000004.npz").unlink()
+    assert_clean_error(invoke("sample"), 2, "no checkpoint in checkpoints/")
+
+
+def test_installed_command_in_a_subprocess(charrnn_executable, tmp_path, small_corpus):
+    run = subprocess.run(
+        [charrnn_executable, "train", str(small_corpus), "--steps", "6", *FAST, "-q"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == "" and run.stderr == ""
+    sampled = subprocess.run(
+        [charrnn_executable, "sample", "--seed", "山", "--length", "12", "--rng-seed", "5"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )
+    assert sampled.returncode == 0 and sampled.stdout.startswith("山") and len(sampled.stdout) == 14
+    bad = subprocess.run([charrnn_executable, "sample", "--seed", "⚡"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stdout == ""
+    assert bad.stderr == "sampling from checkpoints/latest.npz\nError: --seed has tokens not in the model's vocabulary: '⚡'\n"
+    module = subprocess.run([sys.executable, "-m", "charrnn", "--version"], capture_output=True, text=True)
+    assert module.stdout == f"charrnn, version {__version__}\n"
+
+
+def test_sigint_saves_a_checkpoint_and_exits_130(charrnn_executable, tmp_path):
+    corpus = tmp_path / "big.txt"
+    corpus.write_text(Path(__file__).resolve().parent.parent.joinpath("data", "tang300.txt").read_text("utf-8"))
+    process = subprocess.Popen(
+        [charrnn_executable, "train", str(corpus), "--steps", "1000000", "--hidden-size", "64",
+         "--rng-seed", "1", "--sample-every", "0", "--checkpoint-every", "0"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 60
+    while "training:" not in (line := process.stderr.readline()) and time.monotonic() < deadline:
+        pass
+    time.sleep(1.0)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr
+    assert stdout == ""
+    assert "Interrupted; checkpoint saved to checkpoints/latest.npz" in stderr
+    ckpt = checkpoint.load(str(tmp_path / "checkpoints" / "latest.npz"))
+    assert 0 < ckpt.progress.step < 1000000

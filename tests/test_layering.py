@@ -1,0 +1,79 @@
+"""The package's shape: imports flow one way, heavy modules load only when used, no pickle anywhere."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent.parent / "charrnn"
+
+# Each module may import only these charrnn modules: CLI → session → training/sampling → model → ops.
+ALLOWED = {
+    "__init__": set(),
+    "__main__": {"cli"},
+    "cli": {"__init__", "session", "checkpoint", "config", "errors", "sample", "tokenizer", "corpus", "train"},
+    "session": {"checkpoint", "model", "sample", "train", "config", "corpus", "errors", "tokenizer"},
+    "checkpoint": {"__init__", "model", "config", "errors", "tokenizer", "train"},
+    "train": {"model", "optim", "config", "errors"},
+    "sample": {"model", "config"},
+    "model": {"ops", "config"},
+    "optim": {"ops"},
+    "ops": set(),
+    "tokenizer": {"config", "errors"},
+    "corpus": {"errors"},
+    "config": {"errors"},
+    "errors": set(),
+}
+# Third-party modules and the only modules allowed to import them.
+CONFINED = {"click": {"cli"}, "tqdm": {"cli"}, "jieba": {"tokenizer"}, "pickle": set()}
+
+
+def _imports(path: Path) -> tuple[set[str], set[str]]:
+    """(charrnn modules, top-level third-party names) imported anywhere in the file."""
+    internal, external = set(), set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "charrnn":
+                internal.update("__init__" if a.name == "__version__" else a.name for a in node.names)
+            elif node.module.startswith("charrnn."):
+                internal.add(node.module.split(".")[1])
+            else:
+                external.add(node.module.split(".")[0])
+        elif isinstance(node, ast.Import):
+            external.update(a.name.split(".")[0] for a in node.names)
+    return internal, external
+
+
+def test_every_module_is_known_and_imports_flow_one_way():
+    modules = {p.stem for p in PACKAGE.glob("*.py")}
+    assert modules == set(ALLOWED), "add the new module to ALLOWED with the imports it may make"
+    for name in modules:
+        internal, external = _imports(PACKAGE / f"{name}.py")
+        assert internal <= ALLOWED[name], f"{name} imports {internal - ALLOWED[name]}"
+        for library, owners in CONFINED.items():
+            assert library not in external or name in owners, f"{name} imports {library}"
+
+
+def test_help_imports_neither_numpy_nor_tqdm_nor_jieba():
+    script = (
+        "import sys; from charrnn.cli import main\n"
+        "try: main(['--help'])\n"
+        "except SystemExit: pass\n"
+        "print(sorted(m for m in ('numpy', 'tqdm', 'jieba') if m in sys.modules))"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert run.stdout.strip().endswith("[]")
+
+
+def test_character_sampling_never_imports_jieba(tmp_path, small_corpus):
+    script = (
+        "import sys; from charrnn.cli import main\n"
+        f"main(['train', {str(small_corpus)!r}, '--steps', '2', '--hidden-size', '8', '-q', '--batch-size', '2'],"
+        " standalone_mode=False)\n"
+        "main(['sample', '--seed', '春', '--length', '5'], standalone_mode=False)\n"
+        "print('jieba' in sys.modules)"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, check=True)
+    assert run.stdout.strip().endswith("False")
