@@ -1,11 +1,14 @@
 """Checkpoints: one ``.npz`` file with every array and a JSON metadata entry, written atomically.
 
-Layout of the archive (each entry a plain numeric ``.npy``; nothing is ever pickled)::
+Layout of the archive, format 2 (each entry a plain numeric ``.npy``; nothing is ever pickled)::
 
     meta          uint8   UTF-8 JSON: format, versions, configs, tokenizer, corpus, progress, RNG
-    param.<name>  float   model parameters (W_xh, W_hh, b_h, W_hy, b_y)
-    optim.<name>  float   Adagrad's accumulated squared gradients, one per parameter
-    state.hidden  float   (B, H) hidden state of the training streams, carried into the next step
+    param.<name>  float   model parameters (W_xh, W_hh, b_h, ..., W_hy, b_y)
+    optim.<key>   float   optimizer state: <slot>.<parameter> (sum_sq.W_hy, m.W_hy, ...), Adam's step
+    state.<key>   float   (B, H) recurrent state of the training streams per layer: h.0, c.0, h.1, ...
+
+Format 1 (charrnn 0.1: one vanilla layer, Adagrad, ``optim.<parameter>`` and ``state.hidden``) is
+migrated on load.
 
 The file holds no timestamps, so the same seeded run writes the same bytes. Loading uses
 ``allow_pickle=False`` and checks every entry, so a file from a stranger can fail to
@@ -28,15 +31,16 @@ from typing import Any, Optional
 
 import numpy as np
 
-from charrnn import __version__, model
+from charrnn import __version__, model, optim
 from charrnn.config import ModelConfig, TrainConfig, from_dict
 from charrnn.errors import CharRNNError, CheckpointError, CheckpointWriteError
 from charrnn.tokenizer import Tokenizer
 from charrnn.train import Progress
 
 FORMAT_NAME = "charrnn-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 LATEST_NAME = "latest.npz"
+BEST_NAME = "best.npz"
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 _STEP_NAME = re.compile(r"^step_(\d+)\.npz$")
 
@@ -47,8 +51,9 @@ class CorpusInfo:
 
     paths: tuple[str, ...] = ()
     encodings: tuple[str, ...] = ()
-    num_tokens: int = 0
-    sha256: str = ""
+    num_tokens: int = 0  # of all the text, training and validation
+    sha256: str = ""  # of all the token ids
+    val_paths: tuple[str, ...] = ()  # a separate validation text (--val-file), if any
 
 
 @dataclass
@@ -59,8 +64,8 @@ class Checkpoint:
     train_config: TrainConfig
     tokenizer: Tokenizer
     params: model.Params
-    optimizer_state: dict[str, np.ndarray]
-    hidden: np.ndarray
+    optimizer_state: optim.OptimizerState
+    state: model.State
     progress: Progress
     rng_state: dict[str, Any]
     corpus: CorpusInfo
@@ -86,7 +91,6 @@ def _metadata(ckpt: Checkpoint) -> dict[str, Any]:
         "corpus": dataclasses.asdict(ckpt.corpus),
         "progress": dataclasses.asdict(ckpt.progress),
         "smoothed_loss_nats": _json_float(ckpt.progress.smoothed_loss_nats),
-        "optimizer": {"name": "adagrad", "epsilon": 1e-8},
         "rng_state": ckpt.rng_state,
     }
 
@@ -101,7 +105,7 @@ def to_bytes(ckpt: Checkpoint) -> bytes:
     arrays = {"meta": np.frombuffer(meta, dtype=np.uint8)}
     arrays.update({f"param.{name}": value for name, value in ckpt.params.items()})
     arrays.update({f"optim.{name}": value for name, value in ckpt.optimizer_state.items()})
-    arrays["state.hidden"] = ckpt.hidden
+    arrays.update({f"state.{name}": value for name, value in ckpt.state.items()})
     buffer = io.BytesIO()
     # Written entry by entry rather than with np.savez, which stamps every entry with the current
     # time: a fixed timestamp makes a seeded run's checkpoints identical byte for byte.
@@ -109,7 +113,7 @@ def to_bytes(ckpt: Checkpoint) -> bytes:
         for name, value in arrays.items():
             info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
             with archive.open(info, "w", force_zip64=True) as entry:
-                np.lib.format.write_array(entry, np.ascontiguousarray(value), allow_pickle=False)
+                np.lib.format.write_array(entry, np.asarray(value, order="C"), allow_pickle=False)
     return buffer.getvalue()
 
 
@@ -170,12 +174,17 @@ def prepare_directory(directory: str) -> None:
         ) from None
 
 
-def save(ckpt: Checkpoint, directory: str) -> str:
-    """Write ``ckpt`` as ``step_<step>.npz`` and as ``latest.npz`` in ``directory``; return the latter."""
+def save(ckpt: Checkpoint, directory: str, best: bool = False) -> str:
+    """Write ``ckpt`` as ``step_<step>.npz`` and ``latest.npz`` in ``directory``; return the latter.
+
+    With ``best``, also as ``best.npz`` (the caller decides what is best).
+    """
     data = to_bytes(ckpt)
     atomic_write(os.path.join(directory, step_filename(ckpt.progress.step)), data)
     latest = os.path.join(directory, LATEST_NAME)
     atomic_write(latest, data)
+    if best:
+        atomic_write(os.path.join(directory, BEST_NAME), data)
     return latest
 
 
@@ -242,6 +251,18 @@ def _decode_meta(path: str, raw: np.ndarray) -> dict[str, Any]:
     return meta
 
 
+def _migrate(meta: dict[str, Any], entries: dict[str, np.ndarray]) -> None:
+    """Bring a format-1 checkpoint to format 2, in place."""
+    if meta["format_version"] == 1:
+        # Format 1 had one vanilla layer trained with Adagrad on all of the text.
+        meta.setdefault("train", {})["val_fraction"] = 0.0
+        for name in [n for n in entries if n.startswith("optim.")]:
+            entries["optim.sum_sq." + name[len("optim."):]] = entries.pop(name)
+        if "state.hidden" in entries:
+            entries["state.h.0"] = entries.pop("state.hidden")
+        meta["format_version"] = 2
+
+
 def _check_array(path: str, name: str, value: np.ndarray, shape: tuple[int, ...], dtype: str) -> np.ndarray:
     if value.shape != shape or value.dtype != np.dtype(dtype):
         raise CheckpointError(
@@ -251,13 +272,25 @@ def _check_array(path: str, name: str, value: np.ndarray, shape: tuple[int, ...]
     return value
 
 
+def _expected_entries(model_config: ModelConfig, train_config: TrainConfig) -> dict[str, tuple[tuple[int, ...], str]]:
+    dtype = model_config.dtype
+    shapes = model.param_shapes(model_config)
+    expected = {f"param.{n}": (s, dtype) for n, s in shapes.items()}
+    for name, shape in optim.state_layout(train_config.optimizer, shapes).items():
+        expected[f"optim.{name}"] = (shape, "int64" if name == "step" else dtype)
+    for name in model.initial_state(model_config, 0):
+        expected[f"state.{name}"] = ((train_config.batch_size, model_config.hidden_size), dtype)
+    return expected
+
+
 def load(path: str) -> Checkpoint:
-    """Read and validate a checkpoint; raises CheckpointError saying what is wrong with it."""
+    """Read and validate a checkpoint (migrating older formats); raises CheckpointError saying what is wrong."""
     entries = _read_entries(path)
     if "meta" not in entries:
         raise CheckpointError(f"{path} is not a charrnn checkpoint (no metadata entry)")
     meta = _decode_meta(path, entries.pop("meta"))
     try:
+        _migrate(meta, entries)
         model_config = from_dict(ModelConfig, meta["model"])
         train_config = from_dict(TrainConfig, meta["train"])
         tokenizer = Tokenizer.from_dict(meta["tokenizer"])
@@ -268,36 +301,34 @@ def load(path: str) -> Checkpoint:
             tuple(corpus.get("encodings", ())),
             int(corpus.get("num_tokens", 0)),
             str(corpus.get("sha256", "")),
+            tuple(corpus.get("val_paths", ())),
         )
         rng_state = meta["rng_state"]
     except CharRNNError as exc:
         raise CheckpointError(f"{path} has invalid settings: {exc}") from None
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CheckpointError(f"{path} has incomplete metadata (missing {exc})") from None
     if tokenizer.vocab_size != model_config.vocab_size:
         raise CheckpointError(
             f"{path}: vocabulary of {tokenizer.vocab_size} tokens for a model of {model_config.vocab_size}"
         )
 
-    shapes = model.param_shapes(model_config)
-    expected = {f"param.{n}" for n in shapes} | {f"optim.{n}" for n in shapes} | {"state.hidden"}
-    if set(entries) != expected:
-        missing, extra = sorted(expected - set(entries)), sorted(set(entries) - expected)
+    expected = _expected_entries(model_config, train_config)
+    if set(entries) != set(expected):
+        missing, extra = sorted(set(expected) - set(entries)), sorted(set(entries) - set(expected))
         raise CheckpointError(f"{path} does not match its model (missing {missing}, unexpected {extra})")
-    dtype = model_config.dtype
-    params = {n: _check_array(path, f"param.{n}", entries[f"param.{n}"], s, dtype) for n, s in shapes.items()}
-    optimizer_state = {
-        n: _check_array(path, f"optim.{n}", entries[f"optim.{n}"], s, dtype) for n, s in shapes.items()
-    }
-    hidden_shape = (train_config.batch_size, model_config.hidden_size)
-    hidden = _check_array(path, "state.hidden", entries["state.hidden"], hidden_shape, dtype)
+    arrays = {name: _check_array(path, name, entries[name], *expected[name]) for name in expected}
+
+    def group(prefix: str) -> dict[str, np.ndarray]:
+        return {name[len(prefix):]: value for name, value in arrays.items() if name.startswith(prefix)}
+
     return Checkpoint(
         model_config=model_config,
         train_config=train_config,
         tokenizer=tokenizer,
-        params=params,
-        optimizer_state=optimizer_state,
-        hidden=hidden,
+        params=group("param."),
+        optimizer_state=group("optim."),
+        state=group("state."),
         progress=progress,
         rng_state=rng_state,
         corpus=corpus_info,

@@ -15,6 +15,9 @@ from charrnn.errors import ConfigError
 
 DTYPES = ("float32", "float64")
 TOKENIZERS = ("char", "jieba")
+CELLS = ("rnn", "lstm", "gru")
+ACTIVATIONS = ("tanh", "relu")
+OPTIMIZERS = ("adagrad", "rmsprop", "adam")
 
 T = TypeVar("T")
 
@@ -47,44 +50,70 @@ def from_dict(cls: type[T], data: dict[str, Any]) -> T:
         raise ConfigError(f"incomplete {cls.__name__}: {exc}") from None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ModelConfig:
-    """The shape of the network: everything needed to rebuild its parameters."""
+    """The shape of the network: everything needed to rebuild its parameters.
+
+    ``activation`` applies to the vanilla cell only (LSTM and GRU have their fixed nonlinearities);
+    ``dropout`` is applied to the input of every layer above the first, while training only.
+    """
 
     vocab_size: int
     hidden_size: int = 128
+    num_layers: int = 1
+    cell: str = "rnn"
+    activation: str = "tanh"
+    dropout: float = 0.0
     dtype: str = "float32"
 
     def __post_init__(self) -> None:
         _require_positive("vocabulary size", self.vocab_size)
         _require_positive("--hidden-size", self.hidden_size)
+        _require_positive("--num-layers", self.num_layers)
+        _require_choice("--cell", self.cell, CELLS)
+        _require_choice("--activation", self.activation, ACTIVATIONS)
         _require_choice("--dtype", self.dtype, DTYPES)
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"--dropout must be at least 0 and below 1, got {self.dropout}")
+        if self.activation != "tanh" and self.cell != "rnn":
+            raise ConfigError(f"--activation applies to the vanilla rnn cell only, not to {self.cell}")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     """Hyperparameters of the optimisation; stored in every checkpoint.
 
     ``max_steps`` and ``max_epochs`` both count from the start of the model's life; training stops at
-    whichever comes first.
+    whichever comes first. With ``lr_decay`` below 1 the learning rate is multiplied by it once per
+    completed epoch beyond ``lr_decay_after``.
     """
 
     seq_length: int = 25
     batch_size: int = 32
+    optimizer: str = "adagrad"
     learning_rate: float = 0.1
+    lr_decay: float = 1.0
+    lr_decay_after: float = 10.0
     clip: float = 5.0
     max_steps: Optional[int] = None
     max_epochs: Optional[float] = None
     rng_seed: int = 0
     init_scale: float = 0.01
+    val_fraction: float = 0.05  # the end of the corpus held out for validation (0 with a --val-file)
 
     def __post_init__(self) -> None:
         _require_positive("--seq-length", self.seq_length)
         _require_positive("--batch-size", self.batch_size)
+        _require_choice("--optimizer", self.optimizer, OPTIMIZERS)
         _require_positive("--learning-rate", self.learning_rate)
+        if not 0.0 < self.lr_decay <= 1.0:
+            raise ConfigError(f"--lr-decay must be above 0 and at most 1, got {self.lr_decay}")
+        _require_non_negative("--lr-decay-after", self.lr_decay_after)
         _require_positive("--clip", self.clip)
         _require_non_negative("--rng-seed", self.rng_seed)
         _require_positive("initial weight scale", self.init_scale)
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ConfigError(f"--val-fraction must be at least 0 and below 1, got {self.val_fraction}")
         if self.max_steps is not None:
             _require_positive("--steps", self.max_steps)
         if self.max_epochs is not None:
@@ -93,7 +122,7 @@ class TrainConfig:
             raise ConfigError("give --steps or --epochs to say when training stops")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ScheduleConfig:
     """What happens around the optimisation: when to sample and checkpoint, and where to write.
 
@@ -104,14 +133,16 @@ class ScheduleConfig:
     checkpoint_every: int = 1000
     sample_every: int = 500
     sample_length: int = 200
+    eval_every: int = 500
 
     def __post_init__(self) -> None:
         _require_non_negative("--checkpoint-every", self.checkpoint_every)
+        _require_non_negative("--eval-every", self.eval_every)
         _require_non_negative("--sample-every", self.sample_every)
         _require_positive("sample length", self.sample_length)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SampleConfig:
     """How to draw text from a model.
 

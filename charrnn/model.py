@@ -1,56 +1,123 @@
-"""The vanilla RNN language model: parameters, training loss with gradients, and one-step prediction.
+"""The language model: embedding, stacked recurrent layers, affine output, softmax cross-entropy.
 
-    h_t = tanh(x_t W_xh + h_{t-1} W_hh + b_h)      x_t one-hot, so x_t W_xh is a row of W_xh
+For the vanilla cell with one layer (row vectors, x_t one-hot):
+
+    h_t = tanh(x_t W_xh + h_{t-1} W_hh + b_h)      x_t W_xh is row x_t of W_xh: an embedding lookup
     y_t = h_t W_hy + b_y                            logits over the vocabulary
     loss = mean_t,b  −log softmax(y_t)[target]      nats per token
 
-Parameters are a plain dict of arrays named as above; nothing here keeps state between calls.
+Layer l > 0 reads the states of layer l − 1 (through inverted dropout while training) with its own
+W_xh.l, W_hh.l, b_h.l; LSTM and GRU cells widen these to 4H and 3H columns (see cells.py). Parameters,
+gradients and recurrent states are plain dicts of arrays; nothing here keeps state between calls.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, Union
+from typing import Any, NamedTuple, Optional, Union
 
 import numpy as np
 
-from charrnn import ops
+from charrnn import cells, ops
 from charrnn.config import ModelConfig
 
 Params = dict[str, np.ndarray]
 Grads = dict[str, Union[np.ndarray, ops.SparseRows]]
+State = dict[str, np.ndarray]  # "h.0", "c.0", "h.1", ...: (B, H) each
 
-PARAM_NAMES = ("W_xh", "W_hh", "b_h", "W_hy", "b_y")
+# LSTM forget-gate biases start at 1 so the cell remembers by default early in training
+# (Gers et al. 2000; Jozefowicz et al. 2015); every other bias starts at 0.
+LSTM_FORGET_BIAS = 1.0
+
+
+def _suffix(layer: int) -> str:
+    return "" if layer == 0 else f".{layer}"
+
+
+def _cell_weights(params: Params, config: ModelConfig, layer: int) -> dict[str, np.ndarray]:
+    suffix = _suffix(layer)
+    names = ["W_hh", *cells.EXTRA_WEIGHTS[config.cell]]
+    return {name: params[name + suffix] for name in names}
 
 
 def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """The shape of every parameter for ``config``."""
+    """The shape of every parameter for ``config``, in the order they are initialised."""
     vocab, hidden = config.vocab_size, config.hidden_size
-    return {
-        "W_xh": (vocab, hidden),
-        "W_hh": (hidden, hidden),
-        "b_h": (hidden,),
-        "W_hy": (hidden, vocab),
-        "b_y": (vocab,),
-    }
+    width = cells.GATES[config.cell] * hidden
+    shapes: dict[str, tuple[int, ...]] = {}
+    for layer in range(config.num_layers):
+        suffix = _suffix(layer)
+        shapes[f"W_xh{suffix}"] = (vocab if layer == 0 else hidden, width)
+        shapes[f"W_hh{suffix}"] = (hidden, width)
+        shapes[f"b_h{suffix}"] = (width,)
+        for name, shape in cells.EXTRA_WEIGHTS[config.cell].items():
+            shapes[f"{name}{suffix}"] = shape(hidden)
+    shapes["W_hy"] = (hidden, vocab)
+    shapes["b_y"] = (vocab,)
+    return shapes
 
 
 def init_params(config: ModelConfig, rng: np.random.Generator, init_scale: float = 0.01) -> Params:
-    """Weights drawn from N(0, init_scale²), biases zero, in ``config.dtype``.
+    """Weights drawn from N(0, init_scale²), biases zero (LSTM forget gates 1), in ``config.dtype``.
 
-    Draws happen in the fixed order of PARAM_NAMES so a seed always gives the same model.
+    Draws happen in the order of ``param_shapes`` so a seed always gives the same model.
     """
     params = {}
     for name, shape in param_shapes(config).items():
         if name.startswith("b_"):
             params[name] = np.zeros(shape, dtype=config.dtype)
+            if config.cell == "lstm" and name.startswith("b_h"):
+                params[name][config.hidden_size : 2 * config.hidden_size] = LSTM_FORGET_BIAS
         else:
             params[name] = (rng.standard_normal(shape) * init_scale).astype(config.dtype)
     return params
 
 
-def initial_state(config: ModelConfig, batch_size: int) -> np.ndarray:
-    """The zero hidden state for ``batch_size`` streams: shape (B, H)."""
-    return np.zeros((batch_size, config.hidden_size), dtype=config.dtype)
+def initial_state(config: ModelConfig, batch_size: int) -> State:
+    """The zero recurrent state of every layer for ``batch_size`` streams."""
+    return {
+        f"{key}.{layer}": np.zeros((batch_size, config.hidden_size), dtype=config.dtype)
+        for layer in range(config.num_layers)
+        for key in cells.STATE_KEYS[config.cell]
+    }
+
+
+class _LayerCache(NamedTuple):
+    inputs: Optional[np.ndarray]  # (T, B, H) what the layer read (after dropout); None for the embedding
+    mask: Optional[np.ndarray]  # dropout mask applied to those inputs
+    cell: Any
+
+
+def _forward(
+    params: Params, config: ModelConfig, inputs: np.ndarray, state0: State, rng: Optional[np.random.Generator]
+) -> tuple[np.ndarray, State, list[_LayerCache]]:
+    """Run every layer over ``inputs`` (T, B); returns the top states (T, B, H), final state, caches.
+
+    Dropout is applied only when ``rng`` is given (training).
+    """
+    steps, batch = inputs.shape
+    forward = cells.FORWARD[config.cell]
+    state_keys = cells.STATE_KEYS[config.cell]
+    last: State = {}
+    caches = []
+    x = None
+    for layer in range(config.num_layers):
+        suffix = _suffix(layer)
+        mask = None
+        if layer == 0:
+            x_proj = ops.embedding_forward(params["W_xh"], inputs)  # (T, B, G·H), a fresh array
+            x_proj += params["b_h"]
+        else:
+            if rng is not None and config.dropout > 0:
+                mask = ops.dropout_mask(x.shape, config.dropout, rng, x.dtype)
+                x = x * mask
+            x_proj = ops.linear_forward(x.reshape(steps * batch, -1), params[f"W_xh{suffix}"], params[f"b_h{suffix}"])
+            x_proj = x_proj.reshape(steps, batch, -1)
+        layer_state = {key: state0[f"{key}.{layer}"] for key in state_keys}
+        out = forward(x_proj, layer_state, _cell_weights(params, config, layer), config.activation)
+        caches.append(_LayerCache(x, mask, out.cache))
+        last.update({f"{key}.{layer}": value for key, value in out.last.items()})
+        x = out.hs
+    return x, last, caches
 
 
 class LossResult(NamedTuple):
@@ -58,39 +125,69 @@ class LossResult(NamedTuple):
 
     loss_nats: float  # mean cross-entropy per token
     grads: Grads  # same names as the parameters; W_xh's gradient is sparse (rows of seen tokens)
-    h_last: np.ndarray  # (B, H) state after the last step, to carry into the next chunk
+    state_last: State  # state after the last step, to carry into the next chunk
 
 
-def loss_and_grads(params: Params, inputs: np.ndarray, targets: np.ndarray, h0: np.ndarray) -> LossResult:
+def loss_and_grads(
+    params: Params,
+    config: ModelConfig,
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    state0: State,
+    rng: Optional[np.random.Generator] = None,
+) -> LossResult:
     """Forward and backward pass over one (T, B) block of token ids.
 
-    ``inputs`` and ``targets`` are (T, B) ids (targets are the inputs shifted by one token),
-    ``h0`` (B, H) is the state carried in from the previous chunk. Gradients are of the mean loss.
+    ``targets`` are the inputs shifted by one token; ``state0`` is carried in from the previous chunk;
+    ``rng`` draws the dropout masks (no dropout without it). Gradients are of the mean loss.
     """
     steps, batch = inputs.shape
-    hidden = h0.shape[1]
-    x_proj = ops.embedding_forward(params["W_xh"], inputs)  # (T, B, H)
-    hs = ops.rnn_forward(x_proj, h0, params["W_hh"], params["b_h"])  # (T, B, H)
-    hs_flat = hs.reshape(steps * batch, hidden)  # (N, H)
-    logits = ops.linear_forward(hs_flat, params["W_hy"], params["b_y"])  # (N, V)
+    hidden = config.hidden_size
+    top, last, caches = _forward(params, config, inputs, state0, rng)
+    top_flat = top.reshape(steps * batch, hidden)  # (N, H)
+    logits = ops.linear_forward(top_flat, params["W_hy"], params["b_y"])  # (N, V)
     loss, d_logits = ops.softmax_cross_entropy(logits, targets.reshape(-1), out=logits)
-    d_hs, d_w_hy, d_b_y = ops.linear_backward(d_logits, hs_flat, params["W_hy"])
-    d_pre, d_w_hh, d_b_h, _ = ops.rnn_backward(d_hs.reshape(steps, batch, hidden), hs, h0, params["W_hh"])
-    grads: Grads = {
-        "W_xh": ops.embedding_backward(d_pre, inputs),
-        "W_hh": d_w_hh,
-        "b_h": d_b_h,
-        "W_hy": d_w_hy,
-        "b_y": d_b_y,
-    }
-    return LossResult(loss, grads, hs[-1].copy())
+    d_top, d_w_hy, d_b_y = ops.linear_backward(d_logits, top_flat, params["W_hy"])
+    grads: Grads = {"W_hy": d_w_hy, "b_y": d_b_y}
+
+    backward = cells.BACKWARD[config.cell]
+    d_hs = d_top.reshape(steps, batch, hidden)
+    for layer in range(config.num_layers - 1, -1, -1):
+        suffix = _suffix(layer)
+        cache = caches[layer]
+        d_x_proj, cell_grads, _ = backward(d_hs, cache.cell, _cell_weights(params, config, layer))
+        grads.update({f"{name}{suffix}": grad for name, grad in cell_grads.items()})
+        if layer == 0:
+            grads["W_xh"] = ops.embedding_backward(d_x_proj, inputs)
+            grads["b_h"] = d_x_proj.sum(axis=(0, 1))
+        else:
+            d_x, d_w, d_b = ops.linear_backward(
+                d_x_proj.reshape(steps * batch, -1), cache.inputs.reshape(steps * batch, -1), params[f"W_xh{suffix}"]
+            )
+            grads[f"W_xh{suffix}"], grads[f"b_h{suffix}"] = d_w, d_b
+            d_hs = d_x.reshape(steps, batch, hidden)
+            if cache.mask is not None:
+                d_hs *= cache.mask
+    return LossResult(loss, grads, last)
 
 
-def step(params: Params, ids: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Feed one token per stream: ``ids`` (B,), state ``h`` (B, H) -> (logits (B, V), new state (B, H))."""
-    x_proj = ops.embedding_forward(params["W_xh"], ids)
-    h_new = ops.rnn_step_forward(x_proj, h, params["W_hh"], params["b_h"])
-    return ops.linear_forward(h_new, params["W_hy"], params["b_y"]), h_new
+def token_losses(
+    params: Params, config: ModelConfig, inputs: np.ndarray, targets: np.ndarray, state0: State
+) -> tuple[np.ndarray, State]:
+    """Forward only, no dropout: −log p(target) in nats for every (T, B) position (float64), final state."""
+    steps, batch = inputs.shape
+    top, last, _ = _forward(params, config, inputs, state0, None)
+    logits = ops.linear_forward(top.reshape(steps * batch, -1), params["W_hy"], params["b_y"])
+    return ops.cross_entropy_per_token(logits, targets.reshape(-1)).reshape(steps, batch), last
+
+
+def step(params: Params, config: ModelConfig, ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+    """Feed one token per stream, ``ids`` (B,), or a run of them, (T, B); no dropout.
+
+    Returns the logits (B, V) after the last token, and the new state.
+    """
+    top, last, _ = _forward(params, config, ids.reshape(-1, ids.shape[-1]), state, None)
+    return ops.linear_forward(top[-1], params["W_hy"], params["b_y"]), last
 
 
 def count_parameters(params: Params) -> int:

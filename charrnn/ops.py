@@ -1,4 +1,4 @@
-"""Pure numpy building blocks of the RNN language model, each backward beside its forward.
+"""Pure numpy building blocks of the language model around its recurrent cells (see cells.py).
 
 Conventions: row vectors (a state times a weight matrix, ``h @ W``), time-major arrays, and these
 letters in shapes: T steps, B parallel streams, H hidden units, V vocabulary entries, N = T·B tokens.
@@ -72,66 +72,32 @@ def linear_backward(
     return d_out @ weights.T, x.T @ d_out, d_out.sum(axis=0)
 
 
-# --- vanilla RNN: h_t = tanh(x_t W_xh + h_{t-1} W_hh + b_h) ---------------------------------------------
+# --- inverted dropout ----------------------------------------------------------------------------------
 
 
-def rnn_step_forward(
-    x_proj: np.ndarray, h_prev: np.ndarray, w_hh: np.ndarray, b_h: np.ndarray
-) -> np.ndarray:
-    """One step: ``x_proj`` (B, H) is the input already projected (x_t W_xh); returns h_t (B, H)."""
-    return np.tanh(x_proj + h_prev @ w_hh + b_h)
+def dropout_mask(shape: tuple[int, ...], rate: float, rng: np.random.Generator, dtype: np.dtype) -> np.ndarray:
+    """A mask that zeroes each unit with probability ``rate`` and scales the rest by 1 / (1 − rate).
 
-
-def rnn_forward(x_proj: np.ndarray, h0: np.ndarray, w_hh: np.ndarray, b_h: np.ndarray) -> np.ndarray:
-    """All hidden states (T, B, H) for projected inputs ``x_proj`` (T, B, H) from state ``h0`` (B, H).
-
-    The bias is added to every step's input at once, so the loop over T does one small GEMM, one add
-    and one tanh per step, all into the output buffer.
+    Scaling at training time ("inverted" dropout) keeps expected activations unchanged, so sampling and
+    evaluation simply skip the mask. Forward is ``x * mask``, and backward is ``d * mask``.
     """
-    hs = x_proj + b_h
-    h_prev = h0
-    recurrent = np.empty_like(h0)
-    for t in range(hs.shape[0]):
-        np.matmul(h_prev, w_hh, out=recurrent)
-        hs[t] += recurrent
-        np.tanh(hs[t], out=hs[t])
-        h_prev = hs[t]
-    return hs
-
-
-def rnn_backward(
-    d_hs: np.ndarray, hs: np.ndarray, h0: np.ndarray, w_hh: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Backpropagation through time for ``rnn_forward``.
-
-    ``d_hs`` (T, B, H) is the loss gradient reaching each state from above (the output layer).
-    Returns ``(d_x_proj (T, B, H), dW_hh (H, H), db_h (H,), dh0 (B, H))``; ``d_x_proj`` is also the
-    gradient of the pre-activations, since x_proj enters them with unit weight.
-    """
-    d_pre = np.empty_like(hs)
-    dh_next = np.zeros_like(h0)
-    w_hh_t = w_hh.T
-    for t in range(hs.shape[0] - 1, -1, -1):
-        d_pre_t = d_pre[t]
-        np.add(d_hs[t], dh_next, out=d_pre_t)
-        # tanh'(a) = 1 - tanh(a)^2, written as d * (1 - h^2) = d - d * h * h to avoid temporaries.
-        d_pre_t -= d_pre_t * hs[t] * hs[t]
-        dh_next = d_pre_t @ w_hh_t
-    hidden = hs.shape[2]
-    h_prev = np.concatenate([h0[None], hs[:-1]]).reshape(-1, hidden)
-    d_pre_flat = d_pre.reshape(-1, hidden)
-    return d_pre, h_prev.T @ d_pre_flat, d_pre_flat.sum(axis=0), dh_next
+    keep = rng.random(shape, dtype=np.float32) >= rate
+    return keep.astype(dtype) * np.asarray(1.0 / (1.0 - rate), dtype=dtype)
 
 
 # --- softmax with cross-entropy, fused ----------------------------------------------------------------
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax of ``logits`` (N, V), shifted by the row maximum for stability."""
-    shifted = logits - logits.max(axis=-1, keepdims=True)
+def cross_entropy_per_token(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """−log softmax(z_i)[y_i] for every row of ``logits`` (N, V): shape (N,), float64. No gradient.
+
+    Used for evaluation, where only the losses are needed; log-sum-exp is shifted by the row maximum.
+    """
+    row_max = logits.max(axis=1, keepdims=True)
+    shifted = logits - row_max
+    target_shifted = shifted[np.arange(len(targets)), targets].astype(np.float64)
     np.exp(shifted, out=shifted)
-    shifted /= shifted.sum(axis=-1, keepdims=True)
-    return shifted
+    return np.log(shifted.sum(axis=1, dtype=np.float64)) - target_shifted
 
 
 def softmax_cross_entropy(

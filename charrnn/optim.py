@@ -1,67 +1,125 @@
-"""Gradient clipping and the Adagrad update, over dicts of named arrays.
+"""Gradient clipping, the learning-rate schedule, and Adagrad, RMSProp and Adam over dicts of arrays.
 
-The functions update arrays in place (parameters, gradients, optimizer state) because copying the
-output layer every step would cost as much as a matrix product; they return the state they updated so
-a caller can write ``state = adagrad_update(...)`` and keep no hidden state anywhere.
+The update functions change arrays in place (parameters, gradients, optimizer state) because copying
+the output layer every step would cost as much as a matrix product; they return the state they updated
+so a caller writes ``state = update(...)`` and no hidden state lives anywhere.
+
+Optimizer state is a flat dict of arrays named ``<slot>.<parameter>`` (``sum_sq.W_hy``, ``m.W_hy``), plus
+``step`` for Adam, so a checkpoint stores it as it stores the parameters.
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+import math
+from typing import Mapping, Union
 
 import numpy as np
 
 from charrnn.ops import SparseRows
 
 OptimizerState = dict[str, np.ndarray]
+Gradient = Union[np.ndarray, SparseRows]
 
-ADAGRAD_EPSILON = 1e-8
+EPSILON = 1e-8
+RMSPROP_DECAY = 0.95  # char-rnn's default decay rate
+ADAM_BETAS = (0.9, 0.999)  # Kingma & Ba 2015
+SLOTS = {"adagrad": ("sum_sq",), "rmsprop": ("mean_sq",), "adam": ("m", "v")}
 
 
-def clip_gradients(grads: Mapping[str, np.ndarray | SparseRows], clip: float) -> None:
+def clip_gradients(grads: Mapping[str, Gradient], clip: float) -> None:
     """Clamp every gradient element to [-clip, clip], in place."""
     for grad in grads.values():
         values = grad.values if isinstance(grad, SparseRows) else grad
         np.clip(values, -clip, clip, out=values)
 
 
-def adagrad_init(params: Mapping[str, np.ndarray]) -> OptimizerState:
-    """Zero accumulated squared gradients, one array per parameter."""
-    return {name: np.zeros_like(p) for name, p in params.items()}
+def learning_rate_at(base_rate: float, decay: float, decay_after: float, epochs_completed: int) -> float:
+    """``base_rate`` multiplied by ``decay`` once per completed epoch beyond ``decay_after``."""
+    return base_rate * decay ** max(0, epochs_completed - math.floor(decay_after))
 
 
-def _adagrad_dense(param: np.ndarray, grad: np.ndarray, cache: np.ndarray, lr: float, eps: float) -> None:
+def state_layout(optimizer: str, param_shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
+    """Name -> shape of every state array ``optimizer`` keeps for parameters of ``param_shapes``.
+
+    The parameters' dtype applies to all of them except Adam's integer ``step``.
+    """
+    layout = {f"{slot}.{name}": shape for slot in SLOTS[optimizer] for name, shape in param_shapes.items()}
+    if optimizer == "adam":
+        layout["step"] = ()
+    return layout
+
+
+def init_state(optimizer: str, params: Mapping[str, np.ndarray]) -> OptimizerState:
+    """Zeroed state for ``optimizer``: one array per slot and parameter (and Adam's step counter)."""
+    state = {f"{slot}.{name}": np.zeros_like(p) for slot in SLOTS[optimizer] for name, p in params.items()}
+    if optimizer == "adam":
+        state["step"] = np.zeros((), dtype=np.int64)
+    return state
+
+
+def _adagrad(param: np.ndarray, grad: np.ndarray, sum_sq: np.ndarray, lr: float) -> None:
+    # G += g²;  θ −= lr · g / (√G + ε)
     scratch = np.multiply(grad, grad)
-    cache += scratch
-    np.sqrt(cache, out=scratch)
-    scratch += eps
+    sum_sq += scratch
+    np.sqrt(sum_sq, out=scratch)
+    scratch += EPSILON
     np.divide(grad, scratch, out=scratch)
     scratch *= lr
     param -= scratch
 
 
-def adagrad_update(
+def _rmsprop(param: np.ndarray, grad: np.ndarray, mean_sq: np.ndarray, lr: float) -> None:
+    # E[g²] ← ρ E[g²] + (1 − ρ) g²;  θ −= lr · g / (√E[g²] + ε)   (Tieleman & Hinton 2012)
+    mean_sq *= RMSPROP_DECAY
+    mean_sq += (1.0 - RMSPROP_DECAY) * grad * grad
+    param -= lr * grad / (np.sqrt(mean_sq) + EPSILON)
+
+
+def _adam(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, lr: float, step: int) -> None:
+    # m ← β1 m + (1 − β1) g;  v ← β2 v + (1 − β2) g²;  θ −= lr · m̂ / (√v̂ + ε), with bias-corrected m̂, v̂
+    beta1, beta2 = ADAM_BETAS
+    m *= beta1
+    m += (1.0 - beta1) * grad
+    v *= beta2
+    v += (1.0 - beta2) * grad * grad
+    # Algorithm 1 of the paper: ε is added to √v̂, after the bias correction.
+    denominator = np.sqrt(v)
+    denominator *= 1.0 / math.sqrt(1.0 - beta2**step)
+    denominator += EPSILON
+    param -= (lr / (1.0 - beta1**step)) * m / denominator
+
+
+def update(
+    optimizer: str,
     params: Mapping[str, np.ndarray],
-    grads: Mapping[str, np.ndarray | SparseRows],
+    grads: Mapping[str, Gradient],
     state: OptimizerState,
     learning_rate: float,
-    epsilon: float = ADAGRAD_EPSILON,
 ) -> OptimizerState:
-    """One Adagrad step (Duchi et al. 2011), in place on ``params`` and ``state``.
+    """One step of ``optimizer``, in place on ``params`` and ``state``; returns ``state``.
 
-        G += g²;   θ -= lr · g / (√G + ε)
-
-    A SparseRows gradient updates only its rows. This is exact, not an approximation: an untouched
-    row has g = 0, so both its G and its θ would be unchanged anyway.
+    For Adagrad a SparseRows gradient updates only its rows, which is exact: an untouched row has
+    g = 0, so its G and θ would not change anyway. RMSProp and Adam decay their averages (and Adam
+    keeps moving by momentum) even where g = 0, so for them a sparse gradient is made dense first.
     """
+    if optimizer == "adam":
+        state["step"] += 1
     for name, grad in grads.items():
-        param, cache = params[name], state[name]
+        param = params[name]
+        if optimizer == "adagrad":
+            sum_sq = state[f"sum_sq.{name}"]
+            if isinstance(grad, SparseRows):
+                rows = grad.rows
+                param_rows, sum_sq_rows = param[rows], sum_sq[rows]
+                _adagrad(param_rows, grad.values, sum_sq_rows, learning_rate)
+                param[rows], sum_sq[rows] = param_rows, sum_sq_rows
+            else:
+                _adagrad(param, grad, sum_sq, learning_rate)
+            continue
         if isinstance(grad, SparseRows):
-            rows = grad.rows
-            param_rows, cache_rows = param[rows], cache[rows]
-            _adagrad_dense(param_rows, grad.values, cache_rows, learning_rate, epsilon)
-            param[rows] = param_rows
-            cache[rows] = cache_rows
+            grad = grad.to_dense(param.shape[0])
+        if optimizer == "rmsprop":
+            _rmsprop(param, grad, state[f"mean_sq.{name}"], learning_rate)
         else:
-            _adagrad_dense(param, grad, cache, learning_rate, epsilon)
+            _adam(param, grad, state[f"m.{name}"], state[f"v.{name}"], learning_rate, int(state["step"]))
     return state

@@ -10,7 +10,7 @@ from typing import Iterator
 import numpy as np
 
 from charrnn import model
-from charrnn.config import SampleConfig
+from charrnn.config import ModelConfig, SampleConfig
 
 
 def next_token_distribution(logits: np.ndarray, temperature: float, top_k: int | None) -> np.ndarray:
@@ -46,22 +46,22 @@ def pick_next(logits: np.ndarray, config: SampleConfig, rng: np.random.Generator
 
 def generate(
     params: model.Params,
+    model_config: ModelConfig,
     prime_ids: np.ndarray,
     config: SampleConfig,
     rng: np.random.Generator,
 ) -> Iterator[np.ndarray]:
     """Yield ``config.length`` arrays of shape (S,): the ids generated at each step, S = num_samples.
 
-    ``prime_ids`` (P,), P ≥ 1, is fed to every stream first to set the hidden state; the first yielded
-    ids are the model's continuation of it.
+    ``prime_ids`` (P,), P ≥ 1, is fed to every stream first to set the state; the first yielded ids
+    are the model's continuation of it. All S streams advance together as one batch.
     """
     num_streams = config.num_samples
-    hidden = np.zeros((num_streams, params["W_hh"].shape[0]), dtype=params["W_hh"].dtype)
-    logits = None
-    for token in prime_ids:
-        logits, hidden = model.step(params, np.full(num_streams, token), hidden)
+    state = model.initial_state(model_config, num_streams)
+    prime = np.repeat(np.asarray(prime_ids).reshape(-1, 1), num_streams, axis=1)  # (P, S)
+    logits, state = model.step(params, model_config, prime, state)
     for position in range(config.length):
         ids = pick_next(logits, config, rng)
         yield ids
         if position + 1 < config.length:
-            logits, hidden = model.step(params, ids, hidden)
+            logits, state = model.step(params, model_config, ids, state)

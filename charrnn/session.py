@@ -1,32 +1,35 @@
-"""A training session: start or resume a model, train it, sample and checkpoint on schedule.
+"""Opening a training session: read the corpus, split off validation text, build or resume the model.
 
-The session reports what happens as a stream of events and prints nothing; the command line turns the
-events into a progress bar, samples on stderr and a summary line.
+``open_session`` turns what the user asked for (a TrainRequest) into a Session ready to train, or
+raises a CharRNNError saying what to fix; ``runner.run`` then trains it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import math
 import secrets
-import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional, Union
+from typing import Any, Optional
 
 import numpy as np
 
-from charrnn import checkpoint, model, sample, train
+from charrnn import checkpoint, train
 from charrnn.checkpoint import Checkpoint, CorpusInfo
-from charrnn.config import ModelConfig, SampleConfig, ScheduleConfig, TrainConfig
+from charrnn.config import ModelConfig, ScheduleConfig, TrainConfig
 from charrnn.corpus import read_corpus, split_streams
 from charrnn.errors import ConfigError, VocabularyError
 from charrnn.tokenizer import Tokenizer
 
-# Options that define the model or its data layout: fixed for a model's life, so giving a different
+# Options that define the model or its training data: fixed for a model's life, so giving a different
 # value when resuming is an error rather than something silently ignored.
-FIXED_ON_RESUME = ("hidden_size", "dtype", "tokenizer", "batch_size", "seq_length", "rng_seed")
-OPTION_FLAGS = {name: "--" + name.replace("_", "-") for name in FIXED_ON_RESUME}
+FIXED_ON_RESUME = (
+    "hidden_size", "num_layers", "cell", "activation", "dropout", "dtype", "tokenizer",
+    "batch_size", "seq_length", "optimizer", "rng_seed", "val_fraction",
+)
+# Options that may change when resuming; the change is applied and reported.
+CHANGEABLE_ON_RESUME = ("learning_rate", "lr_decay", "lr_decay_after", "clip")
+OPTION_FLAGS = {name: "--" + name.replace("_", "-") for name in FIXED_ON_RESUME + CHANGEABLE_ON_RESUME}
 OPTION_FLAGS.update({"max_steps": "--steps", "max_epochs": "--epochs"})
 
 
@@ -44,58 +47,10 @@ class TrainRequest:
     train_options: dict[str, Any] = field(default_factory=dict)
     tokenizer: str = "char"
     encoding: str = "auto"
+    val_paths: tuple[str, ...] = ()
     resume: Optional[str] = None
     overwrite: bool = False
     explicit: frozenset[str] = frozenset()
-
-
-@dataclass(frozen=True)
-class Started:
-    """Training is about to begin."""
-
-    model_config: ModelConfig
-    train_config: TrainConfig
-    num_parameters: int
-    num_tokens: int
-    steps_per_epoch: int
-    start_step: int
-    target_steps: int
-    resumed_from: Optional[str]
-    notes: tuple[str, ...]  # things the user should know (e.g. a changed corpus)
-
-
-@dataclass(frozen=True)
-class Sampled:
-    """Text drawn from the model during training."""
-
-    step: int
-    temperature: float
-    text: str
-
-
-@dataclass(frozen=True)
-class Saved:
-    """A checkpoint was written."""
-
-    step: int
-    path: str
-
-
-@dataclass(frozen=True)
-class Finished:
-    """Training ended, by reaching its limit or because it was asked to stop."""
-
-    steps: int  # total steps in the model's life
-    steps_this_run: int
-    tokens_seen: int  # in the model's life
-    tokens_this_run: int
-    smoothed_loss_nats: float
-    seconds: float
-    checkpoint_path: Optional[str]
-    interrupted: bool
-
-
-Event = Union[Started, train.StepResult, Sampled, Saved, Finished]
 
 
 @dataclass
@@ -107,7 +62,8 @@ class Session:
     train_config: TrainConfig
     tokenizer: Tokenizer
     corpus: CorpusInfo
-    streams: np.ndarray  # (B, L) token ids
+    streams: np.ndarray  # (B, L) training token ids
+    val_ids: Optional[np.ndarray]  # (N_val,) validation token ids; None when validation is off
     state: train.TrainState
     resumed_from: Optional[str] = None
     notes: list[str] = field(default_factory=list)
@@ -117,18 +73,59 @@ def _fingerprint(ids: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(ids, dtype=np.int32).tobytes()).hexdigest()
 
 
+def split_validation(ids: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(training ids, validation ids): the validation part is the last round(N · fraction) tokens."""
+    val_count = int(round(len(ids) * fraction))
+    return ids[: len(ids) - val_count], ids[len(ids) - val_count :]
+
+
+def _read_data(
+    request: TrainRequest, paths: tuple[str, ...], val_paths: tuple[str, ...], tokenizer: Optional[Tokenizer]
+) -> tuple[Tokenizer, np.ndarray, Optional[np.ndarray], CorpusInfo]:
+    """Tokenize the corpus and any validation files; fit one vocabulary to both unless one is given.
+
+    Returns the tokenizer, the corpus ids, the validation-file ids (None without one) and a record of
+    the data.
+    """
+    texts = [read_corpus(paths, request.encoding)]
+    if val_paths:
+        texts.append(read_corpus(val_paths, request.encoding))
+    if tokenizer is None:
+        tokenizer, id_arrays = Tokenizer.fit_many([t.text for t in texts], request.tokenizer)
+    else:
+        try:
+            id_arrays = [tokenizer.encode(t.text) for t in texts]
+        except VocabularyError as exc:
+            raise VocabularyError(f"the corpus does not fit the checkpoint's vocabulary: {exc}") from None
+    all_ids = np.concatenate(id_arrays)
+    info = CorpusInfo(texts[0].paths, texts[0].encodings, len(all_ids), _fingerprint(all_ids), tuple(val_paths))
+    return tokenizer, id_arrays[0], (id_arrays[1] if val_paths else None), info
+
+
+def _prepare_streams(session_ids: np.ndarray, val_ids: Optional[np.ndarray], config: TrainConfig, notes: list[str]):
+    if val_ids is None and config.val_fraction > 0:
+        session_ids, val_ids = split_validation(session_ids, config.val_fraction)
+    if val_ids is not None and len(val_ids) < 2:
+        notes.append("the validation text is shorter than 2 tokens; validation is off")
+        val_ids = None
+    return split_streams(session_ids, config.batch_size, config.seq_length), val_ids
+
+
 def _fresh(request: TrainRequest) -> Session:
-    text = read_corpus(request.corpus_paths, request.encoding)
-    tokenizer, ids = Tokenizer.fit(text.text, request.tokenizer)
-    model_config = ModelConfig(vocab_size=tokenizer.vocab_size, **request.model_options)
+    notes: list[str] = []
     train_options = dict(request.train_options)
+    if request.val_paths:
+        if "val_fraction" in request.explicit and train_options.get("val_fraction"):
+            raise ConfigError("give --val-fraction or --val-file, not both")
+        train_options["val_fraction"] = 0.0
     if train_options.get("rng_seed") is None:
         train_options["rng_seed"] = secrets.randbits(32)
     train_config = TrainConfig(**train_options)
-    streams = split_streams(ids, train_config.batch_size, train_config.seq_length)
-    corpus = CorpusInfo(text.paths, text.encodings, len(ids), _fingerprint(ids))
+    tokenizer, ids, val_ids, corpus = _read_data(request, request.corpus_paths, request.val_paths, None)
+    model_config = ModelConfig(vocab_size=tokenizer.vocab_size, **request.model_options)
+    streams, val_ids = _prepare_streams(ids, val_ids, train_config, notes)
     state = train.new_state(model_config, train_config)
-    return Session(request, model_config, train_config, tokenizer, corpus, streams, state)
+    return Session(request, model_config, train_config, tokenizer, corpus, streams, val_ids, state, None, notes)
 
 
 def _check_conflicts(request: TrainRequest, ckpt: Checkpoint) -> None:
@@ -146,35 +143,33 @@ def _check_conflicts(request: TrainRequest, ckpt: Checkpoint) -> None:
 def _resumed(request: TrainRequest, path: str) -> Session:
     ckpt = checkpoint.load(path)
     _check_conflicts(request, ckpt)
-    changes: dict[str, Any] = {}
-    for name in ("learning_rate", "clip"):
-        if name in request.explicit:
-            changes[name] = request.train_options[name]
+    changes = {name: request.train_options[name] for name in CHANGEABLE_ON_RESUME if name in request.explicit}
     if request.explicit & {"max_steps", "max_epochs"}:
         changes["max_steps"] = request.train_options.get("max_steps")
         changes["max_epochs"] = request.train_options.get("max_epochs")
     train_config = dataclasses.replace(ckpt.train_config, **changes)
-    notes = [f"{OPTION_FLAGS.get(n, '--' + n.replace('_', '-'))} is now {v}" for n, v in changes.items() if v]
-
+    notes = [
+        f"{OPTION_FLAGS[name]} is now {value}"
+        for name, value in changes.items()
+        if value is not None and value != getattr(ckpt.train_config, name)
+    ]
     paths = request.corpus_paths or ckpt.corpus.paths
-    text = read_corpus(paths, request.encoding)
-    try:
-        ids = ckpt.tokenizer.encode(text.text)
-    except VocabularyError as exc:
-        raise VocabularyError(f"the corpus does not fit the checkpoint's vocabulary: {exc}") from None
-    streams = split_streams(ids, train_config.batch_size, train_config.seq_length)
-    corpus = CorpusInfo(text.paths, text.encodings, len(ids), _fingerprint(ids))
-    progress, hidden = ckpt.progress, ckpt.hidden
+    val_paths = request.val_paths or ckpt.corpus.val_paths
+    if val_paths and ckpt.train_config.val_fraction > 0:
+        raise ConfigError("this model holds out --val-fraction of its corpus; it cannot also take --val-file")
+    _, ids, val_ids, corpus = _read_data(request, paths, val_paths, ckpt.tokenizer)
+    streams, val_ids = _prepare_streams(ids, val_ids, train_config, notes)
+    progress, hidden = ckpt.progress, ckpt.state
     if corpus.sha256 != ckpt.corpus.sha256:
         # Positions in other text mean nothing: start its streams from the beginning.
         notes.append("the corpus differs from the one the checkpoint was trained on; starting at its beginning")
         progress = dataclasses.replace(progress, position=0)
-        hidden = np.zeros_like(hidden)
+        hidden = {key: np.zeros_like(value) for key, value in hidden.items()}
     rng = np.random.default_rng()
     rng.bit_generator.state = ckpt.rng_state
-    state = train.TrainState(ckpt.params, ckpt.optimizer_state, hidden, progress, rng)
+    state = train.TrainState(ckpt.model_config, ckpt.params, ckpt.optimizer_state, hidden, progress, rng)
     return Session(
-        request, ckpt.model_config, train_config, ckpt.tokenizer, corpus, streams, state, path, notes
+        request, ckpt.model_config, train_config, ckpt.tokenizer, corpus, streams, val_ids, state, path, notes
     )
 
 
@@ -195,6 +190,9 @@ def open_session(request: TrainRequest) -> Session:
         session = _fresh(request)
     else:
         session = _resumed(request, request.resume)
+    config = session.model_config
+    if config.dropout > 0 and config.num_layers == 1:
+        session.notes.append("--dropout acts between stacked layers; with one layer it has no effect")
     checkpoint.prepare_directory(directory)
     return session
 
@@ -208,77 +206,8 @@ def to_checkpoint(session: Session) -> Checkpoint:
         tokenizer=session.tokenizer,
         params=state.params,
         optimizer_state=state.optimizer,
-        hidden=state.hidden,
+        state=state.hidden,
         progress=state.progress,
         rng_state=state.rng.bit_generator.state,
         corpus=session.corpus,
-    )
-
-
-def _target_steps(session: Session) -> int:
-    config, progress = session.train_config, session.state.progress
-    limits = []
-    if config.max_steps is not None:
-        limits.append(config.max_steps)
-    if config.max_epochs is not None:
-        per_epoch = train.steps_per_epoch(session.streams, config.seq_length)
-        remaining = config.max_epochs - train.epochs_done(progress, session.streams, config.seq_length)
-        limits.append(progress.step + max(0, math.ceil(round(remaining * per_epoch, 9))))
-    return max(progress.step, min(limits))
-
-
-def training_sample(session: Session, length: int, temperature: float = 1.0) -> str:
-    """Text from the current model, primed with a random token.
-
-    Its randomness comes from (seed, step), not the training generator, so sampling more or less
-    often never changes the trained weights.
-    """
-    rng = np.random.default_rng([session.train_config.rng_seed, session.state.progress.step])
-    prime = rng.integers(session.model_config.vocab_size, size=1)
-    config = SampleConfig(length=length, temperature=temperature)
-    ids = [int(step_ids[0]) for step_ids in sample.generate(session.state.params, prime, config, rng)]
-    return session.tokenizer.decode(prime.tolist() + ids)
-
-
-def run(session: Session, should_stop: Callable[[], bool] = lambda: False) -> Iterator[Event]:
-    """Train ``session`` to its limit, yielding events; saves a checkpoint on schedule and at the end.
-
-    When ``should_stop()`` turns true the current step finishes, a checkpoint is written and the run
-    ends with ``Finished(interrupted=True)``. If training fails (a NaN loss, a failed write) nothing is
-    saved over the last good checkpoint.
-    """
-    schedule, state = session.request.schedule, session.state
-    started = time.perf_counter()
-    first_step, first_tokens = state.progress.step, state.progress.tokens_seen
-    yield Started(
-        session.model_config,
-        session.train_config,
-        model.count_parameters(state.params),
-        session.corpus.num_tokens,
-        train.steps_per_epoch(session.streams, session.train_config.seq_length),
-        first_step,
-        _target_steps(session),
-        session.resumed_from,
-        tuple(session.notes),
-    )
-    saved_path, saved_step = None, None
-    for result in train.run(state, session.streams, session.train_config, should_stop):
-        yield result
-        if schedule.sample_every and result.step % schedule.sample_every == 0:
-            yield Sampled(result.step, 1.0, training_sample(session, schedule.sample_length))
-        if schedule.checkpoint_every and result.step % schedule.checkpoint_every == 0:
-            saved_path, saved_step = checkpoint.save(to_checkpoint(session), schedule.checkpoint_dir), result.step
-            yield Saved(result.step, saved_path)
-    if saved_step != state.progress.step and state.progress.step > first_step:
-        saved_path = checkpoint.save(to_checkpoint(session), schedule.checkpoint_dir)
-        yield Saved(state.progress.step, saved_path)
-    yield Finished(
-        steps=state.progress.step,
-        steps_this_run=state.progress.step - first_step,
-        tokens_seen=state.progress.tokens_seen,
-        tokens_this_run=state.progress.tokens_seen - first_tokens,
-        smoothed_loss_nats=state.progress.smoothed_loss_nats,
-        seconds=time.perf_counter() - started,
-        checkpoint_path=saved_path or session.resumed_from,
-        interrupted=should_stop(),
     )

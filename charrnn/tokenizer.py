@@ -65,6 +65,7 @@ class Tokenizer:
     kind: str
     vocab: tuple[str, ...]
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
+    _longest: int = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in TOKENIZERS:
@@ -76,17 +77,26 @@ class Tokenizer:
         if self.kind == "char" and any(len(t) != 1 for t in self.vocab):
             raise VocabularyError("a character vocabulary holds a token that is not one character")
         object.__setattr__(self, "_index", {t: i for i, t in enumerate(self.vocab)})
+        object.__setattr__(self, "_longest", max(len(t) for t in self.vocab))
 
     @classmethod
     def fit(cls, text: str, kind: str) -> tuple["Tokenizer", np.ndarray]:
         """Build the vocabulary of ``text`` and return it with the text's ids (int32, shape (N,))."""
+        tokenizer, (ids,) = cls.fit_many([text], kind)
+        return tokenizer, ids
+
+    @classmethod
+    def fit_many(cls, texts: Sequence[str], kind: str) -> tuple["Tokenizer", list[np.ndarray]]:
+        """One vocabulary for several texts, each tokenized on its own; returns the ids of each."""
         if kind == "char":
-            unique, ids = np.unique(_codepoints(text), return_inverse=True)
+            points = [_codepoints(text) for text in texts]
+            unique, inverse = np.unique(np.concatenate(points), return_inverse=True)
             tokenizer = cls(kind, tuple(chr(c) for c in unique.tolist()))
-            return tokenizer, ids.astype(np.int32).reshape(-1)
-        tokens = tokenize(text, kind)
-        tokenizer = cls(kind, tuple(sorted(set(tokens))))
-        return tokenizer, tokenizer.encode_tokens(tokens)
+            bounds = np.cumsum([len(p) for p in points])[:-1]
+            return tokenizer, np.split(inverse.astype(np.int32).reshape(-1), bounds)
+        token_lists = [tokenize(text, kind) for text in texts]
+        tokenizer = cls(kind, tuple(sorted(set().union(*token_lists))))
+        return tokenizer, [tokenizer.encode_tokens(tokens) for tokens in token_lists]
 
     @property
     def vocab_size(self) -> int:
@@ -100,15 +110,39 @@ class Tokenizer:
         (so the seed "明月" still works for a model that only knows "明" and "月"); only text with no
         such split is refused.
         """
+        ids, unknown = self.encode_known(text)
+        if unknown:
+            raise VocabularyError(f"tokens not in the model's vocabulary: {_describe_unknown(unknown)}")
+        return ids
+
+    def encode_known(self, text: str) -> tuple[np.ndarray, list[str]]:
+        """Ids of the tokens of ``text`` that are in the vocabulary, and the list of those that are not.
+
+        The unknown tokens are left out of the ids (so the ids are the text with them removed).
+        """
         if self.kind == "char":
-            return self._encode_chars(text)
-        tokens: list[str] = []
+            points = _codepoints(text)
+            vocab_points = _codepoints("".join(self.vocab))
+            ids = np.searchsorted(vocab_points, points)
+            found = np.zeros(points.shape, dtype=bool)
+            in_range = ids < len(vocab_points)
+            found[in_range] = vocab_points[ids[in_range]] == points[in_range]
+            unknown = [chr(c) for c in points[~found].tolist()]
+            return ids[found].astype(np.int32), unknown
+        index = self._index
+        known: list[int] = []
+        unknown = []
         for word in tokenize(text, self.kind):
-            tokens.extend(self._known_pieces(word) if word not in self._index else (word,))
-        return self.encode_tokens(tokens)
+            pieces = (word,) if word in index else self._known_pieces(word)
+            for piece in pieces:
+                if piece in index:
+                    known.append(index[piece])
+                else:
+                    unknown.append(piece)
+        return np.array(known, dtype=np.int32), unknown
 
     def _known_pieces(self, word: str) -> list[str]:
-        longest = max(len(t) for t in self.vocab)
+        longest = self._longest
         pieces, start = [], 0
         while start < len(word):
             for end in range(min(len(word), start + longest), start, -1):
@@ -117,20 +151,8 @@ class Tokenizer:
                     start = end
                     break
             else:
-                return [word]  # no split: left whole, so encode_tokens reports it
+                return [word]  # no split: left whole, and reported as unknown
         return pieces
-
-    def _encode_chars(self, text: str) -> np.ndarray:
-        points = _codepoints(text)
-        vocab_points = _codepoints("".join(self.vocab))
-        ids = np.searchsorted(vocab_points, points)
-        found = np.zeros(points.shape, dtype=bool)
-        in_range = ids < len(vocab_points)
-        found[in_range] = vocab_points[ids[in_range]] == points[in_range]
-        if not found.all():
-            unknown = (chr(c) for c in np.unique(points[~found]).tolist())
-            raise VocabularyError(f"tokens not in the model's vocabulary: {_describe_unknown(unknown)}")
-        return ids.astype(np.int32)
 
     def encode_tokens(self, tokens: Sequence[str]) -> np.ndarray:
         """Ids of an already tokenized sequence (int32, shape (N,))."""
@@ -139,6 +161,10 @@ class Tokenizer:
         if unknown:
             raise VocabularyError(f"tokens not in the model's vocabulary: {_describe_unknown(unknown)}")
         return np.fromiter((index[t] for t in tokens), dtype=np.int32, count=len(tokens))
+
+    def token_lengths(self) -> np.ndarray:
+        """Characters in each token (V,), for converting bits per token into bits per character."""
+        return np.array([len(t) for t in self.vocab], dtype=np.int64)
 
     def decode(self, ids: Iterable[int]) -> str:
         """The text of a sequence of ids."""

@@ -1,4 +1,4 @@
-"""The training loop: truncated BPTT over parallel streams, clipping and Adagrad. Prints nothing.
+"""The training loop: truncated BPTT over parallel streams, clipping and an optimizer step. Prints nothing.
 
 The token ids are cut into B contiguous streams (corpus.split_streams); each step trains on the next
 T tokens of every stream, carrying each stream's hidden state into the next step, and starts every
@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 
@@ -33,6 +33,10 @@ class Progress:
     position: int = 0  # offset in each stream of the next chunk's first input token
     loss_ema: float = 0.0  # un-corrected exponential moving average of the step losses
     loss_ema_steps: int = 0  # steps folded into loss_ema (for the bias correction)
+    val_step: Optional[int] = None  # step of the latest validation
+    val_loss_nats: Optional[float] = None  # validation loss per token then
+    val_bits_per_char: Optional[float] = None
+    best_val_loss_nats: Optional[float] = None  # lowest validation loss so far (what best.npz holds)
 
     @property
     def smoothed_loss_nats(self) -> float:
@@ -49,13 +53,14 @@ class Progress:
 
 @dataclass
 class TrainState:
-    """Everything that changes while training. Arrays are updated in place."""
+    """A model under training: its shape, and everything that changes as it trains (arrays in place)."""
 
+    model_config: ModelConfig
     params: model.Params
     optimizer: optim.OptimizerState
-    hidden: np.ndarray  # (B, H) state carried between chunks
+    hidden: model.State  # (B, H) per layer and state kind, carried between chunks
     progress: Progress
-    rng: np.random.Generator
+    rng: np.random.Generator  # initialisation, then dropout masks
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,7 @@ class StepResult:
     smoothed_loss_nats: float
     tokens: int  # tokens trained on in this step (T·B)
     seconds: float  # wall time of this step
+    learning_rate: float  # the rate this step used
 
     @property
     def tokens_per_s(self) -> float:
@@ -80,8 +86,9 @@ def new_state(model_config: ModelConfig, train_config: TrainConfig) -> TrainStat
     rng = np.random.default_rng(train_config.rng_seed)
     params = model.init_params(model_config, rng, train_config.init_scale)
     return TrainState(
+        model_config=model_config,
         params=params,
-        optimizer=optim.adagrad_init(params),
+        optimizer=optim.init_state(train_config.optimizer, params),
         hidden=model.initial_state(model_config, train_config.batch_size),
         progress=Progress(),
         rng=rng,
@@ -108,6 +115,11 @@ def is_finished(progress: Progress, streams: np.ndarray, config: TrainConfig) ->
     return False
 
 
+def current_learning_rate(progress: Progress, config: TrainConfig) -> float:
+    """The learning rate after the decay schedule for the epochs completed so far."""
+    return optim.learning_rate_at(config.learning_rate, config.lr_decay, config.lr_decay_after, progress.epoch)
+
+
 def train_step(state: TrainState, streams: np.ndarray, config: TrainConfig) -> StepResult:
     """Train on the next (T, B) chunk of ``streams`` (B, L) and advance ``state``.
 
@@ -122,14 +134,15 @@ def train_step(state: TrainState, streams: np.ndarray, config: TrainConfig) -> S
     targets = np.ascontiguousarray(chunk[1:])
     # A diverging model overflows somewhere; that is reported below as one clear error, not as warnings.
     with np.errstate(over="ignore", invalid="ignore"):
-        result = model.loss_and_grads(state.params, inputs, targets, state.hidden)
+        result = model.loss_and_grads(state.params, state.model_config, inputs, targets, state.hidden, state.rng)
     if not math.isfinite(result.loss_nats):
         raise TrainingError(
             f"the loss became {result.loss_nats} at step {progress.step + 1}; the last checkpoint is "
             "kept; try a lower --learning-rate or a smaller --clip"
         )
     optim.clip_gradients(result.grads, config.clip)
-    optim.adagrad_update(state.params, result.grads, state.optimizer, config.learning_rate)
+    learning_rate = current_learning_rate(progress, config)
+    optim.update(config.optimizer, state.params, result.grads, state.optimizer, learning_rate)
 
     progress.step += 1
     progress.tokens_seen += inputs.size
@@ -138,9 +151,9 @@ def train_step(state: TrainState, streams: np.ndarray, config: TrainConfig) -> S
     if progress.position + seq_length + 1 > streams.shape[1]:
         progress.position = 0
         progress.epoch += 1
-        state.hidden = np.zeros_like(state.hidden)
+        state.hidden = {key: np.zeros_like(value) for key, value in state.hidden.items()}
     else:
-        state.hidden = result.h_last
+        state.hidden = result.state_last
     return StepResult(
         step=progress.step,
         epochs=epochs_done(progress, streams, seq_length),
@@ -148,6 +161,7 @@ def train_step(state: TrainState, streams: np.ndarray, config: TrainConfig) -> S
         smoothed_loss_nats=progress.smoothed_loss_nats,
         tokens=inputs.size,
         seconds=time.perf_counter() - started,
+        learning_rate=learning_rate,
     )
 
 

@@ -19,10 +19,10 @@ from charrnn.errors import CheckpointError, CheckpointWriteError
 from charrnn.tokenizer import Tokenizer
 
 
-def _checkpoint(steps: int = 3, dtype: str = "float32") -> Checkpoint:
+def _checkpoint(steps: int = 3, dtype: str = "float32", cell: str = "rnn", optimizer: str = "adagrad") -> Checkpoint:
     tokenizer, ids = Tokenizer.fit("月落乌啼霜满天，江枫渔火对愁眠。\n" * 6, "char")
-    model_config = ModelConfig(tokenizer.vocab_size, 8, dtype)
-    train_config = TrainConfig(seq_length=4, batch_size=2, max_steps=10, rng_seed=11)
+    model_config = ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=8, dtype=dtype, cell=cell, num_layers=2)
+    train_config = TrainConfig(seq_length=4, batch_size=2, max_steps=10, rng_seed=11, optimizer=optimizer)
     state = train.new_state(model_config, train_config)
     for _ in range(steps):
         train.train_step(state, split_streams(ids, 2, 4), train_config)
@@ -33,18 +33,22 @@ def _checkpoint(steps: int = 3, dtype: str = "float32") -> Checkpoint:
 
 
 def _assert_same(a: Checkpoint, b: Checkpoint) -> None:
-    for name in a.params:
-        assert np.array_equal(a.params[name], b.params[name])
-        assert np.array_equal(a.optimizer_state[name], b.optimizer_state[name])
-    assert np.array_equal(a.hidden, b.hidden)
+    for group in ("params", "optimizer_state", "state"):
+        first, second = getattr(a, group), getattr(b, group)
+        assert list(first) == list(second)
+        for name in first:
+            assert np.array_equal(first[name], second[name]) and first[name].dtype == second[name].dtype
     assert (a.model_config, a.train_config, a.tokenizer, a.progress, a.rng_state, a.corpus) == (
         b.model_config, b.train_config, b.tokenizer, b.progress, b.rng_state, b.corpus
     )
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_save_load_round_trip_is_exact(tmp_path, dtype):
-    original = _checkpoint(dtype=dtype)
+@pytest.mark.parametrize(
+    "dtype, cell, optimizer",
+    [("float32", "rnn", "adagrad"), ("float64", "lstm", "adam"), ("float32", "gru", "rmsprop")],
+)
+def test_save_load_round_trip_is_exact(tmp_path, dtype, cell, optimizer):
+    original = _checkpoint(dtype=dtype, cell=cell, optimizer=optimizer)
     latest = checkpoint.save(original, str(tmp_path))
     assert latest == str(tmp_path / "latest.npz")
     assert (tmp_path / "step_00000003.npz").read_bytes() == (tmp_path / "latest.npz").read_bytes()
@@ -57,10 +61,24 @@ def test_same_state_gives_identical_bytes_and_readable_json(tmp_path):
     path = checkpoint.save(_checkpoint(), str(tmp_path))
     with np.load(path, allow_pickle=False) as archive:
         meta = json.loads(archive["meta"].tobytes().decode("utf-8"))
-    assert meta["format"] == "charrnn-checkpoint" and meta["format_version"] == 1
+    assert meta["format"] == "charrnn-checkpoint" and meta["format_version"] == 2
     assert meta["tokenizer"]["vocab"][0] == "\n" and "月" in meta["tokenizer"]["vocab"]
     assert meta["progress"]["step"] == 3 and meta["train"]["rng_seed"] == 11
-    assert meta["model"] == {"vocab_size": 17, "hidden_size": 8, "dtype": "float32"}
+    assert meta["model"] == {
+        "vocab_size": 17, "hidden_size": 8, "num_layers": 2, "cell": "rnn", "activation": "tanh",
+        "dropout": 0.0, "dtype": "float32",
+    }
+    assert sorted(archive_names(path)) == sorted(
+        ["meta"]
+        + [f"param.{n}" for n in ("W_xh", "W_hh", "b_h", "W_xh.1", "W_hh.1", "b_h.1", "W_hy", "b_y")]
+        + [f"optim.sum_sq.{n}" for n in ("W_xh", "W_hh", "b_h", "W_xh.1", "W_hh.1", "b_h.1", "W_hy", "b_y")]
+        + ["state.h.0", "state.h.1"]
+    )
+
+
+def archive_names(path):
+    with np.load(path, allow_pickle=False) as archive:
+        return archive.files
 
 
 def test_find_latest(tmp_path):
@@ -121,6 +139,8 @@ def _set_meta(entries, **updates):
         (lambda e: e.update({"extra": np.array([object()], dtype=object)}), "pickled Python objects"),
         (lambda e: e.update({"param.b_h": np.array([object()] * 8, dtype=object)}), "pickled Python objects"),
         (lambda e: _set_meta(e, model={"vocab_size": 17, "hidden_size": -8}), "hidden-size must be positive"),
+        (lambda e: _set_meta(e, model={"vocab_size": 17, "hidden_size": 8, "cell": "lstm", "num_layers": 2}),
+         r"missing \['state.c.0', 'state.c.1'\]"),
     ],
 )
 def test_bad_contents_are_refused(tmp_path, change, message):
@@ -180,3 +200,27 @@ def test_progress_survives_the_round_trip(tmp_path):
     loaded = checkpoint.load(checkpoint.save(original, str(tmp_path)))
     assert dataclasses.asdict(loaded.progress) == dataclasses.asdict(original.progress)
     assert loaded.progress.step == 5 and loaded.progress.tokens_seen == 40
+
+
+FIXTURES = __import__("pathlib").Path(__file__).parent / "data"
+
+
+def test_format_1_checkpoint_is_migrated_on_load():
+    path = str(FIXTURES / "format1_rnn_h8_step7.npz")
+    with np.load(path, allow_pickle=False) as raw:
+        raw_entries = {name: raw[name] for name in raw.files}
+    ckpt = checkpoint.load(path)
+    assert ckpt.model_config == ModelConfig(vocab_size=ckpt.tokenizer.vocab_size, hidden_size=8)
+    assert ckpt.train_config.optimizer == "adagrad" and ckpt.train_config.val_fraction == 0.0
+    assert ckpt.progress.step == 7
+    for name in ("W_xh", "W_hh", "b_h", "W_hy", "b_y"):
+        assert np.array_equal(ckpt.params[name], raw_entries[f"param.{name}"])
+        assert np.array_equal(ckpt.optimizer_state[f"sum_sq.{name}"], raw_entries[f"optim.{name}"])
+    assert np.array_equal(ckpt.state["h.0"], raw_entries["state.hidden"])
+
+
+def test_format_1_checkpoint_resaves_as_format_2(tmp_path):
+    ckpt = checkpoint.load(str(FIXTURES / "format1_rnn_h8_step7.npz"))
+    again = checkpoint.load(checkpoint.save(ckpt, str(tmp_path)))
+    _assert_same(ckpt, again)
+    assert json.loads(np.load(str(tmp_path / "latest.npz"))["meta"].tobytes())["format_version"] == 2

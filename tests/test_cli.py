@@ -44,14 +44,17 @@ def test_train_then_sample(workdir, small_corpus):
     result = invoke("train", small_corpus, "--steps", "30", *FAST)
     assert result.exit_code == 0, result.stderr
     assert result.stdout == ""
-    # 942 distinct characters; 942·16 + 16·16 + 16 + 16·942 + 942 parameters; 3,000 // 4 // 10 chunks.
-    assert "training: vocabulary 942, hidden 16, 31,358 parameters, 3,000 tokens, 74 steps per epoch" in result.stderr
+    # 942 distinct characters; 942·16 + 16·16 + 16 + 16·942 + 942 parameters; the last 5% (150
+    # characters) held out; 2,850 // 4 = 712 tokens a stream, (712 − 1) // 10 chunks.
+    assert ("training: rnn, vocabulary 942, hidden 16, 31,358 parameters, 2,848 training tokens, "
+            "150 validation tokens, 71 steps per epoch, rng seed 3") in result.stderr
     assert "trained to step 30 (30 steps, 1,200 tokens this run)" in result.stderr
-    assert sorted(os.listdir(workdir / "checkpoints")) == ["latest.npz", "step_00000030.npz"]
+    assert "validation " in result.stderr and " bits/char" in result.stderr
+    assert sorted(os.listdir(workdir / "checkpoints")) == ["best.npz", "latest.npz", "step_00000030.npz"]
 
     sampled = invoke("sample", "--seed", "春风", "--length", "20", "--rng-seed", "1")
     assert sampled.exit_code == 0, sampled.stderr
-    assert sampled.stderr == "sampling from checkpoints/latest.npz\n"
+    assert sampled.stderr == "using checkpoints/latest.npz\n"
     text = sampled.stdout
     assert text.startswith("春风") and text.endswith("\n")
     vocab = set(checkpoint.load("checkpoints/latest.npz").tokenizer.vocab)
@@ -213,7 +216,7 @@ def test_installed_command_in_a_subprocess(charrnn_executable, tmp_path, small_c
     bad = subprocess.run([charrnn_executable, "sample", "--seed", "⚡"], cwd=tmp_path, capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and bad.stdout == ""
-    assert bad.stderr == "sampling from checkpoints/latest.npz\nError: --seed has tokens not in the model's vocabulary: '⚡'\n"
+    assert bad.stderr == "using checkpoints/latest.npz\nError: --seed has tokens not in the model's vocabulary: '⚡'\n"
     module = subprocess.run([sys.executable, "-m", "charrnn", "--version"], capture_output=True, text=True)
     assert module.stdout == f"charrnn, version {__version__}\n"
 
@@ -227,7 +230,7 @@ def test_sigint_saves_a_checkpoint_and_exits_130(charrnn_executable, tmp_path):
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 60
-    while "training:" not in (line := process.stderr.readline()) and time.monotonic() < deadline:
+    while "training:" not in process.stderr.readline() and time.monotonic() < deadline:
         pass
     time.sleep(1.0)
     process.send_signal(signal.SIGINT)

@@ -1,11 +1,16 @@
-"""Clipping and Adagrad: exact values, and the sparse update equal to the dense one."""
+"""Clipping, the learning-rate schedule and the optimizers: exact values, sparse equal to dense."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
+import pytest
 
 from charrnn import optim
 from charrnn.ops import SparseRows
+
+EPS = optim.EPSILON
 
 
 def test_clip_gradients_clamps_dense_and_sparse_in_place():
@@ -18,17 +23,38 @@ def test_clip_gradients_clamps_dense_and_sparse_in_place():
 
 def test_adagrad_two_steps_exact_values():
     params = {"w": np.array([1.0, -2.0])}
-    state = optim.adagrad_init(params)
-    optim.adagrad_update(params, {"w": np.array([0.5, -1.0])}, state, 0.1)
-    eps = optim.ADAGRAD_EPSILON
+    state = optim.init_state("adagrad", params)
+    optim.update("adagrad", params, {"w": np.array([0.5, -1.0])}, state, 0.1)
     # G = g², so the first step moves each weight by lr·sign(g) (up to ε).
-    first = [1.0 - 0.1 * 0.5 / (0.5 + eps), -2.0 + 0.1 * 1.0 / (1.0 + eps)]
+    first = [1.0 - 0.1 * 0.5 / (0.5 + EPS), -2.0 + 0.1 * 1.0 / (1.0 + EPS)]
     np.testing.assert_allclose(params["w"], first, rtol=1e-14)
-    assert abs(first[0] - 0.9) < 1e-8
-    optim.adagrad_update(params, {"w": np.array([0.5, 1.0])}, state, 0.1)
-    assert state["w"].tolist() == [0.5, 2.0]
-    second = [first[0] - 0.1 * 0.5 / (np.sqrt(0.5) + eps), first[1] - 0.1 * 1.0 / (np.sqrt(2.0) + eps)]
+    optim.update("adagrad", params, {"w": np.array([0.5, 1.0])}, state, 0.1)
+    assert state["sum_sq.w"].tolist() == [0.5, 2.0]
+    second = [first[0] - 0.1 * 0.5 / (np.sqrt(0.5) + EPS), first[1] - 0.1 * 1.0 / (np.sqrt(2.0) + EPS)]
     np.testing.assert_allclose(params["w"], second, rtol=1e-14)
+
+
+def test_rmsprop_exact_values():
+    params = {"w": np.array([1.0])}
+    state = optim.init_state("rmsprop", params)
+    optim.update("rmsprop", params, {"w": np.array([2.0])}, state, 0.01)
+    mean_sq = 0.05 * 4.0
+    assert state["mean_sq.w"][0] == pytest.approx(mean_sq, rel=1e-15)
+    assert params["w"][0] == pytest.approx(1.0 - 0.01 * 2.0 / (math.sqrt(mean_sq) + EPS), rel=1e-15)
+
+
+def test_adam_first_steps_move_by_the_learning_rate():
+    params = {"w": np.array([1.0, 1.0])}
+    state = optim.init_state("adam", params)
+    optim.update("adam", params, {"w": np.array([3.0, -0.001])}, state, 0.01)
+    # After bias correction the first step is lr · g / (|g| + ε): the learning rate, whatever |g|.
+    np.testing.assert_allclose(params["w"], [1.0 - 0.01, 1.0 + 0.01], rtol=1e-6)
+    assert int(state["step"]) == 1
+    optim.update("adam", params, {"w": np.array([0.0, 0.0])}, state, 0.01)
+    m = 0.9 * 0.1 * np.array([3.0, -0.001])
+    v = 0.999 * 0.001 * np.array([9.0, 1e-6])
+    expected_move = 0.01 * (m / (1 - 0.9**2)) / (np.sqrt(v / (1 - 0.999**2)) + EPS)
+    np.testing.assert_allclose(params["w"], np.array([0.99, 1.01]) - expected_move, rtol=1e-6)
 
 
 def test_sparse_adagrad_equals_dense_adagrad_exactly():
@@ -36,10 +62,30 @@ def test_sparse_adagrad_equals_dense_adagrad_exactly():
     weights = rng.standard_normal((6, 3)).astype(np.float32)
     grad_rows = SparseRows(np.array([0, 2, 5]), rng.standard_normal((3, 3)).astype(np.float32))
     dense_params, sparse_params = {"W": weights.copy()}, {"W": weights.copy()}
-    dense_state, sparse_state = optim.adagrad_init(dense_params), optim.adagrad_init(sparse_params)
+    dense_state, sparse_state = optim.init_state("adagrad", dense_params), optim.init_state("adagrad", sparse_params)
     for _ in range(3):
-        optim.adagrad_update(dense_params, {"W": grad_rows.to_dense(6)}, dense_state, 0.1)
-        optim.adagrad_update(sparse_params, {"W": grad_rows}, sparse_state, 0.1)
+        optim.update("adagrad", dense_params, {"W": grad_rows.to_dense(6)}, dense_state, 0.1)
+        optim.update("adagrad", sparse_params, {"W": grad_rows}, sparse_state, 0.1)
     assert np.array_equal(dense_params["W"], sparse_params["W"])
-    assert np.array_equal(dense_state["W"], sparse_state["W"])
+    assert np.array_equal(dense_state["sum_sq.W"], sparse_state["sum_sq.W"])
     assert np.array_equal(sparse_params["W"][[1, 3, 4]], weights[[1, 3, 4]])
+
+
+@pytest.mark.parametrize("name", ["rmsprop", "adam"])
+def test_sparse_gradients_are_made_dense_for_moment_optimizers(name):
+    weights = np.ones((4, 2))
+    grad = SparseRows(np.array([1]), np.array([[1.0, -1.0]]))
+    sparse_params, dense_params = {"W": weights.copy()}, {"W": weights.copy()}
+    sparse_state, dense_state = optim.init_state(name, sparse_params), optim.init_state(name, dense_params)
+    for _ in range(2):
+        optim.update(name, sparse_params, {"W": grad}, sparse_state, 0.01)
+        optim.update(name, dense_params, {"W": grad.to_dense(4)}, dense_state, 0.01)
+    assert np.array_equal(sparse_params["W"], dense_params["W"])
+
+
+def test_learning_rate_schedule():
+    assert optim.learning_rate_at(0.1, 0.5, 2, 0) == 0.1
+    assert optim.learning_rate_at(0.1, 0.5, 2, 2) == 0.1
+    assert optim.learning_rate_at(0.1, 0.5, 2, 3) == 0.05
+    assert optim.learning_rate_at(0.1, 0.5, 2, 5) == 0.0125
+    assert optim.state_layout("adam", {"w": (2, 3)}) == {"m.w": (2, 3), "v.w": (2, 3), "step": ()}

@@ -10,16 +10,19 @@ from charrnn.config import ModelConfig, SampleConfig
 from charrnn.errors import ConfigError
 
 
-def _params(vocab=6, hidden=4, seed=0):
-    return model.init_params(ModelConfig(vocab, hidden, "float64"), np.random.default_rng(seed), init_scale=1.0)
+CONFIG = ModelConfig(vocab_size=6, hidden_size=4, dtype="float64")
+
+
+def _params(seed=0):
+    return model.init_params(CONFIG, np.random.default_rng(seed), init_scale=1.0)
 
 
 def test_greedy_follows_the_argmax_of_each_step():
     params = _params()
-    ids = [int(i[0]) for i in sample.generate(params, np.array([2]), SampleConfig(length=5, greedy=True), None)]
-    expected, hidden, token = [], np.zeros((1, 4)), 2
+    ids = [int(i[0]) for i in sample.generate(params, CONFIG, np.array([2]), SampleConfig(length=5, greedy=True), None)]
+    expected, state, token = [], model.initial_state(CONFIG, 1), 2
     for _ in range(5):
-        logits, hidden = model.step(params, np.array([token]), hidden)
+        logits, state = model.step(params, CONFIG, np.array([token]), state)
         token = int(np.argmax(logits[0]))
         expected.append(token)
     assert ids == expected
@@ -27,8 +30,8 @@ def test_greedy_follows_the_argmax_of_each_step():
 
 def test_temperature_zero_means_greedy():
     params = _params()
-    greedy = list(sample.generate(params, np.array([1, 3]), SampleConfig(length=8, greedy=True), None))
-    zero = list(sample.generate(params, np.array([1, 3]), SampleConfig(length=8, temperature=0), None))
+    greedy = list(sample.generate(params, CONFIG, np.array([1, 3]), SampleConfig(length=8, greedy=True), None))
+    zero = list(sample.generate(params, CONFIG, np.array([1, 3]), SampleConfig(length=8, temperature=0), None))
     assert np.array_equal(np.array(greedy), np.array(zero))
 
 
@@ -51,8 +54,8 @@ def test_choose_draws_with_the_right_frequencies():
 def test_streams_are_independent_and_seeded():
     params = _params()
     config = SampleConfig(length=30, num_samples=3)
-    first = np.array(list(sample.generate(params, np.array([0]), config, np.random.default_rng(7))))
-    again = np.array(list(sample.generate(params, np.array([0]), config, np.random.default_rng(7))))
+    first = np.array(list(sample.generate(params, CONFIG, np.array([0]), config, np.random.default_rng(7))))
+    again = np.array(list(sample.generate(params, CONFIG, np.array([0]), config, np.random.default_rng(7))))
     assert first.shape == (30, 3)
     assert np.array_equal(first, again)
     assert not np.array_equal(first[:, 0], first[:, 1])

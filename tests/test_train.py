@@ -21,7 +21,7 @@ def _setup(text=PANGRAM, hidden=32, **train_options):
     options = dict(seq_length=10, batch_size=4, learning_rate=0.1, max_steps=300, rng_seed=0)
     options.update(train_options)
     config = TrainConfig(**options)
-    model_config = ModelConfig(tokenizer.vocab_size, hidden)
+    model_config = ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden)
     streams = split_streams(ids, config.batch_size, config.seq_length)
     return model_config, config, streams
 
@@ -46,10 +46,10 @@ def test_chunks_advance_by_seq_length_and_wrap_with_a_reset_state():
     for _ in range(per_epoch - 1):
         train.train_step(state, streams, config)
     assert state.progress.position == 430 and state.progress.epoch == 0
-    assert np.abs(state.hidden).sum() > 0  # carried between chunks
+    assert np.abs(state.hidden["h.0"]).sum() > 0  # carried between chunks
     result = train.train_step(state, streams, config)
     assert state.progress.position == 0 and state.progress.epoch == 1
-    assert not state.hidden.any()  # reset when the streams wrap around
+    assert not state.hidden["h.0"].any()  # reset when the streams wrap around
     assert result.epochs == 1.0
 
 
@@ -87,9 +87,9 @@ def test_a_non_finite_loss_stops_before_touching_the_parameters():
 def test_float64_training_keeps_float64_everywhere():
     tokenizer, ids = Tokenizer.fit(PANGRAM, "char")
     config = TrainConfig(seq_length=5, batch_size=2, max_steps=2, rng_seed=1)
-    state = train.new_state(ModelConfig(tokenizer.vocab_size, 8, "float64"), config)
+    state = train.new_state(ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=8, dtype="float64"), config)
     list(train.run(state, split_streams(ids, 2, 5), config))
-    arrays = [*state.params.values(), *state.optimizer.values(), state.hidden]
+    arrays = [*state.params.values(), *state.optimizer.values(), *state.hidden.values()]
     assert {a.dtype for a in arrays} == {np.dtype("float64")}
 
 

@@ -1,0 +1,610 @@
+"""Training throughput of charrnn against PyTorch and the classic algorithm, side by side (issue 6).
+
+For each configuration (a corpus at hidden 256, batch 32, seq 25 by default) this trains, alternating
+round-robin over several rounds and each time in a fresh subprocess of its own:
+
+  charrnn   charrnn.train.train_step through the public API: the code ``charrnn train`` runs per step;
+  torch     bench/torch_reference.py, the same model as a PyTorch user writes it (float32, all cores);
+  classic   bench/classic.py, the tutorials' single-stream loop (batch 1, float64, Python per token);
+
+and numpy's own float32 GEMM of the output layer's shape, (B·T)×H by H×V, as the rate to compare with.
+It prints tokens/s (the median over rounds), the achieved GFLOP/s counting 6·H·V + 6·H² model FLOPs
+per token, the fraction of the GEMM rate that reaches, each implementation's peak RSS, the ratios, the
+machine, and a Markdown table. ``--json`` prints one JSON document instead.
+
+    python bench/throughput.py --config all            # the README's figures (a few minutes)
+    python bench/throughput.py --config zh --impl charrnn,torch --rounds 3
+    python bench/throughput.py --loss-check 300         # do charrnn's and torch's losses fall alike?
+
+Without torch installed, the torch rows are skipped with a note (pip install -r bench/requirements.txt).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import inspect
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO_ROOT = BENCH_DIR.parent
+DEFAULT_CORPORA_DIR = REPO_ROOT.parent / "shared" / "corpora"
+
+IMPLEMENTATIONS = ("charrnn", "torch", "classic")
+CONFIGS = {
+    "zh": "tang300.txt",  # Chinese characters, vocabulary ≈2,600
+    "en": "devils_dictionary.txt",  # English characters, vocabulary ≈85
+    "v6000": None,  # synthetic: 5,999 CJK characters with Zipf frequencies plus newline
+}
+FLOPS_FORMULA = "6·H·V + 6·H²"
+# Each GEMM measurement repeats the product for at least this long, so one round is not a single call.
+GEMM_MIN_SECONDS = 0.5
+SYNTHETIC_SYMBOLS = 5_999  # plus "\n": a vocabulary of 6,000
+SYNTHETIC_LINES = 40_000  # of 24 ideographs and a newline: 1,000,000 characters
+SYNTHETIC_SEED = 6_000
+LOSS_TAIL_STEPS = 10  # the reported "last" loss is the mean of this many final steps
+
+
+def model_flops_per_token(hidden_size: int, vocab_size: int) -> int:
+    """Model FLOPs per token: 6·H·V + 6·H².
+
+    The output layer (H×V) and the recurrence (H×H) each cost 2 FLOPs per weight in the forward
+    product, 2 in the input-gradient product and 2 in the weight-gradient product. Elementwise work,
+    the embedding lookup and the optimizer are not counted.
+    """
+    return 6 * hidden_size * vocab_size + 6 * hidden_size * hidden_size
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident set size so far, in MiB (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- data ---------------------------------------------------------------------------------------------
+
+
+def write_synthetic_corpus(path: Path) -> None:
+    """A seeded ~1M-character corpus with a vocabulary of 6,000, for cost against vocabulary size.
+
+    5,999 CJK ideographs (from U+4E00) drawn with Zipf frequencies (weight 1/rank, roughly how
+    character frequencies fall off in Chinese text), each ideograph placed at least once, in lines
+    of 24 ideographs and a newline.
+    """
+    rng = np.random.default_rng(SYNTHETIC_SEED)
+    per_line = 24
+    total = SYNTHETIC_LINES * per_line
+    weights = 1.0 / np.arange(1, SYNTHETIC_SYMBOLS + 1)
+    drawn = rng.choice(SYNTHETIC_SYMBOLS, size=total - SYNTHETIC_SYMBOLS, p=weights / weights.sum())
+    symbols = np.concatenate([rng.permutation(SYNTHETIC_SYMBOLS), drawn]).reshape(SYNTHETIC_LINES, per_line)
+    codepoints = np.full((SYNTHETIC_LINES, per_line + 1), ord("\n"), dtype=np.uint32)
+    codepoints[:, :per_line] = 0x4E00 + symbols
+    path.write_text(codepoints.tobytes().decode("utf-32-le"), encoding="utf-8")
+
+
+@dataclass
+class Dataset:
+    """One configuration's token ids, prepared once by the parent and loaded by every worker."""
+
+    name: str
+    corpus: str  # the path, or a description of the synthetic corpus
+    data_dir: Path  # holds ids.npy (N,) and streams.npy (B, L)
+    vocab_size: int
+    tokens: int
+
+
+def prepare_dataset(name: str, corpus_path: Path, corpus_label: str, work_dir: Path, args) -> Dataset:
+    """Tokenize ``corpus_path`` with charrnn's character tokenizer and save its ids and streams.
+
+    Every implementation then trains on exactly these ids; the classic one reads ``ids.npy`` as one
+    stream, the batched ones the (B, L) ``streams.npy`` from charrnn.corpus.split_streams.
+    """
+    from charrnn.corpus import split_streams
+    from charrnn.tokenizer import Tokenizer
+
+    # Universal newlines turn \r\n and \r into \n, as charrnn's reader does.
+    with open(corpus_path, encoding="utf-8", newline=None) as f:
+        tokenizer, ids = Tokenizer.fit(f.read(), "char")
+    data_dir = work_dir / name
+    data_dir.mkdir()
+    np.save(data_dir / "ids.npy", ids)
+    np.save(data_dir / "streams.npy", np.ascontiguousarray(split_streams(ids, args.batch_size, args.seq_length)))
+    return Dataset(name, corpus_label, data_dir, tokenizer.vocab_size, len(ids))
+
+
+# --- workers: one implementation's measurement, in a process of its own --------------------------------
+
+
+def charrnn_step_function(vocab_size: int, args) -> Callable[[np.ndarray], float]:
+    """A function training charrnn one step on (B, L) streams and returning the step's loss in nats."""
+    from charrnn import train
+    from charrnn.config import ModelConfig, TrainConfig
+
+    model_config = ModelConfig(vocab_size=vocab_size, hidden_size=args.hidden_size, dtype="float32")
+    train_config = TrainConfig(
+        seq_length=args.seq_length,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        clip=args.clip,
+        max_steps=args.warmup + args.steps,
+        rng_seed=0,
+    )
+    state = train.new_state(model_config, train_config)
+    # The multi-layer work passes the model's config to train_step; time whichever form is installed.
+    if "model_config" in inspect.signature(train.train_step).parameters:
+        return lambda streams: train.train_step(state, streams, model_config, train_config).loss_nats
+    return lambda streams: train.train_step(state, streams, train_config).loss_nats
+
+
+def _bench_module(name: str) -> Any:
+    """Import bench/NAME.py, whatever the current directory (bench/ is scripts, not a package)."""
+    if str(BENCH_DIR) not in sys.path:
+        sys.path.insert(0, str(BENCH_DIR))
+    return importlib.import_module(name)
+
+
+def _time_steps(step: Callable[[], float], warmup: int, steps: int) -> tuple[float, list[float]]:
+    """Run ``warmup`` then ``steps`` calls of ``step``; return the seconds of the timed ones and all losses."""
+    losses = [step() for _ in range(warmup)]
+    started = time.perf_counter()
+    for _ in range(steps):
+        losses.append(step())
+    return time.perf_counter() - started, losses
+
+
+def run_worker(args) -> int:
+    """Measure one implementation (``args.worker``) and print one JSON line on stdout."""
+    data_dir = Path(args.data_dir)
+    vocab_size = args.vocab_size
+    report: dict[str, Any] = {"impl": args.worker}
+    if args.worker == "gemm":
+        rows = args.batch_size * args.seq_length
+        rng = np.random.default_rng(0)
+        left = rng.standard_normal((rows, args.hidden_size)).astype(np.float32)  # (B·T, H)
+        right = rng.standard_normal((args.hidden_size, vocab_size)).astype(np.float32)  # (H, V)
+        out = np.empty((rows, vocab_size), dtype=np.float32)
+        for _ in range(3):
+            np.matmul(left, right, out=out)
+        repeats, started = 0, time.perf_counter()
+        while (elapsed_s := time.perf_counter() - started) < GEMM_MIN_SECONDS:
+            np.matmul(left, right, out=out)
+            repeats += 1
+        report["gflops"] = 2 * rows * args.hidden_size * vocab_size * repeats / elapsed_s / 1e9
+        report["shape"] = f"{rows}×{args.hidden_size} · {args.hidden_size}×{vocab_size}"
+        print(json.dumps(report))
+        return 0
+
+    if args.worker == "classic":
+        classic = _bench_module("classic")
+
+        ids = np.load(data_dir / "ids.npy")
+        trainer = classic.ClassicTrainer(vocab_size, args.hidden_size, args.seq_length, args.learning_rate, args.clip)
+        report["setup_rss_mib"] = peak_rss_mib()
+        seconds, losses = _time_steps(lambda: trainer.train_step(ids), args.classic_warmup, args.classic_steps)
+        tokens = args.classic_steps * args.seq_length
+    else:
+        streams = np.load(data_dir / "streams.npy")
+        if args.worker == "torch":
+            import torch
+
+            torch_reference = _bench_module("torch_reference")
+
+            trainer = torch_reference.TorchTrainer(
+                vocab_size, args.hidden_size, lr=args.learning_rate, clip=args.clip, seq_length=args.seq_length
+            )
+            report["torch_version"] = torch.__version__
+            report["torch_threads"] = torch.get_num_threads()
+            report["torch_cpu_capability"] = torch.backends.cpu.get_cpu_capability()
+            report["parameters"] = trainer.parameter_count()
+            step = lambda: trainer.train_step(streams)  # noqa: E731
+        else:
+            train = charrnn_step_function(vocab_size, args)
+            step = lambda: train(streams)  # noqa: E731
+        report["setup_rss_mib"] = peak_rss_mib()
+        seconds, losses = _time_steps(step, args.warmup, args.steps)
+        tokens = args.steps * args.batch_size * args.seq_length
+    report.update(
+        tokens_per_s=tokens / seconds,
+        tokens=tokens,
+        seconds=seconds,
+        first_loss_nats=losses[0],
+        last_loss_nats=float(np.mean(losses[-LOSS_TAIL_STEPS:])),
+        peak_rss_mib=peak_rss_mib(),
+    )
+    print(json.dumps(report))
+    return 0
+
+
+def _worker_command(impl: str, dataset: Dataset, args) -> list[str]:
+    return [
+        sys.executable, str(Path(__file__).resolve()), "--worker", impl,
+        "--data-dir", str(dataset.data_dir), "--vocab-size", str(dataset.vocab_size),
+        "--hidden-size", str(args.hidden_size), "--batch-size", str(args.batch_size),
+        "--seq-length", str(args.seq_length), "--learning-rate", str(args.learning_rate),
+        "--clip", str(args.clip), "--steps", str(args.steps), "--warmup", str(args.warmup),
+        "--classic-steps", str(args.classic_steps), "--classic-warmup", str(args.classic_warmup),
+    ]
+
+
+def run_in_subprocess(impl: str, dataset: Dataset, args) -> dict[str, Any]:
+    """One measurement in a fresh interpreter, so its peak RSS is its own; an ``error`` key if it failed."""
+    done = subprocess.run(_worker_command(impl, dataset, args), capture_output=True, text=True)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        last_error = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+        return {"impl": impl, "error": last_error}
+    return json.loads(lines[-1])
+
+
+# --- the parent: rounds, summary, output ----------------------------------------------------------------
+
+
+@dataclass
+class ImplResult:
+    """Every round's measurement of one implementation on one configuration."""
+
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    error: Optional[str] = None
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Median tokens/s over the rounds."""
+        return statistics.median(r["tokens_per_s"] for r in self.rounds)
+
+    def summary(self, flops_per_token: int, gemm_gflops: Optional[float]) -> dict[str, Any]:
+        """Median, range, GFLOP/s, fraction of the GEMM rate, peak RSS and losses, as plain data."""
+        if not self.rounds:
+            return {"error": self.error}
+        rates = [r["tokens_per_s"] for r in self.rounds]
+        gflops = self.tokens_per_s * flops_per_token / 1e9
+        last = self.rounds[-1]
+        return {
+            "tokens_per_s": self.tokens_per_s,
+            "tokens_per_s_min": min(rates),
+            "tokens_per_s_max": max(rates),
+            "tokens_per_s_rounds": rates,
+            "gflops": gflops,
+            "fraction_of_gemm": gflops / gemm_gflops if gemm_gflops else None,
+            # Each round is a new process; the largest peak is the figure to plan memory by.
+            "peak_rss_mib": max(r["peak_rss_mib"] for r in self.rounds),
+            "setup_rss_mib": max(r["setup_rss_mib"] for r in self.rounds),
+            "first_loss_nats": last["first_loss_nats"],
+            "last_loss_nats": last["last_loss_nats"],
+            "error": self.error,
+        }
+
+
+def measure_config(dataset: Dataset, impls: Sequence[str], args) -> dict[str, Any]:
+    """Alternate the implementations (and the GEMM) over ``args.rounds`` rounds; summarise the config."""
+    results = {impl: ImplResult() for impl in impls}
+    gemm_rates: list[float] = []
+    extra: dict[str, Any] = {}
+    for round_index in range(args.rounds):
+        # Rotate the order each round so no implementation always runs first (or after the same one).
+        shift = round_index % len(impls)
+        for impl in [*impls[shift:], *impls[:shift], "gemm"]:
+            if impl != "gemm" and results[impl].error:
+                continue
+            report = run_in_subprocess(impl, dataset, args)
+            if "error" in report:
+                results[impl].error = report["error"]
+                print(f"[{dataset.name}] round {round_index + 1}: {impl} failed: {report['error']}", file=sys.stderr)
+                continue
+            if impl == "gemm":
+                gemm_rates.append(report["gflops"])
+                extra["gemm_shape"] = report["shape"]
+                rate = f"{report['gflops']:.1f} GFLOP/s"
+            else:
+                results[impl].rounds.append(report)
+                extra.update({k: v for k, v in report.items() if k.startswith("torch_")})
+                if impl == "torch":
+                    extra["torch_parameters"] = report["parameters"]
+                rate = f"{report['tokens_per_s']:,.0f} tokens/s"
+            print(f"[{dataset.name}] round {round_index + 1}/{args.rounds}: {impl} {rate}", file=sys.stderr)
+
+    flops = model_flops_per_token(args.hidden_size, dataset.vocab_size)
+    gemm_gflops = statistics.median(gemm_rates) if gemm_rates else None
+    summaries = {impl: results[impl].summary(flops, gemm_gflops) for impl in impls}
+    ratios = {}
+    ours = summaries.get("charrnn", {}).get("tokens_per_s")
+    for other in ("torch", "classic"):
+        theirs = summaries.get(other, {}).get("tokens_per_s")
+        if ours and theirs:
+            ratios[f"charrnn/{other}"] = ours / theirs
+    return {
+        "config": dataset.name,
+        "corpus": dataset.corpus,
+        "tokens": dataset.tokens,
+        "vocab_size": dataset.vocab_size,
+        "flops_per_token": flops,
+        "gemm": {"gflops": gemm_gflops, "gflops_rounds": gemm_rates, "shape": extra.get("gemm_shape")},
+        "implementations": summaries,
+        "ratios": ratios,
+        **{k: v for k, v in extra.items() if k != "gemm_shape"},
+    }
+
+
+def _openblas_runtime() -> Optional[str]:
+    """OpenBLAS's run-time core and thread count, asked through ctypes (None if it cannot be)."""
+    import ctypes
+
+    try:
+        with open("/proc/self/maps") as maps:
+            libraries = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line})
+    except OSError:
+        return None
+    for library in libraries:
+        try:
+            lib = ctypes.CDLL(library)
+        except OSError:
+            continue
+        for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""), ("openblas", "64_"), ("openblas", "")):
+            try:
+                corename = getattr(lib, f"{prefix}_get_corename{suffix}")
+                threads = getattr(lib, f"{prefix}_get_num_threads{suffix}")
+            except AttributeError:
+                continue
+            corename.restype = ctypes.c_char_p
+            return f"OpenBLAS core {corename().decode()}, {threads()} threads"
+    return None
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores, Python, numpy and its BLAS, and the date; torch's part comes from its worker."""
+    cpu_model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu_model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu_model)
+    except OSError:
+        pass
+    blas = "unknown"
+    try:
+        blas_info = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        blas = f"{blas_info.get('name', '?')} {blas_info.get('version', '')}".strip()
+    except (TypeError, KeyError, ValueError):
+        pass  # numpy before 1.25 prints its configuration instead of returning it
+    runtime = _openblas_runtime()
+    return {
+        "date": datetime.date.today().isoformat(),
+        "cpu": cpu_model,
+        "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "blas": blas + (f" ({runtime})" if runtime else ""),
+    }
+
+
+def _fmt_rate(value: Optional[float]) -> str:
+    return f"{value:,.0f}" if value is not None else "—"
+
+
+def _fmt_ratio(value: Optional[float]) -> str:
+    if value is None:
+        return "—"
+    # Two decimals where the ratio is close to 1 (charrnn/torch); whole numbers for charrnn/classic.
+    return f"{value:.2f}×" if value < 10 else f"{value:,.0f}×"
+
+
+def print_report(machine: dict[str, Any], results: list[dict[str, Any]], notes: list[str], args) -> None:
+    """The human-readable report and the Markdown table, on stdout."""
+    torch_info = next((r for r in results if "torch_version" in r), None)
+    print(f"charrnn training throughput, {machine['date']}")
+    print(f"machine: {machine['cpu']}, {machine['cores']} cores ({machine['cores_usable']} usable); "
+          f"Python {machine['python']}; numpy {machine['numpy']}, BLAS {machine['blas']}")
+    if torch_info:
+        print(f"torch {torch_info['torch_version']}, {torch_info['torch_threads']} threads "
+              f"(CPU capability {torch_info['torch_cpu_capability']})")
+    print(f"settings: hidden {args.hidden_size}, batch {args.batch_size}, seq {args.seq_length}, float32, "
+          f"Adagrad lr {args.learning_rate}, clip ±{args.clip}; {args.steps} timed steps after "
+          f"{args.warmup} warm-up (classic: batch 1, float64, {args.classic_steps} after {args.classic_warmup})")
+    print(f"tokens/s: the median of {args.rounds} rounds (min–max in brackets); each round runs every "
+          "implementation once, in rotating order, each in a fresh process")
+    print(f"model FLOPs per token = {FLOPS_FORMULA} (forward, input-gradient and weight-gradient products of "
+          "the output and recurrent layers); GFLOP/s = tokens/s × that")
+    for result in results:
+        gemm = result["gemm"]["gflops"]
+        print()
+        print(f"== {result['config']}: {result['corpus']}, {result['tokens']:,} tokens, vocabulary "
+              f"{result['vocab_size']:,}, {result['flops_per_token'] / 1e6:.2f} MFLOP/token ==")
+        if gemm is not None:
+            print(f"numpy float32 GEMM ({result['gemm']['shape']}): {gemm:.1f} GFLOP/s (median)")
+        print(f"{'implementation':<14} {'tokens/s':>10} {'(min–max)':>19} {'GFLOP/s':>8} {'% GEMM':>7} "
+              f"{'peak RSS':>10} {'(setup)':>8}  loss first → last")
+        for impl, s in result["implementations"].items():
+            if s.get("tokens_per_s") is None:
+                print(f"{impl:<14} failed: {s['error']}")
+                continue
+            fraction = s["fraction_of_gemm"]
+            percent = f"{100 * fraction:.0f}%" if fraction is not None and impl != "classic" else "—"
+            print(f"{impl:<14} {s['tokens_per_s']:>10,.0f} "
+                  f"{'(' + _fmt_rate(s['tokens_per_s_min']) + '–' + _fmt_rate(s['tokens_per_s_max']) + ')':>19} "
+                  f"{s['gflops']:>8.2f} {percent:>7} {s['peak_rss_mib']:>6.0f} MiB {s['setup_rss_mib']:>4.0f} MiB"
+                  f"  {s['first_loss_nats']:.2f} → {s['last_loss_nats']:.2f}")
+        if result["ratios"]:
+            print("   ".join(f"{name}: {_fmt_ratio(value)}" for name, value in result["ratios"].items()))
+    for note in notes:
+        print(f"note: {note}")
+    print()
+    print(markdown_table(results))
+
+
+def markdown_table(results: list[dict[str, Any]]) -> str:
+    """The results as one Markdown table, ready to paste into the README."""
+    lines = [
+        "| config | vocabulary | implementation | tokens/s | GFLOP/s | % of numpy GEMM | peak RSS (MiB) | charrnn ÷ this |",
+        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for result in results:
+        name, vocab = result["config"], f"{result['vocab_size']:,}"
+        for impl, s in result["implementations"].items():
+            if s.get("tokens_per_s") is None:
+                lines.append(f"| {name} | {vocab} | {impl} | failed | | | | |")
+                continue
+            fraction = s["fraction_of_gemm"]
+            percent = f"{100 * fraction:.0f}%" if fraction is not None and impl != "classic" else "—"
+            ratio = result["ratios"].get(f"charrnn/{impl}")
+            label = {"charrnn": "charrnn", "torch": "PyTorch reference", "classic": "classic (batch 1, float64)"}[impl]
+            lines.append(
+                f"| {name} | {vocab} | {label} | {s['tokens_per_s']:,.0f} | {s['gflops']:.1f} | {percent} | "
+                f"{s['peak_rss_mib']:.0f} | {_fmt_ratio(ratio) if ratio else ''} |"
+            )
+        gemm = result["gemm"]["gflops"]
+        if gemm is not None:
+            lines.append(f"| {name} | {vocab} | numpy float32 GEMM {result['gemm']['shape']} | | {gemm:.1f} | 100% | | |")
+    return "\n".join(lines)
+
+
+# --- the loss check: does the reference learn like charrnn? ----------------------------------------------
+
+
+def loss_check(datasets: list[Dataset], args) -> int:
+    """Train charrnn and the torch reference (its own and charrnn's initialisation) side by side; print losses."""
+    torch_reference = _bench_module("torch_reference")
+    every = max(1, args.loss_check // 10)
+    for dataset in datasets:
+        streams = np.load(dataset.data_dir / "streams.npy")
+        args.warmup, args.steps = 0, args.loss_check
+        trainers = {
+            "charrnn": charrnn_step_function(dataset.vocab_size, args),
+            "torch": torch_reference.TorchTrainer(
+                dataset.vocab_size, args.hidden_size, lr=args.learning_rate, clip=args.clip, seq_length=args.seq_length
+            ).train_step,
+            "torch, N(0, 0.01²) init": torch_reference.TorchTrainer(
+                dataset.vocab_size, args.hidden_size, lr=args.learning_rate, clip=args.clip,
+                seq_length=args.seq_length, init_scale=0.01,
+            ).train_step,
+        }
+        smoothed = {name: torch_reference.SmoothedLoss() for name in trainers}
+        print(f"== {dataset.name}: vocabulary {dataset.vocab_size:,} (uniform guess {np.log(dataset.vocab_size):.2f} "
+              "nats); smoothed training loss in nats/token ==")
+        print(f"{'step':>6}" + "".join(f"  {name:>24}" for name in trainers))
+        for step in range(1, args.loss_check + 1):
+            values = {name: smoothed[name].add(train(streams)) for name, train in trainers.items()}
+            if step == 1 or step % every == 0:
+                print(f"{step:>6}" + "".join(f"  {values[name]:>24.3f}" for name in trainers), flush=True)
+        print()
+    return 0
+
+
+# --- command line ---------------------------------------------------------------------------------------
+
+
+def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Training tokens/s of charrnn, the PyTorch reference and the classic algorithm (issue 6)."
+    )
+    parser.add_argument("--config", action="append", choices=[*CONFIGS, "all"],
+                        help="zh (tang300), en (Devil's Dictionary), v6000 (synthetic, vocabulary 6,000) or all "
+                             "(the default); may be repeated")
+    parser.add_argument("--corpora-dir", type=Path, default=DEFAULT_CORPORA_DIR,
+                        help="where tang300.txt and devils_dictionary.txt are (default: ../shared/corpora from the repo)")
+    parser.add_argument("--corpus", type=Path, help="use this UTF-8 file for the one --config given")
+    parser.add_argument("--impl", default=",".join(IMPLEMENTATIONS),
+                        help="comma-separated subset of charrnn,torch,classic")
+    parser.add_argument("--hidden-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--seq-length", type=int, default=25)
+    parser.add_argument("--learning-rate", type=float, default=0.1)
+    parser.add_argument("--clip", type=float, default=5.0)
+    parser.add_argument("--steps", type=int, default=100, help="timed steps per round (charrnn, torch)")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps before them")
+    parser.add_argument("--classic-steps", type=int, default=10, help="timed steps per round of the classic loop")
+    parser.add_argument("--classic-warmup", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5, help="round-robin rounds; tokens/s is their median")
+    parser.add_argument("--json", action="store_true", help="print one JSON document instead of the report")
+    parser.add_argument("--loss-check", type=int, metavar="STEPS",
+                        help="instead of timing, train charrnn and torch STEPS steps and print both losses")
+    parser.add_argument("--worker", choices=[*IMPLEMENTATIONS, "gemm"], help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--vocab-size", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if not args.worker:
+        chosen = args.config or ["all"]
+        args.config = list(CONFIGS) if "all" in chosen else list(dict.fromkeys(chosen))
+        args.impl = [impl.strip() for impl in args.impl.split(",") if impl.strip()]
+        unknown = sorted(set(args.impl) - set(IMPLEMENTATIONS))
+        if unknown or not args.impl:
+            parser.error(f"--impl takes a comma-separated subset of {','.join(IMPLEMENTATIONS)}; got {unknown or 'none'}")
+        if args.corpus and len(args.config) != 1:
+            parser.error("--corpus replaces the corpus of one configuration: give exactly one --config")
+        for name in ("steps", "classic_steps", "rounds", "hidden_size", "batch_size", "seq_length"):
+            if getattr(args, name) < 1:
+                parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run the benchmark (or, with the hidden --worker option, one measurement of it)."""
+    args = _parse_args(argv)
+    if args.worker:
+        return run_worker(args)
+
+    notes = [
+        "torch's nn.RNN also multiplies the embedding by its own H×H input matrix: 6·H² FLOPs per token "
+        "that charrnn's model does not have and that are not counted in its GFLOP/s",
+        "peak RSS is the largest ru_maxrss over the rounds of each implementation's own process; "
+        "'setup' is the peak after imports and data loading, before training",
+    ]
+    impls = list(args.impl)
+    if importlib.util.find_spec("torch") is None:
+        if args.loss_check:
+            print("Error: --loss-check needs torch (pip install -r bench/requirements.txt)", file=sys.stderr)
+            return 2
+        if "torch" in impls:
+            impls.remove("torch")
+            notes.append("torch is not installed, so the PyTorch reference was skipped "
+                         "(pip install -r bench/requirements.txt)")
+    if not impls:
+        print("Error: no implementation left to measure", file=sys.stderr)
+        return 2
+
+    with tempfile.TemporaryDirectory(prefix="charrnn-bench-") as tmp:
+        work_dir = Path(tmp)
+        datasets = []
+        for name in args.config:
+            if args.corpus:
+                path, label = args.corpus, str(args.corpus)
+            elif CONFIGS[name] is None:
+                path = work_dir / "synthetic_v6000.txt"
+                write_synthetic_corpus(path)
+                label = (f"synthetic: {SYNTHETIC_SYMBOLS:,} CJK characters (Zipf) + newline, "
+                         f"seed {SYNTHETIC_SEED}")
+            else:
+                path = args.corpora_dir / CONFIGS[name]
+                label = CONFIGS[name]
+            if not path.is_file():
+                print(f"Error: {path}: no such corpus; pass --corpora-dir or --corpus", file=sys.stderr)
+                return 2
+            datasets.append(prepare_dataset(name, path, label, work_dir, args))
+        if args.loss_check:
+            return loss_check(datasets, args)
+        results = [measure_config(dataset, impls, args) for dataset in datasets]
+
+    machine = machine_info()
+    if args.json:
+        settings = {k: v for k, v in vars(args).items() if k not in ("worker", "data_dir", "vocab_size", "json")}
+        settings.update(corpora_dir=str(args.corpora_dir), corpus=str(args.corpus) if args.corpus else None,
+                        flops_per_token=FLOPS_FORMULA, tokens_per_s="median over rounds")
+        print(json.dumps({"machine": machine, "settings": settings, "results": results, "notes": notes},
+                         ensure_ascii=False, indent=2))
+    else:
+        print_report(machine, results, notes, args)
+    return 0 if all(not s.get("error") for r in results for s in r["implementations"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""The ``charrnn`` command line: a click group over the library, one module per command.
+
+This package is the only place that imports click or tqdm and the only one that writes to the
+terminal. stdout carries only the product (sampled text, scores); progress, samples during training
+and summaries go to stderr. Library errors (CharRNNError) become one ``Error: ...`` line on stderr and
+the exit code the error carries. Heavy modules (numpy, tqdm, jieba) load inside the commands, so
+``charrnn --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from charrnn import __version__
+from charrnn.cli.eval_command import eval_command
+from charrnn.cli.sample_command import sample_command
+from charrnn.cli.train_command import train_command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "-V", "--version", prog_name="charrnn")
+def cli() -> None:
+    """Train character- and word-level RNN language models and sample text from them.
+
+    \b
+    Quick start:
+      charrnn train data/tang300.txt --steps 1000
+      charrnn sample --seed 月
+
+    Exit codes: 0 success, 1 failure while running, 2 bad usage or input,
+    130/143 interrupted by SIGINT/SIGTERM (after saving a checkpoint).
+    """
+
+
+cli.add_command(train_command)
+cli.add_command(sample_command)
+cli.add_command(eval_command)
+
+
+def main(*args: Any, **kwargs: Any) -> Any:
+    """Console entry point."""
+    return cli(*args, **kwargs)

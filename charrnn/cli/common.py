@@ -1,0 +1,68 @@
+"""Helpers shared by the commands: error reporting, informational messages, checkpoint lookup."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from typing import Any, Callable, Iterable, Optional
+
+import click
+from click.core import ParameterSource
+
+from charrnn.errors import CharRNNError, CheckpointError
+
+DEFAULT_CHECKPOINT_DIR = "checkpoints"
+
+
+def fail(message: str, exit_code: int) -> None:
+    """Print ``Error: message`` on stderr and exit with ``exit_code``."""
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(exit_code)
+
+
+def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn a CharRNNError raised by the library into one stderr line and its exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except CharRNNError as exc:
+            fail(str(exc), exc.exit_code)
+
+    return wrapper
+
+
+def info(quiet: bool, message: str) -> None:
+    """An informational line on stderr, unless ``quiet``."""
+    if not quiet:
+        click.echo(message, err=True)
+
+
+def explicit_options(ctx: click.Context, names: Iterable[str]) -> frozenset[str]:
+    """The options among ``names`` that the user gave (on the command line or in the environment)."""
+    sources = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    return frozenset(n for n in names if ctx.get_parameter_source(n) in sources)
+
+
+def resolve_checkpoint(path: Optional[str], quiet: bool) -> str:
+    """``path``, or the newest checkpoint in the default folder (saying which on stderr)."""
+    if path is not None:
+        return path
+    from charrnn import checkpoint
+
+    found = checkpoint.find_latest(DEFAULT_CHECKPOINT_DIR)
+    if found is None:
+        raise CheckpointError(
+            f"no checkpoint in {DEFAULT_CHECKPOINT_DIR}/; train one with 'charrnn train CORPUS' or pass --checkpoint"
+        )
+    info(quiet, f"using {found}")
+    return found
+
+
+def format_score(score: Any) -> str:
+    """One line for a validation or evaluation score."""
+    return (
+        f"{score.loss_nats:.4f} nats/token, {score.bits_per_char:.4f} bits/char, "
+        f"perplexity {score.perplexity:.2f}"
+    )

@@ -1,0 +1,36 @@
+"""``charrnn eval``: loss, bits per character and perplexity of text under a model."""
+
+from __future__ import annotations
+
+import click
+
+from charrnn.cli.common import format_score, reports_errors
+
+
+@click.command("eval")
+@click.argument("checkpoint", type=click.Path())
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.option("--encoding", default="auto", show_default=True, help="Codec of FILES (auto: as for train).")
+@click.option("--batch-size", type=int, default=32, show_default=True,
+              help="Streams scored side by side (each starts with no context).")
+@click.option("-q", "--quiet", is_flag=True, help="No informational messages on stderr.")
+@reports_errors
+def eval_command(checkpoint: str, files: tuple[str, ...], encoding: str, batch_size: int, quiet: bool) -> None:
+    """Score the text of FILES (joined) under the model in CHECKPOINT.
+
+    Prints one line on stdout: tokens scored, loss in nats per token, bits per character and
+    perplexity. Tokens outside the model's vocabulary are left out of the score and counted.
+    """
+    from charrnn import checkpoint as checkpoints
+    from charrnn.errors import ConfigError
+    from charrnn.corpus import read_corpus
+    from charrnn.evaluate import score_text
+
+    if batch_size <= 0:
+        raise ConfigError(f"--batch-size must be positive, got {batch_size}")
+    ckpt = checkpoints.load(checkpoint)
+    text = read_corpus(files, encoding)
+    score = score_text(ckpt.params, ckpt.model_config, ckpt.tokenizer, text.text, batch_size)
+    click.echo(f"{score.tokens_scored} tokens scored, {score.tokens_unknown} unknown: {format_score(score)}")
+    if score.tokens_unknown and not quiet:
+        click.echo(f"note: {score.tokens_unknown} tokens outside the model's vocabulary were left out", err=True)

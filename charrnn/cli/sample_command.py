@@ -1,0 +1,54 @@
+"""``charrnn sample``: text from a checkpoint on stdout."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import click
+
+from charrnn.cli.common import DEFAULT_CHECKPOINT_DIR, reports_errors, resolve_checkpoint
+
+
+@click.command("sample")
+@click.option("-c", "--checkpoint", type=click.Path(),
+              help=f"Checkpoint to sample from [default: the newest in {DEFAULT_CHECKPOINT_DIR}/].")
+@click.option("--seed", "seed_text", help="Priming text; the output starts with it [default: a random token].")
+@click.option("--length", type=int, default=200, show_default=True, help="Tokens to generate.")
+@click.option("--temperature", type=float, default=1.0, show_default=True,
+              help="Below 1: safer text; above 1: wilder; 0 means --greedy.")
+@click.option("--top-k", type=int, help="Sample only among the K most likely tokens.")
+@click.option("--greedy", is_flag=True, help="Always take the most likely token.")
+@click.option("--rng-seed", type=int, help="Seed for reproducible samples.")
+@click.option("--num-samples", type=int, default=1, show_default=True,
+              help="Independent samples, generated together as one batch.")
+@click.option("-q", "--quiet", is_flag=True, help="No informational messages on stderr.")
+@reports_errors
+def sample_command(checkpoint: Optional[str], seed_text: Optional[str], quiet: bool, **options: Any) -> None:
+    """Generate text from a trained checkpoint and print it on stdout.
+
+    Samples are separated by a blank line; each starts with the seed text.
+    """
+    import numpy as np
+
+    from charrnn import checkpoint as checkpoints
+    from charrnn.config import SampleConfig
+    from charrnn.errors import VocabularyError
+    from charrnn.sample import generate
+
+    config = SampleConfig(**options)
+    ckpt = checkpoints.load(resolve_checkpoint(checkpoint, quiet))
+    rng = np.random.default_rng(config.rng_seed)
+    tokenizer = ckpt.tokenizer
+    if seed_text:
+        try:
+            prime = tokenizer.encode(seed_text)
+        except VocabularyError as exc:
+            raise VocabularyError(f"--seed has {exc}") from None
+    else:
+        prime = rng.integers(tokenizer.vocab_size, size=1)
+        seed_text = tokenizer.decode(prime.tolist())
+    generated = np.array(list(generate(ckpt.params, ckpt.model_config, prime, config, rng)))
+    for index in range(config.num_samples):
+        if index:
+            click.echo("")
+        click.echo(seed_text + tokenizer.decode(generated[:, index].tolist()))

@@ -1,0 +1,115 @@
+"""Scoring text under a model: loss in nats per token, bits per character and perplexity.
+
+Bits per character are total bits over the characters of the scored text, so a word-level model and
+a character-level model of the same text can be compared directly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from charrnn import model
+from charrnn.config import ModelConfig
+from charrnn.errors import VocabularyError
+from charrnn.tokenizer import Tokenizer
+
+# Logits held at once while scoring (elements); bounds memory for large vocabularies.
+_LOGITS_PER_CHUNK = 4_000_000
+
+
+@dataclass(frozen=True)
+class Score:
+    """Totals of a scored text; the rates are derived from them."""
+
+    tokens_scored: int
+    characters_scored: int
+    total_nats: float
+    tokens_unknown: int = 0  # tokens of the text outside the vocabulary, left out of the score
+
+    @property
+    def loss_nats(self) -> float:
+        """Mean cross-entropy per scored token, in nats."""
+        return self.total_nats / self.tokens_scored if self.tokens_scored else math.nan
+
+    @property
+    def bits_per_token(self) -> float:
+        """Mean cross-entropy per scored token, in bits."""
+        return self.loss_nats / math.log(2)
+
+    @property
+    def bits_per_char(self) -> float:
+        """Total bits over the characters of the scored tokens."""
+        return self.total_nats / math.log(2) / self.characters_scored if self.characters_scored else math.nan
+
+    @property
+    def perplexity(self) -> float:
+        """exp(loss per token)."""
+        return math.exp(self.loss_nats) if self.tokens_scored else math.nan
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-data form, with the derived rates."""
+        return {
+            "tokens_scored": self.tokens_scored,
+            "characters_scored": self.characters_scored,
+            "tokens_unknown": self.tokens_unknown,
+            "loss_nats": self.loss_nats,
+            "bits_per_token": self.bits_per_token,
+            "bits_per_char": self.bits_per_char,
+            "perplexity": self.perplexity,
+        }
+
+
+def score_ids(
+    params: model.Params,
+    config: ModelConfig,
+    ids: np.ndarray,
+    token_lengths: np.ndarray,
+    batch_size: int = 32,
+) -> Score:
+    """Score every token of ``ids`` (N,) after the first, each predicted from all the text before it.
+
+    For speed the text is cut into ``batch_size`` contiguous streams run side by side, each from a zero
+    state, so the first tokens of each stream see less context than they would in one long pass.
+    ``token_lengths`` (V,) gives the characters of each token, for bits per character.
+    """
+    count = len(ids) - 1
+    if count < 1:
+        return Score(0, 0, 0.0)
+    batch = min(batch_size, count)
+    length = -(-count // batch)  # ceil
+    padded = batch * length
+    inputs = np.zeros(padded, dtype=np.int64)
+    targets = np.zeros(padded, dtype=np.int64)
+    inputs[:count], targets[:count] = ids[:-1], ids[1:]
+    scored = (np.arange(padded) < count).reshape(batch, length)
+    inputs, targets = inputs.reshape(batch, length), targets.reshape(batch, length)
+    chunk = max(1, min(length, _LOGITS_PER_CHUNK // (batch * config.vocab_size)))
+    state = model.initial_state(config, batch)
+    total_nats = 0.0
+    for start in range(0, length, chunk):
+        window = slice(start, start + chunk)
+        losses, state = model.token_losses(params, config, inputs[:, window].T, targets[:, window].T, state)
+        total_nats += float(losses[scored[:, window].T].sum())
+    characters = int(token_lengths[ids[1:]].sum())
+    return Score(count, characters, total_nats)
+
+
+def score_text(
+    params: model.Params, config: ModelConfig, tokenizer: Tokenizer, text: str, batch_size: int = 32
+) -> Score:
+    """Score ``text``; tokens outside the vocabulary are left out and counted in ``tokens_unknown``.
+
+    Raises VocabularyError when fewer than two known tokens remain, so nothing can be scored.
+    """
+    ids, unknown = tokenizer.encode_known(text)
+    if len(ids) < 2:
+        raise VocabularyError(
+            f"none of the text can be scored: it has {len(ids)} token(s) in the model's vocabulary "
+            f"and {len(unknown)} outside it"
+        )
+    score = score_ids(params, config, ids, tokenizer.token_lengths(), batch_size)
+    return Score(score.tokens_scored, score.characters_scored, score.total_nats, len(unknown))

@@ -1,0 +1,182 @@
+"""Running a training session: train, validate, sample and checkpoint on schedule, reporting events.
+
+Nothing here prints; the command line turns the events into a progress bar, samples on stderr and a
+summary line.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional, Union
+
+import numpy as np
+
+from charrnn import checkpoint, evaluate, model, sample, train
+from charrnn.config import ModelConfig, SampleConfig, TrainConfig
+from charrnn.session import Session, to_checkpoint
+
+
+@dataclass(frozen=True)
+class Started:
+    """Training is about to begin."""
+
+    model_config: ModelConfig
+    train_config: TrainConfig
+    num_parameters: int
+    num_train_tokens: int
+    num_val_tokens: int
+    steps_per_epoch: int
+    start_step: int
+    target_steps: int
+    resumed_from: Optional[str]
+    notes: tuple[str, ...]  # things the user should know (e.g. a changed corpus)
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """The model was scored on the validation text."""
+
+    step: int
+    score: evaluate.Score
+    is_best: bool  # lowest validation loss so far (best.npz was just written)
+
+
+@dataclass(frozen=True)
+class Sampled:
+    """Text drawn from the model during training."""
+
+    step: int
+    temperature: float
+    text: str
+
+
+@dataclass(frozen=True)
+class Saved:
+    """A checkpoint was written."""
+
+    step: int
+    path: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    """Training ended, by reaching its limit or because it was asked to stop."""
+
+    steps: int  # total steps in the model's life
+    steps_this_run: int
+    tokens_seen: int  # in the model's life
+    tokens_this_run: int
+    smoothed_loss_nats: float
+    val_score: Optional[evaluate.Score]  # the last validation, if any
+    seconds: float
+    checkpoint_path: Optional[str]
+    interrupted: bool
+
+
+Event = Union[Started, train.StepResult, Evaluated, Sampled, Saved, Finished]
+
+
+def _target_steps(session: Session) -> int:
+    config, progress = session.train_config, session.state.progress
+    limits = []
+    if config.max_steps is not None:
+        limits.append(config.max_steps)
+    if config.max_epochs is not None:
+        per_epoch = train.steps_per_epoch(session.streams, config.seq_length)
+        remaining = config.max_epochs - train.epochs_done(progress, session.streams, config.seq_length)
+        limits.append(progress.step + max(0, math.ceil(round(remaining * per_epoch, 9))))
+    return max(progress.step, min(limits))
+
+
+def training_sample(session: Session, length: int, temperature: float = 1.0) -> str:
+    """Text from the current model, primed with a random token.
+
+    Its randomness comes from (seed, step), not the training generator, so sampling more or less
+    often never changes the trained weights.
+    """
+    rng = np.random.default_rng([session.train_config.rng_seed, session.state.progress.step])
+    prime = rng.integers(session.model_config.vocab_size, size=1)
+    config = SampleConfig(length=length, temperature=temperature)
+    generated = sample.generate(session.state.params, session.model_config, prime, config, rng)
+    return session.tokenizer.decode(prime.tolist() + [int(ids[0]) for ids in generated])
+
+
+def _validate(session: Session, token_lengths: np.ndarray) -> Iterator[Event]:
+    """Score the validation text, record it in the progress, and write best.npz on a new best."""
+    progress = session.state.progress
+    score = evaluate.score_ids(
+        session.state.params, session.model_config, session.val_ids, token_lengths, session.train_config.batch_size
+    )
+    progress.val_step = progress.step
+    progress.val_loss_nats = score.loss_nats
+    progress.val_bits_per_char = score.bits_per_char
+    is_best = progress.best_val_loss_nats is None or score.loss_nats < progress.best_val_loss_nats
+    if is_best:
+        progress.best_val_loss_nats = score.loss_nats
+        path = os.path.join(session.request.schedule.checkpoint_dir, checkpoint.BEST_NAME)
+        checkpoint.atomic_write(path, checkpoint.to_bytes(to_checkpoint(session)))
+        yield Saved(progress.step, path)
+    yield Evaluated(progress.step, score, is_best)
+
+
+def run(session: Session, should_stop: Callable[[], bool] = lambda: False) -> Iterator[Event]:
+    """Train ``session`` to its limit, yielding events; validates, samples and saves on schedule.
+
+    At the end the model is validated (if there is validation text) and saved. When ``should_stop()``
+    turns true the current step finishes, the model is saved and the run ends with
+    ``Finished(interrupted=True)``. If training fails (a NaN loss, a failed write) nothing is saved
+    over the last good checkpoint.
+    """
+    schedule, state = session.request.schedule, session.state
+    progress = state.progress
+    started = time.perf_counter()
+    first_step, first_tokens = progress.step, progress.tokens_seen
+    token_lengths = session.tokenizer.token_lengths()
+    validating = session.val_ids is not None
+    yield Started(
+        session.model_config,
+        session.train_config,
+        model.count_parameters(state.params),
+        session.streams.size,
+        0 if session.val_ids is None else len(session.val_ids),
+        train.steps_per_epoch(session.streams, session.train_config.seq_length),
+        first_step,
+        _target_steps(session),
+        session.resumed_from,
+        tuple(session.notes),
+    )
+    saved_path, saved_step, last_score = None, None, None
+    for result in train.run(state, session.streams, session.train_config, should_stop):
+        yield result
+        step = result.step
+        if validating and schedule.eval_every and step % schedule.eval_every == 0:
+            for event in _validate(session, token_lengths):
+                last_score = event.score if isinstance(event, Evaluated) else last_score
+                yield event
+        if schedule.sample_every and step % schedule.sample_every == 0:
+            yield Sampled(step, 1.0, training_sample(session, schedule.sample_length))
+        if schedule.checkpoint_every and step % schedule.checkpoint_every == 0:
+            saved_path, saved_step = checkpoint.save(to_checkpoint(session), schedule.checkpoint_dir), step
+            yield Saved(step, saved_path)
+    if progress.step > first_step:
+        if validating and progress.val_step != progress.step:
+            for event in _validate(session, token_lengths):
+                last_score = event.score if isinstance(event, Evaluated) else last_score
+                yield event
+        if saved_step != progress.step:
+            saved_path = checkpoint.save(to_checkpoint(session), schedule.checkpoint_dir)
+            yield Saved(progress.step, saved_path)
+    yield Finished(
+        steps=progress.step,
+        steps_this_run=progress.step - first_step,
+        tokens_seen=progress.tokens_seen,
+        tokens_this_run=progress.tokens_seen - first_tokens,
+        smoothed_loss_nats=progress.smoothed_loss_nats,
+        val_score=last_score,
+        seconds=time.perf_counter() - started,
+        checkpoint_path=saved_path or session.resumed_from,
+        interrupted=should_stop(),
+    )
