@@ -70,6 +70,7 @@ class Checkpoint:
     rng_state: dict[str, Any]
     corpus: CorpusInfo
     charrnn_version: str = __version__
+    format_version: int = FORMAT_VERSION  # as stored in the file, before any migration
 
 
 def step_filename(step: int) -> str:
@@ -289,6 +290,7 @@ def load(path: str) -> Checkpoint:
     if "meta" not in entries:
         raise CheckpointError(f"{path} is not a charrnn checkpoint (no metadata entry)")
     meta = _decode_meta(path, entries.pop("meta"))
+    stored_version = meta["format_version"]
     try:
         _migrate(meta, entries)
         model_config = from_dict(ModelConfig, meta["model"])
@@ -333,4 +335,5 @@ def load(path: str) -> Checkpoint:
         rng_state=rng_state,
         corpus=corpus_info,
         charrnn_version=str(meta.get("charrnn_version", "")),
+        format_version=stored_version,
     )

@@ -212,7 +212,7 @@ def test_format_1_checkpoint_is_migrated_on_load():
     ckpt = checkpoint.load(path)
     assert ckpt.model_config == ModelConfig(vocab_size=ckpt.tokenizer.vocab_size, hidden_size=8)
     assert ckpt.train_config.optimizer == "adagrad" and ckpt.train_config.val_fraction == 0.0
-    assert ckpt.progress.step == 7
+    assert ckpt.progress.step == 7 and ckpt.format_version == 1
     for name in ("W_xh", "W_hh", "b_h", "W_hy", "b_y"):
         assert np.array_equal(ckpt.params[name], raw_entries[f"param.{name}"])
         assert np.array_equal(ckpt.optimizer_state[f"sum_sq.{name}"], raw_entries[f"optim.{name}"])
