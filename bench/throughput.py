@@ -472,7 +472,13 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
 
 
 def loss_check(datasets: list[Dataset], args) -> int:
-    """Train charrnn and the torch reference (its own and charrnn's initialisation) side by side; print losses."""
+    """Train charrnn and three torch variants side by side on the same streams; print smoothed losses.
+
+    The variants: the reference as written (PyTorch's initialisation); with charrnn's N(0, 0.01²)
+    initialisation; and with that initialisation and W_ih fixed at the identity (b_hh at zero), which
+    is exactly charrnn's model, so a gap to charrnn there would point at charrnn's code, and a gap
+    only to the others at the model.
+    """
     torch_reference = _bench_module("torch_reference")
     every = max(1, args.loss_check // 10)
     for dataset in datasets:
@@ -486,6 +492,10 @@ def loss_check(datasets: list[Dataset], args) -> int:
             "torch, N(0, 0.01²) init": torch_reference.TorchTrainer(
                 dataset.vocab_size, args.hidden_size, lr=args.learning_rate, clip=args.clip,
                 seq_length=args.seq_length, init_scale=0.01,
+            ).train_step,
+            "torch, charrnn's model": torch_reference.TorchTrainer(
+                dataset.vocab_size, args.hidden_size, lr=args.learning_rate, clip=args.clip,
+                seq_length=args.seq_length, init_scale=0.01, identity_input=True,
             ).train_step,
         }
         smoothed = {name: torch_reference.SmoothedLoss() for name in trainers}

@@ -16,6 +16,8 @@ Where this differs from charrnn's vanilla RNN, it is because that is what PyTorc
   embedding row already is x_t W_xh.
 - Weights start from PyTorch's default initialisation, unless ``init_scale`` is given: then every weight
   is drawn from N(0, init_scale²) and every bias is zero, as charrnn does.
+- ``identity_input=True`` fixes the first layer's W_ih at the identity and its b_hh at zero, which
+  makes the model exactly charrnn's (for loss comparisons only; it still pays for the product).
 - nn.Embedding's gradient is dense (V, H), so the optimizer updates all V rows every step.
 
 Run as a script to train on a corpus and print tokens/s and the loss::
@@ -107,6 +109,22 @@ def _init_like_charrnn(model: nn.Module, init_scale: float) -> None:
                 param.normal_(0.0, init_scale)
 
 
+def _freeze_identity_input(model: CharLanguageModel) -> None:
+    """Fix the first layer's W_ih at the identity and b_hh at zero: exactly charrnn's vanilla RNN.
+
+    Then h_t = tanh(E[x_t] + b_ih + h_{t-1} W_hh^T), the embedding row playing charrnn's x_t W_xh.
+    Not what a PyTorch user writes; it lets a loss check tell the model's difference from the code's.
+    """
+    recurrent = model.recurrent
+    if not isinstance(recurrent, nn.RNN):
+        raise ValueError("identity_input applies to the vanilla rnn cell only")
+    with torch.no_grad():
+        recurrent.weight_ih_l0.copy_(torch.eye(recurrent.hidden_size))
+        recurrent.bias_hh_l0.zero_()
+    recurrent.weight_ih_l0.requires_grad_(False)
+    recurrent.bias_hh_l0.requires_grad_(False)
+
+
 def _make_optimizer(kind: str, params, lr: float) -> torch.optim.Optimizer:
     if kind == "adagrad":
         # torch's Adagrad is G += g², θ -= lr·g/(√G + eps): charrnn's update, given the same eps.
@@ -140,6 +158,7 @@ class TorchTrainer:
         seed: int = 0,
         init_scale: Optional[float] = None,
         num_threads: Optional[int] = None,
+        identity_input: bool = False,
     ) -> None:
         # A process-wide setting: all of torch's intra-op threads, one per core unless told otherwise.
         torch.set_num_threads(num_threads or os.cpu_count() or 1)
@@ -149,17 +168,20 @@ class TorchTrainer:
             self.model = CharLanguageModel(vocab_size, hidden_size, num_layers, cell, nonlinearity, dropout)
             if init_scale is not None:
                 _init_like_charrnn(self.model, init_scale)
+        if identity_input:
+            _freeze_identity_input(self.model)
         self.vocab_size = vocab_size
         self.seq_length = seq_length
         self.clip = clip
         self.loss_fn = nn.CrossEntropyLoss()  # mean over all T·B tokens, in nats
-        self.optimizer = _make_optimizer(optimizer, self.model.parameters(), lr)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = _make_optimizer(optimizer, trainable, lr)
         self.position = 0  # offset in each stream of the next chunk's first input token
         self.state: RecurrentState = None  # None: a zero state
 
     def parameter_count(self) -> int:
-        """Total number of scalar parameters (including nn.RNN's own W_ih and second bias)."""
-        return sum(p.numel() for p in self.model.parameters())
+        """Number of trained scalar parameters (with nn.RNN's own W_ih and second bias, unless frozen)."""
+        return sum(p.numel() for p in self.model.parameters() if p.requires_grad)
 
     def train_step(self, streams: Streams) -> float:
         """Train on the next T tokens of every stream of ``streams`` (B, L); return the mean loss in nats.
@@ -230,7 +252,8 @@ def make_trainer(
     seed: int = 0,
     **options,
 ) -> TorchTrainer:
-    """A TorchTrainer; ``options`` passes the rest (seq_length, nonlinearity, init_scale, num_threads)."""
+    """A TorchTrainer; ``options`` passes the rest (seq_length, nonlinearity, init_scale, num_threads,
+    identity_input)."""
     return TorchTrainer(
         vocab_size,
         hidden_size,

@@ -51,9 +51,11 @@ class CorpusInfo:
 
     paths: tuple[str, ...] = ()
     encodings: tuple[str, ...] = ()
-    num_tokens: int = 0  # of all the text, training and validation
-    sha256: str = ""  # of all the token ids
+    num_tokens: int = 0  # of the corpus (training text and any held-out fraction)
+    sha256: str = ""  # of the corpus token ids, stored as ids_dtype
     val_paths: tuple[str, ...] = ()  # a separate validation text (--val-file), if any
+    ids_dtype: str = "<i4"
+    max_vocab: Optional[int] = None  # --max-vocab the vocabulary was built with
 
 
 @dataclass
@@ -175,17 +177,29 @@ def prepare_directory(directory: str) -> None:
         ) from None
 
 
-def save(ckpt: Checkpoint, directory: str, best: bool = False) -> str:
+def step_checkpoints(directory: str) -> list[tuple[int, str]]:
+    """(step, path) of the ``step_*.npz`` files in ``directory``, oldest first."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return sorted((int(m.group(1)), os.path.join(directory, name)) for name in names if (m := _STEP_NAME.match(name)))
+
+
+def save(ckpt: Checkpoint, directory: str, keep: int = 0) -> str:
     """Write ``ckpt`` as ``step_<step>.npz`` and ``latest.npz`` in ``directory``; return the latter.
 
-    With ``best``, also as ``best.npz`` (the caller decides what is best).
+    With ``keep`` > 0, step checkpoints beyond the ``keep`` newest are then removed; this happens only
+    after the new files are safely in place, and never touches ``latest.npz`` or ``best.npz``.
     """
     data = to_bytes(ckpt)
     atomic_write(os.path.join(directory, step_filename(ckpt.progress.step)), data)
     latest = os.path.join(directory, LATEST_NAME)
     atomic_write(latest, data)
-    if best:
-        atomic_write(os.path.join(directory, BEST_NAME), data)
+    if keep > 0:
+        for _, path in step_checkpoints(directory)[:-keep]:
+            with suppress(OSError):
+                os.unlink(path)
     return latest
 
 
@@ -197,12 +211,8 @@ def find_latest(directory: str) -> Optional[str]:
     latest = os.path.join(directory, LATEST_NAME)
     if os.path.isfile(latest):
         return latest
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return None
-    steps = [(int(m.group(1)), name) for name in names if (m := _STEP_NAME.match(name))]
-    return os.path.join(directory, max(steps)[1]) if steps else None
+    steps = step_checkpoints(directory)
+    return steps[-1][1] if steps else None
 
 
 def _read_entries(path: str) -> dict[str, np.ndarray]:
@@ -304,6 +314,8 @@ def load(path: str) -> Checkpoint:
             int(corpus.get("num_tokens", 0)),
             str(corpus.get("sha256", "")),
             tuple(corpus.get("val_paths", ())),
+            str(corpus.get("ids_dtype", "<i4")),
+            corpus.get("max_vocab"),
         )
         rng_state = meta["rng_state"]
     except CharRNNError as exc:

@@ -134,10 +134,14 @@ class ScheduleConfig:
     sample_every: int = 500
     sample_length: int = 200
     eval_every: int = 500
+    eval_tokens: int = 1_000_000  # validate on at most this many tokens (0: all of them)
+    checkpoint_keep: int = 0  # step checkpoints to keep, newest first (0: all)
 
     def __post_init__(self) -> None:
         _require_non_negative("--checkpoint-every", self.checkpoint_every)
         _require_non_negative("--eval-every", self.eval_every)
+        _require_non_negative("--eval-tokens", self.eval_tokens)
+        _require_non_negative("--checkpoint-keep", self.checkpoint_keep)
         _require_non_negative("--sample-every", self.sample_every)
         _require_positive("sample length", self.sample_length)
 
@@ -156,6 +160,7 @@ class SampleConfig:
     greedy: bool = False
     num_samples: int = 1
     rng_seed: Optional[int] = None
+    allow_unknown: bool = False  # let the unknown-token marker appear in the output
 
     def __post_init__(self) -> None:
         _require_positive("--length", self.length)

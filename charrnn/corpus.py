@@ -1,17 +1,27 @@
-"""Reading corpus files (with encoding detection) and cutting token ids into parallel streams."""
+"""Reading corpus files in chunks (with encoding detection) and cutting token ids into parallel streams.
+
+Files are decoded a few megabytes at a time, so a corpus of gigabytes never exists as one string.
+With ``--encoding auto`` a byte-order mark decides (UTF-8, UTF-16, UTF-32); otherwise the text is read
+as UTF-8, and if it turns out not to be UTF-8 before any non-ASCII character was read, as GB18030 (a
+superset of GBK and GB2312, the usual encodings of Chinese text that is not UTF-8). A file that fails
+UTF-8 after valid non-ASCII UTF-8 is damaged or mixes encodings and is refused, because reading it as
+GB18030 would silently turn it into nonsense.
+"""
 
 from __future__ import annotations
 
 import codecs
 import os
+import re
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
 from charrnn.errors import ConfigError, CorpusError
 
 AUTO = "auto"
+CHUNK_BYTES = 4 << 20
 
 # Byte-order marks, longest first: the UTF-32 LE mark begins with the UTF-16 LE one.
 _BOMS = (
@@ -21,8 +31,15 @@ _BOMS = (
     (codecs.BOM_UTF16_LE, "utf-16"),
     (codecs.BOM_UTF16_BE, "utf-16"),
 )
-# GB18030 is a superset of GBK and GB2312, the usual encodings of Chinese text that is not UTF-8.
-_FALLBACKS = ("utf-8", "gb18030")
+# C0 control characters other than tab, newline, vertical tab, form feed and carriage return: text
+# has almost none, binary data decoded as text has many.
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f]")
+_CONTROL_BYTES = bytes([*range(0x00, 0x09), *range(0x0E, 0x20), 0x7F])
+_NOT_CONTROL_BYTES = bytes(b for b in range(256) if b not in _CONTROL_BYTES)
+_MAX_CONTROL_FRACTION = 0.01
+# In these encodings a control byte is always a control character (multi-byte sequences never use
+# bytes below 0x20 or 0x7F), so binary data can be spotted in the raw bytes, far faster than in text.
+_ASCII_COMPATIBLE = {"utf-8", "utf-8-sig", "gb18030"}
 
 
 @dataclass(frozen=True)
@@ -34,73 +51,118 @@ class CorpusText:
     encodings: tuple[str, ...]
 
 
-def _read_bytes(path: str) -> bytes:
+def open_corpus_file(path: str):
+    """Open ``path`` for reading bytes, with CorpusError for a directory, a missing or unreadable file."""
     if os.path.isdir(path):
         raise CorpusError(f"{path} is a directory, not a text file; give the files inside it")
     try:
-        with open(path, "rb") as f:
-            return f.read()
+        return open(path, "rb")
     except FileNotFoundError:
         raise CorpusError(f"{path}: no such file") from None
     except OSError as exc:
         raise CorpusError(f"{path}: cannot read ({exc.strerror})") from None
 
 
-def _normalize_newlines(text: str) -> str:
-    # Windows and old Mac line endings would otherwise become tokens of their own.
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+def _check_codec(encoding: str) -> None:
+    try:
+        codecs.lookup(encoding)
+    except LookupError:
+        raise ConfigError(f"--encoding {encoding!r} is not a codec Python knows") from None
 
 
-def detect_and_decode(data: bytes, path: str, encoding: str = AUTO) -> tuple[str, str]:
-    """Decode ``data`` read from ``path``; return the text and the encoding used.
+class TextReader:
+    """Decode one file chunk by chunk; ``encoding`` holds the codec in use once reading has begun.
 
-    ``auto`` honours a byte-order mark (UTF-8, UTF-16, UTF-32), else tries strict UTF-8, then
-    GB18030. Text holding NUL characters is refused as binary.
+    Line endings are normalised to ``\\n`` (Windows and old Mac line endings would otherwise become
+    tokens of their own). Binary data (NUL bytes, many control characters) is refused.
     """
-    if encoding != AUTO:
-        try:
-            codecs.lookup(encoding)
-        except LookupError:
-            raise ConfigError(f"--encoding {encoding!r} is not a codec Python knows") from None
-        try:
-            text = data.decode(encoding)
-        except UnicodeDecodeError as exc:
+
+    def __init__(self, path: str, encoding: str = AUTO, chunk_bytes: int = CHUNK_BYTES) -> None:
+        if encoding != AUTO:
+            _check_codec(encoding)
+        self.path = path
+        self.requested = encoding
+        self.encoding: Optional[str] = None if encoding == AUTO else encoding
+        self.chunk_bytes = chunk_bytes
+        self.size_bytes = os.path.getsize(path) if os.path.isfile(path) else 0
+
+    def chunks(self, on_bytes: Callable[[int], None] = lambda n: None) -> Iterator[str]:
+        """Yield the text in pieces; ``on_bytes(n)`` is called as each n bytes are consumed."""
+        with open_corpus_file(self.path) as f:
+            head = f.read(self.chunk_bytes)
+            if self.encoding is None:
+                self.encoding = next((name for bom, name in _BOMS if head.startswith(bom)), "utf-8")
+                if self.encoding == "utf-8" and b"\x00" in head:
+                    raise CorpusError(
+                        f"{self.path} looks like a binary file (it holds NUL bytes); if it is UTF-16 or "
+                        "UTF-32 without a byte-order mark, pass --encoding utf-16-le (or the codec it uses)"
+                    )
+            decoder = codecs.getincrementaldecoder(self.encoding)()
+            offset, ascii_so_far, carry = 0, True, ""
+            data = head
+            while True:
+                final = not data
+                pending = decoder.getstate()[0]
+                try:
+                    text = decoder.decode(data, final=final)
+                except UnicodeDecodeError as exc:
+                    decoder, text = self._recover(exc, offset - len(pending), pending + data, ascii_so_far)
+                ascii_so_far = ascii_so_far and text.isascii()
+                text = carry + text
+                carry = "" if final or not text.endswith("\r") else "\r"
+                if carry:
+                    text = text[:-1]
+                if text:
+                    self._check_binary(data, text)
+                    yield text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
+                if final:
+                    return
+                offset += len(data)
+                on_bytes(len(data))
+                data = f.read(self.chunk_bytes)
+
+    def _recover(self, exc: UnicodeDecodeError, start: int, data: bytes, ascii_so_far: bool):
+        """Decide what a decoding error means; returns a new decoder and the text of ``data``."""
+        position = start + exc.start
+        if self.requested != AUTO or self.encoding != "utf-8":
             raise CorpusError(
-                f"{path} is not valid {encoding} (byte {exc.start}); try --encoding auto or another codec"
+                f"{self.path} is not valid {self.encoding} (byte {position}); pass the right --encoding"
             ) from None
-        return _check_text(text, path), encoding
-    for bom, name in _BOMS:
-        if data.startswith(bom):
-            try:
-                return _check_text(data.decode(name), path), name
-            except UnicodeDecodeError:
-                raise CorpusError(
-                    f"{path} starts with a {name} byte-order mark but is not valid {name}; "
-                    "pass the right --encoding"
-                ) from None
-    if b"\x00" in data:
-        raise CorpusError(
-            f"{path} looks like a binary file (it holds NUL bytes); if it is UTF-16 or UTF-32 "
-            "without a byte-order mark, pass --encoding utf-16-le (or the codec it uses)"
-        )
-    for name in _FALLBACKS:
+        if not ascii_so_far or not data[: max(0, exc.start)].isascii():
+            raise CorpusError(
+                f"{self.path} is not valid UTF-8 at byte {position}, though the text before it is: the file "
+                "is damaged or mixes encodings; fix it or pass the --encoding to read it with"
+            ) from None
+        # Everything so far was ASCII, which GB18030 reads identically: switch codecs and go on.
+        self.encoding = "gb18030"
+        decoder = codecs.getincrementaldecoder("gb18030")()
         try:
-            return _check_text(data.decode(name), path), name
+            return decoder, decoder.decode(data, final=not data)
         except UnicodeDecodeError:
-            continue
-    raise CorpusError(
-        f"{path} is neither UTF-8 nor GB18030/GBK text; pass its codec with --encoding (e.g. big5)"
-    )
+            raise CorpusError(
+                f"{self.path} is neither UTF-8 nor GB18030/GBK text; pass its codec with --encoding (e.g. big5)"
+            ) from None
+
+    def _check_binary(self, data: bytes, text: str) -> None:
+        if self.encoding in _ASCII_COMPATIBLE:
+            controls = len(data.translate(None, _NOT_CONTROL_BYTES))
+        else:
+            controls = len(_CONTROL.findall(text))
+        if controls > _MAX_CONTROL_FRACTION * len(text) or "\x00" in text:
+            raise CorpusError(f"{self.path} looks like a binary file, not text (it holds control characters)")
 
 
-def _check_text(text: str, path: str) -> str:
-    if "\x00" in text:
-        raise CorpusError(f"{path} looks like a binary file (it holds NUL characters)")
-    return _normalize_newlines(text)
+def read_text(path: str, encoding: str = AUTO) -> tuple[str, str]:
+    """The whole text of one file and the encoding it was read in; CorpusError if it is empty."""
+    reader = TextReader(path, encoding)
+    text = "".join(reader.chunks())
+    if not text:
+        raise CorpusError(f"{path} is empty")
+    return text, reader.encoding or "utf-8"
 
 
 def read_corpus(paths: Sequence[str], encoding: str = AUTO) -> CorpusText:
-    """Read and decode ``paths`` in order and concatenate their text.
+    """Read and decode ``paths`` in order and concatenate their text (for text that fits in memory).
 
     Raises CorpusError for a missing, unreadable, binary, undecodable or empty file.
     """
@@ -108,12 +170,15 @@ def read_corpus(paths: Sequence[str], encoding: str = AUTO) -> CorpusText:
         raise CorpusError("no corpus file given")
     texts, encodings = [], []
     for path in paths:
-        text, used = detect_and_decode(_read_bytes(path), path, encoding)
-        if not text:
-            raise CorpusError(f"{path} is empty")
+        text, used = read_text(path, encoding)
         texts.append(text)
         encodings.append(used)
     return CorpusText("".join(texts), tuple(str(p) for p in paths), tuple(encodings))
+
+
+def streams_fit(num_tokens: int, batch_size: int, seq_length: int) -> bool:
+    """True if ``num_tokens`` cut into ``batch_size`` streams gives each at least one chunk."""
+    return num_tokens // batch_size >= seq_length + 1
 
 
 def split_streams(ids: np.ndarray, batch_size: int, seq_length: int) -> np.ndarray:
@@ -123,7 +188,7 @@ def split_streams(ids: np.ndarray, batch_size: int, seq_length: int) -> np.ndarr
     (inputs plus the following target) or CorpusError says which option to lower.
     """
     stream_length = len(ids) // batch_size
-    if stream_length < seq_length + 1:
+    if not streams_fit(len(ids), batch_size, seq_length):
         raise CorpusError(
             f"the corpus has {len(ids)} tokens: cut into --batch-size {batch_size} streams that is "
             f"{stream_length} tokens each, fewer than --seq-length + 1 = {seq_length + 1}; "

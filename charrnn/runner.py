@@ -100,15 +100,19 @@ def training_sample(session: Session, length: int, temperature: float = 1.0) -> 
     rng = np.random.default_rng([session.train_config.rng_seed, session.state.progress.step])
     prime = rng.integers(session.model_config.vocab_size, size=1)
     config = SampleConfig(length=length, temperature=temperature)
-    generated = sample.generate(session.state.params, session.model_config, prime, config, rng)
+    unknown = session.tokenizer.unknown_id
+    banned = () if unknown is None else (unknown,)
+    generated = sample.generate(session.state.params, session.model_config, prime, config, rng, banned)
     return session.tokenizer.decode(prime.tolist() + [int(ids[0]) for ids in generated])
 
 
 def _validate(session: Session, token_lengths: np.ndarray) -> Iterator[Event]:
     """Score the validation text, record it in the progress, and write best.npz on a new best."""
     progress = session.state.progress
+    limit = session.request.schedule.eval_tokens
+    val_ids = session.val_ids if not limit else session.val_ids[: limit + 1]
     score = evaluate.score_ids(
-        session.state.params, session.model_config, session.val_ids, token_lengths, session.train_config.batch_size
+        session.state.params, session.model_config, val_ids, token_lengths, session.train_config.batch_size
     )
     progress.val_step = progress.step
     progress.val_loss_nats = score.loss_nats
@@ -159,7 +163,8 @@ def run(session: Session, should_stop: Callable[[], bool] = lambda: False) -> It
         if schedule.sample_every and step % schedule.sample_every == 0:
             yield Sampled(step, 1.0, training_sample(session, schedule.sample_length))
         if schedule.checkpoint_every and step % schedule.checkpoint_every == 0:
-            saved_path, saved_step = checkpoint.save(to_checkpoint(session), schedule.checkpoint_dir), step
+            saved_path = checkpoint.save(to_checkpoint(session), schedule.checkpoint_dir, schedule.checkpoint_keep)
+            saved_step = step
             yield Saved(step, saved_path)
     if progress.step > first_step:
         if validating and progress.val_step != progress.step:
@@ -167,7 +172,7 @@ def run(session: Session, should_stop: Callable[[], bool] = lambda: False) -> It
                 last_score = event.score if isinstance(event, Evaluated) else last_score
                 yield event
         if saved_step != progress.step:
-            saved_path = checkpoint.save(to_checkpoint(session), schedule.checkpoint_dir)
+            saved_path = checkpoint.save(to_checkpoint(session), schedule.checkpoint_dir, schedule.checkpoint_keep)
             yield Saved(progress.step, saved_path)
     yield Finished(
         steps=progress.step,

@@ -5,7 +5,7 @@ This module knows ids and probabilities only; turning ids into text is the token
 
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -37,8 +37,16 @@ def choose(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.minimum(ids, probs.shape[1] - 1)
 
 
-def pick_next(logits: np.ndarray, config: SampleConfig, rng: np.random.Generator) -> np.ndarray:
-    """The next id (S,) for each stream, by argmax or by sampling as ``config`` says."""
+def pick_next(
+    logits: np.ndarray, config: SampleConfig, rng: np.random.Generator, banned: Sequence[int] = ()
+) -> np.ndarray:
+    """The next id (S,) for each stream, by argmax or by sampling as ``config`` says.
+
+    ``banned`` ids (such as the unknown-token marker) are never chosen.
+    """
+    if len(banned):
+        logits = logits.copy()
+        logits[:, list(banned)] = -np.inf
     if config.is_greedy:
         return np.argmax(logits, axis=1)
     return choose(next_token_distribution(logits, config.temperature, config.top_k), rng)
@@ -50,18 +58,20 @@ def generate(
     prime_ids: np.ndarray,
     config: SampleConfig,
     rng: np.random.Generator,
+    banned: Sequence[int] = (),
 ) -> Iterator[np.ndarray]:
     """Yield ``config.length`` arrays of shape (S,): the ids generated at each step, S = num_samples.
 
     ``prime_ids`` (P,), P ≥ 1, is fed to every stream first to set the state; the first yielded ids
-    are the model's continuation of it. All S streams advance together as one batch.
+    are the model's continuation of it. All S streams advance together as one batch. ``banned`` ids
+    are never generated.
     """
     num_streams = config.num_samples
     state = model.initial_state(model_config, num_streams)
     prime = np.repeat(np.asarray(prime_ids).reshape(-1, 1), num_streams, axis=1)  # (P, S)
     logits, state = model.step(params, model_config, prime, state)
     for position in range(config.length):
-        ids = pick_next(logits, config, rng)
+        ids = pick_next(logits, config, rng, banned)
         yield ids
         if position + 1 < config.length:
             logits, state = model.step(params, model_config, ids, state)

@@ -14,10 +14,10 @@ from typing import Any, Optional
 
 import numpy as np
 
-from charrnn import checkpoint, train
+from charrnn import checkpoint, prepare, train
 from charrnn.checkpoint import Checkpoint, CorpusInfo
 from charrnn.config import ModelConfig, ScheduleConfig, TrainConfig
-from charrnn.corpus import read_corpus, split_streams
+from charrnn.corpus import read_corpus, split_streams, streams_fit
 from charrnn.errors import ConfigError, VocabularyError
 from charrnn.tokenizer import Tokenizer
 
@@ -25,7 +25,7 @@ from charrnn.tokenizer import Tokenizer
 # value when resuming is an error rather than something silently ignored.
 FIXED_ON_RESUME = (
     "hidden_size", "num_layers", "cell", "activation", "dropout", "dtype", "tokenizer",
-    "batch_size", "seq_length", "optimizer", "rng_seed", "val_fraction",
+    "batch_size", "seq_length", "optimizer", "rng_seed", "val_fraction", "max_vocab",
 )
 # Options that may change when resuming; the change is applied and reported.
 CHANGEABLE_ON_RESUME = ("learning_rate", "lr_decay", "lr_decay_after", "clip")
@@ -47,6 +47,8 @@ class TrainRequest:
     train_options: dict[str, Any] = field(default_factory=dict)
     tokenizer: str = "char"
     encoding: str = "auto"
+    max_vocab: Optional[int] = None
+    cache_dir: str = prepare.DEFAULT_CACHE_DIR
     val_paths: tuple[str, ...] = ()
     resume: Optional[str] = None
     overwrite: bool = False
@@ -69,8 +71,12 @@ class Session:
     notes: list[str] = field(default_factory=list)
 
 
-def _fingerprint(ids: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(ids, dtype=np.int32).tobytes()).hexdigest()
+def _fingerprint(ids: np.ndarray, dtype: str) -> str:
+    """sha256 of ``ids`` stored as ``dtype``, computed a slice at a time to keep memory flat."""
+    digest = hashlib.sha256()
+    for start in range(0, len(ids), 1 << 22):
+        digest.update(np.ascontiguousarray(ids[start : start + (1 << 22)], dtype=dtype).data)
+    return digest.hexdigest()
 
 
 def split_validation(ids: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -79,39 +85,73 @@ def split_validation(ids: np.ndarray, fraction: float) -> tuple[np.ndarray, np.n
     return ids[: len(ids) - val_count], ids[len(ids) - val_count :]
 
 
+def _translate(prepared: prepare.PreparedCorpus, tokenizer: Tokenizer) -> np.ndarray:
+    """The prepared ids re-expressed in ``tokenizer``'s vocabulary (for resuming on other text)."""
+    target = {token: i for i, token in enumerate(tokenizer.vocab)}
+    fallback = tokenizer.unknown_id
+    lookup = np.array([target.get(t, -1 if fallback is None else fallback) for t in prepared.tokenizer.vocab])
+    missing = [t for t, i in zip(prepared.tokenizer.vocab, lookup.tolist()) if i < 0]
+    if missing:
+        shown = ", ".join(repr(t) for t in missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        raise VocabularyError(f"the corpus has tokens the checkpoint's vocabulary lacks: {shown}")
+    return lookup.astype(prepare.smallest_id_dtype(tokenizer.vocab_size))[prepared.ids]
+
+
 def _read_data(
-    request: TrainRequest, paths: tuple[str, ...], val_paths: tuple[str, ...], tokenizer: Optional[Tokenizer]
+    request: TrainRequest,
+    paths: tuple[str, ...],
+    val_paths: tuple[str, ...],
+    tokenizer: Optional[Tokenizer],
+    kind: str,
+    max_vocab: Optional[int],
+    on_progress: prepare.Progress,
+    notes: list[str],
 ) -> tuple[Tokenizer, np.ndarray, Optional[np.ndarray], CorpusInfo]:
-    """Tokenize the corpus and any validation files; fit one vocabulary to both unless one is given.
+    """The corpus ids (memory-mapped from the token cache) and validation-file ids.
 
-    Returns the tokenizer, the corpus ids, the validation-file ids (None without one) and a record of
-    the data.
+    A fresh run takes the vocabulary of the corpus; a resumed one keeps the checkpoint's.
+    Validation-file tokens outside the vocabulary are left out (or become the unknown token).
     """
-    texts = [read_corpus(paths, request.encoding)]
-    if val_paths:
-        texts.append(read_corpus(val_paths, request.encoding))
+    prepared = prepare.prepare(paths, kind, request.encoding, max_vocab, request.cache_dir, on_progress=on_progress)
+    ids = prepared.ids
     if tokenizer is None:
-        tokenizer, id_arrays = Tokenizer.fit_many([t.text for t in texts], request.tokenizer)
-    else:
-        try:
-            id_arrays = [tokenizer.encode(t.text) for t in texts]
-        except VocabularyError as exc:
-            raise VocabularyError(f"the corpus does not fit the checkpoint's vocabulary: {exc}") from None
-    all_ids = np.concatenate(id_arrays)
-    info = CorpusInfo(texts[0].paths, texts[0].encodings, len(all_ids), _fingerprint(all_ids), tuple(val_paths))
-    return tokenizer, id_arrays[0], (id_arrays[1] if val_paths else None), info
+        tokenizer = prepared.tokenizer
+    elif prepared.tokenizer != tokenizer:
+        ids = _translate(prepared, tokenizer)
+    val_ids = None
+    if val_paths:
+        val_ids, unknown = tokenizer.encode_known(read_corpus(val_paths, request.encoding).text)
+        if unknown:
+            fate = "become the unknown token" if tokenizer.unknown else "are left out of validation"
+            notes.append(f"{len(unknown)} validation tokens are outside the vocabulary and {fate}")
+    info = CorpusInfo(
+        prepared.paths, prepared.encodings, len(ids), prepared.ids_sha256, tuple(val_paths),
+        ids.dtype.str, max_vocab,
+    )
+    return tokenizer, ids, val_ids, info
 
 
-def _prepare_streams(session_ids: np.ndarray, val_ids: Optional[np.ndarray], config: TrainConfig, notes: list[str]):
+def _prepare_streams(
+    ids: np.ndarray, val_ids: Optional[np.ndarray], config: TrainConfig, shrinkable: bool, notes: list[str]
+) -> tuple[np.ndarray, Optional[np.ndarray], TrainConfig]:
+    """Split off validation, cut the streams (shrinking a default batch size to fit a small corpus)."""
     if val_ids is None and config.val_fraction > 0:
-        session_ids, val_ids = split_validation(session_ids, config.val_fraction)
+        ids, val_ids = split_validation(ids, config.val_fraction)
     if val_ids is not None and len(val_ids) < 2:
         notes.append("the validation text is shorter than 2 tokens; validation is off")
         val_ids = None
-    return split_streams(session_ids, config.batch_size, config.seq_length), val_ids
+    if shrinkable and not streams_fit(len(ids), config.batch_size, config.seq_length):
+        fitting = len(ids) // (config.seq_length + 1)
+        if fitting >= 1:
+            notes.append(
+                f"the corpus is too short for {config.batch_size} streams of --seq-length {config.seq_length}; "
+                f"using --batch-size {fitting}"
+            )
+            config = dataclasses.replace(config, batch_size=fitting)
+    return split_streams(ids, config.batch_size, config.seq_length), val_ids, config
 
 
-def _fresh(request: TrainRequest) -> Session:
+def _fresh(request: TrainRequest, on_progress: prepare.Progress) -> Session:
     notes: list[str] = []
     train_options = dict(request.train_options)
     if request.val_paths:
@@ -121,17 +161,23 @@ def _fresh(request: TrainRequest) -> Session:
     if train_options.get("rng_seed") is None:
         train_options["rng_seed"] = secrets.randbits(32)
     train_config = TrainConfig(**train_options)
-    tokenizer, ids, val_ids, corpus = _read_data(request, request.corpus_paths, request.val_paths, None)
+    tokenizer, ids, val_ids, corpus = _read_data(
+        request, request.corpus_paths, request.val_paths, None, request.tokenizer, request.max_vocab,
+        on_progress, notes,
+    )
     model_config = ModelConfig(vocab_size=tokenizer.vocab_size, **request.model_options)
-    streams, val_ids = _prepare_streams(ids, val_ids, train_config, notes)
+    shrinkable = "batch_size" not in request.explicit
+    streams, val_ids, train_config = _prepare_streams(ids, val_ids, train_config, shrinkable, notes)
     state = train.new_state(model_config, train_config)
     return Session(request, model_config, train_config, tokenizer, corpus, streams, val_ids, state, None, notes)
 
 
 def _check_conflicts(request: TrainRequest, ckpt: Checkpoint) -> None:
     stored = {**dataclasses.asdict(ckpt.model_config), **dataclasses.asdict(ckpt.train_config)}
-    stored["tokenizer"] = ckpt.tokenizer.kind
-    given = {**request.model_options, **request.train_options, "tokenizer": request.tokenizer}
+    stored.update(tokenizer=ckpt.tokenizer.kind, max_vocab=ckpt.corpus.max_vocab)
+    given = {
+        **request.model_options, **request.train_options, "tokenizer": request.tokenizer, "max_vocab": request.max_vocab
+    }
     for name in FIXED_ON_RESUME:
         if name in request.explicit and given.get(name) != stored[name]:
             raise ConfigError(
@@ -140,7 +186,7 @@ def _check_conflicts(request: TrainRequest, ckpt: Checkpoint) -> None:
             )
 
 
-def _resumed(request: TrainRequest, path: str) -> Session:
+def _resumed(request: TrainRequest, path: str, on_progress: prepare.Progress) -> Session:
     ckpt = checkpoint.load(path)
     _check_conflicts(request, ckpt)
     changes = {name: request.train_options[name] for name in CHANGEABLE_ON_RESUME if name in request.explicit}
@@ -157,10 +203,16 @@ def _resumed(request: TrainRequest, path: str) -> Session:
     val_paths = request.val_paths or ckpt.corpus.val_paths
     if val_paths and ckpt.train_config.val_fraction > 0:
         raise ConfigError("this model holds out --val-fraction of its corpus; it cannot also take --val-file")
-    _, ids, val_ids, corpus = _read_data(request, paths, val_paths, ckpt.tokenizer)
-    streams, val_ids = _prepare_streams(ids, val_ids, train_config, notes)
+    _, ids, val_ids, corpus = _read_data(
+        request, paths, val_paths, ckpt.tokenizer, ckpt.tokenizer.kind, ckpt.corpus.max_vocab, on_progress, notes
+    )
+    streams, val_ids, _ = _prepare_streams(ids, val_ids, train_config, False, notes)
     progress, hidden = ckpt.progress, ckpt.state
-    if corpus.sha256 != ckpt.corpus.sha256:
+    same_data = corpus.sha256 == ckpt.corpus.sha256
+    if not same_data and corpus.ids_dtype != ckpt.corpus.ids_dtype:
+        # Fingerprinted in another id type (older checkpoints hashed int32 ids): compare in that type.
+        same_data = _fingerprint(ids, ckpt.corpus.ids_dtype) == ckpt.corpus.sha256
+    if not same_data:
         # Positions in other text mean nothing: start its streams from the beginning.
         notes.append("the corpus differs from the one the checkpoint was trained on; starting at its beginning")
         progress = dataclasses.replace(progress, position=0)
@@ -173,8 +225,10 @@ def _resumed(request: TrainRequest, path: str) -> Session:
     )
 
 
-def open_session(request: TrainRequest) -> Session:
+def open_session(request: TrainRequest, on_progress: prepare.Progress = lambda done, total: None) -> Session:
     """Read the corpus and build or load the model; raises CharRNNError for anything the user can fix.
+
+    ``on_progress(bytes_done, bytes_total)`` reports tokenizing a corpus that is not yet in the cache.
 
     A fresh run refuses a checkpoint folder that already holds a checkpoint unless ``overwrite``:
     replacing another model's ``latest.npz`` by accident would lose it.
@@ -187,9 +241,9 @@ def open_session(request: TrainRequest) -> Session:
                 f"{directory} already holds a checkpoint ({existing}); continue it with --resume {existing}, "
                 "write elsewhere with --checkpoint-dir, or replace it with --overwrite"
             )
-        session = _fresh(request)
+        session = _fresh(request, on_progress)
     else:
-        session = _resumed(request, request.resume)
+        session = _resumed(request, request.resume, on_progress)
     config = session.model_config
     if config.dropout > 0 and config.num_layers == 1:
         session.notes.append("--dropout acts between stacked layers; with one layer it has no effect")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -17,6 +17,9 @@ from charrnn.config import TOKENIZERS
 from charrnn.errors import CheckpointError, ConfigError, VocabularyError
 
 _MAX_LISTED_UNKNOWN = 10
+# Stands for every token cut from the vocabulary by --max-vocab. It can't collide with a real token:
+# character tokens are single characters, and jieba cuts "<" and ">" off as tokens of their own.
+UNKNOWN_TOKEN = "<unk>"
 
 
 def _jieba_module() -> Any:
@@ -60,12 +63,16 @@ class Tokenizer:
     """A tokenizer kind (``char`` or ``jieba``) with its sorted vocabulary.
 
     Ids are positions in ``vocab``; ``vocab`` is strictly increasing, which every constructor checks.
+    ``unknown``, when set, is the vocabulary entry that stands for tokens outside it (see --max-vocab).
     """
 
     kind: str
     vocab: tuple[str, ...]
+    unknown: Optional[str] = None
     _index: dict[str, int] = field(init=False, repr=False, compare=False)
     _longest: int = field(init=False, repr=False, compare=False)
+    _char_points: np.ndarray = field(init=False, repr=False, compare=False)
+    _char_ids: np.ndarray = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in TOKENIZERS:
@@ -74,10 +81,15 @@ class Tokenizer:
             raise VocabularyError("the vocabulary is empty")
         if any(a >= b for a, b in zip(self.vocab, self.vocab[1:])):
             raise VocabularyError("the vocabulary is not sorted and unique")
-        if self.kind == "char" and any(len(t) != 1 for t in self.vocab):
+        if self.unknown is not None and self.unknown not in self.vocab:
+            raise VocabularyError(f"the unknown-token marker {self.unknown!r} is not in the vocabulary")
+        if self.kind == "char" and any(len(t) != 1 for t in self.vocab if t != self.unknown):
             raise VocabularyError("a character vocabulary holds a token that is not one character")
         object.__setattr__(self, "_index", {t: i for i, t in enumerate(self.vocab)})
         object.__setattr__(self, "_longest", max(len(t) for t in self.vocab))
+        singles = [(ord(t), i) for i, t in enumerate(self.vocab) if len(t) == 1]
+        object.__setattr__(self, "_char_points", np.array([p for p, _ in singles], dtype=np.uint32))
+        object.__setattr__(self, "_char_ids", np.array([i for _, i in singles], dtype=np.int32))
 
     @classmethod
     def fit(cls, text: str, kind: str) -> tuple["Tokenizer", np.ndarray]:
@@ -103,32 +115,43 @@ class Tokenizer:
         """Number of distinct tokens."""
         return len(self.vocab)
 
+    @property
+    def unknown_id(self) -> Optional[int]:
+        """Id of the unknown-token marker, or None when the vocabulary has none."""
+        return None if self.unknown is None else self._index[self.unknown]
+
     def encode(self, text: str) -> np.ndarray:
-        """Ids of ``text`` (int32, shape (N,)); raises VocabularyError naming any unknown tokens.
+        """Ids of ``text`` (int32, shape (N,)).
 
         For word tokenizers a word missing from the vocabulary is split into the longest known pieces
-        (so the seed "明月" still works for a model that only knows "明" and "月"); only text with no
-        such split is refused.
+        (so the seed "明月" still works for a model that only knows "明" and "月"). What is still
+        unknown becomes the unknown-token marker if the vocabulary has one; otherwise VocabularyError
+        names it.
         """
         ids, unknown = self.encode_known(text)
-        if unknown:
+        if unknown and self.unknown is None:
             raise VocabularyError(f"tokens not in the model's vocabulary: {_describe_unknown(unknown)}")
         return ids
 
     def encode_known(self, text: str) -> tuple[np.ndarray, list[str]]:
-        """Ids of the tokens of ``text`` that are in the vocabulary, and the list of those that are not.
+        """Ids of ``text`` and the list of its tokens that are outside the vocabulary.
 
-        The unknown tokens are left out of the ids (so the ids are the text with them removed).
+        The unknown tokens become the unknown-token marker's id if there is one; otherwise they are
+        left out of the ids (which are then the text with them removed).
         """
+        unknown_id = self.unknown_id
         if self.kind == "char":
             points = _codepoints(text)
-            vocab_points = _codepoints("".join(self.vocab))
-            ids = np.searchsorted(vocab_points, points)
+            positions = np.searchsorted(self._char_points, points)
             found = np.zeros(points.shape, dtype=bool)
-            in_range = ids < len(vocab_points)
-            found[in_range] = vocab_points[ids[in_range]] == points[in_range]
+            in_range = positions < len(self._char_points)
+            found[in_range] = self._char_points[positions[in_range]] == points[in_range]
             unknown = [chr(c) for c in points[~found].tolist()]
-            return ids[found].astype(np.int32), unknown
+            ids = self._char_ids[np.minimum(positions, max(len(self._char_points) - 1, 0))]
+            if unknown_id is None:
+                return ids[found], unknown
+            ids[~found] = unknown_id
+            return ids, unknown
         index = self._index
         known: list[int] = []
         unknown = []
@@ -139,6 +162,8 @@ class Tokenizer:
                     known.append(index[piece])
                 else:
                     unknown.append(piece)
+                    if unknown_id is not None:
+                        known.append(unknown_id)
         return np.array(known, dtype=np.int32), unknown
 
     def _known_pieces(self, word: str) -> list[str]:
@@ -163,8 +188,11 @@ class Tokenizer:
         return np.fromiter((index[t] for t in tokens), dtype=np.int32, count=len(tokens))
 
     def token_lengths(self) -> np.ndarray:
-        """Characters in each token (V,), for converting bits per token into bits per character."""
-        return np.array([len(t) for t in self.vocab], dtype=np.int64)
+        """Characters in each token (V,), for converting bits per token into bits per character.
+
+        The unknown-token marker counts as one character (exact for character models).
+        """
+        return np.array([1 if t == self.unknown else len(t) for t in self.vocab], dtype=np.int64)
 
     def decode(self, ids: Iterable[int]) -> str:
         """The text of a sequence of ids."""
@@ -173,7 +201,7 @@ class Tokenizer:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form for the checkpoint's JSON."""
-        return {"kind": self.kind, "vocab": list(self.vocab)}
+        return {"kind": self.kind, "vocab": list(self.vocab), "unknown": self.unknown}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Tokenizer":
@@ -182,6 +210,9 @@ class Tokenizer:
             kind, vocab = data["kind"], data["vocab"]
             if not isinstance(vocab, list) or not all(isinstance(t, str) for t in vocab):
                 raise TypeError("vocab is not a list of strings")
-            return cls(kind, tuple(vocab))
+            unknown = data.get("unknown")
+            if unknown is not None and not isinstance(unknown, str):
+                raise TypeError("unknown is not a string")
+            return cls(kind, tuple(vocab), unknown)
         except (KeyError, TypeError, VocabularyError, ConfigError) as exc:
             raise CheckpointError(f"the checkpoint's tokenizer is malformed ({exc})") from None

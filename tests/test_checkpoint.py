@@ -85,6 +85,7 @@ def test_find_latest(tmp_path):
     assert checkpoint.find_latest(str(tmp_path)) is None
     (tmp_path / "step_00000002.npz").write_bytes(b"x")
     (tmp_path / "step_00000010.npz").write_bytes(b"x")
+    (tmp_path / "step_00000009.npz").write_bytes(b"x")
     assert checkpoint.find_latest(str(tmp_path)) == str(tmp_path / "step_00000010.npz")
     (tmp_path / "latest.npz").write_bytes(b"x")
     assert checkpoint.find_latest(str(tmp_path)) == str(tmp_path / "latest.npz")

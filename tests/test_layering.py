@@ -16,10 +16,13 @@ ALLOWED = {
     "__main__": {"cli"},
     "cli": {
         "__init__", "cli", "runner", "session", "checkpoint", "config", "errors", "evaluate", "sample",
-        "tokenizer", "corpus", "train",
+        "tokenizer", "corpus", "train", "prepare", "summary", "plot",
     },
     "runner": {"checkpoint", "evaluate", "model", "sample", "session", "train", "config"},
-    "session": {"checkpoint", "train", "config", "corpus", "errors", "tokenizer"},
+    "session": {"checkpoint", "prepare", "train", "config", "corpus", "errors", "tokenizer"},
+    "summary": {"checkpoint", "model", "train", "config", "errors"},
+    "plot": {"errors"},
+    "prepare": {"corpus", "errors", "tokenizer"},
     "checkpoint": {"__init__", "model", "optim", "config", "errors", "tokenizer", "train"},
     "evaluate": {"model", "config", "errors", "tokenizer"},
     "train": {"model", "optim", "config", "errors"},
@@ -34,7 +37,7 @@ ALLOWED = {
     "errors": set(),
 }
 # Third-party modules and the only modules allowed to import them.
-CONFINED = {"click": {"cli"}, "tqdm": {"cli"}, "jieba": {"tokenizer"}, "pickle": set()}
+CONFINED = {"click": {"cli"}, "tqdm": {"cli"}, "jieba": {"tokenizer", "prepare"}, "matplotlib": {"plot"}, "pickle": set()}
 
 
 def _imports(paths: list[Path]) -> tuple[set[str], set[str]]:

@@ -15,6 +15,9 @@ import click
 
 from charrnn import __version__
 from charrnn.cli.eval_command import eval_command
+from charrnn.cli.prepare_command import prepare_command
+from charrnn.cli.info_command import info_command
+from charrnn.cli.plot_command import plot_command
 from charrnn.cli.sample_command import sample_command
 from charrnn.cli.train_command import train_command
 
@@ -37,6 +40,9 @@ def cli() -> None:
 cli.add_command(train_command)
 cli.add_command(sample_command)
 cli.add_command(eval_command)
+cli.add_command(prepare_command)
+cli.add_command(info_command)
+cli.add_command(plot_command)
 
 
 def main(*args: Any, **kwargs: Any) -> Any:

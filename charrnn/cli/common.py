@@ -60,6 +60,29 @@ def resolve_checkpoint(path: Optional[str], quiet: bool) -> str:
     return found
 
 
+class ByteProgress:
+    """A tqdm bar over bytes, created on the first report (so a cache hit shows nothing).
+
+    Use as the ``on_progress(done, total)`` callback of tokenizing, then ``close()``.
+    """
+
+    def __init__(self, description: str, quiet: bool) -> None:
+        self.description, self.quiet, self.bar = description, quiet, None
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="B", unit_scale=True, desc=self.description, file=sys.stderr,
+                            disable=True if self.quiet else None, dynamic_ncols=True)
+        self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        """Finish the bar, if one was shown."""
+        if self.bar is not None:
+            self.bar.close()
+
+
 def format_score(score: Any) -> str:
     """One line for a validation or evaluation score."""
     return (

@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 import click
 
-from charrnn.cli.common import DEFAULT_CHECKPOINT_DIR, reports_errors, resolve_checkpoint
+from charrnn.cli.common import DEFAULT_CHECKPOINT_DIR, info, reports_errors, resolve_checkpoint
 
 
 @click.command("sample")
@@ -21,6 +21,8 @@ from charrnn.cli.common import DEFAULT_CHECKPOINT_DIR, reports_errors, resolve_c
 @click.option("--rng-seed", type=int, help="Seed for reproducible samples.")
 @click.option("--num-samples", type=int, default=1, show_default=True,
               help="Independent samples, generated together as one batch.")
+@click.option("--allow-unk", "allow_unknown", is_flag=True,
+              help="Let <unk> (a token cut by --max-vocab) appear in the output.")
 @click.option("-q", "--quiet", is_flag=True, help="No informational messages on stderr.")
 @reports_errors
 def sample_command(checkpoint: Optional[str], seed_text: Optional[str], quiet: bool, **options: Any) -> None:
@@ -44,10 +46,13 @@ def sample_command(checkpoint: Optional[str], seed_text: Optional[str], quiet: b
             prime = tokenizer.encode(seed_text)
         except VocabularyError as exc:
             raise VocabularyError(f"--seed has {exc}") from None
+        if tokenizer.unknown is not None and tokenizer.encode_known(seed_text)[1]:
+            info(quiet, f"note: parts of --seed are outside the vocabulary and are read as {tokenizer.unknown}")
     else:
         prime = rng.integers(tokenizer.vocab_size, size=1)
         seed_text = tokenizer.decode(prime.tolist())
-    generated = np.array(list(generate(ckpt.params, ckpt.model_config, prime, config, rng)))
+    banned = () if config.allow_unknown or tokenizer.unknown_id is None else (tokenizer.unknown_id,)
+    generated = np.array(list(generate(ckpt.params, ckpt.model_config, prime, config, rng, banned)))
     for index in range(config.num_samples):
         if index:
             click.echo("")

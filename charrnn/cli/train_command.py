@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 from typing import Any, Iterable, Optional
 
 import click
 
-from charrnn.cli.common import DEFAULT_CHECKPOINT_DIR, explicit_options, fail, format_score, info, reports_errors
+from charrnn.cli.common import (
+    DEFAULT_CHECKPOINT_DIR,
+    ByteProgress,
+    explicit_options,
+    fail,
+    format_score,
+    info,
+    reports_errors,
+)
 from charrnn.config import ACTIVATIONS, CELLS, DTYPES, OPTIMIZERS, TOKENIZERS
 
 EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -46,6 +55,10 @@ class StopFlag:
               help="Tokens are characters, or words cut by jieba (precise mode).")
 @click.option("--encoding", default="auto", show_default=True,
               help="Codec of the text files; auto tries a byte-order mark, UTF-8, then GB18030 (GBK).")
+@click.option("--max-vocab", type=int,
+              help="Keep the N most frequent tokens; the rest become <unk> (for word vocabularies).")
+@click.option("--cache-dir", default=os.path.join("data", ".cache"), show_default=True, type=click.Path(),
+              help="Where tokenized corpora are kept (see charrnn prepare).")
 @click.option("--cell", type=click.Choice(CELLS), default="rnn", show_default=True,
               help="Recurrent cell: vanilla rnn, lstm or gru.")
 @click.option("--activation", type=click.Choice(ACTIVATIONS), default="tanh", show_default=True,
@@ -73,6 +86,8 @@ class StopFlag:
               help="Validate on this text instead of a held-out fraction (repeatable).")
 @click.option("--eval-every", type=int, default=500, show_default=True,
               help="Validate every N steps (0: only at the end).")
+@click.option("--eval-tokens", type=int, default=1_000_000, show_default=True,
+              help="Validate on at most the first N validation tokens (0: all).")
 @click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True)
 @click.option("--rng-seed", type=int, help="Seed for a reproducible run [default: random, recorded].")
 @click.option("--sample-every", type=int, default=500, show_default=True,
@@ -80,6 +95,8 @@ class StopFlag:
 @click.option("--checkpoint-every", type=int, default=1000, show_default=True,
               help="Save a checkpoint every N steps (0: only at the end).")
 @click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, show_default=True, type=click.Path())
+@click.option("--checkpoint-keep", type=int, default=0, show_default=True,
+              help="Keep only the K newest step checkpoints, besides latest and best (0: keep all).")
 @click.option("--resume", type=click.Path(), help="Continue training this checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace the checkpoints already in --checkpoint-dir.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, samples or summary.")
@@ -107,17 +124,25 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
             checkpoint_every=options["checkpoint_every"],
             sample_every=options["sample_every"],
             eval_every=options["eval_every"],
+            eval_tokens=options["eval_tokens"],
+            checkpoint_keep=options["checkpoint_keep"],
         ),
         model_options={n: options[n] for n in MODEL_OPTIONS},
         train_options={n: options[n] for n in TRAIN_OPTIONS},
         tokenizer=options["tokenizer"],
         encoding=options["encoding"],
+        max_vocab=options["max_vocab"],
+        cache_dir=options["cache_dir"],
         val_paths=options["val_files"],
         resume=options["resume"],
         overwrite=options["overwrite"],
-        explicit=explicit_options(ctx, (*MODEL_OPTIONS, *TRAIN_OPTIONS, "tokenizer")),
+        explicit=explicit_options(ctx, (*MODEL_OPTIONS, *TRAIN_OPTIONS, "tokenizer", "max_vocab")),
     )
-    session = open_session(request)
+    progress = ByteProgress("tokenizing", options["quiet"])
+    try:
+        session = open_session(request, progress)
+    finally:
+        progress.close()
     stop = StopFlag()
     previous = {s: signal.signal(s, stop.handle) for s in EXIT_INTERRUPTED}
     try:

@@ -1,0 +1,45 @@
+"""``charrnn info``: what a checkpoint holds, for people (text) and for scripts (``--json``)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+import click
+
+from charrnn.cli.common import info, reports_errors, resolve_checkpoint
+
+
+@click.command("info")
+@click.argument("checkpoint", required=False, type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
+@click.option("-q", "--quiet", is_flag=True, help="No informational messages on stderr.")
+@reports_errors
+def info_command(checkpoint: Optional[str], as_json: bool, quiet: bool) -> None:
+    """Describe the model in CHECKPOINT [default: the newest in checkpoints/].
+
+    CHECKPOINT may also be a folder of checkpoints, for its newest one.
+
+    Shows the cell, layers and sizes, the parameter count with its formula, the vocabulary, the
+    corpus, training progress and losses, the optimizer, and the file's format and charrnn versions.
+    With --json, stdout holds exactly one JSON document (NaN and infinity written as null).
+    """
+    from charrnn import checkpoint as checkpoints
+    from charrnn import summary
+    from charrnn.errors import CheckpointError
+
+    path = resolve_checkpoint(checkpoint, quiet)
+    if os.path.isdir(path):  # a run's folder, as a sweep script has it at hand: its newest checkpoint
+        found = checkpoints.find_latest(path)
+        if found is None:
+            raise CheckpointError(f"no checkpoint in {path}; pass a checkpoint file")
+        info(quiet, f"using {found}")
+        path = found
+    facts = summary.summarize(path)
+    if as_json:
+        # allow_nan=False: to_dict already turned non-finite numbers into None; a slip should fail
+        # loudly here rather than emit NaN, which is not JSON.
+        click.echo(json.dumps(summary.to_dict(facts), ensure_ascii=False, allow_nan=False, indent=2))
+    else:
+        click.echo("\n".join(summary.describe(facts)))

@@ -1,0 +1,28 @@
+"""``charrnn plot``: a training log's loss curves as a PNG (needs the ``charrnn[plot]`` extra)."""
+
+from __future__ import annotations
+
+import click
+
+from charrnn.cli.common import info, reports_errors
+
+
+@click.command("plot")
+@click.argument("log", type=click.Path())
+@click.option("-o", "--output", required=True, type=click.Path(), help="PNG file to write, e.g. loss.png.")
+@click.option("--width-px", type=int, default=1200, show_default=True, help="Image width in pixels.")
+@click.option("--height-px", type=int, default=800, show_default=True, help="Image height in pixels.")
+@click.option("-q", "--quiet", is_flag=True, help="No informational messages on stderr.")
+@reports_errors
+def plot_command(log: str, output: str, width_px: int, height_px: int, quiet: bool) -> None:
+    """Draw the loss curves of LOG (written by 'charrnn train --log-jsonl') to a PNG.
+
+    Two panels against tokens seen: loss in nats per token, and in bits per character; training loss
+    as a line, validation loss as points at the steps where it was measured. Needs matplotlib:
+    pip install 'charrnn[plot]'.
+    """
+    from charrnn.plot import plot_log
+
+    records = plot_log(log, output, width_px, height_px)
+    validations = sum(r.val_loss_nats is not None for r in records)
+    info(quiet, f"wrote {output} ({width_px}×{height_px} px; {len(records)} steps, {validations} validations)")

@@ -1,0 +1,52 @@
+"""``charrnn prepare``: tokenize a corpus into the cache ahead of training."""
+
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import click
+
+from charrnn.cli.common import ByteProgress, info, reports_errors
+from charrnn.config import TOKENIZERS
+
+
+@click.command("prepare")
+@click.argument("corpus", nargs=-1, required=True, type=click.Path())
+@click.option("--tokenizer", type=click.Choice(TOKENIZERS), default="char", show_default=True)
+@click.option("--encoding", default="auto", show_default=True, help="Codec of the files (auto: as for train).")
+@click.option("--max-vocab", type=int, help="Keep the N most frequent tokens; the rest become <unk>.")
+@click.option("--cache-dir", default=os.path.join("data", ".cache"), show_default=True, type=click.Path())
+@click.option("--workers", type=int, help="Processes cutting jieba words [default: one per core].")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
+@reports_errors
+def prepare_command(
+    corpus: tuple[str, ...], tokenizer: str, encoding: str, max_vocab: Optional[int], cache_dir: str,
+    workers: Optional[int], quiet: bool,
+) -> None:
+    """Tokenize CORPUS files once into the cache, so that train starts at once and memory-maps them.
+
+    Prints the cached ids file on stdout. train does this by itself on first use; an edited corpus
+    gets a new cache entry (the key covers the files' contents and the options).
+    """
+    import time
+
+    from charrnn import prepare
+    from charrnn.errors import ConfigError
+
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers must be positive, got {workers}")
+    started = time.perf_counter()
+    progress = ByteProgress("tokenizing", quiet)
+    try:
+        prepared = prepare.prepare(corpus, tokenizer, encoding, max_vocab, cache_dir, workers, progress)
+    finally:
+        progress.close()
+    seconds = time.perf_counter() - started
+    megabytes = sum(os.path.getsize(p) for p in corpus) / 1e6
+    if prepared.from_cache:
+        info(quiet, f"already prepared: {len(prepared.ids):,} tokens, vocabulary {prepared.tokenizer.vocab_size}")
+    else:
+        info(quiet, f"prepared {megabytes:,.1f} MB into {len(prepared.ids):,} {prepared.ids.dtype} ids, vocabulary "
+                    f"{prepared.tokenizer.vocab_size}, in {seconds:.1f} s ({megabytes / max(seconds, 1e-9):,.1f} MB/s)")
+    click.echo(prepared.cache_path)

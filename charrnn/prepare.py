@@ -1,0 +1,347 @@
+"""Tokenize once, memory-map forever: a cache of token ids for a corpus.
+
+``prepare`` reads the corpus files in chunks (never the whole text as one string), tokenizes them,
+and writes the ids as a ``.npy`` array of the smallest unsigned type that holds the vocabulary, beside
+a JSON file with the vocabulary. Training memory-maps the array, so a corpus of gigabytes costs pages,
+not RAM. The cache key covers the bytes of every file, the tokenizer, the encoding option and
+``max_vocab``, so an edited corpus is never served stale.
+
+Tokenizing happens in one pass: tokens get provisional ids in order of first appearance (written to
+a temporary file), and a second, cheap pass maps them to the ids of the sorted final vocabulary.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from collections import deque
+from contextlib import suppress
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+import numpy as np
+
+from charrnn.corpus import AUTO, TextReader, open_corpus_file
+from charrnn.errors import CorpusError
+from charrnn.tokenizer import UNKNOWN_TOKEN, Tokenizer, tokenize
+
+CACHE_FORMAT = 1
+DEFAULT_CACHE_DIR = os.path.join("data", ".cache")
+_REMAP_CHUNK_TOKENS = 8 << 20
+# jieba work is farmed out in pieces of about this many characters, cut at line ends.
+_JIEBA_PIECE_CHARS = 1 << 20
+# The characters jieba segments as runs (its re_han_default); every other character is a token alone.
+_JIEBA_BLOCK = re.compile("[\u4E00-\u9FD5a-zA-Z0-9+#&\\._%\\-]")
+# Below this many bytes a process pool costs more (each worker loads jieba's dictionary) than it saves.
+_PARALLEL_MIN_BYTES = 4 << 20
+
+Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
+
+
+@dataclass(frozen=True)
+class PreparedCorpus:
+    """Token ids of a corpus (memory-mapped from the cache) with their vocabulary."""
+
+    ids: np.ndarray  # (N,) uint8, uint16 or uint32, read-only memory map
+    tokenizer: Tokenizer
+    paths: tuple[str, ...]
+    encodings: tuple[str, ...]
+    file_tokens: tuple[int, ...]  # tokens from each file
+    ids_sha256: str  # of the ids as stored: identifies the data for resuming
+    cache_path: str
+    from_cache: bool  # found already prepared
+
+
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open_corpus_file(path) as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_key(paths: Sequence[str], kind: str, encoding: str, max_vocab: Optional[int]) -> str:
+    """Hex key naming the cache entry of these files (by content, in order) and settings."""
+    TextReader(paths[0], encoding)  # fails early, with the usual message, on an unknown codec name
+    described = {
+        "cache_format": CACHE_FORMAT,
+        "files": [_file_sha256(p) for p in paths],
+        "tokenizer": kind,
+        "encoding": encoding,
+        "max_vocab": max_vocab,
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def smallest_id_dtype(vocab_size: int) -> np.dtype:
+    """uint8, uint16 or uint32: the smallest type that holds ids below ``vocab_size``."""
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if vocab_size <= np.iinfo(dtype).max + 1:
+            return np.dtype(dtype)
+    raise CorpusError(f"a vocabulary of {vocab_size} tokens is too large")
+
+
+class _ProvisionalVocabulary:
+    """Tokens numbered in order of first appearance, with their counts if ``counting``.
+
+    Counts are needed only to choose the most frequent tokens for --max-vocab, and counting is a
+    third of the work of tokenizing characters, so it is skipped otherwise.
+    """
+
+    def __init__(self, counting: bool) -> None:
+        self.counting = counting
+        self.tokens: list[str] = []
+        self.index: dict[str, int] = {}
+        self.counts = np.zeros(0, dtype=np.int64)
+        # Code point -> provisional id (−1: not seen): one gather turns a chunk of text into ids.
+        self.by_codepoint = np.full(0x110000, -1, dtype=np.int32)
+
+    def _count(self, ids: np.ndarray) -> None:
+        if not self.counting:
+            return
+        counts = np.bincount(ids, minlength=len(self.tokens))
+        counts[: len(self.counts)] += self.counts
+        self.counts = counts
+
+    def add_text(self, text: str) -> np.ndarray:
+        """Provisional ids (int32) of the characters of ``text``."""
+        points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        ids = self.by_codepoint[points]
+        missing = ids < 0
+        if missing.any():
+            for point in np.unique(points[missing]).tolist():
+                self.by_codepoint[point] = len(self.tokens)
+                self.index[chr(point)] = len(self.tokens)
+                self.tokens.append(chr(point))
+            ids = self.by_codepoint[points]
+        self._count(ids)
+        return ids
+
+    def add_tokens(self, tokens: Sequence[str]) -> np.ndarray:
+        """Provisional ids (int32) of a sequence of word tokens."""
+        index = self.index
+        for token in tokens:
+            if token not in index:
+                index[token] = len(self.tokens)
+                self.tokens.append(token)
+        ids = np.fromiter((index[t] for t in tokens), dtype=np.int32, count=len(tokens))
+        self._count(ids)
+        return ids
+
+
+def _init_jieba_worker() -> None:
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    jieba.initialize()
+
+
+def _cut_words(text: str) -> list[str]:
+    return tokenize(text, "jieba")
+
+
+def _safe_cut(text: str) -> int:
+    """A position in ``text`` where jieba's output does not depend on whether the text is split there.
+
+    jieba segments only runs of _JIEBA_BLOCK characters and emits every other character on its own,
+    so a split after a line end, or else after any character outside such a run, changes nothing.
+    """
+    cut = text.rfind("\n") + 1
+    if cut:
+        return cut
+    for position in range(len(text) - 1, 0, -1):
+        if not _JIEBA_BLOCK.match(text[position - 1]):
+            return position
+    return len(text)  # one enormous run of Han characters: nothing exact is possible
+
+
+def _pieces(chunks: Iterator[str]) -> Iterator[str]:
+    """Regroup text into pieces of at least _JIEBA_PIECE_CHARS, split where jieba stays exact."""
+    buffer = ""
+    for chunk in chunks:
+        buffer += chunk
+        if len(buffer) >= _JIEBA_PIECE_CHARS:
+            cut = _safe_cut(buffer)
+            yield buffer[:cut]
+            buffer = buffer[cut:]
+    if buffer:
+        yield buffer
+
+
+def _word_lists(chunks: Iterator[str], workers: int) -> Iterator[list[str]]:
+    """jieba tokens of the text, piece by piece, in order; ``workers`` > 1 cuts in parallel."""
+    if workers <= 1:
+        for piece in _pieces(chunks):
+            yield _cut_words(piece)
+        return
+    with concurrent.futures.ProcessPoolExecutor(workers, initializer=_init_jieba_worker) as pool:
+        in_flight: deque = deque()
+        for piece in _pieces(chunks):
+            in_flight.append(pool.submit(_cut_words, piece))
+            if len(in_flight) >= 2 * workers:
+                yield in_flight.popleft().result()
+        while in_flight:
+            yield in_flight.popleft().result()
+
+
+def _final_vocabulary(provisional: _ProvisionalVocabulary, kind: str, max_vocab: Optional[int]):
+    """The sorted Tokenizer, and the provisional-id -> final-id map."""
+    tokens = provisional.tokens
+    seen = list(range(len(tokens)))  # every provisional token occurred
+    unknown = None
+    if max_vocab is not None and len(seen) > max_vocab:
+        # Most frequent first; equal counts in token order, so the cut is deterministic.
+        seen.sort(key=lambda i: (-int(provisional.counts[i]), tokens[i]))
+        seen = seen[:max_vocab]
+        unknown = UNKNOWN_TOKEN
+    kept = sorted(tokens[i] for i in seen)
+    if unknown is not None:
+        if unknown in kept:
+            raise CorpusError(f"the corpus holds the token {UNKNOWN_TOKEN!r}, which --max-vocab needs for itself")
+        kept = sorted(kept + [unknown])
+    tokenizer = Tokenizer(kind, tuple(kept), unknown)
+    final = {token: i for i, token in enumerate(kept)}
+    fallback = final.get(unknown, -1) if unknown else -1
+    mapping = np.array([final.get(token, fallback) for token in tokens], dtype=np.int64)
+    return tokenizer, mapping
+
+
+def _write_ids(provisional_path: str, mapping: np.ndarray, dtype: np.dtype, count: int, directory: str) -> tuple[str, str]:
+    """Map the provisional ids to final ones into a temporary ``.npy``; returns its path and the ids' sha256."""
+    digest = hashlib.sha256()
+    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".ids.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as out, open(provisional_path, "rb") as source:
+        header = {"descr": dtype.str, "fortran_order": False, "shape": (count,)}
+        np.lib.format.write_array_header_1_0(out, header)
+        mapping = mapping.astype(dtype)
+        while True:
+            chunk = np.fromfile(source, dtype=np.uint32, count=_REMAP_CHUNK_TOKENS)
+            if not len(chunk):
+                break
+            final = mapping[chunk]
+            digest.update(final.data)
+            out.write(final.data)
+        out.flush()
+        os.fsync(out.fileno())
+    return tmp_path, digest.hexdigest()
+
+
+def _build(
+    paths: Sequence[str], kind: str, encoding: str, max_vocab: Optional[int], directory: str,
+    workers: int, on_progress: Progress,
+) -> dict[str, Any]:
+    """Tokenize ``paths`` into ``directory``; returns the metadata (the ids file already renamed)."""
+    provisional = _ProvisionalVocabulary(counting=max_vocab is not None)
+    total_bytes = sum(os.path.getsize(p) for p in paths)
+    done = [0]
+
+    def advance(count: int) -> None:
+        done[0] += count
+        on_progress(done[0], total_bytes)
+
+    encodings, file_tokens = [], []
+    fd, provisional_path = tempfile.mkstemp(dir=directory, prefix=".provisional.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            for path in paths:
+                reader = TextReader(path, encoding)
+                chunks = reader.chunks(advance)
+                count = 0
+                if kind == "char":
+                    for text in chunks:
+                        ids = provisional.add_text(text)
+                        out.write(ids.view(np.uint32).data)  # ids are non-negative int32
+                        count += len(ids)
+                else:
+                    parallel = workers if os.path.getsize(path) >= _PARALLEL_MIN_BYTES else 1
+                    for words in _word_lists(chunks, parallel):
+                        ids = provisional.add_tokens(words)
+                        out.write(ids.view(np.uint32).data)
+                        count += len(ids)
+                if count == 0:
+                    raise CorpusError(f"{path} is empty")
+                encodings.append(reader.encoding)
+                file_tokens.append(count)
+        tokenizer, mapping = _final_vocabulary(provisional, kind, max_vocab)
+        dtype = smallest_id_dtype(tokenizer.vocab_size)
+        ids_tmp, ids_sha256 = _write_ids(provisional_path, mapping, dtype, sum(file_tokens), directory)
+    finally:
+        with suppress(OSError):
+            os.unlink(provisional_path)
+    return {
+        "ids_tmp": ids_tmp,
+        "tokenizer": tokenizer.to_dict(),
+        "encodings": encodings,
+        "file_tokens": file_tokens,
+        "ids_sha256": ids_sha256,
+        "dtype": dtype.str,
+    }
+
+
+def _load(key: str, directory: str, paths: Sequence[str]) -> Optional[PreparedCorpus]:
+    meta_path, ids_path = os.path.join(directory, f"{key}.json"), os.path.join(directory, f"{key}.npy")
+    try:
+        with open(meta_path, encoding="utf-8") as f:
+            meta = json.load(f)
+        if meta.get("cache_format") != CACHE_FORMAT:
+            return None
+        ids = np.load(ids_path, mmap_mode="r", allow_pickle=False)
+        tokenizer = Tokenizer.from_dict(meta["tokenizer"])
+        if ids.shape != (sum(meta["file_tokens"]),) or ids.dtype != np.dtype(meta["dtype"]):
+            return None
+    except Exception:  # noqa: BLE001 - absent, partial or malformed: the entry is simply built again
+        return None
+    return PreparedCorpus(
+        ids, tokenizer, tuple(paths), tuple(meta["encodings"]), tuple(meta["file_tokens"]),
+        meta["ids_sha256"], ids_path, True,
+    )
+
+
+def prepare(
+    paths: Sequence[str],
+    kind: str = "char",
+    encoding: str = AUTO,
+    max_vocab: Optional[int] = None,
+    cache_dir: str = DEFAULT_CACHE_DIR,
+    workers: Optional[int] = None,
+    on_progress: Progress = lambda done, total: None,
+) -> PreparedCorpus:
+    """The token ids of ``paths`` from the cache, tokenizing them first if they are not there.
+
+    ``workers`` processes cut jieba text in parallel (default: one per core); the ids equal those of
+    one process. Raises CorpusError for bad files, as ``corpus.TextReader`` does.
+    """
+    if not paths:
+        raise CorpusError("no corpus file given")
+    if max_vocab is not None and max_vocab < 1:
+        raise CorpusError(f"--max-vocab must be positive, got {max_vocab}")
+    key = cache_key(paths, kind, encoding, max_vocab)
+    found = _load(key, cache_dir, paths)
+    if found is not None:
+        return found
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+    except OSError as exc:
+        raise CorpusError(f"cannot create the cache folder {cache_dir}: {exc.strerror}; pass --cache-dir") from None
+    built = _build(paths, kind, encoding, max_vocab, cache_dir, workers or os.cpu_count() or 1, on_progress)
+    meta = {"cache_format": CACHE_FORMAT, "paths": list(paths), **{k: v for k, v in built.items() if k != "ids_tmp"}}
+    try:
+        os.replace(built["ids_tmp"], os.path.join(cache_dir, f"{key}.npy"))
+        # The JSON goes last: its presence says the entry is complete.
+        fd, meta_tmp = tempfile.mkstemp(dir=cache_dir, prefix=".meta.", suffix=".tmp")
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(meta, f, ensure_ascii=False)
+        os.replace(meta_tmp, os.path.join(cache_dir, f"{key}.json"))
+    finally:
+        with suppress(OSError):
+            os.unlink(built["ids_tmp"])
+    loaded = _load(key, cache_dir, paths)
+    if loaded is None:
+        raise CorpusError(f"the cache entry just written to {cache_dir} cannot be read back")
+    return dataclasses.replace(loaded, from_cache=False)

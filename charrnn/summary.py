@@ -1,0 +1,257 @@
+"""What ``charrnn info`` reports about a checkpoint: its model, size, vocabulary, progress and origin.
+
+The parameter count is computed twice, from the textbook formula and from the arrays, and the two
+must agree. For a layer reading D inputs with H hidden units and G gates (1 vanilla, 4 LSTM, 3 GRU):
+
+    G·(D + H + 1)·H      input weights (D, G·H), recurrent weights (H, G·H), bias (G·H)
+    + H                  GRU only: the recurrent bias b_hn of the candidate gate (see cells.py)
+
+with D = V for the first layer (the one-hot input, so W_xh is the embedding) and D = H above, plus
+(H + 1)·V for the output layer. Nothing here prints; the command renders ``describe`` or ``to_dict``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from charrnn import checkpoint, model, train
+from charrnn.checkpoint import Checkpoint
+from charrnn.config import ModelConfig
+from charrnn.errors import CharRNNError
+
+FIRST_TOKENS_SHOWN = 10
+
+# Written out here rather than taken from cells.GATES, so the formula is an independent check of
+# model.param_shapes and not the same table read twice.
+_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+_EXTRA_BIASES = {"rnn": 0, "lstm": 0, "gru": 1}  # bias vectors of size H besides b_h (GRU: b_hn)
+
+
+class ParameterCountError(CharRNNError):
+    """The formula and the arrays disagree: a bug in charrnn, not in the user's input."""
+
+    exit_code = 1
+
+
+@dataclass(frozen=True)
+class ParameterCount:
+    """The model's parameter count by the formula, layer by layer, with the formula written out."""
+
+    layers: tuple[int, ...]  # parameters of each recurrent layer, bottom first
+    output: int  # (H + 1)·V
+    formula: str  # e.g. "(65 + 8 + 1)·8 + (8 + 1)·65"
+
+    @property
+    def total(self) -> int:
+        """All parameters of the model."""
+        return sum(self.layers) + self.output
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The facts about one checkpoint file that ``charrnn info`` shows."""
+
+    path: str
+    file_size_bytes: int
+    modified: str  # the file's modification time, ISO 8601 with offset; the checkpoint stores none
+    checkpoint: Checkpoint
+    parameters: ParameterCount
+    epochs: Optional[float]  # passes over the training text, fractional; None when not derivable
+    learning_rate: float  # the rate the next step would use, after decay
+
+
+def parameter_count(config: ModelConfig) -> ParameterCount:
+    """The textbook parameter count of ``config`` (see the module docstring)."""
+    vocab, hidden = config.vocab_size, config.hidden_size
+    gates, extra = _GATES[config.cell], _EXTRA_BIASES[config.cell]
+    layers, terms = [], []
+    for layer in range(config.num_layers):
+        inputs = vocab if layer == 0 else hidden
+        layers.append(gates * (inputs + hidden + 1) * hidden + extra * hidden)
+        term = f"({inputs} + {hidden} + 1)·{hidden}"
+        term = ("" if gates == 1 else f"{gates}·") + term + (f" + {hidden}" if extra else "")
+        repeats = config.num_layers - 1
+        if layer == 0 or repeats == 1:
+            terms.append(f"[{term}]" if extra else term)
+        elif layer == 1:  # the layers above the first are identical: written once, with a multiplier
+            terms.append(f"{repeats}·[{term}]")
+    terms.append(f"({hidden} + 1)·{vocab}")
+    return ParameterCount(tuple(layers), (hidden + 1) * vocab, " + ".join(terms))
+
+
+def checked_parameter_count(ckpt: Checkpoint) -> ParameterCount:
+    """``parameter_count`` of the checkpoint's model, verified against its arrays.
+
+    Raises ParameterCountError if they differ: the checkpoint's shapes were already checked against
+    model.param_shapes on load, so a difference means the formula or the model is wrong.
+    """
+    counted = parameter_count(ckpt.model_config)
+    actual = model.count_parameters(ckpt.params)
+    if counted.total != actual:
+        raise ParameterCountError(
+            f"the model has {actual:,} parameters but the formula {counted.formula} gives {counted.total:,}; "
+            "this is a bug in charrnn, please report it"
+        )
+    return counted
+
+
+def estimated_epochs(ckpt: Checkpoint) -> Optional[float]:
+    """Passes over the training text so far, counting the current one fractionally.
+
+    Rebuilt from the stored sizes the way session.split_validation and corpus.split_streams cut the
+    text. None when a separate validation file was used: the stored token count includes it, so the
+    training share is unknown.
+    """
+    corpus, config, progress = ckpt.corpus, ckpt.train_config, ckpt.progress
+    if corpus.val_paths or corpus.num_tokens <= 0:
+        return None
+    train_tokens = corpus.num_tokens - int(round(corpus.num_tokens * config.val_fraction))
+    steps_per_epoch = (train_tokens // config.batch_size - 1) // config.seq_length
+    if steps_per_epoch <= 0:
+        return None
+    return progress.epoch + progress.position / (steps_per_epoch * config.seq_length)
+
+
+def _modified_iso(mtime: float) -> str:
+    return datetime.datetime.fromtimestamp(mtime).astimezone().isoformat(timespec="seconds")
+
+
+def summarize(path: str) -> Summary:
+    """Load the checkpoint at ``path`` and gather its facts; raises CheckpointError if it cannot be read."""
+    ckpt = checkpoint.load(path)
+    stat = os.stat(path)
+    return Summary(
+        path=path,
+        file_size_bytes=stat.st_size,
+        modified=_modified_iso(stat.st_mtime),
+        checkpoint=ckpt,
+        parameters=checked_parameter_count(ckpt),
+        epochs=estimated_epochs(ckpt),
+        learning_rate=train.current_learning_rate(ckpt.progress, ckpt.train_config),
+    )
+
+
+def _finite(value: Optional[float]) -> Optional[float]:
+    """JSON has no NaN or infinity: such values (and None) become null."""
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _train_loss(ckpt: Checkpoint) -> tuple[Optional[float], Optional[float], Optional[float]]:
+    """(nats/token, bits/token, bits/char) of the smoothed training loss; bits/char for characters only.
+
+    A word model's characters per token depend on the text, which the checkpoint does not hold.
+    """
+    nats = _finite(ckpt.progress.smoothed_loss_nats)
+    bits = None if nats is None else nats / math.log(2)
+    return nats, bits, bits if ckpt.tokenizer.kind == "char" else None
+
+
+def to_dict(summary: Summary) -> dict[str, Any]:
+    """Plain data for ``--json``: every value finite or None, every key stable."""
+    ckpt = summary.checkpoint
+    progress = ckpt.progress
+    loss_nats, bits_per_token, bits_per_char = _train_loss(ckpt)
+    return {
+        "path": summary.path,
+        "file_size_bytes": summary.file_size_bytes,
+        "modified": summary.modified,
+        "format_version": ckpt.format_version,
+        "format_version_current": checkpoint.FORMAT_VERSION,
+        "migrated": ckpt.format_version != checkpoint.FORMAT_VERSION,
+        "charrnn_version": ckpt.charrnn_version,
+        "model": dataclasses.asdict(ckpt.model_config),
+        "train": dataclasses.asdict(ckpt.train_config),
+        "tokenizer": {
+            "kind": ckpt.tokenizer.kind,
+            "vocab_size": ckpt.tokenizer.vocab_size,
+            "first_tokens": list(ckpt.tokenizer.vocab[:FIRST_TOKENS_SHOWN]),
+        },
+        "parameters": {
+            "total": summary.parameters.total,
+            "layers": list(summary.parameters.layers),
+            "output": summary.parameters.output,
+            "formula": summary.parameters.formula,
+        },
+        "progress": {
+            "step": progress.step,
+            "tokens_seen": progress.tokens_seen,
+            "epochs_completed": progress.epoch,
+            "epochs": _finite(summary.epochs),
+            "position": progress.position,
+        },
+        "train_loss_nats": loss_nats,
+        "train_bits_per_token": bits_per_token,
+        "train_bits_per_char": bits_per_char,
+        "validation": {
+            "step": progress.val_step,
+            "loss_nats": _finite(progress.val_loss_nats),
+            "bits_per_char": _finite(progress.val_bits_per_char),
+            "best_loss_nats": _finite(progress.best_val_loss_nats),
+        },
+        "learning_rate": _finite(summary.learning_rate),
+        "corpus": dataclasses.asdict(ckpt.corpus),
+    }
+
+
+def _describe_validation(summary: Summary) -> str:
+    ckpt = summary.checkpoint
+    progress = ckpt.progress
+    if not ckpt.corpus.val_paths and ckpt.train_config.val_fraction == 0:
+        return "off (no held-out text)"
+    if progress.val_step is None or progress.val_loss_nats is None:
+        return "not run yet"
+    best = "" if progress.best_val_loss_nats is None else f"; best {progress.best_val_loss_nats:.4f}"
+    bits = "" if progress.val_bits_per_char is None else f", {progress.val_bits_per_char:.4f} bits/char"
+    return f"{progress.val_loss_nats:.4f} nats/token{bits} at step {progress.val_step:,}{best}"
+
+
+def _describe_learning_rate(summary: Summary) -> str:
+    config = summary.checkpoint.train_config
+    if config.lr_decay == 1.0:
+        return f"{config.learning_rate:g}"
+    return (f"{summary.learning_rate:g} now (base {config.learning_rate:g}, ×{config.lr_decay:g} per epoch "
+            f"after epoch {config.lr_decay_after:g})")
+
+
+def describe(summary: Summary) -> list[str]:
+    """The human-readable report, one fact per line."""
+    ckpt = summary.checkpoint
+    config, train_config, progress, corpus = ckpt.model_config, ckpt.train_config, ckpt.progress, ckpt.corpus
+    cell = f"{config.cell} ({config.activation})" if config.cell == "rnn" else config.cell
+    layers = f"{config.num_layers} layer{'s' if config.num_layers > 1 else ''}"
+    dropout = f", dropout {config.dropout:g}" if config.dropout else ""
+    shown = ", ".join(repr(t) for t in ckpt.tokenizer.vocab[:FIRST_TOKENS_SHOWN])
+    more = ", ..." if ckpt.tokenizer.vocab_size > FIRST_TOKENS_SHOWN else ""
+    loss_nats, bits_per_token, bits_per_char = _train_loss(ckpt)
+    if loss_nats is None:
+        train_loss = "none yet"
+    else:
+        unit = "bits/char" if bits_per_char is not None else "bits/token"
+        train_loss = f"{loss_nats:.4f} nats/token, {bits_per_token:.4f} {unit}"
+    epochs = f", epoch {summary.epochs:.2f}" if summary.epochs is not None else f", {progress.epoch} full epochs"
+    sources = ", ".join(corpus.paths) or "unknown"
+    val_files = f"; validation files {', '.join(corpus.val_paths)}" if corpus.val_paths else ""
+    migrated = (f" (migrated to format {checkpoint.FORMAT_VERSION} when loaded)"
+                if ckpt.format_version != checkpoint.FORMAT_VERSION else "")
+    return [
+        f"checkpoint: {summary.path} ({summary.file_size_bytes:,} bytes)",
+        f"cell: {cell}, {layers}, hidden {config.hidden_size}{dropout}, {config.dtype}",
+        f"parameters: {summary.parameters.total:,} (= {summary.parameters.formula})",
+        f"vocabulary: {ckpt.tokenizer.vocab_size:,} tokens ({ckpt.tokenizer.kind}), e.g. {shown}{more}",
+        f"corpus: {sources}, {corpus.num_tokens:,} tokens{val_files}",
+        f"encoding: {', '.join(dict.fromkeys(corpus.encodings)) or 'unknown'}",
+        f"trained: step {progress.step:,}, {progress.tokens_seen:,} tokens seen{epochs}",
+        f"train loss (smoothed): {train_loss}",
+        f"validation: {_describe_validation(summary)}",
+        f"optimizer: {train_config.optimizer}, clip ±{train_config.clip:g}, batch {train_config.batch_size} "
+        f"streams × {train_config.seq_length} steps, rng seed {train_config.rng_seed}",
+        f"learning rate: {_describe_learning_rate(summary)}",
+        f"saved: {summary.modified} (the file's modification time; checkpoints store no timestamps)",
+        f"format version: {ckpt.format_version}{migrated}",
+        f"charrnn version: {ckpt.charrnn_version or 'unknown'}",
+    ]
