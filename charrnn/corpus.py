@@ -14,7 +14,7 @@ import codecs
 import os
 import re
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -75,7 +75,18 @@ class TextReader:
 
     Line endings are normalised to ``\\n`` (Windows and old Mac line endings would otherwise become
     tokens of their own). Binary data (NUL bytes, many control characters) is refused.
+
+    With ``auto`` and no byte-order mark, text is decoded as UTF-8 but non-ASCII text is held back
+    until it has shown enough UTF-8 (MIN_UTF8_EVIDENCE non-ASCII characters): a GBK character can
+    happen to be valid UTF-8, so a GBK file may pass as UTF-8 for a character or two before failing.
+    On failure before that, reading restarts as GB18030 from the first held chunk (everything before it
+    was ASCII, which both codecs read alike); on failure after it, the file is damaged.
     """
+
+    MIN_UTF8_EVIDENCE = 16
+    # A mostly-ASCII file with a handful of non-ASCII characters is taken as UTF-8 after this much
+    # text, so that holding back never costs more than a few chunks of memory.
+    MAX_HELD_CHARS = 4 * CHUNK_BYTES
 
     def __init__(self, path: str, encoding: str = AUTO, chunk_bytes: int = CHUNK_BYTES) -> None:
         if encoding != AUTO:
@@ -87,7 +98,7 @@ class TextReader:
         self.size_bytes = os.path.getsize(path) if os.path.isfile(path) else 0
 
     def chunks(self, on_bytes: Callable[[int], None] = lambda n: None) -> Iterator[str]:
-        """Yield the text in pieces; ``on_bytes(n)`` is called as each n bytes are consumed."""
+        """Yield the text in pieces; ``on_bytes(n)`` is called as each n new bytes are consumed."""
         with open_corpus_file(self.path) as f:
             head = f.read(self.chunk_bytes)
             if self.encoding is None:
@@ -97,59 +108,89 @@ class TextReader:
                         f"{self.path} looks like a binary file (it holds NUL bytes); if it is UTF-16 or "
                         "UTF-32 without a byte-order mark, pass --encoding utf-16-le (or the codec it uses)"
                     )
-            decoder = codecs.getincrementaldecoder(self.encoding)()
-            offset, ascii_so_far, carry = 0, True, ""
-            data = head
-            while True:
-                final = not data
-                pending = decoder.getstate()[0]
-                try:
-                    text = decoder.decode(data, final=final)
-                except UnicodeDecodeError as exc:
-                    decoder, text = self._recover(exc, offset - len(pending), pending + data, ascii_so_far)
-                ascii_so_far = ascii_so_far and text.isascii()
-                text = carry + text
-                carry = "" if final or not text.endswith("\r") else "\r"
-                if carry:
-                    text = text[:-1]
-                if text:
-                    self._check_binary(data, text)
-                    yield text.replace("\r\n", "\n").replace("\r", "\n") if "\r" in text else text
-                if final:
-                    return
-                offset += len(data)
-                on_bytes(len(data))
+            yield from self._decode(f, head, on_bytes)
+
+    def _decode(self, f: Any, data: bytes, on_bytes: Callable[[int], None]) -> Iterator[str]:
+        sniffing = self.requested == AUTO and self.encoding == "utf-8"
+        decoder = codecs.getincrementaldecoder(self.encoding)()
+        offset = reported = 0  # bytes before ``data``; bytes reported to on_bytes
+        held: list[str] = []
+        held_start, held_chars, evidence, carry = 0, 0, 0, ""
+        while True:
+            final = not data
+            pending = len(decoder.getstate()[0])
+            self._check_bytes(data)
+            try:
+                text = decoder.decode(data, final=final)
+            except UnicodeDecodeError as exc:
+                position = offset - pending + exc.start
+                if not sniffing:
+                    raise self._decoding_error(position) from None
+                sniffing, self.encoding = False, "gb18030"
+                restart = held_start if held else offset - pending
+                decoder, held, offset = codecs.getincrementaldecoder("gb18030")(), [], restart
+                f.seek(restart)
                 data = f.read(self.chunk_bytes)
+                continue
+            if sniffing and (held or not text.isascii()):
+                if not held:
+                    held_start = offset - pending
+                held.append(text)
+                held_chars += len(text)
+                evidence += len(text) - len(text.encode("ascii", "ignore"))
+                if evidence >= self.MIN_UTF8_EVIDENCE or held_chars >= self.MAX_HELD_CHARS or final:
+                    sniffing, text, held = False, "".join(held), []
+            if not held and (text or carry):
+                text, carry = self._normalize(carry + text, final)
+                if text:
+                    self._check_text(text)
+                    yield text
+            if final:
+                return
+            offset += len(data)
+            if offset > reported:
+                on_bytes(offset - reported)
+                reported = offset
+            data = f.read(self.chunk_bytes)
 
-    def _recover(self, exc: UnicodeDecodeError, start: int, data: bytes, ascii_so_far: bool):
-        """Decide what a decoding error means; returns a new decoder and the text of ``data``."""
-        position = start + exc.start
-        if self.requested != AUTO or self.encoding != "utf-8":
-            raise CorpusError(
-                f"{self.path} is not valid {self.encoding} (byte {position}); pass the right --encoding"
-            ) from None
-        if not ascii_so_far or not data[: max(0, exc.start)].isascii():
-            raise CorpusError(
-                f"{self.path} is not valid UTF-8 at byte {position}, though the text before it is: the file "
-                "is damaged or mixes encodings; fix it or pass the --encoding to read it with"
-            ) from None
-        # Everything so far was ASCII, which GB18030 reads identically: switch codecs and go on.
-        self.encoding = "gb18030"
-        decoder = codecs.getincrementaldecoder("gb18030")()
-        try:
-            return decoder, decoder.decode(data, final=not data)
-        except UnicodeDecodeError:
-            raise CorpusError(
-                f"{self.path} is neither UTF-8 nor GB18030/GBK text; pass its codec with --encoding (e.g. big5)"
-            ) from None
+    def _decoding_error(self, position: int) -> CorpusError:
+        if self.requested != AUTO:
+            return CorpusError(f"{self.path} is not valid {self.encoding} at byte {position}; pass the right --encoding")
+        if self.encoding == "utf-8":
+            return CorpusError(
+                f"{self.path} is not valid UTF-8 at byte {position}, though the text before it is: the file is "
+                "damaged or mixes encodings; fix it or pass the --encoding to read it with"
+            )
+        if self.encoding == "gb18030":
+            return CorpusError(
+                f"{self.path} is neither UTF-8 nor GB18030/GBK text (byte {position}); "
+                "pass its codec with --encoding (e.g. big5)"
+            )
+        return CorpusError(
+            f"{self.path} starts with a {self.encoding} byte-order mark but is not valid {self.encoding} "
+            f"(byte {position}); pass the right --encoding"
+        )
 
-    def _check_binary(self, data: bytes, text: str) -> None:
-        if self.encoding in _ASCII_COMPATIBLE:
+    @staticmethod
+    def _normalize(text: str, final: bool) -> tuple[str, str]:
+        """(text with \\r\\n and \\r as \\n, a trailing \\r kept back in case a \\n follows)."""
+        carry = ""
+        if not final and text.endswith("\r"):
+            text, carry = text[:-1], "\r"
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        return text, carry
+
+    def _check_bytes(self, data: bytes) -> None:
+        if self.encoding in _ASCII_COMPATIBLE and data:
             controls = len(data.translate(None, _NOT_CONTROL_BYTES))
-        else:
-            controls = len(_CONTROL.findall(text))
-        if controls > _MAX_CONTROL_FRACTION * len(text) or "\x00" in text:
-            raise CorpusError(f"{self.path} looks like a binary file, not text (it holds control characters)")
+            if controls > _MAX_CONTROL_FRACTION * len(data):
+                raise CorpusError(f"{self.path} looks like a binary file, not text (it holds control characters)")
+
+    def _check_text(self, text: str) -> None:
+        if self.encoding not in _ASCII_COMPATIBLE:
+            if "\x00" in text or len(_CONTROL.findall(text)) > _MAX_CONTROL_FRACTION * len(text):
+                raise CorpusError(f"{self.path} looks like a binary file, not text (it holds control characters)")
 
 
 def read_text(path: str, encoding: str = AUTO) -> tuple[str, str]:
