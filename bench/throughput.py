@@ -8,9 +8,9 @@ round-robin over several rounds and each time in a fresh subprocess of its own:
   classic   bench/classic.py, the tutorials' single-stream loop (batch 1, float64, Python per token);
 
 and numpy's own float32 GEMM of the output layer's shape, (B·T)×H by H×V, as the rate to compare with.
-It prints tokens/s (the median over rounds), the achieved GFLOP/s counting 6·H·V + 6·H² model FLOPs
-per token, the fraction of the GEMM rate that reaches, each implementation's peak RSS, the ratios, the
-machine, and a Markdown table. ``--json`` prints one JSON document instead.
+It prints tokens/s (the best round by default, or the median), the achieved GFLOP/s counting
+6·H·V + 6·H² model FLOPs per token, the fraction of the GEMM rate that reaches, each implementation's
+peak RSS, the ratios, the machine, and a Markdown table. ``--json`` prints one JSON document instead.
 
     python bench/throughput.py --config all            # the README's figures (a few minutes)
     python bench/throughput.py --config zh --impl charrnn,torch --rounds 3
@@ -57,6 +57,9 @@ SYNTHETIC_SYMBOLS = 5_999  # plus "\n": a vocabulary of 6,000
 SYNTHETIC_LINES = 40_000  # of 24 ideographs and a newline: 1,000,000 characters
 SYNTHETIC_SEED = 6_000
 LOSS_TAIL_STEPS = 10  # the reported "last" loss is the mean of this many final steps
+# Other work on the machine only ever slows a round down, so the best round is the default figure.
+STATISTICS = {"best": max, "median": statistics.median}
+NOISY_SPREAD = 1.25  # rounds differing by more than this factor get a note that the machine was busy
 
 
 def model_flops_per_token(hidden_size: int, vocab_size: int) -> int:
@@ -70,8 +73,21 @@ def model_flops_per_token(hidden_size: int, vocab_size: int) -> int:
 
 
 def peak_rss_mib() -> float:
-    """This process's peak resident set size so far, in MiB (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's own peak resident set size so far, in MiB.
+
+    Linux's VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across exec, so a worker started
+    by this benchmark would report at least the parent's size at the fork. ru_maxrss (bytes on macOS,
+    KiB elsewhere) is the fallback where /proc is missing.
+    """
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # "VmHWM:  12345 kB"
+    except OSError:
+        pass
+    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024
 
 
 # --- data ---------------------------------------------------------------------------------------------
@@ -128,8 +144,11 @@ def prepare_dataset(name: str, corpus_path: Path, corpus_label: str, work_dir: P
 # --- workers: one implementation's measurement, in a process of its own --------------------------------
 
 
-def charrnn_step_function(vocab_size: int, args) -> Callable[[np.ndarray], float]:
-    """A function training charrnn one step on (B, L) streams and returning the step's loss in nats."""
+def charrnn_step_function(vocab_size: int, args, total_steps: int) -> Callable[[np.ndarray], float]:
+    """A function training charrnn one step on (B, L) streams and returning the step's loss in nats.
+
+    ``total_steps`` only sets TrainConfig.max_steps, which train_step itself does not check.
+    """
     from charrnn import train
     from charrnn.config import ModelConfig, TrainConfig
 
@@ -139,7 +158,7 @@ def charrnn_step_function(vocab_size: int, args) -> Callable[[np.ndarray], float
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         clip=args.clip,
-        max_steps=args.warmup + args.steps,
+        max_steps=total_steps,
         rng_seed=0,
     )
     state = train.new_state(model_config, train_config)
@@ -189,9 +208,10 @@ def run_worker(args) -> int:
 
     if args.worker == "classic":
         classic = _bench_module("classic")
-
         ids = np.load(data_dir / "ids.npy")
-        trainer = classic.ClassicTrainer(vocab_size, args.hidden_size, args.seq_length, args.learning_rate, args.clip)
+        trainer = classic.ClassicTrainer(
+            vocab_size, args.hidden_size, seq_length=args.seq_length, learning_rate=args.learning_rate, clip=args.clip
+        )
         report["setup_rss_mib"] = peak_rss_mib()
         seconds, losses = _time_steps(lambda: trainer.train_step(ids), args.classic_warmup, args.classic_steps)
         tokens = args.classic_steps * args.seq_length
@@ -201,7 +221,6 @@ def run_worker(args) -> int:
             import torch
 
             torch_reference = _bench_module("torch_reference")
-
             trainer = torch_reference.TorchTrainer(
                 vocab_size, args.hidden_size, lr=args.learning_rate, clip=args.clip, seq_length=args.seq_length
             )
@@ -211,7 +230,7 @@ def run_worker(args) -> int:
             report["parameters"] = trainer.parameter_count()
             step = lambda: trainer.train_step(streams)  # noqa: E731
         else:
-            train = charrnn_step_function(vocab_size, args)
+            train = charrnn_step_function(vocab_size, args, args.warmup + args.steps)
             step = lambda: train(streams)  # noqa: E731
         report["setup_rss_mib"] = peak_rss_mib()
         seconds, losses = _time_steps(step, args.warmup, args.steps)
@@ -243,10 +262,13 @@ def run_in_subprocess(impl: str, dataset: Dataset, args) -> dict[str, Any]:
     """One measurement in a fresh interpreter, so its peak RSS is its own; an ``error`` key if it failed."""
     done = subprocess.run(_worker_command(impl, dataset, args), capture_output=True, text=True)
     lines = done.stdout.strip().splitlines()
-    if done.returncode != 0 or not lines:
-        last_error = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
-        return {"impl": impl, "error": last_error}
-    return json.loads(lines[-1])
+    if done.returncode == 0 and lines:
+        try:
+            return json.loads(lines[-1])
+        except ValueError:
+            return {"impl": impl, "error": f"the worker printed no JSON result: {lines[-1][:200]}"}
+    last_error = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+    return {"impl": impl, "error": last_error}
 
 
 # --- the parent: rounds, summary, output ----------------------------------------------------------------
@@ -259,20 +281,17 @@ class ImplResult:
     rounds: list[dict[str, Any]] = field(default_factory=list)
     error: Optional[str] = None
 
-    @property
-    def tokens_per_s(self) -> float:
-        """Median tokens/s over the rounds."""
-        return statistics.median(r["tokens_per_s"] for r in self.rounds)
-
-    def summary(self, flops_per_token: int, gemm_gflops: Optional[float]) -> dict[str, Any]:
-        """Median, range, GFLOP/s, fraction of the GEMM rate, peak RSS and losses, as plain data."""
+    def summary(self, statistic: str, flops_per_token: int, gemm_gflops: Optional[float]) -> dict[str, Any]:
+        """tokens/s by ``statistic`` over the rounds, its range, GFLOP/s, fraction of the GEMM rate,
+        peak RSS and losses, as plain data."""
         if not self.rounds:
             return {"error": self.error}
         rates = [r["tokens_per_s"] for r in self.rounds]
-        gflops = self.tokens_per_s * flops_per_token / 1e9
+        tokens_per_s = STATISTICS[statistic](rates)
+        gflops = tokens_per_s * flops_per_token / 1e9
         last = self.rounds[-1]
         return {
-            "tokens_per_s": self.tokens_per_s,
+            "tokens_per_s": tokens_per_s,
             "tokens_per_s_min": min(rates),
             "tokens_per_s_max": max(rates),
             "tokens_per_s_rounds": rates,
@@ -316,8 +335,8 @@ def measure_config(dataset: Dataset, impls: Sequence[str], args) -> dict[str, An
             print(f"[{dataset.name}] round {round_index + 1}/{args.rounds}: {impl} {rate}", file=sys.stderr)
 
     flops = model_flops_per_token(args.hidden_size, dataset.vocab_size)
-    gemm_gflops = statistics.median(gemm_rates) if gemm_rates else None
-    summaries = {impl: results[impl].summary(flops, gemm_gflops) for impl in impls}
+    gemm_gflops = STATISTICS[args.statistic](gemm_rates) if gemm_rates else None
+    summaries = {impl: results[impl].summary(args.statistic, flops, gemm_gflops) for impl in impls}
     ratios = {}
     ours = summaries.get("charrnn", {}).get("tokens_per_s")
     for other in ("torch", "classic"):
@@ -335,6 +354,21 @@ def measure_config(dataset: Dataset, impls: Sequence[str], args) -> dict[str, An
         "ratios": ratios,
         **{k: v for k, v in extra.items() if k != "gemm_shape"},
     }
+
+
+def noise_notes(results: list[dict[str, Any]]) -> list[str]:
+    """A note for every measurement whose rounds spread by more than NOISY_SPREAD (a busy machine)."""
+    notes = []
+    for result in results:
+        spreads = {impl: s.get("tokens_per_s_rounds") for impl, s in result["implementations"].items()}
+        spreads["numpy GEMM"] = result["gemm"]["gflops_rounds"]
+        for name, rounds in spreads.items():
+            if rounds and min(rounds) > 0 and max(rounds) / min(rounds) > NOISY_SPREAD:
+                notes.append(
+                    f"{result['config']} {name}: rounds ranged {max(rounds) / min(rounds):.1f}-fold "
+                    f"({min(rounds):,.0f} to {max(rounds):,.0f}); the machine was probably busy, rerun when quiet"
+                )
+    return notes
 
 
 def _openblas_runtime() -> Optional[str]:
@@ -411,8 +445,8 @@ def print_report(machine: dict[str, Any], results: list[dict[str, Any]], notes: 
     print(f"settings: hidden {args.hidden_size}, batch {args.batch_size}, seq {args.seq_length}, float32, "
           f"Adagrad lr {args.learning_rate}, clip ±{args.clip}; {args.steps} timed steps after "
           f"{args.warmup} warm-up (classic: batch 1, float64, {args.classic_steps} after {args.classic_warmup})")
-    print(f"tokens/s: the median of {args.rounds} rounds (min–max in brackets); each round runs every "
-          "implementation once, in rotating order, each in a fresh process")
+    print(f"tokens/s and GEMM rates: the {args.statistic} of {args.rounds} rounds (min–max in brackets); each "
+          "round runs every implementation once, in rotating order, each in a fresh process")
     print(f"model FLOPs per token = {FLOPS_FORMULA} (forward, input-gradient and weight-gradient products of "
           "the output and recurrent layers); GFLOP/s = tokens/s × that")
     for result in results:
@@ -421,7 +455,7 @@ def print_report(machine: dict[str, Any], results: list[dict[str, Any]], notes: 
         print(f"== {result['config']}: {result['corpus']}, {result['tokens']:,} tokens, vocabulary "
               f"{result['vocab_size']:,}, {result['flops_per_token'] / 1e6:.2f} MFLOP/token ==")
         if gemm is not None:
-            print(f"numpy float32 GEMM ({result['gemm']['shape']}): {gemm:.1f} GFLOP/s (median)")
+            print(f"numpy float32 GEMM ({result['gemm']['shape']}): {gemm:.1f} GFLOP/s ({args.statistic} round)")
         print(f"{'implementation':<14} {'tokens/s':>10} {'(min–max)':>19} {'GFLOP/s':>8} {'% GEMM':>7} "
               f"{'peak RSS':>10} {'(setup)':>8}  loss first → last")
         for impl, s in result["implementations"].items():
@@ -483,9 +517,8 @@ def loss_check(datasets: list[Dataset], args) -> int:
     every = max(1, args.loss_check // 10)
     for dataset in datasets:
         streams = np.load(dataset.data_dir / "streams.npy")
-        args.warmup, args.steps = 0, args.loss_check
         trainers = {
-            "charrnn": charrnn_step_function(dataset.vocab_size, args),
+            "charrnn": charrnn_step_function(dataset.vocab_size, args, args.loss_check),
             "torch": torch_reference.TorchTrainer(
                 dataset.vocab_size, args.hidden_size, lr=args.learning_rate, clip=args.clip, seq_length=args.seq_length
             ).train_step,
@@ -534,7 +567,10 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=10, help="untimed steps before them")
     parser.add_argument("--classic-steps", type=int, default=10, help="timed steps per round of the classic loop")
     parser.add_argument("--classic-warmup", type=int, default=2)
-    parser.add_argument("--rounds", type=int, default=5, help="round-robin rounds; tokens/s is their median")
+    parser.add_argument("--rounds", type=int, default=5, help="round-robin rounds")
+    parser.add_argument("--statistic", choices=tuple(STATISTICS), default="best",
+                        help="how rounds combine into the reported figure (default: the best round, since "
+                             "other work on the machine only slows rounds down)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the report")
     parser.add_argument("--loss-check", type=int, metavar="STEPS",
                         help="instead of timing, train charrnn and torch STEPS steps and print both losses")
@@ -566,8 +602,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     notes = [
         "torch's nn.RNN also multiplies the embedding by its own H×H input matrix: 6·H² FLOPs per token "
         "that charrnn's model does not have and that are not counted in its GFLOP/s",
-        "peak RSS is the largest ru_maxrss over the rounds of each implementation's own process; "
-        "'setup' is the peak after imports and data loading, before training",
+        "peak RSS is the high-water mark (VmHWM) of each implementation's own process, the largest over "
+        "the rounds; 'setup' is that peak after imports and data loading, before training",
     ]
     impls = list(args.impl)
     if importlib.util.find_spec("torch") is None:
@@ -604,11 +640,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return loss_check(datasets, args)
         results = [measure_config(dataset, impls, args) for dataset in datasets]
 
+    notes.extend(noise_notes(results))
     machine = machine_info()
     if args.json:
         settings = {k: v for k, v in vars(args).items() if k not in ("worker", "data_dir", "vocab_size", "json")}
         settings.update(corpora_dir=str(args.corpora_dir), corpus=str(args.corpus) if args.corpus else None,
-                        flops_per_token=FLOPS_FORMULA, tokens_per_s="median over rounds")
+                        flops_per_token=FLOPS_FORMULA, tokens_per_s=f"{args.statistic} over rounds")
         print(json.dumps({"machine": machine, "settings": settings, "results": results, "notes": notes},
                          ensure_ascii=False, indent=2))
     else:

@@ -33,7 +33,7 @@ import numpy as np
 
 from charrnn import __version__, model, optim
 from charrnn.config import ModelConfig, TrainConfig, from_dict
-from charrnn.errors import CharRNNError, CheckpointError, CheckpointWriteError
+from charrnn.errors import CharRNNError, CheckpointError, CheckpointWriteError, ConfigError
 from charrnn.tokenizer import Tokenizer
 from charrnn.train import Progress
 
@@ -171,7 +171,8 @@ def prepare_directory(directory: str) -> None:
         with tempfile.TemporaryFile(dir=directory):
             pass
     except OSError as exc:
-        raise CheckpointWriteError(
+        # Found before any training: bad input (exit 2), unlike a write that fails later.
+        raise ConfigError(
             f"cannot write checkpoints to {directory}: {exc.strerror or exc}; "
             "choose another folder with --checkpoint-dir"
         ) from None

@@ -37,6 +37,7 @@ _CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f]")
 _CONTROL_BYTES = bytes([*range(0x00, 0x09), *range(0x0E, 0x20), 0x7F])
 _NOT_CONTROL_BYTES = bytes(b for b in range(256) if b not in _CONTROL_BYTES)
 _MAX_CONTROL_FRACTION = 0.01
+_UTF8_LEAD_BYTES = bytes(range(0xC0, 0x100))
 # In these encodings a control byte is always a control character (multi-byte sequences never use
 # bytes below 0x20 or 0x7F), so binary data can be spotted in the raw bytes, far faster than in text.
 _ASCII_COMPATIBLE = {"utf-8", "utf-8-sig", "gb18030"}
@@ -124,7 +125,11 @@ class TextReader:
                 text = decoder.decode(data, final=final)
             except UnicodeDecodeError as exc:
                 position = offset - pending + exc.start
-                if not sniffing:
+                # The valid UTF-8 just before the error counts as evidence too: one lead byte a character.
+                prefix = data[: max(0, exc.start - pending)]
+                evidence += len(prefix) - len(prefix.translate(None, _UTF8_LEAD_BYTES))
+                if not sniffing or evidence >= self.MIN_UTF8_EVIDENCE:
+                    self.encoding = "utf-8" if sniffing else self.encoding
                     raise self._decoding_error(position) from None
                 sniffing, self.encoding = False, "gb18030"
                 restart = held_start if held else offset - pending

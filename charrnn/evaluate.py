@@ -47,8 +47,10 @@ class Score:
 
     @property
     def perplexity(self) -> float:
-        """exp(loss per token)."""
-        return math.exp(self.loss_nats) if self.tokens_scored else math.nan
+        """exp(loss per token); infinite for a model that has diverged."""
+        if not self.tokens_scored:
+            return math.nan
+        return math.exp(self.loss_nats) if self.loss_nats < 700 else math.inf
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form, with the derived rates."""

@@ -15,7 +15,7 @@ from charrnn import checkpoint, train
 from charrnn.checkpoint import Checkpoint, CorpusInfo
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.corpus import split_streams
-from charrnn.errors import CheckpointError, CheckpointWriteError
+from charrnn.errors import CheckpointError, CheckpointWriteError, ConfigError
 from charrnn.tokenizer import Tokenizer
 
 
@@ -108,7 +108,7 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 def test_unwritable_directory_is_reported(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(CheckpointWriteError, match="cannot write checkpoints to"):
+    with pytest.raises(ConfigError, match="cannot write checkpoints to"):
         checkpoint.prepare_directory(str(blocker / "sub"))
 
 

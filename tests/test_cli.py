@@ -221,7 +221,7 @@ def test_installed_command_in_a_subprocess(charrnn_executable, tmp_path, small_c
     assert module.stdout == f"charrnn, version {__version__}\n"
 
 
-def test_sigint_saves_a_checkpoint_and_exits_130(charrnn_executable, tmp_path):
+def test_sigterm_saves_a_checkpoint_and_exits_143(charrnn_executable, tmp_path):
     corpus = tmp_path / "big.txt"
     corpus.write_text(Path(__file__).resolve().parent.parent.joinpath("data", "tang300.txt").read_text("utf-8"))
     process = subprocess.Popen(
@@ -233,9 +233,9 @@ def test_sigint_saves_a_checkpoint_and_exits_130(charrnn_executable, tmp_path):
     while "training:" not in process.stderr.readline() and time.monotonic() < deadline:
         pass
     time.sleep(1.0)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(signal.SIGTERM)
     stdout, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
+    assert process.returncode == 143, stderr
     assert stdout == ""
     assert "Interrupted; checkpoint saved to checkpoints/latest.npz" in stderr
     ckpt = checkpoint.load(str(tmp_path / "checkpoints" / "latest.npz"))
