@@ -445,7 +445,8 @@ def print_report(machine: dict[str, Any], results: list[dict[str, Any]], notes: 
     print(f"settings: hidden {args.hidden_size}, batch {args.batch_size}, seq {args.seq_length}, float32, "
           f"Adagrad lr {args.learning_rate}, clip ±{args.clip}; {args.steps} timed steps after "
           f"{args.warmup} warm-up (classic: batch 1, float64, {args.classic_steps} after {args.classic_warmup})")
-    print(f"tokens/s and GEMM rates: the {args.statistic} of {args.rounds} rounds (min–max in brackets); each "
+    rounds = f"{args.rounds} round" + ("s" if args.rounds != 1 else "")
+    print(f"tokens/s and GEMM rates: the {args.statistic} of {rounds} (min–max in brackets); each "
           "round runs every implementation once, in rotating order, each in a fresh process")
     print(f"model FLOPs per token = {FLOPS_FORMULA} (forward, input-gradient and weight-gradient products of "
           "the output and recurrent layers); GFLOP/s = tokens/s × that")
@@ -600,8 +601,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return run_worker(args)
 
     notes = [
-        "torch's nn.RNN also multiplies the embedding by its own H×H input matrix: 6·H² FLOPs per token "
-        "that charrnn's model does not have and that are not counted in its GFLOP/s",
         "peak RSS is the high-water mark (VmHWM) of each implementation's own process, the largest over "
         "the rounds; 'setup' is that peak after imports and data loading, before training",
     ]
@@ -617,6 +616,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not impls:
         print("Error: no implementation left to measure", file=sys.stderr)
         return 2
+    if "torch" in impls:
+        notes.append("torch's nn.RNN also multiplies the embedding by its own H×H input matrix: 6·H² FLOPs "
+                     "per token that charrnn's model does not have and that are not counted in its GFLOP/s")
 
     with tempfile.TemporaryDirectory(prefix="charrnn-bench-") as tmp:
         work_dir = Path(tmp)
