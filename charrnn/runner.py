@@ -30,7 +30,9 @@ class Started:
     num_val_tokens: int
     steps_per_epoch: int
     start_step: int
+    start_tokens: int  # tokens seen before this run
     target_steps: int
+    chars_per_token: float  # average over (the start of) the training text, for bits per character
     resumed_from: Optional[str]
     notes: tuple[str, ...]  # things the user should know (e.g. a changed corpus)
 
@@ -91,6 +93,14 @@ def _target_steps(session: Session) -> int:
     return max(progress.step, min(limits))
 
 
+def _chars_per_token(session: Session, token_lengths: np.ndarray) -> float:
+    """Characters per token of the training text, measured on at most its first million tokens."""
+    if (token_lengths == 1).all():
+        return 1.0
+    head = session.streams.reshape(-1)[:1_000_000]
+    return float(token_lengths[head].mean())
+
+
 def training_sample(session: Session, length: int, temperature: float = 1.0) -> str:
     """Text from the current model, primed with a random token.
 
@@ -148,7 +158,9 @@ def run(session: Session, should_stop: Callable[[], bool] = lambda: False) -> It
         0 if session.val_ids is None else len(session.val_ids),
         train.steps_per_epoch(session.streams, session.train_config.seq_length),
         first_step,
+        first_tokens,
         _target_steps(session),
+        _chars_per_token(session, token_lengths),
         session.resumed_from,
         tuple(session.notes),
     )

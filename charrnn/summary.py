@@ -100,23 +100,6 @@ def checked_parameter_count(ckpt: Checkpoint) -> ParameterCount:
     return counted
 
 
-def estimated_epochs(ckpt: Checkpoint) -> Optional[float]:
-    """Passes over the training text so far, counting the current one fractionally.
-
-    Rebuilt from the stored sizes the way session.split_validation and corpus.split_streams cut the
-    text. None when a separate validation file was used: the stored token count includes it, so the
-    training share is unknown.
-    """
-    corpus, config, progress = ckpt.corpus, ckpt.train_config, ckpt.progress
-    if corpus.val_paths or corpus.num_tokens <= 0:
-        return None
-    train_tokens = corpus.num_tokens - int(round(corpus.num_tokens * config.val_fraction))
-    steps_per_epoch = (train_tokens // config.batch_size - 1) // config.seq_length
-    if steps_per_epoch <= 0:
-        return None
-    return progress.epoch + progress.position / (steps_per_epoch * config.seq_length)
-
-
 def _modified_iso(mtime: float) -> str:
     return datetime.datetime.fromtimestamp(mtime).astimezone().isoformat(timespec="seconds")
 
@@ -131,7 +114,8 @@ def summarize(path: str) -> Summary:
         modified=_modified_iso(stat.st_mtime),
         checkpoint=ckpt,
         parameters=checked_parameter_count(ckpt),
-        epochs=estimated_epochs(ckpt),
+        # Checkpoints before fractional epochs were recorded report whole epochs only.
+        epochs=ckpt.progress.epochs if ckpt.progress.epochs or not ckpt.progress.epoch else None,
         learning_rate=train.current_learning_rate(ckpt.progress, ckpt.train_config),
     )
 

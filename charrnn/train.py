@@ -30,6 +30,7 @@ class Progress:
     step: int = 0
     tokens_seen: int = 0
     epoch: int = 0  # completed passes over the streams
+    epochs: float = 0.0  # passes over the streams, counting the current one fractionally
     position: int = 0  # offset in each stream of the next chunk's first input token
     loss_ema: float = 0.0  # un-corrected exponential moving average of the step losses
     loss_ema_steps: int = 0  # steps folded into loss_ema (for the bias correction)
@@ -72,6 +73,7 @@ class StepResult:
     loss_nats: float  # this step's mean loss per token
     smoothed_loss_nats: float
     tokens: int  # tokens trained on in this step (T·B)
+    tokens_seen: int  # in the model's life, this step included
     seconds: float  # wall time of this step
     learning_rate: float  # the rate this step used
 
@@ -154,12 +156,14 @@ def train_step(state: TrainState, streams: np.ndarray, config: TrainConfig) -> S
         state.hidden = {key: np.zeros_like(value) for key, value in state.hidden.items()}
     else:
         state.hidden = result.state_last
+    progress.epochs = epochs_done(progress, streams, seq_length)
     return StepResult(
         step=progress.step,
-        epochs=epochs_done(progress, streams, seq_length),
+        epochs=progress.epochs,
         loss_nats=result.loss_nats,
         smoothed_loss_nats=progress.smoothed_loss_nats,
         tokens=inputs.size,
+        tokens_seen=progress.tokens_seen,
         seconds=time.perf_counter() - started,
         learning_rate=learning_rate,
     )

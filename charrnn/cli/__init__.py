@@ -34,6 +34,10 @@ def cli() -> None:
 
     Exit codes: 0 success, 1 failure while running, 2 bad usage or input,
     130/143 interrupted by SIGINT/SIGTERM (after saving a checkpoint).
+
+    Options can also be set in the environment as CHARRNN_<COMMAND>_<OPTION>
+    (CHARRNN_TRAIN_HIDDEN_SIZE=256). Shell completion for bash:
+    eval "$(_CHARRNN_COMPLETE=bash_source charrnn)".
     """
 
 
@@ -45,6 +49,11 @@ cli.add_command(info_command)
 cli.add_command(plot_command)
 
 
+# Every option can come from the environment: CHARRNN_<COMMAND>_<OPTION>, e.g. CHARRNN_TRAIN_HIDDEN_SIZE.
+ENVVAR_PREFIX = "CHARRNN"
+
+
 def main(*args: Any, **kwargs: Any) -> Any:
     """Console entry point."""
+    kwargs.setdefault("auto_envvar_prefix", ENVVAR_PREFIX)
     return cli(*args, **kwargs)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import json
+import math
 import sys
 from typing import Any, Callable, Iterable, Optional
 
@@ -81,6 +83,22 @@ class ByteProgress:
         """Finish the bar, if one was shown."""
         if self.bar is not None:
             self.bar.close()
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities replaced by None (JSON has neither), recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def emit_json(document: Any) -> None:
+    """Print ``document`` as the one JSON document on stdout (UTF-8 as is, NaN as null)."""
+    click.echo(json.dumps(json_safe(document), ensure_ascii=False, allow_nan=False, indent=2))
 
 
 def format_score(score: Any) -> str:

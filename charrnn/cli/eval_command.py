@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from charrnn.cli.common import format_score, reports_errors
+from charrnn.cli.common import emit_json, format_score, reports_errors
 
 
 @click.command("eval")
@@ -13,9 +13,12 @@ from charrnn.cli.common import format_score, reports_errors
 @click.option("--encoding", default="auto", show_default=True, help="Codec of FILES (auto: as for train).")
 @click.option("--batch-size", type=int, default=32, show_default=True,
               help="Streams scored side by side (each starts with no context).")
+@click.option("--json", "as_json", is_flag=True, help="Print the scores as one JSON document.")
 @click.option("-q", "--quiet", is_flag=True, help="No informational messages on stderr.")
 @reports_errors
-def eval_command(checkpoint: str, files: tuple[str, ...], encoding: str, batch_size: int, quiet: bool) -> None:
+def eval_command(
+    checkpoint: str, files: tuple[str, ...], encoding: str, batch_size: int, as_json: bool, quiet: bool
+) -> None:
     """Score the text of FILES (joined) under the model in CHECKPOINT.
 
     Prints one line on stdout: tokens scored, loss in nats per token, bits per character and
@@ -31,6 +34,9 @@ def eval_command(checkpoint: str, files: tuple[str, ...], encoding: str, batch_s
     ckpt = checkpoints.load(checkpoint)
     text = read_corpus(files, encoding)
     score = score_text(ckpt.params, ckpt.model_config, ckpt.tokenizer, text.text, batch_size)
-    click.echo(f"{score.tokens_scored} tokens scored, {score.tokens_unknown} unknown: {format_score(score)}")
+    if as_json:
+        emit_json({"checkpoint": checkpoint, "files": list(files), "encodings": list(text.encodings), **score.to_dict()})
+    else:
+        click.echo(f"{score.tokens_scored} tokens scored, {score.tokens_unknown} unknown: {format_score(score)}")
     if score.tokens_unknown and not quiet:
         click.echo(f"note: {score.tokens_unknown} tokens outside the model's vocabulary were left out", err=True)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Optional
 
 import click
 
-from charrnn.cli.common import info, reports_errors, resolve_checkpoint
+from charrnn.cli.common import emit_json, info, reports_errors, resolve_checkpoint
 
 
 @click.command("info")
@@ -38,8 +37,6 @@ def info_command(checkpoint: Optional[str], as_json: bool, quiet: bool) -> None:
         path = found
     facts = summary.summarize(path)
     if as_json:
-        # allow_nan=False: to_dict already turned non-finite numbers into None; a slip should fail
-        # loudly here rather than emit NaN, which is not JSON.
-        click.echo(json.dumps(summary.to_dict(facts), ensure_ascii=False, allow_nan=False, indent=2))
+        emit_json(summary.to_dict(facts))
     else:
         click.echo("\n".join(summary.describe(facts)))

@@ -7,7 +7,7 @@ from typing import Optional
 
 import click
 
-from charrnn.cli.common import ByteProgress, info, reports_errors
+from charrnn.cli.common import ByteProgress, emit_json, info, reports_errors
 from charrnn.config import TOKENIZERS
 
 
@@ -18,11 +18,12 @@ from charrnn.config import TOKENIZERS
 @click.option("--max-vocab", type=int, help="Keep the N most frequent tokens; the rest become <unk>.")
 @click.option("--cache-dir", default=os.path.join("data", ".cache"), show_default=True, type=click.Path())
 @click.option("--workers", type=int, help="Processes cutting jieba words [default: one per core].")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON description of the cache entry.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 @reports_errors
 def prepare_command(
     corpus: tuple[str, ...], tokenizer: str, encoding: str, max_vocab: Optional[int], cache_dir: str,
-    workers: Optional[int], quiet: bool,
+    workers: Optional[int], as_json: bool, quiet: bool,
 ) -> None:
     """Tokenize CORPUS files once into the cache, so that train starts at once and memory-maps them.
 
@@ -49,4 +50,12 @@ def prepare_command(
     else:
         info(quiet, f"prepared {megabytes:,.1f} MB into {len(prepared.ids):,} {prepared.ids.dtype} ids, vocabulary "
                     f"{prepared.tokenizer.vocab_size}, in {seconds:.1f} s ({megabytes / max(seconds, 1e-9):,.1f} MB/s)")
-    click.echo(prepared.cache_path)
+    if as_json:
+        emit_json({
+            "cache_path": prepared.cache_path, "from_cache": prepared.from_cache, "tokens": len(prepared.ids),
+            "vocab_size": prepared.tokenizer.vocab_size, "dtype": str(prepared.ids.dtype),
+            "files": list(prepared.paths), "encodings": list(prepared.encodings), "seconds": seconds,
+            "megabytes_per_s": None if prepared.from_cache else megabytes / max(seconds, 1e-9),
+        })
+    else:
+        click.echo(prepared.cache_path)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Optional
 
 import click
 
-from charrnn.cli.common import DEFAULT_CHECKPOINT_DIR, info, reports_errors, resolve_checkpoint
+from charrnn.cli.common import DEFAULT_CHECKPOINT_DIR, emit_json, info, reports_errors, resolve_checkpoint
 
 
 @click.command("sample")
 @click.option("-c", "--checkpoint", type=click.Path(),
               help=f"Checkpoint to sample from [default: the newest in {DEFAULT_CHECKPOINT_DIR}/].")
-@click.option("--seed", "seed_text", help="Priming text; the output starts with it [default: a random token].")
+@click.option("--seed", help="Priming text; the output starts with it [default: a random token].")
 @click.option("--length", type=int, default=200, show_default=True, help="Tokens to generate.")
 @click.option("--temperature", type=float, default=1.0, show_default=True,
               help="Below 1: safer text; above 1: wilder; 0 means --greedy.")
@@ -21,11 +22,15 @@ from charrnn.cli.common import DEFAULT_CHECKPOINT_DIR, info, reports_errors, res
 @click.option("--rng-seed", type=int, help="Seed for reproducible samples.")
 @click.option("--num-samples", type=int, default=1, show_default=True,
               help="Independent samples, generated together as one batch.")
-@click.option("--allow-unk", "allow_unknown", is_flag=True,
-              help="Let <unk> (a token cut by --max-vocab) appear in the output.")
+@click.option("--allow-unk", is_flag=True, help="Let <unk> (a token cut by --max-vocab) appear in the output.")
+@click.option("--stream", is_flag=True, help="Print each token as it is generated (one sample only).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document with the samples as a list.")
 @click.option("-q", "--quiet", is_flag=True, help="No informational messages on stderr.")
 @reports_errors
-def sample_command(checkpoint: Optional[str], seed_text: Optional[str], quiet: bool, **options: Any) -> None:
+def sample_command(
+    checkpoint: Optional[str], seed: Optional[str], allow_unk: bool, stream: bool, as_json: bool, quiet: bool,
+    **options: Any,
+) -> None:
     """Generate text from a trained checkpoint and print it on stdout.
 
     Samples are separated by a blank line; each starts with the seed text.
@@ -34,26 +39,41 @@ def sample_command(checkpoint: Optional[str], seed_text: Optional[str], quiet: b
 
     from charrnn import checkpoint as checkpoints
     from charrnn.config import SampleConfig
-    from charrnn.errors import VocabularyError
+    from charrnn.errors import ConfigError, VocabularyError
     from charrnn.sample import generate
 
-    config = SampleConfig(**options)
-    ckpt = checkpoints.load(resolve_checkpoint(checkpoint, quiet))
+    config = SampleConfig(**options, allow_unknown=allow_unk)
+    if stream and (config.num_samples > 1 or as_json):
+        raise ConfigError("--stream prints one sample as plain text: drop --num-samples or --json")
+    path = resolve_checkpoint(checkpoint, quiet)
+    ckpt = checkpoints.load(path)
     rng = np.random.default_rng(config.rng_seed)
     tokenizer = ckpt.tokenizer
-    if seed_text:
+    if seed:
         try:
-            prime = tokenizer.encode(seed_text)
+            prime = tokenizer.encode(seed)
         except VocabularyError as exc:
             raise VocabularyError(f"--seed has {exc}") from None
-        if tokenizer.unknown is not None and tokenizer.encode_known(seed_text)[1]:
+        if tokenizer.unknown is not None and tokenizer.encode_known(seed)[1]:
             info(quiet, f"note: parts of --seed are outside the vocabulary and are read as {tokenizer.unknown}")
     else:
         prime = rng.integers(tokenizer.vocab_size, size=1)
-        seed_text = tokenizer.decode(prime.tolist())
+        seed = tokenizer.decode(prime.tolist())
     banned = () if config.allow_unknown or tokenizer.unknown_id is None else (tokenizer.unknown_id,)
-    generated = np.array(list(generate(ckpt.params, ckpt.model_config, prime, config, rng, banned)))
-    for index in range(config.num_samples):
-        if index:
-            click.echo("")
-        click.echo(seed_text + tokenizer.decode(generated[:, index].tolist()))
+    steps = generate(ckpt.params, ckpt.model_config, prime, config, rng, banned)
+    if stream:
+        click.echo(seed, nl=False)
+        for ids in steps:
+            click.echo(tokenizer.decode(ids.tolist()), nl=False)
+            sys.stdout.flush()  # a reader sees each token as it comes
+        click.echo("")
+        return
+    generated = np.array(list(steps))
+    samples = [seed + tokenizer.decode(generated[:, i].tolist()) for i in range(config.num_samples)]
+    if as_json:
+        emit_json({
+            "checkpoint": path, "seed": seed, "length": config.length, "temperature": config.temperature,
+            "top_k": config.top_k, "greedy": config.is_greedy, "rng_seed": config.rng_seed, "samples": samples,
+        })
+    else:
+        click.echo("\n\n".join(samples))

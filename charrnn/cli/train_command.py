@@ -9,15 +9,8 @@ from typing import Any, Iterable, Optional
 
 import click
 
-from charrnn.cli.common import (
-    DEFAULT_CHECKPOINT_DIR,
-    ByteProgress,
-    explicit_options,
-    fail,
-    format_score,
-    info,
-    reports_errors,
-)
+from charrnn.cli.common import DEFAULT_CHECKPOINT_DIR, ByteProgress, emit_json, explicit_options, fail, reports_errors
+from charrnn.cli.training_output import TrainingOutput, finished_document
 from charrnn.config import ACTIVATIONS, CELLS, DTYPES, OPTIMIZERS, TOKENIZERS
 
 EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -77,12 +70,12 @@ class StopFlag:
 @click.option("--lr-decay-after", type=float, default=10.0, show_default=True,
               help="Epochs at the full learning rate before --lr-decay starts.")
 @click.option("--clip", type=float, default=5.0, show_default=True, help="Clip gradients to ±this.")
-@click.option("--steps", "max_steps", type=int, help="Stop after this many steps in the model's life.")
-@click.option("--epochs", "max_epochs", type=float,
+@click.option("--steps", type=int, help="Stop after this many steps in the model's life.")
+@click.option("--epochs", type=float,
               help=f"Stop after this many passes over the corpus [default: {DEFAULT_EPOCHS:g} if no --steps].")
 @click.option("--val-fraction", type=float, default=0.05, show_default=True,
               help="Hold out this fraction at the end of the corpus for validation (0: none).")
-@click.option("--val-file", "val_files", multiple=True, type=click.Path(),
+@click.option("--val-file", multiple=True, type=click.Path(),
               help="Validate on this text instead of a held-out fraction (repeatable).")
 @click.option("--eval-every", type=int, default=500, show_default=True,
               help="Validate every N steps (0: only at the end).")
@@ -99,7 +92,12 @@ class StopFlag:
               help="Keep only the K newest step checkpoints, besides latest and best (0: keep all).")
 @click.option("--resume", type=click.Path(), help="Continue training this checkpoint.")
 @click.option("--overwrite", is_flag=True, help="Replace the checkpoints already in --checkpoint-dir.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar, samples or summary.")
+@click.option("--log-every", type=int, default=100, show_default=True,
+              help="Without a terminal, print a progress line every N steps (0: never).")
+@click.option("--log-jsonl", type=click.Path(dir_okay=False),
+              help="Append one JSON object per logged or validated step to this file.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary of the run on stdout.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress, samples or summary on stderr (errors still).")
 @click.pass_context
 @reports_errors
 def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -> None:
@@ -107,7 +105,11 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
 
     With --resume, CORPUS may be left out to train on the files the checkpoint was trained on.
     Checkpoints go to --checkpoint-dir as step_NNNNNNNN.npz and latest.npz, plus best.npz (lowest
-    validation loss).
+    validation loss). Every option can also be set as CHARRNN_TRAIN_<OPTION>, e.g.
+    CHARRNN_TRAIN_HIDDEN_SIZE=256.
+
+    Exit codes: 0 done, 1 failure while running (NaN loss, failed write), 2 bad usage or input,
+    130/143 interrupted by SIGINT/SIGTERM after saving a checkpoint.
     """
     from charrnn import runner
     from charrnn.config import ScheduleConfig
@@ -115,6 +117,9 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
 
     if not corpus and not options["resume"]:
         raise click.UsageError("give at least one CORPUS file (or --resume a checkpoint)")
+    if options["log_every"] < 0:
+        raise click.BadParameter("must be zero or positive", param_hint="--log-every")
+    options["max_steps"], options["max_epochs"] = options.pop("steps"), options.pop("epochs")
     if options["max_steps"] is None and options["max_epochs"] is None and not options["resume"]:
         options["max_epochs"] = DEFAULT_EPOCHS
     request = TrainRequest(
@@ -133,10 +138,10 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
         encoding=options["encoding"],
         max_vocab=options["max_vocab"],
         cache_dir=options["cache_dir"],
-        val_paths=options["val_files"],
+        val_paths=options["val_file"],
         resume=options["resume"],
         overwrite=options["overwrite"],
-        explicit=explicit_options(ctx, (*MODEL_OPTIONS, *TRAIN_OPTIONS, "tokenizer", "max_vocab")),
+        explicit=_explicit(ctx),
     )
     progress = ByteProgress("tokenizing", options["quiet"])
     try:
@@ -145,65 +150,25 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
         progress.close()
     stop = StopFlag()
     previous = {s: signal.signal(s, stop.handle) for s in EXIT_INTERRUPTED}
+    output = TrainingOutput(options["quiet"], options["log_every"], options["log_jsonl"])
     try:
-        finished = render_training(runner.run(session, stop), options["quiet"])
+        finished = output.run(runner.run(session, stop))
     except KeyboardInterrupt:
         fail("aborted without saving; the last checkpoint written is intact", 130)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+    if options["as_json"]:
+        best = os.path.join(request.schedule.checkpoint_dir, "best.npz")
+        emit_json(finished_document(finished, best if os.path.exists(best) else None))
     if finished.interrupted and stop.signal_number is not None:
         click.echo(f"Interrupted; checkpoint saved to {finished.checkpoint_path}", err=True)
         sys.exit(EXIT_INTERRUPTED[stop.signal_number])
 
 
-def render_training(events: Iterable[Any], quiet: bool) -> Any:
-    """Draw the progress bar, samples and summary for a stream of runner events; return Finished."""
-    from tqdm import tqdm
-
-    from charrnn import runner
-    from charrnn.train import StepResult
-
-    bar = None
-    postfix: dict[str, str] = {}
-    for event in events:
-        if isinstance(event, runner.Started):
-            describe_start(event, quiet)
-            bar = tqdm(total=event.target_steps, initial=event.start_step, unit="step", file=sys.stderr,
-                       disable=True if quiet else None, dynamic_ncols=True)
-        elif isinstance(event, StepResult):
-            postfix.update(loss=f"{event.smoothed_loss_nats:.3f}", tok_s=f"{event.tokens_per_s:,.0f}")
-            bar.set_postfix(postfix, refresh=False)
-            bar.update(1)
-        elif isinstance(event, runner.Evaluated):
-            postfix.update(val=f"{event.score.loss_nats:.3f}", bpc=f"{event.score.bits_per_char:.3f}")
-        elif isinstance(event, runner.Sampled) and not quiet:
-            tqdm.write(f"--- sample at step {event.step} (temperature {event.temperature:g}) ---\n"
-                       f"{event.text}\n---", file=sys.stderr)
-        elif isinstance(event, runner.Finished):
-            bar.close()
-            describe_finish(event, quiet)
-            return event
-    raise RuntimeError("training ended without a Finished event")
-
-
-def describe_start(event: Any, quiet: bool) -> None:
-    """The line that opens a run: what model, how much data."""
-    verb = f"resuming {event.resumed_from} at step {event.start_step}" if event.resumed_from else "training"
-    config = event.model_config
-    layers = f"{config.num_layers}×{config.cell}" if config.num_layers > 1 else config.cell
-    info(quiet, f"{verb}: {layers}, vocabulary {config.vocab_size}, hidden {config.hidden_size}, "
-                f"{event.num_parameters:,} parameters, {event.num_train_tokens:,} training tokens, "
-                f"{event.num_val_tokens:,} validation tokens, {event.steps_per_epoch} steps per epoch, "
-                f"rng seed {event.train_config.rng_seed}")
-    for note in event.notes:
-        info(quiet, f"note: {note}")
-
-
-def describe_finish(event: Any, quiet: bool) -> None:
-    """The summary line that closes a run."""
-    rate = event.tokens_this_run / event.seconds if event.seconds > 0 else 0.0
-    validation = f"; validation {format_score(event.val_score)}" if event.val_score else ""
-    info(quiet, f"trained to step {event.steps} ({event.steps_this_run} steps, {event.tokens_this_run:,} "
-                f"tokens this run) in {event.seconds:.1f} s ({rate:,.0f} tokens/s); smoothed loss "
-                f"{event.smoothed_loss_nats:.4f} nats/token{validation}; checkpoint {event.checkpoint_path}")
+def _explicit(ctx: click.Context) -> frozenset[str]:
+    """The config fields whose options the user gave (so that resuming can check them)."""
+    flags = {"max_steps": "steps", "max_epochs": "epochs"}
+    names = (*MODEL_OPTIONS, *TRAIN_OPTIONS, "tokenizer", "max_vocab")
+    given = explicit_options(ctx, [flags.get(n, n) for n in names])
+    return frozenset(n for n in names if flags.get(n, n) in given)

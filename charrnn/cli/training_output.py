@@ -1,0 +1,196 @@
+"""What ``charrnn train`` shows and logs while it runs.
+
+On a terminal: a tqdm bar on stderr with the smoothed loss, the validation loss and tokens/s, and the
+periodic samples written above it. Without a terminal (a shell script, a log file): a plain line
+every ``--log-every`` steps instead, so logs stay readable. ``-q`` silences both. ``--log-jsonl``
+appends one JSON object per logged step to a file, for plots and scripts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from typing import IO, Any, Iterable, Optional
+
+from charrnn.cli.common import format_score, info, json_safe
+
+LN2 = math.log(2)
+
+
+class TrainingOutput:
+    """Renders runner events; call ``handle`` for each, and it returns the Finished event at the end."""
+
+    def __init__(self, quiet: bool, log_every: int, log_jsonl: Optional[str]) -> None:
+        self.quiet = quiet
+        self.log_every = log_every
+        self.log_path = log_jsonl
+        self.log_file: Optional[IO[str]] = None
+        self.bar: Any = None
+        self.postfix: dict[str, str] = {}
+        self.started = time.perf_counter()
+        self.target_steps = 0
+        self.chars_per_token = 1.0
+        self.record: Optional[dict[str, Any]] = None  # the current step's log record, not yet written
+        self.last_logged = (self.started, 0)  # (time, tokens) at the last record, for tokens/s
+        self.val: Optional[Any] = None  # the latest validation score
+
+    def run(self, events: Iterable[Any]) -> Any:
+        """Consume all events; return the Finished event."""
+        from charrnn import runner
+
+        try:
+            for event in events:
+                if isinstance(event, runner.Finished):
+                    self._flush_record()
+                    self._finish(event)
+                    return event
+                self.handle(event)
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+            if self.log_file is not None:
+                self.log_file.close()
+        raise RuntimeError("training ended without a Finished event")
+
+    def handle(self, event: Any) -> None:
+        """Show or log one event."""
+        from charrnn import runner
+        from charrnn.train import StepResult
+
+        if isinstance(event, runner.Started):
+            self._start(event)
+        elif isinstance(event, StepResult):
+            self._step(event)
+        elif isinstance(event, runner.Evaluated):
+            self.val = event.score
+            self.postfix.update(val=f"{event.score.loss_nats:.3f}", bpc=f"{event.score.bits_per_char:.3f}")
+            if self.record is not None and self.record["step"] == event.step:
+                self.record.update(val_loss_nats=event.score.loss_nats, val_bits_per_char=event.score.bits_per_char)
+        elif isinstance(event, runner.Sampled) and not self.quiet:
+            self._write(f"--- sample at step {event.step} (temperature {event.temperature:g}) ---\n{event.text}\n---")
+
+    def _write(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    def _start(self, event: Any) -> None:
+        from tqdm import tqdm
+
+        describe_start(event, self.quiet)
+        self.last_logged = (self.started, event.start_tokens)
+        self.target_steps = event.target_steps
+        self.chars_per_token = event.chars_per_token
+        if self.log_path:
+            self.log_file = open(self.log_path, "a", encoding="utf-8")  # appended to when resuming
+        if not self.quiet and sys.stderr.isatty():
+            self.bar = tqdm(total=event.target_steps, initial=event.start_step, unit="step", file=sys.stderr,
+                            dynamic_ncols=True)
+
+    def _step(self, event: Any) -> None:
+        self._flush_record()
+        if self.bar is not None:
+            self.postfix.update(loss=f"{event.smoothed_loss_nats:.3f}", tok_s=f"{event.tokens_per_s:,.0f}")
+            self.bar.set_postfix(self.postfix, refresh=False)
+            self.bar.update(1)
+        logged = bool(self.log_every) and event.step % self.log_every == 0
+        if not logged and self.log_file is None:
+            return
+        # A step that is not a logging step may still be validated: its record waits for that.
+        self.record = self._record(event)
+        if logged:
+            self._stamp_rate(self.record)
+            if self.bar is None and not self.quiet:
+                self._plain_line(self.record)
+
+    def _record(self, event: Any) -> dict[str, Any]:
+        now = time.perf_counter()
+        return {
+            "step": event.step,
+            "epoch": event.epochs,
+            "tokens": event.tokens_seen,
+            "train_loss_nats": event.smoothed_loss_nats,
+            "train_bits_per_char": event.smoothed_loss_nats / LN2 / self.chars_per_token,
+            "val_loss_nats": None,
+            "val_bits_per_char": None,
+            "learning_rate": event.learning_rate,
+            "tokens_per_s": event.tokens_per_s,  # this step's; replaced by the rate since the last record
+            "elapsed_s": now - self.started,
+        }
+
+    def _stamp_rate(self, record: dict[str, Any]) -> None:
+        """Set the record's tokens/s to the rate since the previous record (steadier than one step's)."""
+        now = self.started + record["elapsed_s"]
+        since_time, since_tokens = self.last_logged
+        if now > since_time and record["tokens"] > since_tokens:
+            record["tokens_per_s"] = (record["tokens"] - since_tokens) / (now - since_time)
+        self.last_logged = (now, record["tokens"])
+        record["logged"] = True
+
+    def _plain_line(self, record: dict[str, Any]) -> None:
+        val = f", val {self.val.loss_nats:.4f}" if self.val is not None else ""
+        print(f"step {record['step']:,}/{self.target_steps:,}: loss {record['train_loss_nats']:.4f} nats/token"
+              f"{val}, {record['tokens_per_s']:,.0f} tokens/s, {record['elapsed_s']:.1f} s",
+              file=sys.stderr, flush=True)
+
+    def _flush_record(self) -> None:
+        record, self.record = self.record, None
+        if record is None or self.log_file is None:
+            return
+        if not record.pop("logged", False):
+            if record["val_loss_nats"] is None:
+                return  # neither a logging step nor a validated one
+            self._stamp_rate(record)
+            record.pop("logged")
+        self.log_file.write(json.dumps(json_safe(record), ensure_ascii=False) + "\n")
+        self.log_file.flush()
+
+    def _finish(self, event: Any) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+        describe_finish(event, self.quiet)
+
+
+def describe_start(event: Any, quiet: bool) -> None:
+    """The line that opens a run: what model, how much data."""
+    verb = f"resuming {event.resumed_from} at step {event.start_step}" if event.resumed_from else "training"
+    config = event.model_config
+    layers = f"{config.num_layers}×{config.cell}" if config.num_layers > 1 else config.cell
+    info(quiet, f"{verb}: {layers}, vocabulary {config.vocab_size}, hidden {config.hidden_size}, "
+                f"{event.num_parameters:,} parameters, {event.num_train_tokens:,} training tokens, "
+                f"{event.num_val_tokens:,} validation tokens, {event.steps_per_epoch} steps per epoch, "
+                f"rng seed {event.train_config.rng_seed}")
+    for note in event.notes:
+        info(quiet, f"note: {note}")
+
+
+def describe_finish(event: Any, quiet: bool) -> None:
+    """The summary line that closes a run."""
+    rate = event.tokens_this_run / event.seconds if event.seconds > 0 else 0.0
+    validation = f"; validation {format_score(event.val_score)}" if event.val_score else ""
+    info(quiet, f"trained to step {event.steps} ({event.steps_this_run} steps, {event.tokens_this_run:,} "
+                f"tokens this run) in {event.seconds:.1f} s ({rate:,.0f} tokens/s); smoothed loss "
+                f"{event.smoothed_loss_nats:.4f} nats/token{validation}; checkpoint {event.checkpoint_path}")
+
+
+def finished_document(event: Any, best_path: Optional[str]) -> dict[str, Any]:
+    """The ``--json`` summary of a training run."""
+    score = event.val_score
+    return {
+        "checkpoint": event.checkpoint_path,
+        "best_checkpoint": best_path,
+        "steps": event.steps,
+        "steps_this_run": event.steps_this_run,
+        "tokens": event.tokens_seen,
+        "tokens_this_run": event.tokens_this_run,
+        "train_loss_nats": event.smoothed_loss_nats,
+        "val_loss_nats": score.loss_nats if score else None,
+        "val_bits_per_char": score.bits_per_char if score else None,
+        "tokens_per_s": event.tokens_this_run / event.seconds if event.seconds > 0 else None,
+        "seconds": event.seconds,
+        "interrupted": event.interrupted,
+    }
