@@ -696,8 +696,10 @@ def print_report(report: dict[str, Any], args: argparse.Namespace) -> None:
           f"{_fmt(machine['memory_gb'], '.1f')} GB RAM; {machine['os']}; Python {machine['python']}, numpy {machine['numpy']}")
     print(f"charrnn {machine['charrnn']} at {machine['charrnn_revision'] or 'an unknown revision'}, run as "
           f"{machine['charrnn_command']}")
+    busy = max(report["load_average_start"], report["load_average_end"]) >= machine["cores_usable"] / 2
     print(f"load average (1 min) {report['load_average_start']:.2f} at the start, {report['load_average_end']:.2f} at the "
-          "end: anything above 0 is other processes competing for the cores, which slows the timings, not the memory")
+          "end: other processes competing for the cores slow the timings (training most: its BLAS threads wait for "
+          "cores), not the memory" + ("; this machine was busy, so the timings are pessimistic" if busy else ""))
     print(f"temporary folder: {report['work_dir']} ({'kept' if args.keep else 'deleted at the end'})")
     print(f"languages: {', '.join(r['language'] for r in report['results'])}; {WHY_DEFAULT_LANGUAGE}")
     print(f"baseline: {baseline['command']}: peak RSS {baseline['peak_rss_mb']:.1f} MB ({baseline['wall_s']:.2f} s)")
@@ -724,7 +726,8 @@ def print_report(report: dict[str, Any], args: argparse.Namespace) -> None:
         print(f"train: {train.get('steps', args.steps)} steps, hidden {args.hidden_size}, batch {args.batch_size}, "
               f"seq {args.seq_length}, ids memory-mapped from the cache; validation once at the end on {scored} of "
               f"{_fmt(held_out, ',')} held-out tokens; checkpoints {', '.join(train['checkpoints'])}")
-        print(f"  {train['wall_s']:.1f} s wall; {train['tokens_per_s']:,.0f} tokens/s ({train['tokens_per_s_source']})")
+        print(f"  {train['wall_s']:.1f} s wall, {train['cpu_s']:.1f} s CPU (BLAS uses every core); "
+              f"{train['tokens_per_s']:,.0f} tokens/s ({train['tokens_per_s_source']})")
         if "smoothed_loss_nats" in train:
             validation = (f", validation {train['val_loss_nats']:.3f} nats/token ({train['val_bits_per_char']:.3f} bits/char)"
                           if "val_loss_nats" in train else "")
@@ -733,7 +736,9 @@ def print_report(report: dict[str, Any], args: argparse.Namespace) -> None:
               f"polled: {_fmt(polled.get('setup_peak_rss_mb'), '.1f')} MB while opening the session "
               f"({_fmt(polled.get('setup_s'), '.1f')} s), {_fmt(polled.get('after_setup_peak_rss_mb'), '.1f')} MB while "
               f"training, validating and saving; at the peak {_fmt(polled.get('anonymous_at_peak_mb'), '.1f')} MB "
-              f"anonymous, {_fmt(polled.get('file_backed_at_peak_mb'), '.1f')} MB file-backed")
+              f"anonymous, {_fmt(polled.get('file_backed_at_peak_mb'), '.1f')} MB file-backed (libraries and the "
+              "pages of the mapped ids around each stream's position, which the kernel maps in blocks of up to "
+              "2 MB and may drop at any time)")
         print(f"  model's own arrays (V = {prepare['vocab_size']:,}, H = {args.hidden_size}): {arrays['parameters']:,} "
               f"parameters {arrays['params_mb']:.1f} MB + Adagrad state {arrays['adagrad_mb']:.1f} MB + checkpoint buffer "
               f"{arrays['checkpoint_buffer_mb']:.1f} MB (serialized in memory once per save) = {arrays['total_mb']:.1f} MB, "

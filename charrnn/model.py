@@ -19,6 +19,7 @@ import numpy as np
 
 from charrnn import cells, ops
 from charrnn.config import ModelConfig
+from charrnn.workspace import Workspace
 
 Params = dict[str, np.ndarray]
 Grads = dict[str, Union[np.ndarray, ops.SparseRows]]
@@ -88,7 +89,12 @@ class _LayerCache(NamedTuple):
 
 
 def _forward(
-    params: Params, config: ModelConfig, inputs: np.ndarray, state0: State, rng: Optional[np.random.Generator]
+    params: Params,
+    config: ModelConfig,
+    inputs: np.ndarray,
+    state0: State,
+    rng: Optional[np.random.Generator],
+    workspace: Optional[Workspace] = None,
 ) -> tuple[np.ndarray, State, list[_LayerCache]]:
     """Run every layer over ``inputs`` (T, B); returns the top states (T, B, H), final state, caches.
 
@@ -104,7 +110,9 @@ def _forward(
         suffix = _suffix(layer)
         mask = None
         if layer == 0:
-            x_proj = ops.embedding_forward(params["W_xh"], inputs)  # (T, B, G·H), a fresh array
+            w_xh = params["W_xh"]
+            out = None if workspace is None else workspace.buffer("x_proj", (*inputs.shape, w_xh.shape[1]), w_xh.dtype)
+            x_proj = ops.embedding_forward(w_xh, inputs, out)  # (T, B, G·H), overwritten by the cell
             x_proj += params["b_h"]
         else:
             if rng is not None and config.dropout > 0:
@@ -135,19 +143,27 @@ def loss_and_grads(
     targets: np.ndarray,
     state0: State,
     rng: Optional[np.random.Generator] = None,
+    workspace: Optional[Workspace] = None,
 ) -> LossResult:
     """Forward and backward pass over one (T, B) block of token ids.
 
     ``targets`` are the inputs shifted by one token; ``state0`` is carried in from the previous chunk;
-    ``rng`` draws the dropout masks (no dropout without it). Gradients are of the mean loss.
+    ``rng`` draws the dropout masks (no dropout without it). Gradients are of the mean loss. With a
+    ``workspace`` the large arrays live in its buffers (valid until the next call) and elementwise
+    work uses its threads.
     """
     steps, batch = inputs.shape
-    hidden = config.hidden_size
-    top, last, caches = _forward(params, config, inputs, state0, rng)
-    top_flat = top.reshape(steps * batch, hidden)  # (N, H)
-    logits = ops.linear_forward(top_flat, params["W_hy"], params["b_y"])  # (N, V)
-    loss, d_logits = ops.softmax_cross_entropy(logits, targets.reshape(-1), out=logits)
-    d_top, d_w_hy, d_b_y = ops.linear_backward(d_logits, top_flat, params["W_hy"])
+    count, hidden, vocab = steps * batch, config.hidden_size, config.vocab_size
+    dtype = params["W_hy"].dtype
+    scratch = workspace or Workspace(threads=1)
+    top, last, caches = _forward(params, config, inputs, state0, rng, workspace)
+    top_flat = top.reshape(count, hidden)  # (N, H)
+    logits = np.matmul(top_flat, params["W_hy"], out=scratch.buffer("logits", (count, vocab), dtype))  # (N, V)
+    loss, d_logits = ops.softmax_cross_entropy(logits, targets.reshape(-1), params["b_y"], scratch.run_blocks)
+    d_top, d_w_hy, d_b_y = ops.linear_backward(
+        d_logits, top_flat, params["W_hy"],
+        scratch.buffer("d_top", (count, hidden), dtype), scratch.buffer("d_W_hy", (hidden, vocab), dtype),
+    )
     grads: Grads = {"W_hy": d_w_hy, "b_y": d_b_y}
 
     backward = cells.BACKWARD[config.cell]

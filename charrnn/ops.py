@@ -7,9 +7,11 @@ No function keeps state or does I/O; the only mutation is into an ``out`` array 
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
+
+from charrnn.workspace import run_serially
 
 
 class SparseRows(NamedTuple):
@@ -32,9 +34,9 @@ class SparseRows(NamedTuple):
 # --- embedding: x_t W_xh for a one-hot x_t is row ids[t] of W_xh -------------------------------------
 
 
-def embedding_forward(weights: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Rows of ``weights`` (V, H) picked by ``ids`` (any shape S): shape S + (H,)."""
-    return weights[ids]
+def embedding_forward(weights: np.ndarray, ids: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """Rows of ``weights`` (V, H) picked by ``ids`` (any shape S): shape S + (H,), into ``out`` if given."""
+    return np.take(weights, ids, axis=0, out=out)
 
 
 def embedding_backward(d_out: np.ndarray, ids: np.ndarray) -> SparseRows:
@@ -63,13 +65,21 @@ def linear_forward(x: np.ndarray, weights: np.ndarray, bias: np.ndarray) -> np.n
 
 
 def linear_backward(
-    d_out: np.ndarray, x: np.ndarray, weights: np.ndarray
+    d_out: np.ndarray,
+    x: np.ndarray,
+    weights: np.ndarray,
+    out_dx: Optional[np.ndarray] = None,
+    out_dw: Optional[np.ndarray] = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of ``linear_forward`` for ``x`` (N, D), ``d_out`` (N, O): (dx, dW, db).
 
-    One GEMM each for the input and the weight gradients, over all N rows at once.
+    One GEMM each for the input and the weight gradients over all N rows at once, written into
+    ``out_dx`` and ``out_dw`` if given. The bias gradient Σ_i d_out_i is a product with a vector of
+    ones too, so the threaded BLAS sums the (N, O) matrix instead of one core.
     """
-    return d_out @ weights.T, x.T @ d_out, d_out.sum(axis=0)
+    dx = np.matmul(d_out, weights.T, out=out_dx)
+    dw = np.matmul(x.T, d_out, out=out_dw)
+    return dx, dw, np.ones(len(d_out), dtype=d_out.dtype) @ d_out
 
 
 # --- inverted dropout ----------------------------------------------------------------------------------
@@ -101,21 +111,37 @@ def cross_entropy_per_token(logits: np.ndarray, targets: np.ndarray) -> np.ndarr
 
 
 def softmax_cross_entropy(
-    logits: np.ndarray, targets: np.ndarray, out: Optional[np.ndarray] = None
+    logits: np.ndarray,
+    targets: np.ndarray,
+    bias: Optional[np.ndarray] = None,
+    run_blocks: Callable[..., None] = run_serially,
 ) -> tuple[float, np.ndarray]:
-    """Mean cross-entropy (nats) of ``logits`` (N, V) against ``targets`` (N,), and its gradient.
+    """Mean cross-entropy (nats) of ``logits`` + ``bias`` (N, V) against ``targets`` (N,), and its gradient.
 
     loss = mean_i [log Σ_v exp(z_iv) − z_i,y_i];  d loss / d z = (softmax(z) − onehot(y)) / N.
-    The gradient is written into ``out`` (pass ``logits`` itself to reuse its memory).
+    ``logits`` is overwritten with the gradient, which is returned: the (N, V) matrix is the largest
+    array of a step, and doing every pass over it in place, block by block while a block is still in
+    cache, is much of what makes training fast. ``run_blocks`` may spread the blocks over threads.
     """
-    count = logits.shape[0]
-    rows = np.arange(count)
-    row_max = logits.max(axis=1, keepdims=True)
-    probs = np.subtract(logits, row_max, out=out)
-    target_shifted = probs[rows, targets].astype(np.float64)
-    np.exp(probs, out=probs)
-    totals = probs.sum(axis=1, keepdims=True)
-    loss = float(np.log(totals.astype(np.float64)).sum() - target_shifted.sum()) / count
-    probs *= 1.0 / (totals * count)
-    probs[rows, targets] -= 1.0 / count
-    return loss, probs
+    count, vocab = logits.shape
+    losses = np.empty(count, dtype=np.float64)
+    inverse_count = 1.0 / count
+
+    def block(start: int, stop: int) -> None:
+        z = logits[start:stop]
+        rows = np.arange(stop - start)
+        block_targets = targets[start:stop]
+        if bias is not None:
+            z += bias
+        z -= z.max(axis=1, keepdims=True)
+        target_z = z[rows, block_targets].astype(np.float64)
+        np.exp(z, out=z)
+        totals = z.sum(axis=1, keepdims=True)
+        losses[start:stop] = np.log(totals[:, 0].astype(np.float64)) - target_z
+        np.reciprocal(totals, out=totals)
+        totals *= inverse_count
+        z *= totals
+        z[rows, block_targets] -= inverse_count
+
+    run_blocks(block, count, vocab)
+    return float(losses.sum()) * inverse_count, logits

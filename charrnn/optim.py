@@ -11,11 +11,12 @@ Optimizer state is a flat dict of arrays named ``<slot>.<parameter>`` (``sum_sq.
 from __future__ import annotations
 
 import math
-from typing import Mapping, Union
+from typing import Callable, Mapping, Optional, Union
 
 import numpy as np
 
 from charrnn.ops import SparseRows
+from charrnn.workspace import run_serially
 
 OptimizerState = dict[str, np.ndarray]
 Gradient = Union[np.ndarray, SparseRows]
@@ -24,13 +25,6 @@ EPSILON = 1e-8
 RMSPROP_DECAY = 0.95  # char-rnn's default decay rate
 ADAM_BETAS = (0.9, 0.999)  # Kingma & Ba 2015
 SLOTS = {"adagrad": ("sum_sq",), "rmsprop": ("mean_sq",), "adam": ("m", "v")}
-
-
-def clip_gradients(grads: Mapping[str, Gradient], clip: float) -> None:
-    """Clamp every gradient element to [-clip, clip], in place."""
-    for grad in grads.values():
-        values = grad.values if isinstance(grad, SparseRows) else grad
-        np.clip(values, -clip, clip, out=values)
 
 
 def learning_rate_at(base_rate: float, decay: float, decay_after: float, epochs_completed: int) -> float:
@@ -95,8 +89,14 @@ def update(
     grads: Mapping[str, Gradient],
     state: OptimizerState,
     learning_rate: float,
+    clip: Optional[float] = None,
+    run_blocks: Callable[..., None] = run_serially,
 ) -> OptimizerState:
-    """One step of ``optimizer``, in place on ``params`` and ``state``; returns ``state``.
+    """One step of ``optimizer``, in place on ``params`` and ``state`` (and ``grads``); returns ``state``.
+
+    With ``clip``, every gradient element is first clamped to [-clip, clip]. Clipping and the update
+    run together block by block, so each block is read from memory once; ``run_blocks`` may spread the
+    blocks over threads.
 
     For Adagrad a SparseRows gradient updates only its rows, which is exact: an untouched row has
     g = 0, so its G and θ would not change anyway. RMSProp and Adam decay their averages (and Adam
@@ -104,22 +104,31 @@ def update(
     """
     if optimizer == "adam":
         state["step"] += 1
+    step = int(state["step"]) if optimizer == "adam" else 0
     for name, grad in grads.items():
         param = params[name]
-        if optimizer == "adagrad":
-            sum_sq = state[f"sum_sq.{name}"]
-            if isinstance(grad, SparseRows):
-                rows = grad.rows
-                param_rows, sum_sq_rows = param[rows], sum_sq[rows]
-                _adagrad(param_rows, grad.values, sum_sq_rows, learning_rate)
-                param[rows], sum_sq[rows] = param_rows, sum_sq_rows
-            else:
-                _adagrad(param, grad, sum_sq, learning_rate)
-            continue
         if isinstance(grad, SparseRows):
+            if optimizer == "adagrad":
+                rows, values = grad.rows, grad.values
+                if clip is not None:
+                    np.clip(values, -clip, clip, out=values)
+                param_rows, sum_sq_rows = param[rows], state[f"sum_sq.{name}"][rows]
+                _adagrad(param_rows, values, sum_sq_rows, learning_rate)
+                param[rows], state[f"sum_sq.{name}"][rows] = param_rows, sum_sq_rows
+                continue
             grad = grad.to_dense(param.shape[0])
-        if optimizer == "rmsprop":
-            _rmsprop(param, grad, state[f"mean_sq.{name}"], learning_rate)
-        else:
-            _adam(param, grad, state[f"m.{name}"], state[f"v.{name}"], learning_rate, int(state["step"]))
+        flat = [param.reshape(-1), grad.reshape(-1)] + [state[f"{slot}.{name}"].reshape(-1) for slot in SLOTS[optimizer]]
+
+        def block(start: int, stop: int, flat: list[np.ndarray] = flat) -> None:
+            param_block, grad_block, *slots = (array[start:stop] for array in flat)
+            if clip is not None:
+                np.clip(grad_block, -clip, clip, out=grad_block)
+            if optimizer == "adagrad":
+                _adagrad(param_block, grad_block, slots[0], learning_rate)
+            elif optimizer == "rmsprop":
+                _rmsprop(param_block, grad_block, slots[0], learning_rate)
+            else:
+                _adam(param_block, grad_block, slots[0], slots[1], learning_rate, step)
+
+        run_blocks(block, param.size)
     return state

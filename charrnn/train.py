@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
 import numpy as np
@@ -17,6 +17,7 @@ import numpy as np
 from charrnn import model, optim
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.errors import TrainingError
+from charrnn.workspace import Workspace
 
 # Weight of the newest step in the smoothed loss; the average is bias-corrected (as in Adam) so the
 # first steps report their real loss rather than a value dragged towards zero.
@@ -62,6 +63,7 @@ class TrainState:
     hidden: model.State  # (B, H) per layer and state kind, carried between chunks
     progress: Progress
     rng: np.random.Generator  # initialisation, then dropout masks
+    workspace: Workspace = field(default_factory=Workspace)  # scratch buffers and threads, never saved
 
 
 @dataclass(frozen=True)
@@ -136,15 +138,19 @@ def train_step(state: TrainState, streams: np.ndarray, config: TrainConfig) -> S
     targets = np.ascontiguousarray(chunk[1:])
     # A diverging model overflows somewhere; that is reported below as one clear error, not as warnings.
     with np.errstate(over="ignore", invalid="ignore"):
-        result = model.loss_and_grads(state.params, state.model_config, inputs, targets, state.hidden, state.rng)
+        result = model.loss_and_grads(
+            state.params, state.model_config, inputs, targets, state.hidden, state.rng, state.workspace
+        )
     if not math.isfinite(result.loss_nats):
         raise TrainingError(
             f"the loss became {result.loss_nats} at step {progress.step + 1}; the last checkpoint is "
             "kept; try a lower --learning-rate or a smaller --clip"
         )
-    optim.clip_gradients(result.grads, config.clip)
     learning_rate = current_learning_rate(progress, config)
-    optim.update(config.optimizer, state.params, result.grads, state.optimizer, learning_rate)
+    optim.update(
+        config.optimizer, state.params, result.grads, state.optimizer, learning_rate, config.clip,
+        state.workspace.run_blocks,
+    )
 
     progress.step += 1
     progress.tokens_seen += inputs.size

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from charrnn import ops
+from charrnn.workspace import Workspace
 from conftest import numeric_gradient, relative_error
 
 def test_softmax_cross_entropy_value_and_gradient():
@@ -22,9 +23,21 @@ def test_softmax_cross_entropy_value_and_gradient():
     assert relative_error(grad, numeric) < 1e-8
 
 
+def test_softmax_cross_entropy_with_bias_and_threads_is_exact():
+    rng = np.random.default_rng(5)
+    logits = rng.standard_normal((900, 700)).astype(np.float32)
+    bias = rng.standard_normal(700).astype(np.float32)
+    targets = rng.integers(700, size=900)
+    expected_loss, expected = ops.softmax_cross_entropy(logits + bias, targets)
+    loss, grad = ops.softmax_cross_entropy(logits.copy(), targets, bias, Workspace(threads=3).run_blocks)
+    assert loss == expected_loss and np.array_equal(grad, expected)
+    small_loss, _ = ops.softmax_cross_entropy(np.array([[0.0, 1.0]]), np.array([1]), np.array([1.0, 0.0]))
+    assert small_loss == pytest.approx(np.log(2))
+
+
 def test_softmax_cross_entropy_in_place_and_stable_for_huge_logits():
     logits = np.array([[1000.0, 0.0], [0.0, -1000.0]], dtype=np.float32)
-    loss, grad = ops.softmax_cross_entropy(logits, np.array([0, 0]), out=logits)
+    loss, grad = ops.softmax_cross_entropy(logits, np.array([0, 0]))
     assert grad is logits
     assert loss == pytest.approx(0.0, abs=1e-6)
     np.testing.assert_allclose(grad, [[0, 0], [0, 0]], atol=1e-6)

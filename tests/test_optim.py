@@ -9,16 +9,37 @@ import pytest
 
 from charrnn import optim
 from charrnn.ops import SparseRows
+from charrnn.workspace import Workspace
 
 EPS = optim.EPSILON
 
 
-def test_clip_gradients_clamps_dense_and_sparse_in_place():
+def test_update_clips_dense_and_sparse_gradients_first():
+    params = {"a": np.zeros(3), "b": np.zeros((2, 2))}
     dense = np.array([-7.0, 0.5, 9.0])
     sparse = SparseRows(np.array([1]), np.array([[6.0, -6.0]]))
-    optim.clip_gradients({"a": dense, "b": sparse}, 5.0)
+    state = optim.init_state("adagrad", params)
+    optim.update("adagrad", params, {"a": dense, "b": sparse}, state, 0.1, clip=5.0)
     assert dense.tolist() == [-5.0, 0.5, 5.0]
     assert sparse.values.tolist() == [[5.0, -5.0]]
+    assert state["sum_sq.a"].tolist() == [25.0, 0.25, 25.0]
+    assert state["sum_sq.b"].tolist() == [[0.0, 0.0], [25.0, 25.0]]
+
+
+@pytest.mark.parametrize("name", optim.SLOTS)
+def test_threaded_blocks_give_bit_identical_updates(name):
+    rng = np.random.default_rng(4)
+    weights = rng.standard_normal((700, 1000)).astype(np.float32)
+    grad = (rng.standard_normal((700, 1000)) * 4).astype(np.float32)
+    results = []
+    for workspace in (Workspace(threads=1), Workspace(threads=3)):
+        params = {"W": weights.copy()}
+        state = optim.init_state(name, params)
+        for _ in range(2):
+            optim.update(name, params, {"W": grad.copy()}, state, 0.01, 5.0, workspace.run_blocks)
+        results.append((params["W"], state))
+    assert np.array_equal(results[0][0], results[1][0])
+    assert all(np.array_equal(results[0][1][k], results[1][1][k]) for k in results[0][1])
 
 
 def test_adagrad_two_steps_exact_values():
