@@ -653,7 +653,8 @@ def reproduce_command(args: argparse.Namespace) -> str:
 
 
 def markdown_table(
-    machine: dict[str, Any], baseline: dict[str, Any], results: list[dict[str, Any]], args: argparse.Namespace
+    machine: dict[str, Any], baseline: dict[str, Any], results: list[dict[str, Any]], load_average: float,
+    args: argparse.Namespace,
 ) -> str:
     """The README's table: one row per phase and language, the machine and the command under it."""
     rows = [
@@ -681,8 +682,8 @@ def markdown_table(
         "",
         f"Peak RSS as the kernel reports it (ru_maxrss, MB = 10⁶ bytes); `python -c \"import numpy, charrnn.cli\"` "
         f"alone takes {baseline['peak_rss_mb']:.0f} MB. Train time includes the final validation "
-        f"({args.eval_tokens:,} tokens) and checkpoint. {machine['cpu']}, {machine['cores']} cores, "
-        f"Python {machine['python']}, numpy {machine['numpy']}, {machine['date']}.",
+        f"({args.eval_tokens:,} tokens) and checkpoint. {machine['cpu']}, {machine['cores']} cores (load average "
+        f"{load_average:.1f} before the run), Python {machine['python']}, numpy {machine['numpy']}, {machine['date']}.",
         f"Reproduce: `{reproduce_command(args)}`",
     ]
     return "\n".join(lines)
@@ -840,15 +841,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"Error: {exc}", file=sys.stderr)
         return exc.exit_code
     machine = machine_info()
+    load_end = os.getloadavg()[0]
     report = {
         "machine": machine,
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "work_dir": str(work_dir),
         "load_average_start": load_start,
-        "load_average_end": os.getloadavg()[0],
+        "load_average_end": load_end,
         "baseline": baseline,
         "results": results,
-        "markdown": markdown_table(machine, baseline, results, args),
+        "markdown": markdown_table(machine, baseline, results, load_start, args),
         "reproduce": reproduce_command(args),
         "units": "MB = 10⁶ bytes, GB = 10⁹ bytes; peak RSS from wait4's ru_maxrss (KiB × 1024)",
     }

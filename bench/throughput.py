@@ -45,6 +45,7 @@ REPO_ROOT = BENCH_DIR.parent
 DEFAULT_CORPORA_DIR = REPO_ROOT.parent / "shared" / "corpora"
 
 IMPLEMENTATIONS = ("charrnn", "torch", "classic")
+IMPL_LABELS = {"charrnn": "charrnn", "torch": "PyTorch reference", "classic": "classic (batch 1, float64)"}
 CONFIGS = {
     "zh": "tang300.txt",  # Chinese characters, vocabulary ≈2,600
     "en": "devils_dictionary.txt",  # English characters, vocabulary ≈85
@@ -60,6 +61,12 @@ LOSS_TAIL_STEPS = 10  # the reported "last" loss is the mean of this many final 
 # Other work on the machine only ever slows a round down, so the best round is the default figure.
 STATISTICS = {"best": max, "median": statistics.median}
 NOISY_SPREAD = 1.25  # rounds differing by more than this factor get a note that the machine was busy
+BUSY_LOAD = 1.0  # a 1-minute load average above this at the start gets a note too
+OPENBLAS_SYMBOLS = tuple(
+    (f"{prefix}_get_corename{suffix}", f"{prefix}_get_num_threads{suffix}")
+    for prefix in ("scipy_openblas", "openblas")
+    for suffix in ("64_", "")
+)
 
 
 def model_flops_per_token(hidden_size: int, vocab_size: int) -> int:
@@ -210,7 +217,8 @@ def run_worker(args) -> int:
         classic = _bench_module("classic")
         ids = np.load(data_dir / "ids.npy")
         trainer = classic.ClassicTrainer(
-            vocab_size, args.hidden_size, seq_length=args.seq_length, learning_rate=args.learning_rate, clip=args.clip
+            vocab_size, args.hidden_size,
+            seq_length=args.seq_length, learning_rate=args.learning_rate, clip=args.clip,
         )
         report["setup_rss_mib"] = peak_rss_mib()
         seconds, losses = _time_steps(lambda: trainer.train_step(ids), args.classic_warmup, args.classic_steps)
@@ -320,7 +328,8 @@ def measure_config(dataset: Dataset, impls: Sequence[str], args) -> dict[str, An
             report = run_in_subprocess(impl, dataset, args)
             if "error" in report:
                 results[impl].error = report["error"]
-                print(f"[{dataset.name}] round {round_index + 1}: {impl} failed: {report['error']}", file=sys.stderr)
+                print(f"[{dataset.name}] round {round_index + 1}: {impl} failed: {report['error']}",
+                      file=sys.stderr)
                 continue
             if impl == "gemm":
                 gemm_rates.append(report["gflops"])
@@ -385,10 +394,10 @@ def _openblas_runtime() -> Optional[str]:
             lib = ctypes.CDLL(library)
         except OSError:
             continue
-        for prefix, suffix in (("scipy_openblas", "64_"), ("scipy_openblas", ""), ("openblas", "64_"), ("openblas", "")):
+        # numpy's wheels bundle scipy-openblas with 64-bit-integer symbols; other builds use plain names.
+        for corename_symbol, threads_symbol in OPENBLAS_SYMBOLS:
             try:
-                corename = getattr(lib, f"{prefix}_get_corename{suffix}")
-                threads = getattr(lib, f"{prefix}_get_num_threads{suffix}")
+                corename, threads = getattr(lib, corename_symbol), getattr(lib, threads_symbol)
             except AttributeError:
                 continue
             corename.restype = ctypes.c_char_p
@@ -401,7 +410,8 @@ def machine_info() -> dict[str, Any]:
     cpu_model = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
-            cpu_model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu_model)
+            models = (line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            cpu_model = next(models, cpu_model)
     except OSError:
         pass
     blas = "unknown"
@@ -480,7 +490,8 @@ def print_report(machine: dict[str, Any], results: list[dict[str, Any]], notes: 
 def markdown_table(results: list[dict[str, Any]]) -> str:
     """The results as one Markdown table, ready to paste into the README."""
     lines = [
-        "| config | vocabulary | implementation | tokens/s | GFLOP/s | % of numpy GEMM | peak RSS (MiB) | charrnn ÷ this |",
+        "| config | vocabulary | implementation | tokens/s | GFLOP/s | % of numpy GEMM | peak RSS (MiB) "
+        "| charrnn ÷ this |",
         "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for result in results:
@@ -492,14 +503,15 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
             fraction = s["fraction_of_gemm"]
             percent = f"{100 * fraction:.0f}%" if fraction is not None and impl != "classic" else "—"
             ratio = result["ratios"].get(f"charrnn/{impl}")
-            label = {"charrnn": "charrnn", "torch": "PyTorch reference", "classic": "classic (batch 1, float64)"}[impl]
+            label = IMPL_LABELS[impl]
             lines.append(
                 f"| {name} | {vocab} | {label} | {s['tokens_per_s']:,.0f} | {s['gflops']:.1f} | {percent} | "
                 f"{s['peak_rss_mib']:.0f} | {_fmt_ratio(ratio) if ratio else ''} |"
             )
         gemm = result["gemm"]["gflops"]
         if gemm is not None:
-            lines.append(f"| {name} | {vocab} | numpy float32 GEMM {result['gemm']['shape']} | | {gemm:.1f} | 100% | | |")
+            shape = result["gemm"]["shape"]
+            lines.append(f"| {name} | {vocab} | numpy float32 GEMM {shape} | | {gemm:.1f} | 100% | | |")
     return "\n".join(lines)
 
 
@@ -516,25 +528,27 @@ def loss_check(datasets: list[Dataset], args) -> int:
     """
     torch_reference = _bench_module("torch_reference")
     every = max(1, args.loss_check // 10)
+    # One torch thread: torch's and OpenBLAS's worker threads, taking turns in one process, otherwise
+    # spin against each other, and speed is not measured here.
+    torch_options = dict(lr=args.learning_rate, clip=args.clip, seq_length=args.seq_length, num_threads=1)
     for dataset in datasets:
         streams = np.load(dataset.data_dir / "streams.npy")
         trainers = {
             "charrnn": charrnn_step_function(dataset.vocab_size, args, args.loss_check),
             "torch": torch_reference.TorchTrainer(
-                dataset.vocab_size, args.hidden_size, lr=args.learning_rate, clip=args.clip, seq_length=args.seq_length
+                dataset.vocab_size, args.hidden_size, **torch_options
             ).train_step,
             "torch, N(0, 0.01²) init": torch_reference.TorchTrainer(
-                dataset.vocab_size, args.hidden_size, lr=args.learning_rate, clip=args.clip,
-                seq_length=args.seq_length, init_scale=0.01,
+                dataset.vocab_size, args.hidden_size, init_scale=0.01, **torch_options
             ).train_step,
             "torch, charrnn's model": torch_reference.TorchTrainer(
-                dataset.vocab_size, args.hidden_size, lr=args.learning_rate, clip=args.clip,
-                seq_length=args.seq_length, init_scale=0.01, identity_input=True,
+                dataset.vocab_size, args.hidden_size, init_scale=0.01, identity_input=True, **torch_options
             ).train_step,
         }
         smoothed = {name: torch_reference.SmoothedLoss() for name in trainers}
-        print(f"== {dataset.name}: vocabulary {dataset.vocab_size:,} (uniform guess {np.log(dataset.vocab_size):.2f} "
-              "nats); smoothed training loss in nats/token ==")
+        uniform_nats = np.log(dataset.vocab_size)
+        print(f"== {dataset.name}: vocabulary {dataset.vocab_size:,} (uniform guess {uniform_nats:.2f} nats); "
+              "smoothed training loss in nats/token ==")
         print(f"{'step':>6}" + "".join(f"  {name:>24}" for name in trainers))
         for step in range(1, args.loss_check + 1):
             values = {name: smoothed[name].add(train(streams)) for name, train in trainers.items()}
@@ -555,7 +569,8 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="zh (tang300), en (Devil's Dictionary), v6000 (synthetic, vocabulary 6,000) or all "
                              "(the default); may be repeated")
     parser.add_argument("--corpora-dir", type=Path, default=DEFAULT_CORPORA_DIR,
-                        help="where tang300.txt and devils_dictionary.txt are (default: ../shared/corpora from the repo)")
+                        help="where tang300.txt and devils_dictionary.txt are "
+                             "(default: ../shared/corpora beside the repository)")
     parser.add_argument("--corpus", type=Path, help="use this UTF-8 file for the one --config given")
     parser.add_argument("--impl", default=",".join(IMPLEMENTATIONS),
                         help="comma-separated subset of charrnn,torch,classic")
@@ -574,7 +589,8 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                              "other work on the machine only slows rounds down)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the report")
     parser.add_argument("--loss-check", type=int, metavar="STEPS",
-                        help="instead of timing, train charrnn and torch STEPS steps and print both losses")
+                        help="instead of timing, train charrnn and torch STEPS steps and print both losses "
+                             "(nothing is timed: on a busy machine set OPENBLAS_NUM_THREADS=1 to keep it quick)")
     parser.add_argument("--worker", choices=[*IMPLEMENTATIONS, "gemm"], help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     parser.add_argument("--vocab-size", type=int, help=argparse.SUPPRESS)
@@ -585,7 +601,8 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         args.impl = [impl.strip() for impl in args.impl.split(",") if impl.strip()]
         unknown = sorted(set(args.impl) - set(IMPLEMENTATIONS))
         if unknown or not args.impl:
-            parser.error(f"--impl takes a comma-separated subset of {','.join(IMPLEMENTATIONS)}; got {unknown or 'none'}")
+            parser.error(f"--impl takes a comma-separated subset of {','.join(IMPLEMENTATIONS)}; "
+                         f"got {unknown or 'none'}")
         if args.corpus and len(args.config) != 1:
             parser.error("--corpus replaces the corpus of one configuration: give exactly one --config")
         for name in ("steps", "classic_steps", "rounds", "hidden_size", "batch_size", "seq_length"):
@@ -600,6 +617,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.worker:
         return run_worker(args)
 
+    load_at_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
     notes = [
         "peak RSS is the high-water mark (VmHWM) of each implementation's own process, the largest over "
         "the rounds; 'setup' is that peak after imports and data loading, before training",
@@ -642,8 +660,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return loss_check(datasets, args)
         results = [measure_config(dataset, impls, args) for dataset in datasets]
 
+    if load_at_start > BUSY_LOAD:
+        # Two-thread BLAS slows down many-fold, not by half, when another process holds a core.
+        notes.append(f"the 1-minute load average was {load_at_start:.1f} when the benchmark started: other "
+                     "work was probably running, and the figures may be low")
     notes.extend(noise_notes(results))
     machine = machine_info()
+    machine["load_average_at_start"] = round(load_at_start, 2)
     if args.json:
         settings = {k: v for k, v in vars(args).items() if k not in ("worker", "data_dir", "vocab_size", "json")}
         settings.update(corpora_dir=str(args.corpora_dir), corpus=str(args.corpus) if args.corpus else None,

@@ -375,7 +375,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f"{args.steps} steps after {args.warmup} warm-up: {tokens / elapsed_s:,.0f} tokens/s; "
           f"last loss {loss_nats:.3f}, smoothed {smoothed_nats:.3f} nats/token")
     if len(held_out) > 1:
-        print(f"held-out loss ({len(held_out):,} tokens, one stream): {trainer.evaluate(held_out):.3f} nats/token")
+        held_out_nats = trainer.evaluate(held_out)
+        print(f"held-out loss ({len(held_out):,} tokens, one stream): {held_out_nats:.3f} nats/token")
     return 0
 
 

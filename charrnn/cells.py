@@ -43,10 +43,12 @@ def _sigmoid_(x: np.ndarray) -> np.ndarray:
 
 
 def _weight_gradient(h_prev_first: np.ndarray, hs: np.ndarray, d_pre: np.ndarray) -> np.ndarray:
-    """Σ_t h_{t-1}ᵀ d_pre_t as one GEMM over all T·B rows."""
-    hidden = hs.shape[2]
-    h_prev = np.concatenate([h_prev_first[None], hs[:-1]]).reshape(-1, hidden)
-    return h_prev.T @ d_pre.reshape(-1, d_pre.shape[2])
+    """Σ_t h_{t-1}ᵀ d_pre_t: one GEMM over steps 1..T−1 (whose h_{t-1} are hs[:-1]) plus step 0's."""
+    hidden, width = hs.shape[2], d_pre.shape[2]
+    grad = h_prev_first.T @ d_pre[0]
+    if len(hs) > 1:
+        grad += hs[:-1].reshape(-1, hidden).T @ d_pre[1:].reshape(-1, width)
+    return grad
 
 
 # --- vanilla: h_t = act(x_proj_t + h_{t-1} W_hh), act = tanh or relu ----------------------------------
@@ -70,18 +72,19 @@ def rnn_forward(x_proj: np.ndarray, state0: State, weights: dict[str, np.ndarray
 def rnn_backward(d_hs: np.ndarray, cache: Any, weights: dict[str, np.ndarray]) -> tuple[np.ndarray, dict, State]:
     """BPTT for ``rnn_forward``: (d_x_proj (T, B, H), {"W_hh": (H, H)}, {"h": dh0 (B, H)})."""
     hs, h0, activation = cache
-    d_pre = np.empty_like(hs)
+    # The activation's derivative for every step at once: tanh'(a) = 1 − h², relu'(a) = [h > 0].
+    if activation == "tanh":
+        d_pre = np.multiply(hs, hs)
+        np.subtract(1.0, d_pre, out=d_pre)
+    else:
+        d_pre = (hs > 0).astype(hs.dtype)
     dh_next = np.zeros_like(h0)
     w_hh_t = weights["W_hh"].T
-    for t in range(hs.shape[0] - 1, -1, -1):
+    last = hs.shape[0] - 1
+    for t in range(last, -1, -1):
         d_pre_t = d_pre[t]
-        np.add(d_hs[t], dh_next, out=d_pre_t)
-        if activation == "tanh":
-            # tanh'(a) = 1 − h²; d·(1 − h²) = d − d·h·h avoids a temporary.
-            d_pre_t -= d_pre_t * hs[t] * hs[t]
-        else:
-            d_pre_t *= hs[t] > 0
-        dh_next = d_pre_t @ w_hh_t
+        d_pre_t *= d_hs[t] + dh_next if t < last else d_hs[t]
+        np.matmul(d_pre_t, w_hh_t, out=dh_next)
     return d_pre, {"W_hh": _weight_gradient(h0, hs, d_pre)}, {"h": dh_next}
 
 

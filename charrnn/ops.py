@@ -110,6 +110,10 @@ def cross_entropy_per_token(logits: np.ndarray, targets: np.ndarray) -> np.ndarr
     return np.log(shifted.sum(axis=1, dtype=np.float64)) - target_shifted
 
 
+# |logit| below which exp needs no shifting (float32 exp overflows at 88.7, underflows below −87.3).
+_EXP_SAFE = 60.0
+
+
 def softmax_cross_entropy(
     logits: np.ndarray,
     targets: np.ndarray,
@@ -133,7 +137,13 @@ def softmax_cross_entropy(
         block_targets = targets[start:stop]
         if bias is not None:
             z += bias
-        z -= z.max(axis=1, keepdims=True)
+        # Any shift per row gives the same softmax; the row maximum is the usual one, against overflow.
+        # Logits are almost always small, and then shifting is a pass over the largest matrix of the
+        # step for nothing: exp overflows only past 88, and a row whose maximum is above −60 cannot
+        # underflow to an all-zero sum.
+        row_max = z.max(axis=1, keepdims=True)
+        if row_max.max() > _EXP_SAFE or row_max.min() < -_EXP_SAFE:
+            z -= row_max
         target_z = z[rows, block_targets].astype(np.float64)
         np.exp(z, out=z)
         totals = z.sum(axis=1, keepdims=True)
