@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.util
-import inspect
 import json
 import os
 import platform
@@ -169,9 +168,6 @@ def charrnn_step_function(vocab_size: int, args, total_steps: int) -> Callable[[
         rng_seed=0,
     )
     state = train.new_state(model_config, train_config)
-    # The multi-layer work passes the model's config to train_step; time whichever form is installed.
-    if "model_config" in inspect.signature(train.train_step).parameters:
-        return lambda streams: train.train_step(state, streams, model_config, train_config).loss_nats
     return lambda streams: train.train_step(state, streams, train_config).loss_nats
 
 
@@ -266,9 +262,26 @@ def _worker_command(impl: str, dataset: Dataset, args) -> list[str]:
     ]
 
 
+def worker_environment(impl: str) -> dict[str, str]:
+    """The environment a worker runs in: charrnn's (and numpy's GEMM) as the ``charrnn`` command sets it.
+
+    ``charrnn`` tunes OpenBLAS before numpy loads (charrnn.cli.BLAS_SETTINGS); its worker gets the
+    same, so it times exactly what ``charrnn train`` runs. The other implementations run as their
+    users run them, in the environment as it is.
+    """
+    env = dict(os.environ)
+    if impl in ("charrnn", "gemm"):
+        from charrnn.cli import BLAS_SETTINGS
+
+        for name, value in BLAS_SETTINGS.items():
+            env.setdefault(name, value)
+    return env
+
+
 def run_in_subprocess(impl: str, dataset: Dataset, args) -> dict[str, Any]:
     """One measurement in a fresh interpreter, so its peak RSS is its own; an ``error`` key if it failed."""
-    done = subprocess.run(_worker_command(impl, dataset, args), capture_output=True, text=True)
+    done = subprocess.run(_worker_command(impl, dataset, args), capture_output=True, text=True,
+                          env=worker_environment(impl))
     lines = done.stdout.strip().splitlines()
     if done.returncode == 0 and lines:
         try:

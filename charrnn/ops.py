@@ -11,6 +11,7 @@ from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
+from charrnn import fpu
 from charrnn.workspace import run_serially
 
 
@@ -43,15 +44,25 @@ def embedding_backward(d_out: np.ndarray, ids: np.ndarray) -> SparseRows:
     """Gradient of ``embedding_forward`` w.r.t. the weights, summed per distinct id.
 
     ``d_out`` has shape S + (H,) for ``ids`` of shape S. Equal ids are gathered together by a stable
-    sort and summed with one ``add.reduceat``, so no Python loop runs per token.
+    sort; each distinct id's first row is copied, and only ids that occur more than once get a
+    segment sum of their other rows (``add.reduceat`` costs about a microsecond per segment, and
+    with a large vocabulary most ids of a batch occur once).
     """
     flat_ids = ids.reshape(-1)
     flat_grad = d_out.reshape(len(flat_ids), -1)
     order = np.argsort(flat_ids, kind="stable")
     sorted_ids = flat_ids[order]
-    starts = np.flatnonzero(np.r_[True, sorted_ids[1:] != sorted_ids[:-1]])
-    values = np.add.reduceat(flat_grad[order], starts, axis=0)
-    return SparseRows(sorted_ids[starts], values)
+    is_first = np.empty(len(sorted_ids), dtype=bool)
+    is_first[0] = True
+    np.not_equal(sorted_ids[1:], sorted_ids[:-1], out=is_first[1:])
+    firsts = np.flatnonzero(is_first)
+    values = flat_grad[order[firsts]]
+    repeats = np.flatnonzero(~is_first)
+    if len(repeats):
+        group = np.cumsum(is_first)[repeats] - 1  # the distinct id each repeated row belongs to
+        boundaries = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])
+        values[group[boundaries]] += np.add.reduceat(flat_grad[order[repeats]], boundaries, axis=0)
+    return SparseRows(sorted_ids[firsts], values)
 
 
 # --- affine layer: y = x W + b ------------------------------------------------------------------------
@@ -110,8 +121,9 @@ def cross_entropy_per_token(logits: np.ndarray, targets: np.ndarray) -> np.ndarr
     return np.log(shifted.sum(axis=1, dtype=np.float64)) - target_shifted
 
 
-# |logit| below which exp needs no shifting (float32 exp overflows at 88.7, underflows below −87.3).
-_EXP_SAFE = 60.0
+# Logits within this of zero need no shifting (float32 exp overflows at 88.7); probabilities within
+# e^-this of the largest stay normal floats even after dividing by V·N.
+_EXP_RANGE = 60.0
 
 
 def softmax_cross_entropy(
@@ -137,14 +149,20 @@ def softmax_cross_entropy(
         block_targets = targets[start:stop]
         if bias is not None:
             z += bias
-        # Any shift per row gives the same softmax; the row maximum is the usual one, against overflow.
-        # Logits are almost always small, and then shifting is a pass over the largest matrix of the
-        # step for nothing: exp overflows only past 88, and a row whose maximum is above −60 cannot
-        # underflow to an all-zero sum.
-        row_max = z.max(axis=1, keepdims=True)
-        if row_max.max() > _EXP_SAFE or row_max.min() < -_EXP_SAFE:
-            z -= row_max
         target_z = z[rows, block_targets].astype(np.float64)
+        row_max = z.max(axis=1, keepdims=True)
+        # Any shift per row gives the same softmax; the row maximum is the usual one, against overflow.
+        # Logits are almost always small, and then shifting costs a pass over the largest matrix of
+        # the step for nothing (exp overflows only past 88). Logits more than _EXP_RANGE below their
+        # row's maximum are raised to that floor: their probabilities (< e^-60) would otherwise come
+        # out as subnormal floats, which make the two gradient GEMMs that read them up to a hundred
+        # times slower, and raising them changes the loss by less than V·e^-60 relative.
+        shifted = row_max.max() > _EXP_RANGE or row_max.min() < -_EXP_RANGE
+        if shifted:
+            z -= row_max
+            target_z -= row_max[:, 0]
+        if not fpu.flushing_in_this_thread():  # a flushing thread turns them into zeros for free
+            np.maximum(z, -_EXP_RANGE if shifted else row_max - _EXP_RANGE, out=z)
         np.exp(z, out=z)
         totals = z.sum(axis=1, keepdims=True)
         losses[start:stop] = np.log(totals[:, 0].astype(np.float64)) - target_z

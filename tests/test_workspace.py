@@ -1,4 +1,5 @@
-"""The workspace: reused buffers, and row blocks that cover every row exactly once on any thread count."""
+"""The workspace: reused buffers, and row blocks that cover every row exactly once on any thread count,
+on worker threads that flush subnormal floats."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import threading
 import numpy as np
 import pytest
 
+from charrnn import fpu
 from charrnn.workspace import Workspace, block_rows, run_serially
 
 
@@ -23,18 +25,21 @@ def test_buffers_are_reused_until_shape_or_dtype_change():
 def test_blocks_cover_every_row_once(threads, rows, width):
     seen = np.zeros(rows, dtype=np.int64)
     lock = threading.Lock()
-    names = set()
+    runners = set()
 
     def mark(start: int, stop: int) -> None:
         assert 0 <= start < stop <= rows and stop - start <= block_rows(width)
         with lock:
             seen[start:stop] += 1
-            names.add(threading.current_thread().name)
+            runners.add((threading.current_thread() is threading.main_thread(), fpu.flushing_in_this_thread()))
 
     Workspace(threads).run_blocks(mark, rows, width)
     assert (seen == 1).all()
-    if threads > 1 and rows * width >= 1 << 18:
-        assert len(names) >= 2  # the work really was shared with the pool
+    if rows * width >= 1 << 18 and fpu.available():
+        # Big jobs run only on worker threads, and they flush subnormals.
+        assert runners == {(False, True)}
+    if rows * width < 1 << 18:
+        assert runners == {(True, fpu.flushing_in_this_thread())}  # small jobs stay on the caller's thread
 
 
 def test_an_error_in_a_worker_reaches_the_caller():
@@ -44,6 +49,24 @@ def test_an_error_in_a_worker_reaches_the_caller():
 
     with pytest.raises(ValueError, match="boom"):
         Workspace(threads=2).run_blocks(fail, 1_000_000, 1)
+
+
+def test_serial_blocks_follow_the_block_size():
     calls = []
-    run_serially(lambda a, b: calls.append((a, b)), 5, 1 << 15)
+    run_serially(lambda a, b: calls.append((a, b)), 5, 1 << 17)  # two rows of 2**17 a block
     assert calls == [(0, 2), (2, 4), (4, 5)]
+
+
+@pytest.mark.skipif(not fpu.available(), reason="flushing subnormals needs x86-64 and executable memory")
+def test_worker_threads_flush_subnormals_and_the_caller_is_untouched():
+    assert not fpu.flushing_in_this_thread()
+    tiny = np.full(1 << 18, 1e-20, dtype=np.float32)  # squared: 1e-40, a subnormal float32
+    squares = np.empty_like(tiny)
+
+    def square(start: int, stop: int) -> None:
+        np.multiply(tiny[start:stop], tiny[start:stop], out=squares[start:stop])
+
+    Workspace(threads=2).run_blocks(square, len(tiny))
+    assert not squares.any()  # flushed to zero on the workers
+    assert np.multiply(tiny[:1], tiny[:1])[0] > 0  # while this thread still computes the subnormal
+    assert not fpu.flushing_in_this_thread()
