@@ -82,21 +82,26 @@ def score_ids(
     if count < 1:
         return Score(0, 0, 0.0)
     batch = min(batch_size, count)
-    length = -(-count // batch)  # ceil
-    padded = batch * length
-    inputs = np.zeros(padded, dtype=np.int64)
-    targets = np.zeros(padded, dtype=np.int64)
-    inputs[:count], targets[:count] = ids[:-1], ids[1:]
-    scored = (np.arange(padded) < count).reshape(batch, length)
-    inputs, targets = inputs.reshape(batch, length), targets.reshape(batch, length)
-    chunk = max(1, min(length, _LOGITS_PER_CHUNK // (batch * config.vocab_size)))
+    length = -(-count // batch)  # ceil: stream j scores targets j·length ... (j + 1)·length − 1
+    # Per position, forward-only work keeps the logits (V values) and every layer's cell cache (at
+    # most about 8·H values for an LSTM); the chunk of steps is cut so that both stay bounded.
+    width = max(config.vocab_size, 8 * config.hidden_size * config.num_layers)
+    chunk = max(1, min(length, _LOGITS_PER_CHUNK // (batch * width)))
     state = model.initial_state(config, batch)
+    stream_starts = np.arange(batch)[:, None] * length
     total_nats = 0.0
     for start in range(0, length, chunk):
-        window = slice(start, start + chunk)
-        losses, state = model.token_losses(params, config, inputs[:, window].T, targets[:, window].T, state)
-        total_nats += float(losses[scored[:, window].T].sum())
-    characters = int(token_lengths[ids[1:]].sum())
+        # Target positions of this window in every stream (B, w); the ones past the text are padding.
+        positions = stream_starts + np.arange(start, min(start + chunk, length))[None, :]
+        scored = positions < count
+        positions = np.minimum(positions, count - 1)
+        inputs, targets = ids[positions], ids[positions + 1]  # gathered a window at a time, never all ids
+        losses, state = model.token_losses(params, config, inputs.T, targets.T, state)
+        total_nats += float(losses[scored.T].sum())
+    if (token_lengths == 1).all():
+        characters = count
+    else:
+        characters = sum(int(token_lengths[ids[i + 1 : i + 1 + (1 << 20)]].sum()) for i in range(0, count, 1 << 20))
     return Score(count, characters, total_nats)
 
 

@@ -227,6 +227,7 @@ def _write_ids(provisional_path: str, mapping: np.ndarray, dtype: np.dtype, coun
             final = mapping[chunk]
             digest.update(final.data)
             out.write(final.data)
+            del chunk, final  # before the next read, so two chunks are never alive at once
         out.flush()
         os.fsync(out.fileno())
     return tmp_path, digest.hexdigest()
