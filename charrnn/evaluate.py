@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from charrnn import model
+from charrnn import fpu, model
 from charrnn.config import ModelConfig
 from charrnn.errors import VocabularyError
 from charrnn.tokenizer import Tokenizer
@@ -96,7 +96,8 @@ def score_ids(
         scored = positions < count
         positions = np.minimum(positions, count - 1)
         inputs, targets = ids[positions], ids[positions + 1]  # gathered a window at a time, never all ids
-        losses, state = model.token_losses(params, config, inputs.T, targets.T, state)
+        with fpu.flushing():  # exp of very negative logits would otherwise crawl through subnormals
+            losses, state = model.token_losses(params, config, inputs.T, targets.T, state)
         total_nats += float(losses[scored.T].sum())
     if (token_lengths == 1).all():
         characters = count

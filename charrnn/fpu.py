@@ -8,19 +8,22 @@ tenth of one. The processor can instead treat them as zero (the FTZ and DAZ bits
 register), which changes no result by more than 1.2e-38.
 
 numpy offers no way to set those bits, so this module carries the two instructions that do, as ten
-bytes of x86-64 code called through ctypes. MXCSR belongs to a thread, and only charrnn's worker
-threads (see workspace.py) set it: the caller's own threads are left exactly as they were. Where the
+bytes of x86-64 code called through ctypes. MXCSR belongs to a thread: charrnn's worker threads (see
+workspace.py) set it for good. Where the
 code cannot run (another architecture, Windows' calling convention, or a system that forbids
 executable memory), ``flush_subnormals_in_this_thread`` returns False and nothing changes but speed.
+The caller's own thread flushes only inside ``flushing()`` blocks around charrnn's loops, and gets
+its previous setting back at the end of each.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import mmap
 import platform
 import sys
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 # MXCSR bits: flush results to zero (FTZ, bit 15) and treat inputs as zero (DAZ, bit 6).
 _FTZ_DAZ = 0x8040
@@ -70,3 +73,21 @@ def flush_subnormals_in_this_thread() -> bool:
 def flushing_in_this_thread() -> bool:
     """Whether the calling thread currently flushes subnormals."""
     return _ACCESS is not None and (_ACCESS.get() & _FTZ_DAZ) == _FTZ_DAZ
+
+
+@contextlib.contextmanager
+def flushing() -> Iterator[None]:
+    """Flush subnormals in the calling thread inside the block, and restore its setting after it.
+
+    For charrnn's own heavy loops (a training step, an evaluation) run on the caller's thread: the
+    caller gets its thread back exactly as it was.
+    """
+    if _ACCESS is None:
+        yield
+        return
+    saved = _ACCESS.get()
+    _ACCESS.set(saved | _FTZ_DAZ)
+    try:
+        yield
+    finally:
+        _ACCESS.set(saved)

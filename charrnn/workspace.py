@@ -63,9 +63,9 @@ class Workspace:
         """Call ``function(start, stop)`` over row blocks covering ``rows`` rows, on all threads.
 
         Each thread takes a contiguous share of the blocks, so every row is handled exactly once and
-        blocks never overlap. Where subnormals can be flushed (fpu.py), all shares run on the worker
-        threads, which flush them, and never on the caller's thread, which is left as it was; the
-        result is then the same for any number of threads. Small jobs run on the caller's thread.
+        blocks never overlap. Worker threads flush subnormals (fpu.py); the caller's thread takes a
+        share only when it flushes them too (inside ``fpu.flushing()``), so the result is the same for
+        any number of threads. Small jobs run on the caller's thread.
         """
         if rows * row_width < _PARALLEL_MIN_ELEMENTS or (self.threads == 1 and not fpu.available()):
             run_serially(function, rows, row_width)
@@ -81,7 +81,8 @@ class Workspace:
             first, last = bounds[index], bounds[index + 1]
             run_serially(lambda a, b: function(first + a, first + b), last - first, row_width)
 
-        on_caller = 0 if fpu.available() else 1
+        # The caller's thread takes a share only if it computes as the workers do.
+        on_caller = 1 if fpu.flushing_in_this_thread() or not fpu.available() else 0
         futures = [self._pool.submit(share, index) for index in range(on_caller, self.threads)]
         if on_caller:
             share(0)

@@ -58,6 +58,19 @@ def test_serial_blocks_follow_the_block_size():
 
 
 @pytest.mark.skipif(not fpu.available(), reason="flushing subnormals needs x86-64 and executable memory")
+def test_flushing_block_restores_the_callers_setting():
+    tiny = np.float32(1e-20)
+    assert tiny * tiny > 0  # subnormal kept
+    with fpu.flushing():
+        assert fpu.flushing_in_this_thread()
+        assert tiny * tiny == 0  # flushed
+        with fpu.flushing():
+            pass
+        assert fpu.flushing_in_this_thread()  # an inner block restores the outer setting
+    assert not fpu.flushing_in_this_thread() and tiny * tiny > 0
+
+
+@pytest.mark.skipif(not fpu.available(), reason="flushing subnormals needs x86-64 and executable memory")
 def test_worker_threads_flush_subnormals_and_the_caller_is_untouched():
     assert not fpu.flushing_in_this_thread()
     tiny = np.full(1 << 18, 1e-20, dtype=np.float32)  # squared: 1e-40, a subnormal float32
