@@ -132,6 +132,12 @@ def run_charrnn(cell: str, hidden: int, tokenizer: Tokenizer, train_ids, val_ids
     return result
 
 
+def charrnn_init() -> dict[str, float]:
+    """charrnn's default initial weight scales, for the PyTorch model (same hyperparameters)."""
+    defaults = TrainConfig(max_steps=1)
+    return {"init_scale": defaults.init_scale, "embedding_scale": defaults.embedding_init_scale}
+
+
 def run_torch(hidden: int, tokenizer: Tokenizer, train_ids, val_ids, args) -> Optional[dict[str, Any]]:
     """The PyTorch reference's vanilla RNN raced for the budget, or None without torch."""
     try:
@@ -141,7 +147,7 @@ def run_torch(hidden: int, tokenizer: Tokenizer, train_ids, val_ids, args) -> Op
         return None
     trainer = torch_reference.make_trainer(
         tokenizer.vocab_size, hidden, cell="rnn", lr=args.learning_rate, seed=args.seed,
-        seq_length=args.seq_length, init_scale=0.01,
+        seq_length=args.seq_length, **charrnn_init(),
     )
     streams = split_streams(train_ids, args.batch_size, args.seq_length)
     result = race(

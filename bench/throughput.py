@@ -51,6 +51,7 @@ CONFIGS = {
     "v6000": None,  # synthetic: 5,999 CJK characters with Zipf frequencies plus newline
 }
 FLOPS_FORMULA = "6·H·V + 6·H²"
+CHARRNN_INIT = {"init_scale": 0.01, "embedding_scale": 0.5}  # charrnn's TrainConfig defaults
 # Each GEMM measurement repeats the product for at least this long, so one round is not a single call.
 GEMM_MIN_SECONDS = 0.5
 SYNTHETIC_SYMBOLS = 5_999  # plus "\n": a vocabulary of 6,000
@@ -552,10 +553,10 @@ def loss_check(datasets: list[Dataset], args) -> int:
                 dataset.vocab_size, args.hidden_size, **torch_options
             ).train_step,
             "torch, N(0, 0.01²) init": torch_reference.TorchTrainer(
-                dataset.vocab_size, args.hidden_size, init_scale=0.01, **torch_options
+                dataset.vocab_size, args.hidden_size, **CHARRNN_INIT, **torch_options
             ).train_step,
             "torch, charrnn's model": torch_reference.TorchTrainer(
-                dataset.vocab_size, args.hidden_size, init_scale=0.01, identity_input=True, **torch_options
+                dataset.vocab_size, args.hidden_size, **CHARRNN_INIT, identity_input=True, **torch_options
             ).train_step,
         }
         smoothed = {name: torch_reference.SmoothedLoss() for name in trainers}

@@ -15,7 +15,8 @@ Where this differs from charrnn's vanilla RNN, it is because that is what PyTorc
   embedding it holds H² + H more parameters and does 6·H² more FLOPs per token than charrnn, whose
   embedding row already is x_t W_xh.
 - Weights start from PyTorch's default initialisation, unless ``init_scale`` is given: then every weight
-  is drawn from N(0, init_scale²) and every bias is zero, as charrnn does.
+  is drawn from N(0, init_scale²) (the embedding from N(0, embedding_scale²) if that is given) and every
+  bias is zero, as charrnn does.
 - ``identity_input=True`` fixes the first layer's W_ih at the identity and its b_hh at zero, which
   makes the model exactly charrnn's (for loss comparisons only; it still pays for the product).
 - nn.Embedding's gradient is dense (V, H), so the optimizer updates all V rows every step.
@@ -99,12 +100,15 @@ def _detach(state: RecurrentState) -> RecurrentState:
     return state.detach() if state is not None else None
 
 
-def _init_like_charrnn(model: nn.Module, init_scale: float) -> None:
-    """Every weight from N(0, init_scale²) and every bias zero, as charrnn.model.init_params does."""
+def _init_like_charrnn(model: nn.Module, init_scale: float, embedding_scale: Optional[float] = None) -> None:
+    """Every weight from N(0, init_scale²) (the embedding from N(0, embedding_scale²) if given) and every
+    bias zero, as charrnn.model.init_params does."""
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "bias" in name:
                 param.zero_()
+            elif embedding_scale is not None and name.startswith("embedding"):
+                param.normal_(0.0, embedding_scale)
             else:
                 param.normal_(0.0, init_scale)
 
@@ -157,6 +161,7 @@ class TorchTrainer:
         seq_length: int = 25,
         seed: int = 0,
         init_scale: Optional[float] = None,
+        embedding_scale: Optional[float] = None,
         num_threads: Optional[int] = None,
         identity_input: bool = False,
     ) -> None:
@@ -167,7 +172,7 @@ class TorchTrainer:
             torch.manual_seed(seed)
             self.model = CharLanguageModel(vocab_size, hidden_size, num_layers, cell, nonlinearity, dropout)
             if init_scale is not None:
-                _init_like_charrnn(self.model, init_scale)
+                _init_like_charrnn(self.model, init_scale, embedding_scale)
         if identity_input:
             _freeze_identity_input(self.model)
         self.vocab_size = vocab_size
@@ -252,8 +257,8 @@ def make_trainer(
     seed: int = 0,
     **options,
 ) -> TorchTrainer:
-    """A TorchTrainer; ``options`` passes the rest (seq_length, nonlinearity, init_scale, num_threads,
-    identity_input)."""
+    """A TorchTrainer; ``options`` passes the rest (seq_length, nonlinearity, init_scale, embedding_scale,
+    num_threads, identity_input)."""
     return TorchTrainer(
         vocab_size,
         hidden_size,

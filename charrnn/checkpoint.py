@@ -31,7 +31,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from charrnn import __version__, model, optim
+from charrnn import __version__, files, model, optim
 from charrnn.config import ModelConfig, TrainConfig, from_dict
 from charrnn.errors import CharRNNError, CheckpointError, CheckpointWriteError, ConfigError
 from charrnn.tokenizer import Tokenizer
@@ -120,48 +120,17 @@ def to_bytes(ckpt: Checkpoint) -> bytes:
     return buffer.getvalue()
 
 
-def _fsync_directory(directory: str) -> None:
-    # The rename is durable only once the directory entry itself reaches the disk.
-    with suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def atomic_write(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` so that ``path`` always holds either the old or the new content.
 
-    The bytes go to a temporary file in the same folder, are flushed and fsynced, then renamed over
-    ``path``. On any failure the temporary file is removed and CheckpointWriteError raised.
+    Raises CheckpointWriteError (the previous file left in place) if the write fails.
     """
-    directory = os.path.dirname(path) or "."
-    tmp_path = None
     try:
-        fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp's 0600 would hide checkpoints from other users
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-        tmp_path = None
+        files.atomic_write(path, data)
     except OSError as exc:
         raise CheckpointWriteError(
             f"cannot write checkpoint {path}: {exc.strerror or exc}; the previous checkpoint is untouched"
         ) from None
-    finally:
-        if tmp_path is not None:
-            with suppress(OSError):
-                os.unlink(tmp_path)
-    _fsync_directory(directory)
 
 
 def prepare_directory(directory: str) -> None:

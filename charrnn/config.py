@@ -99,6 +99,10 @@ class TrainConfig:
     max_epochs: Optional[float] = None
     rng_seed: int = 0
     init_scale: float = 0.01
+    # The first layer's input weights are its token embeddings: with one-hot inputs they are the whole
+    # input signal, and at 0.01 the cell barely sees which token came in. N(0, 0.5²) gave lower
+    # validation loss than 0.01 on both bundled corpora at every size and learning rate tried.
+    embedding_init_scale: float = 0.5
     val_fraction: float = 0.05  # the end of the corpus held out for validation (0 with a --val-file)
 
     def __post_init__(self) -> None:
@@ -112,6 +116,7 @@ class TrainConfig:
         _require_positive("--clip", self.clip)
         _require_non_negative("--rng-seed", self.rng_seed)
         _require_positive("initial weight scale", self.init_scale)
+        _require_positive("initial embedding scale", self.embedding_init_scale)
         if not 0.0 <= self.val_fraction < 1.0:
             raise ConfigError(f"--val-fraction must be at least 0 and below 1, got {self.val_fraction}")
         if self.max_steps is not None:

@@ -57,10 +57,14 @@ def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def init_params(config: ModelConfig, rng: np.random.Generator, init_scale: float = 0.01) -> Params:
+def init_params(
+    config: ModelConfig, rng: np.random.Generator, init_scale: float = 0.01, embedding_scale: Optional[float] = None
+) -> Params:
     """Weights drawn from N(0, init_scale²), biases zero (LSTM forget gates 1), in ``config.dtype``.
 
-    Draws happen in the order of ``param_shapes`` so a seed always gives the same model.
+    The first layer's input weights W_xh, whose rows are the token embeddings, are drawn from
+    N(0, embedding_scale²) if it is given. Draws happen in the order of ``param_shapes`` so a seed
+    always gives the same model.
     """
     params = {}
     for name, shape in param_shapes(config).items():
@@ -69,7 +73,8 @@ def init_params(config: ModelConfig, rng: np.random.Generator, init_scale: float
             if config.cell == "lstm" and name.startswith("b_h"):
                 params[name][config.hidden_size : 2 * config.hidden_size] = LSTM_FORGET_BIAS
         else:
-            params[name] = (rng.standard_normal(shape) * init_scale).astype(config.dtype)
+            scale = embedding_scale if name == "W_xh" and embedding_scale is not None else init_scale
+            params[name] = (rng.standard_normal(shape) * scale).astype(config.dtype)
     return params
 
 

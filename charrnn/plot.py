@@ -19,13 +19,12 @@ import io
 import json
 import math
 import os
-import tempfile
 import warnings
-from contextlib import suppress
 from dataclasses import dataclass
 from numbers import Real
 from typing import Any, Optional
 
+from charrnn import files
 from charrnn.errors import CharRNNError, ConfigError
 
 INSTALL_HINT = "plotting needs matplotlib: pip install 'charrnn[plot]'"
@@ -173,23 +172,10 @@ def render_png(records: list[LogRecord], title: str, width_px: int, height_px: i
 
 def write_atomically(path: str, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and a rename, so no half-written PNG remains."""
-    directory = os.path.dirname(path) or "."
-    tmp_path = None
     try:
-        fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        mask = os.umask(0o022)
-        os.umask(mask)
-        os.chmod(tmp_path, 0o666 & ~mask)  # mkstemp's 0600 would hide the picture from other users
-        os.replace(tmp_path, path)
-        tmp_path = None
+        files.atomic_write(path, data)
     except OSError as exc:
         raise PlotWriteError(f"cannot write {path}: {exc.strerror or exc}; choose another -o path") from None
-    finally:
-        if tmp_path is not None:
-            with suppress(OSError):
-                os.unlink(tmp_path)
 
 
 def plot_log(log_path: str, output_path: str, width_px: int = 1200, height_px: int = 800) -> list[LogRecord]:

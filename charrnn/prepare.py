@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
+from charrnn import files
 from charrnn.corpus import AUTO, TextReader, open_corpus_file
 from charrnn.errors import CorpusError
 from charrnn.tokenizer import UNKNOWN_TOKEN, Tokenizer, tokenize
@@ -335,10 +336,7 @@ def prepare(
     try:
         os.replace(built["ids_tmp"], os.path.join(cache_dir, f"{key}.npy"))
         # The JSON goes last: its presence says the entry is complete.
-        fd, meta_tmp = tempfile.mkstemp(dir=cache_dir, prefix=".meta.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(meta, f, ensure_ascii=False)
-        os.replace(meta_tmp, os.path.join(cache_dir, f"{key}.json"))
+        files.atomic_write(os.path.join(cache_dir, f"{key}.json"), json.dumps(meta, ensure_ascii=False).encode())
     finally:
         with suppress(OSError):
             os.unlink(built["ids_tmp"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import secrets
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -124,9 +125,10 @@ def _read_data(
         if unknown:
             fate = "become the unknown token" if tokenizer.unknown else "are left out of validation"
             notes.append(f"{len(unknown)} validation tokens are outside the vocabulary and {fate}")
+    # Absolute paths, so that resuming without naming the corpus works from any folder.
     info = CorpusInfo(
-        prepared.paths, prepared.encodings, len(ids), prepared.ids_sha256, tuple(val_paths),
-        ids.dtype.str, max_vocab,
+        tuple(os.path.abspath(p) for p in prepared.paths), prepared.encodings, len(ids), prepared.ids_sha256,
+        tuple(os.path.abspath(p) for p in val_paths), ids.dtype.str, max_vocab,
     )
     return tokenizer, ids, val_ids, info
 

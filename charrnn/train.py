@@ -88,7 +88,7 @@ class StepResult:
 def new_state(model_config: ModelConfig, train_config: TrainConfig) -> TrainState:
     """A freshly initialised model and optimizer, seeded by ``train_config.rng_seed``."""
     rng = np.random.default_rng(train_config.rng_seed)
-    params = model.init_params(model_config, rng, train_config.init_scale)
+    params = model.init_params(model_config, rng, train_config.init_scale, train_config.embedding_init_scale)
     return TrainState(
         model_config=model_config,
         params=params,

@@ -109,3 +109,9 @@ def test_init_params_dtype_determinism_and_lstm_forget_bias():
     assert not first["b_h"].any() and 0.005 < float(np.std(first["W_xh"])) < 0.02
     lstm = model.init_params(ModelConfig(vocab_size=7, hidden_size=3, cell="lstm"), np.random.default_rng(5))
     assert lstm["b_h"].tolist() == [0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0]
+    big = ModelConfig(vocab_size=2000, hidden_size=50, num_layers=2)
+    scaled = model.init_params(big, np.random.default_rng(5), 0.01, embedding_scale=0.5)
+    assert 0.49 < float(np.std(scaled["W_xh"])) < 0.51  # the embedding rows
+    assert 0.0095 < float(np.std(scaled["W_hy"])) < 0.0105 and 0.009 < float(np.std(scaled["W_xh.1"])) < 0.011
+    plain = model.init_params(big, np.random.default_rng(5), 0.01)
+    assert np.allclose(scaled["W_xh"], plain["W_xh"] * 50) and np.array_equal(scaled["W_hh"], plain["W_hh"])

@@ -22,7 +22,8 @@ def eval_command(
     """Score the text of FILES (joined) under the model in CHECKPOINT.
 
     Prints one line on stdout: tokens scored, loss in nats per token, bits per character and
-    perplexity. Tokens outside the model's vocabulary are left out of the score and counted.
+    perplexity. Tokens outside the model's vocabulary are counted, and left out of the score (or
+    scored as <unk> when the model has one). Exit code 2 if none of the text can be scored.
     """
     from charrnn import checkpoint as checkpoints
     from charrnn.errors import ConfigError

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 import click
 
