@@ -138,3 +138,48 @@ def test_the_example_sweep_script_runs(tmp_path):
     assert sorted(row.split()[0] for row in table[1:]) == ["h12_lr0.1", "h8_lr0.1"]
     bits = [float(row.split()[1]) for row in table[1:]]
     assert bits == sorted(bits)
+
+
+class _Terminal:
+    """A stand-in for stderr on a terminal: records what is written, says it is a tty."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+
+    encoding = "utf-8"
+
+    def write(self, text) -> int:
+        self.parts.append(text.decode() if isinstance(text, bytes) else text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return True
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+
+def test_on_a_terminal_a_progress_bar_with_samples_above_it(workdir, small_corpus, monkeypatch):
+    from charrnn import runner
+    from charrnn.cli.training_output import TrainingOutput
+    from charrnn.config import ScheduleConfig
+    from charrnn.session import TrainRequest, open_session
+
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    request = TrainRequest(
+        corpus_paths=(str(small_corpus),),
+        schedule=ScheduleConfig(sample_every=5, sample_length=12, eval_every=5),
+        model_options={"hidden_size": 8},
+        train_options={"max_steps": 10, "batch_size": 4, "seq_length": 10, "rng_seed": 1},
+    )
+    finished = TrainingOutput(quiet=False, log_every=4, log_jsonl=None).run(runner.run(open_session(request)))
+    assert finished.steps == 10
+    text = terminal.text
+    assert "--- sample at step 5 (temperature 1) ---" in text and "--- sample at step 10" in text
+    assert "10/10" in text and "loss=" in text and "val=" in text  # tqdm's bar with its postfix
+    assert "step 4/10:" not in text  # no plain progress lines on a terminal
