@@ -61,10 +61,16 @@ def test_stream_prints_the_same_text_as_a_normal_sample(workdir, small_corpus):
 
 
 def test_plain_progress_lines_without_a_terminal_and_quiet(workdir, small_corpus):
-    result = invoke("train", small_corpus, "--steps", "30", *FAST, "--log-every", "10", "--eval-every", "20")
+    result = invoke("train", small_corpus, "--steps", "30", *FAST, "--log-every", "10", "--eval-every", "20",
+                    "--log-jsonl", "log.jsonl")
     lines = [line for line in result.stderr.splitlines() if line.startswith("step ")]
     assert [line.split(":")[0] for line in lines] == ["step 10/30", "step 20/30", "step 30/30"]
-    assert "val " not in lines[0] and "val " in lines[2] and "tokens/s" in lines[0]
+    assert "val " not in lines[0] and "tokens/s" in lines[0]
+    # A step validated as well as logged shows its own validation loss, not the previous one.
+    records = {r["step"]: r for r in map(json.loads, Path("log.jsonl").read_text(encoding="utf-8").splitlines())}
+    assert f"val {records[20]['val_loss_nats']:.4f}," in lines[1]
+    assert f"val {records[30]['val_loss_nats']:.4f}," in lines[2]
+    assert records[20]["val_loss_nats"] != records[30]["val_loss_nats"]
     quiet = invoke("train", small_corpus, "--steps", "30", *FAST, "--log-every", "10", "-q", "--checkpoint-dir", "q")
     assert quiet.exit_code == 0 and quiet.stderr == "" and quiet.stdout == ""
     for command in (["sample", "-c", "q/latest.npz"], ["eval", "q/latest.npz", str(small_corpus)],

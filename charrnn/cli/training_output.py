@@ -35,6 +35,8 @@ class TrainingOutput:
         self.record: Optional[dict[str, Any]] = None  # the current step's log record, not yet written
         self.last_logged = (self.started, 0)  # (time, tokens) at the last record, for tokens/s
         self.val: Optional[Any] = None  # the latest validation score
+        # A logged step's plain line waits until that step's validation (if any) has been reported.
+        self.pending_line: Optional[dict[str, Any]] = None
 
     def run(self, events: Iterable[Any]) -> Any:
         """Consume all events; return the Finished event."""
@@ -43,6 +45,7 @@ class TrainingOutput:
         try:
             for event in events:
                 if isinstance(event, runner.Finished):
+                    self._print_pending_line()
                     self._flush_record()
                     self._finish(event)
                     return event
@@ -59,6 +62,8 @@ class TrainingOutput:
         from charrnn import runner
         from charrnn.train import StepResult
 
+        if isinstance(event, (StepResult, runner.Sampled)):
+            self._print_pending_line()  # that step's validation, if any, has been reported by now
         if isinstance(event, runner.Started):
             self._start(event)
         elif isinstance(event, StepResult):
@@ -68,6 +73,7 @@ class TrainingOutput:
             self.postfix.update(val=f"{event.score.loss_nats:.3f}", bpc=f"{event.score.bits_per_char:.3f}")
             if self.record is not None and self.record["step"] == event.step:
                 self.record.update(val_loss_nats=event.score.loss_nats, val_bits_per_char=event.score.bits_per_char)
+            self._print_pending_line()
         elif isinstance(event, runner.Sampled) and not self.quiet:
             self._write(f"--- sample at step {event.step} (temperature {event.temperature:g}) ---\n{event.text}\n---")
 
@@ -104,7 +110,7 @@ class TrainingOutput:
         if logged:
             self._stamp_rate(self.record)
             if self.bar is None and not self.quiet:
-                self._plain_line(self.record)
+                self.pending_line = self.record
 
     def _record(self, event: Any) -> dict[str, Any]:
         now = time.perf_counter()
@@ -130,7 +136,10 @@ class TrainingOutput:
         self.last_logged = (now, record["tokens"])
         record["logged"] = True
 
-    def _plain_line(self, record: dict[str, Any]) -> None:
+    def _print_pending_line(self) -> None:
+        record, self.pending_line = self.pending_line, None
+        if record is None:
+            return
         val = f", val {self.val.loss_nats:.4f}" if self.val is not None else ""
         print(f"step {record['step']:,}/{self.target_steps:,}: loss {record['train_loss_nats']:.4f} nats/token"
               f"{val}, {record['tokens_per_s']:,.0f} tokens/s, {record['elapsed_s']:.1f} s",
