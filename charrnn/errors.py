@@ -1,7 +1,7 @@
 """The errors charrnn raises for problems a user can fix.
 
 Every error carries the process exit code the command line should use, so the library decides what
-kind of failure it is and ``cli.py`` only renders it: 2 for bad usage or input, 1 for a failure while
+kind of failure it is and ``charrnn.cli`` only renders it: 2 for bad usage or input, 1 for a failure while
 running.
 """
 

@@ -1,4 +1,4 @@
-"""Flushing subnormal floats to zero in charrnn's own worker threads.
+"""Flushing subnormal floats to zero while charrnn's loops run.
 
 A float32 below 1.2e-38 is "subnormal", and x86 processors handle arithmetic that reads or produces
 one in microcode, up to a hundred times slower than normal arithmetic. Training produces them: the
@@ -9,11 +9,10 @@ register), which changes no result by more than 1.2e-38.
 
 numpy offers no way to set those bits, so this module carries the two instructions that do, as ten
 bytes of x86-64 code called through ctypes. MXCSR belongs to a thread: charrnn's worker threads (see
-workspace.py) set it for good. Where the
-code cannot run (another architecture, Windows' calling convention, or a system that forbids
-executable memory), ``flush_subnormals_in_this_thread`` returns False and nothing changes but speed.
-The caller's own thread flushes only inside ``flushing()`` blocks around charrnn's loops, and gets
-its previous setting back at the end of each.
+workspace.py) set it for good. The caller's own thread flushes only inside ``flushing()`` blocks
+around charrnn's loops, and gets its previous setting back at the end of each. Where the code cannot
+run (another architecture, Windows' calling convention, or a system that forbids executable memory),
+``flush_subnormals_in_this_thread`` returns False and nothing changes but speed.
 """
 
 from __future__ import annotations
