@@ -528,7 +528,7 @@ def measure_language(
         notes.append(
             f"the model diverged: smoothed training loss {train['smoothed_loss_nats']:.2f} nats/token is above "
             f"ln V = {uniform_nats:.2f}, the loss of a uniform guess; memory is unaffected, but the tokens/s of "
-            "a diverged run does not represent a healthy one (try --learning-rate 0.01)"
+            "a diverged run does not represent a healthy one (try a lower --learning-rate)"
         )
     result = {
         "language": language,
@@ -774,7 +774,8 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--seq-length", type=int, default=25)
     parser.add_argument("--eval-tokens", type=int, default=1_000_000,
                         help="validation tokens scored at the end (charrnn's default 1,000,000; 0: all)")
-    parser.add_argument("--learning-rate", type=float, help="passed to charrnn train (default: charrnn's)")
+    parser.add_argument("--learning-rate", type=float, default=0.02,
+                        help="passed to charrnn train (default 0.02, the rate the README advises at hidden 256)")
     parser.add_argument("--seed", type=int, default=4, help="seeds the corpus shuffle and training (default 4)")
     parser.add_argument("--tmp-dir", type=Path, help="where to make the temporary folder (default: the system's)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (corpus, cache, checkpoints)")
