@@ -51,6 +51,7 @@ class TrainingOutput:
                     return event
                 self.handle(event)
         finally:
+            self._print_pending_line()  # the last progress line before an error, too
             if self.bar is not None:
                 self.bar.close()
             if self.log_file is not None:
