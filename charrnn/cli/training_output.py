@@ -32,11 +32,11 @@ class TrainingOutput:
         self.started = time.perf_counter()
         self.target_steps = 0
         self.chars_per_token = 1.0
-        self.record: Optional[dict[str, Any]] = None  # the current step's log record, not yet written
+        # The latest step's record: complete, and then printed and logged, once that step's validation
+        # (if any) has been reported.
+        self.record: Optional[dict[str, Any]] = None
         self.last_logged = (self.started, 0)  # (time, tokens) at the last record, for tokens/s
         self.val: Optional[Any] = None  # the latest validation score
-        # A logged step's plain line waits until that step's validation (if any) has been reported.
-        self.pending_line: Optional[dict[str, Any]] = None
 
     def run(self, events: Iterable[Any]) -> Any:
         """Consume all events; return the Finished event."""
@@ -45,13 +45,13 @@ class TrainingOutput:
         try:
             for event in events:
                 if isinstance(event, runner.Finished):
-                    self._print_pending_line()
-                    self._flush_record()
+                    self._complete_record()
                     self._finish(event)
                     return event
                 self.handle(event)
         finally:
-            self._print_pending_line()  # the last progress line before an error, too
+            if self.record is not None and self.record.pop("print_line", False):
+                self._print_line(self.record)  # the last progress line before an error, too
             if self.bar is not None:
                 self.bar.close()
             if self.log_file is not None:
@@ -63,8 +63,8 @@ class TrainingOutput:
         from charrnn import runner
         from charrnn.train import StepResult
 
-        if isinstance(event, (StepResult, runner.Sampled)):
-            self._print_pending_line()  # that step's validation, if any, has been reported by now
+        if isinstance(event, runner.Sampled):
+            self._complete_record()  # that step's validation, if any, has been reported by now
         if isinstance(event, runner.Started):
             self._start(event)
         elif isinstance(event, StepResult):
@@ -74,7 +74,7 @@ class TrainingOutput:
             self.postfix.update(val=f"{event.score.loss_nats:.3f}", bpc=f"{event.score.bits_per_char:.3f}")
             if self.record is not None and self.record["step"] == event.step:
                 self.record.update(val_loss_nats=event.score.loss_nats, val_bits_per_char=event.score.bits_per_char)
-            self._print_pending_line()
+            self._complete_record()
         elif isinstance(event, runner.Sampled) and not self.quiet:
             self._write(f"--- sample at step {event.step} (temperature {event.temperature:g}) ---\n{event.text}\n---")
 
@@ -98,7 +98,7 @@ class TrainingOutput:
                             dynamic_ncols=True)
 
     def _step(self, event: Any) -> None:
-        self._flush_record()
+        self._complete_record()
         if self.bar is not None:
             self.postfix.update(loss=f"{event.smoothed_loss_nats:.3f}", tok_s=f"{event.tokens_per_s:,.0f}")
             self.bar.set_postfix(self.postfix, refresh=False)
@@ -111,7 +111,7 @@ class TrainingOutput:
         if logged:
             self._stamp_rate(self.record)
             if self.bar is None and not self.quiet:
-                self.pending_line = self.record
+                self.record["print_line"] = True
 
     def _record(self, event: Any) -> dict[str, Any]:
         now = time.perf_counter()
@@ -137,18 +137,20 @@ class TrainingOutput:
         self.last_logged = (now, record["tokens"])
         record["logged"] = True
 
-    def _print_pending_line(self) -> None:
-        record, self.pending_line = self.pending_line, None
-        if record is None:
-            return
+    def _print_line(self, record: dict[str, Any]) -> None:
         val = f", val {self.val.loss_nats:.4f}" if self.val is not None else ""
         print(f"step {record['step']:,}/{self.target_steps:,}: loss {record['train_loss_nats']:.4f} nats/token"
               f"{val}, {record['tokens_per_s']:,.0f} tokens/s, {record['elapsed_s']:.1f} s",
               file=sys.stderr, flush=True)
 
-    def _flush_record(self) -> None:
+    def _complete_record(self) -> None:
+        """Print the latest step's progress line and append its log record, as each is due."""
         record, self.record = self.record, None
-        if record is None or self.log_file is None:
+        if record is None:
+            return
+        if record.pop("print_line", False):
+            self._print_line(record)
+        if self.log_file is None:
             return
         if not record.pop("logged", False):
             if record["val_loss_nats"] is None:
