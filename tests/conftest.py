@@ -1,4 +1,9 @@
-"""Shared fixtures: a tiny corpus on disk, a working directory of its own, and numeric gradients."""
+"""Shared fixtures: a tiny corpus on disk, a working directory of its own, and numeric gradients.
+
+Every test runs in a fresh current directory with no CHARRNN_* variables in its environment, so the
+suite passes right after a user's quick start has filled the repository's checkpoints/ and data/.cache,
+and whatever the user's shell exports.
+"""
 
 from __future__ import annotations
 
@@ -35,6 +40,16 @@ def relative_error(analytic: np.ndarray, numeric: np.ndarray) -> float:
     """‖a − n‖ / (‖a‖ + ‖n‖), the usual scale-free measure for gradient checks."""
     denominator = np.linalg.norm(analytic) + np.linalg.norm(numeric)
     return float(np.linalg.norm(analytic - numeric) / denominator) if denominator else 0.0
+
+
+@pytest.fixture(autouse=True)
+def hermetic(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Run the test in an empty folder of its own, with charrnn's environment variables unset."""
+    folder = tmp_path_factory.mktemp("cwd")
+    monkeypatch.chdir(folder)
+    for name in [n for n in os.environ if n.upper().startswith(("CHARRNN_", "_CHARRNN_"))]:
+        monkeypatch.delenv(name)
+    return folder
 
 
 @pytest.fixture
