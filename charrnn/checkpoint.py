@@ -18,6 +18,7 @@ load but can never run code.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import os
@@ -33,7 +34,8 @@ import numpy as np
 
 from charrnn import __version__, files, model, optim
 from charrnn.config import ModelConfig, TrainConfig, from_dict
-from charrnn.errors import CharRNNError, CheckpointError, CheckpointWriteError, ConfigError
+from charrnn.errors import CharRNNError, CheckpointError, CheckpointWriteError, ConfigError, TrainingError
+from charrnn.run_folder import Identity
 from charrnn.tokenizer import Tokenizer
 from charrnn.train import Progress
 
@@ -71,8 +73,23 @@ class Checkpoint:
     progress: Progress
     rng_state: dict[str, Any]
     corpus: CorpusInfo
+    run_id: str  # the model's identity, the same in every checkpoint of its life (see run_identity)
     charrnn_version: str = __version__
     format_version: int = FORMAT_VERSION  # as stored in the file, before any migration
+
+
+def run_identity(model_config: ModelConfig, train_config: TrainConfig, tokenizer: Tokenizer) -> str:
+    """A model's identity: a hash of what is fixed for its whole life (shape, vocabulary, seed, batching).
+
+    Derived rather than drawn at random, so that the same seeded command still writes the same bytes;
+    two runs share it only if they train the same model from the same seed, step for step.
+    """
+    fixed = {
+        "model": dataclasses.asdict(model_config),
+        "train": {name: getattr(train_config, name) for name in ("rng_seed", "batch_size", "seq_length", "optimizer")},
+        "tokenizer": tokenizer.to_dict(),
+    }
+    return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def step_filename(step: int) -> str:
@@ -88,6 +105,7 @@ def _metadata(ckpt: Checkpoint) -> dict[str, Any]:
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "charrnn_version": ckpt.charrnn_version,
+        "run_id": ckpt.run_id,
         "model": dataclasses.asdict(ckpt.model_config),
         "train": dataclasses.asdict(ckpt.train_config),
         "tokenizer": ckpt.tokenizer.to_dict(),
@@ -133,6 +151,27 @@ def atomic_write(path: str, data: bytes) -> None:
         ) from None
 
 
+def require_finite(ckpt: Checkpoint) -> None:
+    """Raise TrainingError if any parameter, optimizer slot or carried state is NaN or infinite.
+
+    Such a model is garbage that samples garbage; writing it would replace the last good checkpoint.
+    """
+    groups = (("parameter", ckpt.params), ("optimizer state", ckpt.optimizer_state), ("state", ckpt.state))
+    for kind, arrays in groups:
+        for name, value in arrays.items():
+            if not np.isfinite(value).all():
+                raise TrainingError(
+                    f"the model's {kind} {name} is no longer finite at step {ckpt.progress.step}: training "
+                    "diverged; nothing was saved over the last checkpoint; try a lower --learning-rate"
+                )
+
+
+def write(ckpt: Checkpoint, path: str) -> None:
+    """Write ``ckpt`` to ``path`` atomically, after checking that every array in it is finite."""
+    require_finite(ckpt)
+    atomic_write(path, to_bytes(ckpt))
+
+
 def prepare_directory(directory: str) -> None:
     """Create ``directory`` if needed and prove it is writable, before any training time is spent."""
     try:
@@ -156,21 +195,25 @@ def step_checkpoints(directory: str) -> list[tuple[int, str]]:
     return sorted((int(m.group(1)), os.path.join(directory, name)) for name in names if (m := _STEP_NAME.match(name)))
 
 
-def save(ckpt: Checkpoint, directory: str, keep: int = 0) -> str:
+def save(ckpt: Checkpoint, directory: str) -> str:
     """Write ``ckpt`` as ``step_<step>.npz`` and ``latest.npz`` in ``directory``; return the latter.
 
-    With ``keep`` > 0, step checkpoints beyond the ``keep`` newest are then removed; this happens only
-    after the new files are safely in place, and never touches ``latest.npz`` or ``best.npz``.
+    Raises TrainingError, writing nothing, if any array is not finite (see ``require_finite``).
     """
+    require_finite(ckpt)
     data = to_bytes(ckpt)
     atomic_write(os.path.join(directory, step_filename(ckpt.progress.step)), data)
     latest = os.path.join(directory, LATEST_NAME)
     atomic_write(latest, data)
+    return latest
+
+
+def prune_step_files(directory: str, keep: int) -> None:
+    """Remove the step checkpoints beyond the ``keep`` newest (0: keep all); never latest or best."""
     if keep > 0:
         for _, path in step_checkpoints(directory)[:-keep]:
             with suppress(OSError):
                 os.unlink(path)
-    return latest
 
 
 # --- reading ------------------------------------------------------------------------------------------
@@ -316,6 +359,29 @@ def load(path: str) -> Checkpoint:
         progress=progress,
         rng_state=rng_state,
         corpus=corpus_info,
+        # Checkpoints before run identities were stored get theirs derived, as it was for new ones.
+        run_id=str(meta.get("run_id") or run_identity(model_config, train_config, tokenizer)),
         charrnn_version=str(meta.get("charrnn_version", "")),
         format_version=stored_version,
     )
+
+
+def read_identity(path: str) -> Optional[Identity]:
+    """Whose checkpoint ``path`` is (run identity and step), or None if it cannot be read as one.
+
+    Reads only the metadata entry, so looking over a folder of large checkpoints stays cheap.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open("meta.npy") as entry:
+            meta = _decode_meta(path, np.lib.format.read_array(entry, allow_pickle=False))
+        _migrate(meta, {})
+        run_id = meta.get("run_id") or run_identity(
+            from_dict(ModelConfig, meta["model"]), from_dict(TrainConfig, meta["train"]),
+            Tokenizer.from_dict(meta["tokenizer"]),
+        )
+        step = meta["progress"]["step"]
+        if not isinstance(run_id, str) or not isinstance(step, int) or isinstance(step, bool):
+            return None
+        return Identity(run_id, step)
+    except (CharRNNError, OSError, zipfile.BadZipFile, KeyError, TypeError, ValueError, EOFError, zlib.error):
+        return None

@@ -130,10 +130,26 @@ def _validate(session: Session, token_lengths: np.ndarray) -> Iterator[Event]:
     is_best = progress.best_val_loss_nats is None or score.loss_nats < progress.best_val_loss_nats
     if is_best:
         progress.best_val_loss_nats = score.loss_nats
-        path = os.path.join(session.request.schedule.checkpoint_dir, checkpoint.BEST_NAME)
-        checkpoint.atomic_write(path, checkpoint.to_bytes(to_checkpoint(session)))
+        path = os.path.join(session.checkpoint_dir, checkpoint.BEST_NAME)
+        checkpoint.write(to_checkpoint(session), path)
+        _written(session, path)
         yield Saved(progress.step, path)
     yield Evaluated(progress.step, score, is_best)
+
+
+def _written(session: Session, *paths: str) -> None:
+    """After each write: the previous run's files go once this run has a model on disk (run_folder)."""
+    if session.claim is not None:
+        session.claim.after_write(paths)
+
+
+def _save(session: Session) -> str:
+    """Write the step checkpoint and latest.npz, then prune old step files; returns latest's path."""
+    directory = session.checkpoint_dir
+    path = checkpoint.save(to_checkpoint(session), directory)
+    _written(session, path, os.path.join(directory, checkpoint.step_filename(session.state.progress.step)))
+    checkpoint.prune_step_files(directory, session.request.schedule.checkpoint_keep)
+    return path
 
 
 def run(session: Session, should_stop: Callable[[], bool] = lambda: False) -> Iterator[Event]:
@@ -175,7 +191,7 @@ def run(session: Session, should_stop: Callable[[], bool] = lambda: False) -> It
         if schedule.sample_every and step % schedule.sample_every == 0:
             yield Sampled(step, 1.0, training_sample(session, schedule.sample_length))
         if schedule.checkpoint_every and step % schedule.checkpoint_every == 0:
-            saved_path = checkpoint.save(to_checkpoint(session), schedule.checkpoint_dir, schedule.checkpoint_keep)
+            saved_path = _save(session)
             saved_step = step
             yield Saved(step, saved_path)
     if progress.step > first_step:
@@ -184,7 +200,7 @@ def run(session: Session, should_stop: Callable[[], bool] = lambda: False) -> It
                 last_score = event.score if isinstance(event, Evaluated) else last_score
                 yield event
         if saved_step != progress.step:
-            saved_path = checkpoint.save(to_checkpoint(session), schedule.checkpoint_dir, schedule.checkpoint_keep)
+            saved_path = _save(session)
             yield Saved(progress.step, saved_path)
     yield Finished(
         steps=progress.step,

@@ -10,12 +10,13 @@ import dataclasses
 import hashlib
 import os
 import secrets
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
 
-from charrnn import checkpoint, prepare, train
+from charrnn import checkpoint, prepare, run_folder, train
 from charrnn.checkpoint import Checkpoint, CorpusInfo
 from charrnn.config import ModelConfig, ScheduleConfig, TrainConfig
 from charrnn.corpus import read_corpus, split_streams, streams_fit
@@ -68,8 +69,22 @@ class Session:
     streams: np.ndarray  # (B, L) training token ids
     val_ids: Optional[np.ndarray]  # (N_val,) validation token ids; None when validation is off
     state: train.TrainState
+    run_id: str
     resumed_from: Optional[str] = None
     notes: list[str] = field(default_factory=list)
+    lock: Optional[run_folder.FolderLock] = None  # held on the checkpoint folder until close()
+    claim: Optional[run_folder.Claim] = None  # the previous run's files, removed after the first write
+
+    @property
+    def checkpoint_dir(self) -> str:
+        """The folder this run writes its checkpoints to."""
+        return self.request.schedule.checkpoint_dir
+
+    def close(self) -> None:
+        """Release the checkpoint folder for other runs."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
 
 
 def _fingerprint(ids: np.ndarray, dtype: str) -> str:
@@ -171,7 +186,8 @@ def _fresh(request: TrainRequest, on_progress: prepare.Progress) -> Session:
     shrinkable = "batch_size" not in request.explicit
     streams, val_ids, train_config = _prepare_streams(ids, val_ids, train_config, shrinkable, notes)
     state = train.new_state(model_config, train_config)
-    return Session(request, model_config, train_config, tokenizer, corpus, streams, val_ids, state, None, notes)
+    run_id = checkpoint.run_identity(model_config, train_config, tokenizer)
+    return Session(request, model_config, train_config, tokenizer, corpus, streams, val_ids, state, run_id, None, notes)
 
 
 def _check_conflicts(request: TrainRequest, ckpt: Checkpoint) -> None:
@@ -188,8 +204,8 @@ def _check_conflicts(request: TrainRequest, ckpt: Checkpoint) -> None:
             )
 
 
-def _resumed(request: TrainRequest, path: str, on_progress: prepare.Progress) -> Session:
-    ckpt = checkpoint.load(path)
+def _resumed(request: TrainRequest, ckpt: Checkpoint, on_progress: prepare.Progress) -> Session:
+    path = request.resume
     _check_conflicts(request, ckpt)
     changes = {name: request.train_options[name] for name in CHANGEABLE_ON_RESUME if name in request.explicit}
     if request.explicit & {"max_steps", "max_epochs"}:
@@ -223,8 +239,37 @@ def _resumed(request: TrainRequest, path: str, on_progress: prepare.Progress) ->
     rng.bit_generator.state = ckpt.rng_state
     state = train.TrainState(ckpt.model_config, ckpt.params, ckpt.optimizer_state, hidden, progress, rng)
     return Session(
-        request, ckpt.model_config, train_config, ckpt.tokenizer, corpus, streams, val_ids, state, path, notes
+        request, ckpt.model_config, train_config, ckpt.tokenizer, corpus, streams, val_ids, state, ckpt.run_id, path,
+        notes,
     )
+
+
+def _target_directory(request: TrainRequest) -> str:
+    """Where the run writes: --checkpoint-dir if given, else (when resuming) the resumed checkpoint's folder.
+
+    A resume that wrote to the default folder instead would replace whatever model lives there.
+    """
+    if request.resume is None or "checkpoint_dir" in request.explicit:
+        return request.schedule.checkpoint_dir
+    return os.path.dirname(request.resume) or "."
+
+
+def _secure_folder(
+    directory: str, identity: Optional[run_folder.Identity], overwrite: bool, advice: str, notes: list[str]
+) -> tuple[run_folder.FolderLock, run_folder.Claim]:
+    """Create, lock and claim the checkpoint folder (see run_folder), before any training time is spent."""
+    checkpoint.prepare_directory(directory)
+    lock = run_folder.FolderLock(directory)
+    lock.acquire()
+    try:
+        removed = run_folder.remove_stale_temporary_files(directory)
+        if removed:
+            notes.append(f"removed {len(removed)} unfinished checkpoint write(s) left by a process that died")
+        claim = run_folder.claim(directory, identity, checkpoint.read_identity, overwrite, advice)
+    except BaseException:
+        lock.release()
+        raise
+    return lock, claim
 
 
 def open_session(request: TrainRequest, on_progress: prepare.Progress = lambda done, total: None) -> Session:
@@ -232,24 +277,37 @@ def open_session(request: TrainRequest, on_progress: prepare.Progress = lambda d
 
     ``on_progress(bytes_done, bytes_total)`` reports tokenizing a corpus that is not yet in the cache.
 
-    A fresh run refuses a checkpoint folder that already holds a checkpoint unless ``overwrite``:
-    replacing another model's ``latest.npz`` by accident would lose it.
+    The checkpoint folder is locked for the run (call ``Session.close`` at its end) and must not hold
+    another model, nor a later stretch of the resumed model's life, unless ``overwrite`` (see
+    run_folder): replacing another model's ``latest.npz`` by accident would lose it.
     """
-    directory = request.schedule.checkpoint_dir
+    directory = _target_directory(request)
+    request = dataclasses.replace(request, schedule=dataclasses.replace(request.schedule, checkpoint_dir=directory))
+    created = not os.path.isdir(directory)
+    notes: list[str] = []
     if request.resume is None:
-        existing = checkpoint.find_latest(directory)
-        if existing is not None and not request.overwrite:
-            raise ConfigError(
-                f"{directory} already holds a checkpoint ({existing}); continue it with --resume {existing}, "
-                "write elsewhere with --checkpoint-dir, or replace it with --overwrite"
-            )
-        session = _fresh(request, on_progress)
+        identity, ckpt = None, None
+        advice = ("continue it with --resume {path}, write elsewhere with --checkpoint-dir, "
+                  "or replace it with --overwrite")
     else:
-        session = _resumed(request, request.resume, on_progress)
+        ckpt = checkpoint.load(request.resume)
+        identity = run_folder.Identity(ckpt.run_id, ckpt.progress.step)
+        advice = "write elsewhere with --checkpoint-dir, or replace those files with --overwrite"
+    existing = checkpoint.find_latest(directory)
+    lock, claim = _secure_folder(directory, identity, request.overwrite, advice.format(path=existing), notes)
+    try:
+        session = _fresh(request, on_progress) if ckpt is None else _resumed(request, ckpt, on_progress)
+    except BaseException:
+        lock.release()  # removes the lock file
+        if created:  # leave no empty folder behind for a run that never started
+            with suppress(OSError):
+                os.rmdir(directory)
+        raise
+    session.lock, session.claim = lock, claim
+    session.notes[:0] = notes
     config = session.model_config
     if config.dropout > 0 and config.num_layers == 1:
         session.notes.append("--dropout acts between stacked layers; with one layer it has no effect")
-    checkpoint.prepare_directory(directory)
     return session
 
 
@@ -266,4 +324,5 @@ def to_checkpoint(session: Session) -> Checkpoint:
         progress=state.progress,
         rng_state=state.rng.bit_generator.state,
         corpus=session.corpus,
+        run_id=session.run_id,
     )

@@ -29,6 +29,7 @@ def _checkpoint(steps: int = 3, dtype: str = "float32", cell: str = "rnn", optim
     return Checkpoint(
         model_config, train_config, tokenizer, state.params, state.optimizer, state.hidden, state.progress,
         state.rng.bit_generator.state, CorpusInfo(("poem.txt",), ("utf-8",), len(ids), "abc"),
+        checkpoint.run_identity(model_config, train_config, tokenizer),
     )
 
 

@@ -55,7 +55,7 @@ def checkpoints(draw) -> Checkpoint:
     paths = tuple(draw(st.lists(st.text(characters, min_size=1, max_size=20), max_size=3)))
     corpus = CorpusInfo(paths, ("utf-8",) * len(paths), draw(st.integers(0, 10**12)), "f" * 64)
     return Checkpoint(model_config, train_config, tokenizer, params, state, hidden, progress,
-                      rng.bit_generator.state, corpus)
+                      rng.bit_generator.state, corpus, draw(st.text("0123456789abcdef", min_size=16, max_size=16)))
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -87,11 +87,13 @@ class StopFlag:
               help="Print a sample every N steps (0: never).")
 @click.option("--checkpoint-every", type=int, default=1000, show_default=True,
               help="Save a checkpoint every N steps (0: only at the end).")
-@click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, show_default=True, type=click.Path())
+@click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, show_default=True, type=click.Path(),
+              help="Folder for this run's checkpoints (with --resume: the resumed checkpoint's folder).")
 @click.option("--checkpoint-keep", type=int, default=0, show_default=True,
               help="Keep only the K newest step checkpoints, besides latest and best (0: keep all).")
-@click.option("--resume", type=click.Path(), help="Continue training this checkpoint.")
-@click.option("--overwrite", is_flag=True, help="Replace the checkpoints already in --checkpoint-dir.")
+@click.option("--resume", type=click.Path(), help="Continue training this checkpoint, saving beside it.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace another run's checkpoints in the folder (removed once this run has saved).")
 @click.option("--log-every", type=int, default=100, show_default=True,
               help="Without a terminal, print a progress line every N steps (0: never).")
 @click.option("--log-jsonl", type=click.Path(dir_okay=False),
@@ -156,10 +158,11 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
     except KeyboardInterrupt:
         fail("aborted without saving; the last checkpoint written is intact", 130)
     finally:
+        session.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
     if options["as_json"]:
-        best = os.path.join(request.schedule.checkpoint_dir, "best.npz")
+        best = os.path.join(session.checkpoint_dir, "best.npz")
         emit_json(finished_document(finished, best if os.path.exists(best) else None))
     if finished.interrupted and stop.signal_number is not None:
         click.echo(f"Interrupted; checkpoint saved to {finished.checkpoint_path}", err=True)
@@ -169,6 +172,6 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
 def _explicit(ctx: click.Context) -> frozenset[str]:
     """The config fields whose options the user gave (so that resuming can check them)."""
     flags = {"max_steps": "steps", "max_epochs": "epochs"}
-    names = (*MODEL_OPTIONS, *TRAIN_OPTIONS, "tokenizer", "max_vocab")
+    names = (*MODEL_OPTIONS, *TRAIN_OPTIONS, "tokenizer", "max_vocab", "checkpoint_dir")
     given = explicit_options(ctx, [flags.get(n, n) for n in names])
     return frozenset(n for n in names if flags.get(n, n) in given)

@@ -1,0 +1,182 @@
+"""The folder a training run writes its checkpoints to: locked, claimed and cleaned, so no model is lost.
+
+A run first takes an OS lock on the folder (``flock`` on ``.charrnn.lock``): the kernel holds it for the
+life of the process and drops it when the process dies however it dies, so a crash never leaves a
+stale lock, and a second run on the same folder is refused with the holder's process id. Holding the
+lock, the run may remove the temporary files of writes that an earlier process never finished (it was
+killed mid-save), because no other run can be writing there.
+
+Then the run claims the folder. The checkpoints already in it either belong to the run's own past (the
+same run identity, at or before the step it starts from) or to something the run would destroy: another
+model, or a later stretch of its own history. Those are refused unless the user said ``--overwrite``;
+with it they are removed, but only once the new run has written its first checkpoint, so that at every
+moment the folder holds a model someone can use.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+from charrnn.errors import ConfigError
+
+LOCK_NAME = ".charrnn.lock"
+# What files.atomic_write leaves behind when its process dies between creating and renaming the file.
+_CHECKPOINT_TEMP = re.compile(r"^\.(latest|best|step_\d+)\.npz\..+\.tmp$")
+_CHECKPOINT_FILE = re.compile(r"^(latest|best|step_\d+)\.npz$")
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks through this module; runs there are not locked
+    fcntl = None  # type: ignore[assignment]
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Which run a checkpoint belongs to and how far it had trained."""
+
+    run_id: str
+    step: int
+
+
+class FolderLock:
+    """An exclusive lock on a checkpoint folder, held until ``release`` or the process ends.
+
+    The lock file is removed on release, so a finished run leaves nothing behind; a lock file left by a
+    killed process locks nothing (the kernel released its lock) and is taken over by the next run.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.path = os.path.join(directory, LOCK_NAME)
+        self._fd: Optional[int] = None
+
+    def acquire(self) -> None:
+        """Take the lock, or raise ConfigError naming the process that holds it."""
+        while True:
+            try:
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot lock {self.directory}: {exc.strerror or exc}; choose another folder with --checkpoint-dir"
+                ) from None
+            if fcntl is None:
+                break
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                holder = _read_holder(fd)
+                os.close(fd)
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise ConfigError(f"cannot lock {self.directory}: {exc.strerror or exc}") from None
+                who = f"process {holder}" if holder else "another process"
+                raise ConfigError(
+                    f"{self.directory} is in use by another charrnn run ({who}); wait for it to finish "
+                    "or write elsewhere with --checkpoint-dir"
+                ) from None
+            # The holder may have removed the file between our open and our lock: then we hold a lock on
+            # a file no one else will open, and must lock the one now at the path instead.
+            try:
+                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        with suppress(OSError):
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        """Remove the lock file and drop the lock (in that order, so no one locks a file being removed)."""
+        if self._fd is not None:
+            with suppress(OSError):
+                os.unlink(self.path)
+            os.close(self._fd)
+            self._fd = None
+
+
+def _read_holder(fd: int) -> str:
+    with suppress(OSError):
+        return os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+    return ""
+
+
+def remove_stale_temporary_files(directory: str) -> list[str]:
+    """Remove checkpoint writes that a dead process left unfinished; returns their names.
+
+    Only safe while holding the folder's lock: then no live charrnn run is writing here.
+    """
+    removed = []
+    with suppress(OSError):
+        for name in os.listdir(directory):
+            if _CHECKPOINT_TEMP.match(name):
+                with suppress(OSError):
+                    os.unlink(os.path.join(directory, name))
+                    removed.append(name)
+    return sorted(removed)
+
+
+def checkpoint_files(directory: str) -> list[str]:
+    """Paths of the checkpoints in ``directory`` (latest, best and step files), sorted by name."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return sorted(os.path.join(directory, name) for name in names if _CHECKPOINT_FILE.match(name))
+
+
+@dataclass
+class Claim:
+    """What a run found in its folder: files it may replace once it has written a checkpoint of its own."""
+
+    directory: str
+    to_remove: list[str] = field(default_factory=list)
+
+    def after_write(self, written: Sequence[str]) -> None:
+        """Once files of this run are on disk, remove the previous run's (except those just replaced)."""
+        replaced = {os.path.abspath(path) for path in written}
+        for path in self.to_remove:
+            if os.path.abspath(path) not in replaced:
+                with suppress(FileNotFoundError):
+                    os.unlink(path)
+        self.to_remove = []
+
+
+def claim(
+    directory: str,
+    identity: Optional[Identity],
+    read_identity: Callable[[str], Optional[Identity]],
+    overwrite: bool,
+    advice: str,
+) -> Claim:
+    """Decide whether a run may write to ``directory``; raise ConfigError if it would destroy a model.
+
+    ``identity`` is the run's own (None for a fresh run: every file there belongs to someone else).
+    ``read_identity(path)`` tells whose a checkpoint file is (None when the file cannot be read). The
+    files of the run's own past are kept; anything else is refused, or with ``overwrite`` marked for
+    removal after the run's first write. ``advice`` ends the refusal: what the user can do instead.
+    """
+    foreign: list[tuple[str, Optional[Identity]]] = []
+    for path in checkpoint_files(directory):
+        found = read_identity(path)
+        if identity is not None and found is not None and found.run_id == identity.run_id and found.step <= identity.step:
+            continue
+        foreign.append((path, found))
+    if foreign and not overwrite:
+        # Name the file that matters most: latest.npz if it is among them, else the first.
+        path, found = next((f for f in foreign if os.path.basename(f[0]) == "latest.npz"), foreign[0])
+        if identity is None:
+            what = f"already holds a checkpoint ({path})"
+        elif found is None:
+            what = f"holds a checkpoint that cannot be read ({path})"
+        elif found.run_id == identity.run_id:
+            what = f"holds a later checkpoint of this run ({path}, step {found.step})"
+        else:
+            what = f"holds another model ({path})"
+        raise ConfigError(f"{directory} {what}; {advice}")
+    return Claim(directory, [path for path, _ in foreign])
