@@ -172,3 +172,13 @@ def test_save_refuses_a_checkpoint_with_a_non_finite_array_and_writes_nothing(tm
     with pytest.raises(Exception, match="optimizer state sum_sq.W_xh is no longer finite"):
         checkpoint.save(ckpt, str(tmp_path))
     assert os.listdir(tmp_path) == []
+
+
+def test_an_exploding_loss_stops_with_exit_1_and_keeps_the_last_checkpoint(workdir, small_corpus):
+    _train(small_corpus, "run", "--steps", "3")
+    before = _snapshot(workdir / "run")
+    result = invoke("train", "--resume", "run/latest.npz", "--steps", "400", "--learning-rate", "1e6",
+                    "--checkpoint-every", "0", "--eval-every", "0")
+    assert_clean_error(result, 1, "training diverged: the smoothed loss is")
+    assert "try a lower --learning-rate" in result.stderr
+    assert _snapshot(workdir / "run") == before

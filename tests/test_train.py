@@ -100,3 +100,30 @@ def test_train_config_requires_a_stopping_rule_and_positive_sizes():
         TrainConfig(batch_size=0, max_steps=1)
     with pytest.raises(ConfigError, match="--seq-length must be positive, got -3"):
         TrainConfig(seq_length=-3, max_steps=1)
+
+
+def _watch_over(losses, vocab_size=100):
+    """Feed DivergenceWatch a run whose smoothed loss takes these values; return the step it stops at."""
+    watch = train.DivergenceWatch(vocab_size)
+    progress = train.Progress()
+    for step, loss in enumerate(losses, start=1):
+        progress.step, progress.loss_ema, progress.loss_ema_steps = step, loss, 10**6  # corrected EMA == loss
+        try:
+            watch.observe(progress)
+        except TrainingError as exc:
+            return step, str(exc)
+    return None, ""
+
+
+def test_divergence_watch_lets_a_healthy_start_through_and_stops_exploded_or_stuck_runs():
+    guess = math.log(100)  # 4.61 nats
+    # Healthy with a high rate: a spike to 4.5 × ln V, 200 steps above ln V + 1, then learning.
+    assert _watch_over([4.5 * guess] * 30 + [guess + 2] * 170 + [guess - 1] * 1000) == (None, "")
+    step, message = _watch_over([guess] * 5 + [1e5] * 100)
+    assert step == 25
+    assert message.startswith("training diverged: the smoothed loss is 100,000.00 nats/token at step 25, above "
+                              "10 × ln V = 46.05 (a uniform guess costs ln V = 4.61) for 20 steps")
+    step, message = _watch_over([guess] * 10 + [guess + 1.5] * 400)
+    assert step == 260 and "above ln V + 1 = 5.61" in message and "for 250 steps" in message
+    # The count starts over whenever the loss comes back under the bound.
+    assert _watch_over(([guess + 1.5] * 249 + [guess]) * 4)[0] is None
