@@ -202,9 +202,10 @@ def save(ckpt: Checkpoint, directory: str) -> str:
     """
     require_finite(ckpt)
     data = to_bytes(ckpt)
-    atomic_write(os.path.join(directory, step_filename(ckpt.progress.step)), data)
+    # latest.npz first: a crash between the two writes then leaves it the newest file, the one to resume.
     latest = os.path.join(directory, LATEST_NAME)
     atomic_write(latest, data)
+    atomic_write(os.path.join(directory, step_filename(ckpt.progress.step)), data)
     return latest
 
 

@@ -182,3 +182,23 @@ def test_an_exploding_loss_stops_with_exit_1_and_keeps_the_last_checkpoint(workd
     assert_clean_error(result, 1, "training diverged: the smoothed loss is")
     assert "try a lower --learning-rate" in result.stderr
     assert _snapshot(workdir / "run") == before
+
+
+def test_a_crash_between_the_two_writes_of_a_save_leaves_latest_the_newest(workdir, small_corpus, monkeypatch):
+    _train(small_corpus, "run", "--steps", "2", "--checkpoint-every", "1")
+    real_write = checkpoint.atomic_write
+
+    class Died(BaseException):
+        """The process dies here, as under kill -9 (nothing of charrnn's may catch it)."""
+
+    def dies_before_the_step_file(path, data):
+        if os.path.basename(path).startswith("step_"):
+            raise Died
+        real_write(path, data)
+
+    with monkeypatch.context() as patch, pytest.raises(Died):
+        patch.setattr(checkpoint, "atomic_write", dies_before_the_step_file)
+        invoke("train", "--resume", "run/latest.npz", "--steps", "3", "--checkpoint-every", "1", "--eval-every", "0")
+    assert checkpoint.load("run/latest.npz").progress.step == 3 and not (workdir / "run" / "step_00000003.npz").exists()
+    resumed = invoke("train", "--resume", "run/latest.npz", "--steps", "4")
+    assert resumed.exit_code == 0, resumed.stderr
