@@ -336,7 +336,7 @@ def prepare(
     try:
         os.replace(built["ids_tmp"], os.path.join(cache_dir, f"{key}.npy"))
         # The JSON goes last: its presence says the entry is complete.
-        files.atomic_write(os.path.join(cache_dir, f"{key}.json"), json.dumps(meta, ensure_ascii=False).encode())
+        files.atomic_write(os.path.join(cache_dir, f"{key}.json"), files.json_bytes(meta))
     finally:
         with suppress(OSError):
             os.unlink(built["ids_tmp"])
