@@ -20,13 +20,18 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import ctypes
 import dataclasses
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import re
+import signal
 import sys
+import threading
+import time
 from collections import deque
 from contextlib import suppress
 from dataclasses import dataclass
@@ -49,6 +54,7 @@ _JIEBA_BLOCK = re.compile("[\u4E00-\u9FD5a-zA-Z0-9+#&\\._%\\-]")
 # Below this many bytes a process pool costs more (each worker loads jieba's dictionary) than it saves.
 _PARALLEL_MIN_BYTES = 4 << 20
 _COPY_BLOCK_BYTES = 1 << 20
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 
@@ -221,7 +227,36 @@ class _ProvisionalVocabulary:
         return ids
 
 
-def _init_jieba_worker() -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """End this worker process when the process that started it ends, even if that one is killed -9.
+
+    On Linux the kernel sends the signal (PR_SET_PDEATHSIG); elsewhere a thread checks every second.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            armed = ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+        except (OSError, AttributeError):  # no prctl to be found: watch instead
+            armed = False
+        if armed:
+            # The parent may have died before prctl took effect, and then no signal will ever come.
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            return
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="charrnn-parent-watch", daemon=True).start()
+
+
+def _init_jieba_worker(parent_pid: int) -> None:
+    _die_with_parent(parent_pid)
+    # Ctrl-C reaches the whole process group; the parent stops the workers itself, without their
+    # tracebacks. A SIGTERM handler inherited from the parent would not fit here either.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     import jieba
 
     jieba.setLogLevel(logging.WARNING)
@@ -266,7 +301,13 @@ def _word_lists(chunks: Iterator[str], workers: int) -> Iterator[list[str]]:
         for piece in _pieces(chunks):
             yield _cut_words(piece)
         return
-    with concurrent.futures.ProcessPoolExecutor(workers, initializer=_init_jieba_worker) as pool:
+    # On Linux the workers are forked from this process (Python 3.14 would otherwise use a fork
+    # server as their parent), so that they can tie their lives to it.
+    context = multiprocessing.get_context("fork") if sys.platform.startswith("linux") else None
+    pool = concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_jieba_worker, initargs=(os.getpid(),)
+    )
+    try:
         in_flight: deque = deque()
         for piece in _pieces(chunks):
             in_flight.append(pool.submit(_cut_words, piece))
@@ -274,6 +315,15 @@ def _word_lists(chunks: Iterator[str], workers: int) -> Iterator[list[str]]:
                 yield in_flight.popleft().result()
         while in_flight:
             yield in_flight.popleft().result()
+    except BaseException:
+        # An error, Ctrl-C, a SIGTERM made an exception, or the consumer closing this generator: stop
+        # the workers now rather than wait for the pieces they are cutting.
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            with suppress(OSError):
+                process.kill()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _final_vocabulary(provisional: _ProvisionalVocabulary, kind: str, max_vocab: Optional[int]):
@@ -353,10 +403,13 @@ def _build(
                     count += len(ids)
             else:
                 parallel = workers if source.size_bytes >= _PARALLEL_MIN_BYTES else 1
-                for words in _word_lists(chunks, parallel):
-                    ids = provisional.add_tokens(words)
-                    out.write(ids.view(np.uint32).data)
-                    count += len(ids)
+                # closing(): an exception here must stop the worker processes at once, not whenever
+                # the generator happens to be collected.
+                with contextlib.closing(_word_lists(chunks, parallel)) as word_lists:
+                    for words in word_lists:
+                        ids = provisional.add_tokens(words)
+                        out.write(ids.view(np.uint32).data)
+                        count += len(ids)
             if digest.hexdigest() != source.sha256:
                 raise CorpusError(f"{name} changed while being read; run again")
             if count == 0:

@@ -1,31 +1,154 @@
-"""The corpus under faults: names that are not UTF-8, pipes and FIFOs.
+"""The corpus under faults: names that are not UTF-8, pipes and FIFOs, killed and interrupted prepares.
 
-Real subprocesses of the installed ``charrnn`` where the operating system is the point (pipes,
-FIFOs), each with a timeout, so that a regression fails rather than hangs.
+Real subprocesses of the installed ``charrnn`` where the operating system is the point (signals,
+pipes, FIFOs, orphaned processes), each with a timeout, so that a regression fails rather than hangs.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from charrnn import checkpoint, files
+from charrnn import checkpoint, files, prepare
 from charrnn.cli import cli
+from conftest import TANG300
 
 LINUX = sys.platform.startswith("linux")
 TINY = ["--steps", "2", "--hidden-size", "8", "--batch-size", "4", "--seq-length", "8", "--rng-seed", "1"]
 NOT_UTF8 = os.fsdecode(b"caf\xe9")  # 'caf\udce9': how Python sees a Latin-1 name on a UTF-8 system
 
 
+def _children(pid: int) -> set[int]:
+    """The child processes of ``pid`` (of all its threads), from /proc."""
+    found: set[int] = set()
+    for path in glob.glob(f"/proc/{pid}/task/*/children"):
+        try:
+            found.update(int(child) for child in Path(path).read_text().split())
+        except OSError:
+            pass
+    return found
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (a zombie has ended; only its exit status is left)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _wait_until(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return bool(condition())
+
+
 def _temporaries(folder: Path) -> list[str]:
     return sorted(name for name in os.listdir(folder) if name.endswith(".tmp")) if folder.exists() else []
+
+
+@pytest.fixture
+def jieba_corpus(tmp_path: Path) -> Path:
+    """A corpus of 5 MB, above the size at which prepare cuts jieba words in worker processes."""
+    path = tmp_path / "big.txt"
+    text = TANG300.read_text(encoding="utf-8")
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(5_000_000 // len(text.encode("utf-8")) + 1):
+            f.write(text)
+    assert path.stat().st_size >= prepare._PARALLEL_MIN_BYTES
+    return path
+
+
+# --- item 11: workers die with their parent; item 12: a killed prepare's temporary files are removed later ---
+
+
+@pytest.mark.skipif(not LINUX, reason="finds the worker processes in /proc")
+@pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGTERM])
+def test_killing_a_parallel_prepare_leaves_no_worker_running(
+    charrnn_executable, tmp_path, jieba_corpus, small_corpus, signal_number
+):
+    cache = tmp_path / "cache"
+    command = [charrnn_executable, "prepare", str(jieba_corpus), "--tokenizer", "jieba", "--workers", "2",
+               "--cache-dir", str(cache), "-q"]
+    workers: set[int] = set()
+    parent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert _wait_until(lambda: len(_children(parent.pid)) >= 2, 60), "the workers never started"
+        workers = _children(parent.pid)
+        os.kill(parent.pid, signal_number)
+        parent.wait(timeout=30)
+        assert _wait_until(lambda: not any(_running(w) for w in workers), 5), f"orphaned workers {workers}"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        for worker in workers:  # only after a failure is any of them left
+            if _running(worker):
+                os.kill(worker, signal.SIGKILL)
+        if parent.stderr is not None:
+            parent.stderr.close()
+    if signal_number == signal.SIGKILL:  # nothing could clean up: the provisional ids are left behind
+        assert [name.split(".")[1] for name in _temporaries(cache)] == ["provisional"]
+    # The next prepare in the folder removes what a dead process left.
+    run = subprocess.run([charrnn_executable, "prepare", str(small_corpus), "--cache-dir", str(cache), "-q"],
+                         capture_output=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert _temporaries(cache) == []
+
+
+@pytest.mark.skipif(not LINUX, reason="finds the worker processes in /proc")
+def test_an_interrupt_during_a_parallel_prepare_stops_the_workers_at_once(tmp_path, jieba_corpus):
+    # KeyboardInterrupt stands for Ctrl-C, or a SIGTERM that the command line turns into an exception.
+    # It comes as the second chunk is read, with a piece of a million characters being cut: the
+    # workers are stopped rather than left to finish it (which took 20 s).
+    workers: set[int] = set()
+    interrupted: list[float] = []
+
+    def interrupt(done, total):
+        workers.update(_children(os.getpid()))
+        interrupted.append(time.monotonic())
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        prepare.prepare([str(jieba_corpus)], "jieba", cache_dir=str(tmp_path / "cache"), workers=2,
+                        on_progress=interrupt)
+    assert time.monotonic() - interrupted[0] < 3.0
+    assert len(workers) == 2 and not any(_running(w) for w in workers)
+    assert os.listdir(tmp_path / "cache") == []
+
+
+@pytest.mark.skipif(not LINUX, reason="finds the worker processes in /proc")
+def test_an_exception_in_the_code_taking_the_workers_words_stops_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(prepare, "_PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(prepare, "_JIEBA_PIECE_CHARS", 2000)
+    corpus = tmp_path / "poems.txt"
+    corpus.write_text(TANG300.read_text(encoding="utf-8"), encoding="utf-8")
+    workers: set[int] = set()
+
+    def add_tokens(*args):
+        workers.update(_children(os.getpid()))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prepare._ProvisionalVocabulary, "add_tokens", add_tokens)
+    with pytest.raises(KeyboardInterrupt):
+        prepare.prepare([str(corpus)], "jieba", cache_dir=str(tmp_path / "cache"), workers=2)
+    # Checked while the exception (and its traceback) is still alive, as it is in the command's handler.
+    assert len(workers) == 2 and not any(_running(w) for w in workers)
+    assert os.listdir(tmp_path / "cache") == []
 
 
 # --- item 13: standard input, pipes and FIFOs ---
