@@ -41,6 +41,11 @@ def _fsync_directory(directory: str) -> None:
             os.close(fd)
 
 
+def plain_permissions(fd: int) -> None:
+    """Give an open file the permissions a plain ``open`` would (mkstemp's 0600 hides it from other users)."""
+    os.fchmod(fd, 0o666 & ~_umask())
+
+
 def make_temporary(directory: str, what: str) -> tuple[int, str]:
     """Create ``directory/.<what>.<pid>@<host>.<random>.tmp`` as ``tempfile.mkstemp`` does: (fd, path)."""
     return tempfile.mkstemp(dir=directory, prefix=f".{what}.{os.getpid()}@{_HOST}.", suffix=".tmp")
@@ -101,13 +106,12 @@ def json_bytes(value: Any, **options: Any) -> bytes:
 def atomic_write(path: str, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically; on failure remove the temporary file and raise OSError.
 
-    The new file gets the permissions a plain ``open`` would give it (mkstemp's 0600 would hide it
-    from other users).
+    The new file gets the permissions a plain ``open`` would give it.
     """
     directory = os.path.dirname(path) or "."
     fd, tmp_path = make_temporary(directory, os.path.basename(path))
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
+        plain_permissions(fd)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -354,6 +354,7 @@ def _write_ids(
     """Map the provisional ids to final ones into a temporary ``.npy``; returns its path and the ids' sha256."""
     digest = hashlib.sha256()
     fd, tmp_path = temporaries.create("ids")
+    files.plain_permissions(fd)  # it becomes the cache entry, which other users may share
     with os.fdopen(fd, "wb") as out, open(provisional_path, "rb") as source:
         header = {"descr": dtype.str, "fortran_order": False, "shape": (count,)}
         np.lib.format.write_array_header_1_0(out, header)

@@ -42,6 +42,16 @@ def test_second_prepare_is_served_from_the_cache_and_edits_are_not(tmp_path):
     assert edited.tokenizer.vocab == ("\n", "a", "b", "c", "d")
 
 
+def test_a_cache_entry_is_readable_as_any_new_file_is(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        prepare.prepare([str(TANG300)], cache_dir=str(tmp_path))
+    finally:
+        os.umask(previous)
+    modes = sorted((p.suffix, p.stat().st_mode & 0o777) for p in tmp_path.iterdir())
+    assert modes == [(".json", 0o644), (".npy", 0o644)]  # a shared cache folder serves other users too
+
+
 def test_a_damaged_cache_entry_is_rebuilt(tmp_path):
     prepared = prepare.prepare([str(TANG300)], cache_dir=str(tmp_path))
     with open(prepared.cache_path, "r+b") as f:
