@@ -27,8 +27,9 @@ def prepare_command(
 ) -> None:
     """Tokenize CORPUS files once into the cache, so that train starts at once and memory-maps them.
 
-    A CORPUS of - is standard input. Prints the cached ids file on stdout. train does this by itself on first use; an edited corpus
-    gets a new cache entry (the key covers the files' contents and the options).
+    A CORPUS of - is standard input. Prints the cached ids file on stdout. train does this by itself
+    on first use; an edited corpus gets a new cache entry (the key covers the files' contents and the
+    options).
     """
     import time
 
