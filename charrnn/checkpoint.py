@@ -122,7 +122,8 @@ def _json_float(value: float) -> Optional[float]:
 
 def to_bytes(ckpt: Checkpoint) -> bytes:
     """The checkpoint serialized as ``.npz`` bytes."""
-    meta = json.dumps(_metadata(ckpt), ensure_ascii=False, sort_keys=True).encode("utf-8")
+    # A corpus name that is not UTF-8 is written with escapes that loading turns back into that name.
+    meta = files.json_bytes(_metadata(ckpt), sort_keys=True)
     arrays = {"meta": np.frombuffer(meta, dtype=np.uint8)}
     arrays.update({f"param.{name}": value for name, value in ckpt.params.items()})
     arrays.update({f"optim.{name}": value for name, value in ckpt.optimizer_state.items()})

@@ -14,7 +14,7 @@ import codecs
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Protocol, Sequence
 
 import numpy as np
 
@@ -22,6 +22,10 @@ from charrnn.errors import ConfigError, CorpusError
 
 AUTO = "auto"
 CHUNK_BYTES = 4 << 20
+# The name that means standard input, and the device names of standard input: text that cannot be
+# read again later (a resumed run must be given it anew).
+STANDARD_INPUT = "-"
+_STANDARD_INPUT_DEVICES = {STANDARD_INPUT, "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"}
 
 # Byte-order marks, longest first: the UTF-32 LE mark begins with the UTF-16 LE one.
 _BOMS = (
@@ -52,6 +56,23 @@ class CorpusText:
     encodings: tuple[str, ...]
 
 
+class Digest(Protocol):
+    """What TextReader feeds the bytes it reads to, such as a ``hashlib`` object."""
+
+    def update(self, data: bytes, /) -> None:
+        """Take the next bytes."""
+
+
+def is_standard_input(path: str) -> bool:
+    """True for ``-`` and the device names of standard input (``/dev/stdin`` and the like)."""
+    return path in _STANDARD_INPUT_DEVICES
+
+
+def display_name(path: str) -> str:
+    """How a corpus path is named in messages: ``-`` is standard input."""
+    return "standard input" if path == STANDARD_INPUT else path
+
+
 def open_corpus_file(path: str):
     """Open ``path`` for reading bytes, with CorpusError for a directory, a missing or unreadable file."""
     if os.path.isdir(path):
@@ -80,8 +101,12 @@ class TextReader:
     With ``auto`` and no byte-order mark, text is decoded as UTF-8 but non-ASCII text is held back
     until it has shown enough UTF-8 (MIN_UTF8_EVIDENCE non-ASCII characters): a GBK character can
     happen to be valid UTF-8, so a GBK file may pass as UTF-8 for a character or two before failing.
-    On failure before that, reading restarts as GB18030 from the first held chunk (everything before it
-    was ASCII, which both codecs read alike); on failure after it, the file is damaged.
+    On failure before that, the held bytes are decoded again as GB18030 (everything before them was
+    ASCII, which both codecs read alike); on failure after it, the file is damaged.
+
+    ``source``, if given, is the file actually read (such as a copy of standard input), while
+    messages name ``path``. The file is read once, front to back, never seeking back, so the bytes
+    given to a ``digest`` are exactly the bytes the text came from.
     """
 
     MIN_UTF8_EVIDENCE = 16
@@ -89,19 +114,35 @@ class TextReader:
     # text, so that holding back never costs more than a few chunks of memory.
     MAX_HELD_CHARS = 4 * CHUNK_BYTES
 
-    def __init__(self, path: str, encoding: str = AUTO, chunk_bytes: int = CHUNK_BYTES) -> None:
+    def __init__(
+        self, path: str, encoding: str = AUTO, chunk_bytes: int = CHUNK_BYTES, source: Optional[str] = None
+    ) -> None:
         if encoding != AUTO:
             _check_codec(encoding)
         self.path = path
+        self.source = path if source is None else source
         self.requested = encoding
         self.encoding: Optional[str] = None if encoding == AUTO else encoding
         self.chunk_bytes = chunk_bytes
-        self.size_bytes = os.path.getsize(path) if os.path.isfile(path) else 0
+        self.size_bytes = os.path.getsize(self.source) if os.path.isfile(self.source) else 0
 
-    def chunks(self, on_bytes: Callable[[int], None] = lambda n: None) -> Iterator[str]:
-        """Yield the text in pieces; ``on_bytes(n)`` is called as each n new bytes are consumed."""
-        with open_corpus_file(self.path) as f:
-            head = f.read(self.chunk_bytes)
+    def chunks(
+        self, on_bytes: Callable[[int], None] = lambda n: None, digest: Optional[Digest] = None
+    ) -> Iterator[str]:
+        """Yield the text in pieces; ``on_bytes(n)`` is called as each n new bytes are consumed.
+
+        ``digest.update`` receives every byte read, once and in order: the whole file once the text
+        has been read to its end.
+        """
+        with open_corpus_file(self.source) as f:
+
+            def read() -> bytes:
+                data = f.read(self.chunk_bytes)
+                if digest is not None:
+                    digest.update(data)
+                return data
+
+            head = read()
             if self.encoding is None:
                 self.encoding = next((name for bom, name in _BOMS if head.startswith(bom)), "utf-8")
                 if self.encoding == "utf-8" and b"\x00" in head:
@@ -109,17 +150,19 @@ class TextReader:
                         f"{self.path} looks like a binary file (it holds NUL bytes); if it is UTF-16 or "
                         "UTF-32 without a byte-order mark, pass --encoding utf-16-le (or the codec it uses)"
                     )
-            yield from self._decode(f, head, on_bytes)
+            yield from self._decode(read, head, on_bytes)
 
-    def _decode(self, f: Any, data: bytes, on_bytes: Callable[[int], None]) -> Iterator[str]:
+    def _decode(self, read: Callable[[], bytes], data: bytes, on_bytes: Callable[[int], None]) -> Iterator[str]:
         sniffing = self.requested == AUTO and self.encoding == "utf-8"
         decoder = codecs.getincrementaldecoder(self.encoding)()
         offset = reported = 0  # bytes before ``data``; bytes reported to on_bytes
         held: list[str] = []
+        held_bytes: list[bytes] = []  # the bytes the held text came from, to decode again if need be
         held_start, held_chars, evidence, carry = 0, 0, 0, ""
         while True:
             final = not data
-            pending = len(decoder.getstate()[0])
+            undecoded = decoder.getstate()[0]  # the end of the previous data: an incomplete character
+            pending = len(undecoded)
             self._check_bytes(data)
             try:
                 text = decoder.decode(data, final=final)
@@ -132,19 +175,25 @@ class TextReader:
                     self.encoding = "utf-8" if sniffing else self.encoding
                     raise self._decoding_error(position) from None
                 sniffing, self.encoding = False, "gb18030"
-                restart = held_start if held else offset - pending
-                decoder, held, offset = codecs.getincrementaldecoder("gb18030")(), [], restart
-                f.seek(restart)
-                data = f.read(self.chunk_bytes)
+                # Decoded again from memory rather than read again, so the text still comes from the
+                # bytes already read (and hashed), even if the file has changed since.
+                if held:
+                    restart, replay = held_start, b"".join(held_bytes) + data
+                else:
+                    restart, replay = offset - pending, undecoded + data
+                decoder, held, held_bytes, offset = codecs.getincrementaldecoder("gb18030")(), [], [], restart
+                data = replay
                 continue
             if sniffing and (held or not text.isascii()):
                 if not held:
                     held_start = offset - pending
+                    held_bytes.append(undecoded)
                 held.append(text)
+                held_bytes.append(data)
                 held_chars += len(text)
                 evidence += len(text) - len(text.encode("ascii", "ignore"))
                 if evidence >= self.MIN_UTF8_EVIDENCE or held_chars >= self.MAX_HELD_CHARS or final:
-                    sniffing, text, held = False, "".join(held), []
+                    sniffing, text, held, held_bytes = False, "".join(held), [], []
             if not held and (text or carry):
                 text, carry = self._normalize(carry + text, final)
                 if text:
@@ -156,7 +205,7 @@ class TextReader:
             if offset > reported:
                 on_bytes(offset - reported)
                 reported = offset
-            data = f.read(self.chunk_bytes)
+            data = read()
 
     def _decoding_error(self, position: int) -> CorpusError:
         if self.requested != AUTO:

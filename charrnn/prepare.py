@@ -4,31 +4,43 @@
 and writes the ids as a ``.npy`` array of the smallest unsigned type that holds the vocabulary, beside
 a JSON file with the vocabulary. Training memory-maps the array, so a corpus of gigabytes costs pages,
 not RAM. The cache key covers the bytes of every file, the tokenizer, the encoding option and
-``max_vocab``, so an edited corpus is never served stale.
+``max_vocab``, so an edited corpus is never served stale. The key is computed before tokenizing (to
+look the entry up), and tokenizing hashes the bytes it reads again: an entry is published only if the
+two agree, so its tokens always come from the bytes its key names, even if a file changes meanwhile.
 
 Tokenizing happens in one pass: tokens get provisional ids in order of first appearance (written to
 a temporary file), and a second, cheap pass maps them to the ids of the sorted final vocabulary.
+
+Standard input (``-``), pipes and FIFOs can be read only once, so they are first copied into the
+cache folder while being hashed. Every temporary file is removed however ``prepare`` ends, and those
+left by a process that was killed are removed by the next ``prepare`` in the same folder.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
+import ctypes
 import dataclasses
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import re
-import tempfile
+import signal
+import sys
+import threading
+import time
 from collections import deque
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import IO, Any, Callable, ContextManager, Iterator, Optional, Sequence
 
 import numpy as np
 
 from charrnn import files
-from charrnn.corpus import AUTO, TextReader, open_corpus_file
+from charrnn.corpus import AUTO, STANDARD_INPUT, TextReader, display_name, open_corpus_file
 from charrnn.errors import CorpusError
 from charrnn.tokenizer import UNKNOWN_TOKEN, Tokenizer, tokenize
 
@@ -41,6 +53,8 @@ _JIEBA_PIECE_CHARS = 1 << 20
 _JIEBA_BLOCK = re.compile("[\u4E00-\u9FD5a-zA-Z0-9+#&\\._%\\-]")
 # Below this many bytes a process pool costs more (each worker loads jieba's dictionary) than it saves.
 _PARALLEL_MIN_BYTES = 4 << 20
+_COPY_BLOCK_BYTES = 1 << 20
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 
@@ -57,22 +71,99 @@ class PreparedCorpus:
     ids_sha256: str  # of the ids as stored: identifies the data for resuming
     cache_path: str
     from_cache: bool  # found already prepared
+    size_bytes: int = 0  # of the corpus files, as read
 
 
-def _file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open_corpus_file(path) as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+@dataclass(frozen=True)
+class _Source:
+    """A corpus file as given, the file to tokenize it from, and the sha256 of its bytes."""
+
+    path: str  # as given: named in messages and recorded
+    readable: str  # the file itself, or a copy of standard input, a pipe or a FIFO in the cache folder
+    sha256: str
+    size_bytes: int
 
 
-def cache_key(paths: Sequence[str], kind: str, encoding: str, max_vocab: Optional[int]) -> str:
-    """Hex key naming the cache entry of these files (by content, in order) and settings."""
-    TextReader(paths[0], encoding)  # fails early, with the usual message, on an unknown codec name
+class _Temporaries:
+    """The temporary files of one ``prepare`` in the cache folder, removed when it ends, however it ends.
+
+    A file renamed into place is no longer there to remove. Their names carry the process number
+    (``files.make_temporary``), so the files of a process killed outright are removed by the next
+    ``prepare`` (``files.remove_orphaned_temporaries``).
+    """
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.paths: list[str] = []
+
+    def create(self, what: str) -> tuple[int, str]:
+        """A new temporary file ``.<what>.<pid>@<host>.<random>.tmp``: (open fd, path)."""
+        _make_cache_dir(self.directory)
+        try:
+            fd, path = files.make_temporary(self.directory, what)
+        except OSError as exc:
+            raise CorpusError(
+                f"cannot write to the cache folder {self.directory}: {exc.strerror or exc}; pass --cache-dir"
+            ) from None
+        self.paths.append(path)
+        return fd, path
+
+    def __enter__(self) -> "_Temporaries":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for path in self.paths:
+            with suppress(OSError):
+                os.unlink(path)
+
+
+def _make_cache_dir(directory: str) -> None:
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError as exc:
+        raise CorpusError(f"cannot create the cache folder {directory}: {exc.strerror}; pass --cache-dir") from None
+
+
+def _open_input(path: str) -> ContextManager[IO[bytes]]:
+    """``path`` opened for reading bytes; ``-`` is standard input (left open afterwards)."""
+    if path != STANDARD_INPUT:
+        return open_corpus_file(path)
+    stream = getattr(sys.stdin, "buffer", None)
+    if stream is None or stream.closed:
+        raise CorpusError("standard input is closed; give the corpus as a file")
+    return contextlib.nullcontext(stream)
+
+
+def _copy(source: IO[bytes], out: Optional[IO[bytes]]) -> tuple[str, int]:
+    """Read ``source`` to its end (writing it to ``out`` if given): (sha256, bytes)."""
+    digest, size = hashlib.sha256(), 0
+    while block := source.read(_COPY_BLOCK_BYTES):
+        digest.update(block)
+        size += len(block)
+        if out is not None:
+            out.write(block)
+    return digest.hexdigest(), size
+
+
+def _source(path: str, temporaries: _Temporaries) -> _Source:
+    """Hash a corpus file; standard input, a pipe or a FIFO is copied to a temporary file on the way.
+
+    Such input can be read only once, and tokenizing reads it again once the cache key is known.
+    """
+    with _open_input(path) as stream:
+        if path != STANDARD_INPUT and os.path.isfile(path):
+            return _Source(path, path, *_copy(stream, None))
+        fd, copy = temporaries.create("spool")
+        with os.fdopen(fd, "wb") as out:
+            sha256, size = _copy(stream, out)
+    return _Source(path, copy, sha256, size)
+
+
+def cache_key(file_sha256s: Sequence[str], kind: str, encoding: str, max_vocab: Optional[int]) -> str:
+    """Hex key naming the cache entry of files with these contents (sha256, in order) and settings."""
     described = {
         "cache_format": CACHE_FORMAT,
-        "files": [_file_sha256(p) for p in paths],
+        "files": list(file_sha256s),
         "tokenizer": kind,
         "encoding": encoding,
         "max_vocab": max_vocab,
@@ -136,7 +227,36 @@ class _ProvisionalVocabulary:
         return ids
 
 
-def _init_jieba_worker() -> None:
+def _die_with_parent(parent_pid: int) -> None:
+    """End this worker process when the process that started it ends, even if that one is killed -9.
+
+    On Linux the kernel sends the signal (PR_SET_PDEATHSIG); elsewhere a thread checks every second.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            armed = ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+        except (OSError, AttributeError):  # no prctl to be found: watch instead
+            armed = False
+        if armed:
+            # The parent may have died before prctl took effect, and then no signal will ever come.
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            return
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="charrnn-parent-watch", daemon=True).start()
+
+
+def _init_jieba_worker(parent_pid: int) -> None:
+    _die_with_parent(parent_pid)
+    # Ctrl-C reaches the whole process group; the parent stops the workers itself, without their
+    # tracebacks. A SIGTERM handler inherited from the parent would not fit here either.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     import jieba
 
     jieba.setLogLevel(logging.WARNING)
@@ -181,7 +301,13 @@ def _word_lists(chunks: Iterator[str], workers: int) -> Iterator[list[str]]:
         for piece in _pieces(chunks):
             yield _cut_words(piece)
         return
-    with concurrent.futures.ProcessPoolExecutor(workers, initializer=_init_jieba_worker) as pool:
+    # On Linux the workers are forked from this process (Python 3.14 would otherwise use a fork
+    # server as their parent), so that they can tie their lives to it.
+    context = multiprocessing.get_context("fork") if sys.platform.startswith("linux") else None
+    pool = concurrent.futures.ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_init_jieba_worker, initargs=(os.getpid(),)
+    )
+    try:
         in_flight: deque = deque()
         for piece in _pieces(chunks):
             in_flight.append(pool.submit(_cut_words, piece))
@@ -189,6 +315,15 @@ def _word_lists(chunks: Iterator[str], workers: int) -> Iterator[list[str]]:
                 yield in_flight.popleft().result()
         while in_flight:
             yield in_flight.popleft().result()
+    except BaseException:
+        # An error, Ctrl-C, a SIGTERM made an exception, or the consumer closing this generator: stop
+        # the workers now rather than wait for the pieces they are cutting.
+        for process in list((getattr(pool, "_processes", None) or {}).values()):
+            with suppress(OSError):
+                process.kill()
+        raise
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _final_vocabulary(provisional: _ProvisionalVocabulary, kind: str, max_vocab: Optional[int]):
@@ -213,10 +348,13 @@ def _final_vocabulary(provisional: _ProvisionalVocabulary, kind: str, max_vocab:
     return tokenizer, mapping
 
 
-def _write_ids(provisional_path: str, mapping: np.ndarray, dtype: np.dtype, count: int, directory: str) -> tuple[str, str]:
+def _write_ids(
+    provisional_path: str, mapping: np.ndarray, dtype: np.dtype, count: int, temporaries: _Temporaries
+) -> tuple[str, str]:
     """Map the provisional ids to final ones into a temporary ``.npy``; returns its path and the ids' sha256."""
     digest = hashlib.sha256()
-    fd, tmp_path = tempfile.mkstemp(dir=directory, prefix=".ids.", suffix=".tmp")
+    fd, tmp_path = temporaries.create("ids")
+    files.plain_permissions(fd)  # it becomes the cache entry, which other users may share
     with os.fdopen(fd, "wb") as out, open(provisional_path, "rb") as source:
         header = {"descr": dtype.str, "fortran_order": False, "shape": (count,)}
         np.lib.format.write_array_header_1_0(out, header)
@@ -235,12 +373,15 @@ def _write_ids(provisional_path: str, mapping: np.ndarray, dtype: np.dtype, coun
 
 
 def _build(
-    paths: Sequence[str], kind: str, encoding: str, max_vocab: Optional[int], directory: str,
+    sources: Sequence[_Source], kind: str, encoding: str, max_vocab: Optional[int], temporaries: _Temporaries,
     workers: int, on_progress: Progress,
 ) -> dict[str, Any]:
-    """Tokenize ``paths`` into ``directory``; returns the metadata (the ids file already renamed)."""
+    """Tokenize ``sources`` into temporary files; returns the metadata and, as ``ids_tmp``, the ids file.
+
+    Raises CorpusError if a file's bytes are not those its sha256 was taken from (it changed).
+    """
     provisional = _ProvisionalVocabulary(counting=max_vocab is not None)
-    total_bytes = sum(os.path.getsize(p) for p in paths)
+    total_bytes = sum(source.size_bytes for source in sources)
     done = [0]
 
     def advance(count: int) -> None:
@@ -248,34 +389,37 @@ def _build(
         on_progress(done[0], total_bytes)
 
     encodings, file_tokens = [], []
-    fd, provisional_path = tempfile.mkstemp(dir=directory, prefix=".provisional.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            for path in paths:
-                reader = TextReader(path, encoding)
-                chunks = reader.chunks(advance)
-                count = 0
-                if kind == "char":
-                    for text in chunks:
-                        ids = provisional.add_text(text)
-                        out.write(ids.view(np.uint32).data)  # ids are non-negative int32
-                        count += len(ids)
-                else:
-                    parallel = workers if os.path.getsize(path) >= _PARALLEL_MIN_BYTES else 1
-                    for words in _word_lists(chunks, parallel):
+    fd, provisional_path = temporaries.create("provisional")
+    with os.fdopen(fd, "wb") as out:
+        for source in sources:
+            name = display_name(source.path)
+            reader = TextReader(name, encoding, source=source.readable)
+            digest = hashlib.sha256()
+            chunks = reader.chunks(advance, digest)
+            count = 0
+            if kind == "char":
+                for text in chunks:
+                    ids = provisional.add_text(text)
+                    out.write(ids.view(np.uint32).data)  # ids are non-negative int32
+                    count += len(ids)
+            else:
+                parallel = workers if source.size_bytes >= _PARALLEL_MIN_BYTES else 1
+                # closing(): an exception here must stop the worker processes at once, not whenever
+                # the generator happens to be collected.
+                with contextlib.closing(_word_lists(chunks, parallel)) as word_lists:
+                    for words in word_lists:
                         ids = provisional.add_tokens(words)
                         out.write(ids.view(np.uint32).data)
                         count += len(ids)
-                if count == 0:
-                    raise CorpusError(f"{path} is empty")
-                encodings.append(reader.encoding)
-                file_tokens.append(count)
-        tokenizer, mapping = _final_vocabulary(provisional, kind, max_vocab)
-        dtype = smallest_id_dtype(tokenizer.vocab_size)
-        ids_tmp, ids_sha256 = _write_ids(provisional_path, mapping, dtype, sum(file_tokens), directory)
-    finally:
-        with suppress(OSError):
-            os.unlink(provisional_path)
+            if digest.hexdigest() != source.sha256:
+                raise CorpusError(f"{name} changed while being read; run again")
+            if count == 0:
+                raise CorpusError(f"{name} is empty")
+            encodings.append(reader.encoding)
+            file_tokens.append(count)
+    tokenizer, mapping = _final_vocabulary(provisional, kind, max_vocab)
+    dtype = smallest_id_dtype(tokenizer.vocab_size)
+    ids_tmp, ids_sha256 = _write_ids(provisional_path, mapping, dtype, sum(file_tokens), temporaries)
     return {
         "ids_tmp": ids_tmp,
         "tokenizer": tokenizer.to_dict(),
@@ -286,7 +430,7 @@ def _build(
     }
 
 
-def _load(key: str, directory: str, paths: Sequence[str]) -> Optional[PreparedCorpus]:
+def _load(key: str, directory: str, paths: Sequence[str], size_bytes: int) -> Optional[PreparedCorpus]:
     meta_path, ids_path = os.path.join(directory, f"{key}.json"), os.path.join(directory, f"{key}.npy")
     try:
         with open(meta_path, encoding="utf-8") as f:
@@ -301,7 +445,7 @@ def _load(key: str, directory: str, paths: Sequence[str]) -> Optional[PreparedCo
         return None
     return PreparedCorpus(
         ids, tokenizer, tuple(paths), tuple(meta["encodings"]), tuple(meta["file_tokens"]),
-        meta["ids_sha256"], ids_path, True,
+        meta["ids_sha256"], ids_path, True, size_bytes,
     )
 
 
@@ -316,31 +460,32 @@ def prepare(
 ) -> PreparedCorpus:
     """The token ids of ``paths`` from the cache, tokenizing them first if they are not there.
 
-    ``workers`` processes cut jieba text in parallel (default: one per core); the ids equal those of
-    one process. Raises CorpusError for bad files, as ``corpus.TextReader`` does.
+    A path ``-`` is standard input. ``workers`` processes cut jieba text in parallel (default: one
+    per core); the ids equal those of one process. Raises CorpusError for bad files, as
+    ``corpus.TextReader`` does, and for a file that changed while it was being read.
     """
     if not paths:
         raise CorpusError("no corpus file given")
     if max_vocab is not None and max_vocab < 1:
         raise CorpusError(f"--max-vocab must be positive, got {max_vocab}")
-    key = cache_key(paths, kind, encoding, max_vocab)
-    found = _load(key, cache_dir, paths)
-    if found is not None:
-        return found
-    try:
-        os.makedirs(cache_dir, exist_ok=True)
-    except OSError as exc:
-        raise CorpusError(f"cannot create the cache folder {cache_dir}: {exc.strerror}; pass --cache-dir") from None
-    built = _build(paths, kind, encoding, max_vocab, cache_dir, workers or os.cpu_count() or 1, on_progress)
-    meta = {"cache_format": CACHE_FORMAT, "paths": list(paths), **{k: v for k, v in built.items() if k != "ids_tmp"}}
-    try:
+    TextReader(paths[0], encoding)  # fails early, with the usual message, on an unknown codec name
+    files.remove_orphaned_temporaries(cache_dir)
+    with _Temporaries(cache_dir) as temporaries:
+        sources = [_source(path, temporaries) for path in paths]
+        size_bytes = sum(source.size_bytes for source in sources)
+        key = cache_key([source.sha256 for source in sources], kind, encoding, max_vocab)
+        found = _load(key, cache_dir, paths, size_bytes)
+        if found is not None:
+            return found
+        built = _build(
+            sources, kind, encoding, max_vocab, temporaries, workers or os.cpu_count() or 1, on_progress
+        )
+        meta = {"cache_format": CACHE_FORMAT, "paths": list(paths)}
+        meta.update((name, value) for name, value in built.items() if name != "ids_tmp")
         os.replace(built["ids_tmp"], os.path.join(cache_dir, f"{key}.npy"))
         # The JSON goes last: its presence says the entry is complete.
-        files.atomic_write(os.path.join(cache_dir, f"{key}.json"), json.dumps(meta, ensure_ascii=False).encode())
-    finally:
-        with suppress(OSError):
-            os.unlink(built["ids_tmp"])
-    loaded = _load(key, cache_dir, paths)
+        files.atomic_write(os.path.join(cache_dir, f"{key}.json"), files.json_bytes(meta))
+    loaded = _load(key, cache_dir, paths, size_bytes)
     if loaded is None:
         raise CorpusError(f"the cache entry just written to {cache_dir} cannot be read back")
     return dataclasses.replace(loaded, from_cache=False)

@@ -19,7 +19,7 @@ import numpy as np
 from charrnn import checkpoint, prepare, run_folder, train
 from charrnn.checkpoint import Checkpoint, CorpusInfo
 from charrnn.config import ModelConfig, ScheduleConfig, TrainConfig
-from charrnn.corpus import read_corpus, split_streams, streams_fit
+from charrnn.corpus import STANDARD_INPUT, is_standard_input, read_corpus, split_streams, streams_fit
 from charrnn.errors import ConfigError, VocabularyError
 from charrnn.tokenizer import Tokenizer
 
@@ -142,7 +142,8 @@ def _read_data(
             notes.append(f"{len(unknown)} validation tokens are outside the vocabulary and {fate}")
     # Absolute paths, so that resuming without naming the corpus works from any folder.
     info = CorpusInfo(
-        tuple(os.path.abspath(p) for p in prepared.paths), prepared.encodings, len(ids), prepared.ids_sha256,
+        tuple(p if p == STANDARD_INPUT else os.path.abspath(p) for p in prepared.paths), prepared.encodings,
+        len(ids), prepared.ids_sha256,
         tuple(os.path.abspath(p) for p in val_paths), ids.dtype.str, max_vocab,
     )
     return tokenizer, ids, val_ids, info
@@ -218,6 +219,12 @@ def _resumed(request: TrainRequest, ckpt: Checkpoint, on_progress: prepare.Progr
         if value is not None and value != getattr(ckpt.train_config, name)
     ]
     paths = request.corpus_paths or ckpt.corpus.paths
+    if not request.corpus_paths and any(is_standard_input(p) for p in paths):
+        # Reading it now would wait on the terminal for text that is long gone.
+        raise ConfigError(
+            f"{path} was trained on text from standard input, which cannot be read again; pass the corpus "
+            f"again, e.g. charrnn train - --resume {path} < corpus.txt"
+        )
     val_paths = request.val_paths or ckpt.corpus.val_paths
     if val_paths and ckpt.train_config.val_fraction > 0:
         raise ConfigError("this model holds out --val-fraction of its corpus; it cannot also take --val-file")

@@ -16,7 +16,7 @@ ALLOWED = {
     "__main__": {"cli"},
     "cli": {
         "__init__", "cli", "runner", "session", "checkpoint", "config", "errors", "evaluate", "sample",
-        "tokenizer", "corpus", "train", "prepare", "summary", "plot",
+        "tokenizer", "corpus", "train", "prepare", "summary", "plot", "files",
     },
     "runner": {"checkpoint", "evaluate", "model", "sample", "session", "train", "config"},
     "session": {"checkpoint", "prepare", "run_folder", "train", "config", "corpus", "errors", "tokenizer"},

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from charrnn import prepare
+from charrnn import files, prepare
 from charrnn.corpus import TextReader
 from charrnn.errors import CorpusError
 from charrnn.tokenizer import UNKNOWN_TOKEN, Tokenizer, tokenize
@@ -36,6 +40,16 @@ def test_second_prepare_is_served_from_the_cache_and_edits_are_not(tmp_path):
     edited = prepare.prepare([str(corpus)], cache_dir=str(tmp_path / "cache"))
     assert not edited.from_cache and edited.cache_path != first.cache_path
     assert edited.tokenizer.vocab == ("\n", "a", "b", "c", "d")
+
+
+def test_a_cache_entry_is_readable_as_any_new_file_is(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        prepare.prepare([str(TANG300)], cache_dir=str(tmp_path))
+    finally:
+        os.umask(previous)
+    modes = sorted((p.suffix, p.stat().st_mode & 0o777) for p in tmp_path.iterdir())
+    assert modes == [(".json", 0o644), (".npy", 0o644)]  # a shared cache folder serves other users too
 
 
 def test_a_damaged_cache_entry_is_rebuilt(tmp_path):
@@ -132,3 +146,142 @@ def test_binary_data_without_nul_bytes_is_refused(tmp_path):
     with pytest.raises(CorpusError, match="looks like a binary file"):
         "".join(TextReader(str(path)).chunks())
     assert os.path.exists(path)
+
+
+# --- a file that changes while it is prepared (the cache key and the tokens come from the same bytes) ---
+
+
+def test_a_file_changed_between_hashing_and_reading_is_refused_and_read_again_later(tmp_path, monkeypatch):
+    corpus, cache = tmp_path / "c.txt", tmp_path / "cache"
+    text = "春眠不觉晓，处处闻啼鸟。\n" * 200
+    corpus.write_text(text, encoding="utf-8")
+
+    class TruncatedOnOpen(TextReader):
+        def chunks(self, *args, **kwargs):
+            corpus.write_text(text[:100], encoding="utf-8")  # after the key was computed, before reading
+            return super().chunks(*args, **kwargs)
+
+    monkeypatch.setattr(prepare, "TextReader", TruncatedOnOpen)
+    with pytest.raises(CorpusError, match=r"c\.txt changed while being read; run again"):
+        prepare.prepare([str(corpus)], cache_dir=str(cache))
+    assert os.listdir(cache) == []  # no entry, no temporary file
+    monkeypatch.undo()
+    corpus.write_text(text, encoding="utf-8")  # restored: the same bytes as the key was computed from
+    again = prepare.prepare([str(corpus)], cache_dir=str(cache))
+    assert not again.from_cache and len(again.ids) == len(text) == 2600
+    assert again.tokenizer.decode(again.ids.tolist()) == text
+
+
+def test_a_file_rewritten_in_the_middle_of_reading_is_refused(tmp_path, monkeypatch):
+    corpus, cache = tmp_path / "c.txt", tmp_path / "cache"
+    corpus.write_text("abcdefgh\n" * 5000, encoding="utf-8")  # far more than a read buffer holds
+
+    class SmallChunks(TextReader):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.chunk_bytes = 4096
+
+    def rewrite_once(done, total):
+        if done == 4096:  # the first chunk has been read and tokenized: the rest is read from the new text
+            corpus.write_text("ABCDEFGH\n" * 5000, encoding="utf-8")
+
+    monkeypatch.setattr(prepare, "TextReader", SmallChunks)
+    with pytest.raises(CorpusError, match="changed while being read"):
+        prepare.prepare([str(corpus)], cache_dir=str(cache), on_progress=rewrite_once)
+    assert os.listdir(cache) == []
+    prepared = prepare.prepare([str(corpus)], cache_dir=str(cache))
+    assert prepared.tokenizer.decode(prepared.ids.tolist()) == "ABCDEFGH\n" * 5000
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 3, 64, 1 << 20])
+def test_the_reader_hashes_exactly_the_bytes_it_decodes(tmp_path, chunk_bytes):
+    # GBK after a little ASCII is first read as UTF-8, then decoded again as GB18030: from memory,
+    # so the bytes hashed are the file's, once each, in order.
+    data = b"ascii first " * 3 + "然后是中文\r\n".encode("gbk") * 50
+    path = tmp_path / "gbk.txt"
+    path.write_bytes(data)
+    digest = hashlib.sha256()
+    reader = TextReader(str(path), chunk_bytes=chunk_bytes)
+    assert "".join(reader.chunks(digest=digest)) == "ascii first " * 3 + "然后是中文\n" * 50
+    assert reader.encoding == "gb18030"
+    assert digest.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+# --- temporary files: removed on every way out, and those of dead processes removed at the next start ---
+
+
+def _fail_in_tokenizing(monkeypatch, exception):
+    def on_progress(done, total):
+        raise exception
+
+    return {"on_progress": on_progress}
+
+
+def _fail_in_writing_ids(monkeypatch, exception):
+    def header(*args, **kwargs):
+        raise exception
+
+    monkeypatch.setattr(np.lib.format, "write_array_header_1_0", header)
+    return {}
+
+
+def _fail_in_writing_the_json(monkeypatch, exception):
+    def fchmod(*args, **kwargs):
+        raise exception
+
+    monkeypatch.setattr(os, "fchmod", fchmod)  # only the atomic write of the entry's JSON calls it
+    return {}
+
+
+@pytest.mark.parametrize("where", [_fail_in_tokenizing, _fail_in_writing_ids, _fail_in_writing_the_json])
+@pytest.mark.parametrize("exception", [KeyboardInterrupt(), SystemExit(143), CorpusError("boom"), OSError(28, "full")])
+def test_no_temporary_file_survives_an_exception(tmp_path, monkeypatch, where, exception):
+    cache = tmp_path / "cache"
+    options = where(monkeypatch, exception)
+    with pytest.raises(type(exception)):
+        prepare.prepare([str(TANG300)], cache_dir=str(cache), **options)
+    assert [name for name in os.listdir(cache) if name.endswith(".tmp")] == []
+
+
+def test_temporaries_of_dead_processes_are_removed_and_those_of_live_ones_kept(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as live:
+        try:
+            fd, path = files.make_temporary(str(cache), "provisional")
+            os.close(fd)
+            mine = os.path.basename(path)  # .provisional.<pid>@<host>.<random>.tmp
+            host = mine.split("@")[1].split(".")[0]
+            names = {
+                "mine": mine,
+                "live": f".ids.{live.pid}@{host}.abcdefgh.tmp",
+                "dead": f".provisional.{dead_pid}@{host}.abcdefgh.tmp",
+                # The same process number on another machine that shares the folder: not ours to judge.
+                "other host": f".spool.{dead_pid}@{'1' if host[0] == '0' else '0'}{host[1:]}.abcdefgh.tmp",
+            }
+            others = [".notes.tmp", "keep.tmp", f".x.{dead_pid}.tmp"]  # not charrnn's temporaries
+            for name in [*names.values(), *others]:
+                (cache / name).write_bytes(b"")
+            prepare.prepare([str(TANG300)], cache_dir=str(cache))
+            left = set(os.listdir(cache))
+            assert names["dead"] not in left
+            assert {names["mine"], names["live"], names["other host"], *others} <= left
+        finally:
+            live.kill()
+
+
+def test_standard_input_is_copied_into_the_cache_folder_and_the_copy_removed(tmp_path, monkeypatch):
+    text = "床前明月光，疑是地上霜。\n" * 10
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode("utf-8"))))
+    prepared = prepare.prepare(["-"], cache_dir=str(tmp_path / "cache"))
+    assert prepared.paths == ("-",) and prepared.size_bytes == len(text.encode("utf-8"))
+    assert prepared.tokenizer.decode(prepared.ids.tolist()) == text
+    assert sorted(p.suffix for p in (tmp_path / "cache").iterdir()) == [".json", ".npy"]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode("utf-8"))))
+    assert prepare.prepare(["-"], cache_dir=str(tmp_path / "cache")).from_cache
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    with pytest.raises(CorpusError, match="^standard input is empty$"):
+        prepare.prepare(["-"], cache_dir=str(tmp_path / "cache2"))
+    assert [p.name for p in (tmp_path / "cache2").iterdir()] == []

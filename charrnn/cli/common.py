@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import json
 import math
 import sys
 from typing import Any, Callable, Iterable, Optional
@@ -11,6 +10,7 @@ from typing import Any, Callable, Iterable, Optional
 import click
 from click.core import ParameterSource
 
+from charrnn import files
 from charrnn.errors import CharRNNError, CheckpointError
 
 DEFAULT_CHECKPOINT_DIR = "checkpoints"
@@ -97,8 +97,21 @@ def json_safe(value: Any) -> Any:
 
 
 def emit_json(document: Any) -> None:
-    """Print ``document`` as the one JSON document on stdout (UTF-8 as is, NaN as null)."""
-    click.echo(json.dumps(json_safe(document), ensure_ascii=False, allow_nan=False, indent=2))
+    """Print ``document`` as the one JSON document on stdout (UTF-8 as is, NaN as null).
+
+    A file name that is not UTF-8 appears with ``\\udcXX`` escapes (see ``files.json_text``).
+    """
+    click.echo(files.json_text(json_safe(document), allow_nan=False, indent=2))
+
+
+def echo_text(text: str) -> None:
+    """Print ``text`` on stdout, file names included byte for byte even where they are not UTF-8.
+
+    Such a name holds its undecodable bytes as lone surrogates, which a strict stdout cannot encode;
+    they are written as the bytes they stand for, so that a script can use the path it reads.
+    """
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    click.echo(text.encode(encoding, "surrogateescape"))
 
 
 def format_score(score: Any) -> str:

@@ -7,12 +7,12 @@ from typing import Optional
 
 import click
 
-from charrnn.cli.common import ByteProgress, emit_json, info, reports_errors
+from charrnn.cli.common import ByteProgress, echo_text, emit_json, info, reports_errors
 from charrnn.config import TOKENIZERS
 
 
 @click.command("prepare")
-@click.argument("corpus", nargs=-1, required=True, type=click.Path())
+@click.argument("corpus", nargs=-1, required=True, type=click.Path(allow_dash=True))
 @click.option("--tokenizer", type=click.Choice(TOKENIZERS), default="char", show_default=True)
 @click.option("--encoding", default="auto", show_default=True, help="Codec of the files (auto: as for train).")
 @click.option("--max-vocab", type=int, help="Keep the N most frequent tokens; the rest become <unk>.")
@@ -27,8 +27,9 @@ def prepare_command(
 ) -> None:
     """Tokenize CORPUS files once into the cache, so that train starts at once and memory-maps them.
 
-    Prints the cached ids file on stdout. train does this by itself on first use; an edited corpus
-    gets a new cache entry (the key covers the files' contents and the options).
+    A CORPUS of - is standard input. Prints the cached ids file on stdout. train does this by itself
+    on first use; an edited corpus gets a new cache entry (the key covers the files' contents and the
+    options).
     """
     import time
 
@@ -44,7 +45,7 @@ def prepare_command(
     finally:
         progress.close()
     seconds = time.perf_counter() - started
-    megabytes = sum(os.path.getsize(p) for p in corpus) / 1e6
+    megabytes = prepared.size_bytes / 1e6
     if prepared.from_cache:
         info(quiet, f"already prepared: {len(prepared.ids):,} tokens, vocabulary {prepared.tokenizer.vocab_size}")
     else:
@@ -58,4 +59,4 @@ def prepare_command(
             "megabytes_per_s": None if prepared.from_cache else megabytes / max(seconds, 1e-9),
         })
     else:
-        click.echo(prepared.cache_path)
+        echo_text(prepared.cache_path)

@@ -43,7 +43,7 @@ class StopFlag:
 
 
 @click.command("train")
-@click.argument("corpus", nargs=-1, type=click.Path())
+@click.argument("corpus", nargs=-1, type=click.Path(allow_dash=True))
 @click.option("--tokenizer", type=click.Choice(TOKENIZERS), default="char", show_default=True,
               help="Tokens are characters, or words cut by jieba (precise mode).")
 @click.option("--encoding", default="auto", show_default=True,
@@ -103,7 +103,7 @@ class StopFlag:
 @click.pass_context
 @reports_errors
 def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -> None:
-    """Train a model on the text in CORPUS files (read in order and joined).
+    """Train a model on the text in CORPUS files (read in order and joined); - is standard input.
 
     With --resume, CORPUS may be left out to train on the files the checkpoint was trained on.
     Checkpoints go to --checkpoint-dir as step_NNNNNNNN.npz and latest.npz, plus best.npz (lowest

@@ -1,0 +1,303 @@
+"""The corpus under faults: names that are not UTF-8, pipes and FIFOs, killed and interrupted prepares.
+
+Real subprocesses of the installed ``charrnn`` where the operating system is the point (signals,
+pipes, FIFOs, orphaned processes), each with a timeout, so that a regression fails rather than hangs.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from charrnn import checkpoint, files, prepare
+from charrnn.cli import cli
+from conftest import TANG300
+
+LINUX = sys.platform.startswith("linux")
+TINY = ["--steps", "2", "--hidden-size", "8", "--batch-size", "4", "--seq-length", "8", "--rng-seed", "1"]
+NOT_UTF8 = os.fsdecode(b"caf\xe9")  # 'caf\udce9': how Python sees a Latin-1 name on a UTF-8 system
+
+
+def _children(pid: int) -> set[int]:
+    """The child processes of ``pid`` (of all its threads), from /proc."""
+    found: set[int] = set()
+    for path in glob.glob(f"/proc/{pid}/task/*/children"):
+        try:
+            found.update(int(child) for child in Path(path).read_text().split())
+        except OSError:
+            pass
+    return found
+
+
+def _running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie (a zombie has ended; only its exit status is left)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _wait_until(condition, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return bool(condition())
+
+
+def _temporaries(folder: Path) -> list[str]:
+    return sorted(name for name in os.listdir(folder) if name.endswith(".tmp")) if folder.exists() else []
+
+
+@pytest.fixture
+def jieba_corpus(tmp_path: Path) -> Path:
+    """A corpus of 5 MB, above the size at which prepare cuts jieba words in worker processes."""
+    path = tmp_path / "big.txt"
+    text = TANG300.read_text(encoding="utf-8")
+    with open(path, "w", encoding="utf-8") as f:
+        for _ in range(5_000_000 // len(text.encode("utf-8")) + 1):
+            f.write(text)
+    assert path.stat().st_size >= prepare._PARALLEL_MIN_BYTES
+    return path
+
+
+# --- item 11: workers die with their parent; item 12: a killed prepare's temporary files are removed later ---
+
+
+@pytest.mark.skipif(not LINUX, reason="finds the worker processes in /proc")
+@pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGTERM])
+def test_killing_a_parallel_prepare_leaves_no_worker_running(
+    charrnn_executable, tmp_path, jieba_corpus, small_corpus, signal_number
+):
+    cache = tmp_path / "cache"
+    command = [charrnn_executable, "prepare", str(jieba_corpus), "--tokenizer", "jieba", "--workers", "2",
+               "--cache-dir", str(cache), "-q"]
+    workers: set[int] = set()
+    parent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        assert _wait_until(lambda: len(_children(parent.pid)) >= 2, 60), "the workers never started"
+        workers = _children(parent.pid)
+        os.kill(parent.pid, signal_number)
+        parent.wait(timeout=30)
+        assert _wait_until(lambda: not any(_running(w) for w in workers), 5), f"orphaned workers {workers}"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
+        for worker in workers:  # only after a failure is any of them left
+            if _running(worker):
+                os.kill(worker, signal.SIGKILL)
+        if parent.stderr is not None:
+            parent.stderr.close()
+    if signal_number == signal.SIGKILL:  # nothing could clean up: the provisional ids are left behind
+        assert [name.split(".")[1] for name in _temporaries(cache)] == ["provisional"]
+    # The next prepare in the folder removes what a dead process left.
+    run = subprocess.run([charrnn_executable, "prepare", str(small_corpus), "--cache-dir", str(cache), "-q"],
+                         capture_output=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert _temporaries(cache) == []
+
+
+@pytest.mark.skipif(not LINUX, reason="finds the worker processes in /proc")
+def test_an_interrupt_during_a_parallel_prepare_stops_the_workers_at_once(tmp_path, jieba_corpus):
+    # KeyboardInterrupt stands for Ctrl-C, or a SIGTERM that the command line turns into an exception.
+    # It comes as the second chunk is read, with a piece of a million characters being cut: the
+    # workers are stopped rather than left to finish it (which took 20 s).
+    workers: set[int] = set()
+    interrupted: list[float] = []
+
+    def interrupt(done, total):
+        workers.update(_children(os.getpid()))
+        interrupted.append(time.monotonic())
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        prepare.prepare([str(jieba_corpus)], "jieba", cache_dir=str(tmp_path / "cache"), workers=2,
+                        on_progress=interrupt)
+    assert time.monotonic() - interrupted[0] < 3.0
+    assert len(workers) == 2 and not any(_running(w) for w in workers)
+    assert os.listdir(tmp_path / "cache") == []
+
+
+@pytest.mark.skipif(not LINUX, reason="finds the worker processes in /proc")
+def test_an_exception_in_the_code_taking_the_workers_words_stops_them(tmp_path, monkeypatch):
+    monkeypatch.setattr(prepare, "_PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(prepare, "_JIEBA_PIECE_CHARS", 2000)
+    corpus = tmp_path / "poems.txt"
+    corpus.write_text(TANG300.read_text(encoding="utf-8"), encoding="utf-8")
+    workers: set[int] = set()
+
+    def add_tokens(*args):
+        workers.update(_children(os.getpid()))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(prepare._ProvisionalVocabulary, "add_tokens", add_tokens)
+    with pytest.raises(KeyboardInterrupt):
+        prepare.prepare([str(corpus)], "jieba", cache_dir=str(tmp_path / "cache"), workers=2)
+    # Checked while the exception (and its traceback) is still alive, as it is in the command's handler.
+    assert len(workers) == 2 and not any(_running(w) for w in workers)
+    assert os.listdir(tmp_path / "cache") == []
+
+
+# --- item 13: standard input, pipes and FIFOs ---
+
+
+@pytest.mark.skipif(not LINUX, reason="/dev/stdin and FIFOs")
+@pytest.mark.parametrize("name, stdin", [("-", "pipe"), ("/dev/stdin", "pipe"), ("/dev/stdin", "file"), ("-", "file")])
+def test_train_reads_its_corpus_from_standard_input(charrnn_executable, tmp_path, small_corpus, name, stdin):
+    cache = tmp_path / "cache"
+    command = [charrnn_executable, "train", name, *TINY, "-q", "--cache-dir", str(cache),
+               "--checkpoint-dir", str(tmp_path / "run")]
+    if stdin == "pipe":
+        run = subprocess.run(command, input=small_corpus.read_bytes(), capture_output=True, timeout=60)
+    else:
+        with open(small_corpus, "rb") as f:
+            run = subprocess.run(command, stdin=f, capture_output=True, timeout=60)
+    assert (run.returncode, run.stderr) == (0, b"")
+    corpus = checkpoint.load(str(tmp_path / "run" / "latest.npz")).corpus
+    assert corpus.paths == (name,) and corpus.num_tokens == 3000
+    assert _temporaries(cache) == []
+    assert len(os.listdir(cache)) == 2  # the entry's .npy and .json
+
+
+@pytest.mark.skipif(not LINUX, reason="FIFOs")
+def test_a_fifo_as_the_corpus_is_read_once_and_never_hangs(charrnn_executable, tmp_path, small_corpus):
+    fifo = tmp_path / "poems.fifo"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with open(fifo, "wb") as f:
+            f.write(small_corpus.read_bytes())
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    try:
+        run = subprocess.run([charrnn_executable, "train", str(fifo), *TINY, "-q", "--cache-dir", str(tmp_path / "c"),
+                              "--checkpoint-dir", str(tmp_path / "run")], capture_output=True, timeout=30)
+    finally:
+        if writer.is_alive():  # charrnn never opened the FIFO: open it here so that the writer ends
+            os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+        writer.join(5)
+    assert (run.returncode, run.stderr) == (0, b"")
+    assert checkpoint.load(str(tmp_path / "run" / "latest.npz")).corpus.num_tokens == 3000
+    assert _temporaries(tmp_path / "c") == []
+
+
+@pytest.mark.skipif(not LINUX, reason="standard input as a pipe")
+def test_resuming_a_model_trained_on_standard_input_asks_for_the_corpus(charrnn_executable, tmp_path, small_corpus):
+    run_dir, cache = tmp_path / "run", tmp_path / "cache"
+    common = ["--cache-dir", str(cache), "--checkpoint-dir", str(run_dir)]
+    first = subprocess.run([charrnn_executable, "train", "-", *TINY, "-q", *common],
+                           input=small_corpus.read_bytes(), capture_output=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    latest = str(run_dir / "latest.npz")
+    # Standard input left open and empty, as a terminal would be: reading it would wait for ever.
+    resumed = subprocess.Popen([charrnn_executable, "train", "--resume", latest, "--steps", "4", "-q", *common],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        code = resumed.wait(timeout=30)
+        stdout, stderr = resumed.stdout.read(), resumed.stderr.read().decode()
+    finally:
+        resumed.kill()
+        for stream in (resumed.stdin, resumed.stdout, resumed.stderr):
+            stream.close()
+        resumed.wait()
+    assert (code, stdout) == (2, b"")
+    assert stderr == (
+        f"Error: {latest} was trained on text from standard input, which cannot be read again; "
+        f"pass the corpus again, e.g. charrnn train - --resume {latest} < corpus.txt\n"
+    )
+    again = subprocess.run([charrnn_executable, "train", "-", "--resume", latest, "--steps", "4", *common],
+                           input=small_corpus.read_bytes(), capture_output=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert b"differs" not in again.stderr  # the same text: training goes on where it stopped
+    assert checkpoint.load(latest).progress.step == 4
+
+
+def test_standard_input_in_process(tmp_path, small_corpus):
+    runner = CliRunner()
+    result = runner.invoke(cli, ["prepare", "-", "--cache-dir", str(tmp_path / "cache"), "--json"],
+                           input=small_corpus.read_bytes())
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["files"] == ["-"] and document["tokens"] == 3000 and not document["from_cache"]
+    assert document["megabytes_per_s"] > 0
+    result = runner.invoke(cli, ["prepare", "-", "--cache-dir", str(tmp_path / "cache"), "-q"], input=b"")
+    assert (result.exit_code, result.stdout, result.stderr) == (2, "", "Error: standard input is empty\n")
+
+
+# --- item 5: file names that are not UTF-8 ---
+
+
+def test_json_keeps_text_readable_and_escapes_only_the_undecodable_bytes_of_a_name():
+    data = files.json_bytes({"path": f"/语料/{NOT_UTF8}.txt"})
+    assert data == '{"path": "/语料/caf\\udce9.txt"}'.encode("utf-8")
+    assert json.loads(data) == {"path": f"/语料/{NOT_UTF8}.txt"}
+
+
+@pytest.fixture
+def latin1_named(tmp_path: Path, small_corpus: Path) -> Path:
+    """The small corpus under the name b'caf\\xe9.txt', in a folder b'd\\xe9j\\xe0'."""
+    folder = tmp_path / os.fsdecode(b"d\xe9j\xe0")
+    try:
+        folder.mkdir()
+        path = folder / f"{NOT_UTF8}.txt"
+        path.write_bytes(small_corpus.read_bytes())
+    except (OSError, UnicodeError):
+        pytest.skip("this file system refuses names that are not UTF-8")
+    return path
+
+
+def test_a_corpus_name_that_is_not_utf8_round_trips_through_cache_checkpoint_and_output(tmp_path, latin1_named):
+    runner = CliRunner()
+    cache = str(tmp_path / f"cache-{NOT_UTF8}")
+    run_dir = str(tmp_path / f"run-{NOT_UTF8}")
+    prepared = runner.invoke(cli, ["prepare", str(latin1_named), "--cache-dir", cache, "-q"])
+    assert prepared.exit_code == 0, prepared.output
+    (entry,) = [name for name in os.listdir(cache) if name.endswith(".npy")]
+    assert prepared.stdout_bytes == os.fsencode(os.path.join(cache, entry)) + b"\n"  # byte for byte
+    (meta,) = [name for name in os.listdir(cache) if name.endswith(".json")]
+    assert json.loads(Path(cache, meta).read_bytes())["paths"] == [str(latin1_named)]
+    described = runner.invoke(cli, ["prepare", str(latin1_named), "--cache-dir", cache, "--json", "-q"])
+    assert json.loads(described.stdout)["files"] == [str(latin1_named)]
+
+    trained = runner.invoke(cli, ["train", str(latin1_named), *TINY, "--cache-dir", cache, "--checkpoint-dir", run_dir,
+                                  "--json", "-q"])
+    assert trained.exit_code == 0, trained.output
+    latest = os.path.join(run_dir, "latest.npz")
+    assert json.loads(trained.stdout)["checkpoint"] == latest
+    assert checkpoint.load(latest).corpus.paths == (str(latin1_named),)
+    # Resuming without naming the corpus finds the file again, and knows it for the same text.
+    resumed = runner.invoke(cli, ["train", "--resume", latest, "--steps", "4", "--cache-dir", cache,
+                                  "--checkpoint-dir", run_dir])
+    assert resumed.exit_code == 0, resumed.output
+    assert "differs" not in resumed.stderr and checkpoint.load(latest).progress.step == 4
+
+    shown = runner.invoke(cli, ["info", latest])
+    assert shown.exit_code == 0, shown.output
+    assert b"corpus: " + os.fsencode(str(latin1_named)) + b", 3,000 tokens" in shown.stdout_bytes
+    as_json = runner.invoke(cli, ["info", latest, "--json"])
+    assert json.loads(as_json.stdout)["corpus"]["paths"] == [str(latin1_named)]
+
+
+def test_a_corpus_name_that_is_not_utf8_through_the_installed_command(charrnn_executable, tmp_path, latin1_named):
+    common = ["--cache-dir", str(tmp_path / "cache"), "--checkpoint-dir", str(tmp_path / "run")]
+    trained = subprocess.run([charrnn_executable, "train", str(latin1_named), *TINY, "-q", *common],
+                             capture_output=True, timeout=60)
+    assert (trained.returncode, trained.stderr) == (0, b"")
+    latest = str(tmp_path / "run" / "latest.npz")
+    shown = subprocess.run([charrnn_executable, "info", latest], capture_output=True, timeout=60)
+    assert (shown.returncode, shown.stderr) == (0, b"")
+    assert os.fsencode(str(latin1_named)) in shown.stdout
