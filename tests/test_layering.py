@@ -23,7 +23,12 @@ ALLOWED = {
     "summary": {"checkpoint", "model", "train", "config", "errors"},
     "plot": {"errors", "files"},
     "prepare": {"corpus", "errors", "files", "tokenizer"},
-    "checkpoint": {"__init__", "files", "model", "optim", "config", "errors", "tokenizer", "train"},
+    "checkpoint": {
+        "__init__", "checkpoint_meta", "npz_archive", "files", "model", "optim", "config", "errors", "tokenizer",
+        "train",
+    },
+    "checkpoint_meta": {"__init__", "config", "errors", "tokenizer", "train"},
+    "npz_archive": {"errors"},
     "files": set(),
     "evaluate": {"fpu", "model", "config", "errors", "tokenizer"},
     "train": {"fpu", "model", "optim", "config", "errors", "workspace"},
