@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import types
 import typing
 from dataclasses import dataclass
 from typing import Any, Optional, TypeVar
@@ -51,16 +52,20 @@ def is_finite_number(value: Any) -> bool:
 
 
 def _checked(name: str, value: Any, hint: Any) -> Any:
-    """``value`` if it is of type ``hint`` (int, float, str or Optional of one), else ConfigError.
+    """``value`` if it is of type ``hint`` (bool, int, float, str or Optional of one), else ConfigError.
 
     JSON has no integer type of its own, so the types are checked strictly: a bool is not an int,
     32.5 (or 32.0) is not an int, and a float must be finite (``json.loads`` turns NaN, Infinity and
     1e999 into floats). An int is accepted where a float is expected, and converted.
     """
-    if typing.get_origin(hint) is typing.Union:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # Optional[X], or X | None
         if value is None:
             return None
         (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{name} must be true or false, got {describe_value(value)}")
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value

@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 from charrnn import checkpoint, model, summary
 from charrnn.cli import cli
-from charrnn.config import ModelConfig, TrainConfig, from_dict
+from charrnn.config import ModelConfig, SampleConfig, TrainConfig, from_dict
 from charrnn.errors import CheckpointError, ConfigError
 from charrnn.tokenizer import Tokenizer
 from charrnn.train import Progress
@@ -363,6 +363,11 @@ def test_every_crafted_variant_through_every_command(source, tmp_path):
     assert [key for key in outcomes if key[2] not in ("ok", "error", "failed")] == []
 
 
+@dataclasses.dataclass(frozen=True)
+class _Limits:
+    steps: int | None = None  # the newer spelling of Optional[int]
+
+
 def test_from_dict_checks_types_strictly():
     assert from_dict(ModelConfig, {"vocab_size": 5, "hidden_size": 3, "dropout": 0}).dropout == 0.0
     assert from_dict(TrainConfig, {"max_steps": 9, "unknown_future_setting": [1]}).max_steps == 9
@@ -379,6 +384,12 @@ def test_from_dict_checks_types_strictly():
             from_dict(ModelConfig, data)
     with pytest.raises(ConfigError, match="the Progress settings must be a JSON object, got 'abc'"):
         from_dict(Progress, "abc")
+    assert from_dict(SampleConfig, {"greedy": True, "top_k": None}).is_greedy
+    assert from_dict(_Limits, {"steps": None}).steps is None and from_dict(_Limits, {"steps": 3}).steps == 3
+    with pytest.raises(ConfigError, match="steps must be a whole number, got 3.5"):
+        from_dict(_Limits, {"steps": 3.5})
+    with pytest.raises(ConfigError, match="greedy must be true or false, got 1"):
+        from_dict(SampleConfig, {"greedy": 1})
 
 
 def test_tokenizer_from_dict_refuses_what_no_decoded_text_holds():
