@@ -18,29 +18,26 @@ load but can never run code.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
-import json
 import os
 import re
 import tempfile
 import zipfile
-import zlib
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
 
-from charrnn import __version__, files, model, optim
-from charrnn.config import ModelConfig, TrainConfig, from_dict
+from charrnn import __version__, checkpoint_meta, files, model, optim
+from charrnn.checkpoint_meta import FORMAT_NAME, FORMAT_VERSION, Metadata
+from charrnn.config import ModelConfig, TrainConfig
 from charrnn.errors import CharRNNError, CheckpointError, CheckpointWriteError, ConfigError, TrainingError
+from charrnn.npz_archive import NpzArchive, open_archive
 from charrnn.run_folder import Identity
 from charrnn.tokenizer import Tokenizer
 from charrnn.train import Progress
 
-FORMAT_NAME = "charrnn-checkpoint"
-FORMAT_VERSION = 2
 LATEST_NAME = "latest.npz"
 BEST_NAME = "best.npz"
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
@@ -76,20 +73,6 @@ class Checkpoint:
     run_id: str  # the model's identity, the same in every checkpoint of its life (see run_identity)
     charrnn_version: str = __version__
     format_version: int = FORMAT_VERSION  # as stored in the file, before any migration
-
-
-def run_identity(model_config: ModelConfig, train_config: TrainConfig, tokenizer: Tokenizer) -> str:
-    """A model's identity: a hash of what is fixed for its whole life (shape, vocabulary, seed, batching).
-
-    Derived rather than drawn at random, so that the same seeded command still writes the same bytes;
-    two runs share it only if they train the same model from the same seed, step for step.
-    """
-    fixed = {
-        "model": dataclasses.asdict(model_config),
-        "train": {name: getattr(train_config, name) for name in ("rng_seed", "batch_size", "seq_length", "optimizer")},
-        "tokenizer": tokenizer.to_dict(),
-    }
-    return hashlib.sha256(json.dumps(fixed, sort_keys=True).encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def step_filename(step: int) -> str:
@@ -230,72 +213,28 @@ def find_latest(directory: str) -> Optional[str]:
     return steps[-1][1] if steps else None
 
 
-def _read_entries(path: str) -> dict[str, np.ndarray]:
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(4)
-        if magic != b"PK\x03\x04":
-            what = "empty" if not magic else "not an .npz archive"
-            raise CheckpointError(f"{path} is not a charrnn checkpoint ({what}; truncated or the wrong file?)")
-        with np.load(path, allow_pickle=False) as archive:
-            return {name: archive[name] for name in archive.files}
-    except CharRNNError:
-        raise
-    except FileNotFoundError:
-        raise CheckpointError(f"no checkpoint at {path}") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"{path} is a directory, not a checkpoint file") from None
-    except ValueError as exc:
-        if "pickle" in str(exc):
-            raise CheckpointError(
-                f"{path} holds pickled Python objects; refusing to load it (unpickling can run code)"
-            ) from None
-        raise CheckpointError(f"{path} is corrupt ({exc})") from None
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError) as exc:
-        raise CheckpointError(f"{path} is truncated or corrupt ({exc}); use an earlier checkpoint") from None
-    except Exception as exc:  # noqa: BLE001 - whatever a crafted archive makes numpy raise, say so plainly
-        raise CheckpointError(f"{path} is corrupt ({type(exc).__name__}: {exc})") from None
+def _read_meta(archive: NpzArchive) -> Metadata:
+    if "meta" not in archive.entries:
+        raise CheckpointError(f"{archive.path} is not a charrnn checkpoint (no metadata entry)")
+    shape, dtype, _ = archive.headers["meta"]
+    if dtype != np.uint8 or len(shape) != 1:
+        raise CheckpointError(f"{archive.path} has a malformed metadata entry")
+    if shape[0] > checkpoint_meta.META_MAX_BYTES:
+        raise CheckpointError(f"{archive.path} has {shape[0]:,} bytes of metadata, more than any checkpoint "
+                              f"holds ({checkpoint_meta.META_MAX_BYTES:,}); refusing it")
+    archive.require("meta", shape, "uint8")
+    raw = archive.read("meta").tobytes()
+    return checkpoint_meta.validate(archive.path, checkpoint_meta.decode(archive.path, raw))
 
 
-def _decode_meta(path: str, raw: np.ndarray) -> dict[str, Any]:
-    if raw.dtype != np.uint8 or raw.ndim != 1:
-        raise CheckpointError(f"{path} has a malformed metadata entry")
-    try:
-        meta = json.loads(raw.tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path} has unreadable metadata ({exc})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
-        raise CheckpointError(f"{path} is not a charrnn checkpoint")
-    version = meta.get("format_version")
-    if not isinstance(version, int) or version < 1:
-        raise CheckpointError(f"{path} has an invalid format version {version!r}")
-    if version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} uses checkpoint format {version}, newer than this charrnn "
-            f"({__version__}, format {FORMAT_VERSION}) reads; upgrade charrnn"
-        )
-    return meta
-
-
-def _migrate(meta: dict[str, Any], entries: dict[str, np.ndarray]) -> None:
-    """Bring a format-1 checkpoint to format 2, in place."""
-    if meta["format_version"] == 1:
-        # Format 1 had one vanilla layer trained with Adagrad on all of the text.
-        meta.setdefault("train", {})["val_fraction"] = 0.0
-        for name in [n for n in entries if n.startswith("optim.")]:
-            entries["optim.sum_sq." + name[len("optim."):]] = entries.pop(name)
-        if "state.hidden" in entries:
-            entries["state.h.0"] = entries.pop("state.hidden")
-        meta["format_version"] = 2
-
-
-def _check_array(path: str, name: str, value: np.ndarray, shape: tuple[int, ...], dtype: str) -> np.ndarray:
-    if value.shape != shape or value.dtype != np.dtype(dtype):
-        raise CheckpointError(
-            f"{path}: entry {name} has shape {value.shape} and dtype {value.dtype}, "
-            f"but the model needs {shape} {dtype}"
-        )
-    return value
+def _current_name(format_version: int, name: str) -> str:
+    """Today's name of entry ``name`` of a file in checkpoint format ``format_version``."""
+    if format_version == 1:  # one vanilla layer trained with Adagrad
+        if name == "state.hidden":
+            return "state.h.0"
+        if name.startswith("optim."):
+            return "optim.sum_sq." + name[len("optim."):]
+    return name
 
 
 def _expected_entries(model_config: ModelConfig, train_config: TrainConfig) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -310,80 +249,54 @@ def _expected_entries(model_config: ModelConfig, train_config: TrainConfig) -> d
 
 
 def load(path: str) -> Checkpoint:
-    """Read and validate a checkpoint (migrating older formats); raises CheckpointError saying what is wrong."""
-    entries = _read_entries(path)
-    if "meta" not in entries:
-        raise CheckpointError(f"{path} is not a charrnn checkpoint (no metadata entry)")
-    meta = _decode_meta(path, entries.pop("meta"))
-    stored_version = meta["format_version"]
-    try:
-        _migrate(meta, entries)
-        model_config = from_dict(ModelConfig, meta["model"])
-        train_config = from_dict(TrainConfig, meta["train"])
-        tokenizer = Tokenizer.from_dict(meta["tokenizer"])
-        progress = from_dict(Progress, meta["progress"])
-        corpus = meta.get("corpus") or {}
-        corpus_info = CorpusInfo(
-            tuple(corpus.get("paths", ())),
-            tuple(corpus.get("encodings", ())),
-            int(corpus.get("num_tokens", 0)),
-            str(corpus.get("sha256", "")),
-            tuple(corpus.get("val_paths", ())),
-            str(corpus.get("ids_dtype", "<i4")),
-            corpus.get("max_vocab"),
-        )
-        rng_state = meta["rng_state"]
-    except CharRNNError as exc:
-        raise CheckpointError(f"{path} has invalid settings: {exc}") from None
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise CheckpointError(f"{path} has incomplete metadata (missing {exc})") from None
-    if tokenizer.vocab_size != model_config.vocab_size:
-        raise CheckpointError(
-            f"{path}: vocabulary of {tokenizer.vocab_size} tokens for a model of {model_config.vocab_size}"
-        )
+    """Read and validate a checkpoint (migrating older formats); raises CheckpointError saying what is wrong.
 
-    expected = _expected_entries(model_config, train_config)
-    if set(entries) != set(expected):
-        missing, extra = sorted(set(expected) - set(entries)), sorted(set(entries) - set(expected))
-        raise CheckpointError(f"{path} does not match its model (missing {missing}, unexpected {extra})")
-    arrays = {name: _check_array(path, name, entries[name], *expected[name]) for name in expected}
+    Everything is checked before any array is inflated: the zip directory and every .npy header
+    (npz_archive: sizes, compression, no pickled objects), the metadata field by field
+    (checkpoint_meta), and every entry's name, shape, dtype and size against what the metadata's model
+    needs. So a crafted file costs at most its metadata's size in memory before it is refused, and
+    can never run code.
+    """
+    with open_archive(path) as archive:
+        meta = _read_meta(archive)
+        expected = _expected_entries(meta.model_config, meta.train_config)
+        current = {name: _current_name(meta.format_version, name) for name in archive.entries if name != "meta"}
+        stored = {now: name for name, now in current.items()}
+        missing = sorted(set(expected) - set(stored))
+        extra = sorted(name for name, now in current.items() if now not in expected or stored[now] != name)
+        if missing or extra:  # an entry whose format-1 name and current name both appear is extra too
+            raise CheckpointError(f"{path} does not match its model (missing {missing}, unexpected {extra})")
+        for name, (shape, dtype) in expected.items():
+            archive.require(stored[name], shape, dtype)
+        arrays = {name: archive.read(stored[name]) for name in expected}
 
     def group(prefix: str) -> dict[str, np.ndarray]:
         return {name[len(prefix):]: value for name, value in arrays.items() if name.startswith(prefix)}
 
     return Checkpoint(
-        model_config=model_config,
-        train_config=train_config,
-        tokenizer=tokenizer,
+        model_config=meta.model_config,
+        train_config=meta.train_config,
+        tokenizer=meta.tokenizer,
         params=group("param."),
         optimizer_state=group("optim."),
         state=group("state."),
-        progress=progress,
-        rng_state=rng_state,
-        corpus=corpus_info,
-        # Checkpoints before run identities were stored get theirs derived, as it was for new ones.
-        run_id=str(meta.get("run_id") or run_identity(model_config, train_config, tokenizer)),
-        charrnn_version=str(meta.get("charrnn_version", "")),
-        format_version=stored_version,
+        progress=meta.progress,
+        rng_state=meta.rng_state,
+        corpus=CorpusInfo(**meta.corpus),
+        run_id=meta.run_id,
+        charrnn_version=meta.charrnn_version,
+        format_version=meta.format_version,
     )
 
 
 def read_identity(path: str) -> Optional[Identity]:
     """Whose checkpoint ``path`` is (run identity and step), or None if it cannot be read as one.
 
-    Reads only the metadata entry, so looking over a folder of large checkpoints stays cheap.
+    Reads and checks only the metadata entry, so looking over a folder of large checkpoints stays cheap.
     """
     try:
-        with zipfile.ZipFile(path) as archive, archive.open("meta.npy") as entry:
-            meta = _decode_meta(path, np.lib.format.read_array(entry, allow_pickle=False))
-        _migrate(meta, {})
-        run_id = meta.get("run_id") or run_identity(
-            from_dict(ModelConfig, meta["model"]), from_dict(TrainConfig, meta["train"]),
-            Tokenizer.from_dict(meta["tokenizer"]),
-        )
-        step = meta["progress"]["step"]
-        if not isinstance(run_id, str) or not isinstance(step, int) or isinstance(step, bool):
-            return None
-        return Identity(run_id, step)
-    except (CharRNNError, OSError, zipfile.BadZipFile, KeyError, TypeError, ValueError, EOFError, zlib.error):
+        with open_archive(path) as archive:
+            meta = _read_meta(archive)
+    except CharRNNError:
         return None
+    return Identity(meta.run_id, meta.progress.step)

@@ -8,6 +8,9 @@ serves every layer.
 from __future__ import annotations
 
 import dataclasses
+import sys
+import types
+import typing
 from dataclasses import dataclass
 from typing import Any, Optional, TypeVar
 
@@ -37,15 +40,62 @@ def _require_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
-def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+def describe_value(value: Any) -> str:
+    """A short repr for error messages: a value read from a file may be a list of a million items."""
+    shown = repr(value)
+    return shown if len(shown) <= 40 else shown[:37] + "..."
+
+
+def is_finite_number(value: Any) -> bool:
+    """True for an int or float (not a bool) that is finite as a float: not NaN, ±inf or an int beyond 1.8e308."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= sys.float_info.max
+
+
+def _checked(name: str, value: Any, hint: Any) -> Any:
+    """``value`` if it is of type ``hint`` (bool, int, float, str or Optional of one), else ConfigError.
+
+    JSON has no integer type of its own, so the types are checked strictly: a bool is not an int,
+    32.5 (or 32.0) is not an int, and a float must be finite (``json.loads`` turns NaN, Infinity and
+    1e999 into floats). An int is accepted where a float is expected, and converted.
+    """
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # Optional[X], or X | None
+        if value is None:
+            return None
+        (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{name} must be true or false, got {describe_value(value)}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{name} must be a whole number, got {describe_value(value)}")
+    if hint is float:
+        if is_finite_number(value):
+            return float(value)
+        raise ConfigError(f"{name} must be a finite number, got {describe_value(value)}")
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{name} must be a string, got {describe_value(value)}")
+    raise TypeError(f"from_dict cannot check a field of type {hint}")  # a new field type: teach _checked
+
+
+def from_dict(cls: type[T], data: Any) -> T:
     """Build dataclass ``cls`` from ``data``, ignoring unknown keys and failing clearly on bad ones.
 
     Unknown keys are dropped so that a checkpoint written by a newer charrnn with extra settings still
-    loads; missing keys fall back to the field defaults.
+    loads; missing keys fall back to the field defaults. Every given value must have its field's type
+    (see ``_checked``); ranges are the dataclass's own ``__post_init__``'s to check.
     """
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    if not isinstance(data, dict):
+        raise ConfigError(f"the {cls.__name__} settings must be a JSON object, got {describe_value(data)}")
+    hints = typing.get_type_hints(cls)
+    values = {f.name: _checked(f.name, data[f.name], hints[f.name])
+              for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+              if f.name in data}
     try:
-        return cls(**{k: v for k, v in data.items() if k in names})
+        return cls(**values)
     except TypeError as exc:
         raise ConfigError(f"incomplete {cls.__name__}: {exc}") from None
 

@@ -16,11 +16,11 @@ from typing import Any, Optional
 
 import numpy as np
 
-from charrnn import checkpoint, prepare, run_folder, train
+from charrnn import checkpoint, checkpoint_meta, prepare, run_folder, train
 from charrnn.checkpoint import Checkpoint, CorpusInfo
 from charrnn.config import ModelConfig, ScheduleConfig, TrainConfig
 from charrnn.corpus import STANDARD_INPUT, is_standard_input, read_corpus, split_streams, streams_fit
-from charrnn.errors import ConfigError, VocabularyError
+from charrnn.errors import CheckpointError, ConfigError, VocabularyError
 from charrnn.tokenizer import Tokenizer
 
 # Options that define the model or its training data: fixed for a model's life, so giving a different
@@ -187,7 +187,7 @@ def _fresh(request: TrainRequest, on_progress: prepare.Progress) -> Session:
     shrinkable = "batch_size" not in request.explicit
     streams, val_ids, train_config = _prepare_streams(ids, val_ids, train_config, shrinkable, notes)
     state = train.new_state(model_config, train_config)
-    run_id = checkpoint.run_identity(model_config, train_config, tokenizer)
+    run_id = checkpoint_meta.run_identity(model_config, train_config, tokenizer)
     return Session(request, model_config, train_config, tokenizer, corpus, streams, val_ids, state, run_id, None, notes)
 
 
@@ -237,6 +237,10 @@ def _resumed(request: TrainRequest, ckpt: Checkpoint, on_progress: prepare.Progr
     if not same_data and corpus.ids_dtype != ckpt.corpus.ids_dtype:
         # Fingerprinted in another id type (older checkpoints hashed int32 ids): compare in that type.
         same_data = _fingerprint(ids, ckpt.corpus.ids_dtype) == ckpt.corpus.sha256
+    if same_data and progress.position + train_config.seq_length + 1 > streams.shape[1]:
+        # Its metadata put the position inside the streams of the corpus it claims (checkpoint_meta).
+        raise CheckpointError(f"{path} is inconsistent: its position {progress.position} is past the end of "
+                              "the streams of the corpus it was trained on; use another checkpoint")
     if not same_data:
         # Positions in other text mean nothing: start its streams from the beginning.
         notes.append("the corpus differs from the one the checkpoint was trained on; starting at its beginning")

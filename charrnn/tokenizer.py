@@ -204,15 +204,28 @@ class Tokenizer:
         return {"kind": self.kind, "vocab": list(self.vocab), "unknown": self.unknown}
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Tokenizer":
-        """Inverse of ``to_dict``; raises CheckpointError for malformed data."""
+    def from_dict(cls, data: Any) -> "Tokenizer":
+        """Inverse of ``to_dict``; raises CheckpointError for malformed data.
+
+        Tokens must be non-empty strings of real characters: no text charrnn decodes holds an empty
+        token or a lone surrogate (which could not even be printed).
+        """
         try:
+            if not isinstance(data, dict):
+                raise TypeError("it is not a JSON object")
             kind, vocab = data["kind"], data["vocab"]
-            if not isinstance(vocab, list) or not all(isinstance(t, str) for t in vocab):
-                raise TypeError("vocab is not a list of strings")
+            if not isinstance(kind, str):
+                raise TypeError("kind is not a string")
+            if not isinstance(vocab, list) or not all(isinstance(t, str) and t for t in vocab):
+                raise TypeError("vocab is not a list of non-empty strings")
+            "".join(vocab).encode("utf-8")  # raises UnicodeEncodeError on a lone surrogate
             unknown = data.get("unknown")
             if unknown is not None and not isinstance(unknown, str):
                 raise TypeError("unknown is not a string")
             return cls(kind, tuple(vocab), unknown)
-        except (KeyError, TypeError, VocabularyError, ConfigError) as exc:
+        except KeyError as exc:
+            raise CheckpointError(f"the checkpoint's tokenizer is malformed (missing {exc})") from None
+        except UnicodeEncodeError:
+            raise CheckpointError("the checkpoint's tokenizer is malformed (a token holds a lone surrogate)") from None
+        except (TypeError, VocabularyError, ConfigError) as exc:
             raise CheckpointError(f"the checkpoint's tokenizer is malformed ({exc})") from None

@@ -11,7 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from charrnn import checkpoint, train
+from charrnn import checkpoint, checkpoint_meta, train
 from charrnn.checkpoint import Checkpoint, CorpusInfo
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.corpus import split_streams
@@ -29,7 +29,7 @@ def _checkpoint(steps: int = 3, dtype: str = "float32", cell: str = "rnn", optim
     return Checkpoint(
         model_config, train_config, tokenizer, state.params, state.optimizer, state.hidden, state.progress,
         state.rng.bit_generator.state, CorpusInfo(("poem.txt",), ("utf-8",), len(ids), "abc"),
-        checkpoint.run_identity(model_config, train_config, tokenizer),
+        checkpoint_meta.run_identity(model_config, train_config, tokenizer),
     )
 
 
