@@ -5,10 +5,18 @@ traceback, no RuntimeWarning and no partial file."""
 
 from __future__ import annotations
 
+import resource
+import subprocess
+import sys
+import time
 import warnings
 
+import numpy as np
 import pytest
 
+from charrnn import memory, model
+from charrnn.config import ModelConfig
+from charrnn.errors import ConfigError
 from test_cli import FAST, assert_clean_error, invoke
 
 
@@ -46,3 +54,141 @@ def test_utf16_and_utf32_without_a_byte_order_mark_name_the_codec_to_use(workdir
         assert named.exit_code == 0, named.stderr
     undefined = invoke("prepare", tmp_path / "utf-16.txt", "--encoding", "undefined")
     assert_clean_error(undefined, 2, "cannot be read as undefined: undefined encoding; pass the right --encoding")
+
+
+# --- memory -----------------------------------------------------------------------------------------------
+
+
+def test_training_memory_by_hand():
+    config = ModelConfig(vocab_size=10, hidden_size=4)  # rnn, float32
+    parameters = ((10 + 4 + 1) * 4 + (4 + 1) * 10) * 4  # W_xh, W_hh, b_h; W_hy, b_y: 110 floats
+    per_position = (3 * 1 + 2) * 4 + 10 + 4  # cell caches and their gradients; logits and top states
+    assert model.training_memory(config, batch_size=2, seq_length=3, optimizer_slots=1) == {
+        "parameters": parameters, "optimizer state": parameters,
+        "gradients": parameters, "activations": 3 * 2 * per_position * 4,
+    }
+    # One position of activations is less than the Adam checkpoint's serialized copy: saving is the peak.
+    assert model.training_memory(config, batch_size=1, seq_length=1, optimizer_slots=2) == {
+        "parameters": parameters, "optimizer state": 2 * parameters, "checkpoint being written": 3 * parameters,
+    }
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_training_memory_counts_every_parameter_of_a_deep_model(cell):
+    config = ModelConfig(vocab_size=23, hidden_size=7, num_layers=3, cell=cell, dtype="float64")
+    params = model.init_params(config, np.random.default_rng(0))
+    estimate = model.training_memory(config, batch_size=1, seq_length=1, optimizer_slots=1)
+    assert estimate["parameters"] == model.count_parameters(params) * 8
+
+
+def test_an_absurdly_deep_model_is_estimated_at_once():
+    started = time.perf_counter()
+    estimate = model.training_memory(ModelConfig(vocab_size=100, hidden_size=10**6, num_layers=10**15), 32, 25, 1)
+    assert time.perf_counter() - started < 1.0
+    vocab, hidden, layers = 100, 10**6, 10**15
+    first = vocab * hidden + hidden * hidden + hidden  # W_xh, W_hh, b_h
+    upper = 2 * hidden * hidden + hidden
+    output = hidden * vocab + vocab  # W_hy, b_y
+    assert estimate["parameters"] == (first + (layers - 1) * upper + output) * 4
+
+
+def test_sampling_memory_by_hand():
+    config = ModelConfig(vocab_size=10, hidden_size=4)
+    # per stream: the logits (float32) and three float64-sized copies of them, and the state and forward
+    # activations, (1 + 2)·H values, for the current token and the 2 prime tokens
+    per_stream = 10 * (4 + 17) + (1 + 2) * (1 + 2) * 4 * 4
+    assert model.sampling_memory(config, num_streams=3, prime_length=2) == 3 * per_stream
+
+
+def test_require_names_the_need_the_limit_and_the_fix():
+    memory.require({"a": 600, "b": 400}, "doing it", "lower --size", available=1000)  # fits exactly
+    with pytest.raises(ConfigError) as refused:
+        memory.require({"a": 600, "b": 500, "c": 0}, "doing it", "lower --size", available=1000)
+    assert str(refused.value) == ("doing it needs about 1.1 kB of memory (a 600 B, b 500 B), more than the 1 kB this "
+                                  "machine has available; lower --size")
+    assert [memory.format_bytes(n) for n in (0, 999, 12_345_678, 7_280_000_000_000, 10**30)] == [
+        "0 B", "999 B", "12.3 MB", "7.28 TB", "1e+06 YB"
+    ]
+
+
+def test_available_memory_is_known_and_follows_an_address_space_limit():
+    available = memory.available_bytes()
+    assert available is not None and available > 0
+    script = ("import resource; from charrnn import memory\n"
+              "resource.setrlimit(resource.RLIMIT_AS, (6 << 30, resource.RLIM_INFINITY))\n"
+              "print(memory.available_bytes())")
+    limited = int(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout)
+    assert 0 < limited < min(available, 6 << 30) + 1
+
+
+def _limited_run(executable, cwd, *args):
+    """The installed command with 4 GB of address space, so a missing check fails fast and harmlessly."""
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, resource.RLIM_INFINITY))
+
+    return subprocess.run([executable, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=60,
+                          preexec_fn=limit)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--hidden-size", "1000000"], "training this model needs about 16 TB of memory (parameters 4 TB, "
+                                       "optimizer state 4 TB, checkpoint being written 8 TB), more than the "),
+        (["--num-layers", str(10**12)], "this machine has available; lower --batch-size or --seq-length (or "
+                                        "--hidden-size or --num-layers)"),
+    ],
+    ids=["hidden-size", "num-layers"],
+)
+def test_a_model_too_large_for_the_machine_is_refused_before_tokenizing(charrnn_executable, small_corpus,
+                                                                        tmp_path, args, message):
+    result = _limited_run(charrnn_executable, tmp_path, "train", small_corpus, "--steps", "2", "-q", *args)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1 and message in result.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_batch_too_large_for_the_memory_left_is_refused(workdir, small_corpus, monkeypatch):
+    monkeypatch.setattr(memory, "available_bytes", lambda: 4_000_000)
+    result = invoke("train", small_corpus, "--steps", "2", *FAST, "--batch-size", "64", "--seq-length", "40")
+    assert_clean_error(result, 2, "more than the 4 MB this machine has available; lower --batch-size or --seq-length")
+    assert ("training this model needs about 11 MB of memory (parameters 125 kB, optimizer state 125 kB, "
+            "gradients 125 kB, activations 10.6 MB)") in result.stderr
+    assert not (workdir / "checkpoints").exists()
+    assert invoke("train", small_corpus, "--steps", "2", *FAST).exit_code == 0  # 0.54 MB: fits
+
+
+@pytest.fixture
+def trained(workdir, small_corpus):
+    """A tiny model in checkpoints/latest.npz (vocabulary 942)."""
+    assert invoke("train", small_corpus, "--steps", "2", *FAST, "-q").exit_code == 0
+    return workdir / "checkpoints" / "latest.npz"
+
+
+def test_sampling_more_than_memory_holds_is_refused_and_stream_needs_no_room_for_the_text(trained, monkeypatch):
+    monkeypatch.setattr(memory, "available_bytes", lambda: 100_000)
+    kept = invoke("sample", "--length", "6000", "--seed", "月", "-q")
+    assert_clean_error(kept, 2, "sampling needs about 140 kB of memory (streams 20.2 kB, generated text 120 kB), "
+                                "more than the 100 kB this machine has available; lower --length or --num-samples, "
+                                "or print one sample as it comes with --stream")
+    streamed = invoke("sample", "--length", "6000", "--seed", "月", "-q", "--stream")
+    assert streamed.exit_code == 0 and len(streamed.stdout) == 1 + 6000 + 1
+    many = invoke("sample", "--length", "2", "--num-samples", "10", "-q")
+    assert_clean_error(many, 2, "sampling needs about 202 kB of memory (streams 202 kB, generated text 400 B), more "
+                                "than the 100 kB this machine has available; lower --num-samples")
+
+
+def test_scoring_with_more_streams_than_memory_holds_is_refused(trained, small_corpus, monkeypatch):
+    monkeypatch.setattr(memory, "available_bytes", lambda: 10_000_000)
+    result = invoke("eval", trained, small_corpus, "--batch-size", "1000")
+    assert_clean_error(result, 2, "scoring needs about 20.2 MB of memory (streams 20.2 MB), more than the 10 MB this "
+                                  "machine has available; lower --batch-size")
+    assert invoke("eval", trained, small_corpus, "--batch-size", "100").exit_code == 0
+
+
+def test_sampling_too_many_streams_for_the_machine(charrnn_executable, trained, tmp_path):
+    result = _limited_run(charrnn_executable, tmp_path, "sample", "-c", trained, "--num-samples", 10**11)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith("Error: sampling needs about 2.42 PB of memory (streams 2.02 PB, generated text "
+                                     "400 TB), more than the ")
+    assert result.stderr.endswith("this machine has available; lower --num-samples\n")

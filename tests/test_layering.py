@@ -16,10 +16,13 @@ ALLOWED = {
     "__main__": {"cli"},
     "cli": {
         "__init__", "cli", "runner", "session", "checkpoint", "config", "errors", "evaluate", "sample",
-        "tokenizer", "corpus", "train", "prepare", "summary", "plot",
+        "tokenizer", "corpus", "train", "prepare", "summary", "plot", "memory", "model",
     },
     "runner": {"checkpoint", "evaluate", "model", "sample", "session", "train", "config"},
-    "session": {"checkpoint", "prepare", "train", "config", "corpus", "errors", "tokenizer"},
+    "session": {
+        "checkpoint", "memory", "model", "optim", "prepare", "train", "config", "corpus", "errors", "tokenizer",
+    },
+    "memory": {"errors"},
     "summary": {"checkpoint", "model", "train", "config", "errors"},
     "plot": {"errors", "files"},
     "prepare": {"corpus", "errors", "files", "tokenizer"},
