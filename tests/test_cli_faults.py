@@ -14,10 +14,12 @@ import warnings
 import numpy as np
 import pytest
 
-from charrnn import memory, model
+from charrnn import memory, model, sample
 from charrnn.config import ModelConfig
 from charrnn.errors import ConfigError
 from test_cli import FAST, assert_clean_error, invoke
+
+INT64_MAX = 2**63 - 1
 
 
 @pytest.fixture(autouse=True)
@@ -27,6 +29,81 @@ def no_runtime_warnings():
         warnings.simplefilter("always")
         yield
     assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
+
+
+# --- numeric options -------------------------------------------------------------------------------------
+
+TRAIN_OPTIONS = [
+    (["--learning-rate", "nan"], "--learning-rate must be a finite number, got nan"),
+    (["--learning-rate", "inf"], "--learning-rate must be a finite number, got inf"),
+    (["--learning-rate", "-inf"], "--learning-rate must be a finite number, got -inf"),
+    (["--learning-rate", "1e39"], "--learning-rate must be at most 3.403e+38, the largest float32, got 1e+39"),
+    (["--learning-rate", "1e-39"], "--learning-rate must be at least 1.175e-38, the smallest normal float32"),
+    (["--clip", "nan"], "--clip must be a finite number, got nan"),
+    (["--clip", "1e39"], "--clip must be at most 3.403e+38, the largest float32, got 1e+39"),
+    (["--lr-decay", "nan"], "--lr-decay must be a finite number, got nan"),
+    (["--lr-decay", "1e-320"], "--lr-decay must be at least 1.175e-38"),
+    (["--lr-decay-after", "nan"], "--lr-decay-after must be a finite number, got nan"),
+    (["--lr-decay-after", "inf"], "--lr-decay-after must be a finite number, got inf"),
+    (["--lr-decay-after", "1e308"], "--lr-decay-after must be at most 9007199254740992 (2^53) epochs, got 1e+308"),
+    (["--epochs", "nan"], "--epochs must be a finite number, got nan"),
+    (["--epochs", "inf"], "--epochs must be a finite number, got inf"),
+    (["--epochs", "1e308"], "--epochs must be at most 9007199254740992 (2^53) epochs, got 1e+308"),
+    (["--epochs", "-2"], "--epochs must be positive, got -2.0"),
+    (["--dropout", "nan"], "--dropout must be a finite number, got nan"),
+    (["--val-fraction", "nan"], "--val-fraction must be a finite number, got nan"),
+    (["--steps", str(INT64_MAX + 1)], f"--steps must be at most {INT64_MAX:,} (2^63 - 1), got {INT64_MAX + 1}"),
+    (["--hidden-size", str(INT64_MAX + 1)], "--hidden-size must be at most 9,223,372,036,854,775,807"),
+    (["--rng-seed", str(INT64_MAX + 1)], "--rng-seed must be at most 9,223,372,036,854,775,807"),
+    (["--eval-every", str(INT64_MAX + 1)], "--eval-every must be at most 9,223,372,036,854,775,807"),
+    (["--log-every", "-1"], "--log-every must be zero or positive, got -1"),
+]
+
+
+@pytest.mark.parametrize("args, message", TRAIN_OPTIONS, ids=[" ".join(a) for a, _ in TRAIN_OPTIONS])
+def test_bad_numeric_train_options_are_refused_before_any_work(workdir, small_corpus, args, message):
+    result = invoke("train", small_corpus, "--steps", "3", *FAST, *args)
+    assert_clean_error(result, 2, message)
+    assert len(result.stderr.splitlines()) == 1
+    assert not (workdir / "checkpoints").exists() and not (workdir / "data").exists()  # nothing tokenized
+
+
+SAMPLE_OPTIONS = [
+    (["--temperature", "nan"], "--temperature must be a finite number, got nan"),
+    (["--temperature", "inf"], "--temperature must be a finite number, got inf"),
+    (["--temperature", "1e-310"], "--temperature must be 0 (greedy) or at least 2.23e-308, got 1e-310"),
+    (["--length", str(INT64_MAX + 1)], "--length must be at most 9,223,372,036,854,775,807"),
+    (["--num-samples", str(INT64_MAX + 1)], "--num-samples must be at most 9,223,372,036,854,775,807"),
+    (["--top-k", str(INT64_MAX + 1)], "--top-k must be at most 9,223,372,036,854,775,807"),
+]
+
+
+@pytest.mark.parametrize("args, message", SAMPLE_OPTIONS, ids=[" ".join(a) for a, _ in SAMPLE_OPTIONS])
+def test_bad_numeric_sample_options_are_refused(workdir, args, message):
+    result = invoke("sample", *args)
+    assert_clean_error(result, 2, message)
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_the_smallest_temperature_is_the_greedy_limit_without_overflow():
+    logits = np.array([[1.0, 20.0, 3.0], [-4.0, -9.0, -4.5]], dtype=np.float32)
+    smallest_normal = sys.float_info.min  # logits / it overflow float64, and z / T − max(z / T) was NaN
+    probabilities = sample.next_token_distribution(logits, smallest_normal, None)
+    assert probabilities.tolist() == [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
+    assert sample.next_token_distribution(logits, smallest_normal, 2).tolist() == [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
+
+
+def test_refusals_reach_stderr_as_one_line_through_the_installed_command(charrnn_executable, small_corpus, tmp_path):
+    def run(*args):
+        return subprocess.run([charrnn_executable, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+
+    rate = run("train", str(small_corpus), "--steps", "3", *FAST, "--learning-rate", "1e39")
+    assert (rate.returncode, rate.stdout) == (2, "")
+    assert rate.stderr == "Error: --learning-rate must be at most 3.403e+38, the largest float32, got 1e+39\n"
+    cold = run("sample", "--temperature", "1e-310")
+    assert (cold.returncode, cold.stdout) == (2, "")
+    assert cold.stderr == ("Error: --temperature must be 0 (greedy) or at least 2.23e-308, got 1e-310: logits are "
+                           "divided by it, and 1/temperature must be a finite float64\n")
 
 
 # --- codecs -----------------------------------------------------------------------------------------------

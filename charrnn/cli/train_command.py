@@ -113,12 +113,13 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
     """
     from charrnn import runner
     from charrnn.config import ScheduleConfig
+    from charrnn.errors import ConfigError
     from charrnn.session import TrainRequest, open_session
 
     if not corpus and not options["resume"]:
         raise click.UsageError("give at least one CORPUS file (or --resume a checkpoint)")
     if options["log_every"] < 0:
-        raise click.BadParameter("must be zero or positive", param_hint="--log-every")
+        raise ConfigError(f"--log-every must be zero or positive, got {options['log_every']}")
     options["max_steps"], options["max_epochs"] = options.pop("steps"), options.pop("epochs")
     if options["max_steps"] is None and options["max_epochs"] is None and not options["resume"]:
         options["max_epochs"] = DEFAULT_EPOCHS
