@@ -5,7 +5,9 @@ traceback, no RuntimeWarning and no partial file."""
 
 from __future__ import annotations
 
+import os
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -17,9 +19,11 @@ import pytest
 from charrnn import memory, model, sample
 from charrnn.config import ModelConfig
 from charrnn.errors import ConfigError
+from conftest import TANG300
 from test_cli import FAST, assert_clean_error, invoke
 
 INT64_MAX = 2**63 - 1
+HAS_DEV_FULL = os.path.exists("/dev/full")
 
 
 @pytest.fixture(autouse=True)
@@ -269,3 +273,164 @@ def test_sampling_too_many_streams_for_the_machine(charrnn_executable, trained, 
     assert result.stderr.startswith("Error: sampling needs about 2.42 PB of memory (streams 2.02 PB, generated text "
                                      "400 TB), more than the ")
     assert result.stderr.endswith("this machine has available; lower --num-samples\n")
+
+
+# --- signals outside the training loop --------------------------------------------------------------------
+
+SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+
+
+@pytest.fixture(scope="module")
+def signal_setup(tmp_path_factory):
+    """A folder with a 0.8 MB corpus (the Tang poems ten times) and a model of its 2,557 characters."""
+    folder = tmp_path_factory.mktemp("signals")
+    corpus = folder / "poems.txt"
+    corpus.write_text(TANG300.read_text(encoding="utf-8") * 10, encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "charrnn", "train", str(TANG300), "--steps", "2", *FAST, "-q", "--checkpoint-dir",
+         str(folder / "model"), "--cache-dir", str(folder / "model-cache")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return folder, corpus, folder / "model" / "latest.npz"
+
+
+def _status_field(pid: int, name: str) -> str:
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        return next(line.split(":", 1)[1].strip() for line in f if line.startswith(name + ":"))
+
+
+def _handles_sigterm(pid: int) -> bool:
+    """Whether the process has installed its own SIGTERM handler (Python has none by default)."""
+    return bool(int(_status_field(pid, "SigCgt"), 16) & (1 << (signal.SIGTERM - 1)))
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _wait_for(process: subprocess.Popen, evidence, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not evidence():
+        if process.poll() is not None:
+            pytest.fail(f"charrnn ended (exit {process.returncode}) before {what}: {process.stderr.read()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"no sign of {what} within {timeout} s")
+        time.sleep(0.005)
+
+
+def _phase(name, folder, corpus, ckpt):
+    """(arguments, evidence that the process is in the phase) for each phase a signal is sent in."""
+    cache = folder / "cache"
+    tokenizing = lambda pid: any(p.name.startswith(".provisional.") for p in cache.glob(".*"))  # noqa: E731
+    computing = lambda pid: _cpu_seconds(pid) > 1.5  # noqa: E731 - past start-up, in the long computation
+    phases = {
+        # jieba cuts this corpus at about 0.5 MB/s, so a signal finds it tokenizing
+        "prepare": (["prepare", corpus, "--tokenizer", "jieba", "--cache-dir", cache], tokenizing),
+        "train-tokenizing": (["train", corpus, "--tokenizer", "jieba", "--cache-dir", cache, "--steps", "1"],
+                             tokenizing),
+        "sample": (["sample", "-c", ckpt, "--length", "10000000", "-q"], computing),
+        "eval": (["eval", ckpt, corpus, "-q"], computing),  # scoring 300,000 tokens takes seconds
+        "info": (["info", ckpt], lambda pid: True),  # the handler alone; the rest takes a tenth of a second
+    }
+    return phases[name]
+
+
+FAST_SIGNALS = {("prepare", signal.SIGTERM), ("train-tokenizing", signal.SIGINT), ("sample", signal.SIGINT),
+                ("sample-stream", signal.SIGTERM), ("eval", signal.SIGINT), ("info", signal.SIGTERM)}
+
+
+@pytest.mark.parametrize(
+    "phase, signal_number",
+    [
+        pytest.param(phase, number, marks=() if (phase, number) in FAST_SIGNALS else pytest.mark.slow)
+        for phase in ("prepare", "train-tokenizing", "sample", "sample-stream", "eval", "info")
+        for number in (signal.SIGINT, signal.SIGTERM)
+    ],
+    ids=lambda value: SIGNAL_NAMES.get(value, value),
+)
+def test_a_signal_outside_the_training_loop_exits_130_or_143_and_leaves_no_file(
+    charrnn_executable, signal_setup, tmp_path, phase, signal_number
+):
+    folder, corpus, ckpt = signal_setup
+    work = tmp_path
+    (work / "cache").mkdir()
+    streaming = phase == "sample-stream"
+    if streaming:
+        args = ["sample", "-c", ckpt, "--length", "10000000", "--stream", "-q"]
+    else:
+        args, evidence = _phase(phase, work, corpus, ckpt)
+    process = subprocess.Popen([charrnn_executable, *map(str, args)], cwd=work, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for(process, lambda: _handles_sigterm(process.pid), "its signal handlers")
+        if streaming:
+            assert len(process.stdout.read(30)) == 30  # text is flowing
+        else:
+            _wait_for(process, lambda: evidence(process.pid), f"the {phase} phase")
+        process.send_signal(signal_number)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signal_number, stderr
+    assert stderr.decode() == f"Error: interrupted by {SIGNAL_NAMES[signal_number]}\n"
+    if not streaming:
+        assert stdout == b""
+    assert os.listdir(work / "cache") == []  # no partial cache entry, no temporary file
+    assert sorted(os.listdir(work)) == ["cache"]  # and no checkpoint folder
+
+
+# --- failures to write stdout ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny")
+    corpus = folder / "poems.txt"
+    corpus.write_text(TANG300.read_text(encoding="utf-8")[:3000], encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "charrnn", "train", str(corpus), "--steps", "2", *FAST, "-q"],
+        cwd=folder, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return folder / "checkpoints" / "latest.npz", corpus
+
+
+@pytest.mark.skipif(not HAS_DEV_FULL, reason="needs /dev/full")
+@pytest.mark.parametrize("command", ["sample", "sample --json", "info --json", "eval", "prepare"])
+def test_a_full_stdout_is_one_error_line_and_exit_1(charrnn_executable, tiny_model, tmp_path, command):
+    ckpt, corpus = tiny_model
+    args = {
+        "sample": ["sample", "-c", ckpt, "-q"],
+        "sample --json": ["sample", "-c", ckpt, "-q", "--json"],
+        "info --json": ["info", ckpt, "--json"],
+        "eval": ["eval", ckpt, corpus],
+        "prepare": ["prepare", corpus, "--cache-dir", tmp_path / "cache", "-q"],
+    }[command]
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([charrnn_executable, *map(str, args)], cwd=tmp_path, stdout=full,
+                                stderr=subprocess.PIPE, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr == "Error: cannot write to standard output: No space left on device\n"
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
+def test_a_reader_closing_stdout_early_is_a_normal_end(charrnn_executable, tiny_model, tmp_path, stream):
+    ckpt, _ = tiny_model
+    # --stream writes token by token; a whole sample of 60 × 1,000 characters (180 kB) overfills the
+    # 64 kB pipe, so both are still writing when the reader goes, as with `charrnn sample | head -c 10`.
+    args = ["--stream", "--length", "100000"] if stream else ["--num-samples", "60", "--length", "1000"]
+    process = subprocess.Popen([charrnn_executable, "sample", "-c", str(ckpt), "-q", *args], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert len(process.stdout.read(10)) == 10
+        process.stdout.close()
+        stderr = process.stderr.read()
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0
+    assert stderr == b""  # no message, no "Exception ignored ... BrokenPipeError"

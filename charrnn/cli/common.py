@@ -11,6 +11,7 @@ from typing import Any, Callable, Iterable, Optional
 import click
 from click.core import ParameterSource
 
+from charrnn.cli.exits import write_stdout
 from charrnn.errors import CharRNNError, CheckpointError
 
 DEFAULT_CHECKPOINT_DIR = "checkpoints"
@@ -98,7 +99,7 @@ def json_safe(value: Any) -> Any:
 
 def emit_json(document: Any) -> None:
     """Print ``document`` as the one JSON document on stdout (UTF-8 as is, NaN as null)."""
-    click.echo(json.dumps(json_safe(document), ensure_ascii=False, allow_nan=False, indent=2))
+    write_stdout(json.dumps(json_safe(document), ensure_ascii=False, allow_nan=False, indent=2))
 
 
 def format_score(score: Any) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from charrnn.cli.common import emit_json, format_score, reports_errors
+from charrnn.cli.exits import write_stdout
 
 
 @click.command("eval")
@@ -44,6 +45,6 @@ def eval_command(
     if as_json:
         emit_json({"checkpoint": checkpoint, "files": list(files), "encodings": list(text.encodings), **score.to_dict()})
     else:
-        click.echo(f"{score.tokens_scored} tokens scored, {score.tokens_unknown} unknown: {format_score(score)}")
+        write_stdout(f"{score.tokens_scored} tokens scored, {score.tokens_unknown} unknown: {format_score(score)}")
     if score.tokens_unknown and not quiet:
         click.echo(f"note: {score.tokens_unknown} tokens outside the model's vocabulary were left out", err=True)

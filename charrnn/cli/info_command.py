@@ -8,6 +8,7 @@ from typing import Optional
 import click
 
 from charrnn.cli.common import emit_json, info, reports_errors, resolve_checkpoint
+from charrnn.cli.exits import write_stdout
 
 
 @click.command("info")
@@ -39,4 +40,4 @@ def info_command(checkpoint: Optional[str], as_json: bool, quiet: bool) -> None:
     if as_json:
         emit_json(summary.to_dict(facts))
     else:
-        click.echo("\n".join(summary.describe(facts)))
+        write_stdout("\n".join(summary.describe(facts)))

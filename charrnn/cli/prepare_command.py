@@ -8,6 +8,7 @@ from typing import Optional
 import click
 
 from charrnn.cli.common import ByteProgress, emit_json, info, reports_errors
+from charrnn.cli.exits import write_stdout
 from charrnn.config import TOKENIZERS
 
 
@@ -58,4 +59,4 @@ def prepare_command(
             "megabytes_per_s": None if prepared.from_cache else megabytes / max(seconds, 1e-9),
         })
     else:
-        click.echo(prepared.cache_path)
+        write_stdout(prepared.cache_path)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Optional
 
 import click
 
 from charrnn.cli.common import DEFAULT_CHECKPOINT_DIR, emit_json, info, reports_errors, resolve_checkpoint
+from charrnn.cli.exits import write_stdout
 
 # Held for every generated token until a non-streamed sample is printed: its id, gathered twice (8 bytes
 # each), and its characters in the decoded text (up to 4 bytes each); 18.5 bytes a token were measured
@@ -69,11 +69,10 @@ def sample_command(
     _check_memory(ckpt, config, len(prime), stream)
     steps = generate(ckpt.params, ckpt.model_config, prime, config, rng, banned)
     if stream:
-        click.echo(seed, nl=False)
-        for ids in steps:
-            click.echo(tokenizer.decode(ids.tolist()), nl=False)
-            sys.stdout.flush()  # a reader sees each token as it comes
-        click.echo("")
+        write_stdout(seed, nl=False)
+        for ids in steps:  # each written and flushed: a reader sees every token as it comes
+            write_stdout(tokenizer.decode(ids.tolist()), nl=False)
+        write_stdout("")
         return
     generated = np.array(list(steps))
     samples = [seed + tokenizer.decode(generated[:, i].tolist()) for i in range(config.num_samples)]
@@ -83,7 +82,7 @@ def sample_command(
             "top_k": config.top_k, "greedy": config.is_greedy, "rng_seed": config.rng_seed, "samples": samples,
         })
     else:
-        click.echo("\n\n".join(samples))
+        write_stdout("\n\n".join(samples))
 
 
 def _check_memory(ckpt: Any, config: Any, prime_length: int, stream: bool) -> None:

@@ -10,6 +10,7 @@ from typing import Any, Optional
 import click
 
 from charrnn.cli.common import DEFAULT_CHECKPOINT_DIR, ByteProgress, emit_json, explicit_options, fail, reports_errors
+from charrnn.cli.exits import Interrupted
 from charrnn.cli.training_output import TrainingOutput, finished_document
 from charrnn.config import ACTIVATIONS, CELLS, DTYPES, OPTIMIZERS, TOKENIZERS
 
@@ -34,7 +35,7 @@ class StopFlag:
     def handle(self, signal_number: int, frame: Any) -> None:
         """Signal handler: remember the first signal, abort on the second."""
         if self.signal_number is not None:
-            raise KeyboardInterrupt
+            raise Interrupted(signal_number)
         self.signal_number = signal_number
         click.echo(
             "\nStopping after this step and saving a checkpoint (press Ctrl-C again to abort without saving)",
@@ -154,8 +155,8 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
     output = TrainingOutput(options["quiet"], options["log_every"], options["log_jsonl"])
     try:
         finished = output.run(runner.run(session, stop))
-    except KeyboardInterrupt:
-        fail("aborted without saving; the last checkpoint written is intact", 130)
+    except Interrupted as exc:
+        fail("aborted without saving; the last checkpoint written is intact", exc.exit_code)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
