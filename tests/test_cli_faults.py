@@ -10,6 +10,7 @@ import resource
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import warnings
 
@@ -23,7 +24,9 @@ from conftest import TANG300
 from test_cli import FAST, assert_clean_error, invoke
 
 INT64_MAX = 2**63 - 1
+ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 HAS_DEV_FULL = os.path.exists("/dev/full")
+REAL_MKSTEMP = tempfile.mkstemp
 
 
 @pytest.fixture(autouse=True)
@@ -434,3 +437,77 @@ def test_a_reader_closing_stdout_early_is_a_normal_end(charrnn_executable, tiny_
         process.kill()
     assert process.returncode == 0
     assert stderr == b""  # no message, no "Exception ignored ... BrokenPipeError"
+
+
+# --- the training log and the token cache -------------------------------------------------------------------
+
+
+def test_an_unwritable_log_is_refused_before_training(workdir, small_corpus, tmp_path):
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    cases = [(folder, f"--log-jsonl {folder} is a folder; give the name of a file"),
+             (tmp_path / "missing" / "run.jsonl", f"cannot write --log-jsonl {tmp_path / 'missing' / 'run.jsonl'}: "
+                                                  f"the folder {tmp_path / 'missing'} does not exist; give another path")]
+    if not ROOT:  # root may write to read-only files
+        read_only = tmp_path / "read-only.jsonl"
+        read_only.write_text("")
+        read_only.chmod(0o444)
+        cases.append((read_only, "the file is not writable; give another path"))
+    for path, message in cases:
+        result = invoke("train", small_corpus, "--steps", "2", *FAST, "--log-jsonl", path)
+        assert_clean_error(result, 2, message)
+        assert not (workdir / "data").exists() and not (workdir / "checkpoints").exists()  # before any work
+
+
+@pytest.mark.skipif(not HAS_DEV_FULL, reason="needs /dev/full")
+def test_a_log_that_fails_while_training_stops_with_exit_1(workdir, small_corpus):
+    result = invoke("train", small_corpus, "--steps", "5", *FAST, "--log-jsonl", "/dev/full", "--log-every", "1")
+    assert_clean_error(result, 1, "cannot write the training log /dev/full: No space left on device; training "
+                                  "stopped, the last checkpoint written is intact")
+    assert os.listdir(workdir / "checkpoints") == []
+
+
+@pytest.mark.skipif(ROOT, reason="root may write to read-only folders")
+@pytest.mark.parametrize("command", ["train", "prepare"])
+def test_a_read_only_cache_folder_is_refused(workdir, small_corpus, command):
+    cache = workdir / "cache"
+    cache.mkdir()
+    cache.chmod(0o555)
+    try:
+        args = ["--steps", "2", *FAST] if command == "train" else []
+        result = invoke(command, small_corpus, "--cache-dir", cache, *args)
+    finally:
+        cache.chmod(0o755)
+    assert_clean_error(result, 2, f"cannot write the token cache in {cache}: Permission denied; pass --cache-dir a "
+                                  "writable folder")
+
+
+def _cache_files_fail(monkeypatch, cache, error):
+    """Make creating a file in ``cache`` fail with ``error``, or (None) give one that fails as it fills."""
+
+    def mkstemp(*args, dir=None, **kwargs):
+        fd, path = REAL_MKSTEMP(*args, dir=dir, **kwargs)
+        if dir is None or os.path.abspath(dir) != str(cache):
+            return fd, path
+        os.close(fd)
+        if error is not None:
+            os.unlink(path)
+            raise OSError(error, os.strerror(error), path)
+        return os.open("/dev/full", os.O_WRONLY), path  # every write: no space left on device
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+@pytest.mark.parametrize("command", ["train", "prepare"])
+def test_an_unwritable_cache_is_exit_2_and_a_cache_write_failing_later_exit_1(workdir, small_corpus, monkeypatch,
+                                                                             command):
+    cache = workdir / "cache"
+    args = [command, small_corpus, "--cache-dir", cache, *(["--steps", "2", *FAST] if command == "train" else [])]
+    _cache_files_fail(monkeypatch, cache, 13)  # EACCES, as in a folder the user may not write to
+    assert_clean_error(invoke(*args), 2, f"cannot write the token cache in {cache}: Permission denied; pass "
+                                         "--cache-dir a writable folder")
+    if HAS_DEV_FULL:
+        _cache_files_fail(monkeypatch, cache, None)
+        assert_clean_error(invoke(*args), 1, f"cannot write the token cache in {cache}: No space left on device")
+    assert os.listdir(cache) == []
+    assert not (workdir / "checkpoints").exists()
