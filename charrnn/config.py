@@ -41,7 +41,9 @@ MIN_TEMPERATURE = sys.float_info.min  # 2.2e-308
 
 
 def _require_count(name: str, value: int, minimum: int) -> None:
-    """``value`` is an integer count of at least ``minimum`` (0 or 1) that fits in int64."""
+    """``value`` is a count of at least ``minimum`` (0 or 1) that fits in int64."""
+    if isinstance(value, float):  # only from a checkpoint's JSON, where NaN would pass every comparison
+        _require_finite(name, value)
     if value < minimum:
         raise ConfigError(f"{name} must be {'positive' if minimum else 'zero or positive'}, got {value}")
     if value > MAX_COUNT:
@@ -58,7 +60,11 @@ def _require_non_negative(name: str, value: int) -> None:
 
 def _require_finite(name: str, value: float) -> None:
     # NaN compares false with everything, so every range check below would let it through.
-    if not math.isfinite(value):
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an integer beyond any float (from a checkpoint's JSON)
+        finite = False
+    if not finite:
         raise ConfigError(f"{name} must be a finite number, got {value}")
 
 

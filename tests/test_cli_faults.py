@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from charrnn import memory, model, sample
-from charrnn.config import ModelConfig
+from charrnn.config import ModelConfig, TrainConfig
 from charrnn.errors import ConfigError
 from conftest import TANG300
 from test_cli import FAST, assert_clean_error, invoke
@@ -73,6 +73,16 @@ def test_bad_numeric_train_options_are_refused_before_any_work(workdir, small_co
     assert_clean_error(result, 2, message)
     assert len(result.stderr.splitlines()) == 1
     assert not (workdir / "checkpoints").exists() and not (workdir / "data").exists()  # nothing tokenized
+
+
+def test_the_same_rules_guard_configs_read_from_a_checkpoint():
+    # A checkpoint's JSON can hold what no option parser would produce.
+    with pytest.raises(ConfigError, match="--steps must be a finite number, got nan"):
+        TrainConfig(max_steps=float("nan"))
+    with pytest.raises(ConfigError, match="--learning-rate must be a finite number, got 1000000000"):
+        TrainConfig(max_steps=1, learning_rate=10**400)
+    with pytest.raises(ConfigError, match="--num-layers must be at most 9,223,372,036,854,775,807"):
+        ModelConfig(vocab_size=5, num_layers=10**30)
 
 
 SAMPLE_OPTIONS = [
