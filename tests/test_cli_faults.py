@@ -338,10 +338,20 @@ def _wait_for(process: subprocess.Popen, evidence, what: str, timeout: float = 6
 def _phase(name, folder, corpus, ckpt):
     """(arguments, evidence that the process is in the phase) for each phase a signal is sent in."""
     cache = folder / "cache"
-    tokenizing = lambda pid: any(p.name.startswith(".provisional.") for p in cache.glob(".*"))  # noqa: E731
-    computing = lambda pid: _cpu_seconds(pid) > 1.5  # noqa: E731 - past start-up, in the long computation
+    seen = []  # the CPU time at which the tokenizing's temporary file was first seen
+
+    def tokenizing(pid: int) -> bool:
+        # The file exists from the moment it is created, before the code that removes it on the way out
+        # has it in hand; 0.3 s of work later the process is surely tokenizing.
+        if not seen and any(p.name.startswith(".provisional.") for p in cache.glob(".*")):
+            seen.append(_cpu_seconds(pid))
+        return bool(seen) and _cpu_seconds(pid) > seen[0] + 0.3
+
+    def computing(pid: int) -> bool:
+        return _cpu_seconds(pid) > 1.5  # past start-up, in the long computation
+
     phases = {
-        # jieba cuts this corpus at about 0.5 MB/s, so a signal finds it tokenizing
+        # jieba cuts this corpus at about 0.5 MB/s: tokenizing takes seconds
         "prepare": (["prepare", corpus, "--tokenizer", "jieba", "--cache-dir", cache], tokenizing),
         "train-tokenizing": (["train", corpus, "--tokenizer", "jieba", "--cache-dir", cache, "--steps", "1"],
                              tokenizing),
@@ -488,8 +498,7 @@ def test_a_read_only_cache_folder_is_refused(workdir, small_corpus, command):
         result = invoke(command, small_corpus, "--cache-dir", cache, *args)
     finally:
         cache.chmod(0o755)
-    assert_clean_error(result, 2, f"cannot write the token cache in {cache}: Permission denied; pass --cache-dir a "
-                                  "writable folder")
+    assert_clean_error(result, 2, f"cannot write to the cache folder {cache}: Permission denied; pass --cache-dir")
 
 
 def _cache_files_fail(monkeypatch, cache, error):
@@ -514,10 +523,10 @@ def test_an_unwritable_cache_is_exit_2_and_a_cache_write_failing_later_exit_1(wo
     cache = workdir / "cache"
     args = [command, small_corpus, "--cache-dir", cache, *(["--steps", "2", *FAST] if command == "train" else [])]
     _cache_files_fail(monkeypatch, cache, 13)  # EACCES, as in a folder the user may not write to
-    assert_clean_error(invoke(*args), 2, f"cannot write the token cache in {cache}: Permission denied; pass "
-                                         "--cache-dir a writable folder")
+    assert_clean_error(invoke(*args), 2, f"cannot write to the cache folder {cache}: Permission denied; pass "
+                                         "--cache-dir")
     if HAS_DEV_FULL:
         _cache_files_fail(monkeypatch, cache, None)
-        assert_clean_error(invoke(*args), 1, f"cannot write the token cache in {cache}: No space left on device")
+        assert_clean_error(invoke(*args), 1, f"cannot write to the cache folder {cache}: No space left on device")
     assert os.listdir(cache) == []
     assert not (workdir / "checkpoints").exists()

@@ -78,9 +78,7 @@ def writing_cache(cache_dir: str) -> Iterator[None]:
         if exc.filename is not None and os.path.commonpath([os.path.abspath(exc.filename), folder]) != folder:
             raise  # not the cache's
         error = ConfigError if exc.errno in UNWRITABLE else OutputFileError
-        raise error(
-            f"cannot write the token cache in {cache_dir}: {exc.strerror or exc}; pass --cache-dir a writable folder"
-        ) from None
+        raise error(f"cannot write to the cache folder {cache_dir}: {exc.strerror or exc}; pass --cache-dir") from None
 
 
 def info(quiet: bool, message: str) -> None:

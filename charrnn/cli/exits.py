@@ -22,7 +22,7 @@ import errno
 import os
 import signal
 import sys
-from typing import Any, Iterator, NoReturn, Optional
+from typing import Any, Iterator, NoReturn, Optional, Union
 
 import click
 
@@ -56,8 +56,8 @@ class OutputError(Exception):
         self.closed = cause.errno == errno.EPIPE
 
 
-def write_stdout(text: str, nl: bool = True) -> None:
-    """Write ``text`` to stdout and flush it; OutputError if that fails."""
+def write_stdout(text: Union[str, bytes], nl: bool = True) -> None:
+    """Write ``text`` (or bytes, written as they are) to stdout and flush it; OutputError if that fails."""
     try:
         click.echo(text, nl=nl)  # flushes
     except OSError as exc:
