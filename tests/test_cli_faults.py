@@ -26,6 +26,7 @@ from test_cli import FAST, assert_clean_error, invoke
 INT64_MAX = 2**63 - 1
 ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 HAS_DEV_FULL = os.path.exists("/dev/full")
+LINUX = sys.platform.startswith("linux")  # /proc tells which handlers a process has and its CPU time
 REAL_MKSTEMP = tempfile.mkstemp
 
 
@@ -205,6 +206,7 @@ def test_require_names_the_need_the_limit_and_the_fix():
     ]
 
 
+@pytest.mark.skipif(not LINUX, reason="reads /proc")
 def test_available_memory_is_known_and_follows_an_address_space_limit():
     available = memory.available_bytes()
     assert available is not None and available > 0
@@ -366,6 +368,7 @@ FAST_SIGNALS = {("prepare", signal.SIGTERM), ("train-tokenizing", signal.SIGINT)
                 ("sample-stream", signal.SIGTERM), ("eval", signal.SIGINT), ("info", signal.SIGTERM)}
 
 
+@pytest.mark.skipif(not LINUX, reason="reads /proc")
 @pytest.mark.parametrize(
     "phase, signal_number",
     [

@@ -88,10 +88,10 @@ def _say(line: str) -> None:
         click.echo(line, err=True)
 
 
-def exit_interrupted(exc: Interrupted, message: Optional[str] = None) -> NoReturn:
-    """Report ``exc`` on stderr (``message``, or which signal) and exit 130 or 143."""
+def exit_interrupted(exc: Interrupted) -> NoReturn:
+    """Say which signal ended the command, on stderr, and exit 130 or 143."""
     prefix = "\n" if sys.stderr.isatty() else ""  # past the terminal's echo of ^C
-    _say(f"{prefix}Error: {message or f'interrupted by {exc.signal_name}'}")
+    _say(f"{prefix}Error: interrupted by {exc.signal_name}")
     sys.exit(exc.exit_code)
 
 
