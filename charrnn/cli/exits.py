@@ -153,7 +153,8 @@ class CharRNNGroup(click.Group):
             sys.exit(1)
         except OSError as exc:
             # Not stdout (that is OutputError): an error no command turned into a message of its own.
-            if exc.errno == errno.EPIPE:  # stderr's reader has gone: nothing can be reported
+            if exc.errno == errno.EPIPE:  # a reader has gone (stderr's, or stdout's unseen): say nothing
+                _discard(sys.stdout)
                 _discard(sys.stderr)
             where = f" ({exc.filename})" if exc.filename else ""
             _say(f"Error: {exc.strerror or exc}{where}")
