@@ -8,6 +8,7 @@ serves every layer.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import types
 import typing
@@ -24,15 +25,79 @@ OPTIMIZERS = ("adagrad", "rmsprop", "adam")
 
 T = TypeVar("T")
 
+# Counts (sizes, steps, seeds) end up in numpy shapes, int64 arrays and int64 JSON readers: beyond this
+# they overflow, so no option may exceed it.
+MAX_COUNT = 2**63 - 1
+# Rates that multiply float32 weights or clamp float32 gradients (the learning rate, its decay, the clip)
+# must be normal float32 numbers: a larger one becomes infinity in float32 and wrecks the weights at the
+# first update; a smaller one is subnormal and flushed to zero (fpu.py), so nothing would ever train.
+# float64 models obey the same range, so an option means the same thing for either dtype.
+FLOAT32_TINY = 2.0**-126  # 1.18e-38, the smallest normal float32
+FLOAT32_MAX = (2 - 2.0**-23) * 2.0**127  # 3.40e38
+# Epoch counts are compared as float64 fractions of an epoch; above 2^53 a float64 no longer holds every
+# whole number, so more epochs than that cannot even be counted (and times steps per epoch overflow).
+MAX_EPOCHS = 2.0**53
+# Sampling divides logits by the temperature in float64; below the smallest normal float64 (a subnormal
+# such as 1e-310) 1/temperature is infinite. Any normal temperature, however small, is the greedy limit.
+MIN_TEMPERATURE = sys.float_info.min  # 2.2e-308
 
-def _require_positive(name: str, value: float) -> None:
+
+def _require_count(name: str, value: int, minimum: int) -> None:
+    """``value`` is a count of at least ``minimum`` (0 or 1) that fits in int64."""
+    if isinstance(value, float):  # only from a checkpoint's JSON, where NaN would pass every comparison
+        _require_finite(name, value)
+    if value < minimum:
+        raise ConfigError(f"{name} must be {'positive' if minimum else 'zero or positive'}, got {value}")
+    if value > MAX_COUNT:
+        raise ConfigError(f"{name} must be at most {MAX_COUNT:,} (2^63 - 1), got {value}")
+
+
+def _require_positive(name: str, value: int) -> None:
+    _require_count(name, value, 1)
+
+
+def _require_non_negative(name: str, value: int) -> None:
+    _require_count(name, value, 0)
+
+
+def _require_finite(name: str, value: float) -> None:
+    # NaN compares false with everything, so every range check below would let it through.
+    try:
+        finite = math.isfinite(value)
+    except OverflowError:  # an integer beyond any float (from a checkpoint's JSON)
+        finite = False
+    if not finite:
+        raise ConfigError(f"{name} must be a finite number, got {value}")
+
+
+def _require_rate(name: str, value: float) -> None:
+    """A positive float that stays a normal float32 (see FLOAT32_TINY)."""
+    _require_finite(name, value)
     if value <= 0:
         raise ConfigError(f"{name} must be positive, got {value}")
+    if value > FLOAT32_MAX:
+        raise ConfigError(f"{name} must be at most {FLOAT32_MAX:.4g}, the largest float32, got {value:g}")
+    if value < FLOAT32_TINY:
+        raise ConfigError(
+            f"{name} must be at least {FLOAT32_TINY:.4g}, the smallest normal float32 (below it float32 "
+            f"arithmetic flushes it to zero), got {value:g}"
+        )
 
 
-def _require_non_negative(name: str, value: float) -> None:
-    if value < 0:
-        raise ConfigError(f"{name} must be zero or positive, got {value}")
+def _require_fraction(name: str, value: float) -> None:
+    """``value`` is in [0, 1)."""
+    _require_finite(name, value)
+    if not 0.0 <= value < 1.0:
+        raise ConfigError(f"{name} must be at least 0 and below 1, got {value}")
+
+
+def _require_epochs(name: str, value: float, positive: bool) -> None:
+    """``value`` is a finite number of epochs, positive or at least zero, that a float64 can count."""
+    _require_finite(name, value)
+    if value < 0 or (positive and value == 0):
+        raise ConfigError(f"{name} must be {'positive' if positive else 'zero or positive'}, got {value}")
+    if value > MAX_EPOCHS:
+        raise ConfigError(f"{name} must be at most {MAX_EPOCHS:.0f} (2^53) epochs, got {value:g}")
 
 
 def _require_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
@@ -123,8 +188,7 @@ class ModelConfig:
         _require_choice("--cell", self.cell, CELLS)
         _require_choice("--activation", self.activation, ACTIVATIONS)
         _require_choice("--dtype", self.dtype, DTYPES)
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"--dropout must be at least 0 and below 1, got {self.dropout}")
+        _require_fraction("--dropout", self.dropout)
         if self.activation != "tanh" and self.cell != "rnn":
             raise ConfigError(f"--activation applies to the vanilla rnn cell only, not to {self.cell}")
 
@@ -159,20 +223,21 @@ class TrainConfig:
         _require_positive("--seq-length", self.seq_length)
         _require_positive("--batch-size", self.batch_size)
         _require_choice("--optimizer", self.optimizer, OPTIMIZERS)
-        _require_positive("--learning-rate", self.learning_rate)
+        _require_rate("--learning-rate", self.learning_rate)
+        _require_finite("--lr-decay", self.lr_decay)
         if not 0.0 < self.lr_decay <= 1.0:
             raise ConfigError(f"--lr-decay must be above 0 and at most 1, got {self.lr_decay}")
-        _require_non_negative("--lr-decay-after", self.lr_decay_after)
-        _require_positive("--clip", self.clip)
+        _require_rate("--lr-decay", self.lr_decay)
+        _require_epochs("--lr-decay-after", self.lr_decay_after, positive=False)
+        _require_rate("--clip", self.clip)
         _require_non_negative("--rng-seed", self.rng_seed)
-        _require_positive("initial weight scale", self.init_scale)
-        _require_positive("initial embedding scale", self.embedding_init_scale)
-        if not 0.0 <= self.val_fraction < 1.0:
-            raise ConfigError(f"--val-fraction must be at least 0 and below 1, got {self.val_fraction}")
+        _require_rate("initial weight scale", self.init_scale)
+        _require_rate("initial embedding scale", self.embedding_init_scale)
+        _require_fraction("--val-fraction", self.val_fraction)
         if self.max_steps is not None:
             _require_positive("--steps", self.max_steps)
         if self.max_epochs is not None:
-            _require_positive("--epochs", self.max_epochs)
+            _require_epochs("--epochs", self.max_epochs, positive=True)
         if self.max_steps is None and self.max_epochs is None:
             raise ConfigError("give --steps or --epochs to say when training stops")
 
@@ -219,7 +284,14 @@ class SampleConfig:
 
     def __post_init__(self) -> None:
         _require_positive("--length", self.length)
-        _require_non_negative("--temperature", self.temperature)
+        _require_finite("--temperature", self.temperature)
+        if self.temperature < 0:
+            raise ConfigError(f"--temperature must be zero or positive, got {self.temperature}")
+        if 0 < self.temperature < MIN_TEMPERATURE:
+            raise ConfigError(
+                f"--temperature must be 0 (greedy) or at least {MIN_TEMPERATURE:.3g}, got {self.temperature:g}: "
+                "logits are divided by it, and 1/temperature must be a finite float64"
+            )
         _require_positive("--num-samples", self.num_samples)
         if self.top_k is not None:
             _require_positive("--top-k", self.top_k)

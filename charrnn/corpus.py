@@ -87,9 +87,16 @@ def open_corpus_file(path: str):
 
 def _check_codec(encoding: str) -> None:
     try:
-        codecs.lookup(encoding)
+        info = codecs.lookup(encoding)
     except LookupError:
         raise ConfigError(f"--encoding {encoding!r} is not a codec Python knows") from None
+    # Python also registers transforms under codec names (rot13, base64, hex, zlib, bz2, uu, quopri):
+    # they turn bytes into bytes or text into text, never bytes into text, and fail in odd ways on a file.
+    if not getattr(info, "_is_text_encoding", True):
+        raise ConfigError(
+            f"--encoding {encoding!r} is a {info.name} transform, not a text encoding; pass the codec the "
+            "file is written in (e.g. utf-8, gb18030, utf-16-le) or auto"
+        )
 
 
 class TextReader:
@@ -184,6 +191,14 @@ class TextReader:
                 decoder, held, held_bytes, offset = codecs.getincrementaldecoder("gb18030")(), [], [], restart
                 data = replay
                 continue
+            except UnicodeError as exc:
+                # Not about a byte: the codec refuses the stream as a whole (utf-16 and utf-32 without a
+                # byte-order mark, the "undefined" codec).
+                name = codecs.lookup(self.encoding).name
+                hint = f" ({name}-le or {name}-be without a byte-order mark)" if name in ("utf-16", "utf-32") else ""
+                raise CorpusError(
+                    f"{self.path} cannot be read as {self.encoding}: {exc}; pass the right --encoding{hint}"
+                ) from None
             if sniffing and (held or not text.isascii()):
                 if not held:
                     held_start = offset - pending

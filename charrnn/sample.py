@@ -16,14 +16,20 @@ from charrnn.config import ModelConfig, SampleConfig
 def next_token_distribution(logits: np.ndarray, temperature: float, top_k: int | None) -> np.ndarray:
     """Probabilities (S, V) of the next token from ``logits`` (S, V), in float64.
 
-    p ∝ exp(z / temperature); with ``top_k``, all but the k largest logits of each row get p = 0.
+    p ∝ exp((z − max z) / temperature); with ``top_k``, all but the k largest logits of each row get
+    p = 0. ``temperature`` > 0 may be as small as the smallest normal float64.
     """
-    scaled = logits.astype(np.float64) / temperature
+    scaled = logits.astype(np.float64)
+    # Shift before dividing: every value is then ≤ 0 with the largest exactly 0, so a tiny temperature
+    # can only push the others towards −inf (probability 0), which is the greedy limit it stands for,
+    # and never overflow to +inf (which made NaN probabilities). The overflow to −inf is that limit.
+    scaled -= scaled.max(axis=1, keepdims=True)
+    with np.errstate(over="ignore"):
+        scaled /= temperature
     vocab = scaled.shape[1]
     if top_k is not None and top_k < vocab:
         kth_largest = np.partition(scaled, vocab - top_k, axis=1)[:, vocab - top_k, None]
         scaled[scaled < kth_largest] = -np.inf
-    scaled -= scaled.max(axis=1, keepdims=True)
     np.exp(scaled, out=scaled)
     scaled /= scaled.sum(axis=1, keepdims=True)
     return scaled

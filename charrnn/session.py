@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from charrnn import checkpoint, checkpoint_meta, prepare, run_folder, train
+from charrnn import checkpoint, checkpoint_meta, memory, model, optim, prepare, run_folder, train
 from charrnn.checkpoint import Checkpoint, CorpusInfo
 from charrnn.config import ModelConfig, ScheduleConfig, TrainConfig
 from charrnn.corpus import STANDARD_INPUT, is_standard_input, read_corpus, split_streams, streams_fit
@@ -169,6 +169,19 @@ def _prepare_streams(
     return split_streams(ids, config.batch_size, config.seq_length), val_ids, config
 
 
+def _check_memory(model_config: ModelConfig, train_config: TrainConfig) -> None:
+    """Refuse (ConfigError) a model and batch that need more memory than the machine has available."""
+    parts = model.training_memory(
+        model_config, train_config.batch_size, train_config.seq_length, len(optim.SLOTS[train_config.optimizer])
+    )
+    model_sized = "--hidden-size or --num-layers"
+    if max(parts, key=parts.__getitem__) == "activations":
+        advice = f"lower --batch-size or --seq-length (or {model_sized})"
+    else:
+        advice = f"lower {model_sized}"
+    memory.require(parts, "training this model", advice)
+
+
 def _fresh(request: TrainRequest, on_progress: prepare.Progress) -> Session:
     notes: list[str] = []
     train_options = dict(request.train_options)
@@ -179,6 +192,9 @@ def _fresh(request: TrainRequest, on_progress: prepare.Progress) -> Session:
     if train_options.get("rng_seed") is None:
         train_options["rng_seed"] = secrets.randbits(32)
     train_config = TrainConfig(**train_options)
+    # Before tokenizing, with the smallest vocabulary: a model too large at any vocabulary is refused
+    # at once (and the model options are checked) rather than after minutes of work.
+    _check_memory(ModelConfig(vocab_size=1, **request.model_options), train_config)
     tokenizer, ids, val_ids, corpus = _read_data(
         request, request.corpus_paths, request.val_paths, None, request.tokenizer, request.max_vocab,
         on_progress, notes,
@@ -186,6 +202,7 @@ def _fresh(request: TrainRequest, on_progress: prepare.Progress) -> Session:
     model_config = ModelConfig(vocab_size=tokenizer.vocab_size, **request.model_options)
     shrinkable = "batch_size" not in request.explicit
     streams, val_ids, train_config = _prepare_streams(ids, val_ids, train_config, shrinkable, notes)
+    _check_memory(model_config, train_config)
     state = train.new_state(model_config, train_config)
     run_id = checkpoint_meta.run_identity(model_config, train_config, tokenizer)
     return Session(request, model_config, train_config, tokenizer, corpus, streams, val_ids, state, run_id, None, notes)

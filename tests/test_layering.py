@@ -16,11 +16,15 @@ ALLOWED = {
     "__main__": {"cli"},
     "cli": {
         "__init__", "cli", "runner", "session", "checkpoint", "config", "errors", "evaluate", "sample",
-        "tokenizer", "corpus", "train", "prepare", "summary", "plot", "files",
+        "tokenizer", "corpus", "train", "prepare", "summary", "plot", "files", "memory", "model",
     },
     "runner": {"checkpoint", "evaluate", "model", "sample", "session", "train", "config"},
-    "session": {"checkpoint", "checkpoint_meta", "prepare", "run_folder", "train", "config", "corpus", "errors", "tokenizer"},
+    "session": {
+        "checkpoint", "checkpoint_meta", "memory", "model", "optim", "prepare", "run_folder", "train", "config",
+        "corpus", "errors", "tokenizer",
+    },
     "run_folder": {"errors"},
+    "memory": {"errors"},
     "summary": {"checkpoint", "model", "train", "config", "errors"},
     "plot": {"errors", "files"},
     "prepare": {"corpus", "errors", "files", "tokenizer"},

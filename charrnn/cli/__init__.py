@@ -3,8 +3,8 @@
 This package is the only place that imports click or tqdm and the only one that writes to the
 terminal. stdout carries only the product (sampled text, scores); progress, samples during training
 and summaries go to stderr. Library errors (CharRNNError) become one ``Error: ...`` line on stderr and
-the exit code the error carries. Heavy modules (numpy, tqdm, jieba) load inside the commands, so
-``charrnn --help`` starts fast.
+the exit code the error carries; signals and failures to write stdout end as exits.py decides. Heavy
+modules (numpy, tqdm, jieba) load inside the commands, so ``charrnn --help`` starts fast.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import click
 
 from charrnn import __version__
 from charrnn.cli.eval_command import eval_command
+from charrnn.cli.exits import CharRNNGroup
 from charrnn.cli.prepare_command import prepare_command
 from charrnn.cli.info_command import info_command
 from charrnn.cli.plot_command import plot_command
@@ -23,7 +24,7 @@ from charrnn.cli.sample_command import sample_command
 from charrnn.cli.train_command import train_command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=CharRNNGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="charrnn")
 def cli() -> None:
     """Train character- and word-level RNN language models and sample text from them.

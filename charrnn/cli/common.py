@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import math
+import os
 import sys
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import click
 from click.core import ParameterSource
 
 from charrnn import files
-from charrnn.errors import CharRNNError, CheckpointError
+from charrnn.cli.exits import write_stdout
+from charrnn.errors import CharRNNError, CheckpointError, ConfigError
 
 DEFAULT_CHECKPOINT_DIR = "checkpoints"
 
@@ -33,6 +37,48 @@ def reports_errors(command: Callable[..., Any]) -> Callable[..., Any]:
             fail(str(exc), exc.exit_code)
 
     return wrapper
+
+
+class OutputFileError(CharRNNError):
+    """A file the command writes besides its checkpoints (a log, the token cache) failed while running."""
+
+    exit_code = 1
+
+
+# errno values that say a folder or file cannot be written at all (rather than that a write failed
+# for want of space or of a working disk): bad input, found before any work is done.
+UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR, errno.EEXIST, errno.ENOENT}
+
+
+def check_appendable(path: str, option: str) -> None:
+    """ConfigError unless ``path`` can be opened for appending: a writable file, or a new one in a
+    writable folder. Checked without creating anything, so a run refused later leaves no empty file."""
+    if os.path.isdir(path):
+        raise ConfigError(f"{option} {path} is a folder; give the name of a file")
+    folder = os.path.dirname(path) or "."
+    if os.path.exists(path):
+        problem = None if os.access(path, os.W_OK) else "the file is not writable"
+    elif not os.path.isdir(folder):
+        problem = f"the folder {folder} does not exist"
+    else:
+        problem = None if os.access(folder, os.W_OK | os.X_OK) else f"the folder {folder} is not writable"
+    if problem:
+        raise ConfigError(f"cannot write {option} {path}: {problem}; give another path")
+
+
+@contextlib.contextmanager
+def writing_cache(cache_dir: str) -> Iterator[None]:
+    """Turn a failure to write the token cache into one clear error: exit 2 for a folder that cannot be
+    written at all (found as the first file is created, before tokenizing), exit 1 for a write that
+    fails on the way (a full disk)."""
+    try:
+        yield
+    except OSError as exc:
+        folder = os.path.abspath(cache_dir)
+        if exc.filename is not None and os.path.commonpath([os.path.abspath(exc.filename), folder]) != folder:
+            raise  # not the cache's
+        error = ConfigError if exc.errno in UNWRITABLE else OutputFileError
+        raise error(f"cannot write to the cache folder {cache_dir}: {exc.strerror or exc}; pass --cache-dir") from None
 
 
 def info(quiet: bool, message: str) -> None:
@@ -101,7 +147,7 @@ def emit_json(document: Any) -> None:
 
     A file name that is not UTF-8 appears with ``\\udcXX`` escapes (see ``files.json_text``).
     """
-    click.echo(files.json_text(json_safe(document), allow_nan=False, indent=2))
+    write_stdout(files.json_text(json_safe(document), allow_nan=False, indent=2))
 
 
 def echo_text(text: str) -> None:
@@ -111,7 +157,7 @@ def echo_text(text: str) -> None:
     they are written as the bytes they stand for, so that a script can use the path it reads.
     """
     encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
-    click.echo(text.encode(encoding, "surrogateescape"))
+    write_stdout(text.encode(encoding, "surrogateescape"))
 
 
 def format_score(score: Any) -> str:

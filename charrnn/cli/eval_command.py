@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from charrnn.cli.common import emit_json, format_score, reports_errors
+from charrnn.cli.exits import write_stdout
 
 
 @click.command("eval")
@@ -26,6 +27,7 @@ def eval_command(
     scored as <unk> when the model has one). Exit code 2 if none of the text can be scored.
     """
     from charrnn import checkpoint as checkpoints
+    from charrnn import memory, model
     from charrnn.errors import ConfigError
     from charrnn.corpus import read_corpus
     from charrnn.evaluate import score_text
@@ -34,10 +36,15 @@ def eval_command(
         raise ConfigError(f"--batch-size must be positive, got {batch_size}")
     ckpt = checkpoints.load(checkpoint)
     text = read_corpus(files, encoding)
+    # Scoring runs up to --batch-size streams side by side, never more than the text has tokens (at
+    # most its characters).
+    streams = min(batch_size, len(text.text))
+    need = {"streams": model.sampling_memory(ckpt.model_config, streams)}
+    memory.require(need, "scoring", "lower --batch-size")
     score = score_text(ckpt.params, ckpt.model_config, ckpt.tokenizer, text.text, batch_size)
     if as_json:
         emit_json({"checkpoint": checkpoint, "files": list(files), "encodings": list(text.encodings), **score.to_dict()})
     else:
-        click.echo(f"{score.tokens_scored} tokens scored, {score.tokens_unknown} unknown: {format_score(score)}")
+        write_stdout(f"{score.tokens_scored} tokens scored, {score.tokens_unknown} unknown: {format_score(score)}")
     if score.tokens_unknown and not quiet:
         click.echo(f"note: {score.tokens_unknown} tokens outside the model's vocabulary were left out", err=True)

@@ -7,7 +7,7 @@ from typing import Optional
 
 import click
 
-from charrnn.cli.common import ByteProgress, echo_text, emit_json, info, reports_errors
+from charrnn.cli.common import ByteProgress, echo_text, emit_json, info, reports_errors, writing_cache
 from charrnn.config import TOKENIZERS
 
 
@@ -41,7 +41,8 @@ def prepare_command(
     started = time.perf_counter()
     progress = ByteProgress("tokenizing", quiet)
     try:
-        prepared = prepare.prepare(corpus, tokenizer, encoding, max_vocab, cache_dir, workers, progress)
+        with writing_cache(cache_dir):
+            prepared = prepare.prepare(corpus, tokenizer, encoding, max_vocab, cache_dir, workers, progress)
     finally:
         progress.close()
     seconds = time.perf_counter() - started

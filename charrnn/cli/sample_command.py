@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 from typing import Any, Optional
 
 import click
 
 from charrnn.cli.common import DEFAULT_CHECKPOINT_DIR, emit_json, info, reports_errors, resolve_checkpoint
+from charrnn.cli.exits import write_stdout
+
+# Held for every generated token until a non-streamed sample is printed: its id, gathered twice (8 bytes
+# each), and its characters in the decoded text (up to 4 bytes each); 18.5 bytes a token were measured
+# for Chinese characters.
+BYTES_PER_KEPT_ID = 16
+BYTES_PER_KEPT_CHAR = 4
 
 
 @click.command("sample")
@@ -60,13 +66,13 @@ def sample_command(
         prime = rng.integers(tokenizer.vocab_size, size=1)
         seed = tokenizer.decode(prime.tolist())
     banned = () if config.allow_unknown or tokenizer.unknown_id is None else (tokenizer.unknown_id,)
+    _check_memory(ckpt, config, len(prime), stream)
     steps = generate(ckpt.params, ckpt.model_config, prime, config, rng, banned)
     if stream:
-        click.echo(seed, nl=False)
-        for ids in steps:
-            click.echo(tokenizer.decode(ids.tolist()), nl=False)
-            sys.stdout.flush()  # a reader sees each token as it comes
-        click.echo("")
+        write_stdout(seed, nl=False)
+        for ids in steps:  # each written and flushed: a reader sees every token as it comes
+            write_stdout(tokenizer.decode(ids.tolist()), nl=False)
+        write_stdout("")
         return
     generated = np.array(list(steps))
     samples = [seed + tokenizer.decode(generated[:, i].tolist()) for i in range(config.num_samples)]
@@ -76,4 +82,20 @@ def sample_command(
             "top_k": config.top_k, "greedy": config.is_greedy, "rng_seed": config.rng_seed, "samples": samples,
         })
     else:
-        click.echo("\n\n".join(samples))
+        write_stdout("\n\n".join(samples))
+
+
+def _check_memory(ckpt: Any, config: Any, prime_length: int, stream: bool) -> None:
+    """Refuse a batch of streams, or a text to hold, that the machine's memory cannot take."""
+    from charrnn import memory, model
+
+    parts = {"streams": model.sampling_memory(ckpt.model_config, config.num_samples, prime_length)}
+    if not stream:
+        chars_per_token = float(ckpt.tokenizer.token_lengths().mean())
+        per_token = BYTES_PER_KEPT_ID + BYTES_PER_KEPT_CHAR * chars_per_token
+        parts["generated text"] = int(config.length * config.num_samples * per_token)
+    if max(parts, key=parts.__getitem__) == "streams":
+        advice = "lower --num-samples"
+    else:
+        advice = "lower --length or --num-samples, or print one sample as it comes with --stream"
+    memory.require(parts, "sampling", advice)

@@ -9,7 +9,11 @@ from typing import Any, Optional
 
 import click
 
-from charrnn.cli.common import DEFAULT_CHECKPOINT_DIR, ByteProgress, emit_json, explicit_options, fail, reports_errors
+from charrnn.cli.common import (
+    DEFAULT_CHECKPOINT_DIR, ByteProgress, check_appendable, emit_json, explicit_options, fail, reports_errors,
+    writing_cache,
+)
+from charrnn.cli.exits import Interrupted
 from charrnn.cli.training_output import TrainingOutput, finished_document
 from charrnn.config import ACTIVATIONS, CELLS, DTYPES, OPTIMIZERS, TOKENIZERS
 
@@ -34,7 +38,7 @@ class StopFlag:
     def handle(self, signal_number: int, frame: Any) -> None:
         """Signal handler: remember the first signal, abort on the second."""
         if self.signal_number is not None:
-            raise KeyboardInterrupt
+            raise Interrupted(signal_number)
         self.signal_number = signal_number
         click.echo(
             "\nStopping after this step and saving a checkpoint (press Ctrl-C again to abort without saving)",
@@ -96,7 +100,7 @@ class StopFlag:
               help="Replace another run's checkpoints in the folder (removed once this run has saved).")
 @click.option("--log-every", type=int, default=100, show_default=True,
               help="Without a terminal, print a progress line every N steps (0: never).")
-@click.option("--log-jsonl", type=click.Path(dir_okay=False),
+@click.option("--log-jsonl", type=click.Path(),
               help="Append one JSON object per logged or validated step to this file.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary of the run on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, samples or summary on stderr (errors still).")
@@ -115,12 +119,15 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
     """
     from charrnn import runner
     from charrnn.config import ScheduleConfig
+    from charrnn.errors import ConfigError
     from charrnn.session import TrainRequest, open_session
 
     if not corpus and not options["resume"]:
         raise click.UsageError("give at least one CORPUS file (or --resume a checkpoint)")
     if options["log_every"] < 0:
-        raise click.BadParameter("must be zero or positive", param_hint="--log-every")
+        raise ConfigError(f"--log-every must be zero or positive, got {options['log_every']}")
+    if options["log_jsonl"]:
+        check_appendable(options["log_jsonl"], "--log-jsonl")  # before any work, not at the first log line
     options["max_steps"], options["max_epochs"] = options.pop("steps"), options.pop("epochs")
     if options["max_steps"] is None and options["max_epochs"] is None and not options["resume"]:
         options["max_epochs"] = DEFAULT_EPOCHS
@@ -147,7 +154,8 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
     )
     progress = ByteProgress("tokenizing", options["quiet"])
     try:
-        session = open_session(request, progress)
+        with writing_cache(request.cache_dir):
+            session = open_session(request, progress)
     finally:
         progress.close()
     stop = StopFlag()
@@ -155,8 +163,8 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
     output = TrainingOutput(options["quiet"], options["log_every"], options["log_jsonl"])
     try:
         finished = output.run(runner.run(session, stop))
-    except KeyboardInterrupt:
-        fail("aborted without saving; the last checkpoint written is intact", 130)
+    except Interrupted as exc:
+        fail("aborted without saving; the last checkpoint written is intact", exc.exit_code)
     finally:
         session.close()
         for s, handler in previous.items():

@@ -8,13 +8,14 @@ appends one JSON object per logged step to a file, for plots and scripts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
 import time
-from typing import IO, Any, Iterable, Optional
+from typing import IO, Any, Iterable, Iterator, Optional
 
-from charrnn.cli.common import format_score, info, json_safe
+from charrnn.cli.common import OutputFileError, format_score, info, json_safe
 
 LN2 = math.log(2)
 
@@ -55,7 +56,8 @@ class TrainingOutput:
             if self.bar is not None:
                 self.bar.close()
             if self.log_file is not None:
-                self.log_file.close()
+                with contextlib.suppress(OSError):  # a failed write was reported already
+                    self.log_file.close()
         raise RuntimeError("training ended without a Finished event")
 
     def handle(self, event: Any) -> None:
@@ -92,7 +94,8 @@ class TrainingOutput:
         self.target_steps = event.target_steps
         self.chars_per_token = event.chars_per_token
         if self.log_path:
-            self.log_file = open(self.log_path, "a", encoding="utf-8")  # appended to when resuming
+            with self._writing_log():
+                self.log_file = open(self.log_path, "a", encoding="utf-8")  # appended to when resuming
         if not self.quiet and sys.stderr.isatty():
             self.bar = tqdm(total=event.target_steps, initial=event.start_step, unit="step", file=sys.stderr,
                             dynamic_ncols=True)
@@ -157,8 +160,20 @@ class TrainingOutput:
                 return  # neither a logging step nor a validated one
             self._stamp_rate(record)
             record.pop("logged")
-        self.log_file.write(json.dumps(json_safe(record), ensure_ascii=False) + "\n")
-        self.log_file.flush()
+        with self._writing_log():
+            self.log_file.write(json.dumps(json_safe(record), ensure_ascii=False) + "\n")
+            self.log_file.flush()
+
+    @contextlib.contextmanager
+    def _writing_log(self) -> Iterator[None]:
+        """A failed write to the log ends the run (exit 1) with one line, keeping the last checkpoint."""
+        try:
+            yield
+        except OSError as exc:
+            raise OutputFileError(
+                f"cannot write the training log {self.log_path}: {exc.strerror or exc}; training stopped, the "
+                "last checkpoint written is intact"
+            ) from None
 
     def _finish(self, event: Any) -> None:
         if self.bar is not None:

@@ -1,0 +1,535 @@
+"""The fault suite's command-line part: bad numeric options and codecs, work too large for the machine,
+signals outside the training loop, and failures to write stdout, a log or the token cache. Each case
+ends in one ``Error:`` line (or, for a closed pipe, silently) with the documented exit code, no
+traceback, no RuntimeWarning and no partial file."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+import pytest
+
+from charrnn import memory, model, sample
+from charrnn.config import ModelConfig, TrainConfig
+from charrnn.errors import ConfigError
+from conftest import TANG300
+from test_cli import FAST, assert_clean_error, invoke
+
+INT64_MAX = 2**63 - 1
+ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+HAS_DEV_FULL = os.path.exists("/dev/full")
+LINUX = sys.platform.startswith("linux")  # /proc tells which handlers a process has and its CPU time
+REAL_MKSTEMP = tempfile.mkstemp
+
+
+@pytest.fixture(autouse=True)
+def no_runtime_warnings():
+    """No case may raise a RuntimeWarning (overflow, invalid value), even one pytest would swallow."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    assert not [w for w in caught if issubclass(w.category, RuntimeWarning)], [str(w.message) for w in caught]
+
+
+# --- numeric options -------------------------------------------------------------------------------------
+
+TRAIN_OPTIONS = [
+    (["--learning-rate", "nan"], "--learning-rate must be a finite number, got nan"),
+    (["--learning-rate", "inf"], "--learning-rate must be a finite number, got inf"),
+    (["--learning-rate", "-inf"], "--learning-rate must be a finite number, got -inf"),
+    (["--learning-rate", "1e39"], "--learning-rate must be at most 3.403e+38, the largest float32, got 1e+39"),
+    (["--learning-rate", "1e-39"], "--learning-rate must be at least 1.175e-38, the smallest normal float32"),
+    (["--clip", "nan"], "--clip must be a finite number, got nan"),
+    (["--clip", "1e39"], "--clip must be at most 3.403e+38, the largest float32, got 1e+39"),
+    (["--lr-decay", "nan"], "--lr-decay must be a finite number, got nan"),
+    (["--lr-decay", "1e-320"], "--lr-decay must be at least 1.175e-38"),
+    (["--lr-decay-after", "nan"], "--lr-decay-after must be a finite number, got nan"),
+    (["--lr-decay-after", "inf"], "--lr-decay-after must be a finite number, got inf"),
+    (["--lr-decay-after", "1e308"], "--lr-decay-after must be at most 9007199254740992 (2^53) epochs, got 1e+308"),
+    (["--epochs", "nan"], "--epochs must be a finite number, got nan"),
+    (["--epochs", "inf"], "--epochs must be a finite number, got inf"),
+    (["--epochs", "1e308"], "--epochs must be at most 9007199254740992 (2^53) epochs, got 1e+308"),
+    (["--epochs", "-2"], "--epochs must be positive, got -2.0"),
+    (["--dropout", "nan"], "--dropout must be a finite number, got nan"),
+    (["--val-fraction", "nan"], "--val-fraction must be a finite number, got nan"),
+    (["--steps", str(INT64_MAX + 1)], f"--steps must be at most {INT64_MAX:,} (2^63 - 1), got {INT64_MAX + 1}"),
+    (["--hidden-size", str(INT64_MAX + 1)], "--hidden-size must be at most 9,223,372,036,854,775,807"),
+    (["--rng-seed", str(INT64_MAX + 1)], "--rng-seed must be at most 9,223,372,036,854,775,807"),
+    (["--eval-every", str(INT64_MAX + 1)], "--eval-every must be at most 9,223,372,036,854,775,807"),
+    (["--log-every", "-1"], "--log-every must be zero or positive, got -1"),
+]
+
+
+@pytest.mark.parametrize("args, message", TRAIN_OPTIONS, ids=[" ".join(a) for a, _ in TRAIN_OPTIONS])
+def test_bad_numeric_train_options_are_refused_before_any_work(workdir, small_corpus, args, message):
+    result = invoke("train", small_corpus, "--steps", "3", *FAST, *args)
+    assert_clean_error(result, 2, message)
+    assert len(result.stderr.splitlines()) == 1
+    assert not (workdir / "checkpoints").exists() and not (workdir / "data").exists()  # nothing tokenized
+
+
+def test_the_same_rules_guard_configs_read_from_a_checkpoint():
+    # A checkpoint's JSON can hold what no option parser would produce.
+    with pytest.raises(ConfigError, match="--steps must be a finite number, got nan"):
+        TrainConfig(max_steps=float("nan"))
+    with pytest.raises(ConfigError, match="--learning-rate must be a finite number, got 1000000000"):
+        TrainConfig(max_steps=1, learning_rate=10**400)
+    with pytest.raises(ConfigError, match="--num-layers must be at most 9,223,372,036,854,775,807"):
+        ModelConfig(vocab_size=5, num_layers=10**30)
+
+
+SAMPLE_OPTIONS = [
+    (["--temperature", "nan"], "--temperature must be a finite number, got nan"),
+    (["--temperature", "inf"], "--temperature must be a finite number, got inf"),
+    (["--temperature", "1e-310"], "--temperature must be 0 (greedy) or at least 2.23e-308, got 1e-310"),
+    (["--length", str(INT64_MAX + 1)], "--length must be at most 9,223,372,036,854,775,807"),
+    (["--num-samples", str(INT64_MAX + 1)], "--num-samples must be at most 9,223,372,036,854,775,807"),
+    (["--top-k", str(INT64_MAX + 1)], "--top-k must be at most 9,223,372,036,854,775,807"),
+]
+
+
+@pytest.mark.parametrize("args, message", SAMPLE_OPTIONS, ids=[" ".join(a) for a, _ in SAMPLE_OPTIONS])
+def test_bad_numeric_sample_options_are_refused(workdir, args, message):
+    result = invoke("sample", *args)
+    assert_clean_error(result, 2, message)
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_the_smallest_temperature_is_the_greedy_limit_without_overflow():
+    logits = np.array([[1.0, 20.0, 3.0], [-4.0, -9.0, -4.5]], dtype=np.float32)
+    smallest_normal = sys.float_info.min  # logits / it overflow float64, and z / T − max(z / T) was NaN
+    probabilities = sample.next_token_distribution(logits, smallest_normal, None)
+    assert probabilities.tolist() == [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
+    assert sample.next_token_distribution(logits, smallest_normal, 2).tolist() == [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
+
+
+def test_refusals_reach_stderr_as_one_line_through_the_installed_command(charrnn_executable, small_corpus, tmp_path):
+    def run(*args):
+        return subprocess.run([charrnn_executable, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+
+    rate = run("train", str(small_corpus), "--steps", "3", *FAST, "--learning-rate", "1e39")
+    assert (rate.returncode, rate.stdout) == (2, "")
+    assert rate.stderr == "Error: --learning-rate must be at most 3.403e+38, the largest float32, got 1e+39\n"
+    cold = run("sample", "--temperature", "1e-310")
+    assert (cold.returncode, cold.stdout) == (2, "")
+    assert cold.stderr == ("Error: --temperature must be 0 (greedy) or at least 2.23e-308, got 1e-310: logits are "
+                           "divided by it, and 1/temperature must be a finite float64\n")
+
+
+# --- codecs -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("codec", ["rot13", "base64", "hex", "zlib", "bz2", "uu", "quopri"])
+def test_binary_transforms_are_not_text_encodings(workdir, small_corpus, codec):
+    for command in (["train", small_corpus, "--steps", "2", *FAST], ["prepare", small_corpus]):
+        result = invoke(*command, "--encoding", codec)
+        assert_clean_error(result, 2, f"--encoding '{codec}' is a ")
+        assert "transform, not a text encoding; pass the codec the file is written in" in result.stderr
+    assert not (workdir / "data").exists()
+
+
+def test_utf16_and_utf32_without_a_byte_order_mark_name_the_codec_to_use(workdir, tmp_path):
+    text = "床前明月光，疑是地上霜。\n" * 40
+    for codec in ("utf-16", "utf-32"):
+        corpus = tmp_path / f"{codec}.txt"
+        corpus.write_bytes(text.encode(f"{codec}-le"))  # no byte-order mark
+        refused = invoke("train", corpus, "--steps", "2", *FAST, "--encoding", codec, "--checkpoint-dir", codec)
+        assert_clean_error(refused, 2, f"{corpus} cannot be read as {codec}: {codec.upper()} stream does not start "
+                                       f"with BOM; pass the right --encoding ({codec}-le or {codec}-be without a "
+                                       "byte-order mark)")
+        named = invoke("train", corpus, "--steps", "2", *FAST, "--encoding", f"{codec}-le", "--checkpoint-dir", codec)
+        assert named.exit_code == 0, named.stderr
+    undefined = invoke("prepare", tmp_path / "utf-16.txt", "--encoding", "undefined")
+    assert_clean_error(undefined, 2, "cannot be read as undefined: undefined encoding; pass the right --encoding")
+
+
+# --- memory -----------------------------------------------------------------------------------------------
+
+
+def test_training_memory_by_hand():
+    config = ModelConfig(vocab_size=10, hidden_size=4)  # rnn, float32
+    parameters = ((10 + 4 + 1) * 4 + (4 + 1) * 10) * 4  # W_xh, W_hh, b_h; W_hy, b_y: 110 floats
+    per_position = (3 * 1 + 2) * 4 + 10 + 4  # cell caches and their gradients; logits and top states
+    assert model.training_memory(config, batch_size=2, seq_length=3, optimizer_slots=1) == {
+        "parameters": parameters, "optimizer state": parameters,
+        "gradients": parameters, "activations": 3 * 2 * per_position * 4,
+    }
+    # One position of activations is less than the Adam checkpoint's serialized copy: saving is the peak.
+    assert model.training_memory(config, batch_size=1, seq_length=1, optimizer_slots=2) == {
+        "parameters": parameters, "optimizer state": 2 * parameters, "checkpoint being written": 3 * parameters,
+    }
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_training_memory_counts_every_parameter_of_a_deep_model(cell):
+    config = ModelConfig(vocab_size=23, hidden_size=7, num_layers=3, cell=cell, dtype="float64")
+    params = model.init_params(config, np.random.default_rng(0))
+    estimate = model.training_memory(config, batch_size=1, seq_length=1, optimizer_slots=1)
+    assert estimate["parameters"] == model.count_parameters(params) * 8
+
+
+def test_an_absurdly_deep_model_is_estimated_at_once():
+    started = time.perf_counter()
+    estimate = model.training_memory(ModelConfig(vocab_size=100, hidden_size=10**6, num_layers=10**15), 32, 25, 1)
+    assert time.perf_counter() - started < 1.0
+    vocab, hidden, layers = 100, 10**6, 10**15
+    first = vocab * hidden + hidden * hidden + hidden  # W_xh, W_hh, b_h
+    upper = 2 * hidden * hidden + hidden
+    output = hidden * vocab + vocab  # W_hy, b_y
+    assert estimate["parameters"] == (first + (layers - 1) * upper + output) * 4
+
+
+def test_sampling_memory_by_hand():
+    config = ModelConfig(vocab_size=10, hidden_size=4)
+    # per stream: the logits (float32) and three float64-sized copies of them, and the state and forward
+    # activations, (1 + 2)·H values, for the current token and the 2 prime tokens
+    per_stream = 10 * (4 + 17) + (1 + 2) * (1 + 2) * 4 * 4
+    assert model.sampling_memory(config, num_streams=3, prime_length=2) == 3 * per_stream
+
+
+def test_require_names_the_need_the_limit_and_the_fix():
+    memory.require({"a": 600, "b": 400}, "doing it", "lower --size", available=1000)  # fits exactly
+    with pytest.raises(ConfigError) as refused:
+        memory.require({"a": 600, "b": 500, "c": 0}, "doing it", "lower --size", available=1000)
+    assert str(refused.value) == ("doing it needs about 1.1 kB of memory (a 600 B, b 500 B), more than the 1 kB this "
+                                  "machine has available; lower --size")
+    assert [memory.format_bytes(n) for n in (0, 999, 12_345_678, 7_280_000_000_000, 10**30)] == [
+        "0 B", "999 B", "12.3 MB", "7.28 TB", "1e+06 YB"
+    ]
+
+
+@pytest.mark.skipif(not LINUX, reason="reads /proc")
+def test_available_memory_is_known_and_follows_an_address_space_limit():
+    available = memory.available_bytes()
+    assert available is not None and available > 0
+    script = ("import resource; from charrnn import memory\n"
+              "resource.setrlimit(resource.RLIMIT_AS, (6 << 30, resource.RLIM_INFINITY))\n"
+              "print(memory.available_bytes())")
+    limited = int(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout)
+    assert 0 < limited < min(available, 6 << 30) + 1
+
+
+def _limited_run(executable, cwd, *args):
+    """The installed command with 4 GB of address space, so a missing check fails fast and harmlessly."""
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, resource.RLIM_INFINITY))
+
+    return subprocess.run([executable, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=60,
+                          preexec_fn=limit)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--hidden-size", "1000000"], "training this model needs about 16 TB of memory (parameters 4 TB, "
+                                       "optimizer state 4 TB, checkpoint being written 8 TB), more than the "),
+        (["--num-layers", str(10**12)], "this machine has available; lower --batch-size or --seq-length (or "
+                                        "--hidden-size or --num-layers)"),
+    ],
+    ids=["hidden-size", "num-layers"],
+)
+def test_a_model_too_large_for_the_machine_is_refused_before_tokenizing(charrnn_executable, small_corpus,
+                                                                        tmp_path, args, message):
+    result = _limited_run(charrnn_executable, tmp_path, "train", small_corpus, "--steps", "2", "-q", *args)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1 and message in result.stderr
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_batch_too_large_for_the_memory_left_is_refused(workdir, small_corpus, monkeypatch):
+    monkeypatch.setattr(memory, "available_bytes", lambda: 4_000_000)
+    result = invoke("train", small_corpus, "--steps", "2", *FAST, "--batch-size", "64", "--seq-length", "40")
+    assert_clean_error(result, 2, "more than the 4 MB this machine has available; lower --batch-size or --seq-length")
+    assert ("training this model needs about 11 MB of memory (parameters 125 kB, optimizer state 125 kB, "
+            "gradients 125 kB, activations 10.6 MB)") in result.stderr
+    assert not (workdir / "checkpoints").exists()
+    assert invoke("train", small_corpus, "--steps", "2", *FAST).exit_code == 0  # 0.54 MB: fits
+
+
+@pytest.fixture
+def trained(workdir, small_corpus):
+    """A tiny model in checkpoints/latest.npz (vocabulary 942)."""
+    assert invoke("train", small_corpus, "--steps", "2", *FAST, "-q").exit_code == 0
+    return workdir / "checkpoints" / "latest.npz"
+
+
+def test_sampling_more_than_memory_holds_is_refused_and_stream_needs_no_room_for_the_text(trained, monkeypatch):
+    monkeypatch.setattr(memory, "available_bytes", lambda: 100_000)
+    kept = invoke("sample", "--length", "6000", "--seed", "月", "-q")
+    assert_clean_error(kept, 2, "sampling needs about 140 kB of memory (streams 20.2 kB, generated text 120 kB), "
+                                "more than the 100 kB this machine has available; lower --length or --num-samples, "
+                                "or print one sample as it comes with --stream")
+    streamed = invoke("sample", "--length", "6000", "--seed", "月", "-q", "--stream")
+    assert streamed.exit_code == 0 and len(streamed.stdout) == 1 + 6000 + 1
+    many = invoke("sample", "--length", "2", "--num-samples", "10", "-q")
+    assert_clean_error(many, 2, "sampling needs about 202 kB of memory (streams 202 kB, generated text 400 B), more "
+                                "than the 100 kB this machine has available; lower --num-samples")
+
+
+def test_scoring_with_more_streams_than_memory_holds_is_refused(trained, small_corpus, monkeypatch):
+    monkeypatch.setattr(memory, "available_bytes", lambda: 10_000_000)
+    result = invoke("eval", trained, small_corpus, "--batch-size", "1000")
+    assert_clean_error(result, 2, "scoring needs about 20.2 MB of memory (streams 20.2 MB), more than the 10 MB this "
+                                  "machine has available; lower --batch-size")
+    assert invoke("eval", trained, small_corpus, "--batch-size", "100").exit_code == 0
+
+
+def test_sampling_too_many_streams_for_the_machine(charrnn_executable, trained, tmp_path):
+    result = _limited_run(charrnn_executable, tmp_path, "sample", "-c", trained, "--num-samples", 10**11)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith("Error: sampling needs about 2.42 PB of memory (streams 2.02 PB, generated text "
+                                     "400 TB), more than the ")
+    assert result.stderr.endswith("this machine has available; lower --num-samples\n")
+
+
+# --- signals outside the training loop --------------------------------------------------------------------
+
+SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+
+
+@pytest.fixture(scope="module")
+def signal_setup(tmp_path_factory):
+    """A folder with a 0.8 MB corpus (the Tang poems ten times) and a model of its 2,557 characters."""
+    folder = tmp_path_factory.mktemp("signals")
+    corpus = folder / "poems.txt"
+    corpus.write_text(TANG300.read_text(encoding="utf-8") * 10, encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "charrnn", "train", str(TANG300), "--steps", "2", *FAST, "-q", "--checkpoint-dir",
+         str(folder / "model"), "--cache-dir", str(folder / "model-cache")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return folder, corpus, folder / "model" / "latest.npz"
+
+
+def _status_field(pid: int, name: str) -> str:
+    with open(f"/proc/{pid}/status", encoding="ascii") as f:
+        return next(line.split(":", 1)[1].strip() for line in f if line.startswith(name + ":"))
+
+
+def _handles_sigterm(pid: int) -> bool:
+    """Whether the process has installed its own SIGTERM handler (Python has none by default)."""
+    return bool(int(_status_field(pid, "SigCgt"), 16) & (1 << (signal.SIGTERM - 1)))
+
+
+def _cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _wait_for(process: subprocess.Popen, evidence, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not evidence():
+        if process.poll() is not None:
+            pytest.fail(f"charrnn ended (exit {process.returncode}) before {what}: {process.stderr.read()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"no sign of {what} within {timeout} s")
+        time.sleep(0.005)
+
+
+def _phase(name, folder, corpus, ckpt):
+    """(arguments, evidence that the process is in the phase) for each phase a signal is sent in."""
+    cache = folder / "cache"
+    seen = []  # the CPU time at which the tokenizing's temporary file was first seen
+
+    def tokenizing(pid: int) -> bool:
+        # The file exists from the moment it is created, before the code that removes it on the way out
+        # has it in hand; 0.3 s of work later the process is surely tokenizing.
+        if not seen and any(p.name.startswith(".provisional.") for p in cache.glob(".*")):
+            seen.append(_cpu_seconds(pid))
+        return bool(seen) and _cpu_seconds(pid) > seen[0] + 0.3
+
+    def computing(pid: int) -> bool:
+        return _cpu_seconds(pid) > 1.5  # past start-up, in the long computation
+
+    phases = {
+        # jieba cuts this corpus at about 0.5 MB/s: tokenizing takes seconds
+        "prepare": (["prepare", corpus, "--tokenizer", "jieba", "--cache-dir", cache], tokenizing),
+        "train-tokenizing": (["train", corpus, "--tokenizer", "jieba", "--cache-dir", cache, "--steps", "1"],
+                             tokenizing),
+        "sample": (["sample", "-c", ckpt, "--length", "10000000", "-q"], computing),
+        "eval": (["eval", ckpt, corpus, "-q"], computing),  # scoring 300,000 tokens takes seconds
+        "info": (["info", ckpt], lambda pid: True),  # the handler alone; the rest takes a tenth of a second
+    }
+    return phases[name]
+
+
+FAST_SIGNALS = {("prepare", signal.SIGTERM), ("train-tokenizing", signal.SIGINT), ("sample", signal.SIGINT),
+                ("sample-stream", signal.SIGTERM), ("eval", signal.SIGINT), ("info", signal.SIGTERM)}
+
+
+@pytest.mark.skipif(not LINUX, reason="reads /proc")
+@pytest.mark.parametrize(
+    "phase, signal_number",
+    [
+        pytest.param(phase, number, marks=() if (phase, number) in FAST_SIGNALS else pytest.mark.slow)
+        for phase in ("prepare", "train-tokenizing", "sample", "sample-stream", "eval", "info")
+        for number in (signal.SIGINT, signal.SIGTERM)
+    ],
+    ids=lambda value: SIGNAL_NAMES.get(value, value),
+)
+def test_a_signal_outside_the_training_loop_exits_130_or_143_and_leaves_no_file(
+    charrnn_executable, signal_setup, tmp_path, phase, signal_number
+):
+    folder, corpus, ckpt = signal_setup
+    work = tmp_path
+    (work / "cache").mkdir()
+    streaming = phase == "sample-stream"
+    if streaming:
+        args = ["sample", "-c", ckpt, "--length", "10000000", "--stream", "-q"]
+    else:
+        args, evidence = _phase(phase, work, corpus, ckpt)
+    process = subprocess.Popen([charrnn_executable, *map(str, args)], cwd=work, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        _wait_for(process, lambda: _handles_sigterm(process.pid), "its signal handlers")
+        if streaming:
+            assert len(process.stdout.read(30)) == 30  # text is flowing
+        else:
+            _wait_for(process, lambda: evidence(process.pid), f"the {phase} phase")
+        process.send_signal(signal_number)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signal_number, stderr
+    assert stderr.decode() == f"Error: interrupted by {SIGNAL_NAMES[signal_number]}\n"
+    if not streaming:
+        assert stdout == b""
+    assert os.listdir(work / "cache") == []  # no partial cache entry, no temporary file
+    assert sorted(os.listdir(work)) == ["cache"]  # and no checkpoint folder
+
+
+# --- failures to write stdout ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny")
+    corpus = folder / "poems.txt"
+    corpus.write_text(TANG300.read_text(encoding="utf-8")[:3000], encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "charrnn", "train", str(corpus), "--steps", "2", *FAST, "-q"],
+        cwd=folder, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    return folder / "checkpoints" / "latest.npz", corpus
+
+
+@pytest.mark.skipif(not HAS_DEV_FULL, reason="needs /dev/full")
+@pytest.mark.parametrize("command", ["sample", "sample --json", "info --json", "eval", "prepare"])
+def test_a_full_stdout_is_one_error_line_and_exit_1(charrnn_executable, tiny_model, tmp_path, command):
+    ckpt, corpus = tiny_model
+    args = {
+        "sample": ["sample", "-c", ckpt, "-q"],
+        "sample --json": ["sample", "-c", ckpt, "-q", "--json"],
+        "info --json": ["info", ckpt, "--json"],
+        "eval": ["eval", ckpt, corpus],
+        "prepare": ["prepare", corpus, "--cache-dir", tmp_path / "cache", "-q"],
+    }[command]
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([charrnn_executable, *map(str, args)], cwd=tmp_path, stdout=full,
+                                stderr=subprocess.PIPE, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr == "Error: cannot write to standard output: No space left on device\n"
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
+def test_a_reader_closing_stdout_early_is_a_normal_end(charrnn_executable, tiny_model, tmp_path, stream):
+    ckpt, _ = tiny_model
+    # --stream writes token by token; a whole sample of 60 × 1,000 characters (180 kB) overfills the
+    # 64 kB pipe, so both are still writing when the reader goes, as with `charrnn sample | head -c 10`.
+    args = ["--stream", "--length", "100000"] if stream else ["--num-samples", "60", "--length", "1000"]
+    process = subprocess.Popen([charrnn_executable, "sample", "-c", str(ckpt), "-q", *args], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert len(process.stdout.read(10)) == 10
+        process.stdout.close()
+        stderr = process.stderr.read()
+        process.wait(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0
+    assert stderr == b""  # no message, no "Exception ignored ... BrokenPipeError"
+
+
+# --- the training log and the token cache -------------------------------------------------------------------
+
+
+def test_an_unwritable_log_is_refused_before_training(workdir, small_corpus, tmp_path):
+    folder = tmp_path / "logs"
+    folder.mkdir()
+    cases = [(folder, f"--log-jsonl {folder} is a folder; give the name of a file"),
+             (tmp_path / "missing" / "run.jsonl", f"cannot write --log-jsonl {tmp_path / 'missing' / 'run.jsonl'}: "
+                                                  f"the folder {tmp_path / 'missing'} does not exist; give another path")]
+    if not ROOT:  # root may write to read-only files
+        read_only = tmp_path / "read-only.jsonl"
+        read_only.write_text("")
+        read_only.chmod(0o444)
+        cases.append((read_only, "the file is not writable; give another path"))
+    for path, message in cases:
+        result = invoke("train", small_corpus, "--steps", "2", *FAST, "--log-jsonl", path)
+        assert_clean_error(result, 2, message)
+        assert not (workdir / "data").exists() and not (workdir / "checkpoints").exists()  # before any work
+
+
+@pytest.mark.skipif(not HAS_DEV_FULL, reason="needs /dev/full")
+def test_a_log_that_fails_while_training_stops_with_exit_1(workdir, small_corpus):
+    result = invoke("train", small_corpus, "--steps", "5", *FAST, "--log-jsonl", "/dev/full", "--log-every", "1")
+    assert_clean_error(result, 1, "cannot write the training log /dev/full: No space left on device; training "
+                                  "stopped, the last checkpoint written is intact")
+    assert os.listdir(workdir / "checkpoints") == []
+
+
+@pytest.mark.skipif(ROOT, reason="root may write to read-only folders")
+@pytest.mark.parametrize("command", ["train", "prepare"])
+def test_a_read_only_cache_folder_is_refused(workdir, small_corpus, command):
+    cache = workdir / "cache"
+    cache.mkdir()
+    cache.chmod(0o555)
+    try:
+        args = ["--steps", "2", *FAST] if command == "train" else []
+        result = invoke(command, small_corpus, "--cache-dir", cache, *args)
+    finally:
+        cache.chmod(0o755)
+    assert_clean_error(result, 2, f"cannot write to the cache folder {cache}: Permission denied; pass --cache-dir")
+
+
+def _cache_files_fail(monkeypatch, cache, error):
+    """Make creating a file in ``cache`` fail with ``error``, or (None) give one that fails as it fills."""
+
+    def mkstemp(*args, dir=None, **kwargs):
+        fd, path = REAL_MKSTEMP(*args, dir=dir, **kwargs)
+        if dir is None or os.path.abspath(dir) != str(cache):
+            return fd, path
+        os.close(fd)
+        if error is not None:
+            os.unlink(path)
+            raise OSError(error, os.strerror(error), path)
+        return os.open("/dev/full", os.O_WRONLY), path  # every write: no space left on device
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+@pytest.mark.parametrize("command", ["train", "prepare"])
+def test_an_unwritable_cache_is_exit_2_and_a_cache_write_failing_later_exit_1(workdir, small_corpus, monkeypatch,
+                                                                             command):
+    cache = workdir / "cache"
+    args = [command, small_corpus, "--cache-dir", cache, *(["--steps", "2", *FAST] if command == "train" else [])]
+    _cache_files_fail(monkeypatch, cache, 13)  # EACCES, as in a folder the user may not write to
+    assert_clean_error(invoke(*args), 2, f"cannot write to the cache folder {cache}: Permission denied; pass "
+                                         "--cache-dir")
+    if HAS_DEV_FULL:
+        _cache_files_fail(monkeypatch, cache, None)
+        assert_clean_error(invoke(*args), 1, f"cannot write to the cache folder {cache}: No space left on device")
+    assert os.listdir(cache) == []
+    assert not (workdir / "checkpoints").exists()
