@@ -73,6 +73,21 @@ def display_name(path: str) -> str:
     return "standard input" if path == STANDARD_INPUT else path
 
 
+def detect_encoding(name: str, head: bytes) -> str:
+    """The codec that the first bytes of a file call for under ``--encoding auto``.
+
+    A byte-order mark names its codec; otherwise UTF-8 (TextReader falls back to GB18030 if the text
+    is not). Raises CorpusError for NUL bytes without a mark: binary data, or UTF-16/32 without one.
+    """
+    encoding = next((codec for bom, codec in _BOMS if head.startswith(bom)), "utf-8")
+    if encoding == "utf-8" and b"\x00" in head:
+        raise CorpusError(
+            f"{name} looks like a binary file (it holds NUL bytes); if it is UTF-16 or "
+            "UTF-32 without a byte-order mark, pass --encoding utf-16-le (or the codec it uses)"
+        )
+    return encoding
+
+
 def open_corpus_file(path: str):
     """Open ``path`` for reading bytes, with CorpusError for a directory, a missing or unreadable file."""
     if os.path.isdir(path):
@@ -151,12 +166,7 @@ class TextReader:
 
             head = read()
             if self.encoding is None:
-                self.encoding = next((name for bom, name in _BOMS if head.startswith(bom)), "utf-8")
-                if self.encoding == "utf-8" and b"\x00" in head:
-                    raise CorpusError(
-                        f"{self.path} looks like a binary file (it holds NUL bytes); if it is UTF-16 or "
-                        "UTF-32 without a byte-order mark, pass --encoding utf-16-le (or the codec it uses)"
-                    )
+                self.encoding = detect_encoding(self.path, head)
             yield from self._decode(read, head, on_bytes)
 
     def _decode(self, read: Callable[[], bytes], data: bytes, on_bytes: Callable[[int], None]) -> Iterator[str]:

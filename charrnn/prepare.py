@@ -40,7 +40,7 @@ from typing import IO, Any, Callable, ContextManager, Iterator, Optional, Sequen
 import numpy as np
 
 from charrnn import files
-from charrnn.corpus import AUTO, STANDARD_INPUT, TextReader, display_name, open_corpus_file
+from charrnn.corpus import AUTO, STANDARD_INPUT, TextReader, detect_encoding, display_name, open_corpus_file
 from charrnn.errors import CorpusError
 from charrnn.tokenizer import UNKNOWN_TOKEN, Tokenizer, tokenize
 
@@ -134,10 +134,15 @@ def _open_input(path: str) -> ContextManager[IO[bytes]]:
     return contextlib.nullcontext(stream)
 
 
-def _copy(source: IO[bytes], out: Optional[IO[bytes]]) -> tuple[str, int]:
-    """Read ``source`` to its end (writing it to ``out`` if given): (sha256, bytes)."""
+def _copy(source: IO[bytes], out: Optional[IO[bytes]], check_head: Callable[[bytes], Any] = bool) -> tuple[str, int]:
+    """Read ``source`` to its end (writing it to ``out`` if given): (sha256, bytes).
+
+    ``check_head`` sees the first block before anything is written, and may raise to refuse the input.
+    """
     digest, size = hashlib.sha256(), 0
     while block := source.read(_COPY_BLOCK_BYTES):
+        if not size:
+            check_head(block)
         digest.update(block)
         size += len(block)
         if out is not None:
@@ -145,7 +150,7 @@ def _copy(source: IO[bytes], out: Optional[IO[bytes]]) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
-def _source(path: str, temporaries: _Temporaries) -> _Source:
+def _source(path: str, encoding: str, temporaries: _Temporaries) -> _Source:
     """Hash a corpus file; standard input, a pipe or a FIFO is copied to a temporary file on the way.
 
     Such input can be read only once, and tokenizing reads it again once the cache key is known.
@@ -155,7 +160,8 @@ def _source(path: str, temporaries: _Temporaries) -> _Source:
             return _Source(path, path, *_copy(stream, None))
         fd, copy = temporaries.create("spool")
         with os.fdopen(fd, "wb") as out:
-            sha256, size = _copy(stream, out)
+            # Refuse binary data (a device such as /dev/zero never ends) before copying any of it.
+            sha256, size = _copy(stream, out, lambda head: encoding == AUTO and detect_encoding(display_name(path), head))
     return _Source(path, copy, sha256, size)
 
 
@@ -471,7 +477,7 @@ def prepare(
     TextReader(paths[0], encoding)  # fails early, with the usual message, on an unknown codec name
     files.remove_orphaned_temporaries(cache_dir)
     with _Temporaries(cache_dir) as temporaries:
-        sources = [_source(path, temporaries) for path in paths]
+        sources = [_source(path, encoding, temporaries) for path in paths]
         size_bytes = sum(source.size_bytes for source in sources)
         key = cache_key([source.sha256 for source in sources], kind, encoding, max_vocab)
         found = _load(key, cache_dir, paths, size_bytes)

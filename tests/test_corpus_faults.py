@@ -301,3 +301,15 @@ def test_a_corpus_name_that_is_not_utf8_through_the_installed_command(charrnn_ex
     shown = subprocess.run([charrnn_executable, "info", latest], capture_output=True, timeout=60)
     assert (shown.returncode, shown.stderr) == (0, b"")
     assert os.fsencode(str(latin1_named)) in shown.stdout
+
+
+def test_an_endless_binary_device_is_refused_at_once_not_copied_forever(charrnn_executable, tmp_path):
+    started = time.monotonic()
+    result = subprocess.run([charrnn_executable, "train", "/dev/zero", "--steps", "1", "--cache-dir", str(tmp_path)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "Error: /dev/zero looks like a binary file (it holds NUL bytes); if it is UTF-16 or UTF-32 without a "
+        "byte-order mark, pass --encoding utf-16-le (or the codec it uses)"]
+    assert time.monotonic() - started < 30
+    assert [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
