@@ -217,6 +217,8 @@ def validate(path: str, meta: Any) -> Metadata:
         if smoothed is not None and not is_finite_number(smoothed):
             raise _Invalid(f"smoothed_loss_nats must be a finite number or null, got {describe_value(smoothed)}")
         model_config = _built("model", from_dict, ModelConfig, _section(meta, "model"))
+        if model_config.vocab_size is None:  # only a training request lacks it, never a trained model
+            raise _Invalid("model.vocab_size is missing")
         train_data = _section(meta, "train")
         if version == 1:  # format 1 trained on all of the text: it held nothing out
             train_data = {**train_data, "val_fraction": 0.0}

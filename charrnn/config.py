@@ -1,14 +1,18 @@
 """Configuration as frozen, validated dataclasses that round-trip through plain dicts (and so JSON).
 
-The command line builds these from its options, the checkpoint stores them with ``asdict()``, and
-loading a checkpoint turns the dicts back into the same dataclasses, so one definition of each setting
-serves every layer.
+Every setting is defined once, here, as a dataclass field: its type, its default, and (for those a user
+sets) an ``Option`` in the field's metadata with the command-line flag, help text, metavar and what a
+resumed run may do with it. The command line generates its options from these fields
+(charrnn/cli/options.py), a resumed run derives which settings are fixed by the checkpoint from them,
+the checkpoint stores the dataclasses with ``asdict()``, and loading turns the dicts back into the same
+dataclasses. Validation errors name each setting by its flag.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 import types
 import typing
@@ -40,6 +44,100 @@ MAX_EPOCHS = 2.0**53
 # Sampling divides logits by the temperature in float64; below the smallest normal float64 (a subnormal
 # such as 1e-310) 1/temperature is infinite. Any normal temperature, however small, is the greedy limit.
 MIN_TEMPERATURE = sys.float_info.min  # 2.2e-308
+
+
+# What a resumed run may do with a setting: FIXED settings define the model or its data, and giving a
+# value other than the checkpoint's is an error; CHANGEABLE ones take the new value (and say so); FREE
+# ones are not stored in checkpoints at all.
+FIXED, CHANGEABLE, FREE = "fixed", "changeable", "free"
+
+
+@dataclass(frozen=True)
+class Option:
+    """How a config field is set from the command line (and the environment)."""
+
+    help: str
+    flag: str = ""  # default: the field's name as --a-flag
+    metavar: Optional[str] = None  # default: the choices, or N for whole numbers and X for other values
+    on_resume: str = FREE
+    default_text: Optional[str] = None  # what the help shows as the default when the field's default is None
+
+
+def option(default: Any, help: str, **settings: Any) -> Any:
+    """A dataclass field with ``default`` that is also a command-line option (see ``Option``)."""
+    return dataclasses.field(default=default, metadata={"option": Option(help, **settings)})
+
+
+def options(cls: type) -> list[tuple[dataclasses.Field, Option]]:
+    """The fields of config class ``cls`` that are command-line options, in order, with their Option."""
+    return [(f, f.metadata["option"]) for f in dataclasses.fields(cls) if "option" in f.metadata]
+
+
+def flag(cls: type, name: str) -> str:
+    """The command-line flag of field ``name`` of ``cls`` (``--hidden-size``), or the name in words."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            found = f.metadata.get("option")
+            if found is not None:
+                return found.flag or "--" + name.replace("_", "-")
+    return name.replace("_", " ")
+
+
+def settings_on_resume(kind: str) -> dict[str, tuple[type, str]]:
+    """field name -> (config class, flag) of the stored settings a resumed run treats as ``kind``."""
+    return {
+        f.name: (cls, flag(cls, f.name))
+        for cls in (ModelConfig, TrainConfig, DataConfig)
+        for f, found in options(cls)
+        if found.on_resume == kind
+    }
+
+
+class _Check:
+    """Range checks of one config's fields, each error naming the field by its flag."""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def name(self, field: str) -> str:
+        """The flag (or the words) that an error about ``field`` names."""
+        return flag(type(self.config), field)
+
+    def count(self, field: str, minimum: int) -> None:
+        """A whole number of at least ``minimum`` that fits in int64 (None is allowed: not set)."""
+        value = getattr(self.config, field)
+        if value is not None:
+            _require_count(self.name(field), value, minimum)
+
+    def positive(self, *fields: str) -> None:
+        """Each field is a count of at least 1."""
+        for field in fields:
+            self.count(field, 1)
+
+    def non_negative(self, *fields: str) -> None:
+        """Each field is a count of at least 0."""
+        for field in fields:
+            self.count(field, 0)
+
+    def rate(self, *fields: str) -> None:
+        """Each field is a positive normal float32 (see FLOAT32_TINY)."""
+        for field in fields:
+            _require_rate(self.name(field), getattr(self.config, field))
+
+    def fraction(self, *fields: str) -> None:
+        """Each field is in [0, 1)."""
+        for field in fields:
+            _require_fraction(self.name(field), getattr(self.config, field))
+
+    def epochs(self, field: str, positive: bool) -> None:
+        """A number of epochs a float64 can count (None is allowed: not set)."""
+        value = getattr(self.config, field)
+        if value is not None:
+            _require_epochs(self.name(field), value, positive)
+
+    def choice(self, field: str, choices: tuple[str, ...]) -> None:
+        """One of ``choices``."""
+        _require_choice(self.name(field), getattr(self.config, field), choices)
 
 
 def _require_count(name: str, value: int, minimum: int) -> None:
@@ -165,32 +263,40 @@ def from_dict(cls: type[T], data: Any) -> T:
         raise ConfigError(f"incomplete {cls.__name__}: {exc}") from None
 
 
+DEFAULT_CHECKPOINT_DIR = "checkpoints"
+DEFAULT_CACHE_DIR = os.path.join("data", ".cache")
+# Training stops after this many epochs when neither --steps nor --epochs is given.
+DEFAULT_EPOCHS = 50.0
+
+
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     """The shape of the network: everything needed to rebuild its parameters.
 
     ``activation`` applies to the vanilla cell only (LSTM and GRU have their fixed nonlinearities);
     ``dropout`` is applied to the input of every layer above the first, while training only.
+    ``vocab_size`` is None only in a training request, before the corpus that decides it is read.
     """
 
-    vocab_size: int
-    hidden_size: int = 128
-    num_layers: int = 1
-    cell: str = "rnn"
-    activation: str = "tanh"
-    dropout: float = 0.0
-    dtype: str = "float32"
+    vocab_size: Optional[int] = None
+    hidden_size: int = option(128, "Hidden units per layer.", metavar="H", on_resume=FIXED)
+    num_layers: int = option(1, "Stacked recurrent layers.", metavar="L", on_resume=FIXED)
+    cell: str = option("rnn", "Recurrent cell: vanilla rnn, lstm or gru.", on_resume=FIXED)
+    activation: str = option("tanh", "Nonlinearity of the vanilla rnn cell.", on_resume=FIXED)
+    dropout: float = option(0.0, "Dropout rate between stacked layers while training.", metavar="P",
+                            on_resume=FIXED)
+    dtype: str = option("float32", "Floating-point type of the weights (float64 for checking the math).",
+                        on_resume=FIXED)
 
     def __post_init__(self) -> None:
-        _require_positive("vocabulary size", self.vocab_size)
-        _require_positive("--hidden-size", self.hidden_size)
-        _require_positive("--num-layers", self.num_layers)
-        _require_choice("--cell", self.cell, CELLS)
-        _require_choice("--activation", self.activation, ACTIVATIONS)
-        _require_choice("--dtype", self.dtype, DTYPES)
-        _require_fraction("--dropout", self.dropout)
+        check = _Check(self)
+        check.positive("vocab_size", "hidden_size", "num_layers")
+        check.choice("cell", CELLS)
+        check.choice("activation", ACTIVATIONS)
+        check.choice("dtype", DTYPES)
+        check.fraction("dropout")
         if self.activation != "tanh" and self.cell != "rnn":
-            raise ConfigError(f"--activation applies to the vanilla rnn cell only, not to {self.cell}")
+            raise ConfigError(f"{check.name('activation')} applies to the vanilla rnn cell only, not to {self.cell}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -202,68 +308,94 @@ class TrainConfig:
     completed epoch beyond ``lr_decay_after``.
     """
 
-    seq_length: int = 25
-    batch_size: int = 32
-    optimizer: str = "adagrad"
-    learning_rate: float = 0.1
-    lr_decay: float = 1.0
-    lr_decay_after: float = 10.0
-    clip: float = 5.0
-    max_steps: Optional[int] = None
-    max_epochs: Optional[float] = None
-    rng_seed: int = 0
+    seq_length: int = option(25, "Steps of truncated backpropagation through time.", metavar="T",
+                             on_resume=FIXED)
+    batch_size: int = option(32, "Parallel streams per step.", metavar="B", on_resume=FIXED)
+    optimizer: str = option("adagrad", "Optimizer.", on_resume=FIXED)
+    learning_rate: float = option(0.1, "Learning rate (Adam and RMSProp usually want about 0.002).",
+                                  metavar="LR", on_resume=CHANGEABLE)
+    lr_decay: float = option(1.0, "Multiply the learning rate by this after every epoch beyond --lr-decay-after.",
+                             metavar="D", on_resume=CHANGEABLE)
+    lr_decay_after: float = option(10.0, "Epochs at the full learning rate before --lr-decay starts.", metavar="E",
+                                   on_resume=CHANGEABLE)
+    clip: float = option(5.0, "Clip every gradient element to ±this.", metavar="C", on_resume=CHANGEABLE)
+    max_steps: Optional[int] = option(None, "Stop after this many steps in the model's life.", flag="--steps",
+                                      metavar="N", on_resume=CHANGEABLE)
+    max_epochs: Optional[float] = option(
+        None, "Stop after this many passes over the corpus (fractions allowed).", flag="--epochs", metavar="E",
+        on_resume=CHANGEABLE, default_text=f"{DEFAULT_EPOCHS:g} if no --steps",
+    )
+    rng_seed: int = option(0, "Seed for a reproducible run.", metavar="N", on_resume=FIXED,
+                           default_text="random, recorded")
     init_scale: float = 0.01
     # The first layer's input weights are its token embeddings: with one-hot inputs they are the whole
     # input signal, and at 0.01 the cell barely sees which token came in. N(0, 0.5²) gave lower
     # validation loss than 0.01 on both bundled corpora at every size and learning rate tried.
     embedding_init_scale: float = 0.5
-    val_fraction: float = 0.05  # the end of the corpus held out for validation (0 with a --val-file)
+    val_fraction: float = option(0.05, "Hold out this fraction at the end of the corpus for validation (0: none).",
+                                 metavar="F", on_resume=FIXED)
 
     def __post_init__(self) -> None:
-        _require_positive("--seq-length", self.seq_length)
-        _require_positive("--batch-size", self.batch_size)
-        _require_choice("--optimizer", self.optimizer, OPTIMIZERS)
-        _require_rate("--learning-rate", self.learning_rate)
-        _require_finite("--lr-decay", self.lr_decay)
+        check = _Check(self)
+        check.positive("seq_length", "batch_size", "max_steps")
+        check.choice("optimizer", OPTIMIZERS)
+        check.rate("learning_rate")
+        _require_finite(check.name("lr_decay"), self.lr_decay)
         if not 0.0 < self.lr_decay <= 1.0:
-            raise ConfigError(f"--lr-decay must be above 0 and at most 1, got {self.lr_decay}")
-        _require_rate("--lr-decay", self.lr_decay)
-        _require_epochs("--lr-decay-after", self.lr_decay_after, positive=False)
-        _require_rate("--clip", self.clip)
-        _require_non_negative("--rng-seed", self.rng_seed)
-        _require_rate("initial weight scale", self.init_scale)
-        _require_rate("initial embedding scale", self.embedding_init_scale)
-        _require_fraction("--val-fraction", self.val_fraction)
-        if self.max_steps is not None:
-            _require_positive("--steps", self.max_steps)
-        if self.max_epochs is not None:
-            _require_epochs("--epochs", self.max_epochs, positive=True)
+            raise ConfigError(f"{check.name('lr_decay')} must be above 0 and at most 1, got {self.lr_decay}")
+        check.rate("lr_decay", "clip", "init_scale", "embedding_init_scale")
+        check.epochs("lr_decay_after", positive=False)
+        check.epochs("max_epochs", positive=True)
+        check.non_negative("rng_seed")
+        check.fraction("val_fraction")
         if self.max_steps is None and self.max_epochs is None:
-            raise ConfigError("give --steps or --epochs to say when training stops")
+            raise ConfigError(f"give {check.name('max_steps')} or {check.name('max_epochs')} to say when training stops")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataConfig:
+    """How corpus files become token ids. ``tokenizer`` and ``max_vocab`` shape the vocabulary, so a
+    checkpoint fixes them; the others only say how to read and where to cache."""
+
+    tokenizer: str = option("char", "Tokens are characters, or words cut by jieba (precise mode).",
+                            on_resume=FIXED)
+    encoding: str = option("auto", "Codec of the text files; auto tries a byte-order mark, UTF-8, then GB18030 (GBK).",
+                           metavar="CODEC")
+    max_vocab: Optional[int] = option(
+        None, "Keep the N most frequent tokens; the rest become <unk> (for word vocabularies).", metavar="N",
+        on_resume=FIXED,
+    )
+    cache_dir: str = option(DEFAULT_CACHE_DIR, "Where tokenized corpora are kept (see charrnn prepare).",
+                            metavar="DIR")
+
+    def __post_init__(self) -> None:
+        check = _Check(self)
+        check.choice("tokenizer", TOKENIZERS)
+        check.positive("max_vocab")
 
 
 @dataclass(frozen=True, kw_only=True)
 class ScheduleConfig:
-    """What happens around the optimisation: when to sample and checkpoint, and where to write.
+    """What happens around the optimisation: when to validate, sample and checkpoint, and where to write.
 
     These may change freely when resuming, so they are not part of the model's identity.
     """
 
-    checkpoint_dir: str = "checkpoints"
-    checkpoint_every: int = 1000
-    sample_every: int = 500
+    checkpoint_dir: str = option(DEFAULT_CHECKPOINT_DIR,
+                                 "Folder for this run's checkpoints (with --resume: the resumed checkpoint's folder).",
+                                 metavar="DIR")
+    checkpoint_every: int = option(1000, "Save a checkpoint every N steps (0: only at the end).", metavar="N")
+    checkpoint_keep: int = option(0, "Keep only the K newest step checkpoints, besides latest and best (0: keep all).",
+                                  metavar="K")
+    eval_every: int = option(500, "Validate every N steps (0: only at the end).", metavar="N")
+    eval_tokens: int = option(1_000_000, "Validate on at most the first N validation tokens (0: all).", metavar="N")
+    sample_every: int = option(500, "Print a sample every N steps (0: never).", metavar="N")
     sample_length: int = 200
-    eval_every: int = 500
-    eval_tokens: int = 1_000_000  # validate on at most this many tokens (0: all of them)
-    checkpoint_keep: int = 0  # step checkpoints to keep, newest first (0: all)
 
     def __post_init__(self) -> None:
-        _require_non_negative("--checkpoint-every", self.checkpoint_every)
-        _require_non_negative("--eval-every", self.eval_every)
-        _require_non_negative("--eval-tokens", self.eval_tokens)
-        _require_non_negative("--checkpoint-keep", self.checkpoint_keep)
-        _require_non_negative("--sample-every", self.sample_every)
-        _require_positive("sample length", self.sample_length)
+        check = _Check(self)
+        check.non_negative("checkpoint_every", "checkpoint_keep", "eval_every", "eval_tokens", "sample_every")
+        check.positive("sample_length")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -274,29 +406,28 @@ class SampleConfig:
     decoding, as does ``greedy=True``.
     """
 
-    length: int = 200
-    temperature: float = 1.0
-    top_k: Optional[int] = None
-    greedy: bool = False
-    num_samples: int = 1
-    rng_seed: Optional[int] = None
-    allow_unknown: bool = False  # let the unknown-token marker appear in the output
+    length: int = option(200, "Tokens to generate.", metavar="N")
+    temperature: float = option(1.0, "Below 1: safer text; above 1: wilder; 0 means --greedy.", metavar="T")
+    top_k: Optional[int] = option(None, "Sample only among the K most likely tokens.", metavar="K")
+    greedy: bool = option(False, "Always take the most likely token.")
+    num_samples: int = option(1, "Independent samples, generated together as one batch.", metavar="N")
+    rng_seed: Optional[int] = option(None, "Seed for reproducible samples.", metavar="N", default_text="random")
+    allow_unknown: bool = option(False, "Let <unk> (a token cut by --max-vocab) appear in the output.",
+                                 flag="--allow-unk")
 
     def __post_init__(self) -> None:
-        _require_positive("--length", self.length)
-        _require_finite("--temperature", self.temperature)
+        check = _Check(self)
+        check.positive("length", "num_samples", "top_k")
+        check.non_negative("rng_seed")
+        name = check.name("temperature")
+        _require_finite(name, self.temperature)
         if self.temperature < 0:
-            raise ConfigError(f"--temperature must be zero or positive, got {self.temperature}")
+            raise ConfigError(f"{name} must be zero or positive, got {self.temperature}")
         if 0 < self.temperature < MIN_TEMPERATURE:
             raise ConfigError(
-                f"--temperature must be 0 (greedy) or at least {MIN_TEMPERATURE:.3g}, got {self.temperature:g}: "
+                f"{name} must be 0 (greedy) or at least {MIN_TEMPERATURE:.3g}, got {self.temperature:g}: "
                 "logits are divided by it, and 1/temperature must be a finite float64"
             )
-        _require_positive("--num-samples", self.num_samples)
-        if self.top_k is not None:
-            _require_positive("--top-k", self.top_k)
-        if self.rng_seed is not None:
-            _require_non_negative("--rng-seed", self.rng_seed)
 
     @property
     def is_greedy(self) -> bool:

@@ -40,12 +40,12 @@ from typing import IO, Any, Callable, ContextManager, Iterator, Optional, Sequen
 import numpy as np
 
 from charrnn import files
+from charrnn.config import DEFAULT_CACHE_DIR
 from charrnn.corpus import AUTO, STANDARD_INPUT, TextReader, detect_encoding, display_name, open_corpus_file
 from charrnn.errors import CorpusError
 from charrnn.tokenizer import UNKNOWN_TOKEN, Tokenizer, tokenize
 
 CACHE_FORMAT = 1
-DEFAULT_CACHE_DIR = os.path.join("data", ".cache")
 _REMAP_CHUNK_TOKENS = 8 << 20
 # jieba work is farmed out in pieces of about this many characters, cut at line ends.
 _JIEBA_PIECE_CHARS = 1 << 20

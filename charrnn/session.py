@@ -9,48 +9,33 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-import secrets
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
 import numpy as np
 
 from charrnn import checkpoint, checkpoint_meta, memory, model, optim, prepare, run_folder, train
 from charrnn.checkpoint import Checkpoint, CorpusInfo
-from charrnn.config import ModelConfig, ScheduleConfig, TrainConfig
+from charrnn.config import CHANGEABLE, DEFAULT_EPOCHS, FIXED, DataConfig, ModelConfig, ScheduleConfig, TrainConfig, settings_on_resume
 from charrnn.corpus import STANDARD_INPUT, is_standard_input, read_corpus, split_streams, streams_fit
 from charrnn.errors import CheckpointError, ConfigError, VocabularyError
 from charrnn.tokenizer import Tokenizer
 
-# Options that define the model or its training data: fixed for a model's life, so giving a different
-# value when resuming is an error rather than something silently ignored.
-FIXED_ON_RESUME = (
-    "hidden_size", "num_layers", "cell", "activation", "dropout", "dtype", "tokenizer",
-    "batch_size", "seq_length", "optimizer", "rng_seed", "val_fraction", "max_vocab",
-)
-# Options that may change when resuming; the change is applied and reported.
-CHANGEABLE_ON_RESUME = ("learning_rate", "lr_decay", "lr_decay_after", "clip")
-OPTION_FLAGS = {name: "--" + name.replace("_", "-") for name in FIXED_ON_RESUME + CHANGEABLE_ON_RESUME}
-OPTION_FLAGS.update({"max_steps": "--steps", "max_epochs": "--epochs"})
-
-
 @dataclass(frozen=True)
 class TrainRequest:
-    """What the user asked for. ``explicit`` names the options given on the command line.
+    """What the user asked for: the corpus and every setting, as the configs they belong to.
 
-    ``model_options`` holds ModelConfig fields except the vocabulary size (known once the corpus is
-    read); ``train_options`` holds TrainConfig fields.
+    ``model`` has no vocabulary size yet (the corpus decides it). ``explicit`` names the settings the
+    user gave: when resuming, only those are held against the checkpoint (settings_on_resume), and a
+    batch size that was not given may shrink to fit a small corpus.
     """
 
     corpus_paths: tuple[str, ...]
-    schedule: ScheduleConfig
-    model_options: dict[str, Any] = field(default_factory=dict)
-    train_options: dict[str, Any] = field(default_factory=dict)
-    tokenizer: str = "char"
-    encoding: str = "auto"
-    max_vocab: Optional[int] = None
-    cache_dir: str = prepare.DEFAULT_CACHE_DIR
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig(max_epochs=DEFAULT_EPOCHS)
+    data: DataConfig = DataConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
     val_paths: tuple[str, ...] = ()
     resume: Optional[str] = None
     overwrite: bool = False
@@ -128,7 +113,8 @@ def _read_data(
     A fresh run takes the vocabulary of the corpus; a resumed one keeps the checkpoint's.
     Validation-file tokens outside the vocabulary are left out (or become the unknown token).
     """
-    prepared = prepare.prepare(paths, kind, request.encoding, max_vocab, request.cache_dir, on_progress=on_progress)
+    data = request.data
+    prepared = prepare.prepare(paths, kind, data.encoding, max_vocab, data.cache_dir, on_progress=on_progress)
     ids = prepared.ids
     if tokenizer is None:
         tokenizer = prepared.tokenizer
@@ -136,7 +122,7 @@ def _read_data(
         ids = _translate(prepared, tokenizer)
     val_ids = None
     if val_paths:
-        val_ids, unknown = tokenizer.encode_known(read_corpus(val_paths, request.encoding).text)
+        val_ids, unknown = tokenizer.encode_known(read_corpus(val_paths, data.encoding).text)
         if unknown:
             fate = "become the unknown token" if tokenizer.unknown else "are left out of validation"
             notes.append(f"{len(unknown)} validation tokens are outside the vocabulary and {fate}")
@@ -184,22 +170,19 @@ def _check_memory(model_config: ModelConfig, train_config: TrainConfig) -> None:
 
 def _fresh(request: TrainRequest, on_progress: prepare.Progress) -> Session:
     notes: list[str] = []
-    train_options = dict(request.train_options)
+    train_config = request.train
     if request.val_paths:
-        if "val_fraction" in request.explicit and train_options.get("val_fraction"):
+        if "val_fraction" in request.explicit and train_config.val_fraction:
             raise ConfigError("give --val-fraction or --val-file, not both")
-        train_options["val_fraction"] = 0.0
-    if train_options.get("rng_seed") is None:
-        train_options["rng_seed"] = secrets.randbits(32)
-    train_config = TrainConfig(**train_options)
+        train_config = dataclasses.replace(train_config, val_fraction=0.0)
     # Before tokenizing, with the smallest vocabulary: a model too large at any vocabulary is refused
-    # at once (and the model options are checked) rather than after minutes of work.
-    _check_memory(ModelConfig(vocab_size=1, **request.model_options), train_config)
+    # at once rather than after minutes of work.
+    _check_memory(dataclasses.replace(request.model, vocab_size=1), train_config)
     tokenizer, ids, val_ids, corpus = _read_data(
-        request, request.corpus_paths, request.val_paths, None, request.tokenizer, request.max_vocab,
+        request, request.corpus_paths, request.val_paths, None, request.data.tokenizer, request.data.max_vocab,
         on_progress, notes,
     )
-    model_config = ModelConfig(vocab_size=tokenizer.vocab_size, **request.model_options)
+    model_config = dataclasses.replace(request.model, vocab_size=tokenizer.vocab_size)
     shrinkable = "batch_size" not in request.explicit
     streams, val_ids, train_config = _prepare_streams(ids, val_ids, train_config, shrinkable, notes)
     _check_memory(model_config, train_config)
@@ -209,29 +192,29 @@ def _fresh(request: TrainRequest, on_progress: prepare.Progress) -> Session:
 
 
 def _check_conflicts(request: TrainRequest, ckpt: Checkpoint) -> None:
+    """Refuse a resume that explicitly asks for a setting the checkpoint fixes otherwise."""
     stored = {**dataclasses.asdict(ckpt.model_config), **dataclasses.asdict(ckpt.train_config)}
     stored.update(tokenizer=ckpt.tokenizer.kind, max_vocab=ckpt.corpus.max_vocab)
-    given = {
-        **request.model_options, **request.train_options, "tokenizer": request.tokenizer, "max_vocab": request.max_vocab
-    }
-    for name in FIXED_ON_RESUME:
-        if name in request.explicit and given.get(name) != stored[name]:
+    given = {**dataclasses.asdict(request.model), **dataclasses.asdict(request.train), **dataclasses.asdict(request.data)}
+    for name, (_, flag) in settings_on_resume(FIXED).items():
+        if name in request.explicit and given[name] != stored[name]:
             raise ConfigError(
-                f"{OPTION_FLAGS[name]} {given.get(name)} conflicts with the checkpoint, which has "
-                f"{stored[name]}; leave it out when resuming (or train a new model)"
+                f"{flag} {given[name]} conflicts with the checkpoint, which has {stored[name]}; "
+                "leave it out when resuming (or train a new model)"
             )
 
 
 def _resumed(request: TrainRequest, ckpt: Checkpoint, on_progress: prepare.Progress) -> Session:
     path = request.resume
     _check_conflicts(request, ckpt)
-    changes = {name: request.train_options[name] for name in CHANGEABLE_ON_RESUME if name in request.explicit}
+    changeable = settings_on_resume(CHANGEABLE)
+    changes = {name: getattr(request.train, name) for name in changeable if name in request.explicit}
     if request.explicit & {"max_steps", "max_epochs"}:
-        changes["max_steps"] = request.train_options.get("max_steps")
-        changes["max_epochs"] = request.train_options.get("max_epochs")
+        # A new limit replaces both old ones: --steps alone means no epoch limit, and the other way round.
+        changes["max_steps"], changes["max_epochs"] = request.train.max_steps, request.train.max_epochs
     train_config = dataclasses.replace(ckpt.train_config, **changes)
     notes = [
-        f"{OPTION_FLAGS[name]} is now {value}"
+        f"{changeable[name][1]} is now {value}"
         for name, value in changes.items()
         if value is not None and value != getattr(ckpt.train_config, name)
     ]

@@ -378,7 +378,7 @@ def test_from_dict_checks_types_strictly():
         ({"vocab_size": 5, "dropout": float("nan")}, "dropout must be a finite number, got nan"),
         ({"vocab_size": 5, "dropout": 10**400}, "dropout must be a finite number, got " + "1" + "0" * 36 + "..."),
         ({"vocab_size": 5, "cell": None}, "cell must be a string, got None"),
-        ({"hidden_size": 5}, "incomplete ModelConfig"),
+        ({"hidden_size": 5, "dtype": "float16"}, "--dtype must be one of float32, float64; got 'float16'"),
     ]:
         with pytest.raises(ConfigError, match=re.escape(message)):
             from_dict(ModelConfig, data)

@@ -27,7 +27,7 @@ ALLOWED = {
     "memory": {"errors"},
     "summary": {"checkpoint", "model", "train", "config", "errors"},
     "plot": {"errors", "files"},
-    "prepare": {"corpus", "errors", "files", "tokenizer"},
+    "prepare": {"config", "corpus", "errors", "files", "tokenizer"},
     "checkpoint": {
         "__init__", "checkpoint_meta", "npz_archive", "files", "model", "optim", "config", "errors", "run_folder",
         "tokenizer", "train",

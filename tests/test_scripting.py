@@ -172,7 +172,7 @@ class _Terminal:
 def test_on_a_terminal_a_progress_bar_with_samples_above_it(workdir, small_corpus, monkeypatch):
     from charrnn import runner
     from charrnn.cli.training_output import TrainingOutput
-    from charrnn.config import ScheduleConfig
+    from charrnn.config import ModelConfig, ScheduleConfig, TrainConfig
     from charrnn.session import TrainRequest, open_session
 
     terminal = _Terminal()
@@ -180,8 +180,8 @@ def test_on_a_terminal_a_progress_bar_with_samples_above_it(workdir, small_corpu
     request = TrainRequest(
         corpus_paths=(str(small_corpus),),
         schedule=ScheduleConfig(sample_every=5, sample_length=12, eval_every=5),
-        model_options={"hidden_size": 8},
-        train_options={"max_steps": 10, "batch_size": 4, "seq_length": 10, "rng_seed": 1},
+        model=ModelConfig(hidden_size=8),
+        train=TrainConfig(max_steps=10, batch_size=4, seq_length=10, rng_seed=1),
     )
     finished = TrainingOutput(quiet=False, log_every=4, log_jsonl=None).run(runner.run(open_session(request)))
     assert finished.steps == 10

@@ -8,16 +8,15 @@ import functools
 import math
 import os
 import sys
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import click
-from click.core import ParameterSource
 
 from charrnn import files
 from charrnn.cli.exits import write_stdout
+from charrnn.config import DEFAULT_CHECKPOINT_DIR
 from charrnn.errors import CharRNNError, CheckpointError, ConfigError
 
-DEFAULT_CHECKPOINT_DIR = "checkpoints"
 
 
 def fail(message: str, exit_code: int) -> None:
@@ -85,12 +84,6 @@ def info(quiet: bool, message: str) -> None:
     """An informational line on stderr, unless ``quiet``."""
     if not quiet:
         click.echo(message, err=True)
-
-
-def explicit_options(ctx: click.Context, names: Iterable[str]) -> frozenset[str]:
-    """The options among ``names`` that the user gave (on the command line or in the environment)."""
-    sources = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
-    return frozenset(n for n in names if ctx.get_parameter_source(n) in sources)
 
 
 def resolve_checkpoint(path: Optional[str], quiet: bool) -> str:

@@ -6,13 +6,15 @@ import click
 
 from charrnn.cli.common import emit_json, format_score, reports_errors
 from charrnn.cli.exits import write_stdout
+from charrnn.cli.options import config_options
+from charrnn.config import DataConfig
 
 
 @click.command("eval")
 @click.argument("checkpoint", type=click.Path())
 @click.argument("files", nargs=-1, required=True, type=click.Path())
-@click.option("--encoding", default="auto", show_default=True, help="Codec of FILES (auto: as for train).")
-@click.option("--batch-size", type=int, default=32, show_default=True,
+@config_options(DataConfig, only={"encoding"})
+@click.option("--batch-size", type=int, default=32, show_default=True, metavar="N",
               help="Streams scored side by side (each starts with no context).")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as one JSON document.")
 @click.option("-q", "--quiet", is_flag=True, help="No informational messages on stderr.")

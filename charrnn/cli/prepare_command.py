@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-import os
 from typing import Optional
 
 import click
 
 from charrnn.cli.common import ByteProgress, echo_text, emit_json, info, reports_errors, writing_cache
-from charrnn.config import TOKENIZERS
+from charrnn.cli.options import config_options
+from charrnn.config import DataConfig
 
 
 @click.command("prepare")
 @click.argument("corpus", nargs=-1, required=True, type=click.Path(allow_dash=True))
-@click.option("--tokenizer", type=click.Choice(TOKENIZERS), default="char", show_default=True)
-@click.option("--encoding", default="auto", show_default=True, help="Codec of the files (auto: as for train).")
-@click.option("--max-vocab", type=int, help="Keep the N most frequent tokens; the rest become <unk>.")
-@click.option("--cache-dir", default=os.path.join("data", ".cache"), show_default=True, type=click.Path())
-@click.option("--workers", type=int, help="Processes cutting jieba words [default: one per core].")
+@config_options(DataConfig)
+@click.option("--workers", type=int, metavar="N", help="Processes cutting jieba words [default: one per core].")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON description of the cache entry.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 @reports_errors

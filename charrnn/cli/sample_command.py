@@ -6,8 +6,10 @@ from typing import Any, Optional
 
 import click
 
-from charrnn.cli.common import DEFAULT_CHECKPOINT_DIR, emit_json, info, reports_errors, resolve_checkpoint
+from charrnn.cli.common import emit_json, info, reports_errors, resolve_checkpoint
 from charrnn.cli.exits import write_stdout
+from charrnn.cli.options import build, config_options
+from charrnn.config import DEFAULT_CHECKPOINT_DIR, SampleConfig
 
 # Held for every generated token until a non-streamed sample is printed: its id, gathered twice (8 bytes
 # each), and its characters in the decoded text (up to 4 bytes each); 18.5 bytes a token were measured
@@ -17,25 +19,16 @@ BYTES_PER_KEPT_CHAR = 4
 
 
 @click.command("sample")
-@click.option("-c", "--checkpoint", type=click.Path(),
+@click.option("-c", "--checkpoint", type=click.Path(), metavar="CKPT",
               help=f"Checkpoint to sample from [default: the newest in {DEFAULT_CHECKPOINT_DIR}/].")
-@click.option("--seed", help="Priming text; the output starts with it [default: a random token].")
-@click.option("--length", type=int, default=200, show_default=True, help="Tokens to generate.")
-@click.option("--temperature", type=float, default=1.0, show_default=True,
-              help="Below 1: safer text; above 1: wilder; 0 means --greedy.")
-@click.option("--top-k", type=int, help="Sample only among the K most likely tokens.")
-@click.option("--greedy", is_flag=True, help="Always take the most likely token.")
-@click.option("--rng-seed", type=int, help="Seed for reproducible samples.")
-@click.option("--num-samples", type=int, default=1, show_default=True,
-              help="Independent samples, generated together as one batch.")
-@click.option("--allow-unk", is_flag=True, help="Let <unk> (a token cut by --max-vocab) appear in the output.")
+@click.option("--seed", metavar="TEXT", help="Priming text; the output starts with it [default: a random token].")
+@config_options(SampleConfig)
 @click.option("--stream", is_flag=True, help="Print each token as it is generated (one sample only).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document with the samples as a list.")
 @click.option("-q", "--quiet", is_flag=True, help="No informational messages on stderr.")
 @reports_errors
 def sample_command(
-    checkpoint: Optional[str], seed: Optional[str], allow_unk: bool, stream: bool, as_json: bool, quiet: bool,
-    **options: Any,
+    checkpoint: Optional[str], seed: Optional[str], stream: bool, as_json: bool, quiet: bool, **options: Any,
 ) -> None:
     """Generate text from a trained checkpoint and print it on stdout.
 
@@ -44,11 +37,10 @@ def sample_command(
     import numpy as np
 
     from charrnn import checkpoint as checkpoints
-    from charrnn.config import SampleConfig
     from charrnn.errors import ConfigError, VocabularyError
     from charrnn.sample import generate
 
-    config = SampleConfig(**options, allow_unknown=allow_unk)
+    config = build(SampleConfig, options)
     if stream and (config.num_samples > 1 or as_json):
         raise ConfigError("--stream prints one sample as plain text: drop --num-samples or --json")
     path = resolve_checkpoint(checkpoint, quiet)

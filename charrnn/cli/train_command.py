@@ -3,27 +3,22 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import sys
 from typing import Any, Optional
 
 import click
 
-from charrnn.cli.common import (
-    DEFAULT_CHECKPOINT_DIR, ByteProgress, check_appendable, emit_json, explicit_options, fail, reports_errors,
-    writing_cache,
-)
+from charrnn import config
+from charrnn.cli.common import ByteProgress, check_appendable, emit_json, fail, reports_errors, writing_cache
 from charrnn.cli.exits import Interrupted
+from charrnn.cli.options import build, config_options, given_fields
 from charrnn.cli.training_output import TrainingOutput, finished_document
-from charrnn.config import ACTIVATIONS, CELLS, DTYPES, OPTIMIZERS, TOKENIZERS
+from charrnn.config import DataConfig, ModelConfig, ScheduleConfig, TrainConfig
 
 EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
-DEFAULT_EPOCHS = 50.0
-MODEL_OPTIONS = ("hidden_size", "num_layers", "cell", "activation", "dropout", "dtype")
-TRAIN_OPTIONS = (
-    "seq_length", "batch_size", "optimizer", "learning_rate", "lr_decay", "lr_decay_after", "clip",
-    "max_steps", "max_epochs", "rng_seed", "val_fraction",
-)
+CONFIGS = (DataConfig, ModelConfig, TrainConfig, ScheduleConfig)
 
 
 class StopFlag:
@@ -48,59 +43,15 @@ class StopFlag:
 
 @click.command("train")
 @click.argument("corpus", nargs=-1, type=click.Path(allow_dash=True))
-@click.option("--tokenizer", type=click.Choice(TOKENIZERS), default="char", show_default=True,
-              help="Tokens are characters, or words cut by jieba (precise mode).")
-@click.option("--encoding", default="auto", show_default=True,
-              help="Codec of the text files; auto tries a byte-order mark, UTF-8, then GB18030 (GBK).")
-@click.option("--max-vocab", type=int,
-              help="Keep the N most frequent tokens; the rest become <unk> (for word vocabularies).")
-@click.option("--cache-dir", default=os.path.join("data", ".cache"), show_default=True, type=click.Path(),
-              help="Where tokenized corpora are kept (see charrnn prepare).")
-@click.option("--cell", type=click.Choice(CELLS), default="rnn", show_default=True,
-              help="Recurrent cell: vanilla rnn, lstm or gru.")
-@click.option("--activation", type=click.Choice(ACTIVATIONS), default="tanh", show_default=True,
-              help="Nonlinearity of the vanilla rnn cell.")
-@click.option("--hidden-size", type=int, default=128, show_default=True, help="Hidden units H per layer.")
-@click.option("--num-layers", type=int, default=1, show_default=True, help="Stacked recurrent layers.")
-@click.option("--dropout", type=float, default=0.0, show_default=True,
-              help="Dropout rate between stacked layers while training.")
-@click.option("--seq-length", type=int, default=25, show_default=True, help="Steps of truncated BPTT.")
-@click.option("--batch-size", type=int, default=32, show_default=True, help="Parallel streams per step.")
-@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="adagrad", show_default=True)
-@click.option("--learning-rate", type=float, default=0.1, show_default=True,
-              help="Learning rate (Adam and RMSProp usually want about 0.002).")
-@click.option("--lr-decay", type=float, default=1.0, show_default=True,
-              help="Multiply the learning rate by this after every epoch beyond --lr-decay-after.")
-@click.option("--lr-decay-after", type=float, default=10.0, show_default=True,
-              help="Epochs at the full learning rate before --lr-decay starts.")
-@click.option("--clip", type=float, default=5.0, show_default=True, help="Clip gradients to ±this.")
-@click.option("--steps", type=int, help="Stop after this many steps in the model's life.")
-@click.option("--epochs", type=float,
-              help=f"Stop after this many passes over the corpus [default: {DEFAULT_EPOCHS:g} if no --steps].")
-@click.option("--val-fraction", type=float, default=0.05, show_default=True,
-              help="Hold out this fraction at the end of the corpus for validation (0: none).")
-@click.option("--val-file", multiple=True, type=click.Path(),
+@config_options(DataConfig, ModelConfig, TrainConfig, ScheduleConfig)
+@click.option("--val-file", multiple=True, type=click.Path(), metavar="PATH",
               help="Validate on this text instead of a held-out fraction (repeatable).")
-@click.option("--eval-every", type=int, default=500, show_default=True,
-              help="Validate every N steps (0: only at the end).")
-@click.option("--eval-tokens", type=int, default=1_000_000, show_default=True,
-              help="Validate on at most the first N validation tokens (0: all).")
-@click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True)
-@click.option("--rng-seed", type=int, help="Seed for a reproducible run [default: random, recorded].")
-@click.option("--sample-every", type=int, default=500, show_default=True,
-              help="Print a sample every N steps (0: never).")
-@click.option("--checkpoint-every", type=int, default=1000, show_default=True,
-              help="Save a checkpoint every N steps (0: only at the end).")
-@click.option("--checkpoint-dir", default=DEFAULT_CHECKPOINT_DIR, show_default=True, type=click.Path(),
-              help="Folder for this run's checkpoints (with --resume: the resumed checkpoint's folder).")
-@click.option("--checkpoint-keep", type=int, default=0, show_default=True,
-              help="Keep only the K newest step checkpoints, besides latest and best (0: keep all).")
-@click.option("--resume", type=click.Path(), help="Continue training this checkpoint, saving beside it.")
+@click.option("--resume", type=click.Path(), metavar="CKPT", help="Continue training this checkpoint, saving beside it.")
 @click.option("--overwrite", is_flag=True,
               help="Replace another run's checkpoints in the folder (removed once this run has saved).")
-@click.option("--log-every", type=int, default=100, show_default=True,
+@click.option("--log-every", type=int, default=100, show_default=True, metavar="N",
               help="Without a terminal, print a progress line every N steps (0: never).")
-@click.option("--log-jsonl", type=click.Path(),
+@click.option("--log-jsonl", type=click.Path(), metavar="PATH",
               help="Append one JSON object per logged or validated step to this file.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary of the run on stdout.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress, samples or summary on stderr (errors still).")
@@ -118,7 +69,6 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
     130/143 interrupted by SIGINT/SIGTERM after saving a checkpoint.
     """
     from charrnn import runner
-    from charrnn.config import ScheduleConfig
     from charrnn.errors import ConfigError
     from charrnn.session import TrainRequest, open_session
 
@@ -128,33 +78,27 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
         raise ConfigError(f"--log-every must be zero or positive, got {options['log_every']}")
     if options["log_jsonl"]:
         check_appendable(options["log_jsonl"], "--log-jsonl")  # before any work, not at the first log line
-    options["max_steps"], options["max_epochs"] = options.pop("steps"), options.pop("epochs")
-    if options["max_steps"] is None and options["max_epochs"] is None and not options["resume"]:
-        options["max_epochs"] = DEFAULT_EPOCHS
+    explicit = given_fields(ctx, *CONFIGS)
+    # The two settings whose defaults are rules (their help says so): when neither limit is given,
+    # DEFAULT_EPOCHS; without a seed, a random one, recorded in the checkpoint.
+    if options["steps"] is None and options["epochs"] is None:
+        options["epochs"] = config.DEFAULT_EPOCHS
+    if options["rng_seed"] is None:
+        options["rng_seed"] = secrets.randbits(32)
     request = TrainRequest(
         corpus_paths=corpus,
-        schedule=ScheduleConfig(
-            checkpoint_dir=options["checkpoint_dir"],
-            checkpoint_every=options["checkpoint_every"],
-            sample_every=options["sample_every"],
-            eval_every=options["eval_every"],
-            eval_tokens=options["eval_tokens"],
-            checkpoint_keep=options["checkpoint_keep"],
-        ),
-        model_options={n: options[n] for n in MODEL_OPTIONS},
-        train_options={n: options[n] for n in TRAIN_OPTIONS},
-        tokenizer=options["tokenizer"],
-        encoding=options["encoding"],
-        max_vocab=options["max_vocab"],
-        cache_dir=options["cache_dir"],
+        model=build(ModelConfig, options),
+        train=build(TrainConfig, options),
+        data=build(DataConfig, options),
+        schedule=build(ScheduleConfig, options),
         val_paths=options["val_file"],
         resume=options["resume"],
         overwrite=options["overwrite"],
-        explicit=_explicit(ctx),
+        explicit=explicit,
     )
     progress = ByteProgress("tokenizing", options["quiet"])
     try:
-        with writing_cache(request.cache_dir):
+        with writing_cache(request.data.cache_dir):
             session = open_session(request, progress)
     finally:
         progress.close()
@@ -175,11 +119,3 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
     if finished.interrupted and stop.signal_number is not None:
         click.echo(f"Interrupted; checkpoint saved to {finished.checkpoint_path}", err=True)
         sys.exit(EXIT_INTERRUPTED[stop.signal_number])
-
-
-def _explicit(ctx: click.Context) -> frozenset[str]:
-    """The config fields whose options the user gave (so that resuming can check them)."""
-    flags = {"max_steps": "steps", "max_epochs": "epochs"}
-    names = (*MODEL_OPTIONS, *TRAIN_OPTIONS, "tokenizer", "max_vocab", "checkpoint_dir")
-    given = explicit_options(ctx, [flags.get(n, n) for n in names])
-    return frozenset(n for n in names if flags.get(n, n) in given)

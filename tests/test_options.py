@@ -1,0 +1,81 @@
+"""Each option is defined once, on its config field: the command line and the resume rules come from there."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+from click.testing import CliRunner
+
+from charrnn import config
+from charrnn.cli import ENVVAR_PREFIX, cli
+from charrnn.config import CHANGEABLE, FIXED, DataConfig, ModelConfig, SampleConfig, ScheduleConfig, TrainConfig
+from test_cli import invoke
+
+
+def _help(command: str) -> str:
+    return "".join(invoke(command, "--help").stdout.split())  # without the wrapping (and every space)
+
+
+def test_every_option_field_is_an_option_of_its_commands_with_its_default_and_help():
+    for command, classes in {"train": (DataConfig, ModelConfig, TrainConfig, ScheduleConfig),
+                             "sample": (SampleConfig,)}.items():
+        text = _help(command)
+        for cls in classes:
+            for field, found in config.options(cls):
+                flag = config.flag(cls, field.name)
+                assert flag in text, flag
+                assert "".join(found.help.split()) in text, flag
+                if found.default_text:
+                    assert "".join(f"[default: {found.default_text}]".split()) in text, flag
+                elif field.default is not None and not isinstance(field.default, bool):
+                    assert f"[default:{field.default}]" in text, flag
+    assert "--encodingCODEC" in _help("eval") and "--tokenizer[char|jieba]" in _help("prepare")
+
+
+def test_the_resume_rules_come_from_the_fields():
+    assert set(config.settings_on_resume(FIXED)) == {
+        "hidden_size", "num_layers", "cell", "activation", "dropout", "dtype", "seq_length", "batch_size",
+        "optimizer", "rng_seed", "val_fraction", "tokenizer", "max_vocab",
+    }
+    assert config.settings_on_resume(CHANGEABLE) == {
+        "learning_rate": (TrainConfig, "--learning-rate"), "lr_decay": (TrainConfig, "--lr-decay"),
+        "lr_decay_after": (TrainConfig, "--lr-decay-after"), "clip": (TrainConfig, "--clip"),
+        "max_steps": (TrainConfig, "--steps"), "max_epochs": (TrainConfig, "--epochs"),
+    }
+
+
+def test_errors_name_a_setting_by_its_flag():
+    for make, message in [
+        (lambda: TrainConfig(max_steps=0), "--steps must be positive, got 0"),
+        (lambda: TrainConfig(max_epochs=float("nan")), "--epochs must be a finite number, got nan"),
+        (lambda: SampleConfig(top_k=0), "--top-k must be positive, got 0"),
+        (lambda: ModelConfig(vocab_size=0), "vocab size must be positive, got 0"),
+        (lambda: DataConfig(max_vocab=-3), "--max-vocab must be positive, got -3"),
+        (lambda: ScheduleConfig(eval_every=-1), "--eval-every must be zero or positive, got -1"),
+    ]:
+        try:
+            make()
+        except config.ConfigError as exc:
+            assert str(exc) == message
+        else:
+            raise AssertionError(f"no error for {message}")
+
+
+def test_environment_variables_are_named_after_the_flags(workdir, small_corpus, monkeypatch):
+    monkeypatch.setenv("CHARRNN_TRAIN_STEPS", "2")
+    monkeypatch.setenv("CHARRNN_TRAIN_HIDDEN_SIZE", "8")
+    monkeypatch.setenv("CHARRNN_TRAIN_BATCH_SIZE", "4")
+    result = CliRunner().invoke(cli, ["train", str(small_corpus), "--seq-length", "10", "-q"],
+                                auto_envvar_prefix=ENVVAR_PREFIX)
+    assert result.exit_code == 0, result.stderr
+    info = json.loads(invoke("info", "checkpoints/latest.npz", "--json").stdout)
+    assert info["train"]["max_steps"] == 2 and info["model"]["hidden_size"] == 8
+
+
+def test_a_request_of_defaults_is_a_complete_fresh_run():
+    from charrnn.session import TrainRequest
+
+    request = TrainRequest(corpus_paths=("a.txt",))
+    assert request.train.max_epochs == config.DEFAULT_EPOCHS and request.model.vocab_size is None
+    assert dataclasses.replace(request.model, vocab_size=5).hidden_size == 128
