@@ -42,7 +42,7 @@ def _sigmoid_(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _weight_gradient(h_prev_first: np.ndarray, hs: np.ndarray, d_pre: np.ndarray) -> np.ndarray:
+def weight_gradient(h_prev_first: np.ndarray, hs: np.ndarray, d_pre: np.ndarray) -> np.ndarray:
     """Σ_t h_{t-1}ᵀ d_pre_t: one GEMM over steps 1..T−1 (whose h_{t-1} are hs[:-1]) plus step 0's."""
     hidden, width = hs.shape[2], d_pre.shape[2]
     grad = h_prev_first.T @ d_pre[0]
@@ -86,7 +86,7 @@ def rnn_backward(d_hs: np.ndarray, cache: Any, weights: dict[str, np.ndarray]) -
         d_pre_t = d_pre[t]
         d_pre_t *= d_hs[t] + dh_next if t < last else d_hs[t]
         np.matmul(d_pre_t, w_hh_t, out=dh_next)
-    return d_pre, {"W_hh": _weight_gradient(h0, hs, d_pre)}, {"h": dh_next}
+    return d_pre, {"W_hh": weight_gradient(h0, hs, d_pre)}, {"h": dh_next}
 
 
 # --- LSTM (Hochreiter & Schmidhuber 1997, with forget gate): gates i, f, o, g in that order -------------
@@ -140,7 +140,7 @@ def lstm_backward(d_hs: np.ndarray, cache: Any, weights: dict[str, np.ndarray]) 
         np.multiply(dc * i, 1.0 - g * g, out=d[:, 3 * hidden :])
         dc_next = dc * f
         dh_next = d @ w_hh_t
-    return d_gates, {"W_hh": _weight_gradient(h0, hs, d_gates)}, {"h": dh_next, "c": dc_next}
+    return d_gates, {"W_hh": weight_gradient(h0, hs, d_gates)}, {"h": dh_next, "c": dc_next}
 
 
 # --- GRU (Cho et al. 2014, in the form cuDNN and PyTorch use): gates r, z, n in that order -------------
@@ -193,7 +193,7 @@ def gru_backward(d_hs: np.ndarray, cache: Any, weights: dict[str, np.ndarray]) -
         np.multiply(d_an, r, out=d_rec[t][:, 2 * hidden :])
         dh_next = dh * z + d_rec[t] @ w_hh_t
     grads = {
-        "W_hh": _weight_gradient(h0, hs, d_rec),
+        "W_hh": weight_gradient(h0, hs, d_rec),
         "b_hn": d_rec[:, :, 2 * hidden :].sum(axis=(0, 1)),
     }
     return d_x, grads, {"h": dh_next}

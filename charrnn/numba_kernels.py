@@ -1,0 +1,526 @@
+"""Compiled twins of charrnn's hot loops, for the optional ``fast`` extra (numba).
+
+Each function here has the signature and the meaning of a numpy function it stands in for, which
+stays the readable reference and the twin a test holds it equal to:
+
+    rnn/lstm/gru_forward, _backward   cells.py's cells: the GEMM of each step stays on BLAS (numpy's
+                                      matmul), and everything elementwise around it is one compiled
+                                      pass per step instead of a dozen numpy calls
+    softmax_cross_entropy             ops.softmax_cross_entropy: bias, softmax, loss and gradient in
+                                      one pass per row block
+    cross_entropy_per_token           ops.cross_entropy_per_token (evaluation)
+    update                            optim.update: clip and Adagrad (dense or sparse rows), RMSProp
+                                      or Adam in one pass per block
+
+backend.py imports this module only when the numba backend is asked for (or "auto" finds numba).
+
+Transcendentals: numba calls the C library's scalar tanhf and expf, which no compiler vectorises, so
+for float32 this module carries its own (a rational tanh as Eigen uses, within 5 ulp, and Cephes' expf,
+within 1 ulp), written as plain arithmetic that the compiler turns into SIMD code. float64 uses the
+exact scalar functions.
+
+Subnormals: the kernels never produce a subnormal float where training would otherwise make them,
+so they run at full speed even on a thread that does not flush them (see fpu.py): the softmax floors
+logits EXP_RANGE below their row's maximum (as the numpy code does on such a thread), and the
+optimizers flush a square, or an average decaying towards zero, that falls below the smallest normal
+float, which is what a flushing processor does to it.
+
+Compiled code is cached on disk by numba beside this file (``__pycache__``), or, where that folder is
+read-only, in the user's cache folder (``~/.cache/numba``), or in ``NUMBA_CACHE_DIR`` if that is set;
+with none of them writable the kernels are compiled afresh in every process.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping, Optional
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic, overload
+
+from charrnn import cells, optim
+from charrnn.ops import EXP_RANGE, SparseRows
+from charrnn.workspace import run_serially
+
+# No "nnan"/"ninf": a diverging model must still produce NaN and infinity, which training reports.
+_FASTMATH = {"contract", "arcp", "nsz"}
+
+
+def _compiled(function: Optional[Callable] = None, **options: Any) -> Any:
+    """numba.njit with charrnn's options, cached on disk where any cache folder is writable."""
+    if function is None:
+        return lambda f: _compiled(f, **options)
+    settings = {"nogil": True, "error_model": "numpy", "fastmath": _FASTMATH, **options}
+    try:
+        return numba.njit(cache=True, **settings)(function)
+    except RuntimeError:  # numba found no writable cache folder: compile in every process instead
+        return numba.njit(cache=False, **settings)(function)
+
+
+# --- float32 tanh and exp as vectorisable arithmetic -------------------------------------------------
+
+
+@intrinsic
+def _float32_from_bits(typingctx, bits):
+    """Reinterpret an int32 as the float32 with the same bits (to build 2ⁿ from its exponent field)."""
+    signature = types.float32(types.int32)
+
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return signature, codegen
+
+
+# tanh(x) ≈ x·P(x²)/Q(x²) on |x| ≤ 7.9988, where it rounds to ±1 in float32 (Eigen's fast tanh).
+_TANH_CLAMP = np.float32(7.99881172180175781)
+_TANH_LINEAR = np.float32(0.0004)
+_TANH_P = tuple(np.float32(c) for c in (
+    -2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11, 5.12229709037114e-08,
+    1.48572235717979e-05, 6.37261928875436e-04, 4.89352455891786e-03,
+))
+_TANH_Q = tuple(np.float32(c) for c in (1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03,
+                                        4.89352518554385e-03))
+_P0, _P1, _P2, _P3, _P4, _P5, _P6 = _TANH_P
+_Q0, _Q1, _Q2, _Q3 = _TANH_Q
+
+# exp(x) = 2ⁿ·e^r with n = round(x / ln 2), r = x − n·ln 2 (ln 2 in two parts), e^r by Cephes' expf
+# polynomial; valid for −87 ≤ x ≤ 88, so that 2ⁿ is a normal float32.
+_LOG2_E = np.float32(1.44269504088896341)
+_LN2_HIGH, _LN2_LOW = np.float32(0.693359375), np.float32(-2.12194440e-4)
+_E0, _E1, _E2, _E3, _E4, _E5 = (np.float32(c) for c in (
+    1.9875691500e-4, 1.3981999507e-3, 8.3334519073e-3, 4.1665795894e-2, 1.6666665459e-1, 5.0000001201e-1,
+))
+_F32_HALF, _F32_ONE = np.float32(0.5), np.float32(1.0)
+
+
+@_compiled
+def _tanh_float32(x):
+    # Clamped so that NaN passes through (a comparison with NaN is false).
+    x = _TANH_CLAMP if x > _TANH_CLAMP else x
+    x = -_TANH_CLAMP if x < -_TANH_CLAMP else x
+    x2 = x * x
+    p = ((((((_P0 * x2 + _P1) * x2 + _P2) * x2 + _P3) * x2 + _P4) * x2 + _P5) * x2 + _P6) * x
+    q = ((_Q0 * x2 + _Q1) * x2 + _Q2) * x2 + _Q3
+    return x if abs(x) < _TANH_LINEAR else p / q  # tanh x = x in float32 below 0.0004
+
+
+@_compiled
+def _exp_float32(x):
+    n = np.floor(x * _LOG2_E + _F32_HALF)
+    r = (x - n * _LN2_HIGH) - n * _LN2_LOW
+    p = (((((_E0 * r + _E1) * r + _E2) * r + _E3) * r + _E4) * r + _E5) * r * r + r + _F32_ONE
+    return p * _float32_from_bits((np.int32(n) + np.int32(127)) << 23)
+
+
+def _tanh(x):
+    """tanh in the precision of ``x`` (compiled code only)."""
+    return math.tanh(x)
+
+
+def _exp(x):
+    """exp in the precision of ``x``, for −87 ≤ x ≤ 88 (compiled code only)."""
+    return math.exp(x)
+
+
+@overload(_tanh)
+def _tanh_typed(x):
+    if x == types.float32:
+        return lambda x: _tanh_float32(x)
+    return lambda x: math.tanh(x)
+
+
+@overload(_exp)
+def _exp_typed(x):
+    if x == types.float32:
+        return lambda x: _exp_float32(x)
+    return lambda x: math.exp(x)
+
+
+def _sigmoid(x):
+    """σ(x) = (1 + tanh(x/2)) / 2 in the precision of ``x``, as cells._sigmoid_ computes it (compiled code only)."""
+    return (math.tanh(x * 0.5) + 1.0) * 0.5
+
+
+@overload(_sigmoid)
+def _sigmoid_typed(x):
+    if x == types.float32:
+        return lambda x: (_tanh_float32(x * _F32_HALF) + _F32_ONE) * _F32_HALF
+    return lambda x: (math.tanh(x * 0.5) + 1.0) * 0.5
+
+
+# --- cells: one compiled pass per time step around numpy's GEMM (the equations are in cells.py) ---------
+
+
+@_compiled
+def _rnn_step_forward(h, recurrent, relu):
+    """h ← act(h + recurrent), in place; h holds x_proj_t."""
+    zero = h.dtype.type(0.0)
+    for b in range(h.shape[0]):
+        for j in range(h.shape[1]):
+            a = h[b, j] + recurrent[b, j]
+            if relu:
+                h[b, j] = zero if a < zero else a  # NaN stays NaN
+            else:
+                h[b, j] = _tanh(a)
+
+
+@_compiled
+def _rnn_step_backward(d_pre, h, d_h, dh_next, relu):
+    """d_pre ← act'(·) ⊙ (d_h + dh_next), the activation's derivative read off the output h."""
+    one, zero = h.dtype.type(1.0), h.dtype.type(0.0)
+    for b in range(h.shape[0]):
+        for j in range(h.shape[1]):
+            if relu:
+                derivative = one if h[b, j] > zero else zero
+            else:
+                derivative = one - h[b, j] * h[b, j]
+            d_pre[b, j] = derivative * (d_h[b, j] + dh_next[b, j])
+
+
+def rnn_forward(x_proj: np.ndarray, state0: cells.State, weights: dict[str, np.ndarray], activation: str = "tanh") -> cells.CellOutput:
+    """cells.rnn_forward, one compiled pass per step."""
+    hs, h_prev, w_hh = x_proj, state0["h"], weights["W_hh"]
+    recurrent = np.empty_like(h_prev)
+    relu = activation == "relu"
+    for t in range(hs.shape[0]):
+        np.matmul(h_prev, w_hh, out=recurrent)
+        _rnn_step_forward(hs[t], recurrent, relu)
+        h_prev = hs[t]
+    return cells.CellOutput(hs, {"h": hs[-1].copy()}, (hs, state0["h"], activation))
+
+
+def rnn_backward(d_hs: np.ndarray, cache: Any, weights: dict[str, np.ndarray]) -> tuple[np.ndarray, dict, cells.State]:
+    """cells.rnn_backward, one compiled pass per step."""
+    hs, h0, activation = cache
+    relu = activation == "relu"
+    d_pre = np.empty_like(hs)
+    dh_next = np.zeros_like(h0)
+    w_hh_t = np.ascontiguousarray(weights["W_hh"].T)
+    for t in range(hs.shape[0] - 1, -1, -1):
+        _rnn_step_backward(d_pre[t], hs[t], d_hs[t], dh_next, relu)
+        np.matmul(d_pre[t], w_hh_t, out=dh_next)
+    return d_pre, {"W_hh": cells.weight_gradient(h0, hs, d_pre)}, {"h": dh_next}
+
+
+@_compiled
+def _lstm_step_forward(a, recurrent, c_prev, c, tanh_c, h):
+    """Gates a ← [σ(i), σ(f), σ(o), tanh(g)] of a + recurrent; c, tanh(c) and h of the step."""
+    hidden = h.shape[1]
+    for b in range(h.shape[0]):
+        for j in range(hidden):
+            i = _sigmoid(a[b, j] + recurrent[b, j])
+            f = _sigmoid(a[b, hidden + j] + recurrent[b, hidden + j])
+            o = _sigmoid(a[b, 2 * hidden + j] + recurrent[b, 2 * hidden + j])
+            g = _tanh(a[b, 3 * hidden + j] + recurrent[b, 3 * hidden + j])
+            a[b, j], a[b, hidden + j], a[b, 2 * hidden + j], a[b, 3 * hidden + j] = i, f, o, g
+            c_new = f * c_prev[b, j] + i * g
+            tc = _tanh(c_new)
+            c[b, j], tanh_c[b, j], h[b, j] = c_new, tc, o * tc
+
+
+@_compiled
+def _lstm_step_backward(a, c_prev, tanh_c, d_h, dh_recurrent, dc_next, d_a):
+    """d_a ← the gates' pre-activation gradients; dc_next ← dc ⊙ f, in place."""
+    hidden = d_h.shape[1]
+    one = d_h.dtype.type(1.0)
+    for b in range(d_h.shape[0]):
+        for j in range(hidden):
+            i, f, o, g = a[b, j], a[b, hidden + j], a[b, 2 * hidden + j], a[b, 3 * hidden + j]
+            dh = d_h[b, j] + dh_recurrent[b, j]
+            tc = tanh_c[b, j]
+            dc = dc_next[b, j] + dh * o * (one - tc * tc)
+            d_a[b, j] = (dc * g) * (i * (one - i))
+            d_a[b, hidden + j] = (dc * c_prev[b, j]) * (f * (one - f))
+            d_a[b, 2 * hidden + j] = (dh * tc) * (o * (one - o))
+            d_a[b, 3 * hidden + j] = (dc * i) * (one - g * g)
+            dc_next[b, j] = dc * f
+
+
+def lstm_forward(x_proj: np.ndarray, state0: cells.State, weights: dict[str, np.ndarray], activation: str = "tanh") -> cells.CellOutput:
+    """cells.lstm_forward, one compiled pass per step."""
+    steps, batch, gates_width = x_proj.shape
+    gates, w_hh = x_proj, weights["W_hh"]
+    hs = np.empty((steps, batch, gates_width // 4), dtype=x_proj.dtype)
+    cs, tanh_cs = np.empty_like(hs), np.empty_like(hs)
+    h, c = state0["h"], state0["c"]
+    recurrent = np.empty((batch, gates_width), dtype=x_proj.dtype)
+    for t in range(steps):
+        np.matmul(h, w_hh, out=recurrent)
+        _lstm_step_forward(gates[t], recurrent, c, cs[t], tanh_cs[t], hs[t])
+        h, c = hs[t], cs[t]
+    cache = (gates, cs, tanh_cs, hs, state0["h"], state0["c"])
+    return cells.CellOutput(hs, {"h": hs[-1].copy(), "c": cs[-1].copy()}, cache)
+
+
+def lstm_backward(d_hs: np.ndarray, cache: Any, weights: dict[str, np.ndarray]) -> tuple[np.ndarray, dict, cells.State]:
+    """cells.lstm_backward, one compiled pass per step."""
+    gates, cs, tanh_cs, hs, h0, c0 = cache
+    d_gates = np.empty_like(gates)
+    dh_next, dc_next = np.zeros_like(h0), np.zeros_like(c0)
+    w_hh_t = np.ascontiguousarray(weights["W_hh"].T)
+    for t in range(hs.shape[0] - 1, -1, -1):
+        c_prev = cs[t - 1] if t > 0 else c0
+        _lstm_step_backward(gates[t], c_prev, tanh_cs[t], d_hs[t], dh_next, dc_next, d_gates[t])
+        np.matmul(d_gates[t], w_hh_t, out=dh_next)
+    return d_gates, {"W_hh": cells.weight_gradient(h0, hs, d_gates)}, {"h": dh_next, "c": dc_next}
+
+
+@_compiled
+def _gru_step_forward(a, recurrent, b_hn, h_prev, hn, h):
+    """Gates a ← [r, z, n]; hn ← recurrent_n + b_hn; h ← n + z ⊙ (h_prev − n)."""
+    hidden = h.shape[1]
+    for b in range(h.shape[0]):
+        for j in range(hidden):
+            r = _sigmoid(a[b, j] + recurrent[b, j])
+            z = _sigmoid(a[b, hidden + j] + recurrent[b, hidden + j])
+            hn_value = recurrent[b, 2 * hidden + j] + b_hn[j]
+            n = _tanh(a[b, 2 * hidden + j] + r * hn_value)
+            a[b, j], a[b, hidden + j], a[b, 2 * hidden + j] = r, z, n
+            hn[b, j] = hn_value
+            h[b, j] = (h_prev[b, j] - n) * z + n
+
+
+@_compiled
+def _gru_step_backward(a, hn, h_prev, d_h, dh_gated, dh_recurrent, d_x, d_rec):
+    """d_x and d_rec of the step from dh = d_h + dh_gated + dh_recurrent; then dh_gated ← dh ⊙ z."""
+    hidden = d_h.shape[1]
+    one = d_h.dtype.type(1.0)
+    for b in range(d_h.shape[0]):
+        for j in range(hidden):
+            r, z, n = a[b, j], a[b, hidden + j], a[b, 2 * hidden + j]
+            dh = d_h[b, j] + dh_gated[b, j] + dh_recurrent[b, j]
+            d_an = dh * (one - z) * (one - n * n)
+            d_r = (d_an * hn[b, j]) * (r * (one - r))
+            d_z = (dh * (h_prev[b, j] - n)) * (z * (one - z))
+            d_x[b, j], d_x[b, hidden + j], d_x[b, 2 * hidden + j] = d_r, d_z, d_an
+            d_rec[b, j], d_rec[b, hidden + j], d_rec[b, 2 * hidden + j] = d_r, d_z, d_an * r
+            dh_gated[b, j] = dh * z
+
+
+def gru_forward(x_proj: np.ndarray, state0: cells.State, weights: dict[str, np.ndarray], activation: str = "tanh") -> cells.CellOutput:
+    """cells.gru_forward, one compiled pass per step."""
+    steps, batch, gates_width = x_proj.shape
+    gates, w_hh, b_hn = x_proj, weights["W_hh"], weights["b_hn"]
+    hs = np.empty((steps, batch, gates_width // 3), dtype=x_proj.dtype)
+    hns = np.empty_like(hs)
+    h = state0["h"]
+    recurrent = np.empty((batch, gates_width), dtype=x_proj.dtype)
+    for t in range(steps):
+        np.matmul(h, w_hh, out=recurrent)
+        _gru_step_forward(gates[t], recurrent, b_hn, h, hns[t], hs[t])
+        h = hs[t]
+    return cells.CellOutput(hs, {"h": hs[-1].copy()}, (gates, hns, hs, state0["h"]))
+
+
+def gru_backward(d_hs: np.ndarray, cache: Any, weights: dict[str, np.ndarray]) -> tuple[np.ndarray, dict, cells.State]:
+    """cells.gru_backward, one compiled pass per step."""
+    gates, hns, hs, h0 = cache
+    hidden = hs.shape[2]
+    d_x, d_rec = np.empty_like(gates), np.empty_like(gates)
+    # dh_{t-1} = dh_t ⊙ z_t + d_rec_t W_hhᵀ, kept as its two terms so the GEMM needs no extra pass.
+    dh_gated, dh_recurrent = np.zeros_like(h0), np.zeros_like(h0)
+    w_hh_t = np.ascontiguousarray(weights["W_hh"].T)
+    for t in range(hs.shape[0] - 1, -1, -1):
+        h_prev = hs[t - 1] if t > 0 else h0
+        _gru_step_backward(gates[t], hns[t], h_prev, d_hs[t], dh_gated, dh_recurrent, d_x[t], d_rec[t])
+        np.matmul(d_rec[t], w_hh_t, out=dh_recurrent)
+    grads = {
+        "W_hh": cells.weight_gradient(h0, hs, d_rec),
+        "b_hn": d_rec[:, :, 2 * hidden :].sum(axis=(0, 1)),
+    }
+    return d_x, grads, {"h": dh_gated + dh_recurrent}
+
+
+FORWARD = {"rnn": rnn_forward, "lstm": lstm_forward, "gru": gru_forward}
+BACKWARD = {"rnn": rnn_backward, "lstm": lstm_backward, "gru": gru_backward}
+
+
+# --- softmax with cross-entropy -----------------------------------------------------------------------
+
+
+@_compiled(fastmath=_FASTMATH | {"nnan", "reassoc"})
+def _row_max(z):
+    # nnan lets this vectorise; a NaN it misses still makes the row's exp, and so its loss, NaN.
+    largest = z[0]
+    for v in range(1, z.shape[0]):
+        largest = z[v] if z[v] > largest else largest
+    return largest
+
+
+@_compiled(fastmath=_FASTMATH | {"reassoc"})
+def _softmax_cross_entropy_rows(logits, targets, bias, inverse_count, losses, start, stop):
+    """Rows start..stop−1 of ops.softmax_cross_entropy: logits ← (softmax(z + bias) − onehot) / N."""
+    floor = logits.dtype.type(-EXP_RANGE)
+    one = logits.dtype.type(1.0)
+    for row in range(start, stop):
+        z = logits[row]
+        if bias.shape[0]:
+            for v in range(z.shape[0]):
+                z[v] += bias[v]
+        largest = _row_max(z)
+        target = targets[row]
+        target_z = z[target]
+        # Shifted by the row maximum and floored EXP_RANGE below it: exp never overflows, and
+        # no probability comes out subnormal.
+        total = z.dtype.type(0.0)
+        for v in range(z.shape[0]):
+            shifted = z[v] - largest
+            e = _exp(floor if shifted < floor else shifted)
+            z[v] = e
+            total += e
+        losses[row] = math.log(np.float64(total)) - (np.float64(target_z) - np.float64(largest))
+        scale = (one / total) * inverse_count
+        for v in range(z.shape[0]):
+            z[v] *= scale
+        z[target] -= inverse_count
+
+
+def softmax_cross_entropy(
+    logits: np.ndarray,
+    targets: np.ndarray,
+    bias: Optional[np.ndarray] = None,
+    run_blocks: Callable[..., None] = run_serially,
+) -> tuple[float, np.ndarray]:
+    """ops.softmax_cross_entropy in one compiled pass per row block (``logits`` becomes the gradient)."""
+    count, vocab = logits.shape
+    losses = np.empty(count, dtype=np.float64)
+    inverse_count = logits.dtype.type(1.0 / count)
+    bias_or_none = np.empty(0, dtype=logits.dtype) if bias is None else bias
+
+    def block(start: int, stop: int) -> None:
+        _softmax_cross_entropy_rows(logits, targets, bias_or_none, inverse_count, losses, start, stop)
+
+    run_blocks(block, count, vocab)
+    return float(losses.sum()) * (1.0 / count), logits
+
+
+@_compiled(fastmath=_FASTMATH | {"reassoc"})
+def _cross_entropy_rows(logits, targets, losses):
+    floor = logits.dtype.type(-EXP_RANGE)
+    for row in range(logits.shape[0]):
+        z = logits[row]
+        largest = _row_max(z)
+        total = 0.0
+        for v in range(z.shape[0]):
+            shifted = z[v] - largest
+            total += np.float64(_exp(floor if shifted < floor else shifted))
+        losses[row] = math.log(total) - (np.float64(z[targets[row]]) - np.float64(largest))
+
+
+def cross_entropy_per_token(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """ops.cross_entropy_per_token in one compiled pass over each row; ``logits`` is left as it is."""
+    losses = np.empty(len(targets), dtype=np.float64)
+    _cross_entropy_rows(logits, targets, losses)
+    return losses
+
+
+# --- clipping and the optimizers (the equations are in optim.py) ---------------------------------------
+
+
+@_compiled
+def _clipped(grad, k, clip):
+    """grad[k] clamped to ±clip (written back, as np.clip(out=grad) does); NaN stays NaN."""
+    g = grad[k]
+    g = clip if g > clip else g
+    g = -clip if g < -clip else g
+    grad[k] = g
+    return g
+
+
+@_compiled
+def _square(g, root_tiny):
+    """g², or 0 where it would be subnormal (what a flushing processor makes of it), never computing one."""
+    return g * g if abs(g) >= root_tiny else g * 0
+
+
+@_compiled
+def _adagrad_block(param, grad, sum_sq, lr, clip, root_tiny, start, stop):
+    eps = param.dtype.type(optim.EPSILON)
+    for k in range(start, stop):
+        g = _clipped(grad, k, clip)
+        s = sum_sq[k] + _square(g, root_tiny)
+        sum_sq[k] = s
+        param[k] -= g / (math.sqrt(s) + eps) * lr
+
+
+@_compiled
+def _adagrad_rows(param, sum_sq, rows, values, lr, clip, root_tiny):
+    eps = param.dtype.type(optim.EPSILON)
+    for index in range(rows.shape[0]):
+        row = rows[index]
+        for j in range(values.shape[1]):
+            g = _clipped(values[index], j, clip)
+            s = sum_sq[row, j] + _square(g, root_tiny)
+            sum_sq[row, j] = s
+            param[row, j] -= g / (math.sqrt(s) + eps) * lr
+
+
+@_compiled
+def _rmsprop_block(param, grad, mean_sq, lr, clip, root_tiny, start, stop):
+    eps = param.dtype.type(optim.EPSILON)
+    decay = param.dtype.type(optim.RMSPROP_DECAY)
+    rest = param.dtype.type(1.0 - optim.RMSPROP_DECAY)
+    tiny = root_tiny * root_tiny
+    for k in range(start, stop):
+        g = _clipped(grad, k, clip)
+        average = mean_sq[k] * decay + rest * _square(g, root_tiny)
+        mean_sq[k] = average if average >= tiny else average * 0  # it would decay into the subnormals
+        param[k] -= lr * g / (math.sqrt(mean_sq[k]) + eps)
+
+
+@_compiled
+def _adam_block(param, grad, m, v, lr_corrected, v_correction, clip, root_tiny, start, stop):
+    eps = param.dtype.type(optim.EPSILON)
+    beta1, beta2 = param.dtype.type(optim.ADAM_BETAS[0]), param.dtype.type(optim.ADAM_BETAS[1])
+    # 1 − β in float64 first, as numpy's update computes it: in float32, 1 − 0.999f is 5e-5 off.
+    rest1, rest2 = param.dtype.type(1.0 - optim.ADAM_BETAS[0]), param.dtype.type(1.0 - optim.ADAM_BETAS[1])
+    tiny = root_tiny * root_tiny
+    for k in range(start, stop):
+        g = _clipped(grad, k, clip)
+        first = m[k] * beta1 + rest1 * g
+        second = v[k] * beta2 + rest2 * _square(g, root_tiny)
+        # Both averages decay towards zero where the gradient stays zero, and would become subnormal.
+        m[k] = first if abs(first) >= tiny else first * 0
+        v[k] = second if second >= tiny else second * 0
+        param[k] -= lr_corrected * m[k] / (math.sqrt(v[k]) * v_correction + eps)
+
+
+def update(
+    optimizer: str,
+    params: Mapping[str, np.ndarray],
+    grads: Mapping[str, optim.Gradient],
+    state: optim.OptimizerState,
+    learning_rate: float,
+    clip: Optional[float] = None,
+    run_blocks: Callable[..., None] = run_serially,
+) -> optim.OptimizerState:
+    """optim.update with each block's clip and update in one compiled pass."""
+    if optimizer == "adam":
+        state["step"] += 1
+    step = int(state["step"]) if optimizer == "adam" else 0
+    beta1, beta2 = optim.ADAM_BETAS
+    for name, grad in grads.items():
+        param = params[name]
+        scalar = param.dtype.type
+        lr, limit = scalar(learning_rate), scalar(math.inf if clip is None else clip)
+        root_tiny = scalar(math.sqrt(np.finfo(param.dtype).tiny))
+        if isinstance(grad, SparseRows):
+            if optimizer == "adagrad":
+                _adagrad_rows(param, state[f"sum_sq.{name}"], grad.rows, grad.values, lr, limit, root_tiny)
+                continue
+            grad = grad.to_dense(param.shape[0])
+        flat = [param.reshape(-1), grad.reshape(-1)] + [state[f"{slot}.{name}"].reshape(-1) for slot in optim.SLOTS[optimizer]]
+        if optimizer == "adagrad":
+            kernel, settings = _adagrad_block, (lr, limit, root_tiny)
+        elif optimizer == "rmsprop":
+            kernel, settings = _rmsprop_block, (lr, limit, root_tiny)
+        else:
+            lr_corrected = scalar(learning_rate / (1.0 - beta1**step))
+            v_correction = scalar(1.0 / math.sqrt(1.0 - beta2**step))
+            kernel, settings = _adam_block, (lr_corrected, v_correction, limit, root_tiny)
+        # run_blocks returns only when every block is done, so the closure's variables stay valid.
+        run_blocks(lambda start, stop: kernel(*flat, *settings, start, stop), param.size)
+    return state
