@@ -6,6 +6,7 @@ call through it instead of reaching for an implementation themselves. Every entr
 and the meaning of the numpy function it is named after, so the two tables are interchangeable:
 
     cell_forward[cell], cell_backward[cell]   cells.FORWARD / cells.BACKWARD
+    embedding_backward                        ops.embedding_backward
     softmax_cross_entropy                     ops.softmax_cross_entropy
     cross_entropy_per_token                   ops.cross_entropy_per_token
     optimizer_update                          optim.update
@@ -32,6 +33,7 @@ class Kernels:
     name: str  # "numpy" or "numba": which implementation this is
     cell_forward: Mapping[str, Callable]
     cell_backward: Mapping[str, Callable]
+    embedding_backward: Callable
     softmax_cross_entropy: Callable
     cross_entropy_per_token: Callable
     optimizer_update: Callable
@@ -41,6 +43,7 @@ NUMPY = Kernels(
     name="numpy",
     cell_forward=cells.FORWARD,
     cell_backward=cells.BACKWARD,
+    embedding_backward=ops.embedding_backward,
     softmax_cross_entropy=ops.softmax_cross_entropy,
     cross_entropy_per_token=ops.cross_entropy_per_token,
     optimizer_update=optim.update,
@@ -69,6 +72,7 @@ def select(name: str = "auto") -> Kernels:
         name="numba",
         cell_forward=numba_kernels.FORWARD,
         cell_backward=numba_kernels.BACKWARD,
+        embedding_backward=numba_kernels.embedding_backward,
         softmax_cross_entropy=numba_kernels.softmax_cross_entropy,
         cross_entropy_per_token=numba_kernels.cross_entropy_per_token,
         optimizer_update=numba_kernels.update,

@@ -158,7 +158,7 @@ def loss_and_grads(
     ``targets`` are the inputs shifted by one token; ``state0`` is carried in from the previous chunk;
     ``rng`` draws the dropout masks (no dropout without it). Gradients are of the mean loss. With a
     ``workspace`` the large arrays live in its buffers (valid until the next call) and elementwise
-    work uses its threads. ``kernels`` runs the cells and the softmax (backend.py).
+    work uses its threads. ``kernels`` runs the cells, the softmax and the embedding gradient (backend.py).
     """
     steps, batch = inputs.shape
     count, hidden, vocab = steps * batch, config.hidden_size, config.vocab_size
@@ -182,7 +182,7 @@ def loss_and_grads(
         d_x_proj, cell_grads, _ = backward(d_hs, cache.cell, _cell_weights(params, config, layer))
         grads.update({f"{name}{suffix}": grad for name, grad in cell_grads.items()})
         if layer == 0:
-            grads["W_xh"] = ops.embedding_backward(d_x_proj, inputs)
+            grads["W_xh"] = kernels.embedding_backward(d_x_proj, inputs)
             grads["b_h"] = d_x_proj.sum(axis=(0, 1))
         else:
             d_x, d_w, d_b = ops.linear_backward(

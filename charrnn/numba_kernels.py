@@ -6,6 +6,8 @@ stays the readable reference and the twin a test holds it equal to:
     rnn/lstm/gru_forward, _backward   cells.py's cells: the GEMM of each step stays on BLAS (numpy's
                                       matmul), and everything elementwise around it is one compiled
                                       pass per step instead of a dozen numpy calls
+    embedding_backward                ops.embedding_backward: the rows of each distinct id summed in
+                                      one pass
     softmax_cross_entropy             ops.softmax_cross_entropy: bias, softmax, loss and gradient in
                                       one pass per row block
     cross_entropy_per_token           ops.cross_entropy_per_token (evaluation)
@@ -338,6 +340,28 @@ FORWARD = {"rnn": rnn_forward, "lstm": lstm_forward, "gru": gru_forward}
 BACKWARD = {"rnn": rnn_backward, "lstm": lstm_backward, "gru": gru_backward}
 
 
+# --- embedding gradient ---------------------------------------------------------------------------------
+
+
+@_compiled
+def _add_rows_into(values, slots, rows):
+    """values[slots[i]] += rows[i] for every i, in order."""
+    for i in range(rows.shape[0]):
+        target, source = values[slots[i]], rows[i]
+        for j in range(source.shape[0]):
+            target[j] += source[j]
+
+
+def embedding_backward(d_out: np.ndarray, ids: np.ndarray) -> SparseRows:
+    """ops.embedding_backward: each distinct id's rows of ``d_out`` summed in one compiled pass."""
+    flat_ids = ids.reshape(-1)
+    flat_grad = d_out.reshape(len(flat_ids), -1)
+    rows = np.unique(flat_ids)
+    values = np.zeros((len(rows), flat_grad.shape[1]), dtype=d_out.dtype)
+    _add_rows_into(values, np.searchsorted(rows, flat_ids), flat_grad)
+    return SparseRows(rows, values)
+
+
 # --- softmax with cross-entropy -----------------------------------------------------------------------
 
 
@@ -421,71 +445,81 @@ def cross_entropy_per_token(logits: np.ndarray, targets: np.ndarray) -> np.ndarr
 
 
 @_compiled
-def _clipped(grad, k, clip):
-    """grad[k] clamped to ±clip (written back, as np.clip(out=grad) does); NaN stays NaN."""
-    g = grad[k]
+def _clipped(g, clip):
+    """g clamped to ±clip; NaN stays NaN."""
     g = clip if g > clip else g
-    g = -clip if g < -clip else g
-    grad[k] = g
-    return g
+    return -clip if g < -clip else g
 
 
 @_compiled
 def _square(g, root_tiny):
     """g², or 0 where it would be subnormal (what a flushing processor makes of it), never computing one."""
-    return g * g if abs(g) >= root_tiny else g * 0
+    zero = root_tiny - root_tiny  # 0 in the kernel's precision (a literal 0 would make this float64)
+    return g * g if abs(g) >= root_tiny else zero
+
+
+# Each block kernel updates elements start..stop−1 of flat arrays. They index views of the block from
+# zero: an index the compiler cannot prove non-negative gets a wrap-around check that stops vectorising.
+
+
+@_compiled
+def _adagrad_elements(param, grad, sum_sq, lr, clip, root_tiny):
+    eps = param.dtype.type(optim.EPSILON)
+    for k in range(param.shape[0]):
+        g = _clipped(grad[k], clip)
+        grad[k] = g  # clipped in place, as np.clip(out=grad) does
+        s = sum_sq[k] + _square(g, root_tiny)
+        sum_sq[k] = s
+        param[k] -= g / (np.sqrt(s) + eps) * lr
 
 
 @_compiled
 def _adagrad_block(param, grad, sum_sq, lr, clip, root_tiny, start, stop):
-    eps = param.dtype.type(optim.EPSILON)
-    for k in range(start, stop):
-        g = _clipped(grad, k, clip)
-        s = sum_sq[k] + _square(g, root_tiny)
-        sum_sq[k] = s
-        param[k] -= g / (math.sqrt(s) + eps) * lr
+    _adagrad_elements(param[start:stop], grad[start:stop], sum_sq[start:stop], lr, clip, root_tiny)
 
 
 @_compiled
 def _adagrad_rows(param, sum_sq, rows, values, lr, clip, root_tiny):
-    eps = param.dtype.type(optim.EPSILON)
     for index in range(rows.shape[0]):
         row = rows[index]
-        for j in range(values.shape[1]):
-            g = _clipped(values[index], j, clip)
-            s = sum_sq[row, j] + _square(g, root_tiny)
-            sum_sq[row, j] = s
-            param[row, j] -= g / (math.sqrt(s) + eps) * lr
+        _adagrad_elements(param[row], values[index], sum_sq[row], lr, clip, root_tiny)
 
 
 @_compiled
 def _rmsprop_block(param, grad, mean_sq, lr, clip, root_tiny, start, stop):
+    param, grad, mean_sq = param[start:stop], grad[start:stop], mean_sq[start:stop]
     eps = param.dtype.type(optim.EPSILON)
-    decay = param.dtype.type(optim.RMSPROP_DECAY)
+    decay, zero = param.dtype.type(optim.RMSPROP_DECAY), param.dtype.type(0.0)
     rest = param.dtype.type(1.0 - optim.RMSPROP_DECAY)
     tiny = root_tiny * root_tiny
-    for k in range(start, stop):
-        g = _clipped(grad, k, clip)
+    for k in range(param.shape[0]):
+        g = _clipped(grad[k], clip)
+        grad[k] = g
         average = mean_sq[k] * decay + rest * _square(g, root_tiny)
-        mean_sq[k] = average if average >= tiny else average * 0  # it would decay into the subnormals
-        param[k] -= lr * g / (math.sqrt(mean_sq[k]) + eps)
+        average = average if average >= tiny else zero  # it would decay into the subnormals
+        mean_sq[k] = average
+        param[k] -= lr * g / (np.sqrt(average) + eps)
 
 
 @_compiled
 def _adam_block(param, grad, m, v, lr_corrected, v_correction, clip, root_tiny, start, stop):
+    param, grad, m, v = param[start:stop], grad[start:stop], m[start:stop], v[start:stop]
     eps = param.dtype.type(optim.EPSILON)
     beta1, beta2 = param.dtype.type(optim.ADAM_BETAS[0]), param.dtype.type(optim.ADAM_BETAS[1])
     # 1 − β in float64 first, as numpy's update computes it: in float32, 1 − 0.999f is 5e-5 off.
     rest1, rest2 = param.dtype.type(1.0 - optim.ADAM_BETAS[0]), param.dtype.type(1.0 - optim.ADAM_BETAS[1])
+    zero = param.dtype.type(0.0)
     tiny = root_tiny * root_tiny
-    for k in range(start, stop):
-        g = _clipped(grad, k, clip)
+    for k in range(param.shape[0]):
+        g = _clipped(grad[k], clip)
+        grad[k] = g
         first = m[k] * beta1 + rest1 * g
         second = v[k] * beta2 + rest2 * _square(g, root_tiny)
         # Both averages decay towards zero where the gradient stays zero, and would become subnormal.
-        m[k] = first if abs(first) >= tiny else first * 0
-        v[k] = second if second >= tiny else second * 0
-        param[k] -= lr_corrected * m[k] / (math.sqrt(v[k]) * v_correction + eps)
+        first = first if abs(first) >= tiny else zero
+        second = second if second >= tiny else zero
+        m[k], v[k] = first, second
+        param[k] -= lr_corrected * first / (np.sqrt(second) * v_correction + eps)
 
 
 def update(

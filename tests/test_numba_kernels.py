@@ -170,6 +170,18 @@ def test_loss_gradients_and_update_equal_the_numpy_path_in_float32(options, opti
         np.testing.assert_allclose(opt_state_c[key], opt_state[key], rtol=1e-4, atol=1e-7, err_msg=key)
 
 
+def test_embedding_backward_sums_the_rows_of_each_distinct_id_as_numpy_does():
+    rng = np.random.default_rng(6)
+    ids = rng.integers(40, 60, size=(9, 7))
+    d_out = rng.standard_normal((9, 7, 5)).astype(np.float32)
+    expected = ops.embedding_backward(d_out, ids)
+    got = NUMBA.embedding_backward(d_out, ids)
+    assert got.rows.tolist() == expected.rows.tolist() == sorted(set(ids.ravel().tolist()))
+    np.testing.assert_allclose(got.values, expected.values, rtol=1e-6, atol=1e-6)
+    one_id = NUMBA.embedding_backward(d_out[:1, :1], np.array([[3]]))
+    assert one_id.rows.tolist() == [3] and np.array_equal(one_id.values, d_out[0, :1])
+
+
 # --- softmax with cross-entropy ---------------------------------------------------------------------------
 
 
