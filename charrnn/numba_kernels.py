@@ -154,6 +154,9 @@ def _sigmoid_typed(x):
 
 
 # --- cells: one compiled pass per time step around numpy's GEMM (the equations are in cells.py) ---------
+# The gated kernels loop over views of one gate's H columns at a time: indexing a single array at
+# offsets k·H apart, the compiler cannot tell that the columns a step writes are not the ones it reads,
+# and gives up vectorising (a GRU step took seven times as long).
 
 
 @_compiled
@@ -212,15 +215,19 @@ def _lstm_step_forward(a, recurrent, c_prev, c, tanh_c, h):
     """Gates a ← [σ(i), σ(f), σ(o), tanh(g)] of a + recurrent; c, tanh(c) and h of the step."""
     hidden = h.shape[1]
     for b in range(h.shape[0]):
+        a_i, a_f, a_o, a_g = a[b, :hidden], a[b, hidden : 2 * hidden], a[b, 2 * hidden : 3 * hidden], a[b, 3 * hidden :]
+        r_i, r_f = recurrent[b, :hidden], recurrent[b, hidden : 2 * hidden]
+        r_o, r_g = recurrent[b, 2 * hidden : 3 * hidden], recurrent[b, 3 * hidden :]
+        c_prev_b, c_b, tanh_c_b, h_b = c_prev[b], c[b], tanh_c[b], h[b]
         for j in range(hidden):
-            i = _sigmoid(a[b, j] + recurrent[b, j])
-            f = _sigmoid(a[b, hidden + j] + recurrent[b, hidden + j])
-            o = _sigmoid(a[b, 2 * hidden + j] + recurrent[b, 2 * hidden + j])
-            g = _tanh(a[b, 3 * hidden + j] + recurrent[b, 3 * hidden + j])
-            a[b, j], a[b, hidden + j], a[b, 2 * hidden + j], a[b, 3 * hidden + j] = i, f, o, g
-            c_new = f * c_prev[b, j] + i * g
+            i = _sigmoid(a_i[j] + r_i[j])
+            f = _sigmoid(a_f[j] + r_f[j])
+            o = _sigmoid(a_o[j] + r_o[j])
+            g = _tanh(a_g[j] + r_g[j])
+            a_i[j], a_f[j], a_o[j], a_g[j] = i, f, o, g
+            c_new = f * c_prev_b[j] + i * g
             tc = _tanh(c_new)
-            c[b, j], tanh_c[b, j], h[b, j] = c_new, tc, o * tc
+            c_b[j], tanh_c_b[j], h_b[j] = c_new, tc, o * tc
 
 
 @_compiled
@@ -229,16 +236,20 @@ def _lstm_step_backward(a, c_prev, tanh_c, d_h, dh_recurrent, dc_next, d_a):
     hidden = d_h.shape[1]
     one = d_h.dtype.type(1.0)
     for b in range(d_h.shape[0]):
+        a_i, a_f, a_o, a_g = a[b, :hidden], a[b, hidden : 2 * hidden], a[b, 2 * hidden : 3 * hidden], a[b, 3 * hidden :]
+        d_i, d_f = d_a[b, :hidden], d_a[b, hidden : 2 * hidden]
+        d_o, d_g = d_a[b, 2 * hidden : 3 * hidden], d_a[b, 3 * hidden :]
+        c_prev_b, tanh_c_b, d_h_b, dh_rec_b, dc_b = c_prev[b], tanh_c[b], d_h[b], dh_recurrent[b], dc_next[b]
         for j in range(hidden):
-            i, f, o, g = a[b, j], a[b, hidden + j], a[b, 2 * hidden + j], a[b, 3 * hidden + j]
-            dh = d_h[b, j] + dh_recurrent[b, j]
-            tc = tanh_c[b, j]
-            dc = dc_next[b, j] + dh * o * (one - tc * tc)
-            d_a[b, j] = (dc * g) * (i * (one - i))
-            d_a[b, hidden + j] = (dc * c_prev[b, j]) * (f * (one - f))
-            d_a[b, 2 * hidden + j] = (dh * tc) * (o * (one - o))
-            d_a[b, 3 * hidden + j] = (dc * i) * (one - g * g)
-            dc_next[b, j] = dc * f
+            i, f, o, g = a_i[j], a_f[j], a_o[j], a_g[j]
+            dh = d_h_b[j] + dh_rec_b[j]
+            tc = tanh_c_b[j]
+            dc = dc_b[j] + dh * o * (one - tc * tc)
+            d_i[j] = (dc * g) * (i * (one - i))
+            d_f[j] = (dc * c_prev_b[j]) * (f * (one - f))
+            d_o[j] = (dh * tc) * (o * (one - o))
+            d_g[j] = (dc * i) * (one - g * g)
+            dc_b[j] = dc * f
 
 
 def lstm_forward(x_proj: np.ndarray, state0: cells.State, weights: dict[str, np.ndarray], activation: str = "tanh") -> cells.CellOutput:
@@ -275,14 +286,17 @@ def _gru_step_forward(a, recurrent, b_hn, h_prev, hn, h):
     """Gates a ← [r, z, n]; hn ← recurrent_n + b_hn; h ← n + z ⊙ (h_prev − n)."""
     hidden = h.shape[1]
     for b in range(h.shape[0]):
+        a_r, a_z, a_n = a[b, :hidden], a[b, hidden : 2 * hidden], a[b, 2 * hidden :]
+        r_r, r_z, r_n = recurrent[b, :hidden], recurrent[b, hidden : 2 * hidden], recurrent[b, 2 * hidden :]
+        h_prev_b, hn_b, h_b = h_prev[b], hn[b], h[b]
         for j in range(hidden):
-            r = _sigmoid(a[b, j] + recurrent[b, j])
-            z = _sigmoid(a[b, hidden + j] + recurrent[b, hidden + j])
-            hn_value = recurrent[b, 2 * hidden + j] + b_hn[j]
-            n = _tanh(a[b, 2 * hidden + j] + r * hn_value)
-            a[b, j], a[b, hidden + j], a[b, 2 * hidden + j] = r, z, n
-            hn[b, j] = hn_value
-            h[b, j] = (h_prev[b, j] - n) * z + n
+            r = _sigmoid(a_r[j] + r_r[j])
+            z = _sigmoid(a_z[j] + r_z[j])
+            hn_value = r_n[j] + b_hn[j]
+            n = _tanh(a_n[j] + r * hn_value)
+            a_r[j], a_z[j], a_n[j] = r, z, n
+            hn_b[j] = hn_value
+            h_b[j] = (h_prev_b[j] - n) * z + n
 
 
 @_compiled
@@ -291,15 +305,19 @@ def _gru_step_backward(a, hn, h_prev, d_h, dh_gated, dh_recurrent, d_x, d_rec):
     hidden = d_h.shape[1]
     one = d_h.dtype.type(1.0)
     for b in range(d_h.shape[0]):
+        a_r, a_z, a_n = a[b, :hidden], a[b, hidden : 2 * hidden], a[b, 2 * hidden :]
+        dx_r, dx_z, dx_n = d_x[b, :hidden], d_x[b, hidden : 2 * hidden], d_x[b, 2 * hidden :]
+        drec_r, drec_z, drec_n = d_rec[b, :hidden], d_rec[b, hidden : 2 * hidden], d_rec[b, 2 * hidden :]
+        hn_b, h_prev_b, d_h_b, gated_b, rec_b = hn[b], h_prev[b], d_h[b], dh_gated[b], dh_recurrent[b]
         for j in range(hidden):
-            r, z, n = a[b, j], a[b, hidden + j], a[b, 2 * hidden + j]
-            dh = d_h[b, j] + dh_gated[b, j] + dh_recurrent[b, j]
+            r, z, n = a_r[j], a_z[j], a_n[j]
+            dh = d_h_b[j] + gated_b[j] + rec_b[j]
             d_an = dh * (one - z) * (one - n * n)
-            d_r = (d_an * hn[b, j]) * (r * (one - r))
-            d_z = (dh * (h_prev[b, j] - n)) * (z * (one - z))
-            d_x[b, j], d_x[b, hidden + j], d_x[b, 2 * hidden + j] = d_r, d_z, d_an
-            d_rec[b, j], d_rec[b, hidden + j], d_rec[b, 2 * hidden + j] = d_r, d_z, d_an * r
-            dh_gated[b, j] = dh * z
+            d_r = (d_an * hn_b[j]) * (r * (one - r))
+            d_z = (dh * (h_prev_b[j] - n)) * (z * (one - z))
+            dx_r[j], dx_z[j], dx_n[j] = d_r, d_z, d_an
+            drec_r[j], drec_z[j], drec_n[j] = d_r, d_z, d_an * r
+            gated_b[j] = dh * z
 
 
 def gru_forward(x_proj: np.ndarray, state0: cells.State, weights: dict[str, np.ndarray], activation: str = "tanh") -> cells.CellOutput:
