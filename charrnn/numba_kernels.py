@@ -34,7 +34,10 @@ with none of them writable the kernels are compiled afresh in every process.
 
 from __future__ import annotations
 
+import concurrent.futures
+import ctypes
 import math
+import os
 from typing import Any, Callable, Mapping, Optional
 
 import numba
@@ -153,6 +156,71 @@ def _sigmoid_typed(x):
     return lambda x: (math.tanh(x * 0.5) + 1.0) * 0.5
 
 
+# --- running a recurrence over two halves of the batch at once -------------------------------------------
+
+
+def _openblas_threads() -> Optional[tuple[Callable[[], int], Callable[[int], None]]]:
+    """(get, set) of the thread count of the OpenBLAS numpy calls, or None where it cannot be found."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line})
+    except OSError:
+        return None
+    for path in paths:
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        # numpy's wheels bundle scipy-openblas with 64-bit-integer symbols; other builds use plain names.
+        for prefix in ("scipy_openblas", "openblas"):
+            for suffix in ("64_", ""):
+                get = getattr(library, f"{prefix}_get_num_threads{suffix}", None)
+                set_ = getattr(library, f"{prefix}_set_num_threads{suffix}", None)
+                if get is not None and set_ is not None:
+                    set_.argtypes = [ctypes.c_int]
+                    return get, set_
+    return None
+
+
+class _BatchHalves:
+    """Runs a recurrence over the two halves of its batch at once, each on a thread of its own.
+
+    The steps of a recurrence run one after another, but its B streams are independent. Splitting each
+    step's small GEMM over two BLAS threads meets at a barrier twice per step, and on a busy machine
+    waits there for a thread that is not running: a training step became ten to a hundred times
+    slower. Two threads that each take half the streams never wait for each other until the end, and
+    the elementwise passes are split too. BLAS runs single-threaded meanwhile (each half has a core).
+    Without two cores, or where numpy's OpenBLAS cannot be told its thread count, the loop runs whole.
+    """
+
+    MIN_BATCH = 8  # smaller batches are not worth a thread
+
+    def __init__(self) -> None:
+        self._blas = _openblas_threads() if (os.cpu_count() or 1) > 1 else None
+        self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
+
+    def run(self, loop: Callable[[int, int], None], batch: int) -> None:
+        """``loop(first, stop)`` over streams 0..B−1: in two halves at once, or whole."""
+        if self._blas is None or batch < self.MIN_BATCH:
+            loop(0, batch)
+            return
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="charrnn-recurrence")
+        get_threads, set_threads = self._blas
+        threads = get_threads()
+        set_threads(1)
+        try:
+            half = batch // 2
+            other = self._pool.submit(loop, half, batch)
+            loop(0, half)
+            other.result()  # re-raises an error from the other half
+        finally:
+            set_threads(threads)
+
+
+_HALVES = _BatchHalves()
+
+
 # --- cells: one compiled pass per time step around numpy's GEMM (the equations are in cells.py) ---------
 # The gated kernels loop over views of one gate's H columns at a time: indexing a single array at
 # offsets k·H apart, the compiler cannot tell that the columns a step writes are not the ones it reads,
@@ -187,13 +255,16 @@ def _rnn_step_backward(d_pre, h, d_h, dh_next, relu):
 
 def rnn_forward(x_proj: np.ndarray, state0: cells.State, weights: dict[str, np.ndarray], activation: str = "tanh") -> cells.CellOutput:
     """cells.rnn_forward, one compiled pass per step."""
-    hs, h_prev, w_hh = x_proj, state0["h"], weights["W_hh"]
-    recurrent = np.empty_like(h_prev)
-    relu = activation == "relu"
-    for t in range(hs.shape[0]):
-        np.matmul(h_prev, w_hh, out=recurrent)
-        _rnn_step_forward(hs[t], recurrent, relu)
-        h_prev = hs[t]
+    hs, w_hh, relu = x_proj, weights["W_hh"], activation == "relu"
+
+    def loop(first: int, stop: int) -> None:
+        h_prev, recurrent = state0["h"][first:stop], np.empty((stop - first, hs.shape[2]), dtype=hs.dtype)
+        for t in range(hs.shape[0]):
+            np.matmul(h_prev, w_hh, out=recurrent)
+            _rnn_step_forward(hs[t, first:stop], recurrent, relu)
+            h_prev = hs[t, first:stop]
+
+    _HALVES.run(loop, hs.shape[1])
     return cells.CellOutput(hs, {"h": hs[-1].copy()}, (hs, state0["h"], activation))
 
 
@@ -204,9 +275,14 @@ def rnn_backward(d_hs: np.ndarray, cache: Any, weights: dict[str, np.ndarray]) -
     d_pre = np.empty_like(hs)
     dh_next = np.zeros_like(h0)
     w_hh_t = np.ascontiguousarray(weights["W_hh"].T)
-    for t in range(hs.shape[0] - 1, -1, -1):
-        _rnn_step_backward(d_pre[t], hs[t], d_hs[t], dh_next, relu)
-        np.matmul(d_pre[t], w_hh_t, out=dh_next)
+
+    def loop(first: int, stop: int) -> None:
+        dh = dh_next[first:stop]
+        for t in range(hs.shape[0] - 1, -1, -1):
+            _rnn_step_backward(d_pre[t, first:stop], hs[t, first:stop], d_hs[t, first:stop], dh, relu)
+            np.matmul(d_pre[t, first:stop], w_hh_t, out=dh)
+
+    _HALVES.run(loop, hs.shape[1])
     return d_pre, {"W_hh": cells.weight_gradient(h0, hs, d_pre)}, {"h": dh_next}
 
 
@@ -258,12 +334,17 @@ def lstm_forward(x_proj: np.ndarray, state0: cells.State, weights: dict[str, np.
     gates, w_hh = x_proj, weights["W_hh"]
     hs = np.empty((steps, batch, gates_width // 4), dtype=x_proj.dtype)
     cs, tanh_cs = np.empty_like(hs), np.empty_like(hs)
-    h, c = state0["h"], state0["c"]
-    recurrent = np.empty((batch, gates_width), dtype=x_proj.dtype)
-    for t in range(steps):
-        np.matmul(h, w_hh, out=recurrent)
-        _lstm_step_forward(gates[t], recurrent, c, cs[t], tanh_cs[t], hs[t])
-        h, c = hs[t], cs[t]
+
+    def loop(first: int, stop: int) -> None:
+        h, c = state0["h"][first:stop], state0["c"][first:stop]
+        recurrent = np.empty((stop - first, gates_width), dtype=x_proj.dtype)
+        for t in range(steps):
+            np.matmul(h, w_hh, out=recurrent)
+            rows = slice(first, stop)
+            _lstm_step_forward(gates[t, rows], recurrent, c, cs[t, rows], tanh_cs[t, rows], hs[t, rows])
+            h, c = hs[t, rows], cs[t, rows]
+
+    _HALVES.run(loop, batch)
     cache = (gates, cs, tanh_cs, hs, state0["h"], state0["c"])
     return cells.CellOutput(hs, {"h": hs[-1].copy(), "c": cs[-1].copy()}, cache)
 
@@ -274,10 +355,16 @@ def lstm_backward(d_hs: np.ndarray, cache: Any, weights: dict[str, np.ndarray]) 
     d_gates = np.empty_like(gates)
     dh_next, dc_next = np.zeros_like(h0), np.zeros_like(c0)
     w_hh_t = np.ascontiguousarray(weights["W_hh"].T)
-    for t in range(hs.shape[0] - 1, -1, -1):
-        c_prev = cs[t - 1] if t > 0 else c0
-        _lstm_step_backward(gates[t], c_prev, tanh_cs[t], d_hs[t], dh_next, dc_next, d_gates[t])
-        np.matmul(d_gates[t], w_hh_t, out=dh_next)
+
+    def loop(first: int, stop: int) -> None:
+        rows = slice(first, stop)
+        dh, dc = dh_next[rows], dc_next[rows]
+        for t in range(hs.shape[0] - 1, -1, -1):
+            c_prev = cs[t - 1, rows] if t > 0 else c0[rows]
+            _lstm_step_backward(gates[t, rows], c_prev, tanh_cs[t, rows], d_hs[t, rows], dh, dc, d_gates[t, rows])
+            np.matmul(d_gates[t, rows], w_hh_t, out=dh)
+
+    _HALVES.run(loop, hs.shape[1])
     return d_gates, {"W_hh": cells.weight_gradient(h0, hs, d_gates)}, {"h": dh_next, "c": dc_next}
 
 
@@ -326,12 +413,16 @@ def gru_forward(x_proj: np.ndarray, state0: cells.State, weights: dict[str, np.n
     gates, w_hh, b_hn = x_proj, weights["W_hh"], weights["b_hn"]
     hs = np.empty((steps, batch, gates_width // 3), dtype=x_proj.dtype)
     hns = np.empty_like(hs)
-    h = state0["h"]
-    recurrent = np.empty((batch, gates_width), dtype=x_proj.dtype)
-    for t in range(steps):
-        np.matmul(h, w_hh, out=recurrent)
-        _gru_step_forward(gates[t], recurrent, b_hn, h, hns[t], hs[t])
-        h = hs[t]
+
+    def loop(first: int, stop: int) -> None:
+        rows = slice(first, stop)
+        h, recurrent = state0["h"][rows], np.empty((stop - first, gates_width), dtype=x_proj.dtype)
+        for t in range(steps):
+            np.matmul(h, w_hh, out=recurrent)
+            _gru_step_forward(gates[t, rows], recurrent, b_hn, h, hns[t, rows], hs[t, rows])
+            h = hs[t, rows]
+
+    _HALVES.run(loop, batch)
     return cells.CellOutput(hs, {"h": hs[-1].copy()}, (gates, hns, hs, state0["h"]))
 
 
@@ -343,10 +434,17 @@ def gru_backward(d_hs: np.ndarray, cache: Any, weights: dict[str, np.ndarray]) -
     # dh_{t-1} = dh_t ⊙ z_t + d_rec_t W_hhᵀ, kept as its two terms so the GEMM needs no extra pass.
     dh_gated, dh_recurrent = np.zeros_like(h0), np.zeros_like(h0)
     w_hh_t = np.ascontiguousarray(weights["W_hh"].T)
-    for t in range(hs.shape[0] - 1, -1, -1):
-        h_prev = hs[t - 1] if t > 0 else h0
-        _gru_step_backward(gates[t], hns[t], h_prev, d_hs[t], dh_gated, dh_recurrent, d_x[t], d_rec[t])
-        np.matmul(d_rec[t], w_hh_t, out=dh_recurrent)
+
+    def loop(first: int, stop: int) -> None:
+        rows = slice(first, stop)
+        gated, recurrent = dh_gated[rows], dh_recurrent[rows]
+        for t in range(hs.shape[0] - 1, -1, -1):
+            h_prev = hs[t - 1, rows] if t > 0 else h0[rows]
+            _gru_step_backward(gates[t, rows], hns[t, rows], h_prev, d_hs[t, rows], gated, recurrent,
+                               d_x[t, rows], d_rec[t, rows])
+            np.matmul(d_rec[t, rows], w_hh_t, out=recurrent)
+
+    _HALVES.run(loop, hs.shape[1])
     grads = {
         "W_hh": cells.weight_gradient(h0, hs, d_rec),
         "b_hn": d_rec[:, :, 2 * hidden :].sum(axis=(0, 1)),

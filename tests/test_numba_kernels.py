@@ -53,22 +53,24 @@ def test_float32_tanh_and_exp_are_within_a_few_ulp_everywhere(name, reference, l
 # --- cells ---------------------------------------------------------------------------------------------
 
 
-def _cell_problem(cell, dtype, seed=0):
+def _cell_problem(cell, dtype, seed=0, batch=BATCH):
     rng = np.random.default_rng(seed)
     width = cells.GATES[cell] * HIDDEN
-    x_proj = rng.standard_normal((STEPS, BATCH, width)).astype(dtype)
-    state0 = {key: (rng.standard_normal((BATCH, HIDDEN)) * 0.5).astype(dtype) for key in cells.STATE_KEYS[cell]}
+    x_proj = rng.standard_normal((STEPS, batch, width)).astype(dtype)
+    state0 = {key: (rng.standard_normal((batch, HIDDEN)) * 0.5).astype(dtype) for key in cells.STATE_KEYS[cell]}
     weights = {"W_hh": (rng.standard_normal((HIDDEN, width)) * 0.5).astype(dtype)}
     for name, shape in cells.EXTRA_WEIGHTS[cell].items():
         weights[name] = (rng.standard_normal(shape(HIDDEN)) * 0.3).astype(dtype)
-    upstream = rng.standard_normal((STEPS, BATCH, HIDDEN)).astype(dtype)
+    upstream = rng.standard_normal((STEPS, batch, HIDDEN)).astype(dtype)
     return x_proj, state0, weights, upstream
 
 
 @pytest.mark.parametrize("cell, activation", CELLS)
 @pytest.mark.parametrize("dtype, tolerance", [(np.float32, 2e-6), (np.float64, 1e-13)])
-def test_cell_forward_and_backward_equal_the_numpy_cells(cell, activation, dtype, tolerance):
-    x_proj, state0, weights, upstream = _cell_problem(cell, dtype)
+@pytest.mark.parametrize("batch", [BATCH, 11], ids=["whole", "in-halves"])  # 11 ≥ MIN_BATCH: split 5 + 6
+def test_cell_forward_and_backward_equal_the_numpy_cells(cell, activation, dtype, tolerance, batch):
+    assert (batch >= numba_kernels._BatchHalves.MIN_BATCH) == (batch == 11)
+    x_proj, state0, weights, upstream = _cell_problem(cell, dtype, batch=batch)
     results = []
     for kernels in (NUMPY, NUMBA):
         out = kernels.cell_forward[cell](x_proj.copy(), state0, weights, activation)
@@ -282,10 +284,11 @@ def _train(kernels, steps=6, **model_options):
     text = "the quick brown fox jumps over the lazy dog. " * 20
     vocab = sorted(set(text))
     ids = np.array([vocab.index(ch) for ch in text])
-    config = TrainConfig(seq_length=8, batch_size=4, learning_rate=0.05, max_steps=steps, rng_seed=3, optimizer="adam")
+    # 8 streams: the compiled cells run them as two halves on two threads where there are two cores.
+    config = TrainConfig(seq_length=8, batch_size=8, learning_rate=0.05, max_steps=steps, rng_seed=3, optimizer="adam")
     model_config = ModelConfig(vocab_size=len(vocab), hidden_size=16, **model_options)
     state = train.new_state(model_config, config, kernels)
-    streams = ids[: 4 * (len(ids) // 4)].reshape(4, -1)
+    streams = ids[: 8 * (len(ids) // 8)].reshape(8, -1)
     losses = [result.loss_nats for result in train.run(state, streams, config)]
     return losses, state
 
