@@ -174,6 +174,7 @@ def charrnn_step_function(
     """
     from charrnn import backend, train
     from charrnn.config import ModelConfig, TrainConfig
+    from charrnn.workspace import Workspace
 
     model_config = ModelConfig(
         vocab_size=vocab_size, hidden_size=args.hidden_size, dtype="float32", cell=cell,
@@ -188,6 +189,9 @@ def charrnn_step_function(
         rng_seed=0,
     )
     state = train.new_state(model_config, train_config, backend.select(backend_name))
+    threads = getattr(args, "threads", None)
+    if threads:
+        state.workspace = Workspace(threads=threads)
     return lambda streams: train.train_step(state, streams, train_config).loss_nats
 
 
@@ -212,6 +216,9 @@ def run_worker(args) -> int:
     data_dir = Path(args.data_dir)
     vocab_size = args.vocab_size
     report: dict[str, Any] = {"impl": args.worker}
+    if args.threads and hasattr(os, "sched_setaffinity"):
+        # Fewer cores than the machine has: every thread pool in the worker sees only these.
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.threads])
     if args.worker == "gemm":
         rows = args.batch_size * args.seq_length
         rng = np.random.default_rng(0)
@@ -247,7 +254,7 @@ def run_worker(args) -> int:
             torch_reference = _bench_module("torch_reference")
             trainer = torch_reference.TorchTrainer(
                 vocab_size, args.hidden_size, num_layers=args.num_layers, cell=args.cell,
-                lr=args.learning_rate, clip=args.clip, seq_length=args.seq_length,
+                lr=args.learning_rate, clip=args.clip, seq_length=args.seq_length, num_threads=args.threads,
             )
             report["torch_version"] = torch.__version__
             report["torch_threads"] = torch.get_num_threads()
@@ -284,11 +291,12 @@ def _worker_command(variant: str, dataset: Dataset, cell: str, args) -> list[str
         "--hidden-size", str(args.hidden_size), "--batch-size", str(args.batch_size),
         "--seq-length", str(args.seq_length), "--learning-rate", str(args.learning_rate),
         "--clip", str(args.clip), "--steps", str(args.steps), "--warmup", str(args.warmup),
+        "--threads", str(args.threads or 0),
         "--classic-steps", str(args.classic_steps), "--classic-warmup", str(args.classic_warmup),
     ]
 
 
-def worker_environment(impl: str) -> dict[str, str]:
+def worker_environment(impl: str, threads: Optional[int] = None) -> dict[str, str]:
     """The environment a worker runs in: charrnn's (and numpy's GEMM) as the ``charrnn`` command sets it.
 
     ``charrnn`` tunes OpenBLAS before numpy loads (charrnn.cli.BLAS_SETTINGS); its worker gets the
@@ -296,6 +304,8 @@ def worker_environment(impl: str) -> dict[str, str]:
     users run them, in the environment as it is.
     """
     env = dict(os.environ)
+    if threads:
+        env["OPENBLAS_NUM_THREADS"] = str(threads)
     if impl in ("charrnn", "gemm"):
         from charrnn.cli import BLAS_SETTINGS
 
@@ -308,7 +318,7 @@ def run_in_subprocess(variant: str, dataset: Dataset, cell: str, args) -> dict[s
     """One measurement in a fresh interpreter, so its peak RSS is its own; an ``error`` key if it failed."""
     impl = variant.partition("-")[0]
     done = subprocess.run(_worker_command(variant, dataset, cell, args), capture_output=True, text=True,
-                          env=worker_environment(impl))
+                          env=worker_environment(impl, args.threads))
     lines = done.stdout.strip().splitlines()
     if done.returncode == 0 and lines:
         try:
@@ -518,6 +528,7 @@ def print_report(machine: dict[str, Any], results: list[dict[str, Any]], notes: 
     if torch_info:
         print(f"torch {torch_info['torch_version']}, {torch_info['torch_threads']} threads "
               f"(CPU capability {torch_info['torch_cpu_capability']})")
+    print(f"threads: {args.threads or 'all usable cores'} per implementation")
     print(f"settings: hidden {args.hidden_size}, batch {args.batch_size}, seq {args.seq_length}, float32, "
           f"Adagrad lr {args.learning_rate}, clip ±{args.clip}; {args.steps} timed steps after "
           f"{args.warmup} warm-up (classic: batch 1, float64, {args.classic_steps} after {args.classic_warmup})")
@@ -651,6 +662,10 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="charrnn's backends to measure, a comma-separated subset of numpy,numba "
                              "(numba is skipped with a note where it is not installed)")
     parser.add_argument("--num-layers", type=int, default=1, help="stacked recurrent layers (charrnn and torch)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="cores each implementation may use (its CPU affinity, BLAS, torch and charrnn "
+                             "threads); default 0: all usable cores. On a busy shared machine, 1 compares the "
+                             "implementations without their threads waiting for each other")
     parser.add_argument("--hidden-size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seq-length", type=int, default=25)

@@ -196,7 +196,8 @@ class _BatchHalves:
     MIN_BATCH = 8  # smaller batches are not worth a thread
 
     def __init__(self) -> None:
-        self._blas = _openblas_threads() if (os.cpu_count() or 1) > 1 else None
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        self._blas = _openblas_threads() if cores > 1 else None
         self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
 
     def run(self, loop: Callable[[int, int], None], batch: int) -> None:
