@@ -104,6 +104,20 @@ def test_compiled_cell_backward_matches_finite_differences(cell, activation):
         assert relative_error(analytic, numeric_gradient(loss, array)) < 1e-8
 
 
+def test_a_weight_whose_rows_are_4_kib_apart_is_multiplied_from_a_padded_copy_with_the_same_result():
+    rng = np.random.default_rng(8)
+    hidden = 256  # an LSTM's W_hh rows are then 4·256 float32 = 4 KiB apart
+    weights = {"W_hh": (rng.standard_normal((hidden, 4 * hidden)) * 0.05).astype(np.float32)}
+    padded = numba_kernels._rows_apart_from_4k(weights["W_hh"], steps=3)
+    assert padded.strides[0] == 4 * (4 * hidden + 16) and np.array_equal(padded, weights["W_hh"])
+    assert numba_kernels._rows_apart_from_4k(weights["W_hh"], steps=1) is weights["W_hh"]  # sampling: no copy
+    x_proj = rng.standard_normal((3, 2, 4 * hidden)).astype(np.float32)
+    state0 = {"h": np.zeros((2, hidden), np.float32), "c": np.zeros((2, hidden), np.float32)}
+    expected = cells.lstm_forward(x_proj.copy(), state0, weights)
+    got = NUMBA.cell_forward["lstm"](x_proj.copy(), state0, weights)
+    np.testing.assert_allclose(got.hs, expected.hs, rtol=0, atol=2e-6)
+
+
 # --- the whole model ------------------------------------------------------------------------------------
 
 
