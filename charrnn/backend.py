@@ -6,6 +6,7 @@ call through it instead of reaching for an implementation themselves. Every entr
 and the meaning of the numpy function it is named after, so the two tables are interchangeable:
 
     cell_forward[cell], cell_backward[cell]   cells.FORWARD / cells.BACKWARD
+    matmul                                    np.matmul (the model's large products)
     embedding_backward                        ops.embedding_backward
     softmax_cross_entropy                     ops.softmax_cross_entropy
     cross_entropy_per_token                   ops.cross_entropy_per_token
@@ -20,6 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
+import numpy as np
+
 from charrnn import cells, ops, optim
 from charrnn.errors import ConfigError
 
@@ -33,6 +36,7 @@ class Kernels:
     name: str  # "numpy" or "numba": which implementation this is
     cell_forward: Mapping[str, Callable]
     cell_backward: Mapping[str, Callable]
+    matmul: Callable
     embedding_backward: Callable
     softmax_cross_entropy: Callable
     cross_entropy_per_token: Callable
@@ -43,6 +47,7 @@ NUMPY = Kernels(
     name="numpy",
     cell_forward=cells.FORWARD,
     cell_backward=cells.BACKWARD,
+    matmul=np.matmul,
     embedding_backward=ops.embedding_backward,
     softmax_cross_entropy=ops.softmax_cross_entropy,
     cross_entropy_per_token=ops.cross_entropy_per_token,
@@ -72,6 +77,7 @@ def select(name: str = "auto") -> Kernels:
         name="numba",
         cell_forward=numba_kernels.FORWARD,
         cell_backward=numba_kernels.BACKWARD,
+        matmul=numba_kernels.matmul,
         embedding_backward=numba_kernels.embedding_backward,
         softmax_cross_entropy=numba_kernels.softmax_cross_entropy,
         cross_entropy_per_token=numba_kernels.cross_entropy_per_token,

@@ -42,12 +42,15 @@ def _sigmoid_(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def weight_gradient(h_prev_first: np.ndarray, hs: np.ndarray, d_pre: np.ndarray) -> np.ndarray:
-    """Σ_t h_{t-1}ᵀ d_pre_t: one GEMM over steps 1..T−1 (whose h_{t-1} are hs[:-1]) plus step 0's."""
+def weight_gradient(h_prev_first: np.ndarray, hs: np.ndarray, d_pre: np.ndarray, matmul: Any = np.matmul) -> np.ndarray:
+    """Σ_t h_{t-1}ᵀ d_pre_t: one GEMM over steps 1..T−1 (whose h_{t-1} are hs[:-1]) plus step 0's.
+
+    ``matmul`` multiplies two matrices (a backend may pass its own, see backend.py).
+    """
     hidden, width = hs.shape[2], d_pre.shape[2]
     grad = h_prev_first.T @ d_pre[0]
     if len(hs) > 1:
-        grad += hs[:-1].reshape(-1, hidden).T @ d_pre[1:].reshape(-1, width)
+        grad += matmul(hs[:-1].reshape(-1, hidden).T, d_pre[1:].reshape(-1, width))
     return grad
 
 

@@ -158,7 +158,8 @@ def loss_and_grads(
     ``targets`` are the inputs shifted by one token; ``state0`` is carried in from the previous chunk;
     ``rng`` draws the dropout masks (no dropout without it). Gradients are of the mean loss. With a
     ``workspace`` the large arrays live in its buffers (valid until the next call) and elementwise
-    work uses its threads. ``kernels`` runs the cells, the softmax and the embedding gradient (backend.py).
+    work uses its threads. ``kernels`` runs the cells, the softmax, the embedding gradient and the large
+    matrix products (backend.py).
     """
     steps, batch = inputs.shape
     count, hidden, vocab = steps * batch, config.hidden_size, config.vocab_size
@@ -166,11 +167,12 @@ def loss_and_grads(
     scratch = workspace or Workspace(threads=1)
     top, last, caches = _forward(params, config, inputs, state0, rng, workspace, kernels)
     top_flat = top.reshape(count, hidden)  # (N, H)
-    logits = np.matmul(top_flat, params["W_hy"], out=scratch.buffer("logits", (count, vocab), dtype))  # (N, V)
+    logits = kernels.matmul(top_flat, params["W_hy"], out=scratch.buffer("logits", (count, vocab), dtype))  # (N, V)
     loss, d_logits = kernels.softmax_cross_entropy(logits, targets.reshape(-1), params["b_y"], scratch.run_blocks)
     d_top, d_w_hy, d_b_y = ops.linear_backward(
         d_logits, top_flat, params["W_hy"],
         scratch.buffer("d_top", (count, hidden), dtype), scratch.buffer("d_W_hy", (hidden, vocab), dtype),
+        kernels.matmul,
     )
     grads: Grads = {"W_hy": d_w_hy, "b_y": d_b_y}
 
@@ -186,7 +188,8 @@ def loss_and_grads(
             grads["b_h"] = d_x_proj.sum(axis=(0, 1))
         else:
             d_x, d_w, d_b = ops.linear_backward(
-                d_x_proj.reshape(steps * batch, -1), cache.inputs.reshape(steps * batch, -1), params[f"W_xh{suffix}"]
+                d_x_proj.reshape(steps * batch, -1), cache.inputs.reshape(steps * batch, -1), params[f"W_xh{suffix}"],
+                matmul=kernels.matmul,
             )
             grads[f"W_xh{suffix}"], grads[f"b_h{suffix}"] = d_w, d_b
             d_hs = d_x.reshape(steps, batch, hidden)

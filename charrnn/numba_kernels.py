@@ -6,6 +6,7 @@ stays the readable reference and the twin a test holds it equal to:
     rnn/lstm/gru_forward, _backward   cells.py's cells: the GEMM of each step stays on BLAS (numpy's
                                       matmul), and everything elementwise around it is one compiled
                                       pass per step instead of a dozen numpy calls
+    matmul                            np.matmul for the model's large products, in two halves at once
     embedding_backward                ops.embedding_backward: the rows of each distinct id summed in
                                       one pass
     softmax_cross_entropy             ops.softmax_cross_entropy: bias, softmax, loss and gradient in
@@ -226,6 +227,24 @@ class _BatchHalves:
 _HALVES = _BatchHalves()
 
 
+# Products smaller than this (multiply-adds) run whole: a thread's hand-over costs more than it saves.
+_SPLIT_MIN_MULTIPLY_ADDS = 1 << 22
+
+
+def matmul(a: np.ndarray, b: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+    """np.matmul of two matrices; a large one computed as two halves of ``a``'s rows at once.
+
+    As with the recurrences (``_BatchHalves``): two single-threaded BLAS calls that meet once, rather
+    than one two-threaded call whose threads meet at every block of the product.
+    """
+    if out is None:
+        out = np.empty((a.shape[0], b.shape[1]), dtype=np.result_type(a, b))
+    if a.shape[0] * a.shape[1] * b.shape[1] < _SPLIT_MIN_MULTIPLY_ADDS:
+        return np.matmul(a, b, out=out)
+    _HALVES.run(lambda first, stop: np.matmul(a[first:stop], b, out=out[first:stop]), a.shape[0])
+    return out
+
+
 def _rows_apart_from_4k(matrix: np.ndarray, steps: int) -> np.ndarray:
     """``matrix``, or, where its rows lie a multiple of 4 KiB apart and it is used for several steps, a copy
     with 16 spare columns per row.
@@ -303,7 +322,7 @@ def rnn_backward(d_hs: np.ndarray, cache: Any, weights: dict[str, np.ndarray]) -
             np.matmul(d_pre[t, first:stop], w_hh_t, out=dh)
 
     _HALVES.run(loop, hs.shape[1])
-    return d_pre, {"W_hh": cells.weight_gradient(h0, hs, d_pre)}, {"h": dh_next}
+    return d_pre, {"W_hh": cells.weight_gradient(h0, hs, d_pre, matmul)}, {"h": dh_next}
 
 
 @_compiled
@@ -385,7 +404,7 @@ def lstm_backward(d_hs: np.ndarray, cache: Any, weights: dict[str, np.ndarray]) 
             np.matmul(d_gates[t, rows], w_hh_t, out=dh)
 
     _HALVES.run(loop, hs.shape[1])
-    return d_gates, {"W_hh": cells.weight_gradient(h0, hs, d_gates)}, {"h": dh_next, "c": dc_next}
+    return d_gates, {"W_hh": cells.weight_gradient(h0, hs, d_gates, matmul)}, {"h": dh_next, "c": dc_next}
 
 
 @_compiled
@@ -466,7 +485,7 @@ def gru_backward(d_hs: np.ndarray, cache: Any, weights: dict[str, np.ndarray]) -
 
     _HALVES.run(loop, hs.shape[1])
     grads = {
-        "W_hh": cells.weight_gradient(h0, hs, d_rec),
+        "W_hh": cells.weight_gradient(h0, hs, d_rec, matmul),
         "b_hn": d_rec[:, :, 2 * hidden :].sum(axis=(0, 1)),
     }
     return d_x, grads, {"h": dh_gated + dh_recurrent}

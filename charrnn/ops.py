@@ -81,15 +81,17 @@ def linear_backward(
     weights: np.ndarray,
     out_dx: Optional[np.ndarray] = None,
     out_dw: Optional[np.ndarray] = None,
+    matmul: Callable[..., np.ndarray] = np.matmul,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of ``linear_forward`` for ``x`` (N, D), ``d_out`` (N, O): (dx, dW, db).
 
     One GEMM each for the input and the weight gradients over all N rows at once, written into
-    ``out_dx`` and ``out_dw`` if given. The bias gradient Σ_i d_out_i is a product with a vector of
-    ones too, so the threaded BLAS sums the (N, O) matrix instead of one core.
+    ``out_dx`` and ``out_dw`` if given (by ``matmul``: numpy's, or a backend's, see backend.py). The
+    bias gradient Σ_i d_out_i is a product with a vector of ones too, so the threaded BLAS sums the
+    (N, O) matrix instead of one core.
     """
-    dx = np.matmul(d_out, weights.T, out=out_dx)
-    dw = np.matmul(x.T, d_out, out=out_dw)
+    dx = matmul(d_out, weights.T, out=out_dx)
+    dw = matmul(x.T, d_out, out=out_dw)
     return dx, dw, np.ones(len(d_out), dtype=d_out.dtype) @ d_out
 
 

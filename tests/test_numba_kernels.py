@@ -118,6 +118,19 @@ def test_a_weight_whose_rows_are_4_kib_apart_is_multiplied_from_a_padded_copy_wi
     np.testing.assert_allclose(got.hs, expected.hs, rtol=0, atol=2e-6)
 
 
+def test_matmul_in_two_halves_equals_numpys_product_into_out_and_from_transposed_views():
+    rng = np.random.default_rng(9)
+    a = rng.standard_normal((300, 256)).astype(np.float32)  # 300·256·64 multiply-adds: split in two halves
+    b = rng.standard_normal((256, 64)).astype(np.float32)
+    assert a.shape[0] * a.shape[1] * b.shape[1] >= numba_kernels._SPLIT_MIN_MULTIPLY_ADDS
+    out = np.empty((300, 64), np.float32)
+    assert NUMBA.matmul(a, b, out=out) is out
+    np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-4)
+    at = np.ascontiguousarray(a.T)  # (256, 300): multiplied from its transposed view, as gradients are
+    np.testing.assert_allclose(NUMBA.matmul(at.T, b), a @ b, rtol=1e-5, atol=1e-4)
+    np.testing.assert_array_equal(NUMBA.matmul(a[:3], b), np.matmul(a[:3], b))  # small: numpy's own call
+
+
 # --- the whole model ------------------------------------------------------------------------------------
 
 
