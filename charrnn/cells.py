@@ -13,7 +13,7 @@ Row-vector convention throughout (h @ W). Shapes: T steps, B streams, H hidden u
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -42,7 +42,9 @@ def _sigmoid_(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def weight_gradient(h_prev_first: np.ndarray, hs: np.ndarray, d_pre: np.ndarray, matmul: Any = np.matmul) -> np.ndarray:
+def weight_gradient(
+    h_prev_first: np.ndarray, hs: np.ndarray, d_pre: np.ndarray, matmul: Callable[..., np.ndarray] = np.matmul
+) -> np.ndarray:
     """Σ_t h_{t-1}ᵀ d_pre_t: one GEMM over steps 1..T−1 (whose h_{t-1} are hs[:-1]) plus step 0's.
 
     ``matmul`` multiplies two matrices (a backend may pass its own, see backend.py).
