@@ -1,19 +1,23 @@
-"""Sampling speed and start-up time: the two things a user waits for outside training.
+"""Sampling and evaluation speed, and start-up time: what a user waits for outside training.
 
 1. Tokens/s of ``charrnn sample``'s generation loop (charrnn.sample.generate, the code the command
    runs) for one stream and for N streams generated together as one batch (``--num-samples N``), at
-   hidden 256 with a vocabulary of 6,000 (issue 6's target: at least 2,000 tokens/s for one stream).
+   hidden 256 with a vocabulary of 6,000 (issue 6's target: at least 2,000 tokens/s for one stream),
+   and tokens/s of scoring text (charrnn.evaluate.score_ids, the code ``charrnn eval`` runs), each
+   with every backend of ``--backend`` (numpy, the reference; numba, the compiled kernels), the
+   backends taking turns round by round.
 2. Start-up: the seconds ``charrnn --help`` and a character-level ``charrnn sample`` spend on top of
    the bare Python interpreter, measured as wall time of the real commands (best of several runs)
    minus ``python -c pass``, and the import time ``python -X importtime`` reports for the modules
    they load (issue 6's target: under 0.3 s).
 
-    python bench/sampling.py [--vocab-size 6000] [--hidden-size 256] [--length 2000] [--json]
+    python bench/sampling.py [--vocab-size 6000] [--hidden-size 256] [--length 2000] [--backend numpy,numba]
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -30,25 +34,63 @@ import numpy as np
 REPO = Path(__file__).resolve().parent.parent
 
 
-def sampling_rates(vocab_size: int, hidden_size: int, length: int, streams: Sequence[int]) -> list[dict[str, Any]]:
-    """Tokens/s of generate() for each number of streams, on a randomly initialised model."""
-    from charrnn import model, sample
+def sampling_rates(
+    vocab_size: int, hidden_size: int, length: int, streams: Sequence[int], backends: Sequence[str], cell: str,
+    rounds: int = 3,
+) -> list[dict[str, Any]]:
+    """Tokens/s of generate() for each number of streams and backend, on a randomly initialised model.
+
+    The best of ``rounds`` rounds; within a round the backends take turns.
+    """
+    from charrnn import backend, model, sample
     from charrnn.config import ModelConfig, SampleConfig
 
-    config = ModelConfig(vocab_size=vocab_size, hidden_size=hidden_size)
+    config = ModelConfig(vocab_size=vocab_size, hidden_size=hidden_size, cell=cell)
     params = model.init_params(config, np.random.default_rng(0), init_scale=0.1)
+    kernels = {name: backend.select(name) for name in backends}
+    for table in kernels.values():  # compile (or load from numba's cache) before timing
+        for _ in sample.generate(params, config, np.array([1]), SampleConfig(length=2), np.random.default_rng(1),
+                                 kernels=table):
+            pass
     rows = []
     for count in streams:
         settings = SampleConfig(length=length, num_samples=count, temperature=0.8, top_k=None)
-        best = float("inf")
-        for _ in range(3):
-            started = time.perf_counter()
-            for _ in sample.generate(params, config, np.array([1, 2, 3]), settings, np.random.default_rng(1)):
-                pass
-            best = min(best, time.perf_counter() - started)
-        rows.append({"streams": count, "tokens": length * count, "seconds": best,
-                     "tokens_per_s": length * count / best, "steps_per_s": length / best})
+        best = {name: float("inf") for name in backends}
+        for _ in range(rounds):
+            for name, table in kernels.items():
+                started = time.perf_counter()
+                for _ in sample.generate(params, config, np.array([1, 2, 3]), settings, np.random.default_rng(1),
+                                         kernels=table):
+                    pass
+                best[name] = min(best[name], time.perf_counter() - started)
+        for name in backends:
+            rows.append({"backend": name, "streams": count, "tokens": length * count, "seconds": best[name],
+                         "tokens_per_s": length * count / best[name], "steps_per_s": length / best[name]})
     return rows
+
+
+def evaluation_rates(
+    vocab_size: int, hidden_size: int, tokens: int, backends: Sequence[str], cell: str, rounds: int = 3
+) -> list[dict[str, Any]]:
+    """Tokens/s of score_ids() over ``tokens`` random ids for each backend (best of ``rounds``, alternating)."""
+    from charrnn import backend, evaluate, model
+    from charrnn.config import ModelConfig
+
+    config = ModelConfig(vocab_size=vocab_size, hidden_size=hidden_size, cell=cell)
+    params = model.init_params(config, np.random.default_rng(0), init_scale=0.1)
+    ids = np.random.default_rng(2).integers(vocab_size, size=tokens)
+    lengths = np.ones(vocab_size, dtype=np.int64)
+    kernels = {name: backend.select(name) for name in backends}
+    for table in kernels.values():
+        evaluate.score_ids(params, config, ids[:100], lengths, kernels=table)
+    best = {name: float("inf") for name in backends}
+    for _ in range(rounds):
+        for name, table in kernels.items():
+            started = time.perf_counter()
+            evaluate.score_ids(params, config, ids, lengths, kernels=table)
+            best[name] = min(best[name], time.perf_counter() - started)
+    return [{"backend": name, "tokens": tokens, "seconds": best[name], "tokens_per_s": tokens / best[name]}
+            for name in backends]
 
 
 def _best_wall(command: list[str], cwd: str, runs: int = 7) -> float:
@@ -97,27 +139,48 @@ def startup(tmp: str) -> dict[str, Any]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Measure and print (or --json) both figures."""
+    """Measure and print (or --json) all the figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--vocab-size", type=int, default=6000)
     parser.add_argument("--hidden-size", type=int, default=256)
+    parser.add_argument("--cell", choices=("rnn", "gru", "lstm"), default="rnn")
     parser.add_argument("--length", type=int, default=2000, help="tokens generated per stream")
     parser.add_argument("--streams", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--eval-tokens", type=int, default=200_000, help="tokens scored by the evaluation")
+    parser.add_argument("--backend", default="numpy,numba",
+                        help="comma-separated backends to measure (numba is skipped where it is not installed)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    rates = sampling_rates(args.vocab_size, args.hidden_size, args.length, args.streams)
+    backends = [name.strip() for name in args.backend.split(",") if name.strip()]
+    if not backends or set(backends) - {"numpy", "numba"}:
+        parser.error(f"--backend takes a comma-separated subset of numpy,numba; got {args.backend!r}")
+    skipped = "numba" in backends and importlib.util.find_spec("numba") is None
+    if skipped:
+        backends.remove("numba")
+    if not backends:
+        parser.error("no backend left to measure: numba is not installed (pip install '.[fast]')")
+    rates = sampling_rates(args.vocab_size, args.hidden_size, args.length, args.streams, backends, args.cell)
+    scoring = evaluation_rates(args.vocab_size, args.hidden_size, args.eval_tokens, backends, args.cell)
     with tempfile.TemporaryDirectory() as tmp:
         times = startup(tmp)
     if args.json:
-        print(json.dumps({"sampling": rates, "startup": times}, indent=2))
+        print(json.dumps({"sampling": rates, "evaluation": scoring, "startup": times}, indent=2))
         return 0
-    print(f"sampling, hidden {args.hidden_size}, vocabulary {args.vocab_size:,} (charrnn.sample.generate):")
+    if skipped:
+        print("note: numba is not installed, so the numba backend was skipped (pip install '.[fast]')")
+    print(f"sampling, {args.cell}, hidden {args.hidden_size}, vocabulary {args.vocab_size:,} "
+          "(charrnn.sample.generate), best of 3 rounds, backends alternating:")
     for row in rates:
-        print(f"  {row['streams']:>3} stream(s): {row['tokens_per_s']:>9,.0f} tokens/s "
+        print(f"  {row['backend']:<6} {row['streams']:>3} stream(s): {row['tokens_per_s']:>9,.0f} tokens/s "
               f"({row['steps_per_s']:,.0f} steps/s)")
-    one = rates[0]["tokens_per_s"] if rates[0]["streams"] == 1 else None
-    if one is not None:
-        print(f"  {'PASS' if one >= 2000 else 'FAIL'}: one stream at {one:,.0f} tokens/s (target ≥ 2,000)")
+    for row in rates:
+        if row["streams"] == 1:
+            one = row["tokens_per_s"]
+            print(f"  {'PASS' if one >= 2000 else 'FAIL'}: {row['backend']}, one stream at {one:,.0f} tokens/s "
+                  "(target ≥ 2,000)")
+    print(f"evaluation of {args.eval_tokens:,} tokens (charrnn.evaluate.score_ids, 32 streams):")
+    for row in scoring:
+        print(f"  {row['backend']:<6} {row['tokens_per_s']:>9,.0f} tokens/s")
     print(f"start-up (best of 7; bare interpreter {times['interpreter_s'] * 1e3:.0f} ms):")
     for name in ("help", "sample"):
         row = times[name]

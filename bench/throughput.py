@@ -1,19 +1,23 @@
-"""Training throughput of charrnn against PyTorch and the classic algorithm, side by side (issue 6).
+"""Training throughput of charrnn against PyTorch and the classic algorithm, side by side (issues 6, 11).
 
-For each configuration (a corpus at hidden 256, batch 32, seq 25 by default) this trains, alternating
-round-robin over several rounds and each time in a fresh subprocess of its own:
+For each configuration (a corpus at hidden 256, batch 32, seq 25 by default) and each cell (``--cells``)
+this trains, alternating round-robin over several rounds and each time in a fresh subprocess of its own:
 
-  charrnn   charrnn.train.train_step through the public API: the code ``charrnn train`` runs per step;
-  torch     bench/torch_reference.py, the same model as a PyTorch user writes it (float32, all cores);
-  classic   bench/classic.py, the tutorials' single-stream loop (batch 1, float64, Python per token);
+  charrnn-numpy  charrnn.train.train_step through the public API, the code ``charrnn train`` runs per
+  charrnn-numba  step, with each backend of ``--backend`` (numpy: the reference; numba: compiled kernels);
+  torch          bench/torch_reference.py, the same model as a PyTorch user writes it (float32, all cores);
+  classic        bench/classic.py, the tutorials' single-stream loop (batch 1, float64, Python per token;
+                 vanilla cell only);
 
 and numpy's own float32 GEMM of the output layer's shape, (B·T)×H by H×V, as the rate to compare with.
-It prints tokens/s (the best round by default, or the median), the achieved GFLOP/s counting
-6·H·V + 6·H² model FLOPs per token, the fraction of the GEMM rate that reaches, each implementation's
-peak RSS, the ratios, the machine, and a Markdown table. ``--json`` prints one JSON document instead.
+It prints tokens/s (the best round by default, or the median), the achieved GFLOP/s counting the model
+FLOPs per token of ``model_flops_per_token``, the fraction of the GEMM rate that reaches, each
+implementation's peak RSS, the ratios, the machine, and a Markdown table. ``--json`` prints one JSON
+document instead.
 
     python bench/throughput.py --config all            # the README's figures (a few minutes)
-    python bench/throughput.py --config zh --impl charrnn,torch --rounds 3
+    python bench/throughput.py --config en --cells rnn,gru,lstm --backend numpy,numba --impl charrnn,torch
+    python bench/throughput.py --config zh --cells gru --num-layers 2 --rounds 3
     python bench/throughput.py --loss-check 300         # do charrnn's and torch's losses fall alike?
 
 Without torch installed, the torch rows are skipped with a note (pip install -r bench/requirements.txt).
@@ -44,13 +48,21 @@ REPO_ROOT = BENCH_DIR.parent
 DEFAULT_CORPORA_DIR = REPO_ROOT.parent / "shared" / "corpora"
 
 IMPLEMENTATIONS = ("charrnn", "torch", "classic")
-IMPL_LABELS = {"charrnn": "charrnn", "torch": "PyTorch reference", "classic": "classic (batch 1, float64)"}
+BACKENDS = ("numpy", "numba")
+CELLS = ("rnn", "gru", "lstm")
+GATES = {"rnn": 1, "gru": 3, "lstm": 4}
+IMPL_LABELS = {
+    "charrnn-numpy": "charrnn, numpy backend",
+    "charrnn-numba": "charrnn, numba backend",
+    "torch": "PyTorch reference",
+    "classic": "classic (batch 1, float64)",
+}
 CONFIGS = {
     "zh": "tang300.txt",  # Chinese characters, vocabulary ≈2,600
     "en": "devils_dictionary.txt",  # English characters, vocabulary ≈85
     "v6000": None,  # synthetic: 5,999 CJK characters with Zipf frequencies plus newline
 }
-FLOPS_FORMULA = "6·H·V + 6·H²"
+FLOPS_FORMULA = "6·H·V + 6·G·H²·(2L − 1), G = 1, 3, 4 gates for rnn, gru, lstm, L layers"
 CHARRNN_INIT = {"init_scale": 0.01, "embedding_scale": 0.5}  # charrnn's TrainConfig defaults
 # Each GEMM measurement repeats the product for at least this long, so one round is not a single call.
 GEMM_MIN_SECONDS = 0.5
@@ -69,14 +81,16 @@ OPENBLAS_SYMBOLS = tuple(
 )
 
 
-def model_flops_per_token(hidden_size: int, vocab_size: int) -> int:
-    """Model FLOPs per token: 6·H·V + 6·H².
+def model_flops_per_token(hidden_size: int, vocab_size: int, cell: str = "rnn", num_layers: int = 1) -> int:
+    """Model FLOPs per token: 6·H·V + 6·G·H²·(2L − 1) for a cell of G gates and L layers.
 
-    The output layer (H×V) and the recurrence (H×H) each cost 2 FLOPs per weight in the forward
-    product, 2 in the input-gradient product and 2 in the weight-gradient product. Elementwise work,
-    the embedding lookup and the optimizer are not counted.
+    The output layer (H×V), every layer's recurrence (H×G·H) and the input weights of the layers above
+    the first (H×G·H; the first layer's are an embedding lookup) each cost 2 FLOPs per weight in the
+    forward product, 2 in the input-gradient product and 2 in the weight-gradient product. Elementwise
+    work, the embedding lookup and the optimizer are not counted.
     """
-    return 6 * hidden_size * vocab_size + 6 * hidden_size * hidden_size
+    recurrent_matrices = 2 * num_layers - 1
+    return 6 * hidden_size * vocab_size + 6 * GATES[cell] * hidden_size * hidden_size * recurrent_matrices
 
 
 def peak_rss_mib() -> float:
@@ -151,15 +165,21 @@ def prepare_dataset(name: str, corpus_path: Path, corpus_label: str, work_dir: P
 # --- workers: one implementation's measurement, in a process of its own --------------------------------
 
 
-def charrnn_step_function(vocab_size: int, args, total_steps: int) -> Callable[[np.ndarray], float]:
+def charrnn_step_function(
+    vocab_size: int, args, total_steps: int, cell: str = "rnn", backend_name: str = "numpy"
+) -> Callable[[np.ndarray], float]:
     """A function training charrnn one step on (B, L) streams and returning the step's loss in nats.
 
     ``total_steps`` only sets TrainConfig.max_steps, which train_step itself does not check.
     """
-    from charrnn import train
+    from charrnn import backend, train
     from charrnn.config import ModelConfig, TrainConfig
+    from charrnn.workspace import Workspace
 
-    model_config = ModelConfig(vocab_size=vocab_size, hidden_size=args.hidden_size, dtype="float32")
+    model_config = ModelConfig(
+        vocab_size=vocab_size, hidden_size=args.hidden_size, dtype="float32", cell=cell,
+        num_layers=getattr(args, "num_layers", 1),
+    )
     train_config = TrainConfig(
         seq_length=args.seq_length,
         batch_size=args.batch_size,
@@ -168,7 +188,10 @@ def charrnn_step_function(vocab_size: int, args, total_steps: int) -> Callable[[
         max_steps=total_steps,
         rng_seed=0,
     )
-    state = train.new_state(model_config, train_config)
+    state = train.new_state(model_config, train_config, backend.select(backend_name))
+    threads = getattr(args, "threads", None)
+    if threads:
+        state.workspace = Workspace(threads=threads)
     return lambda streams: train.train_step(state, streams, train_config).loss_nats
 
 
@@ -193,6 +216,9 @@ def run_worker(args) -> int:
     data_dir = Path(args.data_dir)
     vocab_size = args.vocab_size
     report: dict[str, Any] = {"impl": args.worker}
+    if args.threads and hasattr(os, "sched_setaffinity"):
+        # Fewer cores than the machine has: every thread pool in the worker sees only these.
+        os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.threads])
     if args.worker == "gemm":
         rows = args.batch_size * args.seq_length
         rng = np.random.default_rng(0)
@@ -227,7 +253,8 @@ def run_worker(args) -> int:
 
             torch_reference = _bench_module("torch_reference")
             trainer = torch_reference.TorchTrainer(
-                vocab_size, args.hidden_size, lr=args.learning_rate, clip=args.clip, seq_length=args.seq_length
+                vocab_size, args.hidden_size, num_layers=args.num_layers, cell=args.cell,
+                lr=args.learning_rate, clip=args.clip, seq_length=args.seq_length, num_threads=args.threads,
             )
             report["torch_version"] = torch.__version__
             report["torch_threads"] = torch.get_num_threads()
@@ -235,7 +262,10 @@ def run_worker(args) -> int:
             report["parameters"] = trainer.parameter_count()
             step = lambda: trainer.train_step(streams)  # noqa: E731
         else:
-            train = charrnn_step_function(vocab_size, args, args.warmup + args.steps)
+            started = time.perf_counter()
+            train = charrnn_step_function(vocab_size, args, args.warmup + args.steps, args.cell, args.backend)
+            train(streams)  # the first step compiles the numba backend's kernels, or loads them from its cache
+            report["first_step_s"] = time.perf_counter() - started
             step = lambda: train(streams)  # noqa: E731
         report["setup_rss_mib"] = peak_rss_mib()
         seconds, losses = _time_steps(step, args.warmup, args.steps)
@@ -252,18 +282,21 @@ def run_worker(args) -> int:
     return 0
 
 
-def _worker_command(impl: str, dataset: Dataset, args) -> list[str]:
+def _worker_command(variant: str, dataset: Dataset, cell: str, args) -> list[str]:
+    impl, _, backend_name = variant.partition("-")
     return [
-        sys.executable, str(Path(__file__).resolve()), "--worker", impl,
+        sys.executable, str(Path(__file__).resolve()), "--worker", impl, "--backend", backend_name or "numpy",
+        "--cell", cell, "--num-layers", str(args.num_layers),
         "--data-dir", str(dataset.data_dir), "--vocab-size", str(dataset.vocab_size),
         "--hidden-size", str(args.hidden_size), "--batch-size", str(args.batch_size),
         "--seq-length", str(args.seq_length), "--learning-rate", str(args.learning_rate),
         "--clip", str(args.clip), "--steps", str(args.steps), "--warmup", str(args.warmup),
+        "--threads", str(args.threads or 0),
         "--classic-steps", str(args.classic_steps), "--classic-warmup", str(args.classic_warmup),
     ]
 
 
-def worker_environment(impl: str) -> dict[str, str]:
+def worker_environment(impl: str, threads: Optional[int] = None) -> dict[str, str]:
     """The environment a worker runs in: charrnn's (and numpy's GEMM) as the ``charrnn`` command sets it.
 
     ``charrnn`` tunes OpenBLAS before numpy loads (charrnn.cli.BLAS_SETTINGS); its worker gets the
@@ -271,6 +304,8 @@ def worker_environment(impl: str) -> dict[str, str]:
     users run them, in the environment as it is.
     """
     env = dict(os.environ)
+    if threads:
+        env["OPENBLAS_NUM_THREADS"] = str(threads)
     if impl in ("charrnn", "gemm"):
         from charrnn.cli import BLAS_SETTINGS
 
@@ -279,10 +314,11 @@ def worker_environment(impl: str) -> dict[str, str]:
     return env
 
 
-def run_in_subprocess(impl: str, dataset: Dataset, args) -> dict[str, Any]:
+def run_in_subprocess(variant: str, dataset: Dataset, cell: str, args) -> dict[str, Any]:
     """One measurement in a fresh interpreter, so its peak RSS is its own; an ``error`` key if it failed."""
-    done = subprocess.run(_worker_command(impl, dataset, args), capture_output=True, text=True,
-                          env=worker_environment(impl))
+    impl = variant.partition("-")[0]
+    done = subprocess.run(_worker_command(variant, dataset, cell, args), capture_output=True, text=True,
+                          env=worker_environment(impl, args.threads))
     lines = done.stdout.strip().splitlines()
     if done.returncode == 0 and lines:
         try:
@@ -324,12 +360,18 @@ class ImplResult:
             "setup_rss_mib": max(r["setup_rss_mib"] for r in self.rounds),
             "first_loss_nats": last["first_loss_nats"],
             "last_loss_nats": last["last_loss_nats"],
+            # charrnn's first step: with the numba backend, the first round compiles (or loads the cache).
+            "first_step_s_rounds": [r["first_step_s"] for r in self.rounds if "first_step_s" in r],
             "error": self.error,
         }
 
 
-def measure_config(dataset: Dataset, impls: Sequence[str], args) -> dict[str, Any]:
-    """Alternate the implementations (and the GEMM) over ``args.rounds`` rounds; summarise the config."""
+def measure_config(dataset: Dataset, cell: str, impls: Sequence[str], args) -> dict[str, Any]:
+    """Alternate the implementations (and the GEMM) over ``args.rounds`` rounds; summarise the config.
+
+    ``impls`` are variants: charrnn-<backend>, torch, classic.
+    """
+    label = f"{dataset.name} {cell}" + (f" ×{args.num_layers}" if args.num_layers > 1 else "")
     results = {impl: ImplResult() for impl in impls}
     gemm_rates: list[float] = []
     extra: dict[str, Any] = {}
@@ -339,10 +381,10 @@ def measure_config(dataset: Dataset, impls: Sequence[str], args) -> dict[str, An
         for impl in [*impls[shift:], *impls[:shift], "gemm"]:
             if impl != "gemm" and results[impl].error:
                 continue
-            report = run_in_subprocess(impl, dataset, args)
+            report = run_in_subprocess(impl, dataset, cell, args)
             if "error" in report:
                 results[impl].error = report["error"]
-                print(f"[{dataset.name}] round {round_index + 1}: {impl} failed: {report['error']}",
+                print(f"[{label}] round {round_index + 1}: {impl} failed: {report['error']}",
                       file=sys.stderr)
                 continue
             if impl == "gemm":
@@ -355,19 +397,22 @@ def measure_config(dataset: Dataset, impls: Sequence[str], args) -> dict[str, An
                 if impl == "torch":
                     extra["torch_parameters"] = report["parameters"]
                 rate = f"{report['tokens_per_s']:,.0f} tokens/s"
-            print(f"[{dataset.name}] round {round_index + 1}/{args.rounds}: {impl} {rate}", file=sys.stderr)
+            print(f"[{label}] round {round_index + 1}/{args.rounds}: {impl} {rate}", file=sys.stderr)
 
-    flops = model_flops_per_token(args.hidden_size, dataset.vocab_size)
+    flops = model_flops_per_token(args.hidden_size, dataset.vocab_size, cell, args.num_layers)
     gemm_gflops = STATISTICS[args.statistic](gemm_rates) if gemm_rates else None
     summaries = {impl: results[impl].summary(args.statistic, flops, gemm_gflops) for impl in impls}
     ratios = {}
-    ours = summaries.get("charrnn", {}).get("tokens_per_s")
-    for other in ("torch", "classic"):
-        theirs = summaries.get(other, {}).get("tokens_per_s")
-        if ours and theirs:
-            ratios[f"charrnn/{other}"] = ours / theirs
+    for ours_name in (impl for impl in impls if impl.startswith("charrnn-")):
+        ours = summaries[ours_name].get("tokens_per_s")
+        for other in ("charrnn-numpy", "torch", "classic"):
+            theirs = summaries.get(other, {}).get("tokens_per_s")
+            if ours and theirs and other != ours_name:
+                ratios[f"{ours_name}/{other}"] = ours / theirs
     return {
         "config": dataset.name,
+        "cell": cell,
+        "num_layers": args.num_layers,
         "corpus": dataset.corpus,
         "tokens": dataset.tokens,
         "vocab_size": dataset.vocab_size,
@@ -388,7 +433,7 @@ def noise_notes(results: list[dict[str, Any]]) -> list[str]:
         for name, rounds in spreads.items():
             if rounds and min(rounds) > 0 and max(rounds) / min(rounds) > NOISY_SPREAD:
                 notes.append(
-                    f"{result['config']} {name}: rounds ranged {max(rounds) / min(rounds):.1f}-fold "
+                    f"{result['config']} {result['cell']} {name}: rounds ranged {max(rounds) / min(rounds):.1f}-fold "
                     f"({min(rounds):,.0f} to {max(rounds):,.0f}); the machine was probably busy, rerun when quiet"
                 )
     return notes
@@ -419,6 +464,16 @@ def _openblas_runtime() -> Optional[str]:
     return None
 
 
+def _installed_version(package: str) -> Optional[str]:
+    """The installed version of ``package``, without importing it (None if it is not installed)."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def machine_info() -> dict[str, Any]:
     """CPU model, cores, Python, numpy and its BLAS, and the date; torch's part comes from its worker."""
     cpu_model = platform.processor() or platform.machine()
@@ -442,6 +497,7 @@ def machine_info() -> dict[str, Any]:
         "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "python": platform.python_version(),
         "numpy": np.__version__,
+        "numba": _installed_version("numba"),
         "blas": blas + (f" ({runtime})" if runtime else ""),
     }
 
@@ -457,15 +513,22 @@ def _fmt_ratio(value: Optional[float]) -> str:
     return f"{value:.2f}×" if value < 10 else f"{value:,.0f}×"
 
 
+def _cell_label(result: dict[str, Any]) -> str:
+    layers = result["num_layers"]
+    return result["cell"] + (f", {layers} layers" if layers > 1 else "")
+
+
 def print_report(machine: dict[str, Any], results: list[dict[str, Any]], notes: list[str], args) -> None:
     """The human-readable report and the Markdown table, on stdout."""
     torch_info = next((r for r in results if "torch_version" in r), None)
     print(f"charrnn training throughput, {machine['date']}")
     print(f"machine: {machine['cpu']}, {machine['cores']} cores ({machine['cores_usable']} usable); "
-          f"Python {machine['python']}; numpy {machine['numpy']}, BLAS {machine['blas']}")
+          f"Python {machine['python']}; numpy {machine['numpy']}, BLAS {machine['blas']}"
+          + (f"; numba {machine['numba']}" if machine.get("numba") else ""))
     if torch_info:
         print(f"torch {torch_info['torch_version']}, {torch_info['torch_threads']} threads "
               f"(CPU capability {torch_info['torch_cpu_capability']})")
+    print(f"threads: {args.threads or 'all usable cores'} per implementation")
     print(f"settings: hidden {args.hidden_size}, batch {args.batch_size}, seq {args.seq_length}, float32, "
           f"Adagrad lr {args.learning_rate}, clip ±{args.clip}; {args.steps} timed steps after "
           f"{args.warmup} warm-up (classic: batch 1, float64, {args.classic_steps} after {args.classic_warmup})")
@@ -477,8 +540,8 @@ def print_report(machine: dict[str, Any], results: list[dict[str, Any]], notes: 
     for result in results:
         gemm = result["gemm"]["gflops"]
         print()
-        print(f"== {result['config']}: {result['corpus']}, {result['tokens']:,} tokens, vocabulary "
-              f"{result['vocab_size']:,}, {result['flops_per_token'] / 1e6:.2f} MFLOP/token ==")
+        print(f"== {result['config']}, {_cell_label(result)}: {result['corpus']}, {result['tokens']:,} tokens, "
+              f"vocabulary {result['vocab_size']:,}, {result['flops_per_token'] / 1e6:.2f} MFLOP/token ==")
         if gemm is not None:
             print(f"numpy float32 GEMM ({result['gemm']['shape']}): {gemm:.1f} GFLOP/s ({args.statistic} round)")
         print(f"{'implementation':<14} {'tokens/s':>10} {'(min–max)':>19} {'GFLOP/s':>8} {'% GEMM':>7} "
@@ -495,6 +558,11 @@ def print_report(machine: dict[str, Any], results: list[dict[str, Any]], notes: 
                   f"  {s['first_loss_nats']:.2f} → {s['last_loss_nats']:.2f}")
         if result["ratios"]:
             print("   ".join(f"{name}: {_fmt_ratio(value)}" for name, value in result["ratios"].items()))
+        first_steps = {impl: s["first_step_s_rounds"] for impl, s in result["implementations"].items()
+                       if s.get("first_step_s_rounds")}
+        if first_steps:
+            print("first step (s; the numba backend's first round may compile): " + "   ".join(
+                f"{impl} " + ", ".join(f"{v:.2f}" for v in values) for impl, values in first_steps.items()))
     for note in notes:
         print(f"note: {note}")
     print()
@@ -504,28 +572,29 @@ def print_report(machine: dict[str, Any], results: list[dict[str, Any]], notes: 
 def markdown_table(results: list[dict[str, Any]]) -> str:
     """The results as one Markdown table, ready to paste into the README."""
     lines = [
-        "| config | vocabulary | implementation | tokens/s | GFLOP/s | % of numpy GEMM | peak RSS (MiB) "
-        "| charrnn ÷ this |",
-        "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| config | vocabulary | cell | implementation | tokens/s | GFLOP/s | % of numpy GEMM | peak RSS (MiB) "
+        "| ÷ PyTorch | ÷ numpy backend |",
+        "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for result in results:
-        name, vocab = result["config"], f"{result['vocab_size']:,}"
+        name, vocab, cell = result["config"], f"{result['vocab_size']:,}", _cell_label(result)
         for impl, s in result["implementations"].items():
             if s.get("tokens_per_s") is None:
-                lines.append(f"| {name} | {vocab} | {impl} | failed | | | | |")
+                lines.append(f"| {name} | {vocab} | {cell} | {impl} | failed | | | | | |")
                 continue
             fraction = s["fraction_of_gemm"]
             percent = f"{100 * fraction:.0f}%" if fraction is not None and impl != "classic" else "—"
-            ratio = result["ratios"].get(f"charrnn/{impl}")
-            label = IMPL_LABELS[impl]
+            versus_torch = result["ratios"].get(f"{impl}/torch")
+            versus_numpy = result["ratios"].get(f"{impl}/charrnn-numpy")
             lines.append(
-                f"| {name} | {vocab} | {label} | {s['tokens_per_s']:,.0f} | {s['gflops']:.1f} | {percent} | "
-                f"{s['peak_rss_mib']:.0f} | {_fmt_ratio(ratio) if ratio else ''} |"
+                f"| {name} | {vocab} | {cell} | {IMPL_LABELS[impl]} | {s['tokens_per_s']:,.0f} | {s['gflops']:.1f} "
+                f"| {percent} | {s['peak_rss_mib']:.0f} | {_fmt_ratio(versus_torch) if versus_torch else ''} "
+                f"| {_fmt_ratio(versus_numpy) if versus_numpy else ''} |"
             )
         gemm = result["gemm"]["gflops"]
         if gemm is not None:
             shape = result["gemm"]["shape"]
-            lines.append(f"| {name} | {vocab} | numpy float32 GEMM {shape} | | {gemm:.1f} | 100% | | |")
+            lines.append(f"| {name} | {vocab} | {cell} | numpy float32 GEMM {shape} | | {gemm:.1f} | 100% | | | |")
     return "\n".join(lines)
 
 
@@ -577,7 +646,7 @@ def loss_check(datasets: list[Dataset], args) -> int:
 
 def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Training tokens/s of charrnn, the PyTorch reference and the classic algorithm (issue 6)."
+        description="Training tokens/s of charrnn, the PyTorch reference and the classic algorithm (issues 6, 11)."
     )
     parser.add_argument("--config", action="append", choices=[*CONFIGS, "all"],
                         help="zh (tang300), en (Devil's Dictionary), v6000 (synthetic, vocabulary 6,000) or all "
@@ -587,7 +656,16 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                              "(default: ../shared/corpora beside the repository)")
     parser.add_argument("--corpus", type=Path, help="use this UTF-8 file for the one --config given")
     parser.add_argument("--impl", default=",".join(IMPLEMENTATIONS),
-                        help="comma-separated subset of charrnn,torch,classic")
+                        help="comma-separated subset of charrnn,torch,classic (classic: the rnn cell only)")
+    parser.add_argument("--cells", default=",".join(CELLS), help="comma-separated subset of rnn,gru,lstm")
+    parser.add_argument("--backend", default=",".join(BACKENDS),
+                        help="charrnn's backends to measure, a comma-separated subset of numpy,numba "
+                             "(numba is skipped with a note where it is not installed)")
+    parser.add_argument("--num-layers", type=int, default=1, help="stacked recurrent layers (charrnn and torch)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="cores each implementation may use (its CPU affinity, BLAS, torch and charrnn "
+                             "threads); default 0: all usable cores. On a busy shared machine, 1 compares the "
+                             "implementations without their threads waiting for each other")
     parser.add_argument("--hidden-size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seq-length", type=int, default=25)
@@ -608,6 +686,7 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="instead of timing, train charrnn and torch STEPS steps and print both losses "
                              "(nothing is timed: on a busy machine set OPENBLAS_NUM_THREADS=1 to keep it quick)")
     parser.add_argument("--worker", choices=[*IMPLEMENTATIONS, "gemm"], help=argparse.SUPPRESS)
+    parser.add_argument("--cell", choices=CELLS, default="rnn", help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     parser.add_argument("--vocab-size", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -619,9 +698,15 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         if unknown or not args.impl:
             parser.error(f"--impl takes a comma-separated subset of {','.join(IMPLEMENTATIONS)}; "
                          f"got {unknown or 'none'}")
+        args.cells = [cell.strip() for cell in args.cells.split(",") if cell.strip()]
+        if not args.cells or set(args.cells) - set(CELLS):
+            parser.error(f"--cells takes a comma-separated subset of {','.join(CELLS)}; got {args.cells}")
+        args.backend = [name.strip() for name in args.backend.split(",") if name.strip()]
+        if not args.backend or set(args.backend) - set(BACKENDS):
+            parser.error(f"--backend takes a comma-separated subset of {','.join(BACKENDS)}; got {args.backend}")
         if args.corpus and len(args.config) != 1:
             parser.error("--corpus replaces the corpus of one configuration: give exactly one --config")
-        for name in ("steps", "classic_steps", "rounds", "hidden_size", "batch_size", "seq_length"):
+        for name in ("steps", "classic_steps", "rounds", "hidden_size", "batch_size", "seq_length", "num_layers"):
             if getattr(args, name) < 1:
                 parser.error(f"--{name.replace('_', '-')} must be at least 1")
     return args
@@ -638,7 +723,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "peak RSS is the high-water mark (VmHWM) of each implementation's own process, the largest over "
         "the rounds; 'setup' is that peak after imports and data loading, before training",
     ]
-    impls = list(args.impl)
+    backends = list(args.backend)
+    if "numba" in backends and importlib.util.find_spec("numba") is None:
+        backends.remove("numba")
+        notes.append("numba is not installed, so the numba backend was skipped (pip install '.[fast]')")
+    impls = [variant for impl in args.impl for variant in
+             ([f"charrnn-{name}" for name in backends] if impl == "charrnn" else [impl])]
     if importlib.util.find_spec("torch") is None:
         if args.loss_check:
             print("Error: --loss-check needs torch (pip install -r bench/requirements.txt)", file=sys.stderr)
@@ -651,8 +741,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("Error: no implementation left to measure", file=sys.stderr)
         return 2
     if "torch" in impls:
-        notes.append("torch's nn.RNN also multiplies the embedding by its own H×H input matrix: 6·H² FLOPs "
-                     "per token that charrnn's model does not have and that are not counted in its GFLOP/s")
+        notes.append("torch's first layer also multiplies the embedding by its own H×G·H input matrix: 6·G·H² "
+                     "FLOPs per token that charrnn's model does not have and that are not counted in its GFLOP/s")
+    if "classic" in impls and args.cells != ["rnn"]:
+        notes.append("the classic loop has the vanilla cell only; it is measured with the rnn cell")
 
     with tempfile.TemporaryDirectory(prefix="charrnn-bench-") as tmp:
         work_dir = Path(tmp)
@@ -674,7 +766,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             datasets.append(prepare_dataset(name, path, label, work_dir, args))
         if args.loss_check:
             return loss_check(datasets, args)
-        results = [measure_config(dataset, impls, args) for dataset in datasets]
+        results = [
+            measure_config(dataset, cell, [impl for impl in impls if impl != "classic" or cell == "rnn"], args)
+            for dataset in datasets
+            for cell in args.cells
+        ]
 
     if load_at_start > BUSY_LOAD:
         # Two-thread BLAS slows down many-fold, not by half, when another process holds a core.

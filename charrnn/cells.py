@@ -13,7 +13,7 @@ Row-vector convention throughout (h @ W). Shapes: T steps, B streams, H hidden u
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -42,12 +42,17 @@ def _sigmoid_(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def _weight_gradient(h_prev_first: np.ndarray, hs: np.ndarray, d_pre: np.ndarray) -> np.ndarray:
-    """Σ_t h_{t-1}ᵀ d_pre_t: one GEMM over steps 1..T−1 (whose h_{t-1} are hs[:-1]) plus step 0's."""
+def weight_gradient(
+    h_prev_first: np.ndarray, hs: np.ndarray, d_pre: np.ndarray, matmul: Callable[..., np.ndarray] = np.matmul
+) -> np.ndarray:
+    """Σ_t h_{t-1}ᵀ d_pre_t: one GEMM over steps 1..T−1 (whose h_{t-1} are hs[:-1]) plus step 0's.
+
+    ``matmul`` multiplies two matrices (a backend may pass its own, see backend.py).
+    """
     hidden, width = hs.shape[2], d_pre.shape[2]
     grad = h_prev_first.T @ d_pre[0]
     if len(hs) > 1:
-        grad += hs[:-1].reshape(-1, hidden).T @ d_pre[1:].reshape(-1, width)
+        grad += matmul(hs[:-1].reshape(-1, hidden).T, d_pre[1:].reshape(-1, width))
     return grad
 
 
@@ -86,7 +91,7 @@ def rnn_backward(d_hs: np.ndarray, cache: Any, weights: dict[str, np.ndarray]) -
         d_pre_t = d_pre[t]
         d_pre_t *= d_hs[t] + dh_next if t < last else d_hs[t]
         np.matmul(d_pre_t, w_hh_t, out=dh_next)
-    return d_pre, {"W_hh": _weight_gradient(h0, hs, d_pre)}, {"h": dh_next}
+    return d_pre, {"W_hh": weight_gradient(h0, hs, d_pre)}, {"h": dh_next}
 
 
 # --- LSTM (Hochreiter & Schmidhuber 1997, with forget gate): gates i, f, o, g in that order -------------
@@ -125,7 +130,7 @@ def lstm_backward(d_hs: np.ndarray, cache: Any, weights: dict[str, np.ndarray]) 
     hidden = hs.shape[2]
     d_gates = np.empty_like(gates)
     dh_next, dc_next = np.zeros_like(h0), np.zeros_like(c0)
-    w_hh_t = weights["W_hh"].T
+    w_hh_t = np.ascontiguousarray(weights["W_hh"].T)  # as in rnn_backward: BLAS is faster on it
     for t in range(hs.shape[0] - 1, -1, -1):
         a = gates[t]
         i, f, o, g = a[:, :hidden], a[:, hidden : 2 * hidden], a[:, 2 * hidden : 3 * hidden], a[:, 3 * hidden :]
@@ -140,7 +145,7 @@ def lstm_backward(d_hs: np.ndarray, cache: Any, weights: dict[str, np.ndarray]) 
         np.multiply(dc * i, 1.0 - g * g, out=d[:, 3 * hidden :])
         dc_next = dc * f
         dh_next = d @ w_hh_t
-    return d_gates, {"W_hh": _weight_gradient(h0, hs, d_gates)}, {"h": dh_next, "c": dc_next}
+    return d_gates, {"W_hh": weight_gradient(h0, hs, d_gates)}, {"h": dh_next, "c": dc_next}
 
 
 # --- GRU (Cho et al. 2014, in the form cuDNN and PyTorch use): gates r, z, n in that order -------------
@@ -179,7 +184,7 @@ def gru_backward(d_hs: np.ndarray, cache: Any, weights: dict[str, np.ndarray]) -
     d_x = np.empty_like(gates)
     d_rec = np.empty_like(gates)  # gradient of h W_hh (+ b_hn for the n block)
     dh_next = np.zeros_like(h0)
-    w_hh_t = weights["W_hh"].T
+    w_hh_t = np.ascontiguousarray(weights["W_hh"].T)  # as in rnn_backward: BLAS is faster on it
     for t in range(hs.shape[0] - 1, -1, -1):
         a = gates[t]
         r, z, n = a[:, :hidden], a[:, hidden : 2 * hidden], a[:, 2 * hidden :]
@@ -193,7 +198,7 @@ def gru_backward(d_hs: np.ndarray, cache: Any, weights: dict[str, np.ndarray]) -
         np.multiply(d_an, r, out=d_rec[t][:, 2 * hidden :])
         dh_next = dh * z + d_rec[t] @ w_hh_t
     grads = {
-        "W_hh": _weight_gradient(h0, hs, d_rec),
+        "W_hh": weight_gradient(h0, hs, d_rec),
         "b_hn": d_rec[:, :, 2 * hidden :].sum(axis=(0, 1)),
     }
     return d_x, grads, {"h": dh_next}

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from charrnn import fpu, model
+from charrnn.backend import NUMPY, Kernels
 from charrnn.config import ModelConfig
 from charrnn.errors import VocabularyError
 from charrnn.tokenizer import Tokenizer
@@ -71,12 +72,14 @@ def score_ids(
     ids: np.ndarray,
     token_lengths: np.ndarray,
     batch_size: int = 32,
+    kernels: Kernels = NUMPY,
 ) -> Score:
     """Score every token of ``ids`` (N,) after the first, each predicted from all the text before it.
 
     For speed the text is cut into ``batch_size`` contiguous streams run side by side, each from a zero
     state, so the first tokens of each stream see less context than they would in one long pass.
-    ``token_lengths`` (V,) gives the characters of each token, for bits per character.
+    ``token_lengths`` (V,) gives the characters of each token, for bits per character. ``kernels``
+    runs the cells and the cross-entropy (backend.py).
     """
     count = len(ids) - 1
     if count < 1:
@@ -97,7 +100,7 @@ def score_ids(
         positions = np.minimum(positions, count - 1)
         inputs, targets = ids[positions], ids[positions + 1]  # gathered a window at a time, never all ids
         with fpu.flushing():  # exp of very negative logits would otherwise crawl through subnormals
-            losses, state = model.token_losses(params, config, inputs.T, targets.T, state)
+            losses, state = model.token_losses(params, config, inputs.T, targets.T, state, kernels)
         total_nats += float(losses[scored.T].sum())
     if (token_lengths == 1).all():
         characters = count
@@ -107,7 +110,12 @@ def score_ids(
 
 
 def score_text(
-    params: model.Params, config: ModelConfig, tokenizer: Tokenizer, text: str, batch_size: int = 32
+    params: model.Params,
+    config: ModelConfig,
+    tokenizer: Tokenizer,
+    text: str,
+    batch_size: int = 32,
+    kernels: Kernels = NUMPY,
 ) -> Score:
     """Score ``text``; tokens outside the vocabulary are left out and counted in ``tokens_unknown``.
 
@@ -119,5 +127,5 @@ def score_text(
             f"none of the text can be scored: it has {len(ids)} token(s) in the model's vocabulary "
             f"and {len(unknown)} outside it"
         )
-    score = score_ids(params, config, ids, tokenizer.token_lengths(), batch_size)
+    score = score_ids(params, config, ids, tokenizer.token_lengths(), batch_size, kernels)
     return Score(score.tokens_scored, score.characters_scored, score.total_nats, len(unknown))

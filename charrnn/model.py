@@ -20,6 +20,7 @@ from typing import Any, NamedTuple, Optional, Union
 import numpy as np
 
 from charrnn import cells, ops
+from charrnn.backend import NUMPY, Kernels
 from charrnn.config import ModelConfig
 from charrnn.workspace import Workspace
 
@@ -102,13 +103,14 @@ def _forward(
     state0: State,
     rng: Optional[np.random.Generator],
     workspace: Optional[Workspace] = None,
+    kernels: Kernels = NUMPY,
 ) -> tuple[np.ndarray, State, list[_LayerCache]]:
     """Run every layer over ``inputs`` (T, B); returns the top states (T, B, H), final state, caches.
 
     Dropout is applied only when ``rng`` is given (training).
     """
     steps, batch = inputs.shape
-    forward = cells.FORWARD[config.cell]
+    forward = kernels.cell_forward[config.cell]
     state_keys = cells.STATE_KEYS[config.cell]
     last: State = {}
     caches = []
@@ -151,29 +153,32 @@ def loss_and_grads(
     state0: State,
     rng: Optional[np.random.Generator] = None,
     workspace: Optional[Workspace] = None,
+    kernels: Kernels = NUMPY,
 ) -> LossResult:
     """Forward and backward pass over one (T, B) block of token ids.
 
     ``targets`` are the inputs shifted by one token; ``state0`` is carried in from the previous chunk;
     ``rng`` draws the dropout masks (no dropout without it). Gradients are of the mean loss. With a
     ``workspace`` the large arrays live in its buffers (valid until the next call) and elementwise
-    work uses its threads.
+    work uses its threads. ``kernels`` runs the cells, the softmax, the embedding gradient and the large
+    matrix products (backend.py).
     """
     steps, batch = inputs.shape
     count, hidden, vocab = steps * batch, config.hidden_size, config.vocab_size
     dtype = params["W_hy"].dtype
     scratch = workspace or Workspace(threads=1)
-    top, last, caches = _forward(params, config, inputs, state0, rng, workspace)
+    top, last, caches = _forward(params, config, inputs, state0, rng, workspace, kernels)
     top_flat = top.reshape(count, hidden)  # (N, H)
-    logits = np.matmul(top_flat, params["W_hy"], out=scratch.buffer("logits", (count, vocab), dtype))  # (N, V)
-    loss, d_logits = ops.softmax_cross_entropy(logits, targets.reshape(-1), params["b_y"], scratch.run_blocks)
+    logits = kernels.matmul(top_flat, params["W_hy"], out=scratch.buffer("logits", (count, vocab), dtype))  # (N, V)
+    loss, d_logits = kernels.softmax_cross_entropy(logits, targets.reshape(-1), params["b_y"], scratch.run_blocks)
     d_top, d_w_hy, d_b_y = ops.linear_backward(
         d_logits, top_flat, params["W_hy"],
         scratch.buffer("d_top", (count, hidden), dtype), scratch.buffer("d_W_hy", (hidden, vocab), dtype),
+        kernels.matmul,
     )
     grads: Grads = {"W_hy": d_w_hy, "b_y": d_b_y}
 
-    backward = cells.BACKWARD[config.cell]
+    backward = kernels.cell_backward[config.cell]
     d_hs = d_top.reshape(steps, batch, hidden)
     for layer in range(config.num_layers - 1, -1, -1):
         suffix = _suffix(layer)
@@ -181,11 +186,12 @@ def loss_and_grads(
         d_x_proj, cell_grads, _ = backward(d_hs, cache.cell, _cell_weights(params, config, layer))
         grads.update({f"{name}{suffix}": grad for name, grad in cell_grads.items()})
         if layer == 0:
-            grads["W_xh"] = ops.embedding_backward(d_x_proj, inputs)
+            grads["W_xh"] = kernels.embedding_backward(d_x_proj, inputs)
             grads["b_h"] = d_x_proj.sum(axis=(0, 1))
         else:
             d_x, d_w, d_b = ops.linear_backward(
-                d_x_proj.reshape(steps * batch, -1), cache.inputs.reshape(steps * batch, -1), params[f"W_xh{suffix}"]
+                d_x_proj.reshape(steps * batch, -1), cache.inputs.reshape(steps * batch, -1), params[f"W_xh{suffix}"],
+                matmul=kernels.matmul,
             )
             grads[f"W_xh{suffix}"], grads[f"b_h{suffix}"] = d_w, d_b
             d_hs = d_x.reshape(steps, batch, hidden)
@@ -195,21 +201,28 @@ def loss_and_grads(
 
 
 def token_losses(
-    params: Params, config: ModelConfig, inputs: np.ndarray, targets: np.ndarray, state0: State
+    params: Params,
+    config: ModelConfig,
+    inputs: np.ndarray,
+    targets: np.ndarray,
+    state0: State,
+    kernels: Kernels = NUMPY,
 ) -> tuple[np.ndarray, State]:
     """Forward only, no dropout: −log p(target) in nats for every (T, B) position (float64), final state."""
     steps, batch = inputs.shape
-    top, last, _ = _forward(params, config, inputs, state0, None)
+    top, last, _ = _forward(params, config, inputs, state0, None, kernels=kernels)
     logits = ops.linear_forward(top.reshape(steps * batch, -1), params["W_hy"], params["b_y"])
-    return ops.cross_entropy_per_token(logits, targets.reshape(-1)).reshape(steps, batch), last
+    return kernels.cross_entropy_per_token(logits, targets.reshape(-1)).reshape(steps, batch), last
 
 
-def step(params: Params, config: ModelConfig, ids: np.ndarray, state: State) -> tuple[np.ndarray, State]:
+def step(
+    params: Params, config: ModelConfig, ids: np.ndarray, state: State, kernels: Kernels = NUMPY
+) -> tuple[np.ndarray, State]:
     """Feed one token per stream, ``ids`` (B,), or a run of them, (T, B); no dropout.
 
     Returns the logits (B, V) after the last token, and the new state.
     """
-    top, last, _ = _forward(params, config, ids.reshape(-1, ids.shape[-1]), state, None)
+    top, last, _ = _forward(params, config, ids.reshape(-1, ids.shape[-1]), state, None, kernels=kernels)
     return ops.linear_forward(top[-1], params["W_hy"], params["b_y"]), last
 
 

@@ -81,15 +81,17 @@ def linear_backward(
     weights: np.ndarray,
     out_dx: Optional[np.ndarray] = None,
     out_dw: Optional[np.ndarray] = None,
+    matmul: Callable[..., np.ndarray] = np.matmul,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Gradients of ``linear_forward`` for ``x`` (N, D), ``d_out`` (N, O): (dx, dW, db).
 
     One GEMM each for the input and the weight gradients over all N rows at once, written into
-    ``out_dx`` and ``out_dw`` if given. The bias gradient Σ_i d_out_i is a product with a vector of
-    ones too, so the threaded BLAS sums the (N, O) matrix instead of one core.
+    ``out_dx`` and ``out_dw`` if given (by ``matmul``: numpy's, or a backend's, see backend.py). The
+    bias gradient Σ_i d_out_i is a product with a vector of ones too, so the threaded BLAS sums the
+    (N, O) matrix instead of one core.
     """
-    dx = np.matmul(d_out, weights.T, out=out_dx)
-    dw = np.matmul(x.T, d_out, out=out_dw)
+    dx = matmul(d_out, weights.T, out=out_dx)
+    dw = matmul(x.T, d_out, out=out_dw)
     return dx, dw, np.ones(len(d_out), dtype=d_out.dtype) @ d_out
 
 
@@ -123,7 +125,7 @@ def cross_entropy_per_token(logits: np.ndarray, targets: np.ndarray) -> np.ndarr
 
 # Logits within this of zero need no shifting (float32 exp overflows at 88.7); probabilities within
 # e^-this of the largest stay normal floats even after dividing by V·N.
-_EXP_RANGE = 60.0
+EXP_RANGE = 60.0
 
 
 def softmax_cross_entropy(
@@ -153,16 +155,16 @@ def softmax_cross_entropy(
         row_max = z.max(axis=1, keepdims=True)
         # Any shift per row gives the same softmax; the row maximum is the usual one, against overflow.
         # Logits are almost always small, and then shifting costs a pass over the largest matrix of
-        # the step for nothing (exp overflows only past 88). Logits more than _EXP_RANGE below their
+        # the step for nothing (exp overflows only past 88). Logits more than EXP_RANGE below their
         # row's maximum are raised to that floor: their probabilities (< e^-60) would otherwise come
         # out as subnormal floats, which make the two gradient GEMMs that read them up to a hundred
         # times slower, and raising them changes the loss by less than V·e^-60 relative.
-        shifted = row_max.max() > _EXP_RANGE or row_max.min() < -_EXP_RANGE
+        shifted = row_max.max() > EXP_RANGE or row_max.min() < -EXP_RANGE
         if shifted:
             z -= row_max
             target_z -= row_max[:, 0]
         if not fpu.flushing_in_this_thread():  # a flushing thread turns them into zeros for free
-            np.maximum(z, -_EXP_RANGE if shifted else row_max - _EXP_RANGE, out=z)
+            np.maximum(z, -EXP_RANGE if shifted else row_max - EXP_RANGE, out=z)
         np.exp(z, out=z)
         totals = z.sum(axis=1, keepdims=True)
         losses[start:stop] = np.log(totals[:, 0].astype(np.float64)) - target_z

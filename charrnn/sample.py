@@ -10,6 +10,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from charrnn import model
+from charrnn.backend import NUMPY, Kernels
 from charrnn.config import ModelConfig, SampleConfig
 
 
@@ -65,19 +66,20 @@ def generate(
     config: SampleConfig,
     rng: np.random.Generator,
     banned: Sequence[int] = (),
+    kernels: Kernels = NUMPY,
 ) -> Iterator[np.ndarray]:
     """Yield ``config.length`` arrays of shape (S,): the ids generated at each step, S = num_samples.
 
     ``prime_ids`` (P,), P ≥ 1, is fed to every stream first to set the state; the first yielded ids
     are the model's continuation of it. All S streams advance together as one batch. ``banned`` ids
-    are never generated.
+    are never generated. ``kernels`` runs the cells (backend.py).
     """
     num_streams = config.num_samples
     state = model.initial_state(model_config, num_streams)
     prime = np.repeat(np.asarray(prime_ids).reshape(-1, 1), num_streams, axis=1)  # (P, S)
-    logits, state = model.step(params, model_config, prime, state)
+    logits, state = model.step(params, model_config, prime, state, kernels)
     for position in range(config.length):
         ids = pick_next(logits, config, rng, banned)
         yield ids
         if position + 1 < config.length:
-            logits, state = model.step(params, model_config, ids, state)
+            logits, state = model.step(params, model_config, ids, state, kernels)

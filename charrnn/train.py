@@ -15,6 +15,7 @@ from typing import Callable, Iterator, Optional
 import numpy as np
 
 from charrnn import fpu, model, optim
+from charrnn.backend import NUMPY, Kernels
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.errors import TrainingError
 from charrnn.workspace import Workspace
@@ -64,6 +65,7 @@ class TrainState:
     progress: Progress
     rng: np.random.Generator  # initialisation, then dropout masks
     workspace: Workspace = field(default_factory=Workspace)  # scratch buffers and threads, never saved
+    kernels: Kernels = NUMPY  # the implementation of the hot loops (backend.py), never saved
 
 
 @dataclass(frozen=True)
@@ -85,8 +87,8 @@ class StepResult:
         return self.tokens / self.seconds if self.seconds > 0 else math.inf
 
 
-def new_state(model_config: ModelConfig, train_config: TrainConfig) -> TrainState:
-    """A freshly initialised model and optimizer, seeded by ``train_config.rng_seed``."""
+def new_state(model_config: ModelConfig, train_config: TrainConfig, kernels: Kernels = NUMPY) -> TrainState:
+    """A freshly initialised model and optimizer, seeded by ``train_config.rng_seed``, trained with ``kernels``."""
     rng = np.random.default_rng(train_config.rng_seed)
     params = model.init_params(model_config, rng, train_config.init_scale, train_config.embedding_init_scale)
     return TrainState(
@@ -96,6 +98,7 @@ def new_state(model_config: ModelConfig, train_config: TrainConfig) -> TrainStat
         hidden=model.initial_state(model_config, train_config.batch_size),
         progress=Progress(),
         rng=rng,
+        kernels=kernels,
     )
 
 
@@ -141,7 +144,8 @@ def train_step(state: TrainState, streams: np.ndarray, config: TrainConfig) -> S
     # above 1e-38 and would otherwise slow the elementwise passes down a hundredfold late in training.
     with np.errstate(over="ignore", invalid="ignore"), fpu.flushing():
         result = model.loss_and_grads(
-            state.params, state.model_config, inputs, targets, state.hidden, state.rng, state.workspace
+            state.params, state.model_config, inputs, targets, state.hidden, state.rng, state.workspace,
+            state.kernels,
         )
     if not math.isfinite(result.loss_nats):
         raise TrainingError(
@@ -150,7 +154,7 @@ def train_step(state: TrainState, streams: np.ndarray, config: TrainConfig) -> S
         )
     learning_rate = current_learning_rate(progress, config)
     with fpu.flushing():
-        optim.update(
+        state.kernels.optimizer_update(
             config.optimizer, state.params, result.grads, state.optimizer, learning_rate, config.clip,
             state.workspace.run_blocks,
         )

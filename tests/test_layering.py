@@ -35,10 +35,12 @@ ALLOWED = {
     "checkpoint_meta": {"__init__", "config", "errors", "tokenizer", "train"},
     "npz_archive": {"errors"},
     "files": set(),
-    "evaluate": {"fpu", "model", "config", "errors", "tokenizer"},
-    "train": {"fpu", "model", "optim", "config", "errors", "workspace"},
-    "sample": {"model", "config"},
-    "model": {"cells", "ops", "config", "workspace"},
+    "evaluate": {"backend", "fpu", "model", "config", "errors", "tokenizer"},
+    "train": {"backend", "fpu", "model", "optim", "config", "errors", "workspace"},
+    "sample": {"backend", "model", "config"},
+    "model": {"backend", "cells", "ops", "config", "workspace"},
+    "backend": {"cells", "numba_kernels", "ops", "optim", "errors"},
+    "numba_kernels": {"cells", "ops", "optim", "workspace"},
     "cells": set(),
     "optim": {"ops", "workspace"},
     "ops": {"workspace", "fpu"},
@@ -50,7 +52,10 @@ ALLOWED = {
     "errors": set(),
 }
 # Third-party modules and the only modules allowed to import them.
-CONFINED = {"click": {"cli"}, "tqdm": {"cli"}, "jieba": {"tokenizer", "prepare"}, "matplotlib": {"plot"}, "pickle": set()}
+CONFINED = {
+    "click": {"cli"}, "tqdm": {"cli"}, "jieba": {"tokenizer", "prepare"}, "matplotlib": {"plot"}, "pickle": set(),
+    "numba": {"numba_kernels"}, "llvmlite": {"numba_kernels"},
+}
 
 
 def _imports(paths: list[Path]) -> tuple[set[str], set[str]]:
@@ -81,24 +86,24 @@ def test_every_module_is_known_and_imports_flow_one_way():
             assert library not in external or name in owners, f"{name} imports {library}"
 
 
-def test_help_imports_neither_numpy_nor_tqdm_nor_jieba():
+def test_help_imports_neither_numpy_nor_tqdm_nor_jieba_nor_numba():
     script = (
         "import sys; from charrnn.cli import main\n"
         "try: main(['--help'])\n"
         "except SystemExit: pass\n"
-        "print(sorted(m for m in ('numpy', 'tqdm', 'jieba') if m in sys.modules))"
+        "print(sorted(m for m in ('numpy', 'tqdm', 'jieba', 'numba') if m in sys.modules))"
     )
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert run.stdout.strip().endswith("[]")
 
 
-def test_character_sampling_never_imports_jieba(tmp_path, small_corpus):
+def test_character_training_and_sampling_never_import_jieba_or_numba(tmp_path, small_corpus):
     script = (
         "import sys; from charrnn.cli import main\n"
         f"main(['train', {str(small_corpus)!r}, '--steps', '2', '--hidden-size', '8', '-q', '--batch-size', '2'],"
         " standalone_mode=False)\n"
         "main(['sample', '--seed', '春', '--length', '5'], standalone_mode=False)\n"
-        "print('jieba' in sys.modules)"
+        "print(sorted(m for m in ('jieba', 'numba') if m in sys.modules))"
     )
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, check=True)
-    assert run.stdout.strip().endswith("False")
+    assert run.stdout.strip().endswith("[]")

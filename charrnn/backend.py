@@ -1,0 +1,85 @@
+"""Which code runs the hot loops: numpy (the readable reference) or numba's compiled twins of it.
+
+A ``Kernels`` table is chosen once, by ``select``, and handed to the functions that do the math
+(model.loss_and_grads, model.token_losses, model.step, the training step's optimizer update), which
+call through it instead of reaching for an implementation themselves. Every entry has the signature
+and the meaning of the numpy function it is named after, so the two tables are interchangeable:
+
+    cell_forward[cell], cell_backward[cell]   cells.FORWARD / cells.BACKWARD
+    matmul                                    np.matmul (the model's large products)
+    embedding_backward                        ops.embedding_backward
+    softmax_cross_entropy                     ops.softmax_cross_entropy
+    cross_entropy_per_token                   ops.cross_entropy_per_token
+    optimizer_update                          optim.update
+
+The numba table lives in numba_kernels.py, imported only when it is chosen, so numpy-only installs
+and commands that do not train never load numba.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping
+
+import numpy as np
+
+from charrnn import cells, ops, optim
+from charrnn.errors import ConfigError
+
+BACKENDS = ("auto", "numpy", "numba")
+
+
+@dataclass(frozen=True)
+class Kernels:
+    """The functions a training step, an evaluation and sampling run their hot loops with."""
+
+    name: str  # "numpy" or "numba": which implementation this is
+    cell_forward: Mapping[str, Callable]
+    cell_backward: Mapping[str, Callable]
+    matmul: Callable
+    embedding_backward: Callable
+    softmax_cross_entropy: Callable
+    cross_entropy_per_token: Callable
+    optimizer_update: Callable
+
+
+NUMPY = Kernels(
+    name="numpy",
+    cell_forward=cells.FORWARD,
+    cell_backward=cells.BACKWARD,
+    matmul=np.matmul,
+    embedding_backward=ops.embedding_backward,
+    softmax_cross_entropy=ops.softmax_cross_entropy,
+    cross_entropy_per_token=ops.cross_entropy_per_token,
+    optimizer_update=optim.update,
+)
+
+
+def select(name: str = "auto") -> Kernels:
+    """The kernels of backend ``name``: "numpy", "numba", or "auto" (numba when it imports, else numpy).
+
+    Raises ConfigError for an unknown name, or for "numba" when numba cannot be imported.
+    """
+    if name not in BACKENDS:
+        raise ConfigError(f"the backend must be one of {', '.join(BACKENDS)}; got {name!r}")
+    if name == "numpy":
+        return NUMPY
+    try:
+        from charrnn import numba_kernels
+    except ImportError as exc:
+        if name == "numba":
+            raise ConfigError(
+                f"the numba backend needs numba, which could not be imported ({exc}); "
+                "install it with pip install 'charrnn[fast]', or choose the numpy backend"
+            ) from None
+        return NUMPY
+    return Kernels(
+        name="numba",
+        cell_forward=numba_kernels.FORWARD,
+        cell_backward=numba_kernels.BACKWARD,
+        matmul=numba_kernels.matmul,
+        embedding_backward=numba_kernels.embedding_backward,
+        softmax_cross_entropy=numba_kernels.softmax_cross_entropy,
+        cross_entropy_per_token=numba_kernels.cross_entropy_per_token,
+        optimizer_update=numba_kernels.update,
+    )
