@@ -22,19 +22,21 @@ def _kill_during_saves(charrnn_executable: str, tmp_path: Path, corpus: Path, tr
     left = []
     for trial in range(trials):
         folder = tmp_path / f"run{trial}"
-        process = subprocess.Popen(
-            [charrnn_executable, "train", str(corpus), *FAST, "--steps", "100000", "--checkpoint-every", "1",
-             "--checkpoint-dir", str(folder), "-q"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while not (folder / "latest.npz").exists() and time.monotonic() < deadline:
-                time.sleep(0.005)
-            time.sleep(chooser.uniform(0.0, 0.3))
-        finally:
-            process.send_signal(signal.SIGKILL)
-            process.wait(timeout=60)
+        with open(tmp_path / f"run{trial}.stderr", "w+") as stderr:
+            process = subprocess.Popen(
+                [charrnn_executable, "train", str(corpus), *FAST, "--steps", "100000", "--checkpoint-every", "1",
+                 "--checkpoint-dir", str(folder), "-q"],
+                stdout=subprocess.DEVNULL, stderr=stderr,
+            )
+            try:
+                deadline = time.monotonic() + 60
+                while not (folder / "latest.npz").exists() and time.monotonic() < deadline:
+                    assert process.poll() is None, (process.returncode, stderr.seek(0) or stderr.read())
+                    time.sleep(0.005)
+                time.sleep(chooser.uniform(0.0, 0.3))
+            finally:
+                process.send_signal(signal.SIGKILL)
+                process.wait(timeout=60)
         left += [str(folder / name) for name in os.listdir(folder) if name.endswith(".npz")]
     return left
 

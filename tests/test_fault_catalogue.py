@@ -203,7 +203,7 @@ def test_kill_9_during_saves(charrnn_executable, tmp_path, small_corpus):
 
 
 def test_sigint_at_random_moments_then_resume_equals_an_uninterrupted_run(charrnn_executable, tmp_path, small_corpus):
-    common = [str(small_corpus), *FAST, "--eval-every", "0", "--steps", "600", "-q"]
+    common = [str(small_corpus), *FAST, "--eval-every", "0", "--steps", "20000", "-q"]
     whole = subprocess.run([charrnn_executable, "train", *common, "--checkpoint-dir", "whole"], cwd=tmp_path,
                            capture_output=True, text=True, timeout=300)
     assert whole.returncode == 0, whole.stderr
@@ -223,7 +223,7 @@ def test_sigint_at_random_moments_then_resume_equals_an_uninterrupted_run(charrn
         if process.returncode != 130:
             outcomes[f"exit {process.returncode}"] += 1
             continue
-        resumed = subprocess.run([charrnn_executable, "train", "--resume", f"{folder}/latest.npz", "--steps", "600",
+        resumed = subprocess.run([charrnn_executable, "train", "--resume", f"{folder}/latest.npz", "--steps", "20000",
                                   "-q"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
         got = checkpoint.load(str(tmp_path / folder / "latest.npz"))
         same = resumed.returncode == 0 and all(np.array_equal(got.params[n], expected.params[n]) for n in got.params)
