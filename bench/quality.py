@@ -48,11 +48,13 @@ sys.path.insert(0, str(BENCH_DIR))
 import ngram  # noqa: E402  (bench/ngram.py, beside this file)
 from throughput import DEFAULT_CORPORA_DIR, machine_info  # noqa: E402
 
-from charrnn import evaluate, model, train  # noqa: E402
 from charrnn.config import ModelConfig, TrainConfig  # noqa: E402
-from charrnn.corpus import split_streams  # noqa: E402
-from charrnn.session import split_validation  # noqa: E402
-from charrnn.tokenizer import Tokenizer  # noqa: E402
+from charrnn.data.corpus import split_streams  # noqa: E402
+from charrnn.inference import scoring  # noqa: E402
+from charrnn.model import network  # noqa: E402
+from charrnn.training import loop  # noqa: E402
+from charrnn.training.session import split_validation  # noqa: E402
+from charrnn.data.tokenizer import Tokenizer  # noqa: E402
 
 CORPORA = {"zh": "tang300.txt", "en": "devils_dictionary.txt"}
 MODELS = ("rnn", "torch", "gru", "lstm")  # charrnn's vanilla RNN, PyTorch's, and charrnn's gated cells
@@ -69,7 +71,7 @@ def read_corpus(path: Path) -> tuple[Tokenizer, np.ndarray, np.ndarray]:
 def parameter_count(cell: str, hidden: int, vocab_size: int) -> int:
     """Parameters of a one-layer charrnn model."""
     config = ModelConfig(vocab_size=vocab_size, hidden_size=hidden, cell=cell)
-    return sum(int(np.prod(shape)) for shape in model.param_shapes(config).values())
+    return sum(int(np.prod(shape)) for shape in network.param_shapes(config).values())
 
 
 def matching_hidden_size(cell: str, vocab_size: int, target_parameters: int) -> int:
@@ -77,10 +79,10 @@ def matching_hidden_size(cell: str, vocab_size: int, target_parameters: int) -> 
     return min(range(1, 4096), key=lambda hidden: abs(parameter_count(cell, hidden, vocab_size) - target_parameters))
 
 
-def charrnn_val_nats(params: model.Params, config: ModelConfig, val_ids: np.ndarray) -> float:
+def charrnn_val_nats(params: network.Params, config: ModelConfig, val_ids: np.ndarray) -> float:
     """Validation loss per token, one stream from a zero state (the torch reference's procedure)."""
     lengths = np.ones(config.vocab_size, dtype=np.int64)
-    return evaluate.score_ids(params, config, val_ids, lengths, batch_size=1).loss_nats
+    return scoring.score_ids(params, config, val_ids, lengths, batch_size=1).loss_nats
 
 
 def race(
@@ -122,16 +124,16 @@ def run_charrnn(cell: str, hidden: int, tokenizer: Tokenizer, train_ids, val_ids
     config = ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden, cell=cell)
     train_config = TrainConfig(seq_length=args.seq_length, batch_size=args.batch_size, learning_rate=args.learning_rate,
                                max_steps=10**12, rng_seed=args.seed)
-    state = train.new_state(config, train_config)
+    state = loop.new_state(config, train_config)
     streams = split_streams(train_ids, args.batch_size, args.seq_length)
     result = race(
         f"charrnn {cell} H={hidden}",
-        lambda: train.train_step(state, streams, train_config).loss_nats,
+        lambda: loop.train_step(state, streams, train_config).loss_nats,
         lambda: charrnn_val_nats(state.params, config, val_ids),
         lambda: copy.deepcopy(state.params),
         args.budget_seconds, args.eval_seconds, args.batch_size * args.seq_length,
     )
-    result.update(implementation="charrnn", cell=cell, hidden_size=hidden, parameters=model.count_parameters(state.params),
+    result.update(implementation="charrnn", cell=cell, hidden_size=hidden, parameters=network.count_parameters(state.params),
                   config=config)
     return result
 
@@ -178,11 +180,11 @@ def run_ngram(tokenizer: Tokenizer, train_ids, val_ids) -> dict[str, Any]:
 
 def sample_text(result: dict[str, Any], tokenizer: Tokenizer, seed_text: str, length: int) -> str:
     """Text from the best parameters of a charrnn result, at temperature 0.8 (seeded)."""
-    from charrnn import sample
+    from charrnn.inference import sampling
     from charrnn.config import SampleConfig
 
     prime = tokenizer.encode(seed_text)
-    steps = sample.generate(result["best_state"], result["config"], prime,
+    steps = sampling.generate(result["best_state"], result["config"], prime,
                             SampleConfig(length=length, temperature=0.8), np.random.default_rng(1))
     return seed_text + tokenizer.decode([int(ids[0]) for ids in steps])
 

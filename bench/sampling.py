@@ -1,9 +1,9 @@
 """Sampling and evaluation speed, and start-up time: what a user waits for outside training.
 
-1. Tokens/s of ``charrnn sample``'s generation loop (charrnn.sample.generate, the code the command
+1. Tokens/s of ``charrnn sample``'s generation loop (charrnn.inference.sampling.generate, the code the command
    runs) for one stream and for N streams generated together as one batch (``--num-samples N``), at
    hidden 256 with a vocabulary of 6,000 (issue 6's target: at least 2,000 tokens/s for one stream),
-   and tokens/s of scoring text (charrnn.evaluate.score_ids, the code ``charrnn eval`` runs), each
+   and tokens/s of scoring text (charrnn.inference.scoring.score_ids, the code ``charrnn eval`` runs), each
    with every backend of ``--backend`` (numpy, the reference; numba, the compiled kernels), the
    backends taking turns round by round.
 2. Start-up: the seconds ``charrnn --help`` and a character-level ``charrnn sample`` spend on top of
@@ -42,14 +42,15 @@ def sampling_rates(
 
     The best of ``rounds`` rounds; within a round the backends take turns.
     """
-    from charrnn import backend, model, sample
+    from charrnn.inference import sampling
+    from charrnn.model import backend, network
     from charrnn.config import ModelConfig, SampleConfig
 
     config = ModelConfig(vocab_size=vocab_size, hidden_size=hidden_size, cell=cell)
-    params = model.init_params(config, np.random.default_rng(0), init_scale=0.1)
+    params = network.init_params(config, np.random.default_rng(0), init_scale=0.1)
     kernels = {name: backend.select(name) for name in backends}
     for table in kernels.values():  # compile (or load from numba's cache) before timing
-        for _ in sample.generate(params, config, np.array([1]), SampleConfig(length=2), np.random.default_rng(1),
+        for _ in sampling.generate(params, config, np.array([1]), SampleConfig(length=2), np.random.default_rng(1),
                                  kernels=table):
             pass
     rows = []
@@ -59,7 +60,7 @@ def sampling_rates(
         for _ in range(rounds):
             for name, table in kernels.items():
                 started = time.perf_counter()
-                for _ in sample.generate(params, config, np.array([1, 2, 3]), settings, np.random.default_rng(1),
+                for _ in sampling.generate(params, config, np.array([1, 2, 3]), settings, np.random.default_rng(1),
                                          kernels=table):
                     pass
                 best[name] = min(best[name], time.perf_counter() - started)
@@ -73,21 +74,22 @@ def evaluation_rates(
     vocab_size: int, hidden_size: int, tokens: int, backends: Sequence[str], cell: str, rounds: int = 3
 ) -> list[dict[str, Any]]:
     """Tokens/s of score_ids() over ``tokens`` random ids for each backend (best of ``rounds``, alternating)."""
-    from charrnn import backend, evaluate, model
+    from charrnn.inference import scoring
+    from charrnn.model import backend, network
     from charrnn.config import ModelConfig
 
     config = ModelConfig(vocab_size=vocab_size, hidden_size=hidden_size, cell=cell)
-    params = model.init_params(config, np.random.default_rng(0), init_scale=0.1)
+    params = network.init_params(config, np.random.default_rng(0), init_scale=0.1)
     ids = np.random.default_rng(2).integers(vocab_size, size=tokens)
     lengths = np.ones(vocab_size, dtype=np.int64)
     kernels = {name: backend.select(name) for name in backends}
     for table in kernels.values():
-        evaluate.score_ids(params, config, ids[:100], lengths, kernels=table)
+        scoring.score_ids(params, config, ids[:100], lengths, kernels=table)
     best = {name: float("inf") for name in backends}
     for _ in range(rounds):
         for name, table in kernels.items():
             started = time.perf_counter()
-            evaluate.score_ids(params, config, ids, lengths, kernels=table)
+            scoring.score_ids(params, config, ids, lengths, kernels=table)
             best[name] = min(best[name], time.perf_counter() - started)
     return [{"backend": name, "tokens": tokens, "seconds": best[name], "tokens_per_s": tokens / best[name]}
             for name in backends]
@@ -169,7 +171,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if skipped:
         print("note: numba is not installed, so the numba backend was skipped (pip install '.[fast]')")
     print(f"sampling, {args.cell}, hidden {args.hidden_size}, vocabulary {args.vocab_size:,} "
-          "(charrnn.sample.generate), best of 3 rounds, backends alternating:")
+          "(charrnn.inference.sampling.generate), best of 3 rounds, backends alternating:")
     for row in rates:
         print(f"  {row['backend']:<6} {row['streams']:>3} stream(s): {row['tokens_per_s']:>9,.0f} tokens/s "
               f"({row['steps_per_s']:,.0f} steps/s)")
@@ -178,7 +180,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             one = row["tokens_per_s"]
             print(f"  {'PASS' if one >= 2000 else 'FAIL'}: {row['backend']}, one stream at {one:,.0f} tokens/s "
                   "(target ≥ 2,000)")
-    print(f"evaluation of {args.eval_tokens:,} tokens (charrnn.evaluate.score_ids, 32 streams):")
+    print(f"evaluation of {args.eval_tokens:,} tokens (charrnn.inference.scoring.score_ids, 32 streams):")
     for row in scoring:
         print(f"  {row['backend']:<6} {row['tokens_per_s']:>9,.0f} tokens/s")
     print(f"start-up (best of 7; bare interpreter {times['interpreter_s'] * 1e3:.0f} ms):")

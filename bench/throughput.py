@@ -3,7 +3,7 @@
 For each configuration (a corpus at hidden 256, batch 32, seq 25 by default) and each cell (``--cells``)
 this trains, alternating round-robin over several rounds and each time in a fresh subprocess of its own:
 
-  charrnn-numpy  charrnn.train.train_step through the public API, the code ``charrnn train`` runs per
+  charrnn-numpy  charrnn.training.loop.train_step through the public API, the code ``charrnn train`` runs per
   charrnn-numba  step, with each backend of ``--backend`` (numpy: the reference; numba: compiled kernels);
   torch          bench/torch_reference.py, the same model as a PyTorch user writes it (float32, all cores);
   classic        bench/classic.py, the tutorials' single-stream loop (batch 1, float64, Python per token;
@@ -147,10 +147,10 @@ def prepare_dataset(name: str, corpus_path: Path, corpus_label: str, work_dir: P
     """Tokenize ``corpus_path`` with charrnn's character tokenizer and save its ids and streams.
 
     Every implementation then trains on exactly these ids; the classic one reads ``ids.npy`` as one
-    stream, the batched ones the (B, L) ``streams.npy`` from charrnn.corpus.split_streams.
+    stream, the batched ones the (B, L) ``streams.npy`` from charrnn.data.corpus.split_streams.
     """
-    from charrnn.corpus import split_streams
-    from charrnn.tokenizer import Tokenizer
+    from charrnn.data.corpus import split_streams
+    from charrnn.data.tokenizer import Tokenizer
 
     # Universal newlines turn \r\n and \r into \n, as charrnn's reader does.
     with open(corpus_path, encoding="utf-8", newline=None) as f:
@@ -172,9 +172,10 @@ def charrnn_step_function(
 
     ``total_steps`` only sets TrainConfig.max_steps, which train_step itself does not check.
     """
-    from charrnn import backend, train
+    from charrnn.model import backend
+    from charrnn.training import loop
     from charrnn.config import ModelConfig, TrainConfig
-    from charrnn.workspace import Workspace
+    from charrnn.model.workspace import Workspace
 
     model_config = ModelConfig(
         vocab_size=vocab_size, hidden_size=args.hidden_size, dtype="float32", cell=cell,
@@ -188,11 +189,11 @@ def charrnn_step_function(
         max_steps=total_steps,
         rng_seed=0,
     )
-    state = train.new_state(model_config, train_config, backend.select(backend_name))
+    state = loop.new_state(model_config, train_config, backend.select(backend_name))
     threads = getattr(args, "threads", None)
     if threads:
         state.workspace = Workspace(threads=threads)
-    return lambda streams: train.train_step(state, streams, train_config).loss_nats
+    return lambda streams: loop.train_step(state, streams, train_config).loss_nats
 
 
 def _bench_module(name: str) -> Any:

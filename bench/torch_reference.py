@@ -3,7 +3,7 @@
     ids (T, B) -> nn.Embedding(V, H) -> nn.RNN | nn.LSTM | nn.GRU (H -> H, L layers) -> nn.Linear(H, V)
     loss = nn.CrossEntropyLoss (mean nats per token);  optimizer torch.optim.Adagrad(lr, eps=1e-8)
 
-Training is truncated BPTT over B contiguous streams exactly as charrnn.train does it: the ids are cut
+Training is truncated BPTT over B contiguous streams exactly as charrnn.training.loop does it: the ids are cut
 into B streams of L = N // B tokens (the tail dropped), each step takes columns [p, p + T] of the
 (B, L) streams (inputs p..p+T-1, targets p+1..p+T), every gradient element is clamped to ±clip, the
 hidden state is carried (detached) into the next step, and when the next chunk would run past the
@@ -102,7 +102,7 @@ def _detach(state: RecurrentState) -> RecurrentState:
 
 def _init_like_charrnn(model: nn.Module, init_scale: float, embedding_scale: Optional[float] = None) -> None:
     """Every weight from N(0, init_scale²) (the embedding from N(0, embedding_scale²) if given) and every
-    bias zero, as charrnn.model.init_params does."""
+    bias zero, as charrnn.model.network.init_params does."""
     with torch.no_grad():
         for name, param in model.named_parameters():
             if "bias" in name:
@@ -143,7 +143,7 @@ def _make_optimizer(kind: str, params, lr: float) -> torch.optim.Optimizer:
 class TorchTrainer:
     """A CharLanguageModel with its optimizer and truncated-BPTT position; see the module docstring.
 
-    ``train_step`` mirrors ``charrnn.train.train_step``: it takes the whole (B, L) streams and keeps
+    ``train_step`` mirrors ``charrnn.training.loop.train_step``: it takes the whole (B, L) streams and keeps
     the position and the carried hidden state itself.
     """
 

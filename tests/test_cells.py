@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from charrnn import cells, ops
+from charrnn.model import cells, ops
 from conftest import numeric_gradient, relative_error
 
 # Worked example (row-vector convention, state · W): scalar inputs 1 then 2, two hidden units.

@@ -11,25 +11,26 @@ import zipfile
 import numpy as np
 import pytest
 
-from charrnn import checkpoint, checkpoint_meta, train
-from charrnn.checkpoint import Checkpoint, CorpusInfo
+from charrnn.checkpoints import checkpoint, metadata
+from charrnn.training import loop
+from charrnn.checkpoints.checkpoint import Checkpoint, CorpusInfo
 from charrnn.config import ModelConfig, TrainConfig
-from charrnn.corpus import split_streams
+from charrnn.data.corpus import split_streams
 from charrnn.errors import CheckpointError, CheckpointWriteError, ConfigError
-from charrnn.tokenizer import Tokenizer
+from charrnn.data.tokenizer import Tokenizer
 
 
 def _checkpoint(steps: int = 3, dtype: str = "float32", cell: str = "rnn", optimizer: str = "adagrad") -> Checkpoint:
     tokenizer, ids = Tokenizer.fit("月落乌啼霜满天，江枫渔火对愁眠。\n" * 6, "char")
     model_config = ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=8, dtype=dtype, cell=cell, num_layers=2)
     train_config = TrainConfig(seq_length=4, batch_size=2, max_steps=10, rng_seed=11, optimizer=optimizer)
-    state = train.new_state(model_config, train_config)
+    state = loop.new_state(model_config, train_config)
     for _ in range(steps):
-        train.train_step(state, split_streams(ids, 2, 4), train_config)
+        loop.train_step(state, split_streams(ids, 2, 4), train_config)
     return Checkpoint(
         model_config, train_config, tokenizer, state.params, state.optimizer, state.hidden, state.progress,
         state.rng.bit_generator.state, CorpusInfo(("poem.txt",), ("utf-8",), len(ids), "abc"),
-        checkpoint_meta.run_identity(model_config, train_config, tokenizer),
+        metadata.run_identity(model_config, train_config, tokenizer),
     )
 
 

@@ -27,12 +27,13 @@ from click.testing import CliRunner, Result
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from charrnn import checkpoint, model, summary
+from charrnn.checkpoints import checkpoint, info
+from charrnn.model import network
 from charrnn.cli import cli
 from charrnn.config import ModelConfig, SampleConfig, TrainConfig, from_dict
 from charrnn.errors import CheckpointError, ConfigError
-from charrnn.tokenizer import Tokenizer
-from charrnn.train import Progress
+from charrnn.data.tokenizer import Tokenizer
+from charrnn.progress import Progress
 from conftest import TANG300
 from crafted_checkpoints import (
     BOMB_BYTES, FIELD_VALUES, field_paths, iter_crafted_checkpoints, meta_json, path_name, pickle_marker,
@@ -138,7 +139,7 @@ def assert_consistent(ckpt: checkpoint.Checkpoint, tmp_path: Path) -> None:
     """A loaded checkpoint that every command can use: sizes agree, numbers are finite, it re-saves."""
     config = ckpt.model_config
     assert ckpt.tokenizer.vocab_size == config.vocab_size
-    assert {name: p.shape for name, p in ckpt.params.items()} == model.param_shapes(config)
+    assert {name: p.shape for name, p in ckpt.params.items()} == network.param_shapes(config)
     assert all(p.dtype == np.dtype(config.dtype) for p in ckpt.params.values())
     assert all(s.shape == (ckpt.train_config.batch_size, config.hidden_size) for s in ckpt.state.values())
     for field in dataclasses.fields(Progress):
@@ -149,7 +150,7 @@ def assert_consistent(ckpt: checkpoint.Checkpoint, tmp_path: Path) -> None:
     again = tmp_path / "again.npz"
     again.write_bytes(checkpoint.to_bytes(ckpt))
     assert checkpoint.to_bytes(checkpoint.load(str(again))) == again.read_bytes()
-    json.dumps(summary.to_dict(summary.summarize(str(again))), allow_nan=False)
+    json.dumps(info.to_dict(info.summarize(str(again))), allow_nan=False)
 
 
 def load_or_refuse(data: bytes, tmp_path: Path) -> str:
@@ -233,7 +234,7 @@ def test_a_zip_bomb_is_refused_before_it_inflates(named, source, tmp_path):
         assert bombs[case].stat().st_size < 2 * 2**20  # about a megabyte on disk ...
     with zipfile.ZipFile(bombs["bomb:param.W_hy"]) as archive:
         assert archive.getinfo("param.W_hy.npy").file_size > BOMB_BYTES  # ... for a gigabyte inflated
-    load = "from charrnn import checkpoint\n"
+    load = "from charrnn.checkpoints import checkpoint\n"
     _, real = _run_measuring_memory(load + f"checkpoint.load({str(source[0])!r})")
     for case, path in bombs.items():
         output, peak = _run_measuring_memory(load + f"try:\n    checkpoint.load({str(path)!r})\n"
@@ -243,13 +244,13 @@ def test_a_zip_bomb_is_refused_before_it_inflates(named, source, tmp_path):
 
 
 def test_the_metadata_entry_has_a_size_bound(source, monkeypatch, tmp_path):
-    from charrnn import checkpoint_meta  # here, so that the other tests also run on the code before it
+    from charrnn.checkpoints import metadata  # here, so that the other tests also run on the code before it
 
     size = read_checkpoint(str(source[0])).arrays["meta"].size
-    monkeypatch.setattr(checkpoint_meta, "META_MAX_BYTES", size - 1)
+    monkeypatch.setattr(metadata, "META_MAX_BYTES", size - 1)
     with pytest.raises(CheckpointError, match=f"has {size:,} bytes of metadata, more than any checkpoint holds"):
         checkpoint.load(str(source[0]))
-    monkeypatch.setattr(checkpoint_meta, "META_MAX_BYTES", size)
+    monkeypatch.setattr(metadata, "META_MAX_BYTES", size)
     checkpoint.load(str(source[0]))
 
 

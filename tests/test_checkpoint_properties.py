@@ -6,10 +6,12 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from charrnn import checkpoint, model, optim, train
-from charrnn.checkpoint import Checkpoint, CorpusInfo
+from charrnn.checkpoints import checkpoint
+from charrnn.model import network, optim
+from charrnn.training import loop
+from charrnn.checkpoints.checkpoint import Checkpoint, CorpusInfo
 from charrnn.config import CELLS, OPTIMIZERS, ModelConfig, TrainConfig
-from charrnn.tokenizer import UNKNOWN_TOKEN, Tokenizer
+from charrnn.data.tokenizer import UNKNOWN_TOKEN, Tokenizer
 
 # Characters JSON and UTF-8 can carry: everything but lone surrogates (which no decoded text holds).
 characters = st.characters(blacklist_categories=("Cs",))
@@ -43,14 +45,14 @@ def checkpoints(draw) -> Checkpoint:
         optimizer=draw(st.sampled_from(OPTIMIZERS)), rng_seed=draw(st.integers(0, 2**32 - 1)),
     )
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    params = model.init_params(model_config, rng, init_scale=1.0)
+    params = network.init_params(model_config, rng, init_scale=1.0)
     state = optim.init_state(train_config.optimizer, params)
     for name, value in state.items():
         if name != "step":
             value[...] = rng.standard_normal(value.shape)
     hidden = {k: rng.standard_normal(v.shape).astype(v.dtype) for k, v in
-              model.initial_state(model_config, train_config.batch_size).items()}
-    progress = train.Progress(step=draw(st.integers(0, 10**9)), tokens_seen=draw(st.integers(0, 2**62)),
+              network.initial_state(model_config, train_config.batch_size).items()}
+    progress = loop.Progress(step=draw(st.integers(0, 10**9)), tokens_seen=draw(st.integers(0, 2**62)),
                               loss_ema=draw(st.floats(0, 1e6)), loss_ema_steps=draw(st.integers(0, 10**6)))
     paths = tuple(draw(st.lists(st.text(characters, min_size=1, max_size=20), max_size=3)))
     corpus = CorpusInfo(paths, ("utf-8",) * len(paths), draw(st.integers(0, 10**12)), "f" * 64)

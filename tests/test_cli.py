@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from charrnn import __version__, checkpoint
+from charrnn import __version__
+from charrnn.checkpoints import checkpoint
 from charrnn.cli import cli
 
 FAST = ["--hidden-size", "16", "--batch-size", "4", "--seq-length", "10", "--rng-seed", "3", "--sample-every", "0"]

@@ -17,7 +17,9 @@ import warnings
 import numpy as np
 import pytest
 
-from charrnn import memory, model, sample
+from charrnn import memory
+from charrnn.inference import sampling
+from charrnn.model import network
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.errors import ConfigError
 from conftest import TANG300
@@ -106,9 +108,9 @@ def test_bad_numeric_sample_options_are_refused(workdir, args, message):
 def test_the_smallest_temperature_is_the_greedy_limit_without_overflow():
     logits = np.array([[1.0, 20.0, 3.0], [-4.0, -9.0, -4.5]], dtype=np.float32)
     smallest_normal = sys.float_info.min  # logits / it overflow float64, and z / T − max(z / T) was NaN
-    probabilities = sample.next_token_distribution(logits, smallest_normal, None)
+    probabilities = sampling.next_token_distribution(logits, smallest_normal, None)
     assert probabilities.tolist() == [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
-    assert sample.next_token_distribution(logits, smallest_normal, 2).tolist() == [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
+    assert sampling.next_token_distribution(logits, smallest_normal, 2).tolist() == [[0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
 
 
 def test_refusals_reach_stderr_as_one_line_through_the_installed_command(charrnn_executable, small_corpus, tmp_path):
@@ -158,12 +160,12 @@ def test_training_memory_by_hand():
     config = ModelConfig(vocab_size=10, hidden_size=4)  # rnn, float32
     parameters = ((10 + 4 + 1) * 4 + (4 + 1) * 10) * 4  # W_xh, W_hh, b_h; W_hy, b_y: 110 floats
     per_position = (3 * 1 + 2) * 4 + 10 + 4  # cell caches and their gradients; logits and top states
-    assert model.training_memory(config, batch_size=2, seq_length=3, optimizer_slots=1) == {
+    assert network.training_memory(config, batch_size=2, seq_length=3, optimizer_slots=1) == {
         "parameters": parameters, "optimizer state": parameters,
         "gradients": parameters, "activations": 3 * 2 * per_position * 4,
     }
     # One position of activations is less than the Adam checkpoint's serialized copy: saving is the peak.
-    assert model.training_memory(config, batch_size=1, seq_length=1, optimizer_slots=2) == {
+    assert network.training_memory(config, batch_size=1, seq_length=1, optimizer_slots=2) == {
         "parameters": parameters, "optimizer state": 2 * parameters, "checkpoint being written": 3 * parameters,
     }
 
@@ -171,14 +173,14 @@ def test_training_memory_by_hand():
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_training_memory_counts_every_parameter_of_a_deep_model(cell):
     config = ModelConfig(vocab_size=23, hidden_size=7, num_layers=3, cell=cell, dtype="float64")
-    params = model.init_params(config, np.random.default_rng(0))
-    estimate = model.training_memory(config, batch_size=1, seq_length=1, optimizer_slots=1)
-    assert estimate["parameters"] == model.count_parameters(params) * 8
+    params = network.init_params(config, np.random.default_rng(0))
+    estimate = network.training_memory(config, batch_size=1, seq_length=1, optimizer_slots=1)
+    assert estimate["parameters"] == network.count_parameters(params) * 8
 
 
 def test_an_absurdly_deep_model_is_estimated_at_once():
     started = time.perf_counter()
-    estimate = model.training_memory(ModelConfig(vocab_size=100, hidden_size=10**6, num_layers=10**15), 32, 25, 1)
+    estimate = network.training_memory(ModelConfig(vocab_size=100, hidden_size=10**6, num_layers=10**15), 32, 25, 1)
     assert time.perf_counter() - started < 1.0
     vocab, hidden, layers = 100, 10**6, 10**15
     first = vocab * hidden + hidden * hidden + hidden  # W_xh, W_hh, b_h
@@ -192,7 +194,7 @@ def test_sampling_memory_by_hand():
     # per stream: the logits (float32) and three float64-sized copies of them, and the state and forward
     # activations, (1 + 2)·H values, for the current token and the 2 prime tokens
     per_stream = 10 * (4 + 17) + (1 + 2) * (1 + 2) * 4 * 4
-    assert model.sampling_memory(config, num_streams=3, prime_length=2) == 3 * per_stream
+    assert network.sampling_memory(config, num_streams=3, prime_length=2) == 3 * per_stream
 
 
 def test_require_names_the_need_the_limit_and_the_fix():

@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from charrnn import checkpoint
+from charrnn.checkpoints import checkpoint
 from test_cli import FAST, assert_clean_error, invoke
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from charrnn.corpus import read_corpus, split_streams
+from charrnn.data.corpus import read_corpus, split_streams
 from charrnn.errors import ConfigError, CorpusError
 
 POEM = "春眠不觉晓，处处闻啼鸟。\n"

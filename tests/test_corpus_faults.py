@@ -19,7 +19,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from charrnn import checkpoint, files, prepare
+from charrnn import files
+from charrnn.checkpoints import checkpoint
+from charrnn.data import token_cache
 from charrnn.cli import cli
 from conftest import TANG300
 
@@ -69,7 +71,7 @@ def jieba_corpus(tmp_path: Path) -> Path:
     with open(path, "w", encoding="utf-8") as f:
         for _ in range(5_000_000 // len(text.encode("utf-8")) + 1):
             f.write(text)
-    assert path.stat().st_size >= prepare._PARALLEL_MIN_BYTES
+    assert path.stat().st_size >= token_cache._PARALLEL_MIN_BYTES
     return path
 
 
@@ -124,7 +126,7 @@ def test_an_interrupt_during_a_parallel_prepare_stops_the_workers_at_once(tmp_pa
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        prepare.prepare([str(jieba_corpus)], "jieba", cache_dir=str(tmp_path / "cache"), workers=2,
+        token_cache.prepare([str(jieba_corpus)], "jieba", cache_dir=str(tmp_path / "cache"), workers=2,
                         on_progress=interrupt)
     assert time.monotonic() - interrupted[0] < 3.0
     assert len(workers) == 2 and not any(_running(w) for w in workers)
@@ -133,8 +135,8 @@ def test_an_interrupt_during_a_parallel_prepare_stops_the_workers_at_once(tmp_pa
 
 @pytest.mark.skipif(not LINUX, reason="finds the worker processes in /proc")
 def test_an_exception_in_the_code_taking_the_workers_words_stops_them(tmp_path, monkeypatch):
-    monkeypatch.setattr(prepare, "_PARALLEL_MIN_BYTES", 0)
-    monkeypatch.setattr(prepare, "_JIEBA_PIECE_CHARS", 2000)
+    monkeypatch.setattr(token_cache, "_PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(token_cache, "_JIEBA_PIECE_CHARS", 2000)
     corpus = tmp_path / "poems.txt"
     corpus.write_text(TANG300.read_text(encoding="utf-8"), encoding="utf-8")
     workers: set[int] = set()
@@ -143,9 +145,9 @@ def test_an_exception_in_the_code_taking_the_workers_words_stops_them(tmp_path, 
         workers.update(_children(os.getpid()))
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(prepare._ProvisionalVocabulary, "add_tokens", add_tokens)
+    monkeypatch.setattr(token_cache._ProvisionalVocabulary, "add_tokens", add_tokens)
     with pytest.raises(KeyboardInterrupt):
-        prepare.prepare([str(corpus)], "jieba", cache_dir=str(tmp_path / "cache"), workers=2)
+        token_cache.prepare([str(corpus)], "jieba", cache_dir=str(tmp_path / "cache"), workers=2)
     # Checked while the exception (and its traceback) is still alive, as it is in the command's handler.
     assert len(workers) == 2 and not any(_running(w) for w in workers)
     assert os.listdir(tmp_path / "cache") == []

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from charrnn import checkpoint
+from charrnn.checkpoints import checkpoint
 from test_cli import FAST
 
 

@@ -4,7 +4,7 @@
 
 prints one table at the end (cases tried and passed per family, and what failed) and fails if any case
 did. Each family also has fast variants in the default run (test_cli_faults, test_checkpoint_faults,
-test_corpus_faults, test_run_folder, test_crash_safety); this module runs them at length:
+test_corpus_faults, test_folder, test_crash_safety); this module runs them at length:
 
 - command-line cases: every numeric option of every command × values no option should take (NaN, ±inf,
   overflow, underflow, negative, huge, not a number), and the binary codecs as --encoding: each ends
@@ -33,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from charrnn import checkpoint, prepare
+from charrnn.checkpoints import checkpoint
+from charrnn.data import token_cache
 from conftest import TANG300
 from crafted_checkpoints import iter_crafted_checkpoints
 from test_checkpoint_faults import _commands, crafted_outcomes, invoke_with_deadline, verdict
@@ -282,7 +283,7 @@ def test_a_corpus_changed_while_prepare_reads_it(tmp_path, monkeypatch):
     for trial in range(5):
         corpus, cache = tmp_path / f"c{trial}.txt", tmp_path / f"cache{trial}"
         corpus.write_text(text, encoding="utf-8")
-        original = prepare._copy
+        original = token_cache._copy
 
         def change_after_hashing(source, out, check_head=bool, path=corpus, keep=len(text) // (trial + 2)):
             result = original(source, out, check_head)
@@ -290,14 +291,14 @@ def test_a_corpus_changed_while_prepare_reads_it(tmp_path, monkeypatch):
             return result
 
         with monkeypatch.context() as patch:
-            patch.setattr(prepare, "_copy", change_after_hashing)
+            patch.setattr(token_cache, "_copy", change_after_hashing)
             try:
-                prepare.prepare([str(corpus)], cache_dir=str(cache))
+                token_cache.prepare([str(corpus)], cache_dir=str(cache))
                 outcomes["served the changed file"] += 1
                 continue
             except Exception as exc:  # noqa: BLE001 - the refusal is what is expected
                 refused = "changed while being read" in str(exc)
-        fresh = prepare.prepare([str(corpus)], cache_dir=str(cache))
+        fresh = token_cache.prepare([str(corpus)], cache_dir=str(cache))
         matches = len(fresh.ids) == len(corpus.read_text(encoding="utf-8")) and not fresh.from_cache
         outcomes["passed" if refused and matches else "stale entry served"] += 1
     REPORT["corpus changed during prepare"] = outcomes

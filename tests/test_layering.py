@@ -9,53 +9,69 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "charrnn"
 
-# Each module may import only these charrnn modules: CLI → session → training/sampling → model → ops.
-# The cli/ package counts as one module.
+# The packages in layers, top first: a module may import modules of lower layers, and of its own package
+# only as ALLOWED says (so the order inside a package is written down too). Plain modules at the top of
+# charrnn (config, errors, files, memory, plot, progress) form the bottom layer. The cli/ package counts
+# as one module.
+LAYERS = [["__main__"], ["cli"], ["training"], ["inference", "checkpoints"], ["data", "model"], [""]]
 ALLOWED = {
     "__init__": set(),
     "__main__": {"cli"},
     "cli": {
-        "__init__", "cli", "runner", "session", "checkpoint", "config", "errors", "evaluate", "sample",
-        "tokenizer", "corpus", "train", "prepare", "summary", "plot", "files", "memory", "model",
+        "__init__", "cli", "config", "errors", "files", "memory", "plot", "checkpoints.checkpoint", "checkpoints.info",
+        "data.corpus", "data.token_cache", "inference.sampling", "inference.scoring", "model.network",
+        "training.loop", "training.schedule", "training.session",
     },
-    "runner": {"checkpoint", "evaluate", "model", "sample", "session", "train", "config"},
-    "session": {
-        "checkpoint", "checkpoint_meta", "memory", "model", "optim", "prepare", "run_folder", "train", "config",
-        "corpus", "errors", "tokenizer",
+    "training.session": {
+        "checkpoints.checkpoint", "checkpoints.metadata", "config", "data.corpus", "data.token_cache",
+        "data.tokenizer", "errors", "memory", "model.network", "model.optim", "training.folder", "training.loop",
     },
-    "run_folder": {"errors"},
-    "memory": {"errors"},
-    "summary": {"checkpoint", "model", "train", "config", "errors"},
+    "training.schedule": {
+        "checkpoints.checkpoint", "config", "inference.sampling", "inference.scoring", "model.network",
+        "training.loop", "training.session",
+    },
+    "training.loop": {
+        "config", "errors", "model.backend", "model.fpu", "model.network", "model.optim", "model.workspace", "progress",
+    },
+    "training.folder": {"checkpoints.checkpoint", "errors"},
+    "inference.sampling": {"config", "model.backend", "model.network"},
+    "inference.scoring": {"config", "data.tokenizer", "errors", "model.backend", "model.fpu", "model.network"},
+    "checkpoints.checkpoint": {
+        "__init__", "checkpoints.archive", "checkpoints.metadata", "config", "data.tokenizer", "errors", "files",
+        "model.network", "model.optim", "progress",
+    },
+    "checkpoints.info": {"checkpoints.checkpoint", "config", "errors", "model.network", "model.optim"},
+    "checkpoints.metadata": {"__init__", "config", "data.tokenizer", "errors", "progress"},
+    "checkpoints.archive": {"errors"},
+    "data.token_cache": {"config", "data.corpus", "data.tokenizer", "errors", "files"},
+    "data.tokenizer": {"config", "errors"},
+    "data.corpus": {"errors"},
+    "model.network": {"config", "model.backend", "model.cells", "model.ops", "model.workspace"},
+    "model.backend": {"errors", "model.cells", "model.numba_kernels", "model.ops", "model.optim"},
+    "model.numba_kernels": {"model.cells", "model.ops", "model.optim", "model.workspace"},
+    "model.optim": {"config", "model.ops", "model.workspace"},
+    "model.ops": {"model.fpu", "model.workspace"},
+    "model.workspace": {"model.fpu"},
+    "model.cells": set(),
+    "model.fpu": set(),
     "plot": {"errors", "files"},
-    "prepare": {"config", "corpus", "errors", "files", "tokenizer"},
-    "checkpoint": {
-        "__init__", "checkpoint_meta", "npz_archive", "files", "model", "optim", "config", "errors", "run_folder",
-        "tokenizer", "train",
-    },
-    "checkpoint_meta": {"__init__", "config", "errors", "tokenizer", "train"},
-    "npz_archive": {"errors"},
+    "memory": {"errors"},
+    "progress": set(),
     "files": set(),
-    "evaluate": {"backend", "fpu", "model", "config", "errors", "tokenizer"},
-    "train": {"backend", "fpu", "model", "optim", "config", "errors", "workspace"},
-    "sample": {"backend", "model", "config"},
-    "model": {"backend", "cells", "ops", "config", "workspace"},
-    "backend": {"cells", "numba_kernels", "ops", "optim", "errors"},
-    "numba_kernels": {"cells", "ops", "optim", "workspace"},
-    "cells": set(),
-    "optim": {"ops", "workspace"},
-    "ops": {"workspace", "fpu"},
-    "workspace": {"fpu"},
-    "fpu": set(),
-    "tokenizer": {"config", "errors"},
-    "corpus": {"errors"},
     "config": {"errors"},
     "errors": set(),
 }
 # Third-party modules and the only modules allowed to import them.
 CONFINED = {
-    "click": {"cli"}, "tqdm": {"cli"}, "jieba": {"tokenizer", "prepare"}, "matplotlib": {"plot"}, "pickle": set(),
-    "numba": {"numba_kernels"}, "llvmlite": {"numba_kernels"},
+    "click": {"cli"}, "tqdm": {"cli"}, "jieba": {"data.tokenizer", "data.token_cache"}, "matplotlib": {"plot"},
+    "pickle": set(), "numba": {"model.numba_kernels"}, "llvmlite": {"model.numba_kernels"},
 }
+
+
+def _module_name(path: Path) -> str:
+    """``data.corpus`` for charrnn/data/corpus.py; the whole cli/ package is ``cli``."""
+    parts = path.relative_to(PACKAGE).with_suffix("").parts
+    return "cli" if parts[0] == "cli" else ".".join(parts)
 
 
 def _imports(paths: list[Path]) -> tuple[set[str], set[str]]:
@@ -63,27 +79,58 @@ def _imports(paths: list[Path]) -> tuple[set[str], set[str]]:
     internal, external = set(), set()
     nodes = [n for path in paths for n in ast.walk(ast.parse(path.read_text(encoding="utf-8")))]
     for node in nodes:
-        if isinstance(node, ast.ImportFrom) and node.module:
-            if node.module == "charrnn":
-                internal.update("__init__" if a.name == "__version__" else a.name for a in node.names)
-            elif node.module.startswith("charrnn."):
-                internal.add(node.module.split(".")[1])
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "charrnn":
+            module = node.module.partition(".")[2]
+            if module.startswith("cli"):
+                internal.add("cli")
+            elif (PACKAGE / module.replace(".", "/") / "__init__.py").exists() or not module:
+                # from charrnn import config / from charrnn.data import corpus: the names are modules
+                internal.update("__init__" if a.name == "__version__" else ".".join(filter(None, [module, a.name]))
+                                for a in node.names)
             else:
-                external.add(node.module.split(".")[0])
+                internal.add(module)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            external.add(node.module.split(".")[0])
         elif isinstance(node, ast.Import):
             external.update(a.name.split(".")[0] for a in node.names)
     return internal, external
 
 
+def _package(module: str) -> str:
+    """The subpackage a module is in ("" for the plain modules of charrnn and for cli, __main__)."""
+    return module.split(".")[0] if "." in module else ""
+
+
+def _layer(module: str) -> int:
+    return next(i for i, group in enumerate(LAYERS) if module in group or (_package(module) or module) in group
+                or (not _package(module) and "" in group))
+
+
 def test_every_module_is_known_and_imports_flow_one_way():
-    modules = {p.stem: [p] for p in PACKAGE.glob("*.py")}
-    modules["cli"] = sorted((PACKAGE / "cli").glob("*.py"))
+    modules: dict[str, list[Path]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "__init__.py" and path.parent != PACKAGE and path.parent.name != "cli":
+            assert _imports([path]) == (set(), set()), f"{path} should only describe its package"
+            continue
+        modules.setdefault(_module_name(path), []).append(path)
     assert set(modules) == set(ALLOWED), "add the new module to ALLOWED with the imports it may make"
     for name, files in modules.items():
         internal, external = _imports(files)
         assert internal <= ALLOWED[name], f"{name} imports {internal - ALLOWED[name]}"
+        for imported in internal - {"__init__", name}:
+            same_package = _package(imported) == _package(name)  # ordered by ALLOWED alone
+            assert same_package or _layer(imported) > _layer(name), f"{name} imports {imported} from above"
         for library, owners in CONFINED.items():
             assert library not in external or name in owners, f"{name} imports {library}"
+
+
+def test_the_allowed_imports_have_no_cycle():
+    remaining = {name: set(deps) - {"__init__", name} for name, deps in ALLOWED.items()}
+    while remaining:
+        leaves = [name for name, deps in remaining.items() if not deps & set(remaining)]
+        assert leaves, f"a cycle among {sorted(remaining)}"
+        for name in leaves:
+            del remaining[name]
 
 
 def test_help_imports_neither_numpy_nor_tqdm_nor_jieba_nor_numba():

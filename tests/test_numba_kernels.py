@@ -8,12 +8,13 @@ import sys
 import numpy as np
 import pytest
 
-from charrnn import backend, cells, model, ops, optim, train
+from charrnn.model import backend, cells, network, ops, optim
+from charrnn.training import loop
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.errors import ConfigError
 from conftest import numeric_gradient, relative_error
 
-numba_kernels = pytest.importorskip("charrnn.numba_kernels", reason="the numba backend needs numba ('.[fast]')")
+numba_kernels = pytest.importorskip("charrnn.model.numba_kernels", reason="the numba backend needs numba ('.[fast]')")
 NUMBA = backend.select("numba")
 NUMPY = backend.NUMPY
 
@@ -137,13 +138,13 @@ def test_matmul_in_two_halves_equals_numpys_product_into_out_and_from_transposed
 def _model_problem(dtype, seed=0, **options):
     rng = np.random.default_rng(seed)
     config = ModelConfig(vocab_size=VOCAB, hidden_size=HIDDEN, dtype=dtype, **options)
-    params = model.init_params(config, rng, init_scale=0.5)
+    params = network.init_params(config, rng, init_scale=0.5)
     for name, value in params.items():
         if name.startswith("b_"):
             value += (rng.standard_normal(value.shape) * 0.1).astype(dtype)
     inputs = rng.integers(VOCAB, size=(STEPS, BATCH))
     targets = rng.integers(VOCAB, size=(STEPS, BATCH))
-    state0 = {k: (rng.standard_normal(v.shape) * 0.5).astype(dtype) for k, v in model.initial_state(config, BATCH).items()}
+    state0 = {k: (rng.standard_normal(v.shape) * 0.5).astype(dtype) for k, v in network.initial_state(config, BATCH).items()}
     return config, params, inputs, targets, state0
 
 
@@ -163,7 +164,7 @@ def test_compiled_model_gradients_match_centered_finite_differences(options):
     config, params, inputs, targets, state0 = _model_problem("float64", **options)
 
     def run():
-        return model.loss_and_grads(params, config, inputs, targets, state0, np.random.default_rng(7), kernels=NUMBA)
+        return network.loss_and_grads(params, config, inputs, targets, state0, np.random.default_rng(7), kernels=NUMBA)
 
     grads = run().grads
     assert set(grads) == set(params)
@@ -179,7 +180,7 @@ def test_loss_gradients_and_update_equal_the_numpy_path_in_float32(options, opti
     outcomes = []
     for kernels in (NUMPY, NUMBA):
         trained = {name: value.copy() for name, value in params.items()}
-        result = model.loss_and_grads(trained, config, inputs, targets, state0, np.random.default_rng(7), kernels=kernels)
+        result = network.loss_and_grads(trained, config, inputs, targets, state0, np.random.default_rng(7), kernels=kernels)
         grads = {name: _dense(grad).copy() for name, grad in result.grads.items()}
         opt_state = optim.init_state(optimizer, trained)
         for _ in range(2):  # the second step reads the state the first one wrote
@@ -314,9 +315,9 @@ def _train(kernels, steps=6, **model_options):
     # 8 streams: the compiled cells run them as two halves on two threads where there are two cores.
     config = TrainConfig(seq_length=8, batch_size=8, learning_rate=0.05, max_steps=steps, rng_seed=3, optimizer="adam")
     model_config = ModelConfig(vocab_size=len(vocab), hidden_size=16, **model_options)
-    state = train.new_state(model_config, config, kernels)
+    state = loop.new_state(model_config, config, kernels)
     streams = ids[: 8 * (len(ids) // 8)].reshape(8, -1)
-    losses = [result.loss_nats for result in train.run(state, streams, config)]
+    losses = [result.loss_nats for result in loop.run(state, streams, config)]
     return losses, state
 
 
@@ -344,8 +345,8 @@ def test_select_names_the_backend_and_auto_prefers_numba():
 
 def test_without_numba_auto_falls_back_to_numpy_and_numba_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "numba", None)  # makes "import numba" raise ImportError
-    monkeypatch.delitem(sys.modules, "charrnn.numba_kernels")
-    monkeypatch.delattr("charrnn.numba_kernels", raising=False)
+    monkeypatch.delitem(sys.modules, "charrnn.model.numba_kernels")
+    monkeypatch.delattr("charrnn.model.numba_kernels", raising=False)
     assert backend.select("auto") is NUMPY
     with pytest.raises(ConfigError, match=r"pip install 'charrnn\[fast\]'"):
         backend.select("numba")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from charrnn import ops
-from charrnn.workspace import Workspace
+from charrnn.model import ops
+from charrnn.model.workspace import Workspace
 from conftest import numeric_gradient, relative_error
 
 def test_softmax_cross_entropy_value_and_gradient():

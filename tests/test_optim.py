@@ -7,9 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from charrnn import optim
-from charrnn.ops import SparseRows
-from charrnn.workspace import Workspace
+from charrnn.config import TrainConfig
+from charrnn.model import optim
+from charrnn.model.ops import SparseRows
+from charrnn.model.workspace import Workspace
 
 EPS = optim.EPSILON
 
@@ -105,8 +106,9 @@ def test_sparse_gradients_are_made_dense_for_moment_optimizers(name):
 
 
 def test_learning_rate_schedule():
-    assert optim.learning_rate_at(0.1, 0.5, 2, 0) == 0.1
-    assert optim.learning_rate_at(0.1, 0.5, 2, 2) == 0.1
-    assert optim.learning_rate_at(0.1, 0.5, 2, 3) == 0.05
-    assert optim.learning_rate_at(0.1, 0.5, 2, 5) == 0.0125
+    config = TrainConfig(learning_rate=0.1, lr_decay=0.5, lr_decay_after=2, max_steps=1)
+    assert optim.learning_rate_at(config, 0) == 0.1
+    assert optim.learning_rate_at(config, 2) == 0.1
+    assert optim.learning_rate_at(config, 3) == 0.05
+    assert optim.learning_rate_at(config, 5) == 0.0125
     assert optim.state_layout("adam", {"w": (2, 3)}) == {"m.w": (2, 3), "v.w": (2, 3), "step": ()}

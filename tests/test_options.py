@@ -74,7 +74,7 @@ def test_environment_variables_are_named_after_the_flags(workdir, small_corpus, 
 
 
 def test_a_request_of_defaults_is_a_complete_fresh_run():
-    from charrnn.session import TrainRequest
+    from charrnn.training.session import TrainRequest
 
     request = TrainRequest(corpus_paths=("a.txt",))
     assert request.train.max_epochs == config.DEFAULT_EPOCHS and request.model.vocab_size is None

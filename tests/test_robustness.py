@@ -15,7 +15,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from charrnn import checkpoint
+from charrnn.checkpoints import checkpoint
 from conftest import TANG300
 from test_cli import FAST, assert_clean_error, invoke
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from charrnn.errors import CheckpointError, VocabularyError
-from charrnn.tokenizer import Tokenizer, tokenize
+from charrnn.data.tokenizer import Tokenizer, tokenize
 
 
 def test_char_vocabulary_is_sorted_and_ids_round_trip():
@@ -23,7 +23,7 @@ def test_char_vocabulary_is_sorted_and_ids_round_trip():
 
 
 def test_vocabulary_order_does_not_depend_on_hash_randomisation():
-    script = "from charrnn.tokenizer import Tokenizer; print(Tokenizer.fit('zyx春眠不觉晓abc', 'char')[0].vocab)"
+    script = "from charrnn.data.tokenizer import Tokenizer; print(Tokenizer.fit('zyx春眠不觉晓abc', 'char')[0].vocab)"
     outputs = {
         subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
                        env={"PYTHONHASHSEED": seed}).stdout

@@ -8,8 +8,8 @@ import threading
 import numpy as np
 import pytest
 
-from charrnn import fpu
-from charrnn.workspace import Workspace, block_rows, run_serially
+from charrnn.model import fpu
+from charrnn.model.workspace import Workspace, block_rows, run_serially
 
 
 def test_buffers_are_reused_until_shape_or_dtype_change():

@@ -80,7 +80,7 @@ def writing_cache(cache_dir: str) -> Iterator[None]:
         raise error(f"cannot write to the cache folder {cache_dir}: {exc.strerror or exc}; pass --cache-dir") from None
 
 
-def info(quiet: bool, message: str) -> None:
+def inform(quiet: bool, message: str) -> None:
     """An informational line on stderr, unless ``quiet``."""
     if not quiet:
         click.echo(message, err=True)
@@ -90,14 +90,14 @@ def resolve_checkpoint(path: Optional[str], quiet: bool) -> str:
     """``path``, or the newest checkpoint in the default folder (saying which on stderr)."""
     if path is not None:
         return path
-    from charrnn import checkpoint
+    from charrnn.checkpoints import checkpoint
 
     found = checkpoint.find_latest(DEFAULT_CHECKPOINT_DIR)
     if found is None:
         raise CheckpointError(
             f"no checkpoint in {DEFAULT_CHECKPOINT_DIR}/; train one with 'charrnn train CORPUS' or pass --checkpoint"
         )
-    info(quiet, f"using {found}")
+    inform(quiet, f"using {found}")
     return found
 
 

@@ -28,11 +28,12 @@ def eval_command(
     perplexity. Tokens outside the model's vocabulary are counted, and left out of the score (or
     scored as <unk> when the model has one). Exit code 2 if none of the text can be scored.
     """
-    from charrnn import checkpoint as checkpoints
-    from charrnn import memory, model
+    from charrnn.checkpoints import checkpoint as checkpoints
+    from charrnn import memory
+    from charrnn.model import network
     from charrnn.errors import ConfigError
-    from charrnn.corpus import read_corpus
-    from charrnn.evaluate import score_text
+    from charrnn.data.corpus import read_corpus
+    from charrnn.inference.scoring import score_text
 
     if batch_size <= 0:
         raise ConfigError(f"--batch-size must be positive, got {batch_size}")
@@ -41,7 +42,7 @@ def eval_command(
     # Scoring runs up to --batch-size streams side by side, never more than the text has tokens (at
     # most its characters).
     streams = min(batch_size, len(text.text))
-    need = {"streams": model.sampling_memory(ckpt.model_config, streams)}
+    need = {"streams": network.sampling_memory(ckpt.model_config, streams)}
     memory.require(need, "scoring", "lower --batch-size")
     score = score_text(ckpt.params, ckpt.model_config, ckpt.tokenizer, text.text, batch_size)
     if as_json:

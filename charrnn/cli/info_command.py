@@ -7,7 +7,7 @@ from typing import Optional
 
 import click
 
-from charrnn.cli.common import echo_text, emit_json, info, reports_errors, resolve_checkpoint
+from charrnn.cli.common import echo_text, emit_json, inform, reports_errors, resolve_checkpoint
 
 
 @click.command("info")
@@ -24,8 +24,8 @@ def info_command(checkpoint: Optional[str], as_json: bool, quiet: bool) -> None:
     corpus, training progress and losses, the optimizer, and the file's format and charrnn versions.
     With --json, stdout holds exactly one JSON document (NaN and infinity written as null).
     """
-    from charrnn import checkpoint as checkpoints
-    from charrnn import summary
+    from charrnn.checkpoints import checkpoint as checkpoints
+    from charrnn.checkpoints import info
     from charrnn.errors import CheckpointError
 
     path = resolve_checkpoint(checkpoint, quiet)
@@ -33,10 +33,10 @@ def info_command(checkpoint: Optional[str], as_json: bool, quiet: bool) -> None:
         found = checkpoints.find_latest(path)
         if found is None:
             raise CheckpointError(f"no checkpoint in {path}; pass a checkpoint file")
-        info(quiet, f"using {found}")
+        inform(quiet, f"using {found}")
         path = found
-    facts = summary.summarize(path)
+    facts = info.summarize(path)
     if as_json:
-        emit_json(summary.to_dict(facts))
+        emit_json(info.to_dict(facts))
     else:
-        echo_text("\n".join(summary.describe(facts)))
+        echo_text("\n".join(info.describe(facts)))

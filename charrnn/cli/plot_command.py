@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from charrnn.cli.common import info, reports_errors
+from charrnn.cli.common import inform, reports_errors
 
 
 @click.command("plot")
@@ -25,4 +25,4 @@ def plot_command(log: str, output: str, width_px: int, height_px: int, quiet: bo
 
     records = plot_log(log, output, width_px, height_px)
     validations = sum(r.val_loss_nats is not None for r in records)
-    info(quiet, f"wrote {output} ({width_px}×{height_px} px; {len(records)} steps, {validations} validations)")
+    inform(quiet, f"wrote {output} ({width_px}×{height_px} px; {len(records)} steps, {validations} validations)")

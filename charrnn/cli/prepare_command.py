@@ -6,7 +6,7 @@ from typing import Optional
 
 import click
 
-from charrnn.cli.common import ByteProgress, echo_text, emit_json, info, reports_errors, writing_cache
+from charrnn.cli.common import ByteProgress, echo_text, emit_json, inform, reports_errors, writing_cache
 from charrnn.cli.options import config_options
 from charrnn.config import DataConfig
 
@@ -30,7 +30,7 @@ def prepare_command(
     """
     import time
 
-    from charrnn import prepare
+    from charrnn.data import token_cache
     from charrnn.errors import ConfigError
 
     if workers is not None and workers < 1:
@@ -39,15 +39,15 @@ def prepare_command(
     progress = ByteProgress("tokenizing", quiet)
     try:
         with writing_cache(cache_dir):
-            prepared = prepare.prepare(corpus, tokenizer, encoding, max_vocab, cache_dir, workers, progress)
+            prepared = token_cache.prepare(corpus, tokenizer, encoding, max_vocab, cache_dir, workers, progress)
     finally:
         progress.close()
     seconds = time.perf_counter() - started
     megabytes = prepared.size_bytes / 1e6
     if prepared.from_cache:
-        info(quiet, f"already prepared: {len(prepared.ids):,} tokens, vocabulary {prepared.tokenizer.vocab_size}")
+        inform(quiet, f"already prepared: {len(prepared.ids):,} tokens, vocabulary {prepared.tokenizer.vocab_size}")
     else:
-        info(quiet, f"prepared {megabytes:,.1f} MB into {len(prepared.ids):,} {prepared.ids.dtype} ids, vocabulary "
+        inform(quiet, f"prepared {megabytes:,.1f} MB into {len(prepared.ids):,} {prepared.ids.dtype} ids, vocabulary "
                     f"{prepared.tokenizer.vocab_size}, in {seconds:.1f} s ({megabytes / max(seconds, 1e-9):,.1f} MB/s)")
     if as_json:
         emit_json({

@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 import click
 
-from charrnn.cli.common import emit_json, info, reports_errors, resolve_checkpoint
+from charrnn.cli.common import emit_json, inform, reports_errors, resolve_checkpoint
 from charrnn.cli.exits import write_stdout
 from charrnn.cli.options import build, config_options
 from charrnn.config import DEFAULT_CHECKPOINT_DIR, SampleConfig
@@ -36,9 +36,9 @@ def sample_command(
     """
     import numpy as np
 
-    from charrnn import checkpoint as checkpoints
+    from charrnn.checkpoints import checkpoint as checkpoints
     from charrnn.errors import ConfigError, VocabularyError
-    from charrnn.sample import generate
+    from charrnn.inference.sampling import generate
 
     config = build(SampleConfig, options)
     if stream and (config.num_samples > 1 or as_json):
@@ -53,7 +53,7 @@ def sample_command(
         except VocabularyError as exc:
             raise VocabularyError(f"--seed has {exc}") from None
         if tokenizer.unknown is not None and tokenizer.encode_known(seed)[1]:
-            info(quiet, f"note: parts of --seed are outside the vocabulary and are read as {tokenizer.unknown}")
+            inform(quiet, f"note: parts of --seed are outside the vocabulary and are read as {tokenizer.unknown}")
     else:
         prime = rng.integers(tokenizer.vocab_size, size=1)
         seed = tokenizer.decode(prime.tolist())
@@ -79,9 +79,10 @@ def sample_command(
 
 def _check_memory(ckpt: Any, config: Any, prime_length: int, stream: bool) -> None:
     """Refuse a batch of streams, or a text to hold, that the machine's memory cannot take."""
-    from charrnn import memory, model
+    from charrnn import memory
+    from charrnn.model import network
 
-    parts = {"streams": model.sampling_memory(ckpt.model_config, config.num_samples, prime_length)}
+    parts = {"streams": network.sampling_memory(ckpt.model_config, config.num_samples, prime_length)}
     if not stream:
         chars_per_token = float(ckpt.tokenizer.token_lengths().mean())
         per_token = BYTES_PER_KEPT_ID + BYTES_PER_KEPT_CHAR * chars_per_token

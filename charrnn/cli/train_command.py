@@ -68,9 +68,9 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
     Exit codes: 0 done, 1 failure while running (NaN loss, failed write), 2 bad usage or input,
     130/143 interrupted by SIGINT/SIGTERM after saving a checkpoint.
     """
-    from charrnn import runner
+    from charrnn.training import schedule
     from charrnn.errors import ConfigError
-    from charrnn.session import TrainRequest, open_session
+    from charrnn.training.session import TrainRequest, open_session
 
     if not corpus and not options["resume"]:
         raise click.UsageError("give at least one CORPUS file (or --resume a checkpoint)")
@@ -106,7 +106,7 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
     previous = {s: signal.signal(s, stop.handle) for s in EXIT_INTERRUPTED}
     output = TrainingOutput(options["quiet"], options["log_every"], options["log_jsonl"])
     try:
-        finished = output.run(runner.run(session, stop))
+        finished = output.run(schedule.run(session, stop))
     except Interrupted as exc:
         fail("aborted without saving; the last checkpoint written is intact", exc.exit_code)
     finally:

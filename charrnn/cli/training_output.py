@@ -15,7 +15,7 @@ import sys
 import time
 from typing import IO, Any, Iterable, Iterator, Optional
 
-from charrnn.cli.common import OutputFileError, format_score, info, json_safe
+from charrnn.cli.common import OutputFileError, format_score, inform, json_safe
 
 LN2 = math.log(2)
 
@@ -41,11 +41,11 @@ class TrainingOutput:
 
     def run(self, events: Iterable[Any]) -> Any:
         """Consume all events; return the Finished event."""
-        from charrnn import runner
+        from charrnn.training import schedule
 
         try:
             for event in events:
-                if isinstance(event, runner.Finished):
+                if isinstance(event, schedule.Finished):
                     self._complete_record()
                     self._finish(event)
                     return event
@@ -62,22 +62,22 @@ class TrainingOutput:
 
     def handle(self, event: Any) -> None:
         """Show or log one event."""
-        from charrnn import runner
-        from charrnn.train import StepResult
+        from charrnn.training import schedule
+        from charrnn.training.loop import StepResult
 
-        if isinstance(event, runner.Sampled):
+        if isinstance(event, schedule.Sampled):
             self._complete_record()  # that step's validation, if any, has been reported by now
-        if isinstance(event, runner.Started):
+        if isinstance(event, schedule.Started):
             self._start(event)
         elif isinstance(event, StepResult):
             self._step(event)
-        elif isinstance(event, runner.Evaluated):
+        elif isinstance(event, schedule.Evaluated):
             self.val = event.score
             self.postfix.update(val=f"{event.score.loss_nats:.3f}", bpc=f"{event.score.bits_per_char:.3f}")
             if self.record is not None and self.record["step"] == event.step:
                 self.record.update(val_loss_nats=event.score.loss_nats, val_bits_per_char=event.score.bits_per_char)
             self._complete_record()
-        elif isinstance(event, runner.Sampled) and not self.quiet:
+        elif isinstance(event, schedule.Sampled) and not self.quiet:
             self._write(f"--- sample at step {event.step} (temperature {event.temperature:g}) ---\n{event.text}\n---")
 
     def _write(self, text: str) -> None:
@@ -187,19 +187,19 @@ def describe_start(event: Any, quiet: bool) -> None:
     verb = f"resuming {event.resumed_from} at step {event.start_step}" if event.resumed_from else "training"
     config = event.model_config
     layers = f"{config.num_layers}×{config.cell}" if config.num_layers > 1 else config.cell
-    info(quiet, f"{verb}: {layers}, vocabulary {config.vocab_size}, hidden {config.hidden_size}, "
+    inform(quiet, f"{verb}: {layers}, vocabulary {config.vocab_size}, hidden {config.hidden_size}, "
                 f"{event.num_parameters:,} parameters, {event.num_train_tokens:,} training tokens, "
                 f"{event.num_val_tokens:,} validation tokens, {event.steps_per_epoch} steps per epoch, "
                 f"rng seed {event.train_config.rng_seed}")
     for note in event.notes:
-        info(quiet, f"note: {note}")
+        inform(quiet, f"note: {note}")
 
 
 def describe_finish(event: Any, quiet: bool) -> None:
     """The summary line that closes a run."""
     rate = event.tokens_this_run / event.seconds if event.seconds > 0 else 0.0
     validation = f"; validation {format_score(event.val_score)}" if event.val_score else ""
-    info(quiet, f"trained to step {event.steps} ({event.steps_this_run} steps, {event.tokens_this_run:,} "
+    inform(quiet, f"trained to step {event.steps} ({event.steps_this_run} steps, {event.tokens_this_run:,} "
                 f"tokens this run) in {event.seconds:.1f} s ({rate:,.0f} tokens/s); smoothed loss "
                 f"{event.smoothed_loss_nats:.4f} nats/token{validation}; checkpoint {event.checkpoint_path}")
 

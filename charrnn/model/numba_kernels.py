@@ -52,9 +52,9 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic, overload
 
-from charrnn import cells, optim
-from charrnn.ops import EXP_RANGE, SparseRows
-from charrnn.workspace import run_serially
+from charrnn.model import cells, optim
+from charrnn.model.ops import EXP_RANGE, SparseRows
+from charrnn.model.workspace import run_serially
 
 # No "nnan"/"ninf": a diverging model must still produce NaN and infinity, which training reports.
 _FASTMATH = {"contract", "arcp", "nsz"}

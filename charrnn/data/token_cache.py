@@ -41,9 +41,9 @@ import numpy as np
 
 from charrnn import files
 from charrnn.config import DEFAULT_CACHE_DIR
-from charrnn.corpus import AUTO, STANDARD_INPUT, TextReader, detect_encoding, display_name, open_corpus_file
+from charrnn.data.corpus import AUTO, STANDARD_INPUT, TextReader, detect_encoding, display_name, open_corpus_file
 from charrnn.errors import CorpusError
-from charrnn.tokenizer import UNKNOWN_TOKEN, Tokenizer, tokenize
+from charrnn.data.tokenizer import UNKNOWN_TOKEN, Tokenizer, tokenize
 
 CACHE_FORMAT = 1
 _REMAP_CHUNK_TOKENS = 8 << 20

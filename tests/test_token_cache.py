@@ -11,15 +11,16 @@ import sys
 import numpy as np
 import pytest
 
-from charrnn import files, prepare
-from charrnn.corpus import TextReader
+from charrnn import files
+from charrnn.data import token_cache
+from charrnn.data.corpus import TextReader
 from charrnn.errors import CorpusError
-from charrnn.tokenizer import UNKNOWN_TOKEN, Tokenizer, tokenize
+from charrnn.data.tokenizer import UNKNOWN_TOKEN, Tokenizer, tokenize
 from conftest import TANG300
 
 
 def test_char_prepare_equals_fitting_the_whole_text(tmp_path):
-    prepared = prepare.prepare([str(TANG300)], cache_dir=str(tmp_path))
+    prepared = token_cache.prepare([str(TANG300)], cache_dir=str(tmp_path))
     tokenizer, ids = Tokenizer.fit(TANG300.read_text(encoding="utf-8"), "char")
     assert prepared.tokenizer == tokenizer and tokenizer.vocab_size == 2580
     assert prepared.ids.dtype == np.uint16 and isinstance(prepared.ids, np.memmap)
@@ -32,12 +33,12 @@ def test_char_prepare_equals_fitting_the_whole_text(tmp_path):
 def test_second_prepare_is_served_from_the_cache_and_edits_are_not(tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_text("abcabcabc\n", encoding="utf-8")
-    first = prepare.prepare([str(corpus)], cache_dir=str(tmp_path / "cache"))
-    again = prepare.prepare([str(corpus)], cache_dir=str(tmp_path / "cache"))
+    first = token_cache.prepare([str(corpus)], cache_dir=str(tmp_path / "cache"))
+    again = token_cache.prepare([str(corpus)], cache_dir=str(tmp_path / "cache"))
     assert again.from_cache and again.cache_path == first.cache_path
     assert first.ids.dtype == np.uint8
     corpus.write_text("abcabcabd\n", encoding="utf-8")  # same size, different content
-    edited = prepare.prepare([str(corpus)], cache_dir=str(tmp_path / "cache"))
+    edited = token_cache.prepare([str(corpus)], cache_dir=str(tmp_path / "cache"))
     assert not edited.from_cache and edited.cache_path != first.cache_path
     assert edited.tokenizer.vocab == ("\n", "a", "b", "c", "d")
 
@@ -45,7 +46,7 @@ def test_second_prepare_is_served_from_the_cache_and_edits_are_not(tmp_path):
 def test_a_cache_entry_is_readable_as_any_new_file_is(tmp_path):
     previous = os.umask(0o022)
     try:
-        prepare.prepare([str(TANG300)], cache_dir=str(tmp_path))
+        token_cache.prepare([str(TANG300)], cache_dir=str(tmp_path))
     finally:
         os.umask(previous)
     modes = sorted((p.suffix, p.stat().st_mode & 0o777) for p in tmp_path.iterdir())
@@ -53,10 +54,10 @@ def test_a_cache_entry_is_readable_as_any_new_file_is(tmp_path):
 
 
 def test_a_damaged_cache_entry_is_rebuilt(tmp_path):
-    prepared = prepare.prepare([str(TANG300)], cache_dir=str(tmp_path))
+    prepared = token_cache.prepare([str(TANG300)], cache_dir=str(tmp_path))
     with open(prepared.cache_path, "r+b") as f:
         f.truncate(1000)
-    rebuilt = prepare.prepare([str(TANG300)], cache_dir=str(tmp_path))
+    rebuilt = token_cache.prepare([str(TANG300)], cache_dir=str(tmp_path))
     assert not rebuilt.from_cache and len(rebuilt.ids) == 29891
 
 
@@ -64,7 +65,7 @@ def test_files_are_concatenated_with_their_own_encodings(tmp_path):
     first, second = tmp_path / "a.txt", tmp_path / "b.txt"
     first.write_text("春眠不觉晓\n", encoding="utf-8")
     second.write_bytes("处处闻啼鸟\n".encode("gbk"))
-    prepared = prepare.prepare([str(first), str(second)], cache_dir=str(tmp_path / "cache"))
+    prepared = token_cache.prepare([str(first), str(second)], cache_dir=str(tmp_path / "cache"))
     assert prepared.encodings == ("utf-8", "gb18030") and prepared.file_tokens == (6, 6)
     assert prepared.tokenizer.decode(prepared.ids.tolist()) == "春眠不觉晓\n处处闻啼鸟\n"
 
@@ -74,10 +75,10 @@ def test_jieba_in_parallel_equals_one_process(tmp_path, monkeypatch):
     corpus = tmp_path / "poems.txt"
     corpus.write_text(text, encoding="utf-8")
     # Small pieces and no size threshold, so the pool really cuts many pieces of this small file.
-    monkeypatch.setattr(prepare, "_PARALLEL_MIN_BYTES", 0)
-    monkeypatch.setattr(prepare, "_JIEBA_PIECE_CHARS", 2000)
-    parallel = prepare.prepare([str(corpus)], "jieba", cache_dir=str(tmp_path / "p"), workers=2)
-    single = prepare.prepare([str(corpus)], "jieba", cache_dir=str(tmp_path / "s"), workers=1)
+    monkeypatch.setattr(token_cache, "_PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(token_cache, "_JIEBA_PIECE_CHARS", 2000)
+    parallel = token_cache.prepare([str(corpus)], "jieba", cache_dir=str(tmp_path / "p"), workers=2)
+    single = token_cache.prepare([str(corpus)], "jieba", cache_dir=str(tmp_path / "s"), workers=1)
     words = tokenize(text, "jieba")
     assert parallel.tokenizer == single.tokenizer == Tokenizer("jieba", tuple(sorted(set(words))))
     assert np.array_equal(parallel.ids, single.ids)
@@ -86,37 +87,37 @@ def test_jieba_in_parallel_equals_one_process(tmp_path, monkeypatch):
 
 def test_safe_cut_points_do_not_change_jieba_output():
     text = "明月几时有把酒问青天不知天上宫阙今夕是何年，我欲乘风归去又恐琼楼玉宇高处不胜寒"
-    cut = prepare._safe_cut(text)
+    cut = token_cache._safe_cut(text)
     assert text[cut - 1] == "，"
     assert tokenize(text[:cut], "jieba") + tokenize(text[cut:], "jieba") == tokenize(text, "jieba")
-    assert prepare._safe_cut("一二\n三四") == 3
+    assert token_cache._safe_cut("一二\n三四") == 3
 
 
 def test_max_vocab_keeps_the_most_frequent_tokens_and_maps_the_rest_to_unk(tmp_path):
     corpus = tmp_path / "c.txt"
     corpus.write_text("aaaa bbb cc d\n", encoding="utf-8")  # a:4 b:3 ' ':3 c:2 d:1 \n:1
-    prepared = prepare.prepare([str(corpus)], max_vocab=3, cache_dir=str(tmp_path / "cache"))
+    prepared = token_cache.prepare([str(corpus)], max_vocab=3, cache_dir=str(tmp_path / "cache"))
     tokenizer = prepared.tokenizer
     # Ties (b and space, 3 each) broken in token order: ' ' < 'b'.
     assert tokenizer.vocab == (" ", "<unk>", "a", "b") and tokenizer.unknown == UNKNOWN_TOKEN
     assert tokenizer.decode(prepared.ids.tolist()) == "aaaa bbb <unk><unk> <unk><unk>"
-    everything = prepare.prepare([str(corpus)], max_vocab=10, cache_dir=str(tmp_path / "cache"))
+    everything = token_cache.prepare([str(corpus)], max_vocab=10, cache_dir=str(tmp_path / "cache"))
     assert everything.tokenizer.unknown is None and everything.tokenizer.vocab_size == 6
     with pytest.raises(CorpusError, match="--max-vocab must be positive"):
-        prepare.prepare([str(corpus)], max_vocab=0, cache_dir=str(tmp_path / "cache"))
+        token_cache.prepare([str(corpus)], max_vocab=0, cache_dir=str(tmp_path / "cache"))
 
 
 def test_smallest_id_dtype():
-    assert prepare.smallest_id_dtype(256) == np.uint8
-    assert prepare.smallest_id_dtype(257) == np.uint16
-    assert prepare.smallest_id_dtype(65537) == np.uint32
+    assert token_cache.smallest_id_dtype(256) == np.uint8
+    assert token_cache.smallest_id_dtype(257) == np.uint16
+    assert token_cache.smallest_id_dtype(65537) == np.uint32
 
 
 def test_unwritable_cache_folder_is_a_clear_error(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(CorpusError, match="cannot create the cache folder"):
-        prepare.prepare([str(TANG300)], cache_dir=str(blocker / "cache"))
+        token_cache.prepare([str(TANG300)], cache_dir=str(blocker / "cache"))
 
 
 @pytest.mark.parametrize("chunk_bytes", [1, 2, 3, 7, 64])
@@ -161,13 +162,13 @@ def test_a_file_changed_between_hashing_and_reading_is_refused_and_read_again_la
             corpus.write_text(text[:100], encoding="utf-8")  # after the key was computed, before reading
             return super().chunks(*args, **kwargs)
 
-    monkeypatch.setattr(prepare, "TextReader", TruncatedOnOpen)
+    monkeypatch.setattr(token_cache, "TextReader", TruncatedOnOpen)
     with pytest.raises(CorpusError, match=r"c\.txt changed while being read; run again"):
-        prepare.prepare([str(corpus)], cache_dir=str(cache))
+        token_cache.prepare([str(corpus)], cache_dir=str(cache))
     assert os.listdir(cache) == []  # no entry, no temporary file
     monkeypatch.undo()
     corpus.write_text(text, encoding="utf-8")  # restored: the same bytes as the key was computed from
-    again = prepare.prepare([str(corpus)], cache_dir=str(cache))
+    again = token_cache.prepare([str(corpus)], cache_dir=str(cache))
     assert not again.from_cache and len(again.ids) == len(text) == 2600
     assert again.tokenizer.decode(again.ids.tolist()) == text
 
@@ -185,11 +186,11 @@ def test_a_file_rewritten_in_the_middle_of_reading_is_refused(tmp_path, monkeypa
         if done == 4096:  # the first chunk has been read and tokenized: the rest is read from the new text
             corpus.write_text("ABCDEFGH\n" * 5000, encoding="utf-8")
 
-    monkeypatch.setattr(prepare, "TextReader", SmallChunks)
+    monkeypatch.setattr(token_cache, "TextReader", SmallChunks)
     with pytest.raises(CorpusError, match="changed while being read"):
-        prepare.prepare([str(corpus)], cache_dir=str(cache), on_progress=rewrite_once)
+        token_cache.prepare([str(corpus)], cache_dir=str(cache), on_progress=rewrite_once)
     assert os.listdir(cache) == []
-    prepared = prepare.prepare([str(corpus)], cache_dir=str(cache))
+    prepared = token_cache.prepare([str(corpus)], cache_dir=str(cache))
     assert prepared.tokenizer.decode(prepared.ids.tolist()) == "ABCDEFGH\n" * 5000
 
 
@@ -239,7 +240,7 @@ def test_no_temporary_file_survives_an_exception(tmp_path, monkeypatch, where, e
     cache = tmp_path / "cache"
     options = where(monkeypatch, exception)
     with pytest.raises(type(exception)):
-        prepare.prepare([str(TANG300)], cache_dir=str(cache), **options)
+        token_cache.prepare([str(TANG300)], cache_dir=str(cache), **options)
     assert [name for name in os.listdir(cache) if name.endswith(".tmp")] == []
 
 
@@ -264,7 +265,7 @@ def test_temporaries_of_dead_processes_are_removed_and_those_of_live_ones_kept(t
             others = [".notes.tmp", "keep.tmp", f".x.{dead_pid}.tmp"]  # not charrnn's temporaries
             for name in [*names.values(), *others]:
                 (cache / name).write_bytes(b"")
-            prepare.prepare([str(TANG300)], cache_dir=str(cache))
+            token_cache.prepare([str(TANG300)], cache_dir=str(cache))
             left = set(os.listdir(cache))
             assert names["dead"] not in left
             assert {names["mine"], names["live"], names["other host"], *others} <= left
@@ -275,13 +276,13 @@ def test_temporaries_of_dead_processes_are_removed_and_those_of_live_ones_kept(t
 def test_standard_input_is_copied_into_the_cache_folder_and_the_copy_removed(tmp_path, monkeypatch):
     text = "床前明月光，疑是地上霜。\n" * 10
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode("utf-8"))))
-    prepared = prepare.prepare(["-"], cache_dir=str(tmp_path / "cache"))
+    prepared = token_cache.prepare(["-"], cache_dir=str(tmp_path / "cache"))
     assert prepared.paths == ("-",) and prepared.size_bytes == len(text.encode("utf-8"))
     assert prepared.tokenizer.decode(prepared.ids.tolist()) == text
     assert sorted(p.suffix for p in (tmp_path / "cache").iterdir()) == [".json", ".npy"]
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(text.encode("utf-8"))))
-    assert prepare.prepare(["-"], cache_dir=str(tmp_path / "cache")).from_cache
+    assert token_cache.prepare(["-"], cache_dir=str(tmp_path / "cache")).from_cache
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"")))
     with pytest.raises(CorpusError, match="^standard input is empty$"):
-        prepare.prepare(["-"], cache_dir=str(tmp_path / "cache2"))
+        token_cache.prepare(["-"], cache_dir=str(tmp_path / "cache2"))
     assert [p.name for p in (tmp_path / "cache2").iterdir()] == []

@@ -19,15 +19,16 @@ import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from charrnn import checkpoint, model, train
-from charrnn.checkpoint import Checkpoint
+from charrnn.checkpoints import checkpoint
+from charrnn.model import network, optim
+from charrnn.checkpoints.checkpoint import Checkpoint
 from charrnn.config import ModelConfig
 from charrnn.errors import CharRNNError
 
 FIRST_TOKENS_SHOWN = 10
 
 # Written out here rather than taken from cells.GATES, so the formula is an independent check of
-# model.param_shapes and not the same table read twice.
+# network.param_shapes and not the same table read twice.
 _GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 _EXTRA_BIASES = {"rnn": 0, "lstm": 0, "gru": 1}  # bias vectors of size H besides b_h (GRU: b_hn)
 
@@ -88,10 +89,10 @@ def checked_parameter_count(ckpt: Checkpoint) -> ParameterCount:
     """``parameter_count`` of the checkpoint's model, verified against its arrays.
 
     Raises ParameterCountError if they differ: the checkpoint's shapes were already checked against
-    model.param_shapes on load, so a difference means the formula or the model is wrong.
+    network.param_shapes on load, so a difference means the formula or the model is wrong.
     """
     counted = parameter_count(ckpt.model_config)
-    actual = model.count_parameters(ckpt.params)
+    actual = network.count_parameters(ckpt.params)
     if counted.total != actual:
         raise ParameterCountError(
             f"the model has {actual:,} parameters but the formula {counted.formula} gives {counted.total:,}; "
@@ -116,7 +117,7 @@ def summarize(path: str) -> Summary:
         parameters=checked_parameter_count(ckpt),
         # Checkpoints before fractional epochs were recorded report whole epochs only.
         epochs=ckpt.progress.epochs if ckpt.progress.epochs or not ckpt.progress.epoch else None,
-        learning_rate=train.current_learning_rate(ckpt.progress, ckpt.train_config),
+        learning_rate=optim.learning_rate_at(ckpt.train_config, ckpt.progress.epoch),
     )
 
 

@@ -23,8 +23,8 @@ import numpy as np
 from charrnn import __version__
 from charrnn.config import ModelConfig, TrainConfig, describe_value, from_dict, is_finite_number
 from charrnn.errors import CharRNNError, CheckpointError
-from charrnn.tokenizer import Tokenizer
-from charrnn.train import Progress
+from charrnn.data.tokenizer import Tokenizer
+from charrnn.progress import Progress
 
 FORMAT_NAME = "charrnn-checkpoint"
 FORMAT_VERSION = 2

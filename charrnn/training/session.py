@@ -15,12 +15,16 @@ from typing import Optional
 
 import numpy as np
 
-from charrnn import checkpoint, checkpoint_meta, memory, model, optim, prepare, run_folder, train
-from charrnn.checkpoint import Checkpoint, CorpusInfo
+from charrnn import memory
+from charrnn.checkpoints import checkpoint, metadata
+from charrnn.data import token_cache
+from charrnn.model import network, optim
+from charrnn.training import folder, loop
+from charrnn.checkpoints.checkpoint import Checkpoint, CorpusInfo
 from charrnn.config import CHANGEABLE, DEFAULT_EPOCHS, FIXED, DataConfig, ModelConfig, ScheduleConfig, TrainConfig, settings_on_resume
-from charrnn.corpus import STANDARD_INPUT, is_standard_input, read_corpus, split_streams, streams_fit
+from charrnn.data.corpus import STANDARD_INPUT, is_standard_input, read_corpus, split_streams, streams_fit
 from charrnn.errors import CheckpointError, ConfigError, VocabularyError
-from charrnn.tokenizer import Tokenizer
+from charrnn.data.tokenizer import Tokenizer
 
 @dataclass(frozen=True)
 class TrainRequest:
@@ -53,12 +57,12 @@ class Session:
     corpus: CorpusInfo
     streams: np.ndarray  # (B, L) training token ids
     val_ids: Optional[np.ndarray]  # (N_val,) validation token ids; None when validation is off
-    state: train.TrainState
+    state: loop.TrainState
     run_id: str
     resumed_from: Optional[str] = None
     notes: list[str] = field(default_factory=list)
-    lock: Optional[run_folder.FolderLock] = None  # held on the checkpoint folder until close()
-    claim: Optional[run_folder.Claim] = None  # the previous run's files, removed after the first write
+    lock: Optional[folder.FolderLock] = None  # held on the checkpoint folder until close()
+    claim: Optional[folder.Claim] = None  # the previous run's files, removed after the first write
 
     @property
     def checkpoint_dir(self) -> str:
@@ -86,7 +90,7 @@ def split_validation(ids: np.ndarray, fraction: float) -> tuple[np.ndarray, np.n
     return ids[: len(ids) - val_count], ids[len(ids) - val_count :]
 
 
-def _translate(prepared: prepare.PreparedCorpus, tokenizer: Tokenizer) -> np.ndarray:
+def _translate(prepared: token_cache.PreparedCorpus, tokenizer: Tokenizer) -> np.ndarray:
     """The prepared ids re-expressed in ``tokenizer``'s vocabulary (for resuming on other text)."""
     target = {token: i for i, token in enumerate(tokenizer.vocab)}
     fallback = tokenizer.unknown_id
@@ -95,7 +99,7 @@ def _translate(prepared: prepare.PreparedCorpus, tokenizer: Tokenizer) -> np.nda
     if missing:
         shown = ", ".join(repr(t) for t in missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
         raise VocabularyError(f"the corpus has tokens the checkpoint's vocabulary lacks: {shown}")
-    return lookup.astype(prepare.smallest_id_dtype(tokenizer.vocab_size))[prepared.ids]
+    return lookup.astype(token_cache.smallest_id_dtype(tokenizer.vocab_size))[prepared.ids]
 
 
 def _read_data(
@@ -105,7 +109,7 @@ def _read_data(
     tokenizer: Optional[Tokenizer],
     kind: str,
     max_vocab: Optional[int],
-    on_progress: prepare.Progress,
+    on_progress: token_cache.Progress,
     notes: list[str],
 ) -> tuple[Tokenizer, np.ndarray, Optional[np.ndarray], CorpusInfo]:
     """The corpus ids (memory-mapped from the token cache) and validation-file ids.
@@ -114,7 +118,7 @@ def _read_data(
     Validation-file tokens outside the vocabulary are left out (or become the unknown token).
     """
     data = request.data
-    prepared = prepare.prepare(paths, kind, data.encoding, max_vocab, data.cache_dir, on_progress=on_progress)
+    prepared = token_cache.prepare(paths, kind, data.encoding, max_vocab, data.cache_dir, on_progress=on_progress)
     ids = prepared.ids
     if tokenizer is None:
         tokenizer = prepared.tokenizer
@@ -157,7 +161,7 @@ def _prepare_streams(
 
 def _check_memory(model_config: ModelConfig, train_config: TrainConfig) -> None:
     """Refuse (ConfigError) a model and batch that need more memory than the machine has available."""
-    parts = model.training_memory(
+    parts = network.training_memory(
         model_config, train_config.batch_size, train_config.seq_length, len(optim.SLOTS[train_config.optimizer])
     )
     model_sized = "--hidden-size or --num-layers"
@@ -168,7 +172,7 @@ def _check_memory(model_config: ModelConfig, train_config: TrainConfig) -> None:
     memory.require(parts, "training this model", advice)
 
 
-def _fresh(request: TrainRequest, on_progress: prepare.Progress) -> Session:
+def _fresh(request: TrainRequest, on_progress: token_cache.Progress) -> Session:
     notes: list[str] = []
     train_config = request.train
     if request.val_paths:
@@ -186,8 +190,8 @@ def _fresh(request: TrainRequest, on_progress: prepare.Progress) -> Session:
     shrinkable = "batch_size" not in request.explicit
     streams, val_ids, train_config = _prepare_streams(ids, val_ids, train_config, shrinkable, notes)
     _check_memory(model_config, train_config)
-    state = train.new_state(model_config, train_config)
-    run_id = checkpoint_meta.run_identity(model_config, train_config, tokenizer)
+    state = loop.new_state(model_config, train_config)
+    run_id = metadata.run_identity(model_config, train_config, tokenizer)
     return Session(request, model_config, train_config, tokenizer, corpus, streams, val_ids, state, run_id, None, notes)
 
 
@@ -200,11 +204,11 @@ def _check_conflicts(request: TrainRequest, ckpt: Checkpoint) -> None:
         if name in request.explicit and given[name] != stored[name]:
             raise ConfigError(
                 f"{flag} {given[name]} conflicts with the checkpoint, which has {stored[name]}; "
-                "leave it out when resuming (or train a new model)"
+                "leave it out when resuming (or train a new network)"
             )
 
 
-def _resumed(request: TrainRequest, ckpt: Checkpoint, on_progress: prepare.Progress) -> Session:
+def _resumed(request: TrainRequest, ckpt: Checkpoint, on_progress: token_cache.Progress) -> Session:
     path = request.resume
     _check_conflicts(request, ckpt)
     changeable = settings_on_resume(CHANGEABLE)
@@ -238,7 +242,7 @@ def _resumed(request: TrainRequest, ckpt: Checkpoint, on_progress: prepare.Progr
         # Fingerprinted in another id type (older checkpoints hashed int32 ids): compare in that type.
         same_data = _fingerprint(ids, ckpt.corpus.ids_dtype) == ckpt.corpus.sha256
     if same_data and progress.position + train_config.seq_length + 1 > streams.shape[1]:
-        # Its metadata put the position inside the streams of the corpus it claims (checkpoint_meta).
+        # Its metadata put the position inside the streams of the corpus it claims (metadata).
         raise CheckpointError(f"{path} is inconsistent: its position {progress.position} is past the end of "
                               "the streams of the corpus it was trained on; use another checkpoint")
     if not same_data:
@@ -248,7 +252,7 @@ def _resumed(request: TrainRequest, ckpt: Checkpoint, on_progress: prepare.Progr
         hidden = {key: np.zeros_like(value) for key, value in hidden.items()}
     rng = np.random.default_rng()
     rng.bit_generator.state = ckpt.rng_state
-    state = train.TrainState(ckpt.model_config, ckpt.params, ckpt.optimizer_state, hidden, progress, rng)
+    state = loop.TrainState(ckpt.model_config, ckpt.params, ckpt.optimizer_state, hidden, progress, rng)
     return Session(
         request, ckpt.model_config, train_config, ckpt.tokenizer, corpus, streams, val_ids, state, ckpt.run_id, path,
         notes,
@@ -266,31 +270,31 @@ def _target_directory(request: TrainRequest) -> str:
 
 
 def _secure_folder(
-    directory: str, identity: Optional[run_folder.Identity], overwrite: bool, advice: str, notes: list[str]
-) -> tuple[run_folder.FolderLock, run_folder.Claim]:
-    """Create, lock and claim the checkpoint folder (see run_folder), before any training time is spent."""
+    directory: str, identity: Optional[checkpoint.Identity], overwrite: bool, advice: str, notes: list[str]
+) -> tuple[folder.FolderLock, folder.Claim]:
+    """Create, lock and claim the checkpoint folder (see folder), before any training time is spent."""
     checkpoint.prepare_directory(directory)
-    lock = run_folder.FolderLock(directory)
+    lock = folder.FolderLock(directory)
     lock.acquire()
     try:
-        removed = run_folder.remove_stale_temporary_files(directory)
+        removed = folder.remove_stale_temporary_files(directory)
         if removed:
             notes.append(f"removed {len(removed)} unfinished checkpoint write(s) left by a process that died")
-        claim = run_folder.claim(directory, identity, checkpoint.read_identity, overwrite, advice)
+        claim = folder.claim(directory, identity, checkpoint.read_identity, overwrite, advice)
     except BaseException:
         lock.release()
         raise
     return lock, claim
 
 
-def open_session(request: TrainRequest, on_progress: prepare.Progress = lambda done, total: None) -> Session:
+def open_session(request: TrainRequest, on_progress: token_cache.Progress = lambda done, total: None) -> Session:
     """Read the corpus and build or load the model; raises CharRNNError for anything the user can fix.
 
     ``on_progress(bytes_done, bytes_total)`` reports tokenizing a corpus that is not yet in the cache.
 
     The checkpoint folder is locked for the run (call ``Session.close`` at its end) and must not hold
     another model, nor a later stretch of the resumed model's life, unless ``overwrite`` (see
-    run_folder): replacing another model's ``latest.npz`` by accident would lose it.
+    folder): replacing another model's ``latest.npz`` by accident would lose it.
     """
     directory = _target_directory(request)
     request = dataclasses.replace(request, schedule=dataclasses.replace(request.schedule, checkpoint_dir=directory))
@@ -302,7 +306,7 @@ def open_session(request: TrainRequest, on_progress: prepare.Progress = lambda d
                   "or replace it with --overwrite")
     else:
         ckpt = checkpoint.load(request.resume)
-        identity = run_folder.Identity(ckpt.run_id, ckpt.progress.step)
+        identity = checkpoint.Identity(ckpt.run_id, ckpt.progress.step)
         advice = "write elsewhere with --checkpoint-dir, or replace those files with --overwrite"
     existing = checkpoint.find_latest(directory)
     lock, claim = _secure_folder(directory, identity, request.overwrite, advice.format(path=existing), notes)

@@ -29,14 +29,15 @@ from typing import Any, Optional
 
 import numpy as np
 
-from charrnn import __version__, checkpoint_meta, files, model, optim
-from charrnn.checkpoint_meta import FORMAT_NAME, FORMAT_VERSION, Metadata
+from charrnn import __version__, files
+from charrnn.checkpoints import metadata
+from charrnn.model import network, optim
+from charrnn.checkpoints.metadata import FORMAT_NAME, FORMAT_VERSION, Metadata
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.errors import CharRNNError, CheckpointError, CheckpointWriteError, ConfigError, TrainingError
-from charrnn.npz_archive import NpzArchive, open_archive
-from charrnn.run_folder import Identity
-from charrnn.tokenizer import Tokenizer
-from charrnn.train import Progress
+from charrnn.checkpoints.archive import NpzArchive, open_archive
+from charrnn.data.tokenizer import Tokenizer
+from charrnn.progress import Progress
 
 LATEST_NAME = "latest.npz"
 BEST_NAME = "best.npz"
@@ -64,15 +65,23 @@ class Checkpoint:
     model_config: ModelConfig
     train_config: TrainConfig
     tokenizer: Tokenizer
-    params: model.Params
+    params: network.Params
     optimizer_state: optim.OptimizerState
-    state: model.State
+    state: network.State
     progress: Progress
     rng_state: dict[str, Any]
     corpus: CorpusInfo
     run_id: str  # the model's identity, the same in every checkpoint of its life (see run_identity)
     charrnn_version: str = __version__
     format_version: int = FORMAT_VERSION  # as stored in the file, before any migration
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Which run a checkpoint belongs to and how far it had trained."""
+
+    run_id: str
+    step: int
 
 
 def step_filename(step: int) -> str:
@@ -219,12 +228,12 @@ def _read_meta(archive: NpzArchive) -> Metadata:
     shape, dtype, _ = archive.headers["meta"]
     if dtype != np.uint8 or len(shape) != 1:
         raise CheckpointError(f"{archive.path} has a malformed metadata entry")
-    if shape[0] > checkpoint_meta.META_MAX_BYTES:
+    if shape[0] > metadata.META_MAX_BYTES:
         raise CheckpointError(f"{archive.path} has {shape[0]:,} bytes of metadata, more than any checkpoint "
-                              f"holds ({checkpoint_meta.META_MAX_BYTES:,}); refusing it")
+                              f"holds ({metadata.META_MAX_BYTES:,}); refusing it")
     archive.require("meta", shape, "uint8")
     raw = archive.read("meta").tobytes()
-    return checkpoint_meta.validate(archive.path, checkpoint_meta.decode(archive.path, raw))
+    return metadata.validate(archive.path, metadata.decode(archive.path, raw))
 
 
 def _current_name(format_version: int, name: str) -> str:
@@ -239,11 +248,11 @@ def _current_name(format_version: int, name: str) -> str:
 
 def _expected_entries(model_config: ModelConfig, train_config: TrainConfig) -> dict[str, tuple[tuple[int, ...], str]]:
     dtype = model_config.dtype
-    shapes = model.param_shapes(model_config)
+    shapes = network.param_shapes(model_config)
     expected = {f"param.{n}": (s, dtype) for n, s in shapes.items()}
     for name, shape in optim.state_layout(train_config.optimizer, shapes).items():
         expected[f"optim.{name}"] = (shape, "int64" if name == "step" else dtype)
-    for name in model.initial_state(model_config, 0):
+    for name in network.initial_state(model_config, 0):
         expected[f"state.{name}"] = ((train_config.batch_size, model_config.hidden_size), dtype)
     return expected
 
@@ -253,7 +262,7 @@ def load(path: str) -> Checkpoint:
 
     Everything is checked before any array is inflated: the zip directory and every .npy header
     (npz_archive: sizes, compression, no pickled objects), the metadata field by field
-    (checkpoint_meta), and every entry's name, shape, dtype and size against what the metadata's model
+    (metadata), and every entry's name, shape, dtype and size against what the metadata's model
     needs. So a crafted file costs at most its metadata's size in memory before it is refused, and
     can never run code.
     """

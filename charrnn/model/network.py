@@ -19,10 +19,10 @@ from typing import Any, NamedTuple, Optional, Union
 
 import numpy as np
 
-from charrnn import cells, ops
-from charrnn.backend import NUMPY, Kernels
+from charrnn.model import cells, ops
+from charrnn.model.backend import NUMPY, Kernels
 from charrnn.config import ModelConfig
-from charrnn.workspace import Workspace
+from charrnn.model.workspace import Workspace
 
 Params = dict[str, np.ndarray]
 Grads = dict[str, Union[np.ndarray, ops.SparseRows]]

@@ -15,8 +15,9 @@ from typing import Callable, Mapping, Optional, Union
 
 import numpy as np
 
-from charrnn.ops import SparseRows
-from charrnn.workspace import run_serially
+from charrnn.config import TrainConfig
+from charrnn.model.ops import SparseRows
+from charrnn.model.workspace import run_serially
 
 OptimizerState = dict[str, np.ndarray]
 Gradient = Union[np.ndarray, SparseRows]
@@ -27,10 +28,10 @@ ADAM_BETAS = (0.9, 0.999)  # Kingma & Ba 2015
 SLOTS = {"adagrad": ("sum_sq",), "rmsprop": ("mean_sq",), "adam": ("m", "v")}
 
 
-def learning_rate_at(base_rate: float, decay: float, decay_after: float, epochs_completed: int) -> float:
-    """``base_rate`` multiplied by ``decay`` once per completed epoch beyond ``decay_after``."""
-    return base_rate * decay ** max(0, epochs_completed - math.floor(decay_after))
-
+def learning_rate_at(config: TrainConfig, epochs_completed: int) -> float:
+    """``config.learning_rate`` multiplied by ``config.lr_decay`` once per completed epoch beyond
+    ``config.lr_decay_after``."""
+    return config.learning_rate * config.lr_decay ** max(0, epochs_completed - math.floor(config.lr_decay_after))
 
 def state_layout(optimizer: str, param_shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every state array ``optimizer`` keeps for parameters of ``param_shapes``.

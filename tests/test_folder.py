@@ -13,7 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from charrnn import checkpoint, optim, run_folder
+from charrnn.checkpoints import checkpoint
+from charrnn.model import optim
+from charrnn.training import folder
 from test_cli import FAST, assert_clean_error, invoke
 
 
@@ -95,7 +97,7 @@ def test_a_fresh_run_refused_by_an_occupied_folder_is_told_how_to_continue_it(wo
 
 def test_a_second_run_on_a_locked_folder_is_refused_with_the_holders_pid(workdir, small_corpus):
     os.mkdir("run")
-    lock = run_folder.FolderLock("run")
+    lock = folder.FolderLock("run")
     lock.acquire()
     try:
         refused = invoke("train", small_corpus, *FAST, "--steps", "3", "--checkpoint-dir", "run")

@@ -11,8 +11,8 @@ from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
-from charrnn import fpu
-from charrnn.workspace import run_serially
+from charrnn.model import fpu
+from charrnn.model.workspace import run_serially
 
 
 class SparseRows(NamedTuple):

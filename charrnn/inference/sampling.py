@@ -9,8 +9,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from charrnn import model
-from charrnn.backend import NUMPY, Kernels
+from charrnn.model import network
+from charrnn.model.backend import NUMPY, Kernels
 from charrnn.config import ModelConfig, SampleConfig
 
 
@@ -60,7 +60,7 @@ def pick_next(
 
 
 def generate(
-    params: model.Params,
+    params: network.Params,
     model_config: ModelConfig,
     prime_ids: np.ndarray,
     config: SampleConfig,
@@ -75,11 +75,11 @@ def generate(
     are never generated. ``kernels`` runs the cells (backend.py).
     """
     num_streams = config.num_samples
-    state = model.initial_state(model_config, num_streams)
+    state = network.initial_state(model_config, num_streams)
     prime = np.repeat(np.asarray(prime_ids).reshape(-1, 1), num_streams, axis=1)  # (P, S)
-    logits, state = model.step(params, model_config, prime, state, kernels)
+    logits, state = network.step(params, model_config, prime, state, kernels)
     for position in range(config.length):
         ids = pick_next(logits, config, rng, banned)
         yield ids
         if position + 1 < config.length:
-            logits, state = model.step(params, model_config, ids, state, kernels)
+            logits, state = network.step(params, model_config, ids, state, kernels)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from charrnn import model, ops
+from charrnn.model import network, ops
 from charrnn.config import ModelConfig
 from conftest import numeric_gradient, relative_error
 
@@ -15,13 +15,13 @@ VOCAB, HIDDEN, STEPS, BATCH = 5, 6, 4, 3
 def _tiny_problem(seed: int = 0, **config_options):
     rng = np.random.default_rng(seed)
     config = ModelConfig(vocab_size=VOCAB, hidden_size=HIDDEN, dtype="float64", **config_options)
-    params = model.init_params(config, rng, init_scale=0.5)
+    params = network.init_params(config, rng, init_scale=0.5)
     for name, value in params.items():
         if name.startswith("b_"):  # non-zero biases exercise their gradients fully
             value += rng.standard_normal(value.shape) * 0.1
     inputs = rng.integers(VOCAB, size=(STEPS, BATCH))
     targets = rng.integers(VOCAB, size=(STEPS, BATCH))
-    state0 = {k: rng.standard_normal(v.shape) * 0.5 for k, v in model.initial_state(config, BATCH).items()}
+    state0 = {k: rng.standard_normal(v.shape) * 0.5 for k, v in network.initial_state(config, BATCH).items()}
     return config, params, inputs, targets, state0
 
 
@@ -44,7 +44,7 @@ def test_every_gradient_matches_centered_finite_differences(options):
 
     def run():
         # A freshly seeded generator draws the same dropout masks on every call.
-        return model.loss_and_grads(params, config, inputs, targets, state0, np.random.default_rng(7))
+        return network.loss_and_grads(params, config, inputs, targets, state0, np.random.default_rng(7))
 
     grads = run().grads
     assert set(grads) == set(params)
@@ -57,18 +57,18 @@ def test_every_gradient_matches_centered_finite_differences(options):
 
 def test_dropout_changes_training_but_not_prediction():
     config, params, inputs, targets, state0 = _tiny_problem(cell="rnn", num_layers=2, dropout=0.5)
-    with_masks = model.loss_and_grads(params, config, inputs, targets, state0, np.random.default_rng(0))
-    without = model.loss_and_grads(params, config, inputs, targets, state0, None)
+    with_masks = network.loss_and_grads(params, config, inputs, targets, state0, np.random.default_rng(0))
+    without = network.loss_and_grads(params, config, inputs, targets, state0, None)
     assert with_masks.loss_nats != pytest.approx(without.loss_nats)
-    losses, _ = model.token_losses(params, config, inputs, targets, state0)
+    losses, _ = network.token_losses(params, config, inputs, targets, state0)
     assert losses.mean() == pytest.approx(without.loss_nats, rel=1e-12)
 
 
 def test_loss_at_initialisation_is_near_uniform_baseline():
     config = ModelConfig(vocab_size=50, hidden_size=16, dtype="float64")
-    params = model.init_params(config, np.random.default_rng(0))
+    params = network.init_params(config, np.random.default_rng(0))
     inputs = np.zeros((5, 2), dtype=np.int64)
-    result = model.loss_and_grads(params, config, inputs, inputs, model.initial_state(config, 2))
+    result = network.loss_and_grads(params, config, inputs, inputs, network.initial_state(config, 2))
     assert result.loss_nats == pytest.approx(np.log(50), abs=1e-3)
 
 
@@ -77,41 +77,41 @@ def test_single_steps_reproduce_the_sequence_forward(cell):
     config, params, inputs, targets, state0 = _tiny_problem(1, cell=cell, num_layers=2)
     state = state0
     for t in range(STEPS):
-        logits, state = model.step(params, config, inputs[t], state)
-    result = model.loss_and_grads(params, config, inputs, targets, state0)
+        logits, state = network.step(params, config, inputs[t], state)
+    result = network.loss_and_grads(params, config, inputs, targets, state0)
     for key in state:
         np.testing.assert_allclose(state[key], result.state_last[key], rtol=1e-12)
-    run_logits, run_state = model.step(params, config, inputs, state0)
+    run_logits, run_state = network.step(params, config, inputs, state0)
     np.testing.assert_allclose(run_logits, logits, rtol=1e-12)
 
 
 def test_parameter_shapes_and_counts():
     config = ModelConfig(vocab_size=7, hidden_size=3, num_layers=2, cell="gru")
-    shapes = model.param_shapes(config)
+    shapes = network.param_shapes(config)
     assert shapes == {
         "W_xh": (7, 9), "W_hh": (3, 9), "b_h": (9,), "b_hn": (3,),
         "W_xh.1": (3, 9), "W_hh.1": (3, 9), "b_h.1": (9,), "b_hn.1": (3,),
         "W_hy": (3, 7), "b_y": (7,),
     }
-    params = model.init_params(config, np.random.default_rng(0))
+    params = network.init_params(config, np.random.default_rng(0))
     # GRU layer: 3H·(D + H + 1) + H; output layer H·V + V.
-    assert model.count_parameters(params) == (9 * (7 + 3 + 1) + 3) + (9 * (3 + 3 + 1) + 3) + (3 * 7 + 7)
-    assert set(model.initial_state(ModelConfig(vocab_size=7, hidden_size=3, num_layers=2, cell="lstm"), 4)) == {"h.0", "c.0", "h.1", "c.1"}
+    assert network.count_parameters(params) == (9 * (7 + 3 + 1) + 3) + (9 * (3 + 3 + 1) + 3) + (3 * 7 + 7)
+    assert set(network.initial_state(ModelConfig(vocab_size=7, hidden_size=3, num_layers=2, cell="lstm"), 4)) == {"h.0", "c.0", "h.1", "c.1"}
 
 
 def test_init_params_dtype_determinism_and_lstm_forget_bias():
     config = ModelConfig(vocab_size=7, hidden_size=3)
-    first = model.init_params(config, np.random.default_rng(5))
-    second = model.init_params(config, np.random.default_rng(5))
+    first = network.init_params(config, np.random.default_rng(5))
+    second = network.init_params(config, np.random.default_rng(5))
     assert list(first) == ["W_xh", "W_hh", "b_h", "W_hy", "b_y"]
     assert all(p.dtype == np.float32 for p in first.values())
     assert all(np.array_equal(first[n], second[n]) for n in first)
     assert not first["b_h"].any() and 0.005 < float(np.std(first["W_xh"])) < 0.02
-    lstm = model.init_params(ModelConfig(vocab_size=7, hidden_size=3, cell="lstm"), np.random.default_rng(5))
+    lstm = network.init_params(ModelConfig(vocab_size=7, hidden_size=3, cell="lstm"), np.random.default_rng(5))
     assert lstm["b_h"].tolist() == [0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0]
     big = ModelConfig(vocab_size=2000, hidden_size=50, num_layers=2)
-    scaled = model.init_params(big, np.random.default_rng(5), 0.01, embedding_scale=0.5)
+    scaled = network.init_params(big, np.random.default_rng(5), 0.01, embedding_scale=0.5)
     assert 0.49 < float(np.std(scaled["W_xh"])) < 0.51  # the embedding rows
     assert 0.0095 < float(np.std(scaled["W_hy"])) < 0.0105 and 0.009 < float(np.std(scaled["W_xh.1"])) < 0.011
-    plain = model.init_params(big, np.random.default_rng(5), 0.01)
+    plain = network.init_params(big, np.random.default_rng(5), 0.01)
     assert np.allclose(scaled["W_xh"], plain["W_xh"] * 50) and np.array_equal(scaled["W_hh"], plain["W_hh"])

@@ -23,7 +23,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from charrnn import cells, ops, optim
+from charrnn.model import cells, ops, optim
 from charrnn.errors import ConfigError
 
 BACKENDS = ("auto", "numpy", "numba")
@@ -65,7 +65,7 @@ def select(name: str = "auto") -> Kernels:
     if name == "numpy":
         return NUMPY
     try:
-        from charrnn import numba_kernels
+        from charrnn.model import numba_kernels
     except ImportError as exc:
         if name == "numba":
             raise ConfigError(

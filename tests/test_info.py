@@ -1,4 +1,4 @@
-"""``charrnn info`` and charrnn.summary: the facts of real tiny checkpoints, as text and as JSON."""
+"""``charrnn info`` and charrnn.checkpoints.info: the facts of real tiny checkpoints, as text and as JSON."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from charrnn import checkpoint, model, summary
+from charrnn.checkpoints import checkpoint, info
+from charrnn.model import network
 from charrnn.cli import cli
 from charrnn.config import CELLS, ModelConfig
 
@@ -155,7 +156,7 @@ def test_info_errors(workdir):
 
 
 def test_a_formula_that_disagrees_with_the_arrays_is_reported_as_a_bug(monkeypatch):
-    monkeypatch.setattr(model, "count_parameters", lambda params: 413)
+    monkeypatch.setattr(network, "count_parameters", lambda params: 413)
     assert_clean_error(invoke("info", FORMAT1), 1, "the model has 413 parameters but the formula")
 
 
@@ -163,15 +164,15 @@ def test_a_formula_that_disagrees_with_the_arrays_is_reported_as_a_bug(monkeypat
 @pytest.mark.parametrize("layers", [1, 2, 3])
 def test_formula_matches_the_model_shapes(cell, layers):
     config = ModelConfig(vocab_size=11, hidden_size=6, num_layers=layers, cell=cell)
-    counted = summary.parameter_count(config)
-    assert counted.total == sum(int(np.prod(shape)) for shape in model.param_shapes(config).values())
+    counted = info.parameter_count(config)
+    assert counted.total == sum(int(np.prod(shape)) for shape in network.param_shapes(config).values())
     # The formula as shown must itself evaluate to the total (it is our own text, so eval is safe).
     assert eval(counted.formula.replace("·", "*").replace("[", "(").replace("]", ")")) == counted.total
 
 
 def test_formula_text_for_stacked_lstm():
     config = ModelConfig(vocab_size=65, hidden_size=8, num_layers=3, cell="lstm")
-    assert summary.parameter_count(config).formula == "4·(65 + 8 + 1)·8 + 2·[4·(8 + 8 + 1)·8] + (8 + 1)·65"
+    assert info.parameter_count(config).formula == "4·(65 + 8 + 1)·8 + 2·[4·(8 + 8 + 1)·8] + (8 + 1)·65"
 
 
 def test_info_and_plot_have_help():

@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from charrnn import train
+from charrnn.training import loop
 from charrnn.config import ModelConfig, TrainConfig
-from charrnn.corpus import split_streams
+from charrnn.data.corpus import split_streams
 from charrnn.errors import ConfigError, TrainingError
-from charrnn.tokenizer import Tokenizer
+from charrnn.data.tokenizer import Tokenizer
 
 PANGRAM = "the quick brown fox jumps over the lazy dog. " * 40
 
@@ -28,8 +28,8 @@ def _setup(text=PANGRAM, hidden=32, **train_options):
 
 def test_loss_falls_far_below_the_uniform_baseline():
     model_config, config, streams = _setup()
-    state = train.new_state(model_config, config)
-    results = list(train.run(state, streams, config))
+    state = loop.new_state(model_config, config)
+    results = list(loop.run(state, streams, config))
     assert len(results) == 300
     assert math.log(model_config.vocab_size) == pytest.approx(3.332, abs=1e-3)
     assert results[0].loss_nats == pytest.approx(3.332, abs=0.01)
@@ -40,14 +40,14 @@ def test_loss_falls_far_below_the_uniform_baseline():
 def test_chunks_advance_by_seq_length_and_wrap_with_a_reset_state():
     model_config, config, streams = _setup(max_steps=50)
     assert streams.shape == (4, 450)
-    per_epoch = train.steps_per_epoch(streams, config.seq_length)
+    per_epoch = loop.steps_per_epoch(streams, config.seq_length)
     assert per_epoch == 44  # chunks of 10 inputs + 1 target in 450 tokens
-    state = train.new_state(model_config, config)
+    state = loop.new_state(model_config, config)
     for _ in range(per_epoch - 1):
-        train.train_step(state, streams, config)
+        loop.train_step(state, streams, config)
     assert state.progress.position == 430 and state.progress.epoch == 0
     assert np.abs(state.hidden["h.0"]).sum() > 0  # carried between chunks
-    result = train.train_step(state, streams, config)
+    result = loop.train_step(state, streams, config)
     assert state.progress.position == 0 and state.progress.epoch == 1
     assert not state.hidden["h.0"].any()  # reset when the streams wrap around
     assert result.epochs == 1.0
@@ -55,31 +55,31 @@ def test_chunks_advance_by_seq_length_and_wrap_with_a_reset_state():
 
 def test_epoch_limit_stops_after_whole_passes():
     model_config, config, streams = _setup(max_steps=None, max_epochs=1.5)
-    state = train.new_state(model_config, config)
-    assert len(list(train.run(state, streams, config))) == 66  # 44 steps an epoch
-    assert train.epochs_done(state.progress, streams, config.seq_length) == 1.5
+    state = loop.new_state(model_config, config)
+    assert len(list(loop.run(state, streams, config))) == 66  # 44 steps an epoch
+    assert loop.epochs_done(state.progress, streams, config.seq_length) == 1.5
 
 
 def test_should_stop_is_checked_between_steps():
     model_config, config, streams = _setup()
-    state = train.new_state(model_config, config)
+    state = loop.new_state(model_config, config)
     calls = []
 
     def stop_after_three() -> bool:
         calls.append(1)
         return len(calls) > 3
 
-    assert len(list(train.run(state, streams, config, stop_after_three))) == 3
+    assert len(list(loop.run(state, streams, config, stop_after_three))) == 3
     assert state.progress.step == 3
 
 
 def test_a_non_finite_loss_stops_before_touching_the_parameters():
     model_config, config, streams = _setup()
-    state = train.new_state(model_config, config)
+    state = loop.new_state(model_config, config)
     state.params["W_hy"][0, 0] = np.inf
     before = {name: p.copy() for name, p in state.params.items()}
     with pytest.raises(TrainingError, match="lower --learning-rate"):
-        train.train_step(state, streams, config)
+        loop.train_step(state, streams, config)
     assert all(np.array_equal(before[n], state.params[n]) for n in before)
     assert state.progress.step == 0
 
@@ -87,8 +87,8 @@ def test_a_non_finite_loss_stops_before_touching_the_parameters():
 def test_float64_training_keeps_float64_everywhere():
     tokenizer, ids = Tokenizer.fit(PANGRAM, "char")
     config = TrainConfig(seq_length=5, batch_size=2, max_steps=2, rng_seed=1)
-    state = train.new_state(ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=8, dtype="float64"), config)
-    list(train.run(state, split_streams(ids, 2, 5), config))
+    state = loop.new_state(ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=8, dtype="float64"), config)
+    list(loop.run(state, split_streams(ids, 2, 5), config))
     arrays = [*state.params.values(), *state.optimizer.values(), *state.hidden.values()]
     assert {a.dtype for a in arrays} == {np.dtype("float64")}
 
@@ -104,8 +104,8 @@ def test_train_config_requires_a_stopping_rule_and_positive_sizes():
 
 def _watch_over(losses, vocab_size=100):
     """Feed DivergenceWatch a run whose smoothed loss takes these values; return the step it stops at."""
-    watch = train.DivergenceWatch(vocab_size)
-    progress = train.Progress()
+    watch = loop.DivergenceWatch(vocab_size)
+    progress = loop.Progress()
     for step, loss in enumerate(losses, start=1):
         progress.step, progress.loss_ema, progress.loss_ema_steps = step, loss, 10**6  # corrected EMA == loss
         try:

@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from charrnn import fpu, model
-from charrnn.backend import NUMPY, Kernels
+from charrnn.model import fpu, network
+from charrnn.model.backend import NUMPY, Kernels
 from charrnn.config import ModelConfig
 from charrnn.errors import VocabularyError
-from charrnn.tokenizer import Tokenizer
+from charrnn.data.tokenizer import Tokenizer
 
 # Logits held at once while scoring (elements); bounds memory for large vocabularies.
 _LOGITS_PER_CHUNK = 4_000_000
@@ -67,7 +67,7 @@ class Score:
 
 
 def score_ids(
-    params: model.Params,
+    params: network.Params,
     config: ModelConfig,
     ids: np.ndarray,
     token_lengths: np.ndarray,
@@ -90,7 +90,7 @@ def score_ids(
     # most about 8·H values for an LSTM); the chunk of steps is cut so that both stay bounded.
     width = max(config.vocab_size, 8 * config.hidden_size * config.num_layers)
     chunk = max(1, min(length, _LOGITS_PER_CHUNK // (batch * width)))
-    state = model.initial_state(config, batch)
+    state = network.initial_state(config, batch)
     stream_starts = np.arange(batch)[:, None] * length
     total_nats = 0.0
     for start in range(0, length, chunk):
@@ -100,7 +100,7 @@ def score_ids(
         positions = np.minimum(positions, count - 1)
         inputs, targets = ids[positions], ids[positions + 1]  # gathered a window at a time, never all ids
         with fpu.flushing():  # exp of very negative logits would otherwise crawl through subnormals
-            losses, state = model.token_losses(params, config, inputs.T, targets.T, state, kernels)
+            losses, state = network.token_losses(params, config, inputs.T, targets.T, state, kernels)
         total_nats += float(losses[scored.T].sum())
     if (token_lengths == 1).all():
         characters = count
@@ -110,7 +110,7 @@ def score_ids(
 
 
 def score_text(
-    params: model.Params,
+    params: network.Params,
     config: ModelConfig,
     tokenizer: Tokenizer,
     text: str,

@@ -19,7 +19,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from charrnn import fpu
+from charrnn.model import fpu
 
 BlockFunction = Callable[[int, int], None]  # (first row, row after the last)
 

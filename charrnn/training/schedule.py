@@ -14,9 +14,12 @@ from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
 
-from charrnn import checkpoint, evaluate, model, sample, train
+from charrnn.checkpoints import checkpoint
+from charrnn.inference import sampling, scoring
+from charrnn.model import network
+from charrnn.training import loop
 from charrnn.config import ModelConfig, SampleConfig, TrainConfig
-from charrnn.session import Session, to_checkpoint
+from charrnn.training.session import Session, to_checkpoint
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,7 @@ class Evaluated:
     """The model was scored on the validation text."""
 
     step: int
-    score: evaluate.Score
+    score: scoring.Score
     is_best: bool  # lowest validation loss so far (best.npz was just written)
 
 
@@ -72,13 +75,13 @@ class Finished:
     tokens_seen: int  # in the model's life
     tokens_this_run: int
     smoothed_loss_nats: float
-    val_score: Optional[evaluate.Score]  # the last validation, if any
+    val_score: Optional[scoring.Score]  # the last validation, if any
     seconds: float
     checkpoint_path: Optional[str]
     interrupted: bool
 
 
-Event = Union[Started, train.StepResult, Evaluated, Sampled, Saved, Finished]
+Event = Union[Started, loop.StepResult, Evaluated, Sampled, Saved, Finished]
 
 
 def _target_steps(session: Session) -> int:
@@ -87,8 +90,8 @@ def _target_steps(session: Session) -> int:
     if config.max_steps is not None:
         limits.append(config.max_steps)
     if config.max_epochs is not None:
-        per_epoch = train.steps_per_epoch(session.streams, config.seq_length)
-        remaining = config.max_epochs - train.epochs_done(progress, session.streams, config.seq_length)
+        per_epoch = loop.steps_per_epoch(session.streams, config.seq_length)
+        remaining = config.max_epochs - loop.epochs_done(progress, session.streams, config.seq_length)
         limits.append(progress.step + max(0, math.ceil(round(remaining * per_epoch, 9))))
     return max(progress.step, min(limits))
 
@@ -112,7 +115,7 @@ def training_sample(session: Session, length: int, temperature: float = 1.0) -> 
     config = SampleConfig(length=length, temperature=temperature)
     unknown = session.tokenizer.unknown_id
     banned = () if unknown is None else (unknown,)
-    generated = sample.generate(session.state.params, session.model_config, prime, config, rng, banned)
+    generated = sampling.generate(session.state.params, session.model_config, prime, config, rng, banned)
     return session.tokenizer.decode(prime.tolist() + [int(ids[0]) for ids in generated])
 
 
@@ -121,7 +124,7 @@ def _validate(session: Session, token_lengths: np.ndarray) -> Iterator[Event]:
     progress = session.state.progress
     limit = session.request.schedule.eval_tokens
     val_ids = session.val_ids if not limit else session.val_ids[: limit + 1]
-    score = evaluate.score_ids(
+    score = scoring.score_ids(
         session.state.params, session.model_config, val_ids, token_lengths, session.train_config.batch_size
     )
     progress.val_step = progress.step
@@ -169,10 +172,10 @@ def run(session: Session, should_stop: Callable[[], bool] = lambda: False) -> It
     yield Started(
         session.model_config,
         session.train_config,
-        model.count_parameters(state.params),
+        network.count_parameters(state.params),
         session.streams.size,
         0 if session.val_ids is None else len(session.val_ids),
-        train.steps_per_epoch(session.streams, session.train_config.seq_length),
+        loop.steps_per_epoch(session.streams, session.train_config.seq_length),
         first_step,
         first_tokens,
         _target_steps(session),
@@ -181,7 +184,7 @@ def run(session: Session, should_stop: Callable[[], bool] = lambda: False) -> It
         tuple(session.notes),
     )
     saved_path, saved_step, last_score = None, None, None
-    for result in train.run(state, session.streams, session.train_config, should_stop):
+    for result in loop.run(state, session.streams, session.train_config, should_stop):
         yield result
         step = result.step
         if validating and schedule.eval_every and step % schedule.eval_every == 0:

@@ -10,58 +10,25 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator
 
 import numpy as np
 
-from charrnn import fpu, model, optim
-from charrnn.backend import NUMPY, Kernels
+from charrnn.model import fpu, network, optim
+from charrnn.model.backend import NUMPY, Kernels
+from charrnn.progress import Progress
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.errors import TrainingError
-from charrnn.workspace import Workspace
-
-# Weight of the newest step in the smoothed loss; the average is bias-corrected (as in Adam) so the
-# first steps report their real loss rather than a value dragged towards zero.
-LOSS_SMOOTHING = 0.05
-
-
-@dataclass
-class Progress:
-    """Where training stands; everything here is stored in the checkpoint."""
-
-    step: int = 0
-    tokens_seen: int = 0
-    epoch: int = 0  # completed passes over the streams
-    epochs: float = 0.0  # passes over the streams, counting the current one fractionally
-    position: int = 0  # offset in each stream of the next chunk's first input token
-    loss_ema: float = 0.0  # un-corrected exponential moving average of the step losses
-    loss_ema_steps: int = 0  # steps folded into loss_ema (for the bias correction)
-    val_step: Optional[int] = None  # step of the latest validation
-    val_loss_nats: Optional[float] = None  # validation loss per token then
-    val_bits_per_char: Optional[float] = None
-    best_val_loss_nats: Optional[float] = None  # lowest validation loss so far (what best.npz holds)
-
-    @property
-    def smoothed_loss_nats(self) -> float:
-        """Bias-corrected moving average of the per-token training loss, in nats (NaN before step 1)."""
-        if self.loss_ema_steps == 0:
-            return math.nan
-        return self.loss_ema / (1.0 - (1.0 - LOSS_SMOOTHING) ** self.loss_ema_steps)
-
-    def record_loss(self, loss_nats: float) -> None:
-        """Fold one step's loss into the moving average."""
-        self.loss_ema = (1.0 - LOSS_SMOOTHING) * self.loss_ema + LOSS_SMOOTHING * loss_nats
-        self.loss_ema_steps += 1
-
+from charrnn.model.workspace import Workspace
 
 @dataclass
 class TrainState:
     """A model under training: its shape, and everything that changes as it trains (arrays in place)."""
 
     model_config: ModelConfig
-    params: model.Params
+    params: network.Params
     optimizer: optim.OptimizerState
-    hidden: model.State  # (B, H) per layer and state kind, carried between chunks
+    hidden: network.State  # (B, H) per layer and state kind, carried between chunks
     progress: Progress
     rng: np.random.Generator  # initialisation, then dropout masks
     workspace: Workspace = field(default_factory=Workspace)  # scratch buffers and threads, never saved
@@ -90,12 +57,12 @@ class StepResult:
 def new_state(model_config: ModelConfig, train_config: TrainConfig, kernels: Kernels = NUMPY) -> TrainState:
     """A freshly initialised model and optimizer, seeded by ``train_config.rng_seed``, trained with ``kernels``."""
     rng = np.random.default_rng(train_config.rng_seed)
-    params = model.init_params(model_config, rng, train_config.init_scale, train_config.embedding_init_scale)
+    params = network.init_params(model_config, rng, train_config.init_scale, train_config.embedding_init_scale)
     return TrainState(
         model_config=model_config,
         params=params,
         optimizer=optim.init_state(train_config.optimizer, params),
-        hidden=model.initial_state(model_config, train_config.batch_size),
+        hidden=network.initial_state(model_config, train_config.batch_size),
         progress=Progress(),
         rng=rng,
         kernels=kernels,
@@ -122,11 +89,6 @@ def is_finished(progress: Progress, streams: np.ndarray, config: TrainConfig) ->
     return False
 
 
-def current_learning_rate(progress: Progress, config: TrainConfig) -> float:
-    """The learning rate after the decay schedule for the epochs completed so far."""
-    return optim.learning_rate_at(config.learning_rate, config.lr_decay, config.lr_decay_after, progress.epoch)
-
-
 def train_step(state: TrainState, streams: np.ndarray, config: TrainConfig) -> StepResult:
     """Train on the next (T, B) chunk of ``streams`` (B, L) and advance ``state``.
 
@@ -143,7 +105,7 @@ def train_step(state: TrainState, streams: np.ndarray, config: TrainConfig) -> S
     # warnings. Subnormal floats are flushed to zero for the step (fpu.py): they change nothing
     # above 1e-38 and would otherwise slow the elementwise passes down a hundredfold late in training.
     with np.errstate(over="ignore", invalid="ignore"), fpu.flushing():
-        result = model.loss_and_grads(
+        result = network.loss_and_grads(
             state.params, state.model_config, inputs, targets, state.hidden, state.rng, state.workspace,
             state.kernels,
         )
@@ -152,7 +114,7 @@ def train_step(state: TrainState, streams: np.ndarray, config: TrainConfig) -> S
             f"the loss became {result.loss_nats} at step {progress.step + 1}; the last checkpoint is "
             "kept; try a lower --learning-rate or a smaller --clip"
         )
-    learning_rate = current_learning_rate(progress, config)
+    learning_rate = optim.learning_rate_at(config, progress.epoch)
     with fpu.flushing():
         state.kernels.optimizer_update(
             config.optimizer, state.params, result.grads, state.optimizer, learning_rate, config.clip,

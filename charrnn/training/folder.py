@@ -22,6 +22,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
+from charrnn.checkpoints.checkpoint import Identity
 from charrnn.errors import ConfigError
 
 LOCK_NAME = ".charrnn.lock"
@@ -33,14 +34,6 @@ try:
     import fcntl
 except ImportError:  # Windows: no advisory locks through this module; runs there are not locked
     fcntl = None  # type: ignore[assignment]
-
-
-@dataclass(frozen=True)
-class Identity:
-    """Which run a checkpoint belongs to and how far it had trained."""
-
-    run_id: str
-    step: int
 
 
 class FolderLock:

@@ -1,0 +1,1 @@
+"""Corpus text to token ids: reading and decoding files, tokenizers, the token cache, streams."""
