@@ -124,16 +124,16 @@ def run_charrnn(cell: str, hidden: int, tokenizer: Tokenizer, train_ids, val_ids
     config = ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden, cell=cell)
     train_config = TrainConfig(seq_length=args.seq_length, batch_size=args.batch_size, learning_rate=args.learning_rate,
                                max_steps=10**12, rng_seed=args.seed)
-    state = loop.new_state(config, train_config)
+    trainee = loop.new_trainee(config, train_config)
     streams = split_streams(train_ids, args.batch_size, args.seq_length)
     result = race(
         f"charrnn {cell} H={hidden}",
-        lambda: loop.train_step(state, streams, train_config).loss_nats,
-        lambda: charrnn_val_nats(state.params, config, val_ids),
-        lambda: copy.deepcopy(state.params),
+        lambda: loop.train_step(trainee, streams, train_config).loss_nats,
+        lambda: charrnn_val_nats(trainee.params, config, val_ids),
+        lambda: copy.deepcopy(trainee.params),
         args.budget_seconds, args.eval_seconds, args.batch_size * args.seq_length,
     )
-    result.update(implementation="charrnn", cell=cell, hidden_size=hidden, parameters=network.count_parameters(state.params),
+    result.update(implementation="charrnn", cell=cell, hidden_size=hidden, parameters=network.count_parameters(trainee.params),
                   config=config)
     return result
 

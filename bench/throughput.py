@@ -189,11 +189,11 @@ def charrnn_step_function(
         max_steps=total_steps,
         rng_seed=0,
     )
-    state = loop.new_state(model_config, train_config, backend.select(backend_name))
+    trainee = loop.new_trainee(model_config, train_config, backend.select(backend_name))
     threads = getattr(args, "threads", None)
     if threads:
-        state.workspace = Workspace(threads=threads)
-    return lambda streams: loop.train_step(state, streams, train_config).loss_nats
+        trainee.workspace = Workspace(threads=threads)
+    return lambda streams: loop.train_step(trainee, streams, train_config).loss_nats
 
 
 def _bench_module(name: str) -> Any:

@@ -42,33 +42,33 @@ def _cell_problem(cell: str, seed: int = 0):
     steps, batch, hidden = 4, 3, 5
     width = cells.GATES[cell] * hidden
     x_proj = rng.standard_normal((steps, batch, width))
-    state0 = {key: rng.standard_normal((batch, hidden)) * 0.5 for key in cells.STATE_KEYS[cell]}
+    hidden0 = {key: rng.standard_normal((batch, hidden)) * 0.5 for key in cells.HIDDEN_KEYS[cell]}
     weights = {"W_hh": rng.standard_normal((hidden, width)) * 0.5}
     weights.update({name: rng.standard_normal(shape(hidden)) * 0.3 for name, shape in cells.EXTRA_WEIGHTS[cell].items()})
     upstream = rng.standard_normal((steps, batch, hidden))
-    return x_proj, state0, weights, upstream
+    return x_proj, hidden0, weights, upstream
 
 
 @pytest.mark.parametrize("cell, activation", [("rnn", "tanh"), ("rnn", "relu"), ("lstm", "tanh"), ("gru", "tanh")])
 def test_cell_backward_matches_finite_differences(cell, activation):
-    x_proj, state0, weights, upstream = _cell_problem(cell)
+    x_proj, hidden0, weights, upstream = _cell_problem(cell)
     forward, backward = cells.FORWARD[cell], cells.BACKWARD[cell]
 
     def loss() -> float:
-        return float((forward(x_proj.copy(), state0, weights, activation).hs * upstream).sum())
+        return float((forward(x_proj.copy(), hidden0, weights, activation).hs * upstream).sum())
 
-    out = forward(x_proj.copy(), state0, weights, activation)
+    out = forward(x_proj.copy(), hidden0, weights, activation)
     d_x, d_weights, d_state0 = backward(upstream, out.cache, weights)
-    checks = [(d_x, x_proj)] + [(d_weights[n], weights[n]) for n in weights] + [(d_state0[k], state0[k]) for k in state0]
-    assert set(d_weights) == set(weights) and set(d_state0) == set(state0)
+    checks = [(d_x, x_proj)] + [(d_weights[n], weights[n]) for n in weights] + [(d_state0[k], hidden0[k]) for k in hidden0]
+    assert set(d_weights) == set(weights) and set(d_state0) == set(hidden0)
     for analytic, array in checks:
         assert relative_error(analytic, numeric_gradient(loss, array)) < 1e-8
 
 
 def test_lstm_and_gru_match_their_textbook_step_equations():
-    x_proj, state0, weights, _ = _cell_problem("lstm", seed=1)
-    out = cells.lstm_forward(x_proj.copy(), state0, weights)
-    h, c, hidden = state0["h"], state0["c"], 5
+    x_proj, hidden0, weights, _ = _cell_problem("lstm", seed=1)
+    out = cells.lstm_forward(x_proj.copy(), hidden0, weights)
+    h, c, hidden = hidden0["h"], hidden0["c"], 5
     sigmoid = lambda v: 1 / (1 + np.exp(-v))  # noqa: E731
     for t in range(4):
         a = x_proj[t] + h @ weights["W_hh"]
@@ -78,9 +78,9 @@ def test_lstm_and_gru_match_their_textbook_step_equations():
     np.testing.assert_allclose(out.last["h"], h, rtol=1e-12)
     np.testing.assert_allclose(out.last["c"], c, rtol=1e-12)
 
-    x_proj, state0, weights, _ = _cell_problem("gru", seed=2)
-    out = cells.gru_forward(x_proj.copy(), state0, weights)
-    h = state0["h"]
+    x_proj, hidden0, weights, _ = _cell_problem("gru", seed=2)
+    out = cells.gru_forward(x_proj.copy(), hidden0, weights)
+    h = hidden0["h"]
     for t in range(4):
         rec = h @ weights["W_hh"]
         r = sigmoid(x_proj[t, :, :hidden] + rec[:, :hidden])

@@ -24,18 +24,18 @@ def _checkpoint(steps: int = 3, dtype: str = "float32", cell: str = "rnn", optim
     tokenizer, ids = Tokenizer.fit("月落乌啼霜满天，江枫渔火对愁眠。\n" * 6, "char")
     model_config = ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=8, dtype=dtype, cell=cell, num_layers=2)
     train_config = TrainConfig(seq_length=4, batch_size=2, max_steps=10, rng_seed=11, optimizer=optimizer)
-    state = loop.new_state(model_config, train_config)
+    trainee = loop.new_trainee(model_config, train_config)
     for _ in range(steps):
-        loop.train_step(state, split_streams(ids, 2, 4), train_config)
+        loop.train_step(trainee, split_streams(ids, 2, 4), train_config)
     return Checkpoint(
-        model_config, train_config, tokenizer, state.params, state.optimizer, state.hidden, state.progress,
-        state.rng.bit_generator.state, CorpusInfo(("poem.txt",), ("utf-8",), len(ids), "abc"),
+        model_config, train_config, tokenizer, trainee.params, trainee.optimizer_state, trainee.hidden, trainee.progress,
+        trainee.rng.bit_generator.state, CorpusInfo(("poem.txt",), ("utf-8",), len(ids), "abc"),
         metadata.run_identity(model_config, train_config, tokenizer),
     )
 
 
 def _assert_same(a: Checkpoint, b: Checkpoint) -> None:
-    for group in ("params", "optimizer_state", "state"):
+    for group in ("params", "optimizer_state", "hidden"):
         first, second = getattr(a, group), getattr(b, group)
         assert list(first) == list(second)
         for name in first:
@@ -219,7 +219,7 @@ def test_format_1_checkpoint_is_migrated_on_load():
     for name in ("W_xh", "W_hh", "b_h", "W_hy", "b_y"):
         assert np.array_equal(ckpt.params[name], raw_entries[f"param.{name}"])
         assert np.array_equal(ckpt.optimizer_state[f"sum_sq.{name}"], raw_entries[f"optim.{name}"])
-    assert np.array_equal(ckpt.state["h.0"], raw_entries["state.hidden"])
+    assert np.array_equal(ckpt.hidden["h.0"], raw_entries["state.hidden"])
 
 
 def test_format_1_checkpoint_resaves_as_format_2(tmp_path):

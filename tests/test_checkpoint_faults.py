@@ -141,7 +141,7 @@ def assert_consistent(ckpt: checkpoint.Checkpoint, tmp_path: Path) -> None:
     assert ckpt.tokenizer.vocab_size == config.vocab_size
     assert {name: p.shape for name, p in ckpt.params.items()} == network.param_shapes(config)
     assert all(p.dtype == np.dtype(config.dtype) for p in ckpt.params.values())
-    assert all(s.shape == (ckpt.train_config.batch_size, config.hidden_size) for s in ckpt.state.values())
+    assert all(s.shape == (ckpt.train_config.batch_size, config.hidden_size) for s in ckpt.hidden.values())
     for field in dataclasses.fields(Progress):
         value = getattr(ckpt.progress, field.name)
         assert value is None or (not isinstance(value, bool) and 0 <= value < 2**63 and math.isfinite(value))

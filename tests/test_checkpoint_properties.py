@@ -51,7 +51,7 @@ def checkpoints(draw) -> Checkpoint:
         if name != "step":
             value[...] = rng.standard_normal(value.shape)
     hidden = {k: rng.standard_normal(v.shape).astype(v.dtype) for k, v in
-              network.initial_state(model_config, train_config.batch_size).items()}
+              network.initial_hidden(model_config, train_config.batch_size).items()}
     progress = loop.Progress(step=draw(st.integers(0, 10**9)), tokens_seen=draw(st.integers(0, 2**62)),
                               loss_ema=draw(st.floats(0, 1e6)), loss_ema_steps=draw(st.integers(0, 10**6)))
     paths = tuple(draw(st.lists(st.text(characters, min_size=1, max_size=20), max_size=3)))
@@ -70,7 +70,7 @@ def test_save_then_load_is_exact(tmp_path, original):
     assert loaded.progress == original.progress
     assert loaded.rng_state == original.rng_state
     assert loaded.corpus == original.corpus
-    for group in ("params", "optimizer_state", "state"):
+    for group in ("params", "optimizer_state", "hidden"):
         first, second = getattr(original, group), getattr(loaded, group)
         assert list(first) == list(second)
         for name in first:

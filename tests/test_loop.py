@@ -28,13 +28,13 @@ def _setup(text=PANGRAM, hidden=32, **train_options):
 
 def test_loss_falls_far_below_the_uniform_baseline():
     model_config, config, streams = _setup()
-    state = loop.new_state(model_config, config)
-    results = list(loop.run(state, streams, config))
+    trainee = loop.new_trainee(model_config, config)
+    results = list(loop.run(trainee, streams, config))
     assert len(results) == 300
     assert math.log(model_config.vocab_size) == pytest.approx(3.332, abs=1e-3)
     assert results[0].loss_nats == pytest.approx(3.332, abs=0.01)
     assert results[-1].smoothed_loss_nats < 0.2
-    assert state.progress.tokens_seen == 300 * 40
+    assert trainee.progress.tokens_seen == 300 * 40
 
 
 def test_chunks_advance_by_seq_length_and_wrap_with_a_reset_state():
@@ -42,54 +42,54 @@ def test_chunks_advance_by_seq_length_and_wrap_with_a_reset_state():
     assert streams.shape == (4, 450)
     per_epoch = loop.steps_per_epoch(streams, config.seq_length)
     assert per_epoch == 44  # chunks of 10 inputs + 1 target in 450 tokens
-    state = loop.new_state(model_config, config)
+    trainee = loop.new_trainee(model_config, config)
     for _ in range(per_epoch - 1):
-        loop.train_step(state, streams, config)
-    assert state.progress.position == 430 and state.progress.epoch == 0
-    assert np.abs(state.hidden["h.0"]).sum() > 0  # carried between chunks
-    result = loop.train_step(state, streams, config)
-    assert state.progress.position == 0 and state.progress.epoch == 1
-    assert not state.hidden["h.0"].any()  # reset when the streams wrap around
+        loop.train_step(trainee, streams, config)
+    assert trainee.progress.position == 430 and trainee.progress.epoch == 0
+    assert np.abs(trainee.hidden["h.0"]).sum() > 0  # carried between chunks
+    result = loop.train_step(trainee, streams, config)
+    assert trainee.progress.position == 0 and trainee.progress.epoch == 1
+    assert not trainee.hidden["h.0"].any()  # reset when the streams wrap around
     assert result.epochs == 1.0
 
 
 def test_epoch_limit_stops_after_whole_passes():
     model_config, config, streams = _setup(max_steps=None, max_epochs=1.5)
-    state = loop.new_state(model_config, config)
-    assert len(list(loop.run(state, streams, config))) == 66  # 44 steps an epoch
-    assert loop.epochs_done(state.progress, streams, config.seq_length) == 1.5
+    trainee = loop.new_trainee(model_config, config)
+    assert len(list(loop.run(trainee, streams, config))) == 66  # 44 steps an epoch
+    assert loop.epochs_done(trainee.progress, streams, config.seq_length) == 1.5
 
 
 def test_should_stop_is_checked_between_steps():
     model_config, config, streams = _setup()
-    state = loop.new_state(model_config, config)
+    trainee = loop.new_trainee(model_config, config)
     calls = []
 
     def stop_after_three() -> bool:
         calls.append(1)
         return len(calls) > 3
 
-    assert len(list(loop.run(state, streams, config, stop_after_three))) == 3
-    assert state.progress.step == 3
+    assert len(list(loop.run(trainee, streams, config, stop_after_three))) == 3
+    assert trainee.progress.step == 3
 
 
 def test_a_non_finite_loss_stops_before_touching_the_parameters():
     model_config, config, streams = _setup()
-    state = loop.new_state(model_config, config)
-    state.params["W_hy"][0, 0] = np.inf
-    before = {name: p.copy() for name, p in state.params.items()}
+    trainee = loop.new_trainee(model_config, config)
+    trainee.params["W_hy"][0, 0] = np.inf
+    before = {name: p.copy() for name, p in trainee.params.items()}
     with pytest.raises(TrainingError, match="lower --learning-rate"):
-        loop.train_step(state, streams, config)
-    assert all(np.array_equal(before[n], state.params[n]) for n in before)
-    assert state.progress.step == 0
+        loop.train_step(trainee, streams, config)
+    assert all(np.array_equal(before[n], trainee.params[n]) for n in before)
+    assert trainee.progress.step == 0
 
 
 def test_float64_training_keeps_float64_everywhere():
     tokenizer, ids = Tokenizer.fit(PANGRAM, "char")
     config = TrainConfig(seq_length=5, batch_size=2, max_steps=2, rng_seed=1)
-    state = loop.new_state(ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=8, dtype="float64"), config)
-    list(loop.run(state, split_streams(ids, 2, 5), config))
-    arrays = [*state.params.values(), *state.optimizer.values(), *state.hidden.values()]
+    trainee = loop.new_trainee(ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=8, dtype="float64"), config)
+    list(loop.run(trainee, split_streams(ids, 2, 5), config))
+    arrays = [*trainee.params.values(), *trainee.optimizer_state.values(), *trainee.hidden.values()]
     assert {a.dtype for a in arrays} == {np.dtype("float64")}
 
 

@@ -21,8 +21,8 @@ def _tiny_problem(seed: int = 0, **config_options):
             value += rng.standard_normal(value.shape) * 0.1
     inputs = rng.integers(VOCAB, size=(STEPS, BATCH))
     targets = rng.integers(VOCAB, size=(STEPS, BATCH))
-    state0 = {k: rng.standard_normal(v.shape) * 0.5 for k, v in network.initial_state(config, BATCH).items()}
-    return config, params, inputs, targets, state0
+    hidden0 = {k: rng.standard_normal(v.shape) * 0.5 for k, v in network.initial_hidden(config, BATCH).items()}
+    return config, params, inputs, targets, hidden0
 
 
 MODELS = [
@@ -40,11 +40,11 @@ MODELS = [
 
 @pytest.mark.parametrize("options", MODELS, ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
 def test_every_gradient_matches_centered_finite_differences(options):
-    config, params, inputs, targets, state0 = _tiny_problem(**options)
+    config, params, inputs, targets, hidden0 = _tiny_problem(**options)
 
     def run():
         # A freshly seeded generator draws the same dropout masks on every call.
-        return network.loss_and_grads(params, config, inputs, targets, state0, np.random.default_rng(7))
+        return network.loss_and_grads(params, config, inputs, targets, hidden0, np.random.default_rng(7))
 
     grads = run().grads
     assert set(grads) == set(params)
@@ -56,11 +56,11 @@ def test_every_gradient_matches_centered_finite_differences(options):
 
 
 def test_dropout_changes_training_but_not_prediction():
-    config, params, inputs, targets, state0 = _tiny_problem(cell="rnn", num_layers=2, dropout=0.5)
-    with_masks = network.loss_and_grads(params, config, inputs, targets, state0, np.random.default_rng(0))
-    without = network.loss_and_grads(params, config, inputs, targets, state0, None)
+    config, params, inputs, targets, hidden0 = _tiny_problem(cell="rnn", num_layers=2, dropout=0.5)
+    with_masks = network.loss_and_grads(params, config, inputs, targets, hidden0, np.random.default_rng(0))
+    without = network.loss_and_grads(params, config, inputs, targets, hidden0, None)
     assert with_masks.loss_nats != pytest.approx(without.loss_nats)
-    losses, _ = network.token_losses(params, config, inputs, targets, state0)
+    losses, _ = network.token_losses(params, config, inputs, targets, hidden0)
     assert losses.mean() == pytest.approx(without.loss_nats, rel=1e-12)
 
 
@@ -68,20 +68,20 @@ def test_loss_at_initialisation_is_near_uniform_baseline():
     config = ModelConfig(vocab_size=50, hidden_size=16, dtype="float64")
     params = network.init_params(config, np.random.default_rng(0))
     inputs = np.zeros((5, 2), dtype=np.int64)
-    result = network.loss_and_grads(params, config, inputs, inputs, network.initial_state(config, 2))
+    result = network.loss_and_grads(params, config, inputs, inputs, network.initial_hidden(config, 2))
     assert result.loss_nats == pytest.approx(np.log(50), abs=1e-3)
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
 def test_single_steps_reproduce_the_sequence_forward(cell):
-    config, params, inputs, targets, state0 = _tiny_problem(1, cell=cell, num_layers=2)
-    state = state0
+    config, params, inputs, targets, hidden0 = _tiny_problem(1, cell=cell, num_layers=2)
+    state = hidden0
     for t in range(STEPS):
         logits, state = network.step(params, config, inputs[t], state)
-    result = network.loss_and_grads(params, config, inputs, targets, state0)
+    result = network.loss_and_grads(params, config, inputs, targets, hidden0)
     for key in state:
-        np.testing.assert_allclose(state[key], result.state_last[key], rtol=1e-12)
-    run_logits, run_state = network.step(params, config, inputs, state0)
+        np.testing.assert_allclose(state[key], result.hidden_last[key], rtol=1e-12)
+    run_logits, run_state = network.step(params, config, inputs, hidden0)
     np.testing.assert_allclose(run_logits, logits, rtol=1e-12)
 
 
@@ -96,7 +96,7 @@ def test_parameter_shapes_and_counts():
     params = network.init_params(config, np.random.default_rng(0))
     # GRU layer: 3H·(D + H + 1) + H; output layer H·V + V.
     assert network.count_parameters(params) == (9 * (7 + 3 + 1) + 3) + (9 * (3 + 3 + 1) + 3) + (3 * 7 + 7)
-    assert set(network.initial_state(ModelConfig(vocab_size=7, hidden_size=3, num_layers=2, cell="lstm"), 4)) == {"h.0", "c.0", "h.1", "c.1"}
+    assert set(network.initial_hidden(ModelConfig(vocab_size=7, hidden_size=3, num_layers=2, cell="lstm"), 4)) == {"h.0", "c.0", "h.1", "c.1"}
 
 
 def test_init_params_dtype_determinism_and_lstm_forget_bias():

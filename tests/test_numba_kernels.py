@@ -58,12 +58,12 @@ def _cell_problem(cell, dtype, seed=0, batch=BATCH):
     rng = np.random.default_rng(seed)
     width = cells.GATES[cell] * HIDDEN
     x_proj = rng.standard_normal((STEPS, batch, width)).astype(dtype)
-    state0 = {key: (rng.standard_normal((batch, HIDDEN)) * 0.5).astype(dtype) for key in cells.STATE_KEYS[cell]}
+    hidden0 = {key: (rng.standard_normal((batch, HIDDEN)) * 0.5).astype(dtype) for key in cells.HIDDEN_KEYS[cell]}
     weights = {"W_hh": (rng.standard_normal((HIDDEN, width)) * 0.5).astype(dtype)}
     for name, shape in cells.EXTRA_WEIGHTS[cell].items():
         weights[name] = (rng.standard_normal(shape(HIDDEN)) * 0.3).astype(dtype)
     upstream = rng.standard_normal((STEPS, batch, HIDDEN)).astype(dtype)
-    return x_proj, state0, weights, upstream
+    return x_proj, hidden0, weights, upstream
 
 
 @pytest.mark.parametrize("cell, activation", CELLS)
@@ -71,10 +71,10 @@ def _cell_problem(cell, dtype, seed=0, batch=BATCH):
 @pytest.mark.parametrize("batch", [BATCH, 11], ids=["whole", "in-halves"])  # 11 ≥ MIN_BATCH: split 5 + 6
 def test_cell_forward_and_backward_equal_the_numpy_cells(cell, activation, dtype, tolerance, batch):
     assert (batch >= numba_kernels._BatchHalves.MIN_BATCH) == (batch == 11)
-    x_proj, state0, weights, upstream = _cell_problem(cell, dtype, batch=batch)
+    x_proj, hidden0, weights, upstream = _cell_problem(cell, dtype, batch=batch)
     results = []
     for kernels in (NUMPY, NUMBA):
-        out = kernels.cell_forward[cell](x_proj.copy(), state0, weights, activation)
+        out = kernels.cell_forward[cell](x_proj.copy(), hidden0, weights, activation)
         d_x, d_weights, d_state0 = kernels.cell_backward[cell](upstream, out.cache, weights)
         results.append((out.hs, out.last, d_x, d_weights, d_state0))
     (hs, last, d_x, d_weights, d_state0), (hs_c, last_c, d_x_c, d_weights_c, d_state0_c) = results
@@ -92,15 +92,15 @@ def test_cell_forward_and_backward_equal_the_numpy_cells(cell, activation, dtype
 
 @pytest.mark.parametrize("cell, activation", CELLS)
 def test_compiled_cell_backward_matches_finite_differences(cell, activation):
-    x_proj, state0, weights, upstream = _cell_problem(cell, np.float64)
+    x_proj, hidden0, weights, upstream = _cell_problem(cell, np.float64)
     forward, backward = NUMBA.cell_forward[cell], NUMBA.cell_backward[cell]
 
     def loss() -> float:
-        return float((forward(x_proj.copy(), state0, weights, activation).hs * upstream).sum())
+        return float((forward(x_proj.copy(), hidden0, weights, activation).hs * upstream).sum())
 
-    out = forward(x_proj.copy(), state0, weights, activation)
+    out = forward(x_proj.copy(), hidden0, weights, activation)
     d_x, d_weights, d_state0 = backward(upstream, out.cache, weights)
-    checks = [(d_x, x_proj)] + [(d_weights[n], weights[n]) for n in weights] + [(d_state0[k], state0[k]) for k in state0]
+    checks = [(d_x, x_proj)] + [(d_weights[n], weights[n]) for n in weights] + [(d_state0[k], hidden0[k]) for k in hidden0]
     for analytic, array in checks:
         assert relative_error(analytic, numeric_gradient(loss, array)) < 1e-8
 
@@ -113,9 +113,9 @@ def test_a_weight_whose_rows_are_4_kib_apart_is_multiplied_from_a_padded_copy_wi
     assert padded.strides[0] == 4 * (4 * hidden + 16) and np.array_equal(padded, weights["W_hh"])
     assert numba_kernels._rows_apart_from_4k(weights["W_hh"], steps=1) is weights["W_hh"]  # sampling: no copy
     x_proj = rng.standard_normal((3, 2, 4 * hidden)).astype(np.float32)
-    state0 = {"h": np.zeros((2, hidden), np.float32), "c": np.zeros((2, hidden), np.float32)}
-    expected = cells.lstm_forward(x_proj.copy(), state0, weights)
-    got = NUMBA.cell_forward["lstm"](x_proj.copy(), state0, weights)
+    hidden0 = {"h": np.zeros((2, hidden), np.float32), "c": np.zeros((2, hidden), np.float32)}
+    expected = cells.lstm_forward(x_proj.copy(), hidden0, weights)
+    got = NUMBA.cell_forward["lstm"](x_proj.copy(), hidden0, weights)
     np.testing.assert_allclose(got.hs, expected.hs, rtol=0, atol=2e-6)
 
 
@@ -144,8 +144,8 @@ def _model_problem(dtype, seed=0, **options):
             value += (rng.standard_normal(value.shape) * 0.1).astype(dtype)
     inputs = rng.integers(VOCAB, size=(STEPS, BATCH))
     targets = rng.integers(VOCAB, size=(STEPS, BATCH))
-    state0 = {k: (rng.standard_normal(v.shape) * 0.5).astype(dtype) for k, v in network.initial_state(config, BATCH).items()}
-    return config, params, inputs, targets, state0
+    hidden0 = {k: (rng.standard_normal(v.shape) * 0.5).astype(dtype) for k, v in network.initial_hidden(config, BATCH).items()}
+    return config, params, inputs, targets, hidden0
 
 
 MODELS = [
@@ -161,10 +161,10 @@ def _model_id(options):
 
 @pytest.mark.parametrize("options", MODELS, ids=_model_id)
 def test_compiled_model_gradients_match_centered_finite_differences(options):
-    config, params, inputs, targets, state0 = _model_problem("float64", **options)
+    config, params, inputs, targets, hidden0 = _model_problem("float64", **options)
 
     def run():
-        return network.loss_and_grads(params, config, inputs, targets, state0, np.random.default_rng(7), kernels=NUMBA)
+        return network.loss_and_grads(params, config, inputs, targets, hidden0, np.random.default_rng(7), kernels=NUMBA)
 
     grads = run().grads
     assert set(grads) == set(params)
@@ -176,16 +176,16 @@ def test_compiled_model_gradients_match_centered_finite_differences(options):
 @pytest.mark.parametrize("optimizer", optim.SLOTS)
 @pytest.mark.parametrize("options", MODELS, ids=_model_id)
 def test_loss_gradients_and_update_equal_the_numpy_path_in_float32(options, optimizer):
-    config, params, inputs, targets, state0 = _model_problem("float32", **options)
+    config, params, inputs, targets, hidden0 = _model_problem("float32", **options)
     outcomes = []
     for kernels in (NUMPY, NUMBA):
         trained = {name: value.copy() for name, value in params.items()}
-        result = network.loss_and_grads(trained, config, inputs, targets, state0, np.random.default_rng(7), kernels=kernels)
+        result = network.loss_and_grads(trained, config, inputs, targets, hidden0, np.random.default_rng(7), kernels=kernels)
         grads = {name: _dense(grad).copy() for name, grad in result.grads.items()}
         opt_state = optim.init_state(optimizer, trained)
         for _ in range(2):  # the second step reads the state the first one wrote
             kernels.optimizer_update(optimizer, trained, _copy(result.grads), opt_state, 0.05, clip=0.2)
-        outcomes.append((result.loss_nats, grads, result.state_last, trained, opt_state))
+        outcomes.append((result.loss_nats, grads, result.hidden_last, trained, opt_state))
     (loss, grads, last, trained, opt_state), (loss_c, grads_c, last_c, trained_c, opt_state_c) = outcomes
     assert loss_c == pytest.approx(loss, rel=1e-6)
     for name in grads:
@@ -315,23 +315,23 @@ def _train(kernels, steps=6, **model_options):
     # 8 streams: the compiled cells run them as two halves on two threads where there are two cores.
     config = TrainConfig(seq_length=8, batch_size=8, learning_rate=0.05, max_steps=steps, rng_seed=3, optimizer="adam")
     model_config = ModelConfig(vocab_size=len(vocab), hidden_size=16, **model_options)
-    state = loop.new_state(model_config, config, kernels)
+    trainee = loop.new_trainee(model_config, config, kernels)
     streams = ids[: 8 * (len(ids) // 8)].reshape(8, -1)
-    losses = [result.loss_nats for result in loop.run(state, streams, config)]
-    return losses, state
+    losses = [result.loss_nats for result in loop.run(trainee, streams, config)]
+    return losses, trainee
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
 def test_a_seeded_compiled_run_is_bit_identical_twice_and_close_to_numpy(cell):
     options = dict(cell=cell, num_layers=2, dropout=0.2)
-    losses, state = _train(NUMBA, **options)
-    again, state_again = _train(NUMBA, **options)
+    losses, trainee = _train(NUMBA, **options)
+    again, trainee_again = _train(NUMBA, **options)
     assert losses == again
-    for name, value in state.params.items():
-        assert np.array_equal(value, state_again.params[name]), name
+    for name, value in trainee.params.items():
+        assert np.array_equal(value, trainee_again.params[name]), name
     reference, _ = _train(NUMPY, **options)
     np.testing.assert_allclose(losses, reference, rtol=1e-5)
-    assert state.kernels is NUMBA
+    assert trainee.kernels is NUMBA
 
 
 def test_select_names_the_backend_and_auto_prefers_numba():

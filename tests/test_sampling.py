@@ -21,7 +21,7 @@ def _params(seed=0):
 def test_greedy_follows_the_argmax_of_each_step():
     params = _params()
     ids = [int(i[0]) for i in sampling.generate(params, CONFIG, np.array([2]), SampleConfig(length=5, greedy=True), None)]
-    expected, state, token = [], network.initial_state(CONFIG, 1), 2
+    expected, state, token = [], network.initial_hidden(CONFIG, 1), 2
     for _ in range(5):
         logits, state = network.step(params, CONFIG, np.array([token]), state)
         token = int(np.argmax(logits[0]))

@@ -23,7 +23,7 @@ def test_one_stream_score_equals_the_step_by_step_loss():
     config, params = _model(7)
     ids = np.random.default_rng(1).integers(7, size=40)
     score = scoring.score_ids(params, config, ids, np.ones(7, dtype=np.int64), batch_size=1)
-    state, total = network.initial_state(config, 1), 0.0
+    state, total = network.initial_hidden(config, 1), 0.0
     for current, following in zip(ids[:-1], ids[1:]):
         logits, state = network.step(params, config, np.array([current]), state)
         total += float(np.log(np.exp(logits[0]).sum()) - logits[0, following])

@@ -67,7 +67,7 @@ class Checkpoint:
     tokenizer: Tokenizer
     params: network.Params
     optimizer_state: optim.OptimizerState
-    state: network.State
+    hidden: network.Hidden
     progress: Progress
     rng_state: dict[str, Any]
     corpus: CorpusInfo
@@ -119,7 +119,7 @@ def to_bytes(ckpt: Checkpoint) -> bytes:
     arrays = {"meta": np.frombuffer(meta, dtype=np.uint8)}
     arrays.update({f"param.{name}": value for name, value in ckpt.params.items()})
     arrays.update({f"optim.{name}": value for name, value in ckpt.optimizer_state.items()})
-    arrays.update({f"state.{name}": value for name, value in ckpt.state.items()})
+    arrays.update({f"state.{name}": value for name, value in ckpt.hidden.items()})
     buffer = io.BytesIO()
     # Written entry by entry rather than with np.savez, which stamps every entry with the current
     # time: a fixed timestamp makes a seeded run's checkpoints identical byte for byte.
@@ -149,7 +149,7 @@ def require_finite(ckpt: Checkpoint) -> None:
 
     Such a model is garbage that samples garbage; writing it would replace the last good checkpoint.
     """
-    groups = (("parameter", ckpt.params), ("optimizer state", ckpt.optimizer_state), ("state", ckpt.state))
+    groups = (("parameter", ckpt.params), ("optimizer state", ckpt.optimizer_state), ("hidden state", ckpt.hidden))
     for kind, arrays in groups:
         for name, value in arrays.items():
             if not np.isfinite(value).all():
@@ -252,7 +252,7 @@ def _expected_entries(model_config: ModelConfig, train_config: TrainConfig) -> d
     expected = {f"param.{n}": (s, dtype) for n, s in shapes.items()}
     for name, shape in optim.state_layout(train_config.optimizer, shapes).items():
         expected[f"optim.{name}"] = (shape, "int64" if name == "step" else dtype)
-    for name in network.initial_state(model_config, 0):
+    for name in network.initial_hidden(model_config, 0):
         expected[f"state.{name}"] = ((train_config.batch_size, model_config.hidden_size), dtype)
     return expected
 
@@ -288,7 +288,7 @@ def load(path: str) -> Checkpoint:
         tokenizer=meta.tokenizer,
         params=group("param."),
         optimizer_state=group("optim."),
-        state=group("state."),
+        hidden=group("state."),
         progress=meta.progress,
         rng_state=meta.rng_state,
         corpus=CorpusInfo(**meta.corpus),

@@ -75,11 +75,11 @@ def generate(
     are never generated. ``kernels`` runs the cells (backend.py).
     """
     num_streams = config.num_samples
-    state = network.initial_state(model_config, num_streams)
+    hidden = network.initial_hidden(model_config, num_streams)
     prime = np.repeat(np.asarray(prime_ids).reshape(-1, 1), num_streams, axis=1)  # (P, S)
-    logits, state = network.step(params, model_config, prime, state, kernels)
+    logits, hidden = network.step(params, model_config, prime, hidden, kernels)
     for position in range(config.length):
         ids = pick_next(logits, config, rng, banned)
         yield ids
         if position + 1 < config.length:
-            logits, state = network.step(params, model_config, ids, state, kernels)
+            logits, hidden = network.step(params, model_config, ids, hidden, kernels)

@@ -90,7 +90,7 @@ def score_ids(
     # most about 8·H values for an LSTM); the chunk of steps is cut so that both stay bounded.
     width = max(config.vocab_size, 8 * config.hidden_size * config.num_layers)
     chunk = max(1, min(length, _LOGITS_PER_CHUNK // (batch * width)))
-    state = network.initial_state(config, batch)
+    hidden = network.initial_hidden(config, batch)
     stream_starts = np.arange(batch)[:, None] * length
     total_nats = 0.0
     for start in range(0, length, chunk):
@@ -100,7 +100,7 @@ def score_ids(
         positions = np.minimum(positions, count - 1)
         inputs, targets = ids[positions], ids[positions + 1]  # gathered a window at a time, never all ids
         with fpu.flushing():  # exp of very negative logits would otherwise crawl through subnormals
-            losses, state = network.token_losses(params, config, inputs.T, targets.T, state, kernels)
+            losses, hidden = network.token_losses(params, config, inputs.T, targets.T, hidden, kernels)
         total_nats += float(losses[scored.T].sum())
     if (token_lengths == 1).all():
         characters = count

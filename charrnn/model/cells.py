@@ -18,18 +18,18 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 
 GATES = {"rnn": 1, "lstm": 4, "gru": 3}
-STATE_KEYS = {"rnn": ("h",), "lstm": ("h", "c"), "gru": ("h",)}
+HIDDEN_KEYS = {"rnn": ("h",), "lstm": ("h", "c"), "gru": ("h",)}
 # Weights each cell owns besides the input projection: name -> shape as a function of H.
 EXTRA_WEIGHTS = {"rnn": {}, "lstm": {}, "gru": {"b_hn": lambda hidden: (hidden,)}}
 
-State = dict[str, np.ndarray]
+Hidden = dict[str, np.ndarray]
 
 
 class CellOutput(NamedTuple):
     """What a cell's forward pass returns."""
 
     hs: np.ndarray  # (T, B, H) hidden state after every step
-    last: State  # final state, e.g. {"h": (B, H), "c": (B, H)}
+    last: Hidden  # final state, e.g. {"h": (B, H), "c": (B, H)}
     cache: Any  # what backward needs
 
 
@@ -59,9 +59,9 @@ def weight_gradient(
 # --- vanilla: h_t = act(x_proj_t + h_{t-1} W_hh), act = tanh or relu ----------------------------------
 
 
-def rnn_forward(x_proj: np.ndarray, state0: State, weights: dict[str, np.ndarray], activation: str = "tanh") -> CellOutput:
+def rnn_forward(x_proj: np.ndarray, hidden0: Hidden, weights: dict[str, np.ndarray], activation: str = "tanh") -> CellOutput:
     """Vanilla cell over T steps; ``x_proj`` (T, B, H) becomes the states."""
-    hs, h_prev, w_hh = x_proj, state0["h"], weights["W_hh"]
+    hs, h_prev, w_hh = x_proj, hidden0["h"], weights["W_hh"]
     recurrent = np.empty_like(h_prev)
     for t in range(hs.shape[0]):
         np.matmul(h_prev, w_hh, out=recurrent)
@@ -71,10 +71,10 @@ def rnn_forward(x_proj: np.ndarray, state0: State, weights: dict[str, np.ndarray
         else:
             np.maximum(hs[t], 0, out=hs[t])
         h_prev = hs[t]
-    return CellOutput(hs, {"h": hs[-1].copy()}, (hs, state0["h"], activation))
+    return CellOutput(hs, {"h": hs[-1].copy()}, (hs, hidden0["h"], activation))
 
 
-def rnn_backward(d_hs: np.ndarray, cache: Any, weights: dict[str, np.ndarray]) -> tuple[np.ndarray, dict, State]:
+def rnn_backward(d_hs: np.ndarray, cache: Any, weights: dict[str, np.ndarray]) -> tuple[np.ndarray, dict, Hidden]:
     """BPTT for ``rnn_forward``: (d_x_proj (T, B, H), {"W_hh": (H, H)}, {"h": dh0 (B, H)})."""
     hs, h0, activation = cache
     # The activation's derivative for every step at once: tanh'(a) = 1 − h², relu'(a) = [h > 0].
@@ -98,7 +98,7 @@ def rnn_backward(d_hs: np.ndarray, cache: Any, weights: dict[str, np.ndarray]) -
 #   c_t = f ⊙ c_{t-1} + i ⊙ g,   h_t = o ⊙ tanh(c_t)
 
 
-def lstm_forward(x_proj: np.ndarray, state0: State, weights: dict[str, np.ndarray], activation: str = "tanh") -> CellOutput:
+def lstm_forward(x_proj: np.ndarray, hidden0: Hidden, weights: dict[str, np.ndarray], activation: str = "tanh") -> CellOutput:
     """LSTM over T steps; ``x_proj`` (T, B, 4H) becomes the gate activations."""
     steps, batch, gates_width = x_proj.shape
     hidden = gates_width // 4
@@ -106,7 +106,7 @@ def lstm_forward(x_proj: np.ndarray, state0: State, weights: dict[str, np.ndarra
     hs = np.empty((steps, batch, hidden), dtype=x_proj.dtype)
     cs = np.empty_like(hs)
     tanh_cs = np.empty_like(hs)
-    h, c = state0["h"], state0["c"]
+    h, c = hidden0["h"], hidden0["c"]
     recurrent = np.empty((batch, gates_width), dtype=x_proj.dtype)
     for t in range(steps):
         a = gates[t]
@@ -120,11 +120,11 @@ def lstm_forward(x_proj: np.ndarray, state0: State, weights: dict[str, np.ndarra
         np.tanh(cs[t], out=tanh_cs[t])
         np.multiply(o, tanh_cs[t], out=hs[t])
         h, c = hs[t], cs[t]
-    cache = (gates, cs, tanh_cs, hs, state0["h"], state0["c"])
+    cache = (gates, cs, tanh_cs, hs, hidden0["h"], hidden0["c"])
     return CellOutput(hs, {"h": hs[-1].copy(), "c": cs[-1].copy()}, cache)
 
 
-def lstm_backward(d_hs: np.ndarray, cache: Any, weights: dict[str, np.ndarray]) -> tuple[np.ndarray, dict, State]:
+def lstm_backward(d_hs: np.ndarray, cache: Any, weights: dict[str, np.ndarray]) -> tuple[np.ndarray, dict, Hidden]:
     """BPTT for ``lstm_forward``: (d_x_proj (T, B, 4H), {"W_hh"}, {"h": dh0, "c": dc0})."""
     gates, cs, tanh_cs, hs, h0, c0 = cache
     hidden = hs.shape[2]
@@ -152,14 +152,14 @@ def lstm_backward(d_hs: np.ndarray, cache: Any, weights: dict[str, np.ndarray]) 
 #   r = σ(x_r + h W_hr),  z = σ(x_z + h W_hz),  n = tanh(x_n + r ⊙ (h W_hn + b_hn)),  h' = n + z ⊙ (h − n)
 
 
-def gru_forward(x_proj: np.ndarray, state0: State, weights: dict[str, np.ndarray], activation: str = "tanh") -> CellOutput:
+def gru_forward(x_proj: np.ndarray, hidden0: Hidden, weights: dict[str, np.ndarray], activation: str = "tanh") -> CellOutput:
     """GRU over T steps; ``x_proj`` (T, B, 3H) becomes [r, z, n] activations."""
     steps, batch, gates_width = x_proj.shape
     hidden = gates_width // 3
     gates, w_hh, b_hn = x_proj, weights["W_hh"], weights["b_hn"]
     hs = np.empty((steps, batch, hidden), dtype=x_proj.dtype)
     hns = np.empty_like(hs)  # h W_hn + b_hn, needed by backward
-    h = state0["h"]
+    h = hidden0["h"]
     recurrent = np.empty((batch, gates_width), dtype=x_proj.dtype)
     for t in range(steps):
         a = gates[t]
@@ -174,10 +174,10 @@ def gru_forward(x_proj: np.ndarray, state0: State, weights: dict[str, np.ndarray
         hs[t] *= z
         hs[t] += n
         h = hs[t]
-    return CellOutput(hs, {"h": hs[-1].copy()}, (gates, hns, hs, state0["h"]))
+    return CellOutput(hs, {"h": hs[-1].copy()}, (gates, hns, hs, hidden0["h"]))
 
 
-def gru_backward(d_hs: np.ndarray, cache: Any, weights: dict[str, np.ndarray]) -> tuple[np.ndarray, dict, State]:
+def gru_backward(d_hs: np.ndarray, cache: Any, weights: dict[str, np.ndarray]) -> tuple[np.ndarray, dict, Hidden]:
     """BPTT for ``gru_forward``: (d_x_proj (T, B, 3H), {"W_hh", "b_hn"}, {"h": dh0})."""
     gates, hns, hs, h0 = cache
     hidden = hs.shape[2]

@@ -26,7 +26,7 @@ from charrnn.model.workspace import Workspace
 
 Params = dict[str, np.ndarray]
 Grads = dict[str, Union[np.ndarray, ops.SparseRows]]
-State = dict[str, np.ndarray]  # "h.0", "c.0", "h.1", ...: (B, H) each
+Hidden = dict[str, np.ndarray]  # "h.0", "c.0", "h.1", ...: (B, H) each
 
 # LSTM forget-gate biases start at 1 so the cell remembers by default early in training
 # (Gers et al. 2000; Jozefowicz et al. 2015); every other bias starts at 0.
@@ -81,12 +81,12 @@ def init_params(
     return params
 
 
-def initial_state(config: ModelConfig, batch_size: int) -> State:
+def initial_hidden(config: ModelConfig, batch_size: int) -> Hidden:
     """The zero recurrent state of every layer for ``batch_size`` streams."""
     return {
         f"{key}.{layer}": np.zeros((batch_size, config.hidden_size), dtype=config.dtype)
         for layer in range(config.num_layers)
-        for key in cells.STATE_KEYS[config.cell]
+        for key in cells.HIDDEN_KEYS[config.cell]
     }
 
 
@@ -100,19 +100,19 @@ def _forward(
     params: Params,
     config: ModelConfig,
     inputs: np.ndarray,
-    state0: State,
+    hidden0: Hidden,
     rng: Optional[np.random.Generator],
     workspace: Optional[Workspace] = None,
     kernels: Kernels = NUMPY,
-) -> tuple[np.ndarray, State, list[_LayerCache]]:
+) -> tuple[np.ndarray, Hidden, list[_LayerCache]]:
     """Run every layer over ``inputs`` (T, B); returns the top states (T, B, H), final state, caches.
 
     Dropout is applied only when ``rng`` is given (training).
     """
     steps, batch = inputs.shape
     forward = kernels.cell_forward[config.cell]
-    state_keys = cells.STATE_KEYS[config.cell]
-    last: State = {}
+    state_keys = cells.HIDDEN_KEYS[config.cell]
+    last: Hidden = {}
     caches = []
     x = None
     for layer in range(config.num_layers):
@@ -129,7 +129,7 @@ def _forward(
                 x = x * mask
             x_proj = ops.linear_forward(x.reshape(steps * batch, -1), params[f"W_xh{suffix}"], params[f"b_h{suffix}"])
             x_proj = x_proj.reshape(steps, batch, -1)
-        layer_state = {key: state0[f"{key}.{layer}"] for key in state_keys}
+        layer_state = {key: hidden0[f"{key}.{layer}"] for key in state_keys}
         out = forward(x_proj, layer_state, _cell_weights(params, config, layer), config.activation)
         caches.append(_LayerCache(x, mask, out.cache))
         last.update({f"{key}.{layer}": value for key, value in out.last.items()})
@@ -142,7 +142,7 @@ class LossResult(NamedTuple):
 
     loss_nats: float  # mean cross-entropy per token
     grads: Grads  # same names as the parameters; W_xh's gradient is sparse (rows of seen tokens)
-    state_last: State  # state after the last step, to carry into the next chunk
+    hidden_last: Hidden  # state after the last step, to carry into the next chunk
 
 
 def loss_and_grads(
@@ -150,14 +150,14 @@ def loss_and_grads(
     config: ModelConfig,
     inputs: np.ndarray,
     targets: np.ndarray,
-    state0: State,
+    hidden0: Hidden,
     rng: Optional[np.random.Generator] = None,
     workspace: Optional[Workspace] = None,
     kernels: Kernels = NUMPY,
 ) -> LossResult:
     """Forward and backward pass over one (T, B) block of token ids.
 
-    ``targets`` are the inputs shifted by one token; ``state0`` is carried in from the previous chunk;
+    ``targets`` are the inputs shifted by one token; ``hidden0`` is carried in from the previous chunk;
     ``rng`` draws the dropout masks (no dropout without it). Gradients are of the mean loss. With a
     ``workspace`` the large arrays live in its buffers (valid until the next call) and elementwise
     work uses its threads. ``kernels`` runs the cells, the softmax, the embedding gradient and the large
@@ -167,7 +167,7 @@ def loss_and_grads(
     count, hidden, vocab = steps * batch, config.hidden_size, config.vocab_size
     dtype = params["W_hy"].dtype
     scratch = workspace or Workspace(threads=1)
-    top, last, caches = _forward(params, config, inputs, state0, rng, workspace, kernels)
+    top, last, caches = _forward(params, config, inputs, hidden0, rng, workspace, kernels)
     top_flat = top.reshape(count, hidden)  # (N, H)
     logits = kernels.matmul(top_flat, params["W_hy"], out=scratch.buffer("logits", (count, vocab), dtype))  # (N, V)
     loss, d_logits = kernels.softmax_cross_entropy(logits, targets.reshape(-1), params["b_y"], scratch.run_blocks)
@@ -205,24 +205,24 @@ def token_losses(
     config: ModelConfig,
     inputs: np.ndarray,
     targets: np.ndarray,
-    state0: State,
+    hidden0: Hidden,
     kernels: Kernels = NUMPY,
-) -> tuple[np.ndarray, State]:
+) -> tuple[np.ndarray, Hidden]:
     """Forward only, no dropout: −log p(target) in nats for every (T, B) position (float64), final state."""
     steps, batch = inputs.shape
-    top, last, _ = _forward(params, config, inputs, state0, None, kernels=kernels)
+    top, last, _ = _forward(params, config, inputs, hidden0, None, kernels=kernels)
     logits = ops.linear_forward(top.reshape(steps * batch, -1), params["W_hy"], params["b_y"])
     return kernels.cross_entropy_per_token(logits, targets.reshape(-1)).reshape(steps, batch), last
 
 
 def step(
-    params: Params, config: ModelConfig, ids: np.ndarray, state: State, kernels: Kernels = NUMPY
-) -> tuple[np.ndarray, State]:
+    params: Params, config: ModelConfig, ids: np.ndarray, hidden: Hidden, kernels: Kernels = NUMPY
+) -> tuple[np.ndarray, Hidden]:
     """Feed one token per stream, ``ids`` (B,), or a run of them, (T, B); no dropout.
 
     Returns the logits (B, V) after the last token, and the new state.
     """
-    top, last, _ = _forward(params, config, ids.reshape(-1, ids.shape[-1]), state, None, kernels=kernels)
+    top, last, _ = _forward(params, config, ids.reshape(-1, ids.shape[-1]), hidden, None, kernels=kernels)
     return ops.linear_forward(top[-1], params["W_hy"], params["b_y"]), last
 
 

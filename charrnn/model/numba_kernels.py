@@ -291,23 +291,23 @@ def _rnn_step_backward(d_pre, h, d_h, dh_next, relu):
             d_pre[b, j] = derivative * (d_h[b, j] + dh_next[b, j])
 
 
-def rnn_forward(x_proj: np.ndarray, state0: cells.State, weights: dict[str, np.ndarray], activation: str = "tanh") -> cells.CellOutput:
+def rnn_forward(x_proj: np.ndarray, hidden0: cells.Hidden, weights: dict[str, np.ndarray], activation: str = "tanh") -> cells.CellOutput:
     """cells.rnn_forward, one compiled pass per step."""
     hs, relu = x_proj, activation == "relu"
     w_hh = _rows_apart_from_4k(weights["W_hh"], hs.shape[0])
 
     def loop(first: int, stop: int) -> None:
-        h_prev, recurrent = state0["h"][first:stop], np.empty((stop - first, hs.shape[2]), dtype=hs.dtype)
+        h_prev, recurrent = hidden0["h"][first:stop], np.empty((stop - first, hs.shape[2]), dtype=hs.dtype)
         for t in range(hs.shape[0]):
             np.matmul(h_prev, w_hh, out=recurrent)
             _rnn_step_forward(hs[t, first:stop], recurrent, relu)
             h_prev = hs[t, first:stop]
 
     _HALVES.run(loop, hs.shape[1])
-    return cells.CellOutput(hs, {"h": hs[-1].copy()}, (hs, state0["h"], activation))
+    return cells.CellOutput(hs, {"h": hs[-1].copy()}, (hs, hidden0["h"], activation))
 
 
-def rnn_backward(d_hs: np.ndarray, cache: Any, weights: dict[str, np.ndarray]) -> tuple[np.ndarray, dict, cells.State]:
+def rnn_backward(d_hs: np.ndarray, cache: Any, weights: dict[str, np.ndarray]) -> tuple[np.ndarray, dict, cells.Hidden]:
     """cells.rnn_backward, one compiled pass per step."""
     hs, h0, activation = cache
     relu = activation == "relu"
@@ -367,7 +367,7 @@ def _lstm_step_backward(a, c_prev, tanh_c, d_h, dh_recurrent, dc_next, d_a):
             dc_b[j] = dc * f
 
 
-def lstm_forward(x_proj: np.ndarray, state0: cells.State, weights: dict[str, np.ndarray], activation: str = "tanh") -> cells.CellOutput:
+def lstm_forward(x_proj: np.ndarray, hidden0: cells.Hidden, weights: dict[str, np.ndarray], activation: str = "tanh") -> cells.CellOutput:
     """cells.lstm_forward, one compiled pass per step."""
     steps, batch, gates_width = x_proj.shape
     gates, w_hh = x_proj, _rows_apart_from_4k(weights["W_hh"], steps)
@@ -375,7 +375,7 @@ def lstm_forward(x_proj: np.ndarray, state0: cells.State, weights: dict[str, np.
     cs, tanh_cs = np.empty_like(hs), np.empty_like(hs)
 
     def loop(first: int, stop: int) -> None:
-        h, c = state0["h"][first:stop], state0["c"][first:stop]
+        h, c = hidden0["h"][first:stop], hidden0["c"][first:stop]
         recurrent = np.empty((stop - first, gates_width), dtype=x_proj.dtype)
         for t in range(steps):
             np.matmul(h, w_hh, out=recurrent)
@@ -384,11 +384,11 @@ def lstm_forward(x_proj: np.ndarray, state0: cells.State, weights: dict[str, np.
             h, c = hs[t, rows], cs[t, rows]
 
     _HALVES.run(loop, batch)
-    cache = (gates, cs, tanh_cs, hs, state0["h"], state0["c"])
+    cache = (gates, cs, tanh_cs, hs, hidden0["h"], hidden0["c"])
     return cells.CellOutput(hs, {"h": hs[-1].copy(), "c": cs[-1].copy()}, cache)
 
 
-def lstm_backward(d_hs: np.ndarray, cache: Any, weights: dict[str, np.ndarray]) -> tuple[np.ndarray, dict, cells.State]:
+def lstm_backward(d_hs: np.ndarray, cache: Any, weights: dict[str, np.ndarray]) -> tuple[np.ndarray, dict, cells.Hidden]:
     """cells.lstm_backward, one compiled pass per step."""
     gates, cs, tanh_cs, hs, h0, c0 = cache
     d_gates = np.empty_like(gates)
@@ -446,7 +446,7 @@ def _gru_step_backward(a, hn, h_prev, d_h, dh_gated, dh_recurrent, d_x, d_rec):
             gated_b[j] = dh * z
 
 
-def gru_forward(x_proj: np.ndarray, state0: cells.State, weights: dict[str, np.ndarray], activation: str = "tanh") -> cells.CellOutput:
+def gru_forward(x_proj: np.ndarray, hidden0: cells.Hidden, weights: dict[str, np.ndarray], activation: str = "tanh") -> cells.CellOutput:
     """cells.gru_forward, one compiled pass per step."""
     steps, batch, gates_width = x_proj.shape
     gates, w_hh, b_hn = x_proj, _rows_apart_from_4k(weights["W_hh"], steps), weights["b_hn"]
@@ -455,17 +455,17 @@ def gru_forward(x_proj: np.ndarray, state0: cells.State, weights: dict[str, np.n
 
     def loop(first: int, stop: int) -> None:
         rows = slice(first, stop)
-        h, recurrent = state0["h"][rows], np.empty((stop - first, gates_width), dtype=x_proj.dtype)
+        h, recurrent = hidden0["h"][rows], np.empty((stop - first, gates_width), dtype=x_proj.dtype)
         for t in range(steps):
             np.matmul(h, w_hh, out=recurrent)
             _gru_step_forward(gates[t, rows], recurrent, b_hn, h, hns[t, rows], hs[t, rows])
             h = hs[t, rows]
 
     _HALVES.run(loop, batch)
-    return cells.CellOutput(hs, {"h": hs[-1].copy()}, (gates, hns, hs, state0["h"]))
+    return cells.CellOutput(hs, {"h": hs[-1].copy()}, (gates, hns, hs, hidden0["h"]))
 
 
-def gru_backward(d_hs: np.ndarray, cache: Any, weights: dict[str, np.ndarray]) -> tuple[np.ndarray, dict, cells.State]:
+def gru_backward(d_hs: np.ndarray, cache: Any, weights: dict[str, np.ndarray]) -> tuple[np.ndarray, dict, cells.Hidden]:
     """cells.gru_backward, one compiled pass per step."""
     gates, hns, hs, h0 = cache
     hidden = hs.shape[2]

@@ -1,8 +1,8 @@
 """The training loop: truncated BPTT over parallel streams, clipping and an optimizer step. Prints nothing.
 
 The token ids are cut into B contiguous streams (corpus.split_streams); each step trains on the next
-T tokens of every stream, carrying each stream's hidden state into the next step, and starts every
-stream over (state reset to zero) when the next chunk would run past its end.
+T tokens of every stream, carrying each stream's hidden trainee into the next step, and starts every
+stream over (trainee reset to zero) when the next chunk would run past its end.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from charrnn.errors import TrainingError
 from charrnn.model.workspace import Workspace
 
 @dataclass
-class TrainState:
+class Trainee:
     """A model under training: its shape, and everything that changes as it trains (arrays in place)."""
 
     model_config: ModelConfig
     params: network.Params
-    optimizer: optim.OptimizerState
-    hidden: network.State  # (B, H) per layer and state kind, carried between chunks
+    optimizer_state: optim.OptimizerState
+    hidden: network.Hidden  # (B, H) per layer and trainee kind, carried between chunks
     progress: Progress
     rng: np.random.Generator  # initialisation, then dropout masks
     workspace: Workspace = field(default_factory=Workspace)  # scratch buffers and threads, never saved
@@ -54,15 +54,15 @@ class StepResult:
         return self.tokens / self.seconds if self.seconds > 0 else math.inf
 
 
-def new_state(model_config: ModelConfig, train_config: TrainConfig, kernels: Kernels = NUMPY) -> TrainState:
+def new_trainee(model_config: ModelConfig, train_config: TrainConfig, kernels: Kernels = NUMPY) -> Trainee:
     """A freshly initialised model and optimizer, seeded by ``train_config.rng_seed``, trained with ``kernels``."""
     rng = np.random.default_rng(train_config.rng_seed)
     params = network.init_params(model_config, rng, train_config.init_scale, train_config.embedding_init_scale)
-    return TrainState(
+    return Trainee(
         model_config=model_config,
         params=params,
-        optimizer=optim.init_state(train_config.optimizer, params),
-        hidden=network.initial_state(model_config, train_config.batch_size),
+        optimizer_state=optim.init_state(train_config.optimizer, params),
+        hidden=network.initial_hidden(model_config, train_config.batch_size),
         progress=Progress(),
         rng=rng,
         kernels=kernels,
@@ -89,14 +89,14 @@ def is_finished(progress: Progress, streams: np.ndarray, config: TrainConfig) ->
     return False
 
 
-def train_step(state: TrainState, streams: np.ndarray, config: TrainConfig) -> StepResult:
-    """Train on the next (T, B) chunk of ``streams`` (B, L) and advance ``state``.
+def train_step(trainee: Trainee, streams: np.ndarray, config: TrainConfig) -> StepResult:
+    """Train on the next (T, B) chunk of ``streams`` (B, L) and advance ``trainee``.
 
     Raises TrainingError, before any parameter changes, if the loss is not finite.
     """
     started = time.perf_counter()
     seq_length = config.seq_length
-    progress = state.progress
+    progress = trainee.progress
     start = progress.position
     chunk = streams[:, start : start + seq_length + 1].T  # (T + 1, B)
     inputs = np.ascontiguousarray(chunk[:-1])
@@ -106,8 +106,8 @@ def train_step(state: TrainState, streams: np.ndarray, config: TrainConfig) -> S
     # above 1e-38 and would otherwise slow the elementwise passes down a hundredfold late in training.
     with np.errstate(over="ignore", invalid="ignore"), fpu.flushing():
         result = network.loss_and_grads(
-            state.params, state.model_config, inputs, targets, state.hidden, state.rng, state.workspace,
-            state.kernels,
+            trainee.params, trainee.model_config, inputs, targets, trainee.hidden, trainee.rng, trainee.workspace,
+            trainee.kernels,
         )
     if not math.isfinite(result.loss_nats):
         raise TrainingError(
@@ -116,9 +116,9 @@ def train_step(state: TrainState, streams: np.ndarray, config: TrainConfig) -> S
         )
     learning_rate = optim.learning_rate_at(config, progress.epoch)
     with fpu.flushing():
-        state.kernels.optimizer_update(
-            config.optimizer, state.params, result.grads, state.optimizer, learning_rate, config.clip,
-            state.workspace.run_blocks,
+        trainee.kernels.optimizer_update(
+            config.optimizer, trainee.params, result.grads, trainee.optimizer_state, learning_rate, config.clip,
+            trainee.workspace.run_blocks,
         )
 
     progress.step += 1
@@ -128,9 +128,9 @@ def train_step(state: TrainState, streams: np.ndarray, config: TrainConfig) -> S
     if progress.position + seq_length + 1 > streams.shape[1]:
         progress.position = 0
         progress.epoch += 1
-        state.hidden = {key: np.zeros_like(value) for key, value in state.hidden.items()}
+        trainee.hidden = {key: np.zeros_like(value) for key, value in trainee.hidden.items()}
     else:
-        state.hidden = result.state_last
+        trainee.hidden = result.hidden_last
     progress.epochs = epochs_done(progress, streams, seq_length)
     return StepResult(
         step=progress.step,
@@ -186,7 +186,7 @@ class DivergenceWatch:
 
 
 def run(
-    state: TrainState,
+    trainee: Trainee,
     streams: np.ndarray,
     config: TrainConfig,
     should_stop: Callable[[], bool] = lambda: False,
@@ -196,8 +196,8 @@ def run(
     ``should_stop`` is checked between steps only, so a stop never leaves a half-applied update.
     Raises TrainingError when the loss stops being finite or the run diverges (DivergenceWatch).
     """
-    watch = DivergenceWatch(state.model_config.vocab_size)
-    while not is_finished(state.progress, streams, config) and not should_stop():
-        result = train_step(state, streams, config)
-        watch.observe(state.progress)
+    watch = DivergenceWatch(trainee.model_config.vocab_size)
+    while not is_finished(trainee.progress, streams, config) and not should_stop():
+        result = train_step(trainee, streams, config)
+        watch.observe(trainee.progress)
         yield result

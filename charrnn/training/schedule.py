@@ -85,7 +85,7 @@ Event = Union[Started, loop.StepResult, Evaluated, Sampled, Saved, Finished]
 
 
 def _target_steps(session: Session) -> int:
-    config, progress = session.train_config, session.state.progress
+    config, progress = session.train_config, session.trainee.progress
     limits = []
     if config.max_steps is not None:
         limits.append(config.max_steps)
@@ -110,22 +110,22 @@ def training_sample(session: Session, length: int, temperature: float = 1.0) -> 
     Its randomness comes from (seed, step), not the training generator, so sampling more or less
     often never changes the trained weights.
     """
-    rng = np.random.default_rng([session.train_config.rng_seed, session.state.progress.step])
+    rng = np.random.default_rng([session.train_config.rng_seed, session.trainee.progress.step])
     prime = rng.integers(session.model_config.vocab_size, size=1)
     config = SampleConfig(length=length, temperature=temperature)
     unknown = session.tokenizer.unknown_id
     banned = () if unknown is None else (unknown,)
-    generated = sampling.generate(session.state.params, session.model_config, prime, config, rng, banned)
+    generated = sampling.generate(session.trainee.params, session.model_config, prime, config, rng, banned)
     return session.tokenizer.decode(prime.tolist() + [int(ids[0]) for ids in generated])
 
 
 def _validate(session: Session, token_lengths: np.ndarray) -> Iterator[Event]:
     """Score the validation text, record it in the progress, and write best.npz on a new best."""
-    progress = session.state.progress
+    progress = session.trainee.progress
     limit = session.request.schedule.eval_tokens
     val_ids = session.val_ids if not limit else session.val_ids[: limit + 1]
     score = scoring.score_ids(
-        session.state.params, session.model_config, val_ids, token_lengths, session.train_config.batch_size
+        session.trainee.params, session.model_config, val_ids, token_lengths, session.train_config.batch_size
     )
     progress.val_step = progress.step
     progress.val_loss_nats = score.loss_nats
@@ -150,7 +150,7 @@ def _save(session: Session) -> str:
     """Write the step checkpoint and latest.npz, then prune old step files; returns latest's path."""
     directory = session.checkpoint_dir
     path = checkpoint.save(to_checkpoint(session), directory)
-    _written(session, path, os.path.join(directory, checkpoint.step_filename(session.state.progress.step)))
+    _written(session, path, os.path.join(directory, checkpoint.step_filename(session.trainee.progress.step)))
     checkpoint.prune_step_files(directory, session.request.schedule.checkpoint_keep)
     return path
 
@@ -163,8 +163,8 @@ def run(session: Session, should_stop: Callable[[], bool] = lambda: False) -> It
     ``Finished(interrupted=True)``. If training fails (a NaN loss, a failed write) nothing is saved
     over the last good checkpoint.
     """
-    schedule, state = session.request.schedule, session.state
-    progress = state.progress
+    schedule, trainee = session.request.schedule, session.trainee
+    progress = trainee.progress
     started = time.perf_counter()
     first_step, first_tokens = progress.step, progress.tokens_seen
     token_lengths = session.tokenizer.token_lengths()
@@ -172,7 +172,7 @@ def run(session: Session, should_stop: Callable[[], bool] = lambda: False) -> It
     yield Started(
         session.model_config,
         session.train_config,
-        network.count_parameters(state.params),
+        network.count_parameters(trainee.params),
         session.streams.size,
         0 if session.val_ids is None else len(session.val_ids),
         loop.steps_per_epoch(session.streams, session.train_config.seq_length),
@@ -184,7 +184,7 @@ def run(session: Session, should_stop: Callable[[], bool] = lambda: False) -> It
         tuple(session.notes),
     )
     saved_path, saved_step, last_score = None, None, None
-    for result in loop.run(state, session.streams, session.train_config, should_stop):
+    for result in loop.run(trainee, session.streams, session.train_config, should_stop):
         yield result
         step = result.step
         if validating and schedule.eval_every and step % schedule.eval_every == 0:

@@ -57,7 +57,7 @@ class Session:
     corpus: CorpusInfo
     streams: np.ndarray  # (B, L) training token ids
     val_ids: Optional[np.ndarray]  # (N_val,) validation token ids; None when validation is off
-    state: loop.TrainState
+    trainee: loop.Trainee  # the model, its optimizer state, carried hidden state, progress and generator
     run_id: str
     resumed_from: Optional[str] = None
     notes: list[str] = field(default_factory=list)
@@ -190,9 +190,9 @@ def _fresh(request: TrainRequest, on_progress: token_cache.Progress) -> Session:
     shrinkable = "batch_size" not in request.explicit
     streams, val_ids, train_config = _prepare_streams(ids, val_ids, train_config, shrinkable, notes)
     _check_memory(model_config, train_config)
-    state = loop.new_state(model_config, train_config)
+    trainee = loop.new_trainee(model_config, train_config)
     run_id = metadata.run_identity(model_config, train_config, tokenizer)
-    return Session(request, model_config, train_config, tokenizer, corpus, streams, val_ids, state, run_id, None, notes)
+    return Session(request, model_config, train_config, tokenizer, corpus, streams, val_ids, trainee, run_id, None, notes)
 
 
 def _check_conflicts(request: TrainRequest, ckpt: Checkpoint) -> None:
@@ -236,7 +236,7 @@ def _resumed(request: TrainRequest, ckpt: Checkpoint, on_progress: token_cache.P
         request, paths, val_paths, ckpt.tokenizer, ckpt.tokenizer.kind, ckpt.corpus.max_vocab, on_progress, notes
     )
     streams, val_ids, _ = _prepare_streams(ids, val_ids, train_config, False, notes)
-    progress, hidden = ckpt.progress, ckpt.state
+    progress, hidden = ckpt.progress, ckpt.hidden
     same_data = corpus.sha256 == ckpt.corpus.sha256
     if not same_data and corpus.ids_dtype != ckpt.corpus.ids_dtype:
         # Fingerprinted in another id type (older checkpoints hashed int32 ids): compare in that type.
@@ -252,9 +252,9 @@ def _resumed(request: TrainRequest, ckpt: Checkpoint, on_progress: token_cache.P
         hidden = {key: np.zeros_like(value) for key, value in hidden.items()}
     rng = np.random.default_rng()
     rng.bit_generator.state = ckpt.rng_state
-    state = loop.TrainState(ckpt.model_config, ckpt.params, ckpt.optimizer_state, hidden, progress, rng)
+    trainee = loop.Trainee(ckpt.model_config, ckpt.params, ckpt.optimizer_state, hidden, progress, rng)
     return Session(
-        request, ckpt.model_config, train_config, ckpt.tokenizer, corpus, streams, val_ids, state, ckpt.run_id, path,
+        request, ckpt.model_config, train_config, ckpt.tokenizer, corpus, streams, val_ids, trainee, ckpt.run_id, path,
         notes,
     )
 
@@ -328,16 +328,16 @@ def open_session(request: TrainRequest, on_progress: token_cache.Progress = lamb
 
 def to_checkpoint(session: Session) -> Checkpoint:
     """The session's current state as a checkpoint."""
-    state = session.state
+    trainee = session.trainee
     return Checkpoint(
         model_config=session.model_config,
         train_config=session.train_config,
         tokenizer=session.tokenizer,
-        params=state.params,
-        optimizer_state=state.optimizer,
-        state=state.hidden,
-        progress=state.progress,
-        rng_state=state.rng.bit_generator.state,
+        params=trainee.params,
+        optimizer_state=trainee.optimizer_state,
+        hidden=trainee.hidden,
+        progress=trainee.progress,
+        rng_state=trainee.rng.bit_generator.state,
         corpus=session.corpus,
         run_id=session.run_id,
     )
