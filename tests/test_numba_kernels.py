@@ -184,7 +184,7 @@ def test_loss_gradients_and_update_equal_the_numpy_path_in_float32(options, opti
         grads = {name: _dense(grad).copy() for name, grad in result.grads.items()}
         opt_state = optim.init_state(optimizer, trained)
         for _ in range(2):  # the second step reads the state the first one wrote
-            kernels.optimizer_update(optimizer, trained, _copy(result.grads), opt_state, 0.05, clip=0.2)
+            kernels.optimizer_update(optimizer, trained, _copy(result.grads), opt_state, learning_rate=0.05, clip=0.2)
         outcomes.append((result.loss_nats, grads, result.hidden_last, trained, opt_state))
     (loss, grads, last, trained, opt_state), (loss_c, grads_c, last_c, trained_c, opt_state_c) = outcomes
     assert loss_c == pytest.approx(loss, rel=1e-6)
@@ -270,7 +270,7 @@ def test_update_equals_numpy_on_sparse_and_dense_gradients_and_clips_in_place(op
                 "a": (np.random.default_rng(step).standard_normal(1000) * 3).astype(np.float32),
                 "E": ops.SparseRows(np.array([1, 4]), np.array([[9.0, -0.5, 2.0], [-8.0, 1.0, 0.0]], dtype=np.float32)),
             }
-            kernels.optimizer_update(optimizer, trained, grads, state, 0.1, clip=5.0)
+            kernels.optimizer_update(optimizer, trained, grads, state, learning_rate=0.1, clip=5.0)
         outcomes.append((trained, state, grads))
     (trained, state, grads), (trained_c, state_c, grads_c) = outcomes
     for name in params:
@@ -290,14 +290,14 @@ def test_update_flushes_what_would_become_subnormal_as_a_flushing_processor_does
     param = np.ones(4, dtype=np.float32)
     state = optim.init_state(optimizer, {"w": param})
     # Squares below the smallest normal float count as zero: (1e-20)² = 1e-40 would be subnormal.
-    NUMBA.optimizer_update(optimizer, {"w": param}, {"w": np.array([1e-20, 1e-10, 0, 0], np.float32)}, state, 0.01)
+    NUMBA.optimizer_update(optimizer, {"w": param}, {"w": np.array([1e-20, 1e-10, 0, 0], np.float32)}, state, learning_rate=0.01)
     square_slot = state[f"{optim.SLOTS[optimizer][-1]}.w"]
     assert square_slot[0] == 0 and square_slot[1] > 0
     # Averages that decay where the gradient stays zero drop from just above it to zero, never below it.
     for slot in optim.SLOTS[optimizer]:
         state[f"{slot}.w"][2] = 1.01 * tiny  # Adam's v (β2 = 0.999) falls below tiny within 11 steps
     for _ in range(30):
-        NUMBA.optimizer_update(optimizer, {"w": param}, {"w": np.zeros(4, np.float32)}, state, 0.01)
+        NUMBA.optimizer_update(optimizer, {"w": param}, {"w": np.zeros(4, np.float32)}, state, learning_rate=0.01)
     for slot in optim.SLOTS[optimizer]:
         magnitudes = np.abs(state[f"{slot}.w"])
         assert ((magnitudes == 0) | (magnitudes >= tiny)).all(), slot

@@ -82,3 +82,31 @@ def test_dropout_mask_is_inverted_and_seeded():
     assert (mask == 0).mean() == pytest.approx(0.25, abs=0.01)
     assert mask.mean() == pytest.approx(1.0, abs=0.02)  # expected activation unchanged
     assert np.array_equal(mask, ops.dropout_mask((200, 100), 0.25, np.random.default_rng(0), np.float32))
+
+
+# --- each fused kernel against its plain twin ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("with_bias", [False, True])
+@pytest.mark.parametrize("threads", [1, 3])
+def test_the_fused_softmax_equals_its_plain_twin(with_bias, threads):
+    rng = np.random.default_rng(4)
+    logits = rng.standard_normal((37, 11)) * 30  # some rows far beyond the range that needs no shift
+    targets = rng.integers(11, size=37)
+    bias = rng.standard_normal(11) if with_bias else None
+    expected_loss, expected = ops.softmax_cross_entropy_plain(logits, targets, bias)
+    for floor in (True, False):
+        loss, grad = ops.softmax_cross_entropy(logits.copy(), targets, bias, Workspace(threads=threads).run_blocks, floor)
+        assert loss == pytest.approx(expected_loss, rel=1e-12)
+        # The fused kernel raises probabilities below e^-60 of their row's largest to that floor (it
+        # keeps them out of the subnormal range): a difference below e^-60 / N, by design.
+        np.testing.assert_allclose(grad, expected, rtol=1e-9, atol=np.exp(-ops.EXP_RANGE) / len(targets))
+
+
+def test_the_sorted_embedding_gradient_equals_its_plain_twin():
+    rng = np.random.default_rng(5)
+    ids = rng.integers(9, size=(6, 4))  # repeats, and tokens that never occur
+    d_out = rng.standard_normal((6, 4, 3))
+    sparse = ops.embedding_backward(d_out, ids)
+    np.testing.assert_allclose(sparse.to_dense(9), ops.embedding_backward_plain(d_out, ids, 9), rtol=1e-12)
+    assert sparse.rows.tolist() == sorted(set(ids.reshape(-1).tolist()))

@@ -77,20 +77,20 @@ def rnn_forward(x_proj: np.ndarray, hidden0: Hidden, weights: dict[str, np.ndarr
 def rnn_backward(d_hs: np.ndarray, cache: Any, weights: dict[str, np.ndarray]) -> tuple[np.ndarray, dict, Hidden]:
     """BPTT for ``rnn_forward``: (d_x_proj (T, B, H), {"W_hh": (H, H)}, {"h": dh0 (B, H)})."""
     hs, h0, activation = cache
-    # The activation's derivative for every step at once: tanh'(a) = 1 − h², relu'(a) = [h > 0].
+    # The activation's derivative for every step at once: tanh'(a) = 1 − h², relu'(a) = [h > 0]. It
+    # becomes the gradient of the pre-activations, step by step, below.
     if activation == "tanh":
         d_pre = np.multiply(hs, hs)
         np.subtract(1.0, d_pre, out=d_pre)
     else:
         d_pre = (hs > 0).astype(hs.dtype)
-    dh_next = np.zeros_like(h0)
+    dh_next = np.zeros_like(h0)  # the gradient reaching h_t from step t + 1 (none after the last step)
     # A contiguous copy: BLAS multiplies by it a fifth faster than by the transposed view.
     w_hh_t = np.ascontiguousarray(weights["W_hh"].T)
-    last = hs.shape[0] - 1
-    for t in range(last, -1, -1):
-        d_pre_t = d_pre[t]
-        d_pre_t *= d_hs[t] + dh_next if t < last else d_hs[t]
-        np.matmul(d_pre_t, w_hh_t, out=dh_next)
+    for t in range(hs.shape[0] - 1, -1, -1):
+        dh = d_hs[t] + dh_next  # from the layer above, and from the next step through W_hh
+        d_pre[t] *= dh  # through the activation: act'(a_t) ⊙ dh
+        dh_next = d_pre[t] @ w_hh_t  # to h_{t-1}
     return d_pre, {"W_hh": weight_gradient(h0, hs, d_pre)}, {"h": dh_next}
 
 

@@ -145,6 +145,11 @@ class LossResult(NamedTuple):
     hidden_last: Hidden  # state after the last step, to carry into the next chunk
 
 
+def _new_array(name: str, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """What a workspace's ``buffer`` gives, without a workspace: a new array each time."""
+    return np.empty(shape, dtype=dtype)
+
+
 def loss_and_grads(
     params: Params,
     config: ModelConfig,
@@ -166,15 +171,18 @@ def loss_and_grads(
     steps, batch = inputs.shape
     count, hidden, vocab = steps * batch, config.hidden_size, config.vocab_size
     dtype = params["W_hy"].dtype
-    scratch = workspace or Workspace(threads=1)
+    buffer = _new_array if workspace is None else workspace.buffer
     top, last, caches = _forward(params, config, inputs, hidden0, rng, workspace, kernels)
     top_flat = top.reshape(count, hidden)  # (N, H)
-    logits = kernels.matmul(top_flat, params["W_hy"], out=scratch.buffer("logits", (count, vocab), dtype))  # (N, V)
-    loss, d_logits = kernels.softmax_cross_entropy(logits, targets.reshape(-1), params["b_y"], scratch.run_blocks)
+    logits = kernels.matmul(top_flat, params["W_hy"], out=buffer("logits", (count, vocab), dtype))  # (N, V)
+    loss, d_logits = kernels.softmax_cross_entropy(
+        logits, targets.reshape(-1), params["b_y"],
+        run_blocks=ops.one_block if workspace is None else workspace.run_blocks,
+        floor_subnormals=workspace is None or not workspace.flushes_subnormals(),
+    )
     d_top, d_w_hy, d_b_y = ops.linear_backward(
         d_logits, top_flat, params["W_hy"],
-        scratch.buffer("d_top", (count, hidden), dtype), scratch.buffer("d_W_hy", (hidden, vocab), dtype),
-        kernels.matmul,
+        buffer("d_top", (count, hidden), dtype), buffer("d_W_hy", (hidden, vocab), dtype), kernels.matmul,
     )
     grads: Grads = {"W_hy": d_w_hy, "b_y": d_b_y}
 

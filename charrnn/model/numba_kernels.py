@@ -53,8 +53,7 @@ from numba import types
 from numba.extending import intrinsic, overload
 
 from charrnn.model import cells, optim
-from charrnn.model.ops import EXP_RANGE, SparseRows
-from charrnn.model.workspace import run_serially
+from charrnn.model.ops import BlockRunner, EXP_RANGE, SparseRows, one_block
 
 # No "nnan"/"ninf": a diverging model must still produce NaN and infinity, which training reports.
 _FASTMATH = {"contract", "arcp", "nsz"}
@@ -561,9 +560,14 @@ def softmax_cross_entropy(
     logits: np.ndarray,
     targets: np.ndarray,
     bias: Optional[np.ndarray] = None,
-    run_blocks: Callable[..., None] = run_serially,
+    run_blocks: BlockRunner = one_block,
+    floor_subnormals: bool = True,
 ) -> tuple[float, np.ndarray]:
-    """ops.softmax_cross_entropy in one compiled pass per row block (``logits`` becomes the gradient)."""
+    """ops.softmax_cross_entropy in one compiled pass per row block (``logits`` becomes the gradient).
+
+    It floors small probabilities always (``floor_subnormals`` is accepted for the same signature): a
+    compiled loop costs nothing extra for it.
+    """
     count, vocab = logits.shape
     losses = np.empty(count, dtype=np.float64)
     inverse_count = logits.dtype.type(1.0 / count)
@@ -682,9 +686,10 @@ def update(
     params: Mapping[str, np.ndarray],
     grads: Mapping[str, optim.Gradient],
     state: optim.OptimizerState,
+    *,
     learning_rate: float,
     clip: Optional[float] = None,
-    run_blocks: Callable[..., None] = run_serially,
+    run_blocks: BlockRunner = one_block,
 ) -> optim.OptimizerState:
     """optim.update with each block's clip and update in one compiled pass."""
     if optimizer == "adam":

@@ -11,8 +11,12 @@ from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 
-from charrnn.model import fpu
-from charrnn.model.workspace import run_serially
+BlockRunner = Callable[[Callable[[int, int], None], int, int], None]  # (block(start, stop), rows, row width)
+
+
+def one_block(function: Callable[[int, int], None], rows: int, row_width: int = 1) -> None:
+    """Run a row-block kernel over all ``rows`` at once: what a block runner does without a workspace."""
+    function(0, rows)
 
 
 class SparseRows(NamedTuple):
@@ -40,13 +44,21 @@ def embedding_forward(weights: np.ndarray, ids: np.ndarray, out: Optional[np.nda
     return np.take(weights, ids, axis=0, out=out)
 
 
+def embedding_backward_plain(d_out: np.ndarray, ids: np.ndarray, num_rows: int) -> np.ndarray:
+    """The textbook twin of ``embedding_backward``: add each position's gradient to its token's row."""
+    dense = np.zeros((num_rows, d_out.shape[-1]), dtype=d_out.dtype)
+    np.add.at(dense, ids.reshape(-1), d_out.reshape(len(ids.reshape(-1)), -1))
+    return dense
+
+
 def embedding_backward(d_out: np.ndarray, ids: np.ndarray) -> SparseRows:
     """Gradient of ``embedding_forward`` w.r.t. the weights, summed per distinct id.
 
     ``d_out`` has shape S + (H,) for ``ids`` of shape S. Equal ids are gathered together by a stable
     sort; each distinct id's first row is copied, and only ids that occur more than once get a
     segment sum of their other rows (``add.reduceat`` costs about a microsecond per segment, and
-    with a large vocabulary most ids of a batch occur once).
+    with a large vocabulary most ids of a batch occur once). ``embedding_backward_plain`` is the same
+    gradient written plainly; a test holds them equal.
     """
     flat_ids = ids.reshape(-1)
     flat_grad = d_out.reshape(len(flat_ids), -1)
@@ -128,11 +140,26 @@ def cross_entropy_per_token(logits: np.ndarray, targets: np.ndarray) -> np.ndarr
 EXP_RANGE = 60.0
 
 
+def softmax_cross_entropy_plain(
+    logits: np.ndarray, targets: np.ndarray, bias: Optional[np.ndarray] = None
+) -> tuple[float, np.ndarray]:
+    """The textbook twin of ``softmax_cross_entropy``: the same loss and gradient, new arrays, no tricks."""
+    z = logits if bias is None else logits + bias
+    z = z - z.max(axis=1, keepdims=True)  # against overflow; softmax is unchanged by a shift per row
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))  # log softmax(z), (N, V)
+    rows = np.arange(len(targets))
+    loss = -log_p[rows, targets].astype(np.float64).mean()
+    grad = np.exp(log_p)
+    grad[rows, targets] -= 1.0
+    return float(loss), grad / len(targets)
+
+
 def softmax_cross_entropy(
     logits: np.ndarray,
     targets: np.ndarray,
     bias: Optional[np.ndarray] = None,
-    run_blocks: Callable[..., None] = run_serially,
+    run_blocks: BlockRunner = one_block,
+    floor_subnormals: bool = True,
 ) -> tuple[float, np.ndarray]:
     """Mean cross-entropy (nats) of ``logits`` + ``bias`` (N, V) against ``targets`` (N,), and its gradient.
 
@@ -140,6 +167,8 @@ def softmax_cross_entropy(
     ``logits`` is overwritten with the gradient, which is returned: the (N, V) matrix is the largest
     array of a step, and doing every pass over it in place, block by block while a block is still in
     cache, is much of what makes training fast. ``run_blocks`` may spread the blocks over threads.
+    ``floor_subnormals=False`` is for threads that flush subnormals to zero anyway (see fpu.py).
+    ``softmax_cross_entropy_plain`` is the same computation written plainly; a test holds them equal.
     """
     count, vocab = logits.shape
     losses = np.empty(count, dtype=np.float64)
@@ -163,7 +192,7 @@ def softmax_cross_entropy(
         if shifted:
             z -= row_max
             target_z -= row_max[:, 0]
-        if not fpu.flushing_in_this_thread():  # a flushing thread turns them into zeros for free
+        if floor_subnormals:  # a flushing thread turns them into zeros for free
             np.maximum(z, -EXP_RANGE if shifted else row_max - EXP_RANGE, out=z)
         np.exp(z, out=z)
         totals = z.sum(axis=1, keepdims=True)

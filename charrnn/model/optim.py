@@ -11,13 +11,12 @@ Optimizer state is a flat dict of arrays named ``<slot>.<parameter>`` (``sum_sq.
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping, Optional, Union
+from typing import Mapping, Optional, Union
 
 import numpy as np
 
 from charrnn.config import TrainConfig
-from charrnn.model.ops import SparseRows
-from charrnn.model.workspace import run_serially
+from charrnn.model.ops import BlockRunner, SparseRows, one_block
 
 OptimizerState = dict[str, np.ndarray]
 Gradient = Union[np.ndarray, SparseRows]
@@ -89,15 +88,16 @@ def update(
     params: Mapping[str, np.ndarray],
     grads: Mapping[str, Gradient],
     state: OptimizerState,
+    *,
     learning_rate: float,
     clip: Optional[float] = None,
-    run_blocks: Callable[..., None] = run_serially,
+    run_blocks: BlockRunner = one_block,
 ) -> OptimizerState:
     """One step of ``optimizer``, in place on ``params`` and ``state`` (and ``grads``); returns ``state``.
 
     With ``clip``, every gradient element is first clamped to [-clip, clip]. Clipping and the update
     run together block by block, so each block is read from memory once; ``run_blocks`` may spread the
-    blocks over threads.
+    blocks over threads. ``update_plain`` is the same step written plainly; a test holds them equal.
 
     For Adagrad a SparseRows gradient updates only its rows, which is exact: an untouched row has
     g = 0, so its G and θ would not change anyway. RMSProp and Adam decay their averages (and Adam
@@ -132,4 +132,32 @@ def update(
                 _adam(param_block, grad_block, slots[0], slots[1], learning_rate, step)
 
         run_blocks(block, param.size)
+    return state
+
+
+_STEPS = {"adagrad": _adagrad, "rmsprop": _rmsprop}
+
+
+def update_plain(
+    optimizer: str,
+    params: Mapping[str, np.ndarray],
+    grads: Mapping[str, Gradient],
+    state: OptimizerState,
+    *,
+    learning_rate: float,
+    clip: Optional[float] = None,
+) -> OptimizerState:
+    """The textbook twin of ``update``: each gradient made dense, clipped, and applied as a whole array."""
+    if optimizer == "adam":
+        state["step"] += 1
+    for name, grad in grads.items():
+        param = params[name]
+        g = grad.to_dense(param.shape[0]) if isinstance(grad, SparseRows) else grad.copy()
+        if clip is not None:
+            g = np.clip(g, -clip, clip)
+        slots = [state[f"{slot}.{name}"] for slot in SLOTS[optimizer]]
+        if optimizer == "adam":
+            _adam(param, g, *slots, learning_rate, int(state["step"]))
+        else:
+            _STEPS[optimizer](param, g, *slots, learning_rate)
     return state

@@ -59,6 +59,14 @@ class Workspace:
             self._buffers[name] = current
         return current
 
+    def flushes_subnormals(self) -> bool:
+        """Whether every block ``run_blocks`` runs now is computed with subnormals flushed to zero.
+
+        Workers flush whenever the process can; the caller's thread (which takes a share, and runs small
+        jobs alone) only inside ``fpu.flushing()``, so the answer is the calling thread's.
+        """
+        return fpu.flushing_in_this_thread()
+
     def run_blocks(self, function: BlockFunction, rows: int, row_width: int = 1) -> None:
         """Call ``function(start, stop)`` over row blocks covering ``rows`` rows, on all threads.
 

@@ -117,8 +117,8 @@ def train_step(trainee: Trainee, streams: np.ndarray, config: TrainConfig) -> St
     learning_rate = optim.learning_rate_at(config, progress.epoch)
     with fpu.flushing():
         trainee.kernels.optimizer_update(
-            config.optimizer, trainee.params, result.grads, trainee.optimizer_state, learning_rate, config.clip,
-            trainee.workspace.run_blocks,
+            config.optimizer, trainee.params, result.grads, trainee.optimizer_state,
+            learning_rate=learning_rate, clip=config.clip, run_blocks=trainee.workspace.run_blocks,
         )
 
     progress.step += 1
