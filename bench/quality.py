@@ -49,11 +49,10 @@ import ngram  # noqa: E402  (bench/ngram.py, beside this file)
 from throughput import DEFAULT_CORPORA_DIR, machine_info  # noqa: E402
 
 from charrnn.config import ModelConfig, TrainConfig  # noqa: E402
-from charrnn.data.corpus import split_streams  # noqa: E402
+from charrnn.data.streams import split_streams, split_validation  # noqa: E402
 from charrnn.inference import scoring  # noqa: E402
 from charrnn.model import network  # noqa: E402
 from charrnn.training import loop  # noqa: E402
-from charrnn.training.session import split_validation  # noqa: E402
 from charrnn.data.tokenizer import Tokenizer  # noqa: E402
 
 CORPORA = {"zh": "tang300.txt", "en": "devils_dictionary.txt"}

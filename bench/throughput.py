@@ -6,7 +6,7 @@ this trains, alternating round-robin over several rounds and each time in a fres
   charrnn-numpy  charrnn.training.loop.train_step through the public API, the code ``charrnn train`` runs per
   charrnn-numba  step, with each backend of ``--backend`` (numpy: the reference; numba: compiled kernels);
   torch          bench/torch_reference.py, the same model as a PyTorch user writes it (float32, all cores);
-  classic        bench/classic.py, the tutorials' single-stream loop (batch 1, float64, Python per token;
+  classic        charrnn/model/reference.py, the tutorials' single-stream loop (batch 1, float64, Python per token;
                  vanilla cell only);
 
 and numpy's own float32 GEMM of the output layer's shape, (B·T)×H by H×V, as the rate to compare with.
@@ -149,7 +149,7 @@ def prepare_dataset(name: str, corpus_path: Path, corpus_label: str, work_dir: P
     Every implementation then trains on exactly these ids; the classic one reads ``ids.npy`` as one
     stream, the batched ones the (B, L) ``streams.npy`` from charrnn.data.corpus.split_streams.
     """
-    from charrnn.data.corpus import split_streams
+    from charrnn.data.streams import split_streams
     from charrnn.data.tokenizer import Tokenizer
 
     # Universal newlines turn \r\n and \r into \n, as charrnn's reader does.
@@ -238,9 +238,10 @@ def run_worker(args) -> int:
         return 0
 
     if args.worker == "classic":
-        classic = _bench_module("classic")
+        from charrnn.model import reference
+
         ids = np.load(data_dir / "ids.npy")
-        trainer = classic.ClassicTrainer(
+        trainer = reference.Trainer(
             vocab_size, args.hidden_size,
             seq_length=args.seq_length, learning_rate=args.learning_rate, clip=args.clip,
         )

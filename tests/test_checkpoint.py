@@ -15,7 +15,7 @@ from charrnn.checkpoints import checkpoint, metadata
 from charrnn.training import loop
 from charrnn.checkpoints.checkpoint import Checkpoint, CorpusInfo
 from charrnn.config import ModelConfig, TrainConfig
-from charrnn.data.corpus import split_streams
+from charrnn.data.streams import split_streams
 from charrnn.errors import CheckpointError, CheckpointWriteError, ConfigError
 from charrnn.data.tokenizer import Tokenizer
 

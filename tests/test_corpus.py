@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from charrnn.data.corpus import read_corpus, split_streams
+from charrnn.data.corpus import read_corpus
+from charrnn.data.streams import split_streams
 from charrnn.errors import ConfigError, CorpusError
 
 POEM = "春眠不觉晓，处处闻啼鸟。\n"

@@ -23,7 +23,7 @@ ALLOWED = {
         "training.loop", "training.schedule", "training.session",
     },
     "training.session": {
-        "checkpoints.checkpoint", "checkpoints.metadata", "config", "data.corpus", "data.token_cache",
+        "checkpoints.checkpoint", "checkpoints.metadata", "config", "data.corpus", "data.streams", "data.token_cache",
         "data.tokenizer", "errors", "memory", "model.network", "model.optim", "training.folder", "training.loop",
     },
     "training.schedule": {
@@ -46,6 +46,7 @@ ALLOWED = {
     "data.token_cache": {"config", "data.corpus", "data.tokenizer", "errors", "files"},
     "data.tokenizer": {"config", "errors"},
     "data.corpus": {"errors"},
+    "data.streams": {"errors"},
     "model.network": {"config", "model.backend", "model.cells", "model.ops", "model.workspace"},
     "model.backend": {"errors", "model.cells", "model.numba_kernels", "model.ops", "model.optim"},
     "model.numba_kernels": {"model.cells", "model.ops", "model.optim"},
@@ -53,6 +54,7 @@ ALLOWED = {
     "model.ops": set(),
     "model.workspace": {"model.fpu"},
     "model.cells": set(),
+    "model.reference": set(),
     "model.fpu": set(),
     "plot": {"errors", "files"},
     "memory": {"errors"},

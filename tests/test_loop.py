@@ -9,7 +9,7 @@ import pytest
 
 from charrnn.training import loop
 from charrnn.config import ModelConfig, TrainConfig
-from charrnn.data.corpus import split_streams
+from charrnn.data.streams import split_streams
 from charrnn.errors import ConfigError, TrainingError
 from charrnn.data.tokenizer import Tokenizer
 

@@ -16,7 +16,6 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Protocol, Sequence
 
-import numpy as np
 
 from charrnn.errors import ConfigError, CorpusError
 
@@ -294,24 +293,3 @@ def read_corpus(paths: Sequence[str], encoding: str = AUTO) -> CorpusText:
         texts.append(text)
         encodings.append(used)
     return CorpusText("".join(texts), tuple(str(p) for p in paths), tuple(encodings))
-
-
-def streams_fit(num_tokens: int, batch_size: int, seq_length: int) -> bool:
-    """True if ``num_tokens`` cut into ``batch_size`` streams gives each at least one chunk."""
-    return num_tokens // batch_size >= seq_length + 1
-
-
-def split_streams(ids: np.ndarray, batch_size: int, seq_length: int) -> np.ndarray:
-    """Cut ``ids`` (shape (N,)) into ``batch_size`` contiguous streams: a (B, N // B) view.
-
-    The last N mod B tokens are dropped. Each stream must hold at least ``seq_length + 1`` tokens
-    (inputs plus the following target) or CorpusError says which option to lower.
-    """
-    stream_length = len(ids) // batch_size
-    if not streams_fit(len(ids), batch_size, seq_length):
-        raise CorpusError(
-            f"the corpus has {len(ids)} tokens: cut into --batch-size {batch_size} streams that is "
-            f"{stream_length} tokens each, fewer than --seq-length + 1 = {seq_length + 1}; "
-            "use a smaller --batch-size or --seq-length, or a longer corpus"
-        )
-    return ids[: batch_size * stream_length].reshape(batch_size, stream_length)

@@ -1,5 +1,9 @@
 """The language model: embedding, stacked recurrent layers, affine output, softmax cross-entropy.
 
+New to the algorithm? Read reference.py beside this file first: the same model for one stream, written
+as the tutorials write it, in one file (a test holds the two equal). This is the fast version: every
+vector a row, all B streams and T steps as matrices, the one-hot products as embedding lookups.
+
 For the vanilla cell with one layer (row vectors, x_t one-hot):
 
     h_t = tanh(x_t W_xh + h_{t-1} W_hh + b_h)      x_t W_xh is row x_t of W_xh: an embedding lookup

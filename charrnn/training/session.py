@@ -22,7 +22,8 @@ from charrnn.model import network, optim
 from charrnn.training import folder, loop
 from charrnn.checkpoints.checkpoint import Checkpoint, CorpusInfo
 from charrnn.config import CHANGEABLE, DEFAULT_EPOCHS, FIXED, DataConfig, ModelConfig, ScheduleConfig, TrainConfig, settings_on_resume
-from charrnn.data.corpus import STANDARD_INPUT, is_standard_input, read_corpus, split_streams, streams_fit
+from charrnn.data.corpus import STANDARD_INPUT, is_standard_input, read_corpus
+from charrnn.data.streams import split_streams, split_validation, streams_fit
 from charrnn.errors import CheckpointError, ConfigError, VocabularyError
 from charrnn.data.tokenizer import Tokenizer
 
@@ -82,12 +83,6 @@ def _fingerprint(ids: np.ndarray, dtype: str) -> str:
     for start in range(0, len(ids), 1 << 22):
         digest.update(np.ascontiguousarray(ids[start : start + (1 << 22)], dtype=dtype).data)
     return digest.hexdigest()
-
-
-def split_validation(ids: np.ndarray, fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """(training ids, validation ids): the validation part is the last round(N · fraction) tokens."""
-    val_count = int(round(len(ids) * fraction))
-    return ids[: len(ids) - val_count], ids[len(ids) - val_count :]
 
 
 def _translate(prepared: token_cache.PreparedCorpus, tokenizer: Tokenizer) -> np.ndarray:
