@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import socket
@@ -82,6 +83,17 @@ def remove_orphaned_temporaries(directory: str) -> list[str]:
                 os.unlink(path)
                 removed.append(path)
     return removed
+
+
+def finite_or_none(value: Any) -> Any:
+    """``value`` with NaN and infinities replaced by None (JSON has neither), through dicts and lists."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {key: finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(item) for item in value]
+    return value
 
 
 def json_text(value: Any, **options: Any) -> str:

@@ -145,7 +145,7 @@ def test_an_exception_in_the_code_taking_the_workers_words_stops_them(tmp_path, 
         workers.update(_children(os.getpid()))
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(token_cache._ProvisionalVocabulary, "add_tokens", add_tokens)
+    monkeypatch.setattr(token_cache.VocabularyBuilder, "add_tokens", add_tokens)
     with pytest.raises(KeyboardInterrupt):
         token_cache.prepare([str(corpus)], "jieba", cache_dir=str(tmp_path / "cache"), workers=2)
     # Checked while the exception (and its traceback) is still alive, as it is in the command's handler.

@@ -40,7 +40,7 @@ ALLOWED = {
         "__init__", "checkpoints.archive", "checkpoints.metadata", "config", "data.tokenizer", "errors", "files",
         "model.network", "model.optim", "progress",
     },
-    "checkpoints.info": {"checkpoints.checkpoint", "config", "errors", "model.network", "model.optim"},
+    "checkpoints.info": {"checkpoints.checkpoint", "config", "errors", "files", "model.network", "model.optim"},
     "checkpoints.metadata": {"__init__", "config", "data.tokenizer", "errors", "progress"},
     "checkpoints.archive": {"errors"},
     "data.token_cache": {"config", "data.corpus", "data.tokenizer", "errors", "files"},

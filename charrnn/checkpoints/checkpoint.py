@@ -103,13 +103,10 @@ def _metadata(ckpt: Checkpoint) -> dict[str, Any]:
         "tokenizer": ckpt.tokenizer.to_dict(),
         "corpus": dataclasses.asdict(ckpt.corpus),
         "progress": dataclasses.asdict(ckpt.progress),
-        "smoothed_loss_nats": _json_float(ckpt.progress.smoothed_loss_nats),
+        "smoothed_loss_nats": files.finite_or_none(ckpt.progress.smoothed_loss_nats),
         "rng_state": ckpt.rng_state,
     }
 
-
-def _json_float(value: float) -> Optional[float]:
-    return value if np.isfinite(value) else None
 
 
 def to_bytes(ckpt: Checkpoint) -> bytes:

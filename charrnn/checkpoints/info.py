@@ -19,6 +19,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from charrnn import files
 from charrnn.checkpoints import checkpoint
 from charrnn.model import network, optim
 from charrnn.checkpoints.checkpoint import Checkpoint
@@ -121,17 +122,12 @@ def summarize(path: str) -> Summary:
     )
 
 
-def _finite(value: Optional[float]) -> Optional[float]:
-    """JSON has no NaN or infinity: such values (and None) become null."""
-    return value if value is not None and math.isfinite(value) else None
-
-
 def _train_loss(ckpt: Checkpoint) -> tuple[Optional[float], Optional[float], Optional[float]]:
     """(nats/token, bits/token, bits/char) of the smoothed training loss; bits/char for characters only.
 
     A word model's characters per token depend on the text, which the checkpoint does not hold.
     """
-    nats = _finite(ckpt.progress.smoothed_loss_nats)
+    nats = files.finite_or_none(ckpt.progress.smoothed_loss_nats)
     bits = None if nats is None else nats / math.log(2)
     return nats, bits, bits if ckpt.tokenizer.kind == "char" else None
 
@@ -166,7 +162,7 @@ def to_dict(summary: Summary) -> dict[str, Any]:
             "step": progress.step,
             "tokens_seen": progress.tokens_seen,
             "epochs_completed": progress.epoch,
-            "epochs": _finite(summary.epochs),
+            "epochs": files.finite_or_none(summary.epochs),
             "position": progress.position,
         },
         "train_loss_nats": loss_nats,
@@ -174,11 +170,11 @@ def to_dict(summary: Summary) -> dict[str, Any]:
         "train_bits_per_char": bits_per_char,
         "validation": {
             "step": progress.val_step,
-            "loss_nats": _finite(progress.val_loss_nats),
-            "bits_per_char": _finite(progress.val_bits_per_char),
-            "best_loss_nats": _finite(progress.best_val_loss_nats),
+            "loss_nats": files.finite_or_none(progress.val_loss_nats),
+            "bits_per_char": files.finite_or_none(progress.val_bits_per_char),
+            "best_loss_nats": files.finite_or_none(progress.best_val_loss_nats),
         },
-        "learning_rate": _finite(summary.learning_rate),
+        "learning_rate": files.finite_or_none(summary.learning_rate),
         "corpus": dataclasses.asdict(ckpt.corpus),
     }
 

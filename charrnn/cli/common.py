@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
-import math
 import os
 import sys
 from typing import Any, Callable, Iterator, Optional
@@ -124,23 +123,12 @@ class ByteProgress:
             self.bar.close()
 
 
-def json_safe(value: Any) -> Any:
-    """``value`` with NaN and infinities replaced by None (JSON has neither), recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
-
-
 def emit_json(document: Any) -> None:
     """Print ``document`` as the one JSON document on stdout (UTF-8 as is, NaN as null).
 
     A file name that is not UTF-8 appears with ``\\udcXX`` escapes (see ``files.json_text``).
     """
-    write_stdout(files.json_text(json_safe(document), allow_nan=False, indent=2))
+    write_stdout(files.json_text(files.finite_or_none(document), allow_nan=False, indent=2))
 
 
 def echo_text(text: str) -> None:

@@ -9,13 +9,13 @@ appends one JSON object per logged step to a file, for plots and scripts.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import sys
 import time
 from typing import IO, Any, Iterable, Iterator, Optional
 
-from charrnn.cli.common import OutputFileError, format_score, inform, json_safe
+from charrnn import files
+from charrnn.cli.common import OutputFileError, format_score, inform
 
 LN2 = math.log(2)
 
@@ -161,7 +161,7 @@ class TrainingOutput:
             self._stamp_rate(record)
             record.pop("logged")
         with self._writing_log():
-            self.log_file.write(json.dumps(json_safe(record), ensure_ascii=False) + "\n")
+            self.log_file.write(files.json_text(files.finite_or_none(record)) + "\n")
             self.log_file.flush()
 
     @contextlib.contextmanager

@@ -24,7 +24,6 @@ import ctypes
 import dataclasses
 import hashlib
 import json
-import logging
 import multiprocessing
 import os
 import re
@@ -43,7 +42,7 @@ from charrnn import files
 from charrnn.config import DEFAULT_CACHE_DIR
 from charrnn.data.corpus import AUTO, STANDARD_INPUT, TextReader, detect_encoding, display_name, open_corpus_file
 from charrnn.errors import CorpusError
-from charrnn.data.tokenizer import UNKNOWN_TOKEN, Tokenizer, tokenize
+from charrnn.data.tokenizer import Tokenizer, VocabularyBuilder, load_jieba, tokenize
 
 CACHE_FORMAT = 1
 _REMAP_CHUNK_TOKENS = 8 << 20
@@ -185,54 +184,6 @@ def smallest_id_dtype(vocab_size: int) -> np.dtype:
     raise CorpusError(f"a vocabulary of {vocab_size} tokens is too large")
 
 
-class _ProvisionalVocabulary:
-    """Tokens numbered in order of first appearance, with their counts if ``counting``.
-
-    Counts are needed only to choose the most frequent tokens for --max-vocab, and counting is a
-    third of the work of tokenizing characters, so it is skipped otherwise.
-    """
-
-    def __init__(self, counting: bool) -> None:
-        self.counting = counting
-        self.tokens: list[str] = []
-        self.index: dict[str, int] = {}
-        self.counts = np.zeros(0, dtype=np.int64)
-        # Code point -> provisional id (−1: not seen): one gather turns a chunk of text into ids.
-        self.by_codepoint = np.full(0x110000, -1, dtype=np.int32)
-
-    def _count(self, ids: np.ndarray) -> None:
-        if not self.counting:
-            return
-        counts = np.bincount(ids, minlength=len(self.tokens))
-        counts[: len(self.counts)] += self.counts
-        self.counts = counts
-
-    def add_text(self, text: str) -> np.ndarray:
-        """Provisional ids (int32) of the characters of ``text``."""
-        points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
-        ids = self.by_codepoint[points]
-        missing = ids < 0
-        if missing.any():
-            for point in np.unique(points[missing]).tolist():
-                self.by_codepoint[point] = len(self.tokens)
-                self.index[chr(point)] = len(self.tokens)
-                self.tokens.append(chr(point))
-            ids = self.by_codepoint[points]
-        self._count(ids)
-        return ids
-
-    def add_tokens(self, tokens: Sequence[str]) -> np.ndarray:
-        """Provisional ids (int32) of a sequence of word tokens."""
-        index = self.index
-        for token in tokens:
-            if token not in index:
-                index[token] = len(self.tokens)
-                self.tokens.append(token)
-        ids = np.fromiter((index[t] for t in tokens), dtype=np.int32, count=len(tokens))
-        self._count(ids)
-        return ids
-
-
 def _die_with_parent(parent_pid: int) -> None:
     """End this worker process when the process that started it ends, even if that one is killed -9.
 
@@ -263,10 +214,7 @@ def _init_jieba_worker(parent_pid: int) -> None:
     # tracebacks. A SIGTERM handler inherited from the parent would not fit here either.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    import jieba
-
-    jieba.setLogLevel(logging.WARNING)
-    jieba.initialize()
+    load_jieba().initialize()
 
 
 def _cut_words(text: str) -> list[str]:
@@ -332,28 +280,6 @@ def _word_lists(chunks: Iterator[str], workers: int) -> Iterator[list[str]]:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _final_vocabulary(provisional: _ProvisionalVocabulary, kind: str, max_vocab: Optional[int]):
-    """The sorted Tokenizer, and the provisional-id -> final-id map."""
-    tokens = provisional.tokens
-    seen = list(range(len(tokens)))  # every provisional token occurred
-    unknown = None
-    if max_vocab is not None and len(seen) > max_vocab:
-        # Most frequent first; equal counts in token order, so the cut is deterministic.
-        seen.sort(key=lambda i: (-int(provisional.counts[i]), tokens[i]))
-        seen = seen[:max_vocab]
-        unknown = UNKNOWN_TOKEN
-    kept = sorted(tokens[i] for i in seen)
-    if unknown is not None:
-        if unknown in kept:
-            raise CorpusError(f"the corpus holds the token {UNKNOWN_TOKEN!r}, which --max-vocab needs for itself")
-        kept = sorted(kept + [unknown])
-    tokenizer = Tokenizer(kind, tuple(kept), unknown)
-    final = {token: i for i, token in enumerate(kept)}
-    fallback = final.get(unknown, -1) if unknown else -1
-    mapping = np.array([final.get(token, fallback) for token in tokens], dtype=np.int64)
-    return tokenizer, mapping
-
-
 def _write_ids(
     provisional_path: str, mapping: np.ndarray, dtype: np.dtype, count: int, temporaries: _Temporaries
 ) -> tuple[str, str]:
@@ -386,7 +312,7 @@ def _build(
 
     Raises CorpusError if a file's bytes are not those its sha256 was taken from (it changed).
     """
-    provisional = _ProvisionalVocabulary(counting=max_vocab is not None)
+    provisional = VocabularyBuilder(counting=max_vocab is not None)
     total_bytes = sum(source.size_bytes for source in sources)
     done = [0]
 
@@ -423,7 +349,7 @@ def _build(
                 raise CorpusError(f"{name} is empty")
             encodings.append(reader.encoding)
             file_tokens.append(count)
-    tokenizer, mapping = _final_vocabulary(provisional, kind, max_vocab)
+    tokenizer, mapping = provisional.build(kind, max_vocab)
     dtype = smallest_id_dtype(tokenizer.vocab_size)
     ids_tmp, ids_sha256 = _write_ids(provisional_path, mapping, dtype, sum(file_tokens), temporaries)
     return {

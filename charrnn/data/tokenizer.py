@@ -14,7 +14,7 @@ from typing import Any, Iterable, Optional, Sequence
 import numpy as np
 
 from charrnn.config import TOKENIZERS
-from charrnn.errors import CheckpointError, ConfigError, VocabularyError
+from charrnn.errors import CheckpointError, ConfigError, CorpusError, VocabularyError
 
 _MAX_LISTED_UNKNOWN = 10
 # Stands for every token cut from the vocabulary by --max-vocab. It can't collide with a real token:
@@ -22,8 +22,8 @@ _MAX_LISTED_UNKNOWN = 10
 UNKNOWN_TOKEN = "<unk>"
 
 
-def _jieba_module() -> Any:
-    """Import jieba on first use, with its start-up log lines silenced.
+def load_jieba() -> Any:
+    """Import jieba on first use, with its start-up log lines silenced (here and in worker processes).
 
     jieba is slow to import and prints "Building prefix dict..." on stderr; a character-level run
     should pay for neither.
@@ -42,11 +42,11 @@ def tokenize(text: str, kind: str) -> list[str]:
     if kind == "char":
         return list(text)
     if kind == "jieba":
-        return _jieba_module().lcut(text, cut_all=False, HMM=True)
+        return load_jieba().lcut(text, cut_all=False, HMM=True)
     raise ConfigError(f"--tokenizer must be one of {', '.join(TOKENIZERS)}; got {kind!r}")
 
 
-def _codepoints(text: str) -> np.ndarray:
+def codepoints(text: str) -> np.ndarray:
     """Unicode code points of ``text`` as a uint32 array (no Python-level loop over characters)."""
     return np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
 
@@ -92,23 +92,16 @@ class Tokenizer:
         object.__setattr__(self, "_char_ids", np.array([i for _, i in singles], dtype=np.int32))
 
     @classmethod
-    def fit(cls, text: str, kind: str) -> tuple["Tokenizer", np.ndarray]:
-        """Build the vocabulary of ``text`` and return it with the text's ids (int32, shape (N,))."""
-        tokenizer, (ids,) = cls.fit_many([text], kind)
-        return tokenizer, ids
+    def fit(cls, text: str, kind: str, max_vocab: Optional[int] = None) -> tuple["Tokenizer", np.ndarray]:
+        """Build the vocabulary of ``text`` and return it with the text's ids (int32, shape (N,)).
 
-    @classmethod
-    def fit_many(cls, texts: Sequence[str], kind: str) -> tuple["Tokenizer", list[np.ndarray]]:
-        """One vocabulary for several texts, each tokenized on its own; returns the ids of each."""
-        if kind == "char":
-            points = [_codepoints(text) for text in texts]
-            unique, inverse = np.unique(np.concatenate(points), return_inverse=True)
-            tokenizer = cls(kind, tuple(chr(c) for c in unique.tolist()))
-            bounds = np.cumsum([len(p) for p in points])[:-1]
-            return tokenizer, np.split(inverse.astype(np.int32).reshape(-1), bounds)
-        token_lists = [tokenize(text, kind) for text in texts]
-        tokenizer = cls(kind, tuple(sorted(set().union(*token_lists))))
-        return tokenizer, [tokenizer.encode_tokens(tokens) for tokens in token_lists]
+        For text in memory; the token cache builds the vocabulary of a corpus of any size the same way
+        (VocabularyBuilder), chunk by chunk.
+        """
+        builder = VocabularyBuilder(counting=max_vocab is not None)
+        ids = builder.add_text(text) if kind == "char" else builder.add_tokens(tokenize(text, kind))
+        tokenizer, mapping = builder.build(kind, max_vocab)
+        return tokenizer, mapping[ids].astype(np.int32)
 
     @property
     def vocab_size(self) -> int:
@@ -141,7 +134,7 @@ class Tokenizer:
         """
         unknown_id = self.unknown_id
         if self.kind == "char":
-            points = _codepoints(text)
+            points = codepoints(text)
             positions = np.searchsorted(self._char_points, points)
             found = np.zeros(points.shape, dtype=bool)
             in_range = positions < len(self._char_points)
@@ -229,3 +222,75 @@ class Tokenizer:
             raise CheckpointError("the checkpoint's tokenizer is malformed (a token holds a lone surrogate)") from None
         except (TypeError, VocabularyError, ConfigError) as exc:
             raise CheckpointError(f"the checkpoint's tokenizer is malformed ({exc})") from None
+
+
+class VocabularyBuilder:
+    """The one way charrnn builds a vocabulary: tokens numbered in order of first appearance as text
+    streams through (provisional ids), then sorted into the final vocabulary by ``build``.
+
+    Counts (kept only if ``counting``) choose the most frequent tokens for --max-vocab; counting is a
+    third of the work of tokenizing characters, so it is skipped otherwise.
+    """
+
+    def __init__(self, counting: bool) -> None:
+        self.counting = counting
+        self.tokens: list[str] = []
+        self.index: dict[str, int] = {}
+        self.counts = np.zeros(0, dtype=np.int64)
+        # Code point -> provisional id (−1: not seen): one gather turns a chunk of text into ids.
+        self.by_codepoint = np.full(0x110000, -1, dtype=np.int32)
+
+    def _count(self, ids: np.ndarray) -> None:
+        if not self.counting:
+            return
+        counts = np.bincount(ids, minlength=len(self.tokens))
+        counts[: len(self.counts)] += self.counts
+        self.counts = counts
+
+    def add_text(self, text: str) -> np.ndarray:
+        """Provisional ids (int32) of the characters of ``text``."""
+        points = codepoints(text)
+        ids = self.by_codepoint[points]
+        missing = ids < 0
+        if missing.any():
+            for point in np.unique(points[missing]).tolist():
+                self.by_codepoint[point] = len(self.tokens)
+                self.index[chr(point)] = len(self.tokens)
+                self.tokens.append(chr(point))
+            ids = self.by_codepoint[points]
+        self._count(ids)
+        return ids
+
+    def add_tokens(self, tokens: Sequence[str]) -> np.ndarray:
+        """Provisional ids (int32) of a sequence of word tokens."""
+        index = self.index
+        for token in tokens:
+            if token not in index:
+                index[token] = len(self.tokens)
+                self.tokens.append(token)
+        ids = np.fromiter((index[t] for t in tokens), dtype=np.int32, count=len(tokens))
+        self._count(ids)
+        return ids
+
+    def build(self, kind: str, max_vocab: Optional[int] = None) -> tuple["Tokenizer", np.ndarray]:
+        """The sorted Tokenizer, and the provisional-id -> final-id map (int64).
+
+        With ``max_vocab`` and more tokens than that, the most frequent are kept (equal counts in token
+        order, so the cut is deterministic) and the rest map to the unknown-token marker.
+        """
+        tokens = self.tokens
+        seen = list(range(len(tokens)))  # every provisional token occurred
+        unknown = None
+        if max_vocab is not None and len(seen) > max_vocab:
+            seen.sort(key=lambda i: (-int(self.counts[i]), tokens[i]))
+            seen = seen[:max_vocab]
+            unknown = UNKNOWN_TOKEN
+        kept = sorted(tokens[i] for i in seen)
+        if unknown is not None:
+            if unknown in kept:
+                raise CorpusError(f"the corpus holds the token {UNKNOWN_TOKEN!r}, which --max-vocab needs for itself")
+            kept = sorted(kept + [unknown])
+        tokenizer = Tokenizer(kind, tuple(kept), unknown)
+        final = {token: i for i, token in enumerate(kept)}
+        fallback = final.get(unknown, -1) if unknown else -1
+        return tokenizer, np.array([final.get(token, fallback) for token in tokens], dtype=np.int64)
