@@ -24,12 +24,15 @@ def invoke(*args: str):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
-def assert_clean_error(result, code: int, message: str) -> None:
+def assert_clean_error(result, code: int, message: str, *, alone: bool = False) -> None:
+    """The command failed with ``code``, nothing on stdout, and a last stderr line ``Error: ...message...``
+    (with ``alone``, the only stderr line: no note or progress before it)."""
     assert result.exit_code == code, result.output
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("Error: ") and message in lines[-1], result.stderr
     assert "Traceback" not in result.stderr
+    assert not alone or len(lines) == 1, result.stderr
 
 
 def test_version_and_help_for_every_command():

@@ -8,22 +8,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from click.testing import CliRunner
 
 from charrnn.checkpoints import checkpoint, info
 from charrnn.model import network
-from charrnn.cli import cli
 from charrnn.config import CELLS, ModelConfig
+from test_cli import assert_clean_error, invoke
 
 FORMAT1 = Path(__file__).resolve().parent / "data" / "format1_rnn_h8_step7.npz"
 # The small_corpus fixture: 3,000 characters, 942 of them distinct.
 VOCAB = 942
 TINY = ["--steps", "5", "--hidden-size", "8", "--batch-size", "2", "--seq-length", "5", "--rng-seed", "1",
         "--sample-every", "0"]
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 def train_tiny(corpus: Path, directory: Path, *options: str) -> Path:
@@ -138,26 +133,19 @@ def test_info_of_a_folder_uses_its_newest_checkpoint(tmp_path, small_corpus):
     assert result.stderr == f"using {tmp_path / 'run' / 'latest.npz'}\n"
     assert json.loads(result.stdout)["path"] == str(tmp_path / "run" / "latest.npz")
     (tmp_path / "empty").mkdir()
-    assert_clean_error(invoke("info", tmp_path / "empty"), 2, f"no checkpoint in {tmp_path / 'empty'}")
-
-
-def assert_clean_error(result, code: int, message: str) -> None:
-    assert result.exit_code == code, result.output
-    assert result.stdout == ""
-    assert result.stderr.startswith("Error: ") and message in result.stderr, result.stderr
-    assert len(result.stderr.splitlines()) == 1
+    assert_clean_error(invoke("info", tmp_path / "empty"), 2, f"no checkpoint in {tmp_path / 'empty'}", alone=True)
 
 
 def test_info_errors(workdir):
-    assert_clean_error(invoke("info"), 2, "no checkpoint in checkpoints/")
-    assert_clean_error(invoke("info", "missing.npz", "--json"), 2, "no checkpoint at missing.npz")
+    assert_clean_error(invoke("info"), 2, "no checkpoint in checkpoints/", alone=True)
+    assert_clean_error(invoke("info", "missing.npz", "--json"), 2, "no checkpoint at missing.npz", alone=True)
     (workdir / "junk.npz").write_bytes(b"not a zip at all")
-    assert_clean_error(invoke("info", "junk.npz"), 2, "junk.npz is not a charrnn checkpoint")
+    assert_clean_error(invoke("info", "junk.npz"), 2, "junk.npz is not a charrnn checkpoint", alone=True)
 
 
 def test_a_formula_that_disagrees_with_the_arrays_is_reported_as_a_bug(monkeypatch):
     monkeypatch.setattr(network, "count_parameters", lambda params: 413)
-    assert_clean_error(invoke("info", FORMAT1), 1, "the model has 413 parameters but the formula")
+    assert_clean_error(invoke("info", FORMAT1), 1, "the model has 413 parameters but the formula", alone=True)
 
 
 @pytest.mark.parametrize("cell", CELLS)

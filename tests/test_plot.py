@@ -10,16 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 
 from charrnn import plot
-from charrnn.cli import cli
+from test_cli import invoke
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-def invoke(*args):
-    return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
 def record(step: int, train_loss_nats: float, val_loss_nats=None) -> dict:

@@ -38,7 +38,7 @@ def sample_command(
 
     from charrnn.checkpoints import checkpoint as checkpoints
     from charrnn.errors import ConfigError, VocabularyError
-    from charrnn.inference.sampling import generate
+    from charrnn.inference import sampling
 
     config = build(SampleConfig, options)
     if stream and (config.num_samples > 1 or as_json):
@@ -57,9 +57,9 @@ def sample_command(
     else:
         prime = rng.integers(tokenizer.vocab_size, size=1)
         seed = tokenizer.decode(prime.tolist())
-    banned = () if config.allow_unknown or tokenizer.unknown_id is None else (tokenizer.unknown_id,)
+    banned = sampling.banned_ids(tokenizer.unknown_id, config.allow_unknown)
     _check_memory(ckpt, config, len(prime), stream)
-    steps = generate(ckpt.params, ckpt.model_config, prime, config, rng, banned)
+    steps = sampling.generate(ckpt.params, ckpt.model_config, prime, config, rng, banned)
     if stream:
         write_stdout(seed, nl=False)
         for ids in steps:  # each written and flushed: a reader sees every token as it comes

@@ -5,7 +5,7 @@ This module knows ids and probabilities only; turning ids into text is the token
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -42,6 +42,14 @@ def choose(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     draws = rng.random((probs.shape[0], 1)) * cumulative[:, -1:]
     ids = (cumulative <= draws).sum(axis=1)
     return np.minimum(ids, probs.shape[1] - 1)
+
+
+def banned_ids(unknown_id: Optional[int], allow_unknown: bool = False) -> tuple[int, ...]:
+    """The ids sampling must never emit: the unknown-token marker of a --max-vocab model, unless allowed.
+
+    The marker stands for many rare tokens at once; emitting it would print ``<unk>`` into the text.
+    """
+    return () if unknown_id is None or allow_unknown else (unknown_id,)
 
 
 def pick_next(

@@ -113,8 +113,7 @@ def training_sample(session: Session, length: int, temperature: float = 1.0) -> 
     rng = np.random.default_rng([session.train_config.rng_seed, session.trainee.progress.step])
     prime = rng.integers(session.model_config.vocab_size, size=1)
     config = SampleConfig(length=length, temperature=temperature)
-    unknown = session.tokenizer.unknown_id
-    banned = () if unknown is None else (unknown,)
+    banned = sampling.banned_ids(session.tokenizer.unknown_id)
     generated = sampling.generate(session.trainee.params, session.model_config, prime, config, rng, banned)
     return session.tokenizer.decode(prime.tolist() + [int(ids[0]) for ids in generated])
 
