@@ -33,14 +33,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import hashlib
 import importlib.metadata
 import importlib.util
 import json
 import math
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -54,6 +52,8 @@ from pathlib import Path
 from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
+
+from machine import machine_info  # bench/machine.py, beside this file
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -355,6 +355,14 @@ def measure_baseline() -> dict[str, Any]:
     return {"command": shlex.join(run.argv), "wall_s": run.wall_s, "peak_rss_mb": run.peak_rss_mb}
 
 
+def _json_document(run: ChildRun) -> dict[str, Any]:
+    """The one JSON document a charrnn command printed on stdout with ``--json``."""
+    try:
+        return json.loads(run.stdout)
+    except ValueError as exc:
+        raise BenchError(f"{shlex.join(run.argv)} printed no JSON document on stdout ({exc}):\n{run.stderr}")
+
+
 def _prepare_figures(run: ChildRun, corpus: CorpusStats, baseline_mb: float) -> dict[str, Any]:
     megabytes = corpus.size_bytes / BYTES_PER_MB
     figures = {
@@ -368,10 +376,9 @@ def _prepare_figures(run: ChildRun, corpus: CorpusStats, baseline_mb: float) -> 
         "polled": run.polled(),
     }
     # charrnn's own figure leaves out interpreter start-up and the summary; shown beside the wall-clock one.
-    reported = re.search(r"in ([\d.]+) s \(([\d,.]+) MB/s\)", run.stderr)
-    if reported:
-        figures["charrnn_reported_s"] = float(reported.group(1))
-        figures["charrnn_reported_mb_per_s"] = float(reported.group(2).replace(",", ""))
+    document = _json_document(run)
+    figures["charrnn_reported_s"] = document["seconds"]
+    figures["charrnn_reported_mb_per_s"] = document["megabytes_per_s"]
     return figures
 
 
@@ -417,37 +424,23 @@ def model_arrays(vocab_size: int, hidden_size: int, batch_size: int) -> dict[str
     }
 
 
-_START_LINE = re.compile(
-    r"vocabulary (\d+), hidden (\d+), ([\d,]+) parameters, ([\d,]+) training tokens, ([\d,]+) validation tokens"
-)
-_SUMMARY_LINE = re.compile(
-    r"trained to step (\d+) \((\d+) steps, ([\d,]+) tokens this run\) in ([\d.]+) s \(([\d,]+) tokens/s\); "
-    r"smoothed loss (\S+) nats/token(?:; validation (\S+) nats/token, (\S+) bits/char)?"
-)
-
-
-def _number(text: str) -> float:
-    return float(text.replace(",", ""))
-
-
-def parse_train_output(stderr: str) -> dict[str, Any]:
-    """Figures from the start and summary lines of ``charrnn train`` (missing ones are left out)."""
-    figures: dict[str, Any] = {}
-    start = _START_LINE.search(stderr)
-    if start:
-        figures.update(
-            vocab_size=int(start.group(1)), hidden_size=int(start.group(2)), parameters=int(_number(start.group(3))),
-            train_tokens=int(_number(start.group(4))), validation_tokens=int(_number(start.group(5))),
-        )
-    summary = _SUMMARY_LINE.search(stderr)
-    if summary:
-        figures.update(
-            steps=int(summary.group(2)), tokens_this_run=int(_number(summary.group(3))),
-            charrnn_reported_s=float(summary.group(4)), tokens_per_s=_number(summary.group(5)),
-            smoothed_loss_nats=float(summary.group(6)),
-        )
-        if summary.group(7):
-            figures.update(val_loss_nats=float(summary.group(7)), val_bits_per_char=float(summary.group(8)))
+def train_figures(document: dict[str, Any], checkpoint_dir: Path, charrnn: list[str]) -> dict[str, Any]:
+    """The run's figures from ``train --json``, with the model's size from ``info --json`` of its checkpoint."""
+    info_run = subprocess.run([*charrnn, "info", "--json", "-q", document["checkpoint"]], capture_output=True, text=True)
+    if info_run.returncode != 0:
+        raise BenchError(f"charrnn info failed on {document['checkpoint']}:\n{info_run.stderr}")
+    info = json.loads(info_run.stdout)
+    corpus_tokens, val_fraction = info["corpus"]["num_tokens"], info["train"]["val_fraction"]
+    validation_tokens = int(round(corpus_tokens * val_fraction))  # as charrnn holds out the end of the corpus
+    figures = {
+        "vocab_size": info["model"]["vocab_size"], "hidden_size": info["model"]["hidden_size"],
+        "parameters": info["parameters"]["total"], "train_tokens": corpus_tokens - validation_tokens,
+        "validation_tokens": validation_tokens, "steps": document["steps_this_run"],
+        "tokens_this_run": document["tokens_this_run"], "charrnn_reported_s": document["seconds"],
+        "tokens_per_s": document["tokens_per_s"], "smoothed_loss_nats": document["train_loss_nats"],
+    }
+    if document["val_loss_nats"] is not None:
+        figures.update(val_loss_nats=document["val_loss_nats"], val_bits_per_char=document["val_bits_per_char"])
     return figures
 
 
@@ -466,13 +459,10 @@ def measure_language(
     log(f"[{language}] {corpus.size_bytes:,} bytes, {corpus.lines:,} lines, {corpus.composition()}, "
         f"in {corpus.write_s:.1f} s")
 
-    prepare_argv = [*charrnn, "prepare", str(corpus_path), "--cache-dir", str(cache_dir)]
+    prepare_argv = [*charrnn, "prepare", str(corpus_path), "--cache-dir", str(cache_dir), "--json"]
     log(f"[{language}] {shlex.join(prepare_argv)}  (pinned to core {pin_cpu})")
     first = checked(run_measured(prepare_argv, pin_cpu))
-    printed = first.stdout.strip().splitlines()
-    if not printed:
-        raise BenchError(f"{shlex.join(prepare_argv)} printed no cache path on stdout:\n{first.stderr}")
-    entry = read_cache_entry(printed[-1])
+    entry = read_cache_entry(_json_document(first)["cache_path"])
     prepare = _prepare_figures(first, corpus, baseline_mb)
     prepare.update(entry, pinned_cpu=pin_cpu, processes=1)
     log(f"[{language}] prepared in {first.wall_s:.1f} s ({prepare['mb_per_s']:.1f} MB/s), "
@@ -480,7 +470,7 @@ def measure_language(
 
     log(f"[{language}] the same again (a cache hit) ...")
     again = checked(run_measured(prepare_argv, pin_cpu))
-    if "already prepared" not in again.stderr:
+    if not _json_document(again)["from_cache"]:
         raise BenchError(f"the second charrnn prepare did not hit the cache:\n{again.stderr}")
     cached = {
         "command": shlex.join(again.argv), "wall_s": again.wall_s, "cpu_s": again.cpu_s,
@@ -492,7 +482,7 @@ def measure_language(
         *charrnn, "train", str(corpus_path), "--cache-dir", str(cache_dir), "--checkpoint-dir", str(checkpoint_dir),
         "--steps", str(args.steps), "--hidden-size", str(args.hidden_size), "--batch-size", str(args.batch_size),
         "--seq-length", str(args.seq_length), "--sample-every", "0", "--eval-every", "0",
-        "--eval-tokens", str(args.eval_tokens), "--rng-seed", str(args.seed),
+        "--eval-tokens", str(args.eval_tokens), "--rng-seed", str(args.seed), "--json",
     ]
     if args.learning_rate is not None:
         train_argv += ["--learning-rate", str(args.learning_rate)]
@@ -506,15 +496,9 @@ def measure_language(
         "peak_rss_over_baseline_mb": trained.peak_rss_mb - baseline_mb,
         "polled": trained.polled(TRAIN_START_MARKER),
         "checkpoints": sorted(p.name for p in checkpoint_dir.glob("*.npz")),
-        **parse_train_output(trained.stderr),
+        **train_figures(_json_document(trained), checkpoint_dir, charrnn),
     }
-    if "tokens_per_s" not in train:
-        # No summary line to read: fall back to the planned tokens over the whole process's wall time.
-        train["tokens_this_run"] = args.steps * args.batch_size * args.seq_length
-        train["tokens_per_s"] = train["tokens_this_run"] / trained.wall_s
-        train["tokens_per_s_source"] = "steps × batch × seq over the process's wall time"
-    else:
-        train["tokens_per_s_source"] = "charrnn's summary: includes the final validation and checkpoint"
+    train["tokens_per_s_source"] = "charrnn's --json summary: includes the final validation and checkpoint"
     log(f"[{language}] trained in {trained.wall_s:.1f} s, peak RSS {trained.peak_rss_mb:.1f} MB")
 
     vocab_size = train.get("vocab_size", entry["vocab_size"])
@@ -592,45 +576,9 @@ def judge(result: dict[str, Any]) -> list[dict[str, Any]]:
 # --- the machine --------------------------------------------------------------------------------------
 
 
-def _git_revision() -> Optional[str]:
-    try:
-        commit = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return commit + (" with uncommitted changes" if dirty else "")
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU model and cores, memory, software versions, the charrnn revision and the date."""
-    cpu_model = platform.processor() or platform.machine()
-    memory_gb = None
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            cpu_model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu_model)
-    with contextlib.suppress(OSError, StopIteration, ValueError):
-        with open("/proc/meminfo") as f:
-            kib = int(next(line for line in f if line.startswith("MemTotal:")).split()[1])
-            memory_gb = kib * BYTES_PER_KIB / BYTES_PER_GB
-    try:
-        charrnn_version = importlib.metadata.version("charrnn")
-    except importlib.metadata.PackageNotFoundError:
-        charrnn_version = "not installed as a distribution"
-    return {
-        "date": datetime.date.today().isoformat(),
-        "cpu": cpu_model,
-        "cores": os.cpu_count(),
-        "cores_usable": len(os.sched_getaffinity(0)),
-        "memory_gb": memory_gb,
-        "os": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "charrnn": charrnn_version,
-        "charrnn_revision": _git_revision(),
-        "charrnn_command": shlex.join(charrnn_command()),
-    }
+def machine_facts() -> dict[str, Any]:
+    """bench/machine.py's description of the machine, with the charrnn command this benchmark runs."""
+    return {**machine_info(), "charrnn_command": shlex.join(charrnn_command())}
 
 
 # --- the report ---------------------------------------------------------------------------------------
@@ -841,7 +789,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except BenchError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return exc.exit_code
-    machine = machine_info()
+    machine = machine_facts()
     load_end = os.getloadavg()[0]
     report = {
         "machine": machine,

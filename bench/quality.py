@@ -42,11 +42,9 @@ configure_blas()  # as the charrnn command does, before numpy loads OpenBLAS
 
 import numpy as np  # noqa: E402
 
-BENCH_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH_DIR))
-
-import ngram  # noqa: E402  (bench/ngram.py, beside this file)
-from throughput import DEFAULT_CORPORA_DIR, machine_info  # noqa: E402
+import ngram  # noqa: E402  (bench/ngram.py, beside this file, as are the next two)
+from machine import machine_info  # noqa: E402
+from throughput import DEFAULT_CORPORA_DIR  # noqa: E402
 
 from charrnn.config import ModelConfig, TrainConfig  # noqa: E402
 from charrnn.data.streams import split_streams, split_validation  # noqa: E402

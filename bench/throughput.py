@@ -26,12 +26,9 @@ Without torch installed, the torch rows are skipped with a note (pip install -r 
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.util
 import json
 import os
-import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -43,8 +40,9 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from machine import REPO_ROOT, machine_info, peak_rss_mib  # bench/machine.py, beside this file
+
 BENCH_DIR = Path(__file__).resolve().parent
-REPO_ROOT = BENCH_DIR.parent
 DEFAULT_CORPORA_DIR = REPO_ROOT.parent / "shared" / "corpora"
 
 IMPLEMENTATIONS = ("charrnn", "torch", "classic")
@@ -74,11 +72,7 @@ LOSS_TAIL_STEPS = 10  # the reported "last" loss is the mean of this many final 
 STATISTICS = {"best": max, "median": statistics.median}
 NOISY_SPREAD = 1.25  # rounds differing by more than this factor get a note that the machine was busy
 BUSY_LOAD = 1.0  # a 1-minute load average above this at the start gets a note too
-OPENBLAS_SYMBOLS = tuple(
-    (f"{prefix}_get_corename{suffix}", f"{prefix}_get_num_threads{suffix}")
-    for prefix in ("scipy_openblas", "openblas")
-    for suffix in ("64_", "")
-)
+
 
 
 def model_flops_per_token(hidden_size: int, vocab_size: int, cell: str = "rnn", num_layers: int = 1) -> int:
@@ -91,24 +85,6 @@ def model_flops_per_token(hidden_size: int, vocab_size: int, cell: str = "rnn", 
     """
     recurrent_matrices = 2 * num_layers - 1
     return 6 * hidden_size * vocab_size + 6 * GATES[cell] * hidden_size * hidden_size * recurrent_matrices
-
-
-def peak_rss_mib() -> float:
-    """This process's own peak resident set size so far, in MiB.
-
-    Linux's VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss across exec, so a worker started
-    by this benchmark would report at least the parent's size at the fork. ru_maxrss (bytes on macOS,
-    KiB elsewhere) is the fallback where /proc is missing.
-    """
-    try:
-        with open("/proc/self/status") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024  # "VmHWM:  12345 kB"
-    except OSError:
-        pass
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return maxrss / 2**20 if sys.platform == "darwin" else maxrss / 1024
 
 
 # --- data ---------------------------------------------------------------------------------------------
@@ -196,13 +172,6 @@ def charrnn_step_function(
     return lambda streams: loop.train_step(trainee, streams, train_config).loss_nats
 
 
-def _bench_module(name: str) -> Any:
-    """Import bench/NAME.py, whatever the current directory (bench/ is scripts, not a package)."""
-    if str(BENCH_DIR) not in sys.path:
-        sys.path.insert(0, str(BENCH_DIR))
-    return importlib.import_module(name)
-
-
 def _time_steps(step: Callable[[], float], warmup: int, steps: int) -> tuple[float, list[float]]:
     """Run ``warmup`` then ``steps`` calls of ``step``; return the seconds of the timed ones and all losses."""
     losses = [step() for _ in range(warmup)]
@@ -253,7 +222,7 @@ def run_worker(args) -> int:
         if args.worker == "torch":
             import torch
 
-            torch_reference = _bench_module("torch_reference")
+            import torch_reference  # bench/torch_reference.py: only the torch worker imports torch
             trainer = torch_reference.TorchTrainer(
                 vocab_size, args.hidden_size, num_layers=args.num_layers, cell=args.cell,
                 lr=args.learning_rate, clip=args.clip, seq_length=args.seq_length, num_threads=args.threads,
@@ -441,69 +410,6 @@ def noise_notes(results: list[dict[str, Any]]) -> list[str]:
     return notes
 
 
-def _openblas_runtime() -> Optional[str]:
-    """OpenBLAS's run-time core and thread count, asked through ctypes (None if it cannot be)."""
-    import ctypes
-
-    try:
-        with open("/proc/self/maps") as maps:
-            libraries = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line})
-    except OSError:
-        return None
-    for library in libraries:
-        try:
-            lib = ctypes.CDLL(library)
-        except OSError:
-            continue
-        # numpy's wheels bundle scipy-openblas with 64-bit-integer symbols; other builds use plain names.
-        for corename_symbol, threads_symbol in OPENBLAS_SYMBOLS:
-            try:
-                corename, threads = getattr(lib, corename_symbol), getattr(lib, threads_symbol)
-            except AttributeError:
-                continue
-            corename.restype = ctypes.c_char_p
-            return f"OpenBLAS core {corename().decode()}, {threads()} threads"
-    return None
-
-
-def _installed_version(package: str) -> Optional[str]:
-    """The installed version of ``package``, without importing it (None if it is not installed)."""
-    from importlib import metadata
-
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
-
-
-def machine_info() -> dict[str, Any]:
-    """CPU model, cores, Python, numpy and its BLAS, and the date; torch's part comes from its worker."""
-    cpu_model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            models = (line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-            cpu_model = next(models, cpu_model)
-    except OSError:
-        pass
-    blas = "unknown"
-    try:
-        blas_info = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-        blas = f"{blas_info.get('name', '?')} {blas_info.get('version', '')}".strip()
-    except (TypeError, KeyError, ValueError):
-        pass  # numpy before 1.25 prints its configuration instead of returning it
-    runtime = _openblas_runtime()
-    return {
-        "date": datetime.date.today().isoformat(),
-        "cpu": cpu_model,
-        "cores": os.cpu_count(),
-        "cores_usable": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "numba": _installed_version("numba"),
-        "blas": blas + (f" ({runtime})" if runtime else ""),
-    }
-
-
 def _fmt_rate(value: Optional[float]) -> str:
     return f"{value:,.0f}" if value is not None else "—"
 
@@ -611,7 +517,7 @@ def loss_check(datasets: list[Dataset], args) -> int:
     is exactly charrnn's model, so a gap to charrnn there would point at charrnn's code, and a gap
     only to the others at the model.
     """
-    torch_reference = _bench_module("torch_reference")
+    import torch_reference  # bench/torch_reference.py
     every = max(1, args.loss_check // 10)
     # One torch thread: torch's and OpenBLAS's worker threads, taking turns in one process, otherwise
     # spin against each other, and speed is not measured here.
