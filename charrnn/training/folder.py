@@ -102,7 +102,9 @@ def _read_holder(fd: int) -> str:
 def remove_stale_temporary_files(directory: str) -> list[str]:
     """Remove checkpoint writes that a dead process left unfinished; returns their names.
 
-    Only safe while holding the folder's lock: then no live charrnn run is writing here.
+    Only safe while holding the folder's lock: then no live charrnn run is writing here, so every
+    unfinished write is a dead one's, whatever process number its name carries (the token cache, which
+    has no lock, must ask whether that process still runs: files.remove_orphaned_temporaries).
     """
     removed = []
     with suppress(OSError):
