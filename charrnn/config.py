@@ -26,6 +26,7 @@ TOKENIZERS = ("char", "jieba")
 CELLS = ("rnn", "lstm", "gru")
 ACTIVATIONS = ("tanh", "relu")
 OPTIMIZERS = ("adagrad", "rmsprop", "adam")
+BACKENDS = ("auto", "numpy", "numba")
 
 T = TypeVar("T")
 
@@ -61,6 +62,7 @@ class Option:
     metavar: Optional[str] = None  # default: the choices, or N for whole numbers and X for other values
     on_resume: str = FREE
     default_text: Optional[str] = None  # what the help shows as the default when the field's default is None
+    envvar: Optional[str] = None  # an environment variable that sets it for every command, besides CHARRNN_<COMMAND>_<FLAG>
 
 
 def option(default: Any, help: str, **settings: Any) -> Any:
@@ -433,3 +435,17 @@ class SampleConfig:
     def is_greedy(self) -> bool:
         """True when decoding should take the most likely token at every step."""
         return self.greedy or self.temperature == 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ComputeConfig:
+    """How the hot loops run (model/backend.py): never what is computed, so no checkpoint fixes it."""
+
+    backend: str = option(
+        "auto", "Run the hot loops on numpy, or on numba's compiled kernels (pip install '.[fast]' from the "
+        "checkout); auto: numba where it is installed, except for sampling, which it does not speed up.",
+        envvar="CHARRNN_BACKEND",
+    )
+
+    def __post_init__(self) -> None:
+        _Check(self).choice("backend", BACKENDS)

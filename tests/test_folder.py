@@ -160,7 +160,7 @@ def test_weights_that_stop_being_finite_are_never_saved(workdir, small_corpus, m
         param[...] = np.nan
 
     monkeypatch.setattr(optim, "_adagrad", poisoned)
-    result = invoke("train", "--resume", "run/latest.npz", "--steps", "4", "--val-fraction", "0.05")
+    result = invoke("train", "--resume", "run/latest.npz", "--steps", "4", "--val-fraction", "0.05", "--backend", "numpy")
     assert_clean_error(result, 1, "is no longer finite at step 4: training diverged; nothing was saved over the last "
                                   "checkpoint")
     assert _snapshot(workdir / "run") == before

@@ -348,5 +348,5 @@ def test_without_numba_auto_falls_back_to_numpy_and_numba_says_how_to_install_it
     monkeypatch.delitem(sys.modules, "charrnn.model.numba_kernels")
     monkeypatch.delattr("charrnn.model.numba_kernels", raising=False)
     assert backend.select("auto") is NUMPY
-    with pytest.raises(ConfigError, match=r"pip install 'charrnn\[fast\]'"):
+    with pytest.raises(ConfigError, match=r"from charrnn's checkout with pip install '\.\[fast\]'"):
         backend.select("numba")

@@ -72,6 +72,7 @@ class Checkpoint:
     rng_state: dict[str, Any]
     corpus: CorpusInfo
     run_id: str  # the model's identity, the same in every checkpoint of its life (see run_identity)
+    backend: Optional[str] = None  # the kernels ("numpy", "numba") of the run that wrote it; None: not recorded
     charrnn_version: str = __version__
     format_version: int = FORMAT_VERSION  # as stored in the file, before any migration
 
@@ -98,6 +99,7 @@ def _metadata(ckpt: Checkpoint) -> dict[str, Any]:
         "format_version": FORMAT_VERSION,
         "charrnn_version": ckpt.charrnn_version,
         "run_id": ckpt.run_id,
+        "backend": ckpt.backend,
         "model": dataclasses.asdict(ckpt.model_config),
         "train": dataclasses.asdict(ckpt.train_config),
         "tokenizer": ckpt.tokenizer.to_dict(),
@@ -290,6 +292,7 @@ def load(path: str) -> Checkpoint:
         rng_state=meta.rng_state,
         corpus=CorpusInfo(**meta.corpus),
         run_id=meta.run_id,
+        backend=meta.backend,
         charrnn_version=meta.charrnn_version,
         format_version=meta.format_version,
     )

@@ -145,6 +145,7 @@ def to_dict(summary: Summary) -> dict[str, Any]:
         "format_version_current": checkpoint.FORMAT_VERSION,
         "migrated": ckpt.format_version != checkpoint.FORMAT_VERSION,
         "charrnn_version": ckpt.charrnn_version,
+        "backend": ckpt.backend,
         "model": dataclasses.asdict(ckpt.model_config),
         "train": dataclasses.asdict(ckpt.train_config),
         "tokenizer": {
@@ -235,4 +236,5 @@ def describe(summary: Summary) -> list[str]:
         f"saved: {summary.modified} (the file's modification time; checkpoints store no timestamps)",
         f"format version: {ckpt.format_version}{migrated}",
         f"charrnn version: {ckpt.charrnn_version or 'unknown'}",
+        f"backend: {ckpt.backend or 'not recorded'} (the kernels of the run that wrote it)",
     ]

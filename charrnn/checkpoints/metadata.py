@@ -16,7 +16,7 @@ import dataclasses
 import hashlib
 import json
 import re
-from typing import Any, Callable, NamedTuple, TypeVar
+from typing import Any, Callable, NamedTuple, Optional, TypeVar
 
 import numpy as np
 
@@ -49,6 +49,7 @@ _CONFIG_COUNTS = (("model", "vocab_size"), ("model", "hidden_size"), ("train", "
                   ("train", "lr_decay_after"))
 _CORPUS_LISTS = ("paths", "encodings", "val_paths")
 _RUN_ID = re.compile("^[0-9a-f]{16}$")
+RECORDED_BACKENDS = ("numpy", "numba")  # what a run records; "auto" is resolved before it trains
 T = TypeVar("T")
 
 
@@ -64,6 +65,7 @@ class Metadata(NamedTuple):
     corpus: dict[str, Any]  # the fields of checkpoint.CorpusInfo
     rng_state: dict[str, Any]  # numpy's PCG64 state
     run_id: str  # the model's identity (derived for files written before identities were stored)
+    backend: Optional[str]  # the kernels of the run that wrote it (None before they were recorded)
 
 
 def run_identity(model_config: ModelConfig, train_config: TrainConfig, tokenizer: Tokenizer) -> str:
@@ -241,9 +243,12 @@ def validate(path: str, meta: Any) -> Metadata:
             run_id = run_identity(model_config, train_config, tokenizer)
         elif not isinstance(run_id, str) or not _RUN_ID.match(run_id):
             raise _Invalid(f"run_id must be 16 hexadecimal digits, got {describe_value(run_id)}")
+        backend = meta.get("backend")
+        if backend is not None and backend not in RECORDED_BACKENDS:
+            raise _Invalid(f"backend must be one of {', '.join(RECORDED_BACKENDS)} or null, got {describe_value(backend)}")
     except _Invalid as exc:
         raise CheckpointError(f"{path} has invalid metadata: {exc} (the file is damaged or was edited; "
                               "use another checkpoint)") from None
     return Metadata(
-        version, charrnn_version, model_config, train_config, tokenizer, progress, corpus, rng_state, run_id
+        version, charrnn_version, model_config, train_config, tokenizer, progress, corpus, rng_state, run_id, backend
     )

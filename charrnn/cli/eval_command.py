@@ -7,20 +7,21 @@ import click
 from charrnn.cli.common import emit_json, format_score, reports_errors
 from charrnn.cli.exits import write_stdout
 from charrnn.cli.options import config_options
-from charrnn.config import DataConfig
+from charrnn.config import ComputeConfig, DataConfig
 
 
 @click.command("eval")
 @click.argument("checkpoint", type=click.Path())
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 @config_options(DataConfig, only={"encoding"})
+@config_options(ComputeConfig)
 @click.option("--batch-size", type=int, default=32, show_default=True, metavar="N",
               help="Streams scored side by side (each starts with no context).")
 @click.option("--json", "as_json", is_flag=True, help="Print the scores as one JSON document.")
 @click.option("-q", "--quiet", is_flag=True, help="No informational messages on stderr.")
 @reports_errors
 def eval_command(
-    checkpoint: str, files: tuple[str, ...], encoding: str, batch_size: int, as_json: bool, quiet: bool
+    checkpoint: str, files: tuple[str, ...], encoding: str, backend: str, batch_size: int, as_json: bool, quiet: bool
 ) -> None:
     """Score the text of FILES (joined) under the model in CHECKPOINT.
 
@@ -34,9 +35,11 @@ def eval_command(
     from charrnn.errors import ConfigError
     from charrnn.data.corpus import read_corpus
     from charrnn.inference.scoring import score_text
+    from charrnn.model import backend as backends
 
     if batch_size <= 0:
         raise ConfigError(f"--batch-size must be positive, got {batch_size}")
+    kernels = backends.select(ComputeConfig(backend=backend).backend)
     ckpt = checkpoints.load(checkpoint)
     text = read_corpus(files, encoding)
     # Scoring runs up to --batch-size streams side by side, never more than the text has tokens (at
@@ -44,9 +47,10 @@ def eval_command(
     streams = min(batch_size, len(text.text))
     need = {"streams": network.sampling_memory(ckpt.model_config, streams)}
     memory.require(need, "scoring", "lower --batch-size")
-    score = score_text(ckpt.params, ckpt.model_config, ckpt.tokenizer, text.text, batch_size)
+    score = score_text(ckpt.params, ckpt.model_config, ckpt.tokenizer, text.text, batch_size, kernels)
     if as_json:
-        emit_json({"checkpoint": checkpoint, "files": list(files), "encodings": list(text.encodings), **score.to_dict()})
+        emit_json({"checkpoint": checkpoint, "files": list(files), "encodings": list(text.encodings),
+                   "backend": kernels.name, **score.to_dict()})
     else:
         write_stdout(f"{score.tokens_scored} tokens scored, {score.tokens_unknown} unknown: {format_score(score)}")
     if score.tokens_unknown and not quiet:

@@ -22,7 +22,7 @@ T = TypeVar("T")
 # The allowed values of each field that has a fixed set of them.
 CHOICES = {
     "cell": config.CELLS, "activation": config.ACTIVATIONS, "dtype": config.DTYPES, "optimizer": config.OPTIMIZERS,
-    "tokenizer": config.TOKENIZERS,
+    "tokenizer": config.TOKENIZERS, "backend": config.BACKENDS,
 }
 
 
@@ -43,8 +43,9 @@ def param_name(cls: type, name: str) -> str:
 def _click_option(cls: type, field: dataclasses.Field, found: config.Option) -> Callable[[F], F]:
     flag, name = config.flag(cls, field.name), param_name(cls, field.name)
     kind = _value_type(cls, field)
+    envvar = {"envvar": found.envvar} if found.envvar else {}  # CHARRNN_<COMMAND>_<FLAG> works as well
     if kind is bool:
-        return click.option(flag, name, is_flag=True, default=field.default, help=found.help)
+        return click.option(flag, name, is_flag=True, default=field.default, help=found.help, **envvar)
     choices = CHOICES.get(field.name)
     if choices is not None:
         click_type: Any = click.Choice(choices)
@@ -56,7 +57,8 @@ def _click_option(cls: type, field: dataclasses.Field, found: config.Option) -> 
     # A default described in words is a rule the command applies when the option is not given.
     default = None if found.default_text else field.default
     return click.option(flag, name, type=click_type, default=default, metavar=metavar,
-                        show_default=found.default_text is None and field.default is not None, help=help_text)
+                        show_default=found.default_text is None and field.default is not None, help=help_text,
+                        **envvar)
 
 
 def config_options(*classes: type, only: Optional[set[str]] = None) -> Callable[[F], F]:

@@ -9,7 +9,7 @@ import click
 from charrnn.cli.common import emit_json, inform, reports_errors, resolve_checkpoint
 from charrnn.cli.exits import write_stdout
 from charrnn.cli.options import build, config_options
-from charrnn.config import DEFAULT_CHECKPOINT_DIR, SampleConfig
+from charrnn.config import DEFAULT_CHECKPOINT_DIR, ComputeConfig, SampleConfig
 
 # Held for every generated token until a non-streamed sample is printed: its id, gathered twice (8 bytes
 # each), and its characters in the decoded text (up to 4 bytes each); 18.5 bytes a token were measured
@@ -22,7 +22,7 @@ BYTES_PER_KEPT_CHAR = 4
 @click.option("-c", "--checkpoint", type=click.Path(), metavar="CKPT",
               help=f"Checkpoint to sample from [default: the newest in {DEFAULT_CHECKPOINT_DIR}/].")
 @click.option("--seed", metavar="TEXT", help="Priming text; the output starts with it [default: a random token].")
-@config_options(SampleConfig)
+@config_options(SampleConfig, ComputeConfig)
 @click.option("--stream", is_flag=True, help="Print each token as it is generated (one sample only).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document with the samples as a list.")
 @click.option("-q", "--quiet", is_flag=True, help="No informational messages on stderr.")
@@ -39,8 +39,10 @@ def sample_command(
     from charrnn.checkpoints import checkpoint as checkpoints
     from charrnn.errors import ConfigError, VocabularyError
     from charrnn.inference import sampling
+    from charrnn.model import backend
 
     config = build(SampleConfig, options)
+    kernels = backend.select(build(ComputeConfig, options).backend, sampling=True)
     if stream and (config.num_samples > 1 or as_json):
         raise ConfigError("--stream prints one sample as plain text: drop --num-samples or --json")
     path = resolve_checkpoint(checkpoint, quiet)
@@ -59,7 +61,7 @@ def sample_command(
         seed = tokenizer.decode(prime.tolist())
     banned = sampling.banned_ids(tokenizer.unknown_id, config.allow_unknown)
     _check_memory(ckpt, config, len(prime), stream)
-    steps = sampling.generate(ckpt.params, ckpt.model_config, prime, config, rng, banned)
+    steps = sampling.generate(ckpt.params, ckpt.model_config, prime, config, rng, banned, kernels)
     if stream:
         write_stdout(seed, nl=False)
         for ids in steps:  # each written and flushed: a reader sees every token as it comes
@@ -71,7 +73,8 @@ def sample_command(
     if as_json:
         emit_json({
             "checkpoint": path, "seed": seed, "length": config.length, "temperature": config.temperature,
-            "top_k": config.top_k, "greedy": config.is_greedy, "rng_seed": config.rng_seed, "samples": samples,
+            "top_k": config.top_k, "greedy": config.is_greedy, "rng_seed": config.rng_seed, "backend": kernels.name,
+            "samples": samples,
         })
     else:
         write_stdout("\n\n".join(samples))

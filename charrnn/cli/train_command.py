@@ -15,10 +15,10 @@ from charrnn.cli.common import ByteProgress, check_appendable, emit_json, fail, 
 from charrnn.cli.exits import Interrupted
 from charrnn.cli.options import build, config_options, given_fields
 from charrnn.cli.training_output import TrainingOutput, finished_document
-from charrnn.config import DataConfig, ModelConfig, ScheduleConfig, TrainConfig
+from charrnn.config import ComputeConfig, DataConfig, ModelConfig, ScheduleConfig, TrainConfig
 
 EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
-CONFIGS = (DataConfig, ModelConfig, TrainConfig, ScheduleConfig)
+CONFIGS = (DataConfig, ModelConfig, TrainConfig, ScheduleConfig, ComputeConfig)
 
 
 class StopFlag:
@@ -43,7 +43,7 @@ class StopFlag:
 
 @click.command("train")
 @click.argument("corpus", nargs=-1, type=click.Path(allow_dash=True))
-@config_options(DataConfig, ModelConfig, TrainConfig, ScheduleConfig)
+@config_options(*CONFIGS)
 @click.option("--val-file", multiple=True, type=click.Path(), metavar="PATH",
               help="Validate on this text instead of a held-out fraction (repeatable).")
 @click.option("--resume", type=click.Path(), metavar="CKPT", help="Continue training this checkpoint, saving beside it.")
@@ -95,6 +95,7 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
         resume=options["resume"],
         overwrite=options["overwrite"],
         explicit=explicit,
+        compute=build(ComputeConfig, options),
     )
     progress = ByteProgress("tokenizing", options["quiet"])
     try:

@@ -190,7 +190,7 @@ def describe_start(event: Any, quiet: bool) -> None:
     inform(quiet, f"{verb}: {layers}, vocabulary {config.vocab_size}, hidden {config.hidden_size}, "
                 f"{event.num_parameters:,} parameters, {event.num_train_tokens:,} training tokens, "
                 f"{event.num_val_tokens:,} validation tokens, {event.steps_per_epoch} steps per epoch, "
-                f"rng seed {event.train_config.rng_seed}")
+                f"rng seed {event.train_config.rng_seed}, {event.backend} backend")
     for note in event.notes:
         inform(quiet, f"note: {note}")
 
@@ -220,4 +220,5 @@ def finished_document(event: Any, best_path: Optional[str]) -> dict[str, Any]:
         "tokens_per_s": event.tokens_this_run / event.seconds if event.seconds > 0 else None,
         "seconds": event.seconds,
         "interrupted": event.interrupted,
+        "backend": event.backend,
     }

@@ -24,10 +24,8 @@ from typing import Callable, Mapping
 import numpy as np
 
 from charrnn.model import cells, ops, optim
+from charrnn.config import BACKENDS
 from charrnn.errors import ConfigError
-
-BACKENDS = ("auto", "numpy", "numba")
-
 
 @dataclass(frozen=True)
 class Kernels:
@@ -55,14 +53,17 @@ NUMPY = Kernels(
 )
 
 
-def select(name: str = "auto") -> Kernels:
+def select(name: str = "auto", sampling: bool = False) -> Kernels:
     """The kernels of backend ``name``: "numpy", "numba", or "auto" (numba when it imports, else numpy).
 
+    For ``sampling``, "auto" means numpy: one token at a time is dominated by the output layer's
+    product, which both backends leave to BLAS (measured: the compiled cells gain nothing there), and
+    importing numba would add a fifth of a second to every ``charrnn sample``.
     Raises ConfigError for an unknown name, or for "numba" when numba cannot be imported.
     """
     if name not in BACKENDS:
-        raise ConfigError(f"the backend must be one of {', '.join(BACKENDS)}; got {name!r}")
-    if name == "numpy":
+        raise ConfigError(f"--backend must be one of {', '.join(BACKENDS)}; got {name!r}")
+    if name == "numpy" or (name == "auto" and sampling):
         return NUMPY
     try:
         from charrnn.model import numba_kernels
@@ -70,7 +71,7 @@ def select(name: str = "auto") -> Kernels:
         if name == "numba":
             raise ConfigError(
                 f"the numba backend needs numba, which could not be imported ({exc}); "
-                "install it with pip install 'charrnn[fast]', or choose the numpy backend"
+                "install it from charrnn's checkout with pip install '.[fast]', or choose --backend numpy"
             ) from None
         return NUMPY
     return Kernels(

@@ -38,6 +38,7 @@ class Started:
     chars_per_token: float  # average over (the start of) the training text, for bits per character
     resumed_from: Optional[str]
     notes: tuple[str, ...]  # things the user should know (e.g. a changed corpus)
+    backend: str  # the kernels the run trains with: "numpy" or "numba"
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,7 @@ class Finished:
     seconds: float
     checkpoint_path: Optional[str]
     interrupted: bool
+    backend: str  # the kernels it trained with
 
 
 Event = Union[Started, loop.StepResult, Evaluated, Sampled, Saved, Finished]
@@ -124,7 +126,8 @@ def _validate(session: Session, token_lengths: np.ndarray) -> Iterator[Event]:
     limit = session.request.schedule.eval_tokens
     val_ids = session.val_ids if not limit else session.val_ids[: limit + 1]
     score = scoring.score_ids(
-        session.trainee.params, session.model_config, val_ids, token_lengths, session.train_config.batch_size
+        session.trainee.params, session.model_config, val_ids, token_lengths, session.train_config.batch_size,
+        session.trainee.kernels,
     )
     progress.val_step = progress.step
     progress.val_loss_nats = score.loss_nats
@@ -181,6 +184,7 @@ def run(session: Session, should_stop: Callable[[], bool] = lambda: False) -> It
         _chars_per_token(session, token_lengths),
         session.resumed_from,
         tuple(session.notes),
+        trainee.kernels.name,
     )
     saved_path, saved_step, last_score = None, None, None
     for result in loop.run(trainee, session.streams, session.train_config, should_stop):
@@ -214,4 +218,5 @@ def run(session: Session, should_stop: Callable[[], bool] = lambda: False) -> It
         seconds=time.perf_counter() - started,
         checkpoint_path=saved_path or session.resumed_from,
         interrupted=should_stop(),
+        backend=trainee.kernels.name,
     )

@@ -18,10 +18,10 @@ import numpy as np
 from charrnn import memory
 from charrnn.checkpoints import checkpoint, metadata
 from charrnn.data import token_cache
-from charrnn.model import network, optim
+from charrnn.model import backend, network, optim
 from charrnn.training import folder, loop
 from charrnn.checkpoints.checkpoint import Checkpoint, CorpusInfo
-from charrnn.config import CHANGEABLE, DEFAULT_EPOCHS, FIXED, DataConfig, ModelConfig, ScheduleConfig, TrainConfig, settings_on_resume
+from charrnn.config import CHANGEABLE, DEFAULT_EPOCHS, FIXED, ComputeConfig, DataConfig, ModelConfig, ScheduleConfig, TrainConfig, settings_on_resume
 from charrnn.data.corpus import STANDARD_INPUT, is_standard_input, read_corpus
 from charrnn.data.streams import split_streams, split_validation, streams_fit
 from charrnn.errors import CheckpointError, ConfigError, VocabularyError
@@ -45,6 +45,7 @@ class TrainRequest:
     resume: Optional[str] = None
     overwrite: bool = False
     explicit: frozenset[str] = frozenset()
+    compute: ComputeConfig = ComputeConfig()
 
 
 @dataclass
@@ -185,7 +186,7 @@ def _fresh(request: TrainRequest, on_progress: token_cache.Progress) -> Session:
     shrinkable = "batch_size" not in request.explicit
     streams, val_ids, train_config = _prepare_streams(ids, val_ids, train_config, shrinkable, notes)
     _check_memory(model_config, train_config)
-    trainee = loop.new_trainee(model_config, train_config)
+    trainee = loop.new_trainee(model_config, train_config, backend.select(request.compute.backend))
     run_id = metadata.run_identity(model_config, train_config, tokenizer)
     return Session(request, model_config, train_config, tokenizer, corpus, streams, val_ids, trainee, run_id, None, notes)
 
@@ -247,7 +248,10 @@ def _resumed(request: TrainRequest, ckpt: Checkpoint, on_progress: token_cache.P
         hidden = {key: np.zeros_like(value) for key, value in hidden.items()}
     rng = np.random.default_rng()
     rng.bit_generator.state = ckpt.rng_state
-    trainee = loop.Trainee(ckpt.model_config, ckpt.params, ckpt.optimizer_state, hidden, progress, rng)
+    trainee = loop.Trainee(
+        ckpt.model_config, ckpt.params, ckpt.optimizer_state, hidden, progress, rng,
+        kernels=backend.select(request.compute.backend),
+    )
     return Session(
         request, ckpt.model_config, train_config, ckpt.tokenizer, corpus, streams, val_ids, trainee, ckpt.run_id, path,
         notes,
@@ -335,4 +339,5 @@ def to_checkpoint(session: Session) -> Checkpoint:
         rng_state=trainee.rng.bit_generator.state,
         corpus=session.corpus,
         run_id=session.run_id,
+        backend=session.trainee.kernels.name,
     )
