@@ -56,8 +56,8 @@ def test_charrnn_backend_in_the_environment_chooses_for_every_command(workdir, s
 
 
 def test_asking_for_numba_without_it_says_how_to_install_it(workdir, small_corpus, monkeypatch):
-    monkeypatch.setitem(sys.modules, "charrnn.model.numba_kernels", None)  # as if numba would not import
-    monkeypatch.delattr("charrnn.model.numba_kernels", raising=False)
+    monkeypatch.setitem(sys.modules, "charrnn.model.compiled.cells", None)  # as if numba would not import
+    monkeypatch.delattr("charrnn.model.compiled.cells", raising=False)
     assert_clean_error(invoke("train", small_corpus, *FAST, "--steps", "2", "--backend", "numba"), 2,
                        "the numba backend needs numba, which could not be imported")
     result = _train(small_corpus, "run")  # auto falls back to numpy

@@ -49,8 +49,15 @@ ALLOWED = {
     "data.corpus": {"errors"},
     "data.streams": {"errors"},
     "model.network": {"config", "model.backend", "model.cells", "model.ops", "model.workspace"},
-    "model.backend": {"config", "errors", "model.cells", "model.numba_kernels", "model.ops", "model.optim"},
-    "model.numba_kernels": {"model.cells", "model.ops", "model.optim"},
+    "model.backend": {
+        "config", "errors", "model.cells", "model.ops", "model.optim", "model.compiled.cells", "model.compiled.ops",
+        "model.compiled.optim", "model.compiled.parallel",
+    },
+    "model.compiled.cells": {"model.cells", "model.compiled.arithmetic", "model.compiled.parallel"},
+    "model.compiled.ops": {"model.ops", "model.compiled.arithmetic"},
+    "model.compiled.optim": {"model.optim", "model.ops", "model.compiled.arithmetic"},
+    "model.compiled.parallel": set(),
+    "model.compiled.arithmetic": set(),
     "model.optim": {"config", "model.ops"},
     "model.ops": set(),
     "model.workspace": {"model.fpu"},
@@ -67,7 +74,7 @@ ALLOWED = {
 # Third-party modules and the only modules allowed to import them.
 CONFINED = {
     "click": {"cli"}, "tqdm": {"cli"}, "jieba": {"data.tokenizer", "data.token_cache"}, "matplotlib": {"plot"},
-    "pickle": set(), "numba": {"model.numba_kernels"}, "llvmlite": {"model.numba_kernels"},
+    "pickle": set(), "numba": {"model.compiled.arithmetic"}, "llvmlite": {"model.compiled.arithmetic"},
 }
 
 

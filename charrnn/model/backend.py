@@ -12,7 +12,7 @@ and the meaning of the numpy function it is named after, so the two tables are i
     cross_entropy_per_token                   ops.cross_entropy_per_token
     optimizer_update                          optim.update
 
-The numba table lives in numba_kernels.py, imported only when it is chosen, so numpy-only installs
+The numba table's kernels live in the compiled/ package, imported only when it is chosen, so numpy-only installs
 and commands that do not train never load numba.
 """
 
@@ -66,7 +66,10 @@ def select(name: str = "auto", sampling: bool = False) -> Kernels:
     if name == "numpy" or (name == "auto" and sampling):
         return NUMPY
     try:
-        from charrnn.model import numba_kernels
+        from charrnn.model.compiled import cells as compiled_cells
+        from charrnn.model.compiled import ops as compiled_ops
+        from charrnn.model.compiled import optim as compiled_optim
+        from charrnn.model.compiled import parallel
     except ImportError as exc:
         if name == "numba":
             raise ConfigError(
@@ -76,11 +79,11 @@ def select(name: str = "auto", sampling: bool = False) -> Kernels:
         return NUMPY
     return Kernels(
         name="numba",
-        cell_forward=numba_kernels.FORWARD,
-        cell_backward=numba_kernels.BACKWARD,
-        matmul=numba_kernels.matmul,
-        embedding_backward=numba_kernels.embedding_backward,
-        softmax_cross_entropy=numba_kernels.softmax_cross_entropy,
-        cross_entropy_per_token=numba_kernels.cross_entropy_per_token,
-        optimizer_update=numba_kernels.update,
+        cell_forward=compiled_cells.FORWARD,
+        cell_backward=compiled_cells.BACKWARD,
+        matmul=parallel.matmul,
+        embedding_backward=compiled_ops.embedding_backward,
+        softmax_cross_entropy=compiled_ops.softmax_cross_entropy,
+        cross_entropy_per_token=compiled_ops.cross_entropy_per_token,
+        optimizer_update=compiled_optim.update,
     )

@@ -14,7 +14,8 @@ from charrnn.config import ModelConfig, TrainConfig
 from charrnn.errors import ConfigError
 from conftest import numeric_gradient, relative_error
 
-numba_kernels = pytest.importorskip("charrnn.model.numba_kernels", reason="the numba backend needs numba ('.[fast]')")
+pytest.importorskip("numba", reason="the numba backend needs numba ('.[fast]')")
+from charrnn.model.compiled import arithmetic, parallel  # noqa: E402  (after the skip: they import numba)
 NUMBA = backend.select("numba")
 NUMPY = backend.NUMPY
 
@@ -40,7 +41,7 @@ def _copy(grads):
 @pytest.mark.parametrize("name, reference, low, high", [("tanh", np.tanh, -12, 12), ("exp", np.exp, -87, 88)])
 def test_float32_tanh_and_exp_are_within_a_few_ulp_everywhere(name, reference, low, high):
     x = np.linspace(low, high, 200_001, dtype=np.float32)
-    kernel = numba_kernels._tanh_float32 if name == "tanh" else numba_kernels._exp_float32
+    kernel = arithmetic.tanh_float32 if name == "tanh" else arithmetic.exp_float32
     ours = np.array([kernel(v) for v in x[::97]], dtype=np.float32)
     exact = reference(x[::97].astype(np.float64))
     ulps = np.abs(ours - exact) / np.spacing(np.abs(exact).astype(np.float32))
@@ -70,7 +71,7 @@ def _cell_problem(cell, dtype, seed=0, batch=BATCH):
 @pytest.mark.parametrize("dtype, tolerance", [(np.float32, 2e-6), (np.float64, 1e-13)])
 @pytest.mark.parametrize("batch", [BATCH, 11], ids=["whole", "in-halves"])  # 11 ≥ MIN_BATCH: split 5 + 6
 def test_cell_forward_and_backward_equal_the_numpy_cells(cell, activation, dtype, tolerance, batch):
-    assert (batch >= numba_kernels._BatchHalves.MIN_BATCH) == (batch == 11)
+    assert (batch >= parallel.BatchHalves.MIN_BATCH) == (batch == 11)
     x_proj, hidden0, weights, upstream = _cell_problem(cell, dtype, batch=batch)
     results = []
     for kernels in (NUMPY, NUMBA):
@@ -109,9 +110,9 @@ def test_a_weight_whose_rows_are_4_kib_apart_is_multiplied_from_a_padded_copy_wi
     rng = np.random.default_rng(8)
     hidden = 256  # an LSTM's W_hh rows are then 4·256 float32 = 4 KiB apart
     weights = {"W_hh": (rng.standard_normal((hidden, 4 * hidden)) * 0.05).astype(np.float32)}
-    padded = numba_kernels._rows_apart_from_4k(weights["W_hh"], steps=3)
+    padded = parallel.rows_apart_from_4k(weights["W_hh"], steps=3)
     assert padded.strides[0] == 4 * (4 * hidden + 16) and np.array_equal(padded, weights["W_hh"])
-    assert numba_kernels._rows_apart_from_4k(weights["W_hh"], steps=1) is weights["W_hh"]  # sampling: no copy
+    assert parallel.rows_apart_from_4k(weights["W_hh"], steps=1) is weights["W_hh"]  # sampling: no copy
     x_proj = rng.standard_normal((3, 2, 4 * hidden)).astype(np.float32)
     hidden0 = {"h": np.zeros((2, hidden), np.float32), "c": np.zeros((2, hidden), np.float32)}
     expected = cells.lstm_forward(x_proj.copy(), hidden0, weights)
@@ -123,7 +124,7 @@ def test_matmul_in_two_halves_equals_numpys_product_into_out_and_from_transposed
     rng = np.random.default_rng(9)
     a = rng.standard_normal((300, 256)).astype(np.float32)  # 300·256·64 multiply-adds: split in two halves
     b = rng.standard_normal((256, 64)).astype(np.float32)
-    assert a.shape[0] * a.shape[1] * b.shape[1] >= numba_kernels._SPLIT_MIN_MULTIPLY_ADDS
+    assert a.shape[0] * a.shape[1] * b.shape[1] >= parallel.SPLIT_MIN_MULTIPLY_ADDS
     out = np.empty((300, 64), np.float32)
     assert NUMBA.matmul(a, b, out=out) is out
     np.testing.assert_allclose(out, a @ b, rtol=1e-5, atol=1e-4)
@@ -345,8 +346,8 @@ def test_select_names_the_backend_and_auto_prefers_numba():
 
 def test_without_numba_auto_falls_back_to_numpy_and_numba_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "numba", None)  # makes "import numba" raise ImportError
-    monkeypatch.delitem(sys.modules, "charrnn.model.numba_kernels")
-    monkeypatch.delattr("charrnn.model.numba_kernels", raising=False)
+    monkeypatch.setitem(sys.modules, "charrnn.model.compiled.cells", None)  # as if numba would not import
+    monkeypatch.delattr("charrnn.model.compiled.cells", raising=False)
     assert backend.select("auto") is NUMPY
     with pytest.raises(ConfigError, match=r"from charrnn's checkout with pip install '\.\[fast\]'"):
         backend.select("numba")
