@@ -180,7 +180,7 @@ def test_info_and_plot_have_help():
         result = invoke(command, "--help")
         assert result.exit_code == 0 and result.stdout.startswith(f"Usage: cli {command} ")
     assert "--json" in invoke("info", "--help").stdout
-    assert "charrnn[plot]" in invoke("plot", "--help").stdout
+    assert "pip install '.[plot]'" in invoke("plot", "--help").stdout
     listing = invoke("--help").stdout
     assert "info" in listing and "plot" in listing
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import sys
 
 import numpy as np
@@ -12,6 +13,7 @@ from charrnn.model import backend, cells, network, ops, optim
 from charrnn.training import loop
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.errors import ConfigError
+from charrnn.install import extra_hint
 from conftest import numeric_gradient, relative_error
 
 numba_kernels = pytest.importorskip("charrnn.model.numba_kernels", reason="the numba backend needs numba ('.[fast]')")
@@ -348,5 +350,5 @@ def test_without_numba_auto_falls_back_to_numpy_and_numba_says_how_to_install_it
     monkeypatch.delitem(sys.modules, "charrnn.model.numba_kernels")
     monkeypatch.delattr("charrnn.model.numba_kernels", raising=False)
     assert backend.select("auto") is NUMPY
-    with pytest.raises(ConfigError, match=r"pip install 'charrnn\[fast\]'"):
+    with pytest.raises(ConfigError, match=re.escape(extra_hint("fast"))):
         backend.select("numba")

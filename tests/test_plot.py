@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from charrnn import plot
+from charrnn.install import extra_hint
 from charrnn.cli import cli
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -88,7 +89,8 @@ def test_missing_matplotlib_says_how_to_install_it(tmp_path, log, monkeypatch):
     result = invoke("plot", log, "-o", out)
     assert result.exit_code == 2
     assert result.stdout == ""
-    assert result.stderr == "Error: plotting needs matplotlib: pip install 'charrnn[plot]'\n"
+    assert result.stderr == f"Error: plotting needs matplotlib: {extra_hint('plot')}\n"
+    assert "'charrnn[plot]'" not in result.stderr  # the name on PyPI is another project's
     assert not out.exists()
 
 

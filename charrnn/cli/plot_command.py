@@ -1,4 +1,4 @@
-"""``charrnn plot``: a training log's loss curves as a PNG (needs the ``charrnn[plot]`` extra)."""
+"""``charrnn plot``: a training log's loss curves as a PNG (needs the ``plot`` extra)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ def plot_command(log: str, output: str, width_px: int, height_px: int, quiet: bo
 
     Two panels against tokens seen: loss in nats per token, and in bits per character; training loss
     as a line, validation loss as points at the steps where it was measured. Needs matplotlib:
-    pip install 'charrnn[plot]'.
+    pip install '.[plot]' in charrnn's source folder (not 'charrnn[plot]', which is another project).
     """
     from charrnn.plot import plot_log
 

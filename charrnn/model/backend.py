@@ -25,6 +25,7 @@ import numpy as np
 
 from charrnn.model import cells, ops, optim
 from charrnn.errors import ConfigError
+from charrnn.install import extra_hint
 
 BACKENDS = ("auto", "numpy", "numba")
 
@@ -70,7 +71,7 @@ def select(name: str = "auto") -> Kernels:
         if name == "numba":
             raise ConfigError(
                 f"the numba backend needs numba, which could not be imported ({exc}); "
-                "install it with pip install 'charrnn[fast]', or choose the numpy backend"
+                f"install it with {extra_hint('fast')}, or choose the numpy backend"
             ) from None
         return NUMPY
     return Kernels(
