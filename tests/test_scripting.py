@@ -189,3 +189,12 @@ def test_on_a_terminal_a_progress_bar_with_samples_above_it(workdir, small_corpu
     assert "--- sample at step 5 (temperature 1) ---" in text and "--- sample at step 10" in text
     assert "10/10" in text and "loss=" in text and "val=" in text  # tqdm's bar with its postfix
     assert "step 4/10:" not in text  # no plain progress lines on a terminal
+
+
+def test_quiet_before_the_command_works_as_after_it(workdir, small_corpus):
+    invoke("train", small_corpus, "--steps", "2", *FAST, "-q")
+    loud = invoke("info")
+    assert loud.exit_code == 0 and loud.stderr == "using checkpoints/latest.npz\n"
+    for args in (["-q", "info"], ["info", "-q"], ["--quiet", "eval", "checkpoints/latest.npz", str(small_corpus)]):
+        result = invoke(*args)
+        assert result.exit_code == 0 and result.stderr == "" and result.stdout, args

@@ -6,7 +6,7 @@ import click
 
 from charrnn.cli.common import emit_json, format_score, reports_errors
 from charrnn.cli.exits import write_stdout
-from charrnn.cli.options import config_options
+from charrnn.cli.options import config_options, option, quiet_option
 from charrnn.config import DataConfig
 
 
@@ -14,13 +14,13 @@ from charrnn.config import DataConfig
 @click.argument("checkpoint", type=click.Path())
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 @config_options(DataConfig, only={"encoding"})
-@click.option("--batch-size", type=int, default=32, show_default=True, metavar="N",
+@option("--batch-size", type=int, default=32, show_default=True, metavar="N",
               help="Streams scored side by side (each starts with no context).")
-@click.option("--json", "as_json", is_flag=True, help="Print the scores as one JSON document.")
-@click.option("-q", "--quiet", is_flag=True, help="No informational messages on stderr.")
+@option("--json", is_flag=True, help="Print the scores as one JSON document.")
+@quiet_option("No informational messages on stderr.")
 @reports_errors
 def eval_command(
-    checkpoint: str, files: tuple[str, ...], encoding: str, batch_size: int, as_json: bool, quiet: bool
+    checkpoint: str, files: tuple[str, ...], encoding: str, batch_size: int, json: bool, quiet: bool
 ) -> None:
     """Score the text of FILES (joined) under the model in CHECKPOINT.
 
@@ -45,7 +45,7 @@ def eval_command(
     need = {"streams": network.sampling_memory(ckpt.model_config, streams)}
     memory.require(need, "scoring", "lower --batch-size")
     score = score_text(ckpt.params, ckpt.model_config, ckpt.tokenizer, text.text, batch_size)
-    if as_json:
+    if json:
         emit_json({"checkpoint": checkpoint, "files": list(files), "encodings": list(text.encodings), **score.to_dict()})
     else:
         write_stdout(f"{score.tokens_scored} tokens scored, {score.tokens_unknown} unknown: {format_score(score)}")

@@ -7,15 +7,16 @@ from typing import Optional
 
 import click
 
+from charrnn.cli.options import option, quiet_option
 from charrnn.cli.common import echo_text, emit_json, inform, reports_errors, resolve_checkpoint
 
 
 @click.command("info")
 @click.argument("checkpoint", required=False, type=click.Path())
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document instead of text.")
-@click.option("-q", "--quiet", is_flag=True, help="No informational messages on stderr.")
+@option("--json", is_flag=True, help="Print one JSON document instead of text.")
+@quiet_option("No informational messages on stderr.")
 @reports_errors
-def info_command(checkpoint: Optional[str], as_json: bool, quiet: bool) -> None:
+def info_command(checkpoint: Optional[str], json: bool, quiet: bool) -> None:
     """Describe the model in CHECKPOINT [default: the newest in checkpoints/].
 
     CHECKPOINT may also be a folder of checkpoints, for its newest one.
@@ -36,7 +37,7 @@ def info_command(checkpoint: Optional[str], as_json: bool, quiet: bool) -> None:
         inform(quiet, f"using {found}")
         path = found
     facts = info.summarize(path)
-    if as_json:
+    if json:
         emit_json(info.to_dict(facts))
     else:
         echo_text("\n".join(info.describe(facts)))

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import click
 
+from charrnn.cli.options import option, quiet_option
 from charrnn.cli.common import inform, reports_errors
 
 
 @click.command("plot")
 @click.argument("log", type=click.Path())
-@click.option("-o", "--output", required=True, type=click.Path(), help="PNG file to write, e.g. loss.png.")
-@click.option("--width-px", type=int, default=1200, show_default=True, help="Image width in pixels.")
-@click.option("--height-px", type=int, default=800, show_default=True, help="Image height in pixels.")
-@click.option("-q", "--quiet", is_flag=True, help="No informational messages on stderr.")
+@option("-o", "--output", required=True, type=click.Path(), help="PNG file to write, e.g. loss.png.")
+@option("--width-px", type=int, default=1200, show_default=True, help="Image width in pixels.")
+@option("--height-px", type=int, default=800, show_default=True, help="Image height in pixels.")
+@quiet_option("No informational messages on stderr.")
 @reports_errors
 def plot_command(log: str, output: str, width_px: int, height_px: int, quiet: bool) -> None:
     """Draw the loss curves of LOG (written by 'charrnn train --log-jsonl') to a PNG.

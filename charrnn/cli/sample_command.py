@@ -8,7 +8,7 @@ import click
 
 from charrnn.cli.common import emit_json, inform, reports_errors, resolve_checkpoint
 from charrnn.cli.exits import write_stdout
-from charrnn.cli.options import build, config_options
+from charrnn.cli.options import build, config_options, option, quiet_option
 from charrnn.config import DEFAULT_CHECKPOINT_DIR, SampleConfig
 
 # Held for every generated token until a non-streamed sample is printed: its id, gathered twice (8 bytes
@@ -19,16 +19,16 @@ BYTES_PER_KEPT_CHAR = 4
 
 
 @click.command("sample")
-@click.option("-c", "--checkpoint", type=click.Path(), metavar="CKPT",
+@option("-c", "--checkpoint", type=click.Path(), metavar="CKPT",
               help=f"Checkpoint to sample from [default: the newest in {DEFAULT_CHECKPOINT_DIR}/].")
-@click.option("--seed", metavar="TEXT", help="Priming text; the output starts with it [default: a random token].")
+@option("--seed", metavar="TEXT", help="Priming text; the output starts with it [default: a random token].")
 @config_options(SampleConfig)
-@click.option("--stream", is_flag=True, help="Print each token as it is generated (one sample only).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document with the samples as a list.")
-@click.option("-q", "--quiet", is_flag=True, help="No informational messages on stderr.")
+@option("--stream", is_flag=True, help="Print each token as it is generated (one sample only).")
+@option("--json", is_flag=True, help="Print one JSON document with the samples as a list.")
+@quiet_option("No informational messages on stderr.")
 @reports_errors
 def sample_command(
-    checkpoint: Optional[str], seed: Optional[str], stream: bool, as_json: bool, quiet: bool, **options: Any,
+    checkpoint: Optional[str], seed: Optional[str], stream: bool, json: bool, quiet: bool, **options: Any,
 ) -> None:
     """Generate text from a trained checkpoint and print it on stdout.
 
@@ -41,7 +41,7 @@ def sample_command(
     from charrnn.inference.sampling import generate
 
     config = build(SampleConfig, options)
-    if stream and (config.num_samples > 1 or as_json):
+    if stream and (config.num_samples > 1 or json):
         raise ConfigError("--stream prints one sample as plain text: drop --num-samples or --json")
     path = resolve_checkpoint(checkpoint, quiet)
     ckpt = checkpoints.load(path)
@@ -68,7 +68,7 @@ def sample_command(
         return
     generated = np.array(list(steps))
     samples = [seed + tokenizer.decode(generated[:, i].tolist()) for i in range(config.num_samples)]
-    if as_json:
+    if json:
         emit_json({
             "checkpoint": path, "seed": seed, "length": config.length, "temperature": config.temperature,
             "top_k": config.top_k, "greedy": config.is_greedy, "rng_seed": config.rng_seed, "samples": samples,

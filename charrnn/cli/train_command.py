@@ -13,7 +13,7 @@ import click
 from charrnn import config
 from charrnn.cli.common import ByteProgress, check_appendable, emit_json, fail, reports_errors, writing_cache
 from charrnn.cli.exits import Interrupted
-from charrnn.cli.options import build, config_options, given_fields
+from charrnn.cli.options import build, config_options, given_fields, option, quiet_option
 from charrnn.cli.training_output import TrainingOutput, finished_document
 from charrnn.config import DataConfig, ModelConfig, ScheduleConfig, TrainConfig
 
@@ -44,17 +44,18 @@ class StopFlag:
 @click.command("train")
 @click.argument("corpus", nargs=-1, type=click.Path(allow_dash=True))
 @config_options(DataConfig, ModelConfig, TrainConfig, ScheduleConfig)
-@click.option("--val-file", multiple=True, type=click.Path(), metavar="PATH",
-              help="Validate on this text instead of a held-out fraction (repeatable).")
-@click.option("--resume", type=click.Path(), metavar="CKPT", help="Continue training this checkpoint, saving beside it.")
-@click.option("--overwrite", is_flag=True,
+@option("--val-file", multiple=True, type=click.Path(), metavar="PATH",
+        help="Validate on this text instead of a held-out fraction (repeatable; in CHARRNN_TRAIN_VAL_FILE, "
+             f"paths separated by {os.pathsep!r}).")
+@option("--resume", type=click.Path(), metavar="CKPT", help="Continue training this checkpoint, saving beside it.")
+@option("--overwrite", is_flag=True,
               help="Replace another run's checkpoints in the folder (removed once this run has saved).")
-@click.option("--log-every", type=int, default=100, show_default=True, metavar="N",
+@option("--log-every", type=int, default=100, show_default=True, metavar="N",
               help="Without a terminal, print a progress line every N steps (0: never).")
-@click.option("--log-jsonl", type=click.Path(), metavar="PATH",
+@option("--log-jsonl", type=click.Path(), metavar="PATH",
               help="Append one JSON object per logged or validated step to this file.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary of the run on stdout.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress, samples or summary on stderr (errors still).")
+@option("--json", is_flag=True, help="Print a JSON summary of the run on stdout.")
+@quiet_option("No progress, samples or summary on stderr (errors still).")
 @click.pass_context
 @reports_errors
 def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -> None:
@@ -113,7 +114,7 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
         session.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
-    if options["as_json"]:
+    if options["json"]:
         best = os.path.join(session.checkpoint_dir, "best.npz")
         emit_json(finished_document(finished, best if os.path.exists(best) else None))
     if finished.interrupted and stop.signal_number is not None:
