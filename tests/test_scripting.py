@@ -194,7 +194,7 @@ def test_on_a_terminal_a_progress_bar_with_samples_above_it(workdir, small_corpu
 def test_quiet_before_the_command_works_as_after_it(workdir, small_corpus):
     invoke("train", small_corpus, "--steps", "2", *FAST, "-q")
     loud = invoke("info")
-    assert loud.exit_code == 0 and loud.stderr == "using checkpoints/latest.npz\n"
+    assert loud.exit_code == 0 and loud.stderr == "using checkpoints/best.npz\n"
     for args in (["-q", "info"], ["info", "-q"], ["--quiet", "eval", "checkpoints/latest.npz", str(small_corpus)]):
         result = invoke(*args)
         assert result.exit_code == 0 and result.stderr == "" and result.stdout, args

@@ -222,6 +222,15 @@ def find_latest(directory: str) -> Optional[str]:
     return steps[-1][1] if steps else None
 
 
+def find_model(directory: str) -> Optional[str]:
+    """The checkpoint of ``directory`` to sample or score with: ``best.npz`` (the lowest validation loss),
+    else the newest (``find_latest``), else None."""
+    best = os.path.join(directory, BEST_NAME)
+    if os.path.isfile(best):
+        return best
+    return find_latest(directory)
+
+
 def _read_meta(archive: NpzArchive) -> Metadata:
     if "meta" not in archive.entries:
         raise CheckpointError(f"{archive.path} is not a charrnn checkpoint (no metadata entry)")

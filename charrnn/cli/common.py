@@ -1,4 +1,4 @@
-"""Helpers shared by the commands: error reporting, informational messages, checkpoint lookup."""
+"""Helpers shared by the commands: error reporting, informational messages, finding the checkpoint to read."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import click
 
 from charrnn import files
 from charrnn.cli.exits import write_stdout
+from charrnn.cli.options import option
 from charrnn.config import DEFAULT_CHECKPOINT_DIR
 from charrnn.errors import CharRNNError, CheckpointError, ConfigError
 
@@ -86,19 +87,42 @@ def inform(quiet: bool, message: str) -> None:
         click.echo(message, err=True)
 
 
-def resolve_checkpoint(path: Optional[str], quiet: bool) -> str:
-    """``path``, or the newest checkpoint in the default folder (saying which on stderr)."""
-    if path is not None:
-        return path
+CHECKPOINT_HELP = (f"Checkpoint file, or a folder for its best.npz, else latest.npz [default: the folder "
+                   f"{DEFAULT_CHECKPOINT_DIR}/].")
+
+
+def checkpoint_option(help: str = CHECKPOINT_HELP) -> Callable[[Any], Any]:
+    """-c/--checkpoint CKPT: the same option on every command that reads a checkpoint."""
+    return option("-c", "--checkpoint", type=click.Path(), metavar="CKPT", help=help)
+
+
+def resolve_checkpoint(path: Optional[str], quiet: bool, newest: bool = False) -> str:
+    """The checkpoint file a command reads, for every command the same way.
+
+    A file is itself. A folder (``path``, or the default ``checkpoints/`` when none is given) means its
+    ``best.npz``, the model with the lowest validation loss, else ``latest.npz``, else its newest step
+    file; with ``newest`` (for resuming, which must continue from the end) its newest checkpoint. The
+    file chosen in a folder is named on stderr (``using ...``) unless ``quiet``.
+    """
     from charrnn.checkpoints import checkpoint
 
-    found = checkpoint.find_latest(DEFAULT_CHECKPOINT_DIR)
+    folder = DEFAULT_CHECKPOINT_DIR if path is None else path
+    if path is not None and not os.path.isdir(path):
+        return path  # a file, or nothing: loading it says what is wrong
+    found = checkpoint.find_latest(folder) if newest else checkpoint.find_model(folder)
     if found is None:
         raise CheckpointError(
-            f"no checkpoint in {DEFAULT_CHECKPOINT_DIR}/; train one with 'charrnn train CORPUS' or pass --checkpoint"
+            f"no checkpoint in {folder.rstrip(os.sep)}/; train one with 'charrnn train CORPUS' or pass a checkpoint file"
         )
     inform(quiet, f"using {found}")
     return found
+
+
+def checkpoint_argument(argument: Optional[str], option_value: Optional[str]) -> Optional[str]:
+    """The one checkpoint given as an argument or as -c/--checkpoint (UsageError if given as both)."""
+    if argument is not None and option_value is not None:
+        raise click.UsageError("give the checkpoint once: as an argument or as -c/--checkpoint")
+    return argument if argument is not None else option_value
 
 
 class ByteProgress:

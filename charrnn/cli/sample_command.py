@@ -6,10 +6,10 @@ from typing import Any, Optional
 
 import click
 
-from charrnn.cli.common import emit_json, inform, reports_errors, resolve_checkpoint
+from charrnn.cli.common import checkpoint_option, emit_json, inform, reports_errors, resolve_checkpoint
 from charrnn.cli.exits import write_stdout
 from charrnn.cli.options import build, config_options, option, quiet_option
-from charrnn.config import DEFAULT_CHECKPOINT_DIR, SampleConfig
+from charrnn.config import SampleConfig
 
 # Held for every generated token until a non-streamed sample is printed: its id, gathered twice (8 bytes
 # each), and its characters in the decoded text (up to 4 bytes each); 18.5 bytes a token were measured
@@ -19,8 +19,7 @@ BYTES_PER_KEPT_CHAR = 4
 
 
 @click.command("sample")
-@option("-c", "--checkpoint", type=click.Path(), metavar="CKPT",
-              help=f"Checkpoint to sample from [default: the newest in {DEFAULT_CHECKPOINT_DIR}/].")
+@checkpoint_option()
 @option("--seed", metavar="TEXT", help="Priming text; the output starts with it [default: a random token].")
 @config_options(SampleConfig)
 @option("--stream", is_flag=True, help="Print each token as it is generated (one sample only).")

@@ -11,7 +11,9 @@ from typing import Any, Optional
 import click
 
 from charrnn import config
-from charrnn.cli.common import ByteProgress, check_appendable, emit_json, fail, reports_errors, writing_cache
+from charrnn.cli.common import (
+    ByteProgress, check_appendable, emit_json, fail, reports_errors, resolve_checkpoint, writing_cache,
+)
 from charrnn.cli.exits import Interrupted
 from charrnn.cli.options import build, config_options, given_fields, option, quiet_option
 from charrnn.cli.training_output import TrainingOutput, finished_document
@@ -47,7 +49,8 @@ class StopFlag:
 @option("--val-file", multiple=True, type=click.Path(), metavar="PATH",
         help="Validate on this text instead of a held-out fraction (repeatable; in CHARRNN_TRAIN_VAL_FILE, "
              f"paths separated by {os.pathsep!r}).")
-@option("--resume", type=click.Path(), metavar="CKPT", help="Continue training this checkpoint, saving beside it.")
+@option("--resume", type=click.Path(), metavar="CKPT",
+        help="Continue training this checkpoint, saving beside it (a folder: its newest checkpoint).")
 @option("--overwrite", is_flag=True,
               help="Replace another run's checkpoints in the folder (removed once this run has saved).")
 @option("--log-every", type=int, default=100, show_default=True, metavar="N",
@@ -93,7 +96,8 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
         data=build(DataConfig, options),
         schedule=build(ScheduleConfig, options),
         val_paths=options["val_file"],
-        resume=options["resume"],
+        # The start line names the file resumed, so the folder's choice need not be said twice.
+        resume=resolve_checkpoint(options["resume"], quiet=True, newest=True) if options["resume"] else None,
         overwrite=options["overwrite"],
         explicit=explicit,
     )
