@@ -305,3 +305,17 @@ def test_checkpoint_arguments_that_cannot_be_meant(workdir, small_corpus):
     (workdir / "empty").mkdir()
     for args in (["info", "empty"], ["sample", "-c", "empty"], ["eval", "empty", str(small_corpus)]):
         assert_clean_error(invoke(*args), 2, "no checkpoint in empty/; train one with 'charrnn train CORPUS'")
+
+
+def test_training_says_which_encoding_it_read(workdir, tmp_path):
+    poem = "白日依山尽，黄河入海流。\n欲穷千里目，更上一层楼。\n" * 20
+    (tmp_path / "gbk.txt").write_bytes(poem.encode("gbk"))
+    (tmp_path / "utf8.txt").write_text(poem, encoding="utf-8")
+    detected = invoke("train", tmp_path / "gbk.txt", "--steps", "2", *FAST, "--checkpoint-dir", "a")
+    assert detected.exit_code == 0, detected.stderr
+    assert detected.stderr.splitlines()[1] == "encoding: gb18030 (detected; --encoding overrides)"
+    both = invoke("train", tmp_path / "utf8.txt", tmp_path / "gbk.txt", "--steps", "2", *FAST, "--checkpoint-dir", "b")
+    assert "\nencoding: utf8.txt utf-8, gbk.txt gb18030 (detected; --encoding overrides)\n" in both.stderr
+    given = invoke("train", tmp_path / "utf8.txt", "--encoding", "utf-8", "--steps", "2", *FAST, "--checkpoint-dir", "c")
+    assert "\nencoding: utf-8 (--encoding)\n" in given.stderr
+    assert invoke("train", tmp_path / "utf8.txt", "--steps", "2", *FAST, "--checkpoint-dir", "d", "-q").stderr == ""

@@ -198,3 +198,14 @@ def test_quiet_before_the_command_works_as_after_it(workdir, small_corpus):
     for args in (["-q", "info"], ["info", "-q"], ["--quiet", "eval", "checkpoints/latest.npz", str(small_corpus)]):
         result = invoke(*args)
         assert result.exit_code == 0 and result.stderr == "" and result.stdout, args
+
+
+def test_eval_says_its_note_first_and_counts_with_thousands_separators(workdir, small_corpus, tmp_path):
+    invoke("train", small_corpus, "--steps", "2", *FAST, "-q")
+    text = tmp_path / "mixed.txt"
+    text.write_text(small_corpus.read_text(encoding="utf-8")[:1500] + "xyz" * 500, encoding="utf-8")
+    result = invoke("eval", "checkpoints/latest.npz", text)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("1,499 tokens scored, 1,500 unknown: ")
+    assert result.stderr == "note: 1,500 tokens outside the model's vocabulary were left out\n"
+    assert result.output.index("note:") < result.output.index("tokens scored")  # as the README shows it

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import sys
 import time
 from typing import IO, Any, Iterable, Iterator, Optional
@@ -191,8 +192,19 @@ def describe_start(event: Any, quiet: bool) -> None:
                 f"{event.num_parameters:,} parameters, {event.num_train_tokens:,} training tokens, "
                 f"{event.num_val_tokens:,} validation tokens, {event.steps_per_epoch} steps per epoch, "
                 f"rng seed {event.train_config.rng_seed}")
+    inform(quiet, describe_encoding(event.corpus_paths, event.corpus_encodings, event.encoding_option))
     for note in event.notes:
         inform(quiet, f"note: {note}")
+
+
+def describe_encoding(paths: tuple[str, ...], encodings: tuple[str, ...], option: str) -> str:
+    """Which codec the corpus was read in, and whether it was detected: a wrong guess shows here first."""
+    if len(set(encodings)) == 1:
+        codecs = encodings[0]
+    else:  # files in different codecs: say which is which
+        codecs = ", ".join(f"{os.path.basename(path) or path} {codec}" for path, codec in zip(paths, encodings))
+    how = "detected; --encoding overrides" if option == "auto" else "--encoding"
+    return f"encoding: {codecs} ({how})"
 
 
 def describe_finish(event: Any, quiet: bool) -> None:

@@ -36,6 +36,9 @@ class Started:
     start_tokens: int  # tokens seen before this run
     target_steps: int
     chars_per_token: float  # average over (the start of) the training text, for bits per character
+    corpus_paths: tuple[str, ...]
+    corpus_encodings: tuple[str, ...]  # the codec each corpus file was read in (detected, or as given)
+    encoding_option: str  # --encoding: "auto" when the codecs above were detected
     resumed_from: Optional[str]
     notes: tuple[str, ...]  # things the user should know (e.g. a changed corpus)
 
@@ -180,6 +183,9 @@ def run(session: Session, should_stop: Callable[[], bool] = lambda: False) -> It
         first_tokens,
         _target_steps(session),
         _chars_per_token(session, token_lengths),
+        session.corpus.paths,
+        session.corpus.encodings,
+        session.request.data.encoding,
         session.resumed_from,
         tuple(session.notes),
     )
