@@ -71,8 +71,8 @@ def test_train_then_sample(workdir, small_corpus):
 def test_sample_options(workdir, small_corpus):
     invoke("train", small_corpus, "--steps", "10", *FAST)
     three = invoke("sample", "--length", "15", "--num-samples", "3", "--rng-seed", "2", "-q")
-    samples = three.stdout.split("\n\n")
-    assert three.exit_code == 0 and len(samples) == 3
+    samples = three.stdout[:-1].split("\n-- >8 --\n")
+    assert three.exit_code == 0 and len(samples) == 3 and all(len(s) == 16 for s in samples)
     greedy = [invoke("sample", "--seed", "月", "--greedy", "--length", "15", "-q").stdout for _ in range(2)]
     assert greedy[0] == greedy[1]
     assert invoke("sample", "--seed", "月", "--temperature", "0", "--length", "15", "-q").stdout == greedy[0]

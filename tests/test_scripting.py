@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -209,3 +211,96 @@ def test_eval_says_its_note_first_and_counts_with_thousands_separators(workdir, 
     assert result.stdout.startswith("1,499 tokens scored, 1,500 unknown: ")
     assert result.stderr == "note: 1,500 tokens outside the model's vocabulary were left out\n"
     assert result.output.index("note:") < result.output.index("tokens scored")  # as the README shows it
+
+
+def _invoke_with_input(*args, input):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
+
+
+def test_standard_input_as_an_eval_file_and_a_seed_file(workdir, small_corpus, tmp_path):
+    invoke("train", small_corpus, "--steps", "2", *FAST, "-q")
+    text = small_corpus.read_text(encoding="utf-8")
+    from_file = invoke("eval", "checkpoints/latest.npz", small_corpus, "-q").stdout
+    from_pipe = _invoke_with_input("eval", "checkpoints/latest.npz", "-", "-q", input=text.encode("gb18030"))
+    assert from_pipe.exit_code == 0, from_pipe.stderr
+    assert from_pipe.stdout == from_file and from_file.startswith("2,999 tokens scored")
+    twice = _invoke_with_input("eval", "checkpoints/latest.npz", "-", "-", input=text)
+    assert twice.exit_code == 2 and "standard input (-) can be read only once; give - once" in twice.stderr
+    empty = _invoke_with_input("eval", "checkpoints/latest.npz", "-", input=b"")
+    assert empty.exit_code == 2 and empty.stderr.endswith("Error: standard input is empty\n")
+
+    seed = text[:300]  # a long priming text, lines and all
+    (tmp_path / "seed.txt").write_bytes(seed.encode("gb18030"))  # decoded as --encoding auto says
+    args = ["sample", "--length", "20", "--rng-seed", "5", "-q"]
+    by_option = invoke(*args, "--seed", seed).stdout
+    assert by_option.startswith(seed) and len(by_option) == 300 + 20 + 1
+    assert invoke(*args, "--seed-file", tmp_path / "seed.txt").stdout == by_option
+    assert _invoke_with_input(*args, "--seed-file", "-", input=seed).stdout == by_option
+    both = invoke(*args, "--seed", "月", "--seed-file", tmp_path / "seed.txt")
+    assert both.exit_code == 2 and "give the priming text as --seed or as --seed-file, not both" in both.stderr
+    (tmp_path / "odd.txt").write_text("月⚡", encoding="utf-8")
+    odd = invoke(*args, "--seed-file", tmp_path / "odd.txt")
+    assert odd.exit_code == 2 and odd.stderr == "Error: --seed-file has tokens not in the model's vocabulary: '⚡'\n"
+
+
+def test_standard_input_through_the_installed_command(charrnn_executable, tmp_path, small_corpus):
+    text = small_corpus.read_bytes()
+    trained = subprocess.run([charrnn_executable, "train", "-", "--steps", "2", *FAST, "-q"], input=text,
+                             cwd=tmp_path, capture_output=True, timeout=120)
+    assert trained.returncode == 0, trained.stderr
+    scored = subprocess.run([charrnn_executable, "eval", "-", "-q"], input=text, cwd=tmp_path, capture_output=True,
+                            timeout=60)
+    assert scored.returncode == 0 and scored.stdout.startswith(b"2,999 tokens scored, 0 unknown: "), scored.stderr
+    both = subprocess.run([charrnn_executable, "train", "-", "--val-file", "-", "--steps", "2"], input=text,
+                          cwd=tmp_path, capture_output=True, timeout=60)
+    assert both.returncode == 2 and b"standard input (-) can be read only once" in both.stderr
+
+
+def _stderr_on_a_terminal(command: list[str], cwd, stdout_terminal: bool = False) -> tuple[int, str]:
+    """Run ``command`` with stderr (and, if asked, stdout) on a pseudo-terminal: (exit code, what it showed)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    main, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100 columns, not 0
+    out_main, out_terminal = pty.openpty() if stdout_terminal else (None, None)
+    process = subprocess.Popen(command, cwd=cwd, stdin=subprocess.DEVNULL, stderr=terminal,
+                               stdout=out_terminal if stdout_terminal else subprocess.DEVNULL)
+    os.close(terminal)
+    if out_terminal is not None:
+        os.close(out_terminal)
+    shown, open_ends, deadline = b"", [fd for fd in (main, out_main) if fd is not None], time.monotonic() + 60
+    while open_ends and time.monotonic() < deadline:
+        for fd in select.select(open_ends, [], [], 1)[0]:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # the terminal's other end closed: the process has ended
+                chunk = b""
+            if not chunk:
+                open_ends.remove(fd)
+            elif fd == main:
+                shown += chunk  # what stdout's terminal shows is only drained, so the process never blocks
+    process.wait(timeout=60)
+    for fd in (main, out_main):
+        if fd is not None:
+            os.close(fd)
+    return process.returncode, shown.decode("utf-8", "replace")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pseudo-terminals as Linux has them")
+def test_long_eval_and_sample_show_a_progress_bar_on_a_terminal(charrnn_executable, tmp_path):
+    tang = (REPO / "data" / "tang300.txt").read_text(encoding="utf-8")
+    (tmp_path / "long.txt").write_text(tang * 4, encoding="utf-8")  # 120,000 tokens: over a second at batch 1
+    trained = subprocess.run([charrnn_executable, "train", str(REPO / "data" / "tang300.txt"), "--steps", "2",
+                              "--hidden-size", "32", "--batch-size", "4", "--seq-length", "10", "-q"],
+                             cwd=tmp_path, capture_output=True, timeout=120)
+    assert trained.returncode == 0, trained.stderr
+    code, shown = _stderr_on_a_terminal([charrnn_executable, "eval", "long.txt", "--batch-size", "1"], tmp_path)
+    assert code == 0 and "scoring: " in shown and "119563/119563" in shown, shown
+    code, shown = _stderr_on_a_terminal([charrnn_executable, "sample", "--length", "12000"], tmp_path)
+    assert code == 0 and "sampling: " in shown and "12000/12000" in shown, shown
+    # Text arriving on a terminal is its own progress: no bar beside it.
+    code, shown = _stderr_on_a_terminal([charrnn_executable, "sample", "--length", "12000"], tmp_path, True)
+    assert code == 0 and shown == "using checkpoints/best.npz\r\n"

@@ -125,21 +125,25 @@ def checkpoint_argument(argument: Optional[str], option_value: Optional[str]) ->
     return argument if argument is not None else option_value
 
 
-class ByteProgress:
-    """A tqdm bar over bytes, created on the first report (so a cache hit shows nothing).
+class ProgressBar:
+    """A tqdm bar on stderr, created on the first report (so a cache hit shows nothing).
 
-    Use as the ``on_progress(done, total)`` callback of tokenizing, then ``close()``.
+    Drawn only when stderr is a terminal (tqdm's ``disable=None``), never with ``hidden`` (-q, or a
+    terminal stdout whose text is progress enough), and only after ``delay`` seconds, so that quick
+    work shows no bar at all. Use as an ``on_progress(done, total)`` callback, then ``close()``.
     """
 
-    def __init__(self, description: str, quiet: bool) -> None:
-        self.description, self.quiet, self.bar = description, quiet, None
+    def __init__(self, description: str, hidden: bool, unit: str = "B", delay: float = 0.0) -> None:
+        self.description, self.hidden, self.unit, self.delay = description, hidden, unit, delay
+        self.bar: Any = None
 
     def __call__(self, done: int, total: int) -> None:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, unit="B", unit_scale=True, desc=self.description, file=sys.stderr,
-                            disable=True if self.quiet else None, dynamic_ncols=True)
+            self.bar = tqdm(total=total, unit=self.unit, unit_scale=self.unit == "B", desc=self.description,
+                            file=sys.stderr, disable=True if self.hidden else None, dynamic_ncols=True,
+                            delay=self.delay)
         self.bar.update(done - self.bar.n)
 
     def close(self) -> None:

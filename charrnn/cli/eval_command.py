@@ -8,7 +8,7 @@ from typing import Optional
 import click
 
 from charrnn.cli.common import (
-    checkpoint_option, emit_json, format_score, inform, reports_errors, resolve_checkpoint,
+    ProgressBar, checkpoint_option, emit_json, format_score, inform, reports_errors, resolve_checkpoint,
 )
 from charrnn.cli.exits import write_stdout
 from charrnn.cli.options import config_options, option, quiet_option
@@ -44,7 +44,7 @@ def split_arguments(paths: tuple[str, ...], checkpoint: Optional[str]) -> tuple[
 
 
 @click.command("eval")
-@click.argument("paths", nargs=-1, required=True, type=click.Path(), metavar="[CKPT] FILE...")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(allow_dash=True), metavar="[CKPT] FILE...")
 @checkpoint_option()
 @config_options(DataConfig, only={"encoding"})
 @option("--batch-size", type=int, default=32, show_default=True, metavar="N",
@@ -55,7 +55,7 @@ def split_arguments(paths: tuple[str, ...], checkpoint: Optional[str]) -> tuple[
 def eval_command(
     paths: tuple[str, ...], checkpoint: Optional[str], encoding: str, batch_size: int, json: bool, quiet: bool
 ) -> None:
-    """Score the text of FILE(s) (joined) under the model in CKPT.
+    """Score the text of FILE(s) (joined) under the model in CKPT; a FILE of - is standard input.
 
     CKPT, the first argument or -c, is a checkpoint file, or a folder for its best.npz, else
     latest.npz [default: the folder checkpoints/].
@@ -82,7 +82,12 @@ def eval_command(
     streams = min(batch_size, len(text.text))
     need = {"streams": network.sampling_memory(ckpt.model_config, streams)}
     memory.require(need, "scoring", "lower --batch-size")
-    score = score_text(ckpt.params, ckpt.model_config, ckpt.tokenizer, text.text, batch_size)
+    progress = ProgressBar("scoring", quiet, unit="token", delay=0.5)
+    try:
+        score = score_text(ckpt.params, ckpt.model_config, ckpt.tokenizer, text.text, batch_size,
+                           on_progress=progress)
+    finally:
+        progress.close()
     if score.tokens_unknown:
         inform(quiet, f"note: {score.tokens_unknown:,} tokens outside the model's vocabulary were left out")
     if json:

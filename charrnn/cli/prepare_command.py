@@ -6,7 +6,7 @@ from typing import Optional
 
 import click
 
-from charrnn.cli.common import ByteProgress, echo_text, emit_json, inform, reports_errors, writing_cache
+from charrnn.cli.common import ProgressBar, echo_text, emit_json, inform, reports_errors, writing_cache
 from charrnn.cli.options import config_options, option, quiet_option
 from charrnn.config import DataConfig
 
@@ -36,7 +36,7 @@ def prepare_command(
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be positive, got {workers}")
     started = time.perf_counter()
-    progress = ByteProgress("tokenizing", quiet)
+    progress = ProgressBar("tokenizing", quiet)
     try:
         with writing_cache(cache_dir):
             prepared = token_cache.prepare(corpus, tokenizer, encoding, max_vocab, cache_dir, workers, progress)

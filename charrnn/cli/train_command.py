@@ -12,7 +12,7 @@ import click
 
 from charrnn import config
 from charrnn.cli.common import (
-    ByteProgress, check_appendable, emit_json, fail, reports_errors, resolve_checkpoint, writing_cache,
+    ProgressBar, check_appendable, emit_json, fail, reports_errors, resolve_checkpoint, writing_cache,
 )
 from charrnn.cli.exits import Interrupted
 from charrnn.cli.options import build, config_options, given_fields, option, quiet_option
@@ -46,7 +46,7 @@ class StopFlag:
 @click.command("train")
 @click.argument("corpus", nargs=-1, type=click.Path(allow_dash=True))
 @config_options(DataConfig, ModelConfig, TrainConfig, ScheduleConfig)
-@option("--val-file", multiple=True, type=click.Path(), metavar="PATH",
+@option("--val-file", multiple=True, type=click.Path(allow_dash=True), metavar="PATH",
         help="Validate on this text instead of a held-out fraction (repeatable; in CHARRNN_TRAIN_VAL_FILE, "
              f"paths separated by {os.pathsep!r}).")
 @option("--resume", type=click.Path(), metavar="CKPT",
@@ -78,6 +78,8 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
 
     if not corpus and not options["resume"]:
         raise click.UsageError("give at least one CORPUS file (or --resume a checkpoint)")
+    if "-" in corpus and "-" in options["val_file"]:
+        raise click.UsageError("standard input (-) can be read only once: give it as CORPUS or as --val-file, not both")
     if options["log_every"] < 0:
         raise ConfigError(f"--log-every must be zero or positive, got {options['log_every']}")
     if options["log_jsonl"]:
@@ -101,7 +103,7 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
         overwrite=options["overwrite"],
         explicit=explicit,
     )
-    progress = ByteProgress("tokenizing", options["quiet"])
+    progress = ProgressBar("tokenizing", options["quiet"])
     try:
         with writing_cache(request.data.cache_dir):
             session = open_session(request, progress)
