@@ -133,7 +133,8 @@ def test_the_example_sweep_script_runs(tmp_path):
         "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
         "CORPUS": str(REPO / "data" / "tang300.txt"),
         "OUT": str(tmp_path / "runs"),
-        "STEPS": "3",
+        "STEPS": "1000000",
+        "MAX_SECONDS": "0.5",  # every model the same budget, as the script is meant to be used
         "HIDDEN_SIZES": "8 12",
         "LEARNING_RATES": "0.1",
         "CHARRNN_TRAIN_BATCH_SIZE": "4",
@@ -146,6 +147,9 @@ def test_the_example_sweep_script_runs(tmp_path):
     assert sorted(row.split()[0] for row in table[1:]) == ["h12_lr0.1", "h8_lr0.1"]
     bits = [float(row.split()[1]) for row in table[1:]]
     assert bits == sorted(bits)
+    for run in ("h8_lr0.1", "h12_lr0.1"):
+        trained = json.loads((tmp_path / "runs" / f"{run}.train.json").read_text(encoding="utf-8"))
+        assert trained["out_of_time"] is True and 0 < trained["steps"] < 1000000
 
 
 class _Terminal:
@@ -304,3 +308,26 @@ def test_long_eval_and_sample_show_a_progress_bar_on_a_terminal(charrnn_executab
     # Text arriving on a terminal is its own progress: no bar beside it.
     code, shown = _stderr_on_a_terminal([charrnn_executable, "sample", "--length", "12000"], tmp_path, True)
     assert code == 0 and shown == "using checkpoints/best.npz\r\n"
+
+
+def test_max_seconds_stops_training_validates_saves_and_exits_0(workdir, small_corpus):
+    result = invoke("train", small_corpus, "--steps", "1000000", *FAST, "--max-seconds", "0.5", "--json",
+                    "--eval-every", "0", "--checkpoint-every", "0", "--log-every", "0")
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["out_of_time"] is True and document["interrupted"] is False
+    assert 0 < document["steps"] < 1000000 and 0.5 <= document["seconds"] < 30
+    assert document["val_loss_nats"] is not None  # validated at the end, as at any end
+    assert "note: --max-seconds reached; stopped, validated and saved\n" in result.stderr
+    info = json.loads(invoke("info", "checkpoints/latest.npz", "--json").stdout)
+    assert info["progress"]["step"] == document["steps"] and info["validation"]["step"] == document["steps"]
+    # A per-run setting: a resumed run takes another budget, or none, and may end at its step limit.
+    resumed = invoke("train", "--resume", "checkpoints", "--steps", str(document["steps"] + 3), "--max-seconds",
+                     "60", "--json", "-q")
+    assert resumed.exit_code == 0, resumed.stderr
+    again = json.loads(resumed.stdout)
+    assert again["steps"] == document["steps"] + 3 and again["out_of_time"] is False
+    for bad, message in (("0", "--max-seconds must be positive, got 0"), ("nan", "--max-seconds must be a finite number"),
+                         ("-1", "--max-seconds must be positive, got -1")):
+        refused = invoke("train", small_corpus, "--steps", "3", "--max-seconds", bad, "--checkpoint-dir", "x")
+        assert refused.exit_code == 2 and message in refused.stderr, refused.stderr

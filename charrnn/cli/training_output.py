@@ -211,6 +211,8 @@ def describe_finish(event: Any, quiet: bool) -> None:
     """The summary line that closes a run."""
     rate = event.tokens_this_run / event.seconds if event.seconds > 0 else 0.0
     validation = f"; validation {format_score(event.val_score)}" if event.val_score else ""
+    if event.out_of_time:
+        inform(quiet, "note: --max-seconds reached; stopped, validated and saved")
     inform(quiet, f"trained to step {event.steps} ({event.steps_this_run} steps, {event.tokens_this_run:,} "
                 f"tokens this run) in {event.seconds:.1f} s ({rate:,.0f} tokens/s); smoothed loss "
                 f"{event.smoothed_loss_nats:.4f} nats/token{validation}; checkpoint {event.checkpoint_path}")
@@ -232,4 +234,5 @@ def finished_document(event: Any, best_path: Optional[str]) -> dict[str, Any]:
         "tokens_per_s": event.tokens_this_run / event.seconds if event.seconds > 0 else None,
         "seconds": event.seconds,
         "interrupted": event.interrupted,
+        "out_of_time": event.out_of_time,
     }

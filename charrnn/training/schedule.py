@@ -81,7 +81,8 @@ class Finished:
     val_score: Optional[scoring.Score]  # the last validation, if any
     seconds: float
     checkpoint_path: Optional[str]
-    interrupted: bool
+    interrupted: bool  # asked to stop (a signal)
+    out_of_time: bool = False  # stopped by --max-seconds
 
 
 Event = Union[Started, loop.StepResult, Evaluated, Sampled, Saved, Finished]
@@ -190,7 +191,12 @@ def run(session: Session, should_stop: Callable[[], bool] = lambda: False) -> It
         tuple(session.notes),
     )
     saved_path, saved_step, last_score = None, None, None
-    for result in loop.run(trainee, session.streams, session.train_config, should_stop):
+    deadline = None if schedule.max_seconds is None else time.perf_counter() + schedule.max_seconds
+
+    def out_of_time() -> bool:
+        return deadline is not None and time.perf_counter() >= deadline
+
+    for result in loop.run(trainee, session.streams, session.train_config, lambda: should_stop() or out_of_time()):
         yield result
         step = result.step
         if validating and schedule.eval_every and step % schedule.eval_every == 0:
@@ -221,4 +227,6 @@ def run(session: Session, should_stop: Callable[[], bool] = lambda: False) -> It
         seconds=time.perf_counter() - started,
         checkpoint_path=saved_path or session.resumed_from,
         interrupted=should_stop(),
+        out_of_time=not should_stop() and out_of_time() and not loop.is_finished(
+            progress, session.streams, session.train_config),
     )
