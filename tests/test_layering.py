@@ -19,6 +19,7 @@ ALLOWED = {
     "__main__": {"cli"},
     "cli": {
         "__init__", "cli", "config", "errors", "files", "memory", "plot", "checkpoints.checkpoint", "checkpoints.info",
+        "checkpoints.listing",
         "data.corpus", "data.token_cache", "inference.sampling", "inference.scoring", "model.network",
         "training.loop", "training.schedule", "training.session",
     },
@@ -40,6 +41,7 @@ ALLOWED = {
         "__init__", "checkpoints.archive", "checkpoints.metadata", "config", "data.tokenizer", "errors", "files",
         "model.network", "model.optim", "progress",
     },
+    "checkpoints.listing": {"checkpoints.checkpoint", "checkpoints.metadata", "errors"},
     "checkpoints.info": {"checkpoints.checkpoint", "config", "errors", "model.network", "model.optim"},
     "checkpoints.metadata": {"__init__", "config", "data.tokenizer", "errors", "progress"},
     "checkpoints.archive": {"errors"},

@@ -156,6 +156,6 @@ def test_plot_json_names_the_file_it_wrote(tmp_path, log):
     out = tmp_path / "loss.png"
     result = invoke("plot", log, "-o", out, "--width-px", "320", "--height-px", "200", "--json", "-q")
     assert result.exit_code == 0 and result.stderr == ""
-    assert json.loads(result.stdout) == {"log": str(log), "files": [str(out)], "width_px": 320, "height_px": 200,
+    assert json.loads(result.stdout) == {"log": str(log), "output": str(out), "width_px": 320, "height_px": 200,
                                          "steps": 20, "validations": 4}
     assert png_size(out) == (320, 200)

@@ -17,6 +17,8 @@ import click
 from charrnn import __version__
 from charrnn.cli.eval_command import eval_command
 from charrnn.cli.exits import CharRNNGroup
+from charrnn.cli.export_command import export_command
+from charrnn.cli.ls_command import ls_command
 from charrnn.cli.options import option
 from charrnn.cli.prepare_command import prepare_command
 from charrnn.cli.info_command import info_command
@@ -50,6 +52,8 @@ cli.add_command(sample_command)
 cli.add_command(eval_command)
 cli.add_command(prepare_command)
 cli.add_command(info_command)
+cli.add_command(ls_command)
+cli.add_command(export_command)
 cli.add_command(plot_command)
 
 

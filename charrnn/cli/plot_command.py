@@ -29,5 +29,5 @@ def plot_command(log: str, output: str, width_px: int, height_px: int, json: boo
     validations = sum(r.val_loss_nats is not None for r in records)
     inform(quiet, f"wrote {output} ({width_px}×{height_px} px; {len(records)} steps, {validations} validations)")
     if json:
-        emit_json({"log": log, "files": [output], "width_px": width_px, "height_px": height_px,
+        emit_json({"log": log, "output": output, "width_px": width_px, "height_px": height_px,
                    "steps": len(records), "validations": validations})
