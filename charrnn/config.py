@@ -378,9 +378,12 @@ class DataConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class ScheduleConfig:
-    """What happens around the optimisation: when to validate, sample and checkpoint, and where to write.
+    """What happens around the optimisation: when to validate, sample and checkpoint, where to write,
+    and how long this run may take.
 
     These may change freely when resuming, so they are not part of the model's identity.
+    ``max_seconds`` counts the wall-clock time of this run's training (periodic validation, samples
+    and checkpoints included), from its first step; the final validation and save come after it.
     """
 
     checkpoint_dir: str = option(DEFAULT_CHECKPOINT_DIR,
@@ -392,12 +395,21 @@ class ScheduleConfig:
     eval_every: int = option(500, "Validate every N steps (0: only at the end).", metavar="N")
     eval_tokens: int = option(1_000_000, "Validate on at most the first N validation tokens (0: all).", metavar="N")
     sample_every: int = option(500, "Print a sample every N steps (0: never).", metavar="N")
+    max_seconds: Optional[float] = option(
+        None, "Stop after S seconds of training in this run, then validate and save as at any end (for a "
+              "time budget per run).", metavar="S",
+    )
     sample_length: int = 200
 
     def __post_init__(self) -> None:
         check = _Check(self)
         check.non_negative("checkpoint_every", "checkpoint_keep", "eval_every", "eval_tokens", "sample_every")
         check.positive("sample_length")
+        if self.max_seconds is not None:
+            name = check.name("max_seconds")
+            _require_finite(name, self.max_seconds)
+            if self.max_seconds <= 0:
+                raise ConfigError(f"{name} must be positive, got {self.max_seconds:g}")
 
 
 @dataclass(frozen=True, kw_only=True)

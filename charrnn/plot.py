@@ -8,7 +8,7 @@ The log holds one JSON object per line, one per logged step::
 
 ``val_*`` are null (or absent) on steps without validation. A resumed run appends to the same log,
 so a step can appear more than once when training went back to an earlier checkpoint: the last
-record of each step wins. matplotlib is an optional extra (``charrnn[plot]``), imported only here,
+record of each step wins. matplotlib is an optional extra (``plot``, see install.py), imported only here,
 only when drawing, and through the object-oriented Agg API so no GUI backend or global pyplot state
 is touched.
 """
@@ -25,9 +25,9 @@ from numbers import Real
 from typing import Any, Optional
 
 from charrnn import files
+from charrnn.install import extra_hint
 from charrnn.errors import CharRNNError, ConfigError
 
-INSTALL_HINT = "plotting needs matplotlib: pip install 'charrnn[plot]'"
 DPI = 100  # pixels = inches · DPI; any value works, a round one keeps the figure size exact
 MAX_SIDE_PX = 10_000  # a typo like --width-px 120000 would otherwise try to allocate gigabytes
 
@@ -128,7 +128,7 @@ def _matplotlib() -> tuple[Any, Any, Any]:
         from matplotlib.figure import Figure
         from matplotlib.ticker import EngFormatter
     except ImportError:
-        raise MissingDependencyError(INSTALL_HINT) from None
+        raise MissingDependencyError(f"plotting needs matplotlib: {extra_hint('plot')}") from None
     return Figure, FigureCanvasAgg, EngFormatter
 
 

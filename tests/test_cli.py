@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -58,7 +60,7 @@ def test_train_then_sample(workdir, small_corpus):
 
     sampled = invoke("sample", "--seed", "春风", "--length", "20", "--rng-seed", "1")
     assert sampled.exit_code == 0, sampled.stderr
-    assert sampled.stderr == "using checkpoints/latest.npz\n"
+    assert sampled.stderr == "using checkpoints/best.npz\n"  # the lowest validation loss
     text = sampled.stdout
     assert text.startswith("春风") and text.endswith("\n")
     vocab = set(checkpoint.load("checkpoints/latest.npz").tokenizer.vocab)
@@ -72,8 +74,8 @@ def test_train_then_sample(workdir, small_corpus):
 def test_sample_options(workdir, small_corpus):
     invoke("train", small_corpus, "--steps", "10", *FAST)
     three = invoke("sample", "--length", "15", "--num-samples", "3", "--rng-seed", "2", "-q")
-    samples = three.stdout.split("\n\n")
-    assert three.exit_code == 0 and len(samples) == 3
+    samples = three.stdout[:-1].split("\n-- >8 --\n")
+    assert three.exit_code == 0 and len(samples) == 3 and all(len(s) == 16 for s in samples)
     greedy = [invoke("sample", "--seed", "月", "--greedy", "--length", "15", "-q").stdout for _ in range(2)]
     assert greedy[0] == greedy[1]
     assert invoke("sample", "--seed", "月", "--temperature", "0", "--length", "15", "-q").stdout == greedy[0]
@@ -200,8 +202,8 @@ def test_sample_errors(trained, workdir):
     assert_clean_error(invoke("sample", "--seed", "春xyz"), 2, "--seed has tokens not in the model's vocabulary: 'x', 'y', 'z'")
     assert_clean_error(invoke("sample", "--length", "0"), 2, "--length must be positive, got 0")
     assert_clean_error(invoke("sample", "--top-k", "-2"), 2, "--top-k must be positive, got -2")
-    trained.unlink()
-    (workdir / "checkpoints" / "step_00000004.npz").unlink()
+    for name in ("best.npz", "latest.npz", "step_00000004.npz"):
+        (workdir / "checkpoints" / name).unlink()
     assert_clean_error(invoke("sample"), 2, "no checkpoint in checkpoints/")
 
 
@@ -220,7 +222,7 @@ def test_installed_command_in_a_subprocess(charrnn_executable, tmp_path, small_c
     bad = subprocess.run([charrnn_executable, "sample", "--seed", "⚡"], cwd=tmp_path, capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and bad.stdout == ""
-    assert bad.stderr == "using checkpoints/latest.npz\nError: --seed has tokens not in the model's vocabulary: '⚡'\n"
+    assert bad.stderr == "using checkpoints/best.npz\nError: --seed has tokens not in the model's vocabulary: '⚡'\n"
     module = subprocess.run([sys.executable, "-m", "charrnn", "--version"], capture_output=True, text=True)
     assert module.stdout == f"charrnn, version {__version__}\n"
 
@@ -244,3 +246,79 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(charrnn_executable, tmp_path):
     assert "Interrupted; checkpoint saved to checkpoints/latest.npz" in stderr
     ckpt = checkpoint.load(str(tmp_path / "checkpoints" / "latest.npz"))
     assert 0 < ckpt.progress.step < 1000000
+
+
+def _folder_with_best_before_latest(small_corpus, folder):
+    """A run folder whose best.npz (step 2) is older than its latest.npz (step 4)."""
+    result = invoke("train", small_corpus, "--steps", "4", *FAST, "--checkpoint-every", "2", "--checkpoint-dir",
+                    folder, "-q")
+    assert result.exit_code == 0, result.stderr
+    (folder / "best.npz").write_bytes((folder / "step_00000002.npz").read_bytes())
+    return folder
+
+
+def _step(result) -> int:
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)["progress"]["step"]
+
+
+def test_every_command_reads_a_checkpoint_file_or_folder_the_same_way(workdir, small_corpus):
+    run = _folder_with_best_before_latest(small_corpus, workdir / "run")
+    text = str(small_corpus)
+    # A folder means its best.npz, named on stderr, whichever command and spelling reads it.
+    for args in (["info", "run", "--json"], ["info", "-c", "run", "--json"], ["info", "--checkpoint", "run/", "--json"]):
+        result = invoke(*args)
+        assert _step(result) == 2 and result.stderr == f"using {os.path.join('run', 'best.npz')}\n", args
+    for args in (["eval", "run", text, "--json"], ["eval", "-c", "run", text, "--json"],
+                 ["sample", "-c", "run", "--json", "--length", "3"]):
+        result = invoke(*args)
+        assert result.exit_code == 0, result.stderr
+        assert json.loads(result.stdout)["checkpoint"] == os.path.join("run", "best.npz"), args
+        assert result.stderr == f"using {os.path.join('run', 'best.npz')}\n", args
+    # The old spellings of a file work as before, and a file is used without a note.
+    for args in (["info", "run/latest.npz", "--json"], ["info", "-c", "run/latest.npz", "--json"]):
+        result = invoke(*args)
+        assert _step(result) == 4 and result.stderr == "", args
+    plain = invoke("eval", "run/latest.npz", text)
+    assert plain.exit_code == 0 and plain.stderr == "" and plain.stdout.startswith("2,999 tokens scored, 0 unknown: ")
+    # Nothing given: the default folder checkpoints/, the same way; then latest.npz, then the newest step file.
+    shutil.copytree(run, "checkpoints")
+    assert invoke("sample", "--length", "2").stderr == "using checkpoints/best.npz\n"
+    assert invoke("eval", text).stderr == "using checkpoints/best.npz\n"
+    os.unlink("checkpoints/best.npz")
+    assert invoke("info").stderr == "using checkpoints/latest.npz\n"
+    os.unlink("checkpoints/latest.npz")
+    newest = invoke("info", "--json")
+    assert newest.stderr == "using checkpoints/step_00000004.npz\n" and _step(newest) == 4
+    # Resuming a folder continues its newest checkpoint, never its best (that would roll the folder back).
+    resumed = invoke("train", "--resume", "run", "--steps", "6", "--sample-every", "0")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert f"resuming {os.path.join('run', 'latest.npz')} at step 4" in resumed.stderr
+    assert _step(invoke("info", "run/latest.npz", "--json")) == 6
+
+
+def test_checkpoint_arguments_that_cannot_be_meant(workdir, small_corpus):
+    _folder_with_best_before_latest(small_corpus, workdir / "run")
+    twice = invoke("info", "run", "-c", "run")
+    assert twice.exit_code == 2 and "give the checkpoint once" in twice.stderr
+    twice = invoke("eval", "-c", "run", "run/latest.npz", str(small_corpus))
+    assert twice.exit_code == 2 and "give the checkpoint once" in twice.stderr
+    no_text = invoke("eval", "run/best.npz")
+    assert no_text.exit_code == 2 and "give the text FILE(s) to score after the checkpoint run/best.npz" in no_text.stderr
+    (workdir / "empty").mkdir()
+    for args in (["info", "empty"], ["sample", "-c", "empty"], ["eval", "empty", str(small_corpus)]):
+        assert_clean_error(invoke(*args), 2, "no checkpoint in empty/; train one with 'charrnn train CORPUS'")
+
+
+def test_training_says_which_encoding_it_read(workdir, tmp_path):
+    poem = "白日依山尽，黄河入海流。\n欲穷千里目，更上一层楼。\n" * 20
+    (tmp_path / "gbk.txt").write_bytes(poem.encode("gbk"))
+    (tmp_path / "utf8.txt").write_text(poem, encoding="utf-8")
+    detected = invoke("train", tmp_path / "gbk.txt", "--steps", "2", *FAST, "--checkpoint-dir", "a")
+    assert detected.exit_code == 0, detected.stderr
+    assert detected.stderr.splitlines()[1] == "encoding: gb18030 (detected; --encoding overrides)"
+    both = invoke("train", tmp_path / "utf8.txt", tmp_path / "gbk.txt", "--steps", "2", *FAST, "--checkpoint-dir", "b")
+    assert "\nencoding: utf8.txt utf-8, gbk.txt gb18030 (detected; --encoding overrides)\n" in both.stderr
+    given = invoke("train", tmp_path / "utf8.txt", "--encoding", "utf-8", "--steps", "2", *FAST, "--checkpoint-dir", "c")
+    assert "\nencoding: utf-8 (--encoding)\n" in given.stderr
+    assert invoke("train", tmp_path / "utf8.txt", "--steps", "2", *FAST, "--checkpoint-dir", "d", "-q").stderr == ""

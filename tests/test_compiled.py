@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import sys
 
 import numpy as np
@@ -12,6 +13,7 @@ from charrnn.model import backend, cells, network, ops, optim
 from charrnn.training import loop
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.errors import ConfigError
+from charrnn.install import extra_hint
 from conftest import numeric_gradient, relative_error
 
 pytest.importorskip("numba", reason="the numba backend needs numba ('.[fast]')")
@@ -349,5 +351,5 @@ def test_without_numba_auto_falls_back_to_numpy_and_numba_says_how_to_install_it
     monkeypatch.setitem(sys.modules, "charrnn.model.compiled.cells", None)  # as if numba would not import
     monkeypatch.delattr("charrnn.model.compiled.cells", raising=False)
     assert backend.select("auto") is NUMPY
-    with pytest.raises(ConfigError, match=r"from charrnn's checkout with pip install '\.\[fast\]'"):
+    with pytest.raises(ConfigError, match=re.escape(extra_hint("fast"))):
         backend.select("numba")

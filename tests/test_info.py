@@ -116,22 +116,22 @@ def test_info_of_the_format1_fixture_says_it_was_migrated():
     assert "validation: off (no held-out text)\n" in text
 
 
-def test_info_defaults_to_the_newest_checkpoint(workdir, small_corpus):
+def test_info_defaults_to_the_best_checkpoint(workdir, small_corpus):
     train_tiny(small_corpus, workdir / "checkpoints")
     result = invoke("info")
     assert result.exit_code == 0
-    assert result.stderr == "using checkpoints/latest.npz\n"
-    assert result.stdout.startswith("checkpoint: checkpoints/latest.npz (")
+    assert result.stderr == "using checkpoints/best.npz\n"
+    assert result.stdout.startswith("checkpoint: checkpoints/best.npz (")
     quiet = invoke("info", "-q", "--json")
     assert quiet.stderr == "" and json.loads(quiet.stdout)["progress"]["step"] == 5
 
 
-def test_info_of_a_folder_uses_its_newest_checkpoint(tmp_path, small_corpus):
+def test_info_of_a_folder_uses_its_best_checkpoint(tmp_path, small_corpus):
     train_tiny(small_corpus, tmp_path / "run")
     result = invoke("info", tmp_path / "run", "--json")
     assert result.exit_code == 0
-    assert result.stderr == f"using {tmp_path / 'run' / 'latest.npz'}\n"
-    assert json.loads(result.stdout)["path"] == str(tmp_path / "run" / "latest.npz")
+    assert result.stderr == f"using {tmp_path / 'run' / 'best.npz'}\n"
+    assert json.loads(result.stdout)["path"] == str(tmp_path / "run" / "best.npz")
     (tmp_path / "empty").mkdir()
     assert_clean_error(invoke("info", tmp_path / "empty"), 2, f"no checkpoint in {tmp_path / 'empty'}", alone=True)
 
@@ -168,7 +168,7 @@ def test_info_and_plot_have_help():
         result = invoke(command, "--help")
         assert result.exit_code == 0 and result.stdout.startswith(f"Usage: cli {command} ")
     assert "--json" in invoke("info", "--help").stdout
-    assert "charrnn[plot]" in invoke("plot", "--help").stdout
+    assert "pip install '.[plot]'" in invoke("plot", "--help").stdout
     listing = invoke("--help").stdout
     assert "info" in listing and "plot" in listing
 

@@ -11,14 +11,15 @@ PACKAGE = Path(__file__).resolve().parent.parent / "charrnn"
 
 # The packages in layers, top first: a module may import modules of lower layers, and of its own package
 # only as ALLOWED says (so the order inside a package is written down too). Plain modules at the top of
-# charrnn (config, errors, files, memory, plot, progress) form the bottom layer. The cli/ package counts
+# charrnn (config, errors, files, install, memory, plot, progress) form the bottom layer. The cli/ package counts
 # as one module.
 LAYERS = [["__main__"], ["cli"], ["training"], ["inference", "checkpoints"], ["data", "model"], [""]]
 ALLOWED = {
     "__init__": set(),
     "__main__": {"cli"},
     "cli": {
-        "__init__", "cli", "config", "model.backend", "errors", "files", "memory", "plot", "checkpoints.checkpoint", "checkpoints.info",
+        "__init__", "cli", "config", "model.backend", "errors", "files", "install", "memory", "plot",
+        "checkpoints.checkpoint", "checkpoints.info", "checkpoints.listing",
         "data.corpus", "data.token_cache", "inference.sampling", "inference.scoring", "model.network",
         "training.loop", "training.schedule", "training.session",
     },
@@ -41,6 +42,7 @@ ALLOWED = {
         "__init__", "checkpoints.archive", "checkpoints.metadata", "config", "data.tokenizer", "errors", "files",
         "model.network", "model.optim", "progress",
     },
+    "checkpoints.listing": {"checkpoints.checkpoint", "checkpoints.metadata", "errors"},
     "checkpoints.info": {"checkpoints.checkpoint", "config", "errors", "files", "model.network", "model.optim"},
     "checkpoints.metadata": {"__init__", "config", "data.tokenizer", "errors", "progress"},
     "checkpoints.archive": {"errors"},
@@ -50,8 +52,8 @@ ALLOWED = {
     "data.streams": {"errors"},
     "model.network": {"config", "model.backend", "model.cells", "model.ops", "model.workspace"},
     "model.backend": {
-        "config", "errors", "model.cells", "model.ops", "model.optim", "model.compiled.cells", "model.compiled.ops",
-        "model.compiled.optim", "model.compiled.parallel",
+        "config", "errors", "install", "model.cells", "model.ops", "model.optim", "model.compiled.cells",
+        "model.compiled.ops", "model.compiled.optim", "model.compiled.parallel",
     },
     "model.compiled.cells": {"model.cells", "model.compiled.arithmetic", "model.compiled.parallel"},
     "model.compiled.ops": {"model.ops", "model.compiled.arithmetic"},
@@ -64,7 +66,8 @@ ALLOWED = {
     "model.cells": set(),
     "model.reference": set(),
     "model.fpu": set(),
-    "plot": {"errors", "files"},
+    "plot": {"errors", "files", "install"},
+    "install": set(),
     "memory": {"errors"},
     "progress": set(),
     "files": set(),

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import re
+from pathlib import Path
+
+import click
 
 from click.testing import CliRunner
 
@@ -79,3 +84,70 @@ def test_a_request_of_defaults_is_a_complete_fresh_run():
     request = TrainRequest(corpus_paths=("a.txt",))
     assert request.train.max_epochs == config.DEFAULT_EPOCHS and request.model.vocab_size is None
     assert dataclasses.replace(request.model, vocab_size=5).hidden_size == 128
+
+
+def _env_invoke(*args, **env):
+    return CliRunner().invoke(cli, [str(a) for a in args], auto_envvar_prefix=ENVVAR_PREFIX, env=env)
+
+
+def _variables() -> set[str]:
+    """Every environment variable charrnn reads: CHARRNN_QUIET, CHARRNN_<COMMAND>_<OPTION>, and an
+    option's own variable for every command (CHARRNN_BACKEND)."""
+    found = {f"{ENVVAR_PREFIX}_{p.name.upper()}" for p in cli.params if isinstance(p, click.Option)}
+    for name, command in cli.commands.items():
+        options = [p for p in command.params if isinstance(p, click.Option) and p.name != "help"]
+        found |= {f"{ENVVAR_PREFIX}_{name.upper()}_{p.name.upper()}" for p in options}
+        found |= {p.envvar for p in options if isinstance(p.envvar, str)}
+    return found
+
+
+def test_every_option_is_named_after_its_long_flag_so_its_variable_is_too():
+    for command in [cli, *cli.commands.values()]:
+        for param in command.params:
+            if isinstance(param, click.Option) and param.name not in ("help", "version"):
+                assert param.name == max(param.opts, key=len).lstrip("-").replace("-", "_"), param.opts
+    assert {"CHARRNN_EVAL_JSON", "CHARRNN_SAMPLE_JSON", "CHARRNN_TRAIN_JSON", "CHARRNN_INFO_JSON",
+            "CHARRNN_PREPARE_JSON", "CHARRNN_TRAIN_STEPS", "CHARRNN_QUIET"} <= _variables()
+
+
+def test_the_readme_names_only_variables_that_work():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"\bCHARRNN_[A-Z_]*[A-Z]\b", readme)) - {"CHARRNN_COMMAND_OPTION"}
+    assert named and named <= _variables(), named - _variables()
+
+
+def test_json_flags_and_quiet_from_the_environment(workdir, small_corpus):
+    invoke("train", small_corpus, "--steps", "2", "--hidden-size", "8", "--batch-size", "4", "-q")
+    scored = _env_invoke("eval", "checkpoints/latest.npz", small_corpus, CHARRNN_EVAL_JSON="1")
+    assert scored.exit_code == 0, scored.stderr
+    assert json.loads(scored.stdout)["tokens_scored"] == 2999
+    quiet = _env_invoke("sample", "--length", "3", CHARRNN_QUIET="1", CHARRNN_SAMPLE_JSON="true")
+    assert quiet.exit_code == 0 and quiet.stderr == "" and len(json.loads(quiet.stdout)["samples"]) == 1
+
+
+def test_a_bad_value_from_the_environment_names_the_variable(workdir, small_corpus):
+    typed = _env_invoke("train", small_corpus, CHARRNN_TRAIN_HIDDEN_SIZE="abc")
+    assert typed.exit_code == 2 and typed.stdout == ""
+    assert typed.stderr.splitlines()[-1] == (
+        "Error: Invalid value for CHARRNN_TRAIN_HIDDEN_SIZE (--hidden-size): 'abc' is not a valid integer."
+    )
+    ranged = _env_invoke("train", small_corpus, CHARRNN_TRAIN_HIDDEN_SIZE="0")
+    assert ranged.exit_code == 2
+    assert ranged.stderr == "Error: --hidden-size must be positive, got 0 (set by CHARRNN_TRAIN_HIDDEN_SIZE)\n"
+    flag = _env_invoke("eval", "x.npz", "y.txt", CHARRNN_EVAL_JSON="maybe")
+    assert flag.exit_code == 2 and "Invalid value for CHARRNN_EVAL_JSON (--json): 'maybe'" in flag.stderr
+    given = _env_invoke("train", small_corpus, "--hidden-size", "abc")  # from the command line: the flag
+    assert "Error: Invalid value for '--hidden-size': 'abc' is not a valid integer." in given.stderr
+
+
+def test_a_repeatable_option_splits_its_variable_on_the_path_separator(workdir, small_corpus, tmp_path):
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    text = small_corpus.read_text(encoding="utf-8")
+    first.write_text(text[:200], encoding="utf-8")
+    second.write_text(text[200:400], encoding="utf-8")
+    result = _env_invoke("train", small_corpus, "--steps", "2", "--hidden-size", "8", "--batch-size", "4", "-q",
+                         CHARRNN_TRAIN_VAL_FILE=f"{first}{os.pathsep}{second}")
+    assert result.exit_code == 0, result.stderr
+    info = json.loads(invoke("info", "checkpoints/latest.npz", "--json").stdout)
+    assert info["corpus"]["val_paths"] == [str(first), str(second)]
+    assert f"paths separated by {os.pathsep!r}" in " ".join(invoke("train", "--help").stdout.split())

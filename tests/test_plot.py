@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from charrnn import plot
+from charrnn.install import extra_hint
 from test_cli import invoke
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -83,7 +84,8 @@ def test_missing_matplotlib_says_how_to_install_it(tmp_path, log, monkeypatch):
     result = invoke("plot", log, "-o", out)
     assert result.exit_code == 2
     assert result.stdout == ""
-    assert result.stderr == "Error: plotting needs matplotlib: pip install 'charrnn[plot]'\n"
+    assert result.stderr == f"Error: plotting needs matplotlib: {extra_hint('plot')}\n"
+    assert "'charrnn[plot]'" not in result.stderr  # the name on PyPI is another project's
     assert not out.exists()
 
 
@@ -143,3 +145,12 @@ def test_bad_sizes_and_unwritable_output(tmp_path, log):
     unwritable = invoke("plot", log, "-o", tmp_path / "no" / "such" / "loss.png")
     assert unwritable.exit_code == 1 and unwritable.stdout == ""
     assert unwritable.stderr.startswith(f"Error: cannot write {tmp_path / 'no' / 'such' / 'loss.png'}: ")
+
+
+def test_plot_json_names_the_file_it_wrote(tmp_path, log):
+    out = tmp_path / "loss.png"
+    result = invoke("plot", log, "-o", out, "--width-px", "320", "--height-px", "200", "--json", "-q")
+    assert result.exit_code == 0 and result.stderr == ""
+    assert json.loads(result.stdout) == {"log": str(log), "output": str(out), "width_px": 320, "height_px": 200,
+                                         "steps": 20, "validations": 4}
+    assert png_size(out) == (320, 200)

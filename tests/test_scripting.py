@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -131,7 +133,8 @@ def test_the_example_sweep_script_runs(tmp_path):
         "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
         "CORPUS": str(REPO / "data" / "tang300.txt"),
         "OUT": str(tmp_path / "runs"),
-        "STEPS": "3",
+        "STEPS": "1000000",
+        "MAX_SECONDS": "0.5",  # every model the same budget, as the script is meant to be used
         "HIDDEN_SIZES": "8 12",
         "LEARNING_RATES": "0.1",
         "CHARRNN_TRAIN_BATCH_SIZE": "4",
@@ -144,6 +147,9 @@ def test_the_example_sweep_script_runs(tmp_path):
     assert sorted(row.split()[0] for row in table[1:]) == ["h12_lr0.1", "h8_lr0.1"]
     bits = [float(row.split()[1]) for row in table[1:]]
     assert bits == sorted(bits)
+    for run in ("h8_lr0.1", "h12_lr0.1"):
+        trained = json.loads((tmp_path / "runs" / f"{run}.train.json").read_text(encoding="utf-8"))
+        assert trained["out_of_time"] is True and 0 < trained["steps"] < 1000000
 
 
 class _Terminal:
@@ -189,3 +195,139 @@ def test_on_a_terminal_a_progress_bar_with_samples_above_it(workdir, small_corpu
     assert "--- sample at step 5 (temperature 1) ---" in text and "--- sample at step 10" in text
     assert "10/10" in text and "loss=" in text and "val=" in text  # tqdm's bar with its postfix
     assert "step 4/10:" not in text  # no plain progress lines on a terminal
+
+
+def test_quiet_before_the_command_works_as_after_it(workdir, small_corpus):
+    invoke("train", small_corpus, "--steps", "2", *FAST, "-q")
+    loud = invoke("info")
+    assert loud.exit_code == 0 and loud.stderr == "using checkpoints/best.npz\n"
+    for args in (["-q", "info"], ["info", "-q"], ["--quiet", "eval", "checkpoints/latest.npz", str(small_corpus)]):
+        result = invoke(*args)
+        assert result.exit_code == 0 and result.stderr == "" and result.stdout, args
+
+
+def test_eval_says_its_note_first_and_counts_with_thousands_separators(workdir, small_corpus, tmp_path):
+    invoke("train", small_corpus, "--steps", "2", *FAST, "-q")
+    text = tmp_path / "mixed.txt"
+    text.write_text(small_corpus.read_text(encoding="utf-8")[:1500] + "xyz" * 500, encoding="utf-8")
+    result = invoke("eval", "checkpoints/latest.npz", text)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.startswith("1,499 tokens scored, 1,500 unknown: ")
+    assert result.stderr == "note: 1,500 tokens outside the model's vocabulary were left out\n"
+    assert result.output.index("note:") < result.output.index("tokens scored")  # as the README shows it
+
+
+def _invoke_with_input(*args, input):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input, catch_exceptions=False)
+
+
+def test_standard_input_as_an_eval_file_and_a_seed_file(workdir, small_corpus, tmp_path):
+    invoke("train", small_corpus, "--steps", "2", *FAST, "-q")
+    text = small_corpus.read_text(encoding="utf-8")
+    from_file = invoke("eval", "checkpoints/latest.npz", small_corpus, "-q").stdout
+    from_pipe = _invoke_with_input("eval", "checkpoints/latest.npz", "-", "-q", input=text.encode("gb18030"))
+    assert from_pipe.exit_code == 0, from_pipe.stderr
+    assert from_pipe.stdout == from_file and from_file.startswith("2,999 tokens scored")
+    twice = _invoke_with_input("eval", "checkpoints/latest.npz", "-", "-", input=text)
+    assert twice.exit_code == 2 and "standard input (-) can be read only once; give - once" in twice.stderr
+    empty = _invoke_with_input("eval", "checkpoints/latest.npz", "-", input=b"")
+    assert empty.exit_code == 2 and empty.stderr.endswith("Error: standard input is empty\n")
+
+    seed = text[:300]  # a long priming text, lines and all
+    (tmp_path / "seed.txt").write_bytes(seed.encode("gb18030"))  # decoded as --encoding auto says
+    args = ["sample", "--length", "20", "--rng-seed", "5", "-q"]
+    by_option = invoke(*args, "--seed", seed).stdout
+    assert by_option.startswith(seed) and len(by_option) == 300 + 20 + 1
+    assert invoke(*args, "--seed-file", tmp_path / "seed.txt").stdout == by_option
+    assert _invoke_with_input(*args, "--seed-file", "-", input=seed).stdout == by_option
+    both = invoke(*args, "--seed", "月", "--seed-file", tmp_path / "seed.txt")
+    assert both.exit_code == 2 and "give the priming text as --seed or as --seed-file, not both" in both.stderr
+    (tmp_path / "odd.txt").write_text("月⚡", encoding="utf-8")
+    odd = invoke(*args, "--seed-file", tmp_path / "odd.txt")
+    assert odd.exit_code == 2 and odd.stderr == "Error: --seed-file has tokens not in the model's vocabulary: '⚡'\n"
+
+
+def test_standard_input_through_the_installed_command(charrnn_executable, tmp_path, small_corpus):
+    text = small_corpus.read_bytes()
+    trained = subprocess.run([charrnn_executable, "train", "-", "--steps", "2", *FAST, "-q"], input=text,
+                             cwd=tmp_path, capture_output=True, timeout=120)
+    assert trained.returncode == 0, trained.stderr
+    scored = subprocess.run([charrnn_executable, "eval", "-", "-q"], input=text, cwd=tmp_path, capture_output=True,
+                            timeout=60)
+    assert scored.returncode == 0 and scored.stdout.startswith(b"2,999 tokens scored, 0 unknown: "), scored.stderr
+    both = subprocess.run([charrnn_executable, "train", "-", "--val-file", "-", "--steps", "2"], input=text,
+                          cwd=tmp_path, capture_output=True, timeout=60)
+    assert both.returncode == 2 and b"standard input (-) can be read only once" in both.stderr
+
+
+def _stderr_on_a_terminal(command: list[str], cwd, stdout_terminal: bool = False) -> tuple[int, str]:
+    """Run ``command`` with stderr (and, if asked, stdout) on a pseudo-terminal: (exit code, what it showed)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    main, terminal = pty.openpty()
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # 100 columns, not 0
+    out_main, out_terminal = pty.openpty() if stdout_terminal else (None, None)
+    process = subprocess.Popen(command, cwd=cwd, stdin=subprocess.DEVNULL, stderr=terminal,
+                               stdout=out_terminal if stdout_terminal else subprocess.DEVNULL)
+    os.close(terminal)
+    if out_terminal is not None:
+        os.close(out_terminal)
+    shown, open_ends, deadline = b"", [fd for fd in (main, out_main) if fd is not None], time.monotonic() + 60
+    while open_ends and time.monotonic() < deadline:
+        for fd in select.select(open_ends, [], [], 1)[0]:
+            try:
+                chunk = os.read(fd, 65536)
+            except OSError:  # the terminal's other end closed: the process has ended
+                chunk = b""
+            if not chunk:
+                open_ends.remove(fd)
+            elif fd == main:
+                shown += chunk  # what stdout's terminal shows is only drained, so the process never blocks
+    process.wait(timeout=60)
+    for fd in (main, out_main):
+        if fd is not None:
+            os.close(fd)
+    return process.returncode, shown.decode("utf-8", "replace")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pseudo-terminals as Linux has them")
+def test_long_eval_and_sample_show_a_progress_bar_on_a_terminal(charrnn_executable, tmp_path):
+    tang = (REPO / "data" / "tang300.txt").read_text(encoding="utf-8")
+    (tmp_path / "long.txt").write_text(tang * 4, encoding="utf-8")  # 120,000 tokens: over a second at batch 1
+    trained = subprocess.run([charrnn_executable, "train", str(REPO / "data" / "tang300.txt"), "--steps", "2",
+                              "--hidden-size", "32", "--batch-size", "4", "--seq-length", "10", "-q"],
+                             cwd=tmp_path, capture_output=True, timeout=120)
+    assert trained.returncode == 0, trained.stderr
+    code, shown = _stderr_on_a_terminal([charrnn_executable, "eval", "long.txt", "--batch-size", "1"], tmp_path)
+    assert code == 0 and "scoring: " in shown and "119563/119563" in shown, shown
+    code, shown = _stderr_on_a_terminal([charrnn_executable, "sample", "--length", "12000"], tmp_path)
+    assert code == 0 and "sampling: " in shown and "12000/12000" in shown, shown
+    # Text arriving on a terminal is its own progress: no bar beside it.
+    code, shown = _stderr_on_a_terminal([charrnn_executable, "sample", "--length", "12000"], tmp_path, True)
+    assert code == 0 and shown == "using checkpoints/best.npz\r\n"
+
+
+def test_max_seconds_stops_training_validates_saves_and_exits_0(workdir, small_corpus):
+    result = invoke("train", small_corpus, "--steps", "1000000", *FAST, "--max-seconds", "0.5", "--json",
+                    "--eval-every", "0", "--checkpoint-every", "0", "--log-every", "0")
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert document["out_of_time"] is True and document["interrupted"] is False
+    assert 0 < document["steps"] < 1000000 and 0.5 <= document["seconds"] < 30
+    assert document["val_loss_nats"] is not None  # validated at the end, as at any end
+    assert "note: --max-seconds reached; stopped, validated and saved\n" in result.stderr
+    info = json.loads(invoke("info", "checkpoints/latest.npz", "--json").stdout)
+    assert info["progress"]["step"] == document["steps"] and info["validation"]["step"] == document["steps"]
+    # A per-run setting: a resumed run takes another budget, or none, and may end at its step limit.
+    resumed = invoke("train", "--resume", "checkpoints", "--steps", str(document["steps"] + 3), "--max-seconds",
+                     "60", "--json", "-q")
+    assert resumed.exit_code == 0, resumed.stderr
+    again = json.loads(resumed.stdout)
+    assert again["steps"] == document["steps"] + 3 and again["out_of_time"] is False
+    for bad, message in (("0", "--max-seconds must be positive, got 0"), ("nan", "--max-seconds must be a finite number"),
+                         ("-1", "--max-seconds must be positive, got -1")):
+        refused = invoke("train", small_corpus, "--steps", "3", "--max-seconds", bad, "--checkpoint-dir", "x")
+        assert refused.exit_code == 2 and message in refused.stderr, refused.stderr

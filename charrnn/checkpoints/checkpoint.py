@@ -10,6 +10,9 @@ Layout of the archive, format 2 (each entry a plain numeric ``.npy``; nothing is
 Format 1 (charrnn 0.1: one vanilla layer, Adagrad, ``optim.<parameter>`` and ``state.hidden``) is
 migrated on load.
 
+A sampling-only checkpoint (``export``, the metadata's ``"contents": "model"``) holds the same metadata
+and the ``param.`` entries only: enough to sample and score, not to continue training.
+
 The file holds no timestamps, so the same seeded run writes the same bytes. Loading uses
 ``allow_pickle=False`` and checks every entry, so a file from a stranger can fail to
 load but can never run code.
@@ -32,7 +35,7 @@ import numpy as np
 from charrnn import __version__, files
 from charrnn.checkpoints import metadata
 from charrnn.model import network, optim
-from charrnn.checkpoints.metadata import FORMAT_NAME, FORMAT_VERSION, Metadata
+from charrnn.checkpoints.metadata import FORMAT_NAME, FORMAT_VERSION, MODEL, TRAINING, Metadata
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.errors import CharRNNError, CheckpointError, CheckpointWriteError, ConfigError, TrainingError
 from charrnn.checkpoints.archive import NpzArchive, open_archive
@@ -42,7 +45,7 @@ from charrnn.progress import Progress
 LATEST_NAME = "latest.npz"
 BEST_NAME = "best.npz"
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
-_STEP_NAME = re.compile(r"^step_(\d+)\.npz$")
+STEP_NAME = re.compile(r"^step_(\d+)\.npz$")
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,12 @@ class Checkpoint:
     backend: Optional[str] = None  # the kernels ("numpy", "numba") of the run that wrote it; None: not recorded
     charrnn_version: str = __version__
     format_version: int = FORMAT_VERSION  # as stored in the file, before any migration
+    contents: str = TRAINING  # MODEL: sampling-only, with no optimizer or stream state (see export)
+
+    @property
+    def resumable(self) -> bool:
+        """True if training can continue from this checkpoint (it holds the optimizer and stream state)."""
+        return self.contents == TRAINING
 
 
 @dataclass(frozen=True)
@@ -94,7 +103,10 @@ def step_filename(step: int) -> str:
 
 
 def _metadata(ckpt: Checkpoint) -> dict[str, Any]:
+    # A full checkpoint writes no "contents", so its bytes are those of the files before the field existed.
+    contents = {} if ckpt.resumable else {"contents": ckpt.contents}
     return {
+        **contents,
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "charrnn_version": ckpt.charrnn_version,
@@ -164,6 +176,12 @@ def write(ckpt: Checkpoint, path: str) -> None:
     atomic_write(path, to_bytes(ckpt))
 
 
+def export(ckpt: Checkpoint) -> Checkpoint:
+    """``ckpt`` for sampling only: the model, its vocabulary and its history, without the optimizer
+    state and the training streams' state (most of a trained checkpoint's size with Adagrad)."""
+    return dataclasses.replace(ckpt, optimizer_state={}, hidden={}, contents=MODEL)
+
+
 def prepare_directory(directory: str) -> None:
     """Create ``directory`` if needed and prove it is writable, before any training time is spent."""
     try:
@@ -184,7 +202,7 @@ def step_checkpoints(directory: str) -> list[tuple[int, str]]:
         names = os.listdir(directory)
     except OSError:
         return []
-    return sorted((int(m.group(1)), os.path.join(directory, name)) for name in names if (m := _STEP_NAME.match(name)))
+    return sorted((int(m.group(1)), os.path.join(directory, name)) for name in names if (m := STEP_NAME.match(name)))
 
 
 def save(ckpt: Checkpoint, directory: str) -> str:
@@ -221,6 +239,15 @@ def find_latest(directory: str) -> Optional[str]:
     return steps[-1][1] if steps else None
 
 
+def find_model(directory: str) -> Optional[str]:
+    """The checkpoint of ``directory`` to sample or score with: ``best.npz`` (the lowest validation loss),
+    else the newest (``find_latest``), else None."""
+    best = os.path.join(directory, BEST_NAME)
+    if os.path.isfile(best):
+        return best
+    return find_latest(directory)
+
+
 def _read_meta(archive: NpzArchive) -> Metadata:
     if "meta" not in archive.entries:
         raise CheckpointError(f"{archive.path} is not a charrnn checkpoint (no metadata entry)")
@@ -245,10 +272,13 @@ def _current_name(format_version: int, name: str) -> str:
     return name
 
 
-def _expected_entries(model_config: ModelConfig, train_config: TrainConfig) -> dict[str, tuple[tuple[int, ...], str]]:
+def _expected_entries(meta: Metadata) -> dict[str, tuple[tuple[int, ...], str]]:
+    model_config, train_config = meta.model_config, meta.train_config
     dtype = model_config.dtype
     shapes = network.param_shapes(model_config)
     expected = {f"param.{n}": (s, dtype) for n, s in shapes.items()}
+    if meta.contents == MODEL:
+        return expected
     for name, shape in optim.state_layout(train_config.optimizer, shapes).items():
         expected[f"optim.{name}"] = (shape, "int64" if name == "step" else dtype)
     for name in network.initial_hidden(model_config, 0):
@@ -267,7 +297,7 @@ def load(path: str) -> Checkpoint:
     """
     with open_archive(path) as archive:
         meta = _read_meta(archive)
-        expected = _expected_entries(meta.model_config, meta.train_config)
+        expected = _expected_entries(meta)
         current = {name: _current_name(meta.format_version, name) for name in archive.entries if name != "meta"}
         stored = {now: name for name, now in current.items()}
         missing = sorted(set(expected) - set(stored))
@@ -295,7 +325,15 @@ def load(path: str) -> Checkpoint:
         backend=meta.backend,
         charrnn_version=meta.charrnn_version,
         format_version=meta.format_version,
+        contents=meta.contents,
     )
+
+
+def read_metadata(path: str) -> Metadata:
+    """The validated metadata of the checkpoint at ``path``, without reading its arrays (cheap for a
+    folder of large files); raises CheckpointError as ``load`` does for the metadata."""
+    with open_archive(path) as archive:
+        return _read_meta(archive)
 
 
 def read_identity(path: str) -> Optional[Identity]:
@@ -304,8 +342,7 @@ def read_identity(path: str) -> Optional[Identity]:
     Reads and checks only the metadata entry, so looking over a folder of large checkpoints stays cheap.
     """
     try:
-        with open_archive(path) as archive:
-            meta = _read_meta(archive)
+        meta = read_metadata(path)
     except CharRNNError:
         return None
     return Identity(meta.run_id, meta.progress.step)

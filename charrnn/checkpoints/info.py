@@ -141,6 +141,7 @@ def to_dict(summary: Summary) -> dict[str, Any]:
         "path": summary.path,
         "file_size_bytes": summary.file_size_bytes,
         "modified": summary.modified,
+        "contents": ckpt.contents,
         "format_version": ckpt.format_version,
         "format_version_current": checkpoint.FORMAT_VERSION,
         "migrated": ckpt.format_version != checkpoint.FORMAT_VERSION,
@@ -234,6 +235,8 @@ def describe(summary: Summary) -> list[str]:
         f"streams × {train_config.seq_length} steps, rng seed {train_config.rng_seed}",
         f"learning rate: {_describe_learning_rate(summary)}",
         f"saved: {summary.modified} (the file's modification time; checkpoints store no timestamps)",
+        "contents: " + ("the model, its optimizer state and its streams' state (resumable)" if ckpt.resumable
+                        else "the model only, for sampling and scoring (exported; cannot be resumed)"),
         f"format version: {ckpt.format_version}{migrated}",
         f"charrnn version: {ckpt.charrnn_version or 'unknown'}",
         f"backend: {ckpt.backend or 'not recorded'} (the kernels of the run that wrote it)",

@@ -28,6 +28,10 @@ from charrnn.progress import Progress
 
 FORMAT_NAME = "charrnn-checkpoint"
 FORMAT_VERSION = 2
+# What a checkpoint holds, in its top-level "contents" field: absent, everything needed to continue
+# training (TRAINING); "model", only what sampling and scoring need (MODEL, written by charrnn export:
+# no optimizer state, no stream state).
+TRAINING, MODEL = "training", "model"
 # The metadata entry is mostly the vocabulary. A word vocabulary of a million tokens averages about
 # 12 bytes a token in JSON (a Chinese word of 2 to 3 characters, quoted, with its comma); 64 MiB
 # leaves room for a million tokens five times that long, and stops a crafted entry before json.loads
@@ -66,6 +70,7 @@ class Metadata(NamedTuple):
     rng_state: dict[str, Any]  # numpy's PCG64 state
     run_id: str  # the model's identity (derived for files written before identities were stored)
     backend: Optional[str]  # the kernels of the run that wrote it (None before they were recorded)
+    contents: str = TRAINING  # TRAINING, or MODEL for a sampling-only file
 
 
 def run_identity(model_config: ModelConfig, train_config: TrainConfig, tokenizer: Tokenizer) -> str:
@@ -215,6 +220,10 @@ def validate(path: str, meta: Any) -> Metadata:
         charrnn_version = meta.get("charrnn_version", "")
         if not isinstance(charrnn_version, str):
             raise _Invalid(f"charrnn_version must be a string, got {describe_value(charrnn_version)}")
+        contents = meta.get("contents", TRAINING)
+        if "contents" in meta and contents != MODEL:  # a full checkpoint says nothing: only MODEL is written
+            raise _Invalid(f"contents must be {MODEL!r} (a sampling-only checkpoint) or absent, "
+                           f"got {describe_value(contents)}")
         smoothed = meta.get("smoothed_loss_nats")  # derived from progress when written; checked, not read
         if smoothed is not None and not is_finite_number(smoothed):
             raise _Invalid(f"smoothed_loss_nats must be a finite number or null, got {describe_value(smoothed)}")
@@ -250,5 +259,6 @@ def validate(path: str, meta: Any) -> Metadata:
         raise CheckpointError(f"{path} has invalid metadata: {exc} (the file is damaged or was edited; "
                               "use another checkpoint)") from None
     return Metadata(
-        version, charrnn_version, model_config, train_config, tokenizer, progress, corpus, rng_state, run_id, backend
+        version, charrnn_version, model_config, train_config, tokenizer, progress, corpus, rng_state, run_id,
+        backend, contents,
     )

@@ -17,6 +17,9 @@ import click
 from charrnn import __version__
 from charrnn.cli.eval_command import eval_command
 from charrnn.cli.exits import CharRNNGroup
+from charrnn.cli.export_command import export_command
+from charrnn.cli.ls_command import ls_command
+from charrnn.cli.options import option
 from charrnn.cli.prepare_command import prepare_command
 from charrnn.cli.info_command import info_command
 from charrnn.cli.plot_command import plot_command
@@ -26,7 +29,8 @@ from charrnn.cli.train_command import train_command
 
 @click.group(cls=CharRNNGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "-V", "--version", prog_name="charrnn")
-def cli() -> None:
+@option("-q", "--quiet", is_flag=True, help="No informational messages on stderr, for any command (as its own -q).")
+def cli(quiet: bool) -> None:
     """Train character- and word-level RNN language models and sample text from them.
 
     \b
@@ -37,9 +41,9 @@ def cli() -> None:
     Exit codes: 0 success, 1 failure while running, 2 bad usage or input,
     130/143 interrupted by SIGINT/SIGTERM (after saving a checkpoint).
 
-    Options can also be set in the environment as CHARRNN_<COMMAND>_<OPTION>
-    (CHARRNN_TRAIN_HIDDEN_SIZE=256). Shell completion for bash:
-    eval "$(_CHARRNN_COMPLETE=bash_source charrnn)".
+    Options can also be set in the environment as CHARRNN_<COMMAND>_<OPTION>, the
+    option's long name (CHARRNN_TRAIN_HIDDEN_SIZE=256, CHARRNN_EVAL_JSON=1). Shell
+    completion for bash: eval "$(_CHARRNN_COMPLETE=bash_source charrnn)".
     """
 
 
@@ -48,6 +52,8 @@ cli.add_command(sample_command)
 cli.add_command(eval_command)
 cli.add_command(prepare_command)
 cli.add_command(info_command)
+cli.add_command(ls_command)
+cli.add_command(export_command)
 cli.add_command(plot_command)
 
 

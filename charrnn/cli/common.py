@@ -1,4 +1,4 @@
-"""Helpers shared by the commands: error reporting, informational messages, checkpoint lookup."""
+"""Helpers shared by the commands: error reporting, informational messages, finding the checkpoint to read."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import click
 
 from charrnn import files
 from charrnn.cli.exits import write_stdout
+from charrnn.cli.options import option
 from charrnn.config import DEFAULT_CHECKPOINT_DIR
 from charrnn.errors import CharRNNError, CheckpointError, ConfigError
 
@@ -85,36 +86,63 @@ def inform(quiet: bool, message: str) -> None:
         click.echo(message, err=True)
 
 
-def resolve_checkpoint(path: Optional[str], quiet: bool) -> str:
-    """``path``, or the newest checkpoint in the default folder (saying which on stderr)."""
-    if path is not None:
-        return path
+CHECKPOINT_HELP = (f"Checkpoint file, or a folder for its best.npz, else latest.npz [default: the folder "
+                   f"{DEFAULT_CHECKPOINT_DIR}/].")
+
+
+def checkpoint_option(help: str = CHECKPOINT_HELP) -> Callable[[Any], Any]:
+    """-c/--checkpoint CKPT: the same option on every command that reads a checkpoint."""
+    return option("-c", "--checkpoint", type=click.Path(), metavar="CKPT", help=help)
+
+
+def resolve_checkpoint(path: Optional[str], quiet: bool, newest: bool = False) -> str:
+    """The checkpoint file a command reads, for every command the same way.
+
+    A file is itself. A folder (``path``, or the default ``checkpoints/`` when none is given) means its
+    ``best.npz``, the model with the lowest validation loss, else ``latest.npz``, else its newest step
+    file; with ``newest`` (for resuming, which must continue from the end) its newest checkpoint. The
+    file chosen in a folder is named on stderr (``using ...``) unless ``quiet``.
+    """
     from charrnn.checkpoints import checkpoint
 
-    found = checkpoint.find_latest(DEFAULT_CHECKPOINT_DIR)
+    folder = DEFAULT_CHECKPOINT_DIR if path is None else path
+    if path is not None and not os.path.isdir(path):
+        return path  # a file, or nothing: loading it says what is wrong
+    found = checkpoint.find_latest(folder) if newest else checkpoint.find_model(folder)
     if found is None:
         raise CheckpointError(
-            f"no checkpoint in {DEFAULT_CHECKPOINT_DIR}/; train one with 'charrnn train CORPUS' or pass --checkpoint"
+            f"no checkpoint in {folder.rstrip(os.sep)}/; train one with 'charrnn train CORPUS' or pass a checkpoint file"
         )
     inform(quiet, f"using {found}")
     return found
 
 
-class ByteProgress:
-    """A tqdm bar over bytes, created on the first report (so a cache hit shows nothing).
+def checkpoint_argument(argument: Optional[str], option_value: Optional[str]) -> Optional[str]:
+    """The one checkpoint given as an argument or as -c/--checkpoint (UsageError if given as both)."""
+    if argument is not None and option_value is not None:
+        raise click.UsageError("give the checkpoint once: as an argument or as -c/--checkpoint")
+    return argument if argument is not None else option_value
 
-    Use as the ``on_progress(done, total)`` callback of tokenizing, then ``close()``.
+
+class ProgressBar:
+    """A tqdm bar on stderr, created on the first report (so a cache hit shows nothing).
+
+    Drawn only when stderr is a terminal (tqdm's ``disable=None``), never with ``hidden`` (-q, or a
+    terminal stdout whose text is progress enough), and only after ``delay`` seconds, so that quick
+    work shows no bar at all. Use as an ``on_progress(done, total)`` callback, then ``close()``.
     """
 
-    def __init__(self, description: str, quiet: bool) -> None:
-        self.description, self.quiet, self.bar = description, quiet, None
+    def __init__(self, description: str, hidden: bool, unit: str = "B", delay: float = 0.0) -> None:
+        self.description, self.hidden, self.unit, self.delay = description, hidden, unit, delay
+        self.bar: Any = None
 
     def __call__(self, done: int, total: int) -> None:
         if self.bar is None:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, unit="B", unit_scale=True, desc=self.description, file=sys.stderr,
-                            disable=True if self.quiet else None, dynamic_ncols=True)
+            self.bar = tqdm(total=total, unit=self.unit, unit_scale=self.unit == "B", desc=self.description,
+                            file=sys.stderr, disable=True if self.hidden else None, dynamic_ncols=True,
+                            delay=self.delay)
         self.bar.update(done - self.bar.n)
 
     def close(self) -> None:

@@ -2,28 +2,65 @@
 
 from __future__ import annotations
 
+import os
+from typing import Optional
+
 import click
 
-from charrnn.cli.common import emit_json, format_score, reports_errors
+from charrnn.cli.common import (
+    ProgressBar, checkpoint_option, emit_json, format_score, inform, reports_errors, resolve_checkpoint,
+)
 from charrnn.cli.exits import write_stdout
-from charrnn.cli.options import config_options
+from charrnn.cli.options import config_options, option, quiet_option
 from charrnn.config import ComputeConfig, DataConfig
+
+ZIP_MAGIC = b"PK\x03\x04"  # every checkpoint is a zip archive; no text file starts so
+
+
+def is_checkpoint_path(path: str) -> bool:
+    """True if ``path`` names a checkpoint rather than text: a folder, a .npz name, or a zip archive."""
+    if os.path.isdir(path) or path.endswith(".npz"):
+        return True
+    try:
+        with open(path, "rb") as f:
+            return f.read(4) == ZIP_MAGIC
+    except OSError:
+        return False
+
+
+def split_arguments(paths: tuple[str, ...], checkpoint: Optional[str]) -> tuple[Optional[str], tuple[str, ...]]:
+    """(checkpoint, text files) from ``[CKPT] FILE...`` and -c/--checkpoint.
+
+    Without -c, a first argument that is a checkpoint (see is_checkpoint_path) is the checkpoint, as in
+    ``charrnn eval tang/best.npz held_out.txt``; otherwise every argument is text.
+    """
+    if checkpoint is None and paths and is_checkpoint_path(paths[0]):
+        checkpoint, paths = paths[0], paths[1:]
+    elif checkpoint is not None and paths and is_checkpoint_path(paths[0]):
+        raise click.UsageError("give the checkpoint once: as the first argument or as -c/--checkpoint")
+    if not paths:
+        raise click.UsageError(f"give the text FILE(s) to score after the checkpoint {checkpoint}")
+    return checkpoint, paths
 
 
 @click.command("eval")
-@click.argument("checkpoint", type=click.Path())
-@click.argument("files", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, required=True, type=click.Path(allow_dash=True), metavar="[CKPT] FILE...")
+@checkpoint_option()
 @config_options(DataConfig, only={"encoding"})
 @config_options(ComputeConfig)
-@click.option("--batch-size", type=int, default=32, show_default=True, metavar="N",
-              help="Streams scored side by side (each starts with no context).")
-@click.option("--json", "as_json", is_flag=True, help="Print the scores as one JSON document.")
-@click.option("-q", "--quiet", is_flag=True, help="No informational messages on stderr.")
+@option("--batch-size", type=int, default=32, show_default=True, metavar="N",
+        help="Streams scored side by side (each starts with no context).")
+@option("--json", is_flag=True, help="Print the scores as one JSON document.")
+@quiet_option("No informational messages on stderr.")
 @reports_errors
 def eval_command(
-    checkpoint: str, files: tuple[str, ...], encoding: str, backend: str, batch_size: int, as_json: bool, quiet: bool
+    paths: tuple[str, ...], checkpoint: Optional[str], encoding: str, backend: str, batch_size: int, json: bool,
+    quiet: bool,
 ) -> None:
-    """Score the text of FILES (joined) under the model in CHECKPOINT.
+    """Score the text of FILE(s) (joined) under the model in CKPT; a FILE of - is standard input.
+
+    CKPT, the first argument or -c, is a checkpoint file, or a folder for its best.npz, else
+    latest.npz [default: the folder checkpoints/].
 
     Prints one line on stdout: tokens scored, loss in nats per token, bits per character and
     perplexity. Tokens outside the model's vocabulary are counted, and left out of the score (or
@@ -37,21 +74,28 @@ def eval_command(
     from charrnn.inference.scoring import score_text
     from charrnn.model import backend as backends
 
+    checkpoint, files = split_arguments(paths, checkpoint)
     if batch_size <= 0:
         raise ConfigError(f"--batch-size must be positive, got {batch_size}")
     kernels = backends.select(ComputeConfig(backend=backend).backend)
-    ckpt = checkpoints.load(checkpoint)
+    path = resolve_checkpoint(checkpoint, quiet)
+    ckpt = checkpoints.load(path)
     text = read_corpus(files, encoding)
     # Scoring runs up to --batch-size streams side by side, never more than the text has tokens (at
     # most its characters).
     streams = min(batch_size, len(text.text))
     need = {"streams": network.sampling_memory(ckpt.model_config, streams)}
     memory.require(need, "scoring", "lower --batch-size")
-    score = score_text(ckpt.params, ckpt.model_config, ckpt.tokenizer, text.text, batch_size, kernels)
-    if as_json:
-        emit_json({"checkpoint": checkpoint, "files": list(files), "encodings": list(text.encodings),
+    progress = ProgressBar("scoring", quiet, unit="token", delay=0.5)
+    try:
+        score = score_text(ckpt.params, ckpt.model_config, ckpt.tokenizer, text.text, batch_size, kernels,
+                           on_progress=progress)
+    finally:
+        progress.close()
+    if score.tokens_unknown:
+        inform(quiet, f"note: {score.tokens_unknown:,} tokens outside the model's vocabulary were left out")
+    if json:
+        emit_json({"checkpoint": path, "files": list(files), "encodings": list(text.encodings),
                    "backend": kernels.name, **score.to_dict()})
     else:
-        write_stdout(f"{score.tokens_scored} tokens scored, {score.tokens_unknown} unknown: {format_score(score)}")
-    if score.tokens_unknown and not quiet:
-        click.echo(f"note: {score.tokens_unknown} tokens outside the model's vocabulary were left out", err=True)
+        write_stdout(f"{score.tokens_scored:,} tokens scored, {score.tokens_unknown:,} unknown: {format_score(score)}")

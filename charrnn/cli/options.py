@@ -4,11 +4,16 @@
 flag, the help text, the default (shown in the help, or the Option's ``default_text``), the metavar,
 the type (whole numbers, numbers, text, a choice, or a flag for booleans), and None as the default of
 an optional setting. ``build(ModelConfig, values)`` turns the parsed values back into the dataclass.
+
+Every option, generated or plain (``option``, for the command-line switches), is named after its long
+flag, so its environment variable is too: ``--json`` of ``eval`` is CHARRNN_EVAL_JSON. A bad value
+from the environment is reported by the variable's name, since that is where the user must fix it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from typing import Any, Callable, Optional, TypeVar
 
@@ -24,6 +29,52 @@ CHOICES = {
     "cell": config.CELLS, "activation": config.ACTIVATIONS, "dtype": config.DTYPES, "optimizer": config.OPTIMIZERS,
     "tokenizer": config.TOKENIZERS, "backend": config.BACKENDS,
 }
+
+
+class EnvOption(click.Option):
+    """A click option whose errors name its environment variable when the value came from there."""
+
+    def envvar_name(self, ctx: click.Context) -> Optional[str]:
+        """The variable this option is read from: its own (CHARRNN_BACKEND) when that is set, else
+        CHARRNN_<COMMAND>_<OPTION> (None outside charrnn)."""
+        if isinstance(self.envvar, str) and os.environ.get(self.envvar):  # click reads it first
+            return self.envvar
+        if ctx.auto_envvar_prefix is None or not self.name:
+            return None
+        return f"{ctx.auto_envvar_prefix}_{self.name.upper()}"
+
+    def get_error_hint(self, ctx: Optional[click.Context]) -> str:
+        """``'--hidden-size'``, or ``CHARRNN_TRAIN_HIDDEN_SIZE (--hidden-size)`` for a value from the environment."""
+        hint = super().get_error_hint(ctx)
+        if ctx is not None and ctx.get_parameter_source(self.name) == ParameterSource.ENVIRONMENT:
+            name = self.envvar_name(ctx)
+            if name:
+                return f"{name} ({max(self.opts, key=len)})"
+        return hint
+
+
+def option(*declarations: str, **settings: Any) -> Callable[[F], F]:
+    """``click.option`` for a plain command-line switch, as an EnvOption named after its long flag."""
+    return click.option(*declarations, cls=EnvOption, **settings)
+
+
+def _quiet_here_or_before(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    """-q given to the command, or to charrnn before it (``charrnn -q info``)."""
+    return value or bool(ctx.parent is not None and ctx.parent.params.get("quiet"))
+
+
+def quiet_option(help: str = "No informational messages on stderr.") -> Callable[[F], F]:
+    """-q/--quiet, which may also come before the command (``charrnn -q eval ...``)."""
+    return option("-q", "--quiet", is_flag=True, callback=_quiet_here_or_before, help=help)
+
+
+def environment_source(ctx: click.Context, cls: type, field_name: str) -> Optional[str]:
+    """The environment variable that set field ``field_name`` of ``cls``, or None if it was not set there."""
+    name = param_name(cls, field_name)
+    if ctx.get_parameter_source(name) != ParameterSource.ENVIRONMENT:
+        return None
+    param = next((p for p in ctx.command.params if p.name == name), None)
+    return param.envvar_name(ctx) if isinstance(param, EnvOption) else None
 
 
 def _value_type(cls: type, field: dataclasses.Field) -> Any:
@@ -45,7 +96,8 @@ def _click_option(cls: type, field: dataclasses.Field, found: config.Option) -> 
     kind = _value_type(cls, field)
     envvar = {"envvar": found.envvar} if found.envvar else {}  # CHARRNN_<COMMAND>_<FLAG> works as well
     if kind is bool:
-        return click.option(flag, name, is_flag=True, default=field.default, help=found.help, **envvar)
+        return click.option(flag, name, cls=EnvOption, is_flag=True, default=field.default, help=found.help,
+                            **envvar)
     choices = CHOICES.get(field.name)
     if choices is not None:
         click_type: Any = click.Choice(choices)
@@ -56,7 +108,7 @@ def _click_option(cls: type, field: dataclasses.Field, found: config.Option) -> 
     help_text = found.help + (f" [default: {found.default_text}]" if found.default_text else "")
     # A default described in words is a rule the command applies when the option is not given.
     default = None if found.default_text else field.default
-    return click.option(flag, name, type=click_type, default=default, metavar=metavar,
+    return click.option(flag, name, cls=EnvOption, type=click_type, default=default, metavar=metavar,
                         show_default=found.default_text is None and field.default is not None, help=help_text,
                         **envvar)
 
@@ -75,8 +127,21 @@ def config_options(*classes: type, only: Optional[set[str]] = None) -> Callable[
 
 
 def build(cls: type[T], values: dict[str, Any]) -> T:
-    """``cls`` from the parsed option ``values`` (by parameter name; other options among them)."""
-    return cls(**{field.name: values[param_name(cls, field.name)] for field, _ in config.options(cls)})
+    """``cls`` from the parsed option ``values`` (by parameter name; other options among them).
+
+    A value out of range raises the config's ConfigError; when that value came from an environment
+    variable, the message names the variable too (the flag alone would send the user to the command line).
+    """
+    try:
+        return cls(**{field.name: values[param_name(cls, field.name)] for field, _ in config.options(cls)})
+    except config.ConfigError as exc:
+        ctx = click.get_current_context(silent=True)
+        message = str(exc)
+        for field, _ in config.options(cls) if ctx is not None else ():
+            variable = environment_source(ctx, cls, field.name)
+            if variable and message.startswith(config.flag(cls, field.name) + " "):
+                raise config.ConfigError(f"{message} (set by {variable})") from None
+        raise
 
 
 def given_fields(ctx: click.Context, *classes: type) -> frozenset[str]:

@@ -6,21 +6,21 @@ from typing import Optional
 
 import click
 
-from charrnn.cli.common import ByteProgress, echo_text, emit_json, inform, reports_errors, writing_cache
-from charrnn.cli.options import config_options
+from charrnn.cli.common import ProgressBar, echo_text, emit_json, inform, reports_errors, writing_cache
+from charrnn.cli.options import config_options, option, quiet_option
 from charrnn.config import DataConfig
 
 
 @click.command("prepare")
 @click.argument("corpus", nargs=-1, required=True, type=click.Path(allow_dash=True))
 @config_options(DataConfig)
-@click.option("--workers", type=int, metavar="N", help="Processes cutting jieba words [default: one per core].")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON description of the cache entry.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
+@option("--workers", type=int, metavar="N", help="Processes cutting jieba words [default: one per core].")
+@option("--json", is_flag=True, help="Print a JSON description of the cache entry.")
+@quiet_option("No progress bar or summary.")
 @reports_errors
 def prepare_command(
     corpus: tuple[str, ...], tokenizer: str, encoding: str, max_vocab: Optional[int], cache_dir: str,
-    workers: Optional[int], as_json: bool, quiet: bool,
+    workers: Optional[int], json: bool, quiet: bool,
 ) -> None:
     """Tokenize CORPUS files once into the cache, so that train starts at once and memory-maps them.
 
@@ -36,7 +36,7 @@ def prepare_command(
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be positive, got {workers}")
     started = time.perf_counter()
-    progress = ByteProgress("tokenizing", quiet)
+    progress = ProgressBar("tokenizing", quiet)
     try:
         with writing_cache(cache_dir):
             prepared = token_cache.prepare(corpus, tokenizer, encoding, max_vocab, cache_dir, workers, progress)
@@ -49,7 +49,7 @@ def prepare_command(
     else:
         inform(quiet, f"prepared {megabytes:,.1f} MB into {len(prepared.ids):,} {prepared.ids.dtype} ids, vocabulary "
                     f"{prepared.tokenizer.vocab_size}, in {seconds:.1f} s ({megabytes / max(seconds, 1e-9):,.1f} MB/s)")
-    if as_json:
+    if json:
         emit_json({
             "cache_path": prepared.cache_path, "from_cache": prepared.from_cache, "tokens": len(prepared.ids),
             "vocab_size": prepared.tokenizer.vocab_size, "dtype": str(prepared.ids.dtype),

@@ -2,49 +2,59 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Optional
 
 import click
 
-from charrnn.cli.common import emit_json, inform, reports_errors, resolve_checkpoint
-from charrnn.cli.exits import write_stdout
-from charrnn.cli.options import build, config_options
-from charrnn.config import DEFAULT_CHECKPOINT_DIR, ComputeConfig, SampleConfig
-
-# Held for every generated token until a non-streamed sample is printed: its id, gathered twice (8 bytes
-# each), and its characters in the decoded text (up to 4 bytes each); 18.5 bytes a token were measured
-# for Chinese characters.
-BYTES_PER_KEPT_ID = 16
-BYTES_PER_KEPT_CHAR = 4
+from charrnn.cli.common import ProgressBar, checkpoint_option, inform, reports_errors, resolve_checkpoint
+from charrnn.cli.options import build, config_options, option, quiet_option
+from charrnn.cli.sample_output import SEPARATOR, BLOCK_TOKENS, JsonOutput, TextOutput, write_samples
+from charrnn.config import ComputeConfig, DataConfig, SampleConfig
 
 
 @click.command("sample")
-@click.option("-c", "--checkpoint", type=click.Path(), metavar="CKPT",
-              help=f"Checkpoint to sample from [default: the newest in {DEFAULT_CHECKPOINT_DIR}/].")
-@click.option("--seed", metavar="TEXT", help="Priming text; the output starts with it [default: a random token].")
+@checkpoint_option()
+@option("--seed", metavar="TEXT", help="Priming text; the output starts with it [default: a random token].")
+@option("--seed-file", type=click.Path(allow_dash=True), metavar="PATH",
+        help="Read the priming text from this file (- for standard input), for long seeds.")
+@config_options(DataConfig, only={"encoding"})
 @config_options(SampleConfig, ComputeConfig)
-@click.option("--stream", is_flag=True, help="Print each token as it is generated (one sample only).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document with the samples as a list.")
-@click.option("-q", "--quiet", is_flag=True, help="No informational messages on stderr.")
+@option("--separator", default=SEPARATOR, show_default=True, metavar="TEXT",
+        help="The line between samples ('' for a blank line).")
+@option("--stream", is_flag=True, help="Print each token as it is generated (one sample only).")
+@option("--json", is_flag=True, help="Print one JSON document with the samples as a list.")
+@quiet_option("No informational messages on stderr.")
 @reports_errors
 def sample_command(
-    checkpoint: Optional[str], seed: Optional[str], stream: bool, as_json: bool, quiet: bool, **options: Any,
+    checkpoint: Optional[str], seed: Optional[str], seed_file: Optional[str], encoding: str, separator: str,
+    stream: bool, json: bool, quiet: bool, **options: Any,
 ) -> None:
-    """Generate text from a trained checkpoint and print it on stdout.
+    """Generate text from a trained checkpoint and print it on stdout, as it is generated.
 
-    Samples are separated by a blank line; each starts with the seed text.
+    Each sample starts with the seed text. Several samples are separated by a line of their own
+    holding --separator; --json gives them exactly, as a list. With --seed-file the priming text is
+    the file's whole text, decoded as --encoding says.
     """
     import numpy as np
 
     from charrnn.checkpoints import checkpoint as checkpoints
+    from charrnn.data.corpus import read_text
+    from charrnn.data.token_cache import smallest_id_dtype
     from charrnn.errors import ConfigError, VocabularyError
     from charrnn.inference import sampling
     from charrnn.model import backend
 
     config = build(SampleConfig, options)
     kernels = backend.select(build(ComputeConfig, options).backend, sampling=True)
-    if stream and (config.num_samples > 1 or as_json):
+    if stream and (config.num_samples > 1 or json):
         raise ConfigError("--stream prints one sample as plain text: drop --num-samples or --json")
+    if seed is not None and seed_file is not None:
+        raise click.UsageError("give the priming text as --seed or as --seed-file, not both")
+    seed_name = "--seed"
+    if seed_file is not None:
+        seed, _ = read_text(seed_file, encoding)
+        seed_name = "--seed-file"
     path = resolve_checkpoint(checkpoint, quiet)
     ckpt = checkpoints.load(path)
     rng = np.random.default_rng(config.rng_seed)
@@ -53,45 +63,35 @@ def sample_command(
         try:
             prime = tokenizer.encode(seed)
         except VocabularyError as exc:
-            raise VocabularyError(f"--seed has {exc}") from None
+            raise VocabularyError(f"{seed_name} has {exc}") from None
         if tokenizer.unknown is not None and tokenizer.encode_known(seed)[1]:
-            inform(quiet, f"note: parts of --seed are outside the vocabulary and are read as {tokenizer.unknown}")
+            inform(quiet, f"note: parts of {seed_name} are outside the vocabulary and are read as {tokenizer.unknown}")
     else:
         prime = rng.integers(tokenizer.vocab_size, size=1)
         seed = tokenizer.decode(prime.tolist())
     banned = sampling.banned_ids(tokenizer.unknown_id, config.allow_unknown)
-    _check_memory(ckpt, config, len(prime), stream)
+    _check_memory(ckpt, config, len(prime))
     steps = sampling.generate(ckpt.params, ckpt.model_config, prime, config, rng, banned, kernels)
-    if stream:
-        write_stdout(seed, nl=False)
-        for ids in steps:  # each written and flushed: a reader sees every token as it comes
-            write_stdout(tokenizer.decode(ids.tolist()), nl=False)
-        write_stdout("")
-        return
-    generated = np.array(list(steps))
-    samples = [seed + tokenizer.decode(generated[:, i].tolist()) for i in range(config.num_samples)]
-    if as_json:
-        emit_json({
+    if json:
+        output: Any = JsonOutput({
             "checkpoint": path, "seed": seed, "length": config.length, "temperature": config.temperature,
             "top_k": config.top_k, "greedy": config.is_greedy, "rng_seed": config.rng_seed, "backend": kernels.name,
-            "samples": samples,
         })
     else:
-        write_stdout("\n\n".join(samples))
+        output = TextOutput(separator)
+    # Text arriving on a terminal is progress enough; a bar on stderr beside it would garble both.
+    progress = ProgressBar("sampling", quiet or sys.stdout.isatty(), unit="token", delay=0.5)
+    try:
+        write_samples(seed, steps, config.num_samples, config.length, tokenizer.decode, output,
+                      smallest_id_dtype(tokenizer.vocab_size), 1 if stream else BLOCK_TOKENS, progress)
+    finally:
+        progress.close()
 
 
-def _check_memory(ckpt: Any, config: Any, prime_length: int, stream: bool) -> None:
-    """Refuse a batch of streams, or a text to hold, that the machine's memory cannot take."""
+def _check_memory(ckpt: Any, config: Any, prime_length: int) -> None:
+    """Refuse a batch of streams that the machine's memory cannot take (the text itself is never held)."""
     from charrnn import memory
     from charrnn.model import network
 
     parts = {"streams": network.sampling_memory(ckpt.model_config, config.num_samples, prime_length)}
-    if not stream:
-        chars_per_token = float(ckpt.tokenizer.token_lengths().mean())
-        per_token = BYTES_PER_KEPT_ID + BYTES_PER_KEPT_CHAR * chars_per_token
-        parts["generated text"] = int(config.length * config.num_samples * per_token)
-    if max(parts, key=parts.__getitem__) == "streams":
-        advice = "lower --num-samples"
-    else:
-        advice = "lower --length or --num-samples, or print one sample as it comes with --stream"
-    memory.require(parts, "sampling", advice)
+    memory.require(parts, "sampling", "lower --num-samples")

@@ -11,9 +11,11 @@ from typing import Any, Optional
 import click
 
 from charrnn import config
-from charrnn.cli.common import ByteProgress, check_appendable, emit_json, fail, reports_errors, writing_cache
+from charrnn.cli.common import (
+    ProgressBar, check_appendable, emit_json, fail, reports_errors, resolve_checkpoint, writing_cache,
+)
 from charrnn.cli.exits import Interrupted
-from charrnn.cli.options import build, config_options, given_fields
+from charrnn.cli.options import build, config_options, given_fields, option, quiet_option
 from charrnn.cli.training_output import TrainingOutput, finished_document
 from charrnn.config import ComputeConfig, DataConfig, ModelConfig, ScheduleConfig, TrainConfig
 
@@ -44,17 +46,19 @@ class StopFlag:
 @click.command("train")
 @click.argument("corpus", nargs=-1, type=click.Path(allow_dash=True))
 @config_options(*CONFIGS)
-@click.option("--val-file", multiple=True, type=click.Path(), metavar="PATH",
-              help="Validate on this text instead of a held-out fraction (repeatable).")
-@click.option("--resume", type=click.Path(), metavar="CKPT", help="Continue training this checkpoint, saving beside it.")
-@click.option("--overwrite", is_flag=True,
+@option("--val-file", multiple=True, type=click.Path(allow_dash=True), metavar="PATH",
+        help="Validate on this text instead of a held-out fraction (repeatable; in CHARRNN_TRAIN_VAL_FILE, "
+             f"paths separated by {os.pathsep!r}).")
+@option("--resume", type=click.Path(), metavar="CKPT",
+        help="Continue training this checkpoint, saving beside it (a folder: its newest checkpoint).")
+@option("--overwrite", is_flag=True,
               help="Replace another run's checkpoints in the folder (removed once this run has saved).")
-@click.option("--log-every", type=int, default=100, show_default=True, metavar="N",
+@option("--log-every", type=int, default=100, show_default=True, metavar="N",
               help="Without a terminal, print a progress line every N steps (0: never).")
-@click.option("--log-jsonl", type=click.Path(), metavar="PATH",
+@option("--log-jsonl", type=click.Path(), metavar="PATH",
               help="Append one JSON object per logged or validated step to this file.")
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON summary of the run on stdout.")
-@click.option("-q", "--quiet", is_flag=True, help="No progress, samples or summary on stderr (errors still).")
+@option("--json", is_flag=True, help="Print a JSON summary of the run on stdout.")
+@quiet_option("No progress, samples or summary on stderr (errors still).")
 @click.pass_context
 @reports_errors
 def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -> None:
@@ -74,6 +78,8 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
 
     if not corpus and not options["resume"]:
         raise click.UsageError("give at least one CORPUS file (or --resume a checkpoint)")
+    if "-" in corpus and "-" in options["val_file"]:
+        raise click.UsageError("standard input (-) can be read only once: give it as CORPUS or as --val-file, not both")
     if options["log_every"] < 0:
         raise ConfigError(f"--log-every must be zero or positive, got {options['log_every']}")
     if options["log_jsonl"]:
@@ -92,12 +98,13 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
         data=build(DataConfig, options),
         schedule=build(ScheduleConfig, options),
         val_paths=options["val_file"],
-        resume=options["resume"],
+        # The start line names the file resumed, so the folder's choice need not be said twice.
+        resume=resolve_checkpoint(options["resume"], quiet=True, newest=True) if options["resume"] else None,
         overwrite=options["overwrite"],
         explicit=explicit,
         compute=build(ComputeConfig, options),
     )
-    progress = ByteProgress("tokenizing", options["quiet"])
+    progress = ProgressBar("tokenizing", options["quiet"])
     try:
         with writing_cache(request.data.cache_dir):
             session = open_session(request, progress)
@@ -114,7 +121,7 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
         session.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
-    if options["as_json"]:
+    if options["json"]:
         best = os.path.join(session.checkpoint_dir, "best.npz")
         emit_json(finished_document(finished, best if os.path.exists(best) else None))
     if finished.interrupted and stop.signal_number is not None:

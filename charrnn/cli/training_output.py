@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 import time
 from typing import IO, Any, Iterable, Iterator, Optional
@@ -191,14 +192,27 @@ def describe_start(event: Any, quiet: bool) -> None:
                 f"{event.num_parameters:,} parameters, {event.num_train_tokens:,} training tokens, "
                 f"{event.num_val_tokens:,} validation tokens, {event.steps_per_epoch} steps per epoch, "
                 f"rng seed {event.train_config.rng_seed}, {event.backend} backend")
+    inform(quiet, describe_encoding(event.corpus_paths, event.corpus_encodings, event.encoding_option))
     for note in event.notes:
         inform(quiet, f"note: {note}")
+
+
+def describe_encoding(paths: tuple[str, ...], encodings: tuple[str, ...], option: str) -> str:
+    """Which codec the corpus was read in, and whether it was detected: a wrong guess shows here first."""
+    if len(set(encodings)) == 1:
+        codecs = encodings[0]
+    else:  # files in different codecs: say which is which
+        codecs = ", ".join(f"{os.path.basename(path) or path} {codec}" for path, codec in zip(paths, encodings))
+    how = "detected; --encoding overrides" if option == "auto" else "--encoding"
+    return f"encoding: {codecs} ({how})"
 
 
 def describe_finish(event: Any, quiet: bool) -> None:
     """The summary line that closes a run."""
     rate = event.tokens_this_run / event.seconds if event.seconds > 0 else 0.0
     validation = f"; validation {format_score(event.val_score)}" if event.val_score else ""
+    if event.out_of_time:
+        inform(quiet, "note: --max-seconds reached; stopped, validated and saved")
     inform(quiet, f"trained to step {event.steps} ({event.steps_this_run} steps, {event.tokens_this_run:,} "
                 f"tokens this run) in {event.seconds:.1f} s ({rate:,.0f} tokens/s); smoothed loss "
                 f"{event.smoothed_loss_nats:.4f} nats/token{validation}; checkpoint {event.checkpoint_path}")
@@ -221,4 +235,5 @@ def finished_document(event: Any, best_path: Optional[str]) -> dict[str, Any]:
         "seconds": event.seconds,
         "interrupted": event.interrupted,
         "backend": event.backend,
+        "out_of_time": event.out_of_time,
     }

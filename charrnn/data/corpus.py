@@ -11,10 +11,12 @@ GB18030 would silently turn it into nonsense.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import os
 import re
+import sys
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional, Protocol, Sequence
+from typing import IO, Callable, ContextManager, Iterator, Optional, Protocol, Sequence
 
 
 from charrnn.errors import ConfigError, CorpusError
@@ -87,8 +89,14 @@ def detect_encoding(name: str, head: bytes) -> str:
     return encoding
 
 
-def open_corpus_file(path: str):
-    """Open ``path`` for reading bytes, with CorpusError for a directory, a missing or unreadable file."""
+def open_corpus_file(path: str) -> ContextManager[IO[bytes]]:
+    """Open ``path`` for reading bytes (``-``: standard input, left open afterwards), with CorpusError
+    for a directory, a missing or unreadable file, or a closed standard input."""
+    if path == STANDARD_INPUT:
+        stream = getattr(sys.stdin, "buffer", None)
+        if stream is None or stream.closed:
+            raise CorpusError("standard input is closed; give the text as a file")
+        return contextlib.nullcontext(stream)
     if os.path.isdir(path):
         raise CorpusError(f"{path} is a directory, not a text file; give the files inside it")
     try:
@@ -272,21 +280,25 @@ class TextReader:
 
 
 def read_text(path: str, encoding: str = AUTO) -> tuple[str, str]:
-    """The whole text of one file and the encoding it was read in; CorpusError if it is empty."""
-    reader = TextReader(path, encoding)
+    """The whole text of one file (``-``: standard input) and the encoding it was read in; CorpusError
+    if it is empty."""
+    reader = TextReader(display_name(path), encoding, source=path)
     text = "".join(reader.chunks())
     if not text:
-        raise CorpusError(f"{path} is empty")
+        raise CorpusError(f"{display_name(path)} is empty")
     return text, reader.encoding or "utf-8"
 
 
 def read_corpus(paths: Sequence[str], encoding: str = AUTO) -> CorpusText:
     """Read and decode ``paths`` in order and concatenate their text (for text that fits in memory).
 
-    Raises CorpusError for a missing, unreadable, binary, undecodable or empty file.
+    A path of ``-`` is standard input, which can be read once. Raises CorpusError for a missing,
+    unreadable, binary, undecodable or empty file.
     """
     if not paths:
         raise CorpusError("no corpus file given")
+    if list(paths).count(STANDARD_INPUT) > 1:
+        raise CorpusError("standard input (-) can be read only once; give - once")
     texts, encodings = [], []
     for path in paths:
         text, used = read_text(path, encoding)

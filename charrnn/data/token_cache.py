@@ -34,7 +34,7 @@ import time
 from collections import deque
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import IO, Any, Callable, ContextManager, Iterator, Optional, Sequence
+from typing import IO, Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -123,16 +123,6 @@ def _make_cache_dir(directory: str) -> None:
         raise CorpusError(f"cannot create the cache folder {directory}: {exc.strerror}; pass --cache-dir") from None
 
 
-def _open_input(path: str) -> ContextManager[IO[bytes]]:
-    """``path`` opened for reading bytes; ``-`` is standard input (left open afterwards)."""
-    if path != STANDARD_INPUT:
-        return open_corpus_file(path)
-    stream = getattr(sys.stdin, "buffer", None)
-    if stream is None or stream.closed:
-        raise CorpusError("standard input is closed; give the corpus as a file")
-    return contextlib.nullcontext(stream)
-
-
 def _copy(source: IO[bytes], out: Optional[IO[bytes]], check_head: Callable[[bytes], Any] = bool) -> tuple[str, int]:
     """Read ``source`` to its end (writing it to ``out`` if given): (sha256, bytes).
 
@@ -154,7 +144,7 @@ def _source(path: str, encoding: str, temporaries: _Temporaries) -> _Source:
 
     Such input can be read only once, and tokenizing reads it again once the cache key is known.
     """
-    with _open_input(path) as stream:
+    with open_corpus_file(path) as stream:
         if path != STANDARD_INPUT and os.path.isfile(path):
             return _Source(path, path, *_copy(stream, None))
         fd, copy = temporaries.create("spool")

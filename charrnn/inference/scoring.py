@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
+
+# on_progress(tokens scored, tokens to score), called after each window of the text.
+Progress = Callable[[int, int], None]
 
 import numpy as np
 
@@ -73,13 +76,14 @@ def score_ids(
     token_lengths: np.ndarray,
     batch_size: int = 32,
     kernels: Kernels = NUMPY,
+    on_progress: Progress = lambda done, total: None,
 ) -> Score:
     """Score every token of ``ids`` (N,) after the first, each predicted from all the text before it.
 
     For speed the text is cut into ``batch_size`` contiguous streams run side by side, each from a zero
     state, so the first tokens of each stream see less context than they would in one long pass.
     ``token_lengths`` (V,) gives the characters of each token, for bits per character. ``kernels``
-    runs the cells and the cross-entropy (backend.py).
+    runs the cells and the cross-entropy (backend.py). ``on_progress`` hears how far scoring has got.
     """
     count = len(ids) - 1
     if count < 1:
@@ -102,6 +106,7 @@ def score_ids(
         with fpu.flushing():  # exp of very negative logits would otherwise crawl through subnormals
             losses, hidden = network.token_losses(params, config, inputs.T, targets.T, hidden, kernels)
         total_nats += float(losses[scored.T].sum())
+        on_progress(min(count, batch * min(start + chunk, length)), count)
     if (token_lengths == 1).all():
         characters = count
     else:
@@ -116,6 +121,7 @@ def score_text(
     text: str,
     batch_size: int = 32,
     kernels: Kernels = NUMPY,
+    on_progress: Progress = lambda done, total: None,
 ) -> Score:
     """Score ``text``; tokens outside the vocabulary are left out and counted in ``tokens_unknown``.
 
@@ -127,5 +133,5 @@ def score_text(
             f"none of the text can be scored: it has {len(ids)} token(s) in the model's vocabulary "
             f"and {len(unknown)} outside it"
         )
-    score = score_ids(params, config, ids, tokenizer.token_lengths(), batch_size, kernels)
+    score = score_ids(params, config, ids, tokenizer.token_lengths(), batch_size, kernels, on_progress)
     return Score(score.tokens_scored, score.characters_scored, score.total_nats, len(unknown))

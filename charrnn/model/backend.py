@@ -26,6 +26,7 @@ import numpy as np
 from charrnn.model import cells, ops, optim
 from charrnn.config import BACKENDS
 from charrnn.errors import ConfigError
+from charrnn.install import extra_hint
 
 @dataclass(frozen=True)
 class Kernels:
@@ -74,7 +75,7 @@ def select(name: str = "auto", sampling: bool = False) -> Kernels:
         if name == "numba":
             raise ConfigError(
                 f"the numba backend needs numba, which could not be imported ({exc}); "
-                "install it from charrnn's checkout with pip install '.[fast]', or choose --backend numpy"
+                f"install it with {extra_hint('fast')}, or choose --backend numpy"
             ) from None
         return NUMPY
     return Kernels(

@@ -36,6 +36,9 @@ class Started:
     start_tokens: int  # tokens seen before this run
     target_steps: int
     chars_per_token: float  # average over (the start of) the training text, for bits per character
+    corpus_paths: tuple[str, ...]
+    corpus_encodings: tuple[str, ...]  # the codec each corpus file was read in (detected, or as given)
+    encoding_option: str  # --encoding: "auto" when the codecs above were detected
     resumed_from: Optional[str]
     notes: tuple[str, ...]  # things the user should know (e.g. a changed corpus)
     backend: str  # the kernels the run trains with: "numpy" or "numba"
@@ -79,7 +82,8 @@ class Finished:
     val_score: Optional[scoring.Score]  # the last validation, if any
     seconds: float
     checkpoint_path: Optional[str]
-    interrupted: bool
+    interrupted: bool  # asked to stop (a signal)
+    out_of_time: bool  # stopped by --max-seconds
     backend: str  # the kernels it trained with
 
 
@@ -182,12 +186,20 @@ def run(session: Session, should_stop: Callable[[], bool] = lambda: False) -> It
         first_tokens,
         _target_steps(session),
         _chars_per_token(session, token_lengths),
+        session.corpus.paths,
+        session.corpus.encodings,
+        session.request.data.encoding,
         session.resumed_from,
         tuple(session.notes),
         trainee.kernels.name,
     )
     saved_path, saved_step, last_score = None, None, None
-    for result in loop.run(trainee, session.streams, session.train_config, should_stop):
+    deadline = None if schedule.max_seconds is None else time.perf_counter() + schedule.max_seconds
+
+    def out_of_time() -> bool:
+        return deadline is not None and time.perf_counter() >= deadline
+
+    for result in loop.run(trainee, session.streams, session.train_config, lambda: should_stop() or out_of_time()):
         yield result
         step = result.step
         if validating and schedule.eval_every and step % schedule.eval_every == 0:
@@ -219,4 +231,6 @@ def run(session: Session, should_stop: Callable[[], bool] = lambda: False) -> It
         checkpoint_path=saved_path or session.resumed_from,
         interrupted=should_stop(),
         backend=trainee.kernels.name,
+        out_of_time=not should_stop() and out_of_time() and not loop.is_finished(
+            progress, session.streams, session.train_config),
     )

@@ -305,6 +305,11 @@ def open_session(request: TrainRequest, on_progress: token_cache.Progress = lamb
                   "or replace it with --overwrite")
     else:
         ckpt = checkpoint.load(request.resume)
+        if not ckpt.resumable:
+            raise CheckpointError(
+                f"{request.resume} is a sampling-only checkpoint (charrnn export: no optimizer or stream state), "
+                "so training cannot continue from it; resume the checkpoint it was exported from"
+            )
         identity = checkpoint.Identity(ckpt.run_id, ckpt.progress.step)
         advice = "write elsewhere with --checkpoint-dir, or replace those files with --overwrite"
     existing = checkpoint.find_latest(directory)

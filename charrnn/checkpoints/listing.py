@@ -1,0 +1,157 @@
+"""What ``charrnn ls`` reports about a folder of checkpoints: each file's step, tokens, losses and size,
+and which files are its best and its latest.
+
+Only each file's metadata is read (``checkpoint.read_metadata``), so listing a folder of large
+checkpoints costs kilobytes. A step file that holds the same model at the same step as ``best.npz`` or
+``latest.npz`` is marked as such. Nothing here prints; the command renders ``describe`` or ``to_dict``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from charrnn.checkpoints import checkpoint
+from charrnn.checkpoints.metadata import TRAINING
+from charrnn.errors import CharRNNError, CheckpointError
+
+SUFFIX = ".npz"
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One ``.npz`` file of a folder, and what its metadata says (None throughout if it cannot be read)."""
+
+    path: str
+    size_bytes: int
+    step: Optional[int] = None
+    tokens_seen: Optional[int] = None
+    train_loss_nats: Optional[float] = None  # smoothed, at ``step``
+    val_loss_nats: Optional[float] = None  # the latest validation, at ``val_step``
+    val_step: Optional[int] = None
+    contents: Optional[str] = None  # "training", or "model" for a sampling-only file
+    run_id: Optional[str] = None
+    same_as: tuple[str, ...] = ()  # "best.npz" and/or "latest.npz": the same model at the same step
+    problem: Optional[str] = None  # why the file could not be read as a checkpoint
+
+    @property
+    def name(self) -> str:
+        """The file's name in its folder."""
+        return os.path.basename(self.path)
+
+
+def _finite(value: Optional[float]) -> Optional[float]:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _read(path: str) -> Listed:
+    size = os.path.getsize(path)
+    try:
+        meta = checkpoint.read_metadata(path)
+    except CharRNNError as exc:
+        problem = str(exc)
+        if problem.startswith(path):  # the message names the file, which its row already does
+            problem = problem[len(path):].lstrip(" :")
+        return Listed(path, size, problem=problem)
+    progress = meta.progress
+    return Listed(path, size, progress.step, progress.tokens_seen, _finite(progress.smoothed_loss_nats),
+                  _finite(progress.val_loss_nats), progress.val_step, meta.contents, meta.run_id)
+
+
+def _order(item: Listed) -> tuple:
+    """By step; at one step the step file, best.npz, latest.npz, then other files by name; unreadable
+    files last."""
+    if checkpoint.STEP_NAME.match(item.name):
+        rank = 0
+    elif item.name in (checkpoint.BEST_NAME, checkpoint.LATEST_NAME):
+        rank = 1 + (checkpoint.BEST_NAME, checkpoint.LATEST_NAME).index(item.name)
+    else:
+        rank = 3
+    return (item.step is None, item.step or 0, rank, item.name)
+
+
+def list_folder(directory: str) -> list[Listed]:
+    """The ``.npz`` files of ``directory`` (not its hidden unfinished writes), in order (see ``_order``).
+
+    Raises CheckpointError if ``directory`` is not a folder.
+    """
+    if not os.path.isdir(directory):
+        what = "is not a folder" if os.path.exists(directory) else "does not exist"
+        raise CheckpointError(f"{directory} {what}; give a folder of checkpoints (default: "
+                              f"{os.path.join('checkpoints', '')})")
+    names = sorted(n for n in os.listdir(directory) if n.endswith(SUFFIX) and not n.startswith("."))
+    items = [_read(os.path.join(directory, name)) for name in names if os.path.isfile(os.path.join(directory, name))]
+    marks = {name: next((i for i in items if i.name == name and i.step is not None), None)
+             for name in (checkpoint.BEST_NAME, checkpoint.LATEST_NAME)}
+    marked = []
+    for item in items:
+        same = tuple(name for name, found in marks.items()
+                     if found is not None and found is not item and item.step is not None
+                     and (found.run_id, found.step) == (item.run_id, item.step))
+        marked.append(dataclasses.replace(item, same_as=same) if same else item)
+    return sorted(marked, key=_order)
+
+
+def _note(item: Listed) -> str:
+    if item.problem is not None:
+        return f"unreadable: {item.problem}"
+    notes = []
+    if item.name == checkpoint.BEST_NAME:
+        notes.append("best: lowest validation loss")
+    elif item.name == checkpoint.LATEST_NAME:
+        notes.append("latest: where training resumes")
+    notes += [f"= {name}" for name in item.same_as]
+    if item.contents != TRAINING:
+        notes.append("model only (exported)")
+    return ", ".join(notes)
+
+
+def _size(size_bytes: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size_bytes >= scale:
+            return f"{size_bytes / scale:.1f} {unit}"
+    return f"{size_bytes} B"
+
+
+def describe(items: list[Listed]) -> list[str]:
+    """A table, one line per file: name, step, tokens, training and validation loss, size, notes."""
+
+    def number(value: Optional[float], digits: int = 4) -> str:
+        return "—" if value is None else f"{value:.{digits}f}"
+
+    rows = [("file", "step", "tokens", "train loss", "val loss", "size", "")]
+    for item in items:
+        known = item.step is not None
+        rows.append((item.name, f"{item.step:,}" if known else "—", f"{item.tokens_seen:,}" if known else "—",
+                     number(item.train_loss_nats), number(item.val_loss_nats), _size(item.size_bytes), _note(item)))
+    widths = [max(len(row[column]) for row in rows) for column in range(6)]
+    return [
+        "  ".join([row[0].ljust(widths[0])] + [cell.rjust(width) for cell, width in zip(row[1:6], widths[1:])]
+                  + ([row[6]] if row[6] else [])).rstrip()
+        for row in rows
+    ]
+
+
+def to_dict(directory: str, items: list[Listed]) -> dict[str, Any]:
+    """Plain data for ``--json``: the folder, its best and latest files (or null), and every file."""
+
+    def path_of(name: str) -> Optional[str]:
+        return next((i.path for i in items if i.name == name and i.problem is None), None)
+
+    return {
+        "folder": directory,
+        "best": path_of(checkpoint.BEST_NAME),
+        "latest": path_of(checkpoint.LATEST_NAME),
+        "checkpoints": [
+            {
+                "file": item.name, "path": item.path, "size_bytes": item.size_bytes, "step": item.step,
+                "tokens_seen": item.tokens_seen, "train_loss_nats": item.train_loss_nats,
+                "val_loss_nats": item.val_loss_nats, "val_step": item.val_step, "contents": item.contents,
+                "same_as": list(item.same_as), "problem": item.problem,
+            }
+            for item in items
+        ],
+    }
