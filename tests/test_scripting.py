@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import select
+import shlex
 import subprocess
 import sys
 import time
@@ -25,6 +26,22 @@ def test_every_command_has_help_with_its_options():
         result = invoke(name, "--help")
         assert result.exit_code == 0 and f"Usage: cli {name}" in result.stdout, name
         assert "-q, --quiet" in result.stdout, name
+
+
+def test_every_command_help_ends_with_examples_that_parse():
+    """Each example's charrnn part (up to a pipe or redirection) is a valid command line of that command,
+    so an example cannot outlive a renamed option."""
+    for name, command in cli.commands.items():
+        text = invoke(name, "--help").stdout
+        tail = text[text.index("  Examples:\n") + len("  Examples:\n"):].splitlines()
+        assert 2 <= len(tail) <= 4 and all(line.startswith("    ") for line in tail), (name, tail)
+        for line in tail:
+            words = shlex.split(line)
+            words = words[words.index("charrnn") + 1:]
+            words = words[: next((i for i, w in enumerate(words) if w in ("|", ">")), len(words))]
+            assert words[0] == name, line
+            with command.make_context(name, words[1:]) as ctx:  # raises click's UsageError if it does not parse
+                assert ctx.params, line
 
 
 def test_train_json_is_the_only_thing_on_stdout(workdir, small_corpus):

@@ -86,6 +86,11 @@ def inform(quiet: bool, message: str) -> None:
         click.echo(message, err=True)
 
 
+def examples(*commands: str) -> str:
+    """The end of a command's --help: ``commands``, one per line, kept as written (click's \\b)."""
+    return "\b\nExamples:\n" + "\n".join(f"  {command}" for command in commands)
+
+
 CHECKPOINT_HELP = (f"Checkpoint file, or a folder for its best.npz, else latest.npz [default: the folder "
                    f"{DEFAULT_CHECKPOINT_DIR}/].")
 

@@ -8,7 +8,7 @@ from typing import Optional
 import click
 
 from charrnn.cli.common import (
-    ProgressBar, checkpoint_option, emit_json, format_score, inform, reports_errors, resolve_checkpoint,
+    ProgressBar, checkpoint_option, emit_json, examples, format_score, inform, reports_errors, resolve_checkpoint,
 )
 from charrnn.cli.exits import write_stdout
 from charrnn.cli.options import config_options, option, quiet_option
@@ -43,7 +43,11 @@ def split_arguments(paths: tuple[str, ...], checkpoint: Optional[str]) -> tuple[
     return checkpoint, paths
 
 
-@click.command("eval")
+@click.command("eval", epilog=examples(
+    'charrnn eval held_out.txt',
+    'charrnn eval tang/best.npz held_out.txt --json',
+    'cat chapter*.txt | charrnn eval -c tang -',
+))
 @click.argument("paths", nargs=-1, required=True, type=click.Path(allow_dash=True), metavar="[CKPT] FILE...")
 @checkpoint_option()
 @config_options(DataConfig, only={"encoding"})

@@ -8,12 +8,15 @@ from typing import Optional
 import click
 
 from charrnn.cli.common import (
-    checkpoint_argument, checkpoint_option, emit_json, inform, reports_errors, resolve_checkpoint,
+    checkpoint_argument, checkpoint_option, emit_json, examples, inform, reports_errors, resolve_checkpoint,
 )
 from charrnn.cli.options import option, quiet_option
 
 
-@click.command("export")
+@click.command("export", epilog=examples(
+    'charrnn export -o tang-model.npz',
+    'charrnn export tang/best.npz -o share/tang.npz --overwrite',
+))
 @click.argument("ckpt", required=False, type=click.Path(), metavar="[CKPT]")
 @checkpoint_option()
 @option("-o", "--output", required=True, type=click.Path(), metavar="OUT",

@@ -8,11 +8,15 @@ import click
 
 from charrnn.cli.options import option, quiet_option
 from charrnn.cli.common import (
-    checkpoint_argument, checkpoint_option, echo_text, emit_json, reports_errors, resolve_checkpoint,
+    checkpoint_argument, checkpoint_option, echo_text, emit_json, examples, reports_errors, resolve_checkpoint,
 )
 
 
-@click.command("info")
+@click.command("info", epilog=examples(
+    'charrnn info',
+    'charrnn info tang/step_00002000.npz',
+    'charrnn info -c tang --json',
+))
 @click.argument("ckpt", required=False, type=click.Path(), metavar="[CKPT]")
 @checkpoint_option()
 @option("--json", is_flag=True, help="Print one JSON document instead of text.")

@@ -6,12 +6,15 @@ from typing import Optional
 
 import click
 
-from charrnn.cli.common import echo_text, emit_json, inform, reports_errors
+from charrnn.cli.common import echo_text, emit_json, examples, inform, reports_errors
 from charrnn.cli.options import option, quiet_option
 from charrnn.config import DEFAULT_CHECKPOINT_DIR
 
 
-@click.command("ls")
+@click.command("ls", epilog=examples(
+    'charrnn ls',
+    'charrnn ls tang --json',
+))
 @click.argument("folder", required=False, type=click.Path(), metavar="[DIR]")
 @option("--json", is_flag=True, help="Print one JSON document instead of a table.")
 @quiet_option("No informational messages on stderr.")

@@ -5,10 +5,13 @@ from __future__ import annotations
 import click
 
 from charrnn.cli.options import option, quiet_option
-from charrnn.cli.common import emit_json, inform, reports_errors
+from charrnn.cli.common import emit_json, examples, inform, reports_errors
 
 
-@click.command("plot")
+@click.command("plot", epilog=examples(
+    'charrnn plot run.jsonl -o loss.png',
+    'charrnn plot run.jsonl -o loss.png --width-px 800 --json',
+))
 @click.argument("log", type=click.Path())
 @option("-o", "--output", required=True, type=click.Path(), metavar="PNG", help="PNG file to write, e.g. loss.png.")
 @option("--width-px", type=int, default=1200, show_default=True, metavar="N", help="Image width in pixels.")

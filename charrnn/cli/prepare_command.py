@@ -6,12 +6,17 @@ from typing import Optional
 
 import click
 
-from charrnn.cli.common import ProgressBar, echo_text, emit_json, inform, reports_errors, writing_cache
+from charrnn.cli.common import (
+    ProgressBar, echo_text, emit_json, examples, inform, reports_errors, writing_cache,
+)
 from charrnn.cli.options import config_options, option, quiet_option
 from charrnn.config import DataConfig
 
 
-@click.command("prepare")
+@click.command("prepare", epilog=examples(
+    'charrnn prepare big.txt',
+    'charrnn prepare corpus/*.txt --tokenizer jieba --max-vocab 20000 --json',
+))
 @click.argument("corpus", nargs=-1, required=True, type=click.Path(allow_dash=True))
 @config_options(DataConfig)
 @option("--workers", type=int, metavar="N", help="Processes cutting jieba words [default: one per core].")

@@ -7,13 +7,17 @@ from typing import Any, Optional
 
 import click
 
-from charrnn.cli.common import ProgressBar, checkpoint_option, inform, reports_errors, resolve_checkpoint
+from charrnn.cli.common import ProgressBar, checkpoint_option, examples, inform, reports_errors, resolve_checkpoint
 from charrnn.cli.options import build, config_options, option, quiet_option
 from charrnn.cli.sample_output import SEPARATOR, BLOCK_TOKENS, JsonOutput, TextOutput, write_samples
 from charrnn.config import ComputeConfig, DataConfig, SampleConfig
 
 
-@click.command("sample")
+@click.command("sample", epilog=examples(
+    'charrnn sample --seed 月',
+    'charrnn sample -c tang --seed-file opening.txt --length 500 --temperature 0.7',
+    'charrnn sample --num-samples 3 --json | jq -r ".samples[0]"',
+))
 @checkpoint_option()
 @option("--seed", metavar="TEXT", help="Priming text; the output starts with it [default: a random token].")
 @option("--seed-file", type=click.Path(allow_dash=True), metavar="PATH",

@@ -12,7 +12,7 @@ import click
 
 from charrnn import config
 from charrnn.cli.common import (
-    ProgressBar, check_appendable, emit_json, fail, reports_errors, resolve_checkpoint, writing_cache,
+    ProgressBar, check_appendable, emit_json, examples, fail, reports_errors, resolve_checkpoint, writing_cache,
 )
 from charrnn.cli.exits import Interrupted
 from charrnn.cli.options import build, config_options, given_fields, option, quiet_option
@@ -43,7 +43,12 @@ class StopFlag:
         )
 
 
-@click.command("train")
+@click.command("train", epilog=examples(
+    'charrnn train data/tang300.txt --steps 1000',
+    'charrnn train poems.txt --val-file held_out.txt --cell gru --hidden-size 256 --checkpoint-dir tang',
+    'charrnn train --resume tang --steps 5000',
+    'cat *.txt | charrnn train - --max-seconds 600 --json -q > run.json',
+))
 @click.argument("corpus", nargs=-1, type=click.Path(allow_dash=True))
 @config_options(*CONFIGS)
 @option("--val-file", multiple=True, type=click.Path(allow_dash=True), metavar="PATH",
