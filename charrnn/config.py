@@ -61,6 +61,7 @@ class Option:
     metavar: Optional[str] = None  # default: the choices, or N for whole numbers and X for other values
     on_resume: str = FREE
     default_text: Optional[str] = None  # what the help shows as the default when the field's default is None
+    words: tuple[tuple[str, Any], ...] = ()  # words the command line accepts for values, e.g. (("none", 0),)
 
 
 def option(default: Any, help: str, **settings: Any) -> Any:
@@ -276,9 +277,15 @@ class ModelConfig:
     ``activation`` applies to the vanilla cell only (LSTM and GRU have their fixed nonlinearities);
     ``dropout`` is applied to the input of every layer above the first, while training only.
     ``vocab_size`` is None only in a training request, before the corpus that decides it is read.
+    ``embed_size`` D > 0 maps each token to a learned D-vector that the first layer multiplies by its own
+    input matrix (D × G·H); 0 is the textbook model, whose first input matrix (V × G·H) is the embedding.
     """
 
     vocab_size: Optional[int] = None
+    embed_size: int = option(
+        0, "Size of the learned token embedding the first layer reads (0 or none: the first layer's input "
+        "weights are the embedding, one row per token).", metavar="D", on_resume=FIXED, words=(("none", 0),),
+    )
     hidden_size: int = option(128, "Hidden units per layer.", metavar="H", on_resume=FIXED)
     num_layers: int = option(1, "Stacked recurrent layers.", metavar="L", on_resume=FIXED)
     cell: str = option("rnn", "Recurrent cell: vanilla rnn, lstm or gru.", on_resume=FIXED)
@@ -291,6 +298,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         check = _Check(self)
         check.positive("vocab_size", "hidden_size", "num_layers")
+        check.non_negative("embed_size")
         check.choice("cell", CELLS)
         check.choice("activation", ACTIVATIONS)
         check.choice("dtype", DTYPES)

@@ -297,9 +297,13 @@ def _contradictions(meta: dict[str, Any]) -> Iterator[tuple[str, Callable[[dict[
     yield "has_uint32=2", lambda m: m["rng_state"].update(has_uint32=2)
     yield "uinteger=2**32", lambda m: m["rng_state"].update(uinteger=2**32)
     yield "format=other", lambda m: m.update(format="other")
-    yield "format_version=3", lambda m: m.update(format_version=3)
+    yield "format_version=4", lambda m: m.update(format_version=4)
     yield "format_version=true", lambda m: m.update(format_version=True)
-    yield "format_version=1-of-format-2", lambda m: m.update(format_version=1)
+    yield "format_version=1-of-format-3", lambda m: m.update(format_version=1)
+    yield "format_version=2-of-format-3", lambda m: m.update(format_version=2)
+    yield "embed_size+3", lambda m: m["model"].update(embed_size=model.get("embed_size", 0) + 3)
+    yield "embed_size=0", lambda m: m["model"].update(embed_size=0)
+    yield "embed_size=10**12", lambda m: m["model"].update(embed_size=10**12)
 
 
 def _meta_variants(source: Source) -> Iterator[tuple[str, bytes]]:

@@ -18,6 +18,7 @@ from test_cli import FAST, assert_clean_error, invoke
         ["--cell", "lstm", "--num-layers", "2", "--dropout", "0.2"],
         ["--cell", "gru", "--optimizer", "adam", "--learning-rate", "0.01"],
         ["--cell", "rnn", "--activation", "relu", "--optimizer", "rmsprop", "--learning-rate", "0.002"],
+        ["--cell", "gru", "--embed-size", "8", "--num-layers", "2"],
     ],
 )
 def test_train_sample_and_resume_exactly_for_other_models(tmp_path, small_corpus, options):
@@ -112,3 +113,26 @@ def test_format_1_checkpoint_samples_and_resumes(tmp_path):
     resumed = invoke("train", corpus, "--resume", fixture, "--steps", "9", "--checkpoint-dir", tmp_path, "-q")
     assert resumed.exit_code == 0, resumed.stderr
     assert checkpoint.load(str(tmp_path / "latest.npz")).progress.step == 9
+
+
+def test_format_2_checkpoint_samples_and_resumes(tmp_path):
+    fixture = os.path.join(os.path.dirname(__file__), "data", "format2_gru2_adam_h8_step7.npz")
+    sampled = invoke("sample", "-c", fixture, "--seed", "明月", "--length", "20", "--greedy", "-q")
+    # The same output the format-2 code gave for this checkpoint (recorded when the fixture was made).
+    assert sampled.stdout == "明月明明明明明月明月月明月月明月月月明月月月\n"
+    corpus = os.path.join(os.path.dirname(__file__), "data", "format1_corpus.txt")
+    resumed = invoke("train", corpus, "--resume", fixture, "--steps", "9", "--checkpoint-dir", tmp_path, "-q")
+    assert resumed.exit_code == 0, resumed.stderr
+    again = checkpoint.load(str(tmp_path / "latest.npz"))
+    assert again.progress.step == 9 and again.model_config.embed_size == 0 and again.format_version == 3
+
+
+def test_embed_size_none_is_zero_and_the_checkpoint_fixes_it(tmp_path, small_corpus):
+    none = invoke("train", small_corpus, "--embed-size", "none", "--steps", "2", *FAST, "--checkpoint-dir", tmp_path)
+    assert none.exit_code == 0, none.stderr
+    assert checkpoint.load(str(tmp_path / "latest.npz")).model_config.embed_size == 0
+    assert_clean_error(invoke("train", small_corpus, "--embed-size", "-3", *FAST), 2,
+                       "--embed-size must be zero or positive, got -3")
+    assert_clean_error(invoke("train", small_corpus, "--embed-size", "some", *FAST), 2, "'some' is not a valid integer")
+    conflict = invoke("train", "--resume", tmp_path / "latest.npz", "--embed-size", "8", "--steps", "4")
+    assert_clean_error(conflict, 2, "--embed-size 8 conflicts with the checkpoint, which has 0")

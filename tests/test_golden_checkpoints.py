@@ -1,7 +1,10 @@
 """The same seeded command writes the same checkpoints, before and after a change that should not alter them.
 
-The digests below were recorded on 2026-11-30 with the code as it stood before the package was
+The digests were first recorded on 2026-11-30 with the code as it stood before the package was
 reorganised (issue 12); restructuring, renaming and deduplicating must leave them exactly as they are.
+History of legitimate changes:
+- checkpoint format 3 (model.embed_size, issue 14): the metadata's format_version and embed_size (0)
+  changed; every array stayed identical to the previous code's, byte for byte (compared directly).
 A digest covers every array byte for byte and the metadata (without the corpus's file names, which
 depend on the folder the test runs in). Floating-point results depend on numpy's version, its BLAS and
 the BLAS kernels the processor gets, so the digests are compared only in the numeric environment they
@@ -36,34 +39,34 @@ RECORDED_IN = {
 }
 DIGESTS = {
     "rnn-adagrad": {
-        "best.npz": "aa79322755c6a141a23426acf2c6ace6a8a412039dc089cd466a2e088bf2f0e8",
-        "latest.npz": "aa79322755c6a141a23426acf2c6ace6a8a412039dc089cd466a2e088bf2f0e8",
-        "step_00000015.npz": "5b6c6befaa8b06b579c6bbf8917c9fd08c3f6d53f18eb490359cc70261c4dc95",
-        "step_00000030.npz": "aa79322755c6a141a23426acf2c6ace6a8a412039dc089cd466a2e088bf2f0e8",
+        "best.npz": "b40eb018a633dd99d5d93725c59cbffdfb6151b2ab1ebb1a80a25c58d3cdc3f6",
+        "latest.npz": "b40eb018a633dd99d5d93725c59cbffdfb6151b2ab1ebb1a80a25c58d3cdc3f6",
+        "step_00000015.npz": "23b4d819f92b16c090d5b60034f7ea0b77bea3bb360cf2fe571d00b3c5e470a0",
+        "step_00000030.npz": "b40eb018a633dd99d5d93725c59cbffdfb6151b2ab1ebb1a80a25c58d3cdc3f6",
     },
     "rnn-relu": {
-        "best.npz": "8d953f7e3a2d9919c905709e1fe0a754fb1d9bb5f02179de310f7abfbf4bc10e",
-        "latest.npz": "8d953f7e3a2d9919c905709e1fe0a754fb1d9bb5f02179de310f7abfbf4bc10e",
-        "step_00000015.npz": "d2f200b7f7f2ae39446baa2127bd288ac7380367ceb88e72780fda4b5650d50f",
-        "step_00000030.npz": "8d953f7e3a2d9919c905709e1fe0a754fb1d9bb5f02179de310f7abfbf4bc10e",
+        "best.npz": "cd1df9248b8fa4f398a5976c63221d58cea02310c02cc83c414cd3c075d74ed3",
+        "latest.npz": "cd1df9248b8fa4f398a5976c63221d58cea02310c02cc83c414cd3c075d74ed3",
+        "step_00000015.npz": "8bfb2ee927965d271caec17d2f797a1af0e79acefcdaa58f5be24551bc2d1131",
+        "step_00000030.npz": "cd1df9248b8fa4f398a5976c63221d58cea02310c02cc83c414cd3c075d74ed3",
     },
     "gru-2-layers-dropout-adam": {
-        "best.npz": "613ee0b1b1434d03a961679ff64de740557ae57b6a59fa340c4598e2841718c7",
-        "latest.npz": "052cad8f2b1bf6c4703991720073f3e88d62f9bb70638567f4d8affca2509522",
-        "step_00000015.npz": "2a658f7e35685a68407057aea51c6f18460404b3b616f1f48e4ba41d75a24278",
-        "step_00000030.npz": "052cad8f2b1bf6c4703991720073f3e88d62f9bb70638567f4d8affca2509522",
+        "best.npz": "ca3c3aa5246cb259b3db54194efd040d27708de136aa0edfd68a4f86b49972b3",
+        "latest.npz": "564f00f5b55d3efd844a8145d9e31a642212b05cea13c3b9aa1a0750cea13b78",
+        "step_00000015.npz": "d6f66d8d9a703f1b1a4a7425a4a64cf6a52b32ec7d89973c06741e0fcab2cb5a",
+        "step_00000030.npz": "564f00f5b55d3efd844a8145d9e31a642212b05cea13c3b9aa1a0750cea13b78",
     },
     "lstm-rmsprop-float64": {
-        "best.npz": "d57ec10cd01e3642be0e8151d5dda5619a09da2e51a31283d4f3ea29d0017489",
-        "latest.npz": "d57ec10cd01e3642be0e8151d5dda5619a09da2e51a31283d4f3ea29d0017489",
-        "step_00000015.npz": "d134e17d26afbbb83039321f95a184db9af40fff8e18e6ac0c912ea5bd747bff",
-        "step_00000030.npz": "d57ec10cd01e3642be0e8151d5dda5619a09da2e51a31283d4f3ea29d0017489",
+        "best.npz": "6d5f9b023bdfdb6c564a6361022a096c0584f98111b694f2c58f5f32a0bd3d50",
+        "latest.npz": "6d5f9b023bdfdb6c564a6361022a096c0584f98111b694f2c58f5f32a0bd3d50",
+        "step_00000015.npz": "2c34b378ced1195ad43d12c22d682328465cacc07df56f727581ee5537d9652b",
+        "step_00000030.npz": "6d5f9b023bdfdb6c564a6361022a096c0584f98111b694f2c58f5f32a0bd3d50",
     },
     "jieba-max-vocab": {
-        "best.npz": "e51fb56995bdebc26bff714af6566abe74ad4c1189f8f6e00bedac705a46b5e1",
-        "latest.npz": "e51fb56995bdebc26bff714af6566abe74ad4c1189f8f6e00bedac705a46b5e1",
-        "step_00000015.npz": "72800265c26f85058c412ef439c37134ef8d9a0b31d75bc38ce82ce34d9548e1",
-        "step_00000030.npz": "e51fb56995bdebc26bff714af6566abe74ad4c1189f8f6e00bedac705a46b5e1",
+        "best.npz": "99e189c141bf847b2a9c31808638cb1cbcb40f9f4f155d98e9327403dfc04458",
+        "latest.npz": "99e189c141bf847b2a9c31808638cb1cbcb40f9f4f155d98e9327403dfc04458",
+        "step_00000015.npz": "e371e526272457bedb9ee3ffc72aaa2a185057d23cf49fab60d6fe0aad0664c1",
+        "step_00000030.npz": "99e189c141bf847b2a9c31808638cb1cbcb40f9f4f155d98e9327403dfc04458",
     },
 }
 

@@ -27,7 +27,9 @@ from charrnn.data.tokenizer import Tokenizer
 from charrnn.progress import Progress
 
 FORMAT_NAME = "charrnn-checkpoint"
-FORMAT_VERSION = 2
+# 1: charrnn 0.1 (one vanilla layer, Adagrad); 2: cells, layers, optimizers; 3: model.embed_size (an
+# embedding W_xe before the first layer). Older files are migrated when read.
+FORMAT_VERSION = 3
 # The metadata entry is mostly the vocabulary. A word vocabulary of a million tokens averages about
 # 12 bytes a token in JSON (a Chinese word of 2 to 3 characters, quoted, with its comma); 64 MiB
 # leaves room for a million tokens five times that long, and stops a crafted entry before json.loads
@@ -44,7 +46,7 @@ ID_DTYPES = frozenset(np.dtype(t).newbyteorder(order).str
                       for t in ("u1", "u2", "u4", "i4") for order in "<>")
 _PROGRESS_COUNTS = ("step", "tokens_seen", "epoch", "position", "loss_ema_steps", "val_step")
 _PROGRESS_AMOUNTS = ("epochs", "loss_ema", "val_loss_nats", "val_bits_per_char", "best_val_loss_nats")
-_CONFIG_COUNTS = (("model", "vocab_size"), ("model", "hidden_size"), ("train", "seq_length"),
+_CONFIG_COUNTS = (("model", "vocab_size"), ("model", "hidden_size"), ("model", "embed_size"), ("train", "seq_length"),
                   ("train", "batch_size"), ("train", "max_steps"), ("train", "max_epochs"),
                   ("train", "lr_decay_after"))
 _CORPUS_LISTS = ("paths", "encodings", "val_paths")
@@ -72,8 +74,13 @@ def run_identity(model_config: ModelConfig, train_config: TrainConfig, tokenizer
     Derived rather than drawn at random, so that the same seeded command still writes the same bytes;
     two runs share it only if they train the same model from the same seed, step for step.
     """
+    model = dataclasses.asdict(model_config)
+    if not model["embed_size"]:
+        # Formats 1 and 2 had no embedding size (a format-1 file's identity is derived when it is read):
+        # the one-table model keeps the identity it had before the setting existed.
+        del model["embed_size"]
     fixed = {
-        "model": dataclasses.asdict(model_config),
+        "model": model,
         "train": {name: getattr(train_config, name) for name in ("rng_seed", "batch_size", "seq_length", "optimizer")},
         "tokenizer": tokenizer.to_dict(),
     }
@@ -216,7 +223,10 @@ def validate(path: str, meta: Any) -> Metadata:
         smoothed = meta.get("smoothed_loss_nats")  # derived from progress when written; checked, not read
         if smoothed is not None and not is_finite_number(smoothed):
             raise _Invalid(f"smoothed_loss_nats must be a finite number or null, got {describe_value(smoothed)}")
-        model_config = _built("model", from_dict, ModelConfig, _section(meta, "model"))
+        model_data = _section(meta, "model")
+        if version < 3:  # formats 1 and 2 knew only the one-table model: no embedding before the first layer
+            model_data = {**model_data, "embed_size": 0}
+        model_config = _built("model", from_dict, ModelConfig, model_data)
         if model_config.vocab_size is None:  # only a training request lacks it, never a trained model
             raise _Invalid("model.vocab_size is missing")
         train_data = _section(meta, "train")
