@@ -268,6 +268,8 @@ DEFAULT_CHECKPOINT_DIR = "checkpoints"
 DEFAULT_CACHE_DIR = os.path.join("data", ".cache")
 # Training stops after this many epochs when neither --steps nor --epochs is given.
 DEFAULT_EPOCHS = 50.0
+# Validations in a row without a new best before training stops early (README, "Early stopping").
+DEFAULT_PATIENCE = 5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -396,13 +398,17 @@ class ScheduleConfig:
     checkpoint_keep: int = option(0, "Keep only the K newest step checkpoints, besides latest and best (0: keep all).",
                                   metavar="K")
     eval_every: int = option(500, "Validate every N steps (0: only at the end).", metavar="N")
+    patience: int = option(
+        DEFAULT_PATIENCE, "Stop early after N validations in a row without a new best validation loss (0: never); "
+        "best.npz keeps the best.", metavar="N",
+    )
     eval_tokens: int = option(1_000_000, "Validate on at most the first N validation tokens (0: all).", metavar="N")
     sample_every: int = option(500, "Print a sample every N steps (0: never).", metavar="N")
     sample_length: int = 200
 
     def __post_init__(self) -> None:
         check = _Check(self)
-        check.non_negative("checkpoint_every", "checkpoint_keep", "eval_every", "eval_tokens", "sample_every")
+        check.non_negative("checkpoint_every", "checkpoint_keep", "eval_every", "eval_tokens", "sample_every", "patience")
         check.positive("sample_length")
 
 

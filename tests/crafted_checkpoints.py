@@ -276,6 +276,7 @@ def _contradictions(meta: dict[str, Any]) -> Iterator[tuple[str, Callable[[dict[
     yield "max_epochs=1e300", lambda m: m["train"].update(max_epochs=1e300)
     yield "lr_decay=0", lambda m: m["train"].update(lr_decay=0)
     yield "val_step-after-step", lambda m: m["progress"].update(val_step=progress["step"] + 1)
+    yield "best_val_step-after-step", lambda m: m["progress"].update(best_val_step=progress["step"] + 1)
     yield "position-past-streams", lambda m: m["progress"].update(position=tokens)
     yield "position=2**62", lambda m: m["progress"].update(position=2**62)
     yield "step=2**64", lambda m: m["progress"].update(step=2**64)

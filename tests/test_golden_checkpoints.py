@@ -5,6 +5,8 @@ reorganised (issue 12); restructuring, renaming and deduplicating must leave the
 History of legitimate changes:
 - checkpoint format 3 (model.embed_size, issue 14): the metadata's format_version and embed_size (0)
   changed; every array stayed identical to the previous code's, byte for byte (compared directly).
+- early stopping (issue 14): the progress records best_val_step and validations_since_best; arrays
+  identical again.
 A digest covers every array byte for byte and the metadata (without the corpus's file names, which
 depend on the folder the test runs in). Floating-point results depend on numpy's version, its BLAS and
 the BLAS kernels the processor gets, so the digests are compared only in the numeric environment they
@@ -39,34 +41,34 @@ RECORDED_IN = {
 }
 DIGESTS = {
     "rnn-adagrad": {
-        "best.npz": "b40eb018a633dd99d5d93725c59cbffdfb6151b2ab1ebb1a80a25c58d3cdc3f6",
-        "latest.npz": "b40eb018a633dd99d5d93725c59cbffdfb6151b2ab1ebb1a80a25c58d3cdc3f6",
-        "step_00000015.npz": "23b4d819f92b16c090d5b60034f7ea0b77bea3bb360cf2fe571d00b3c5e470a0",
-        "step_00000030.npz": "b40eb018a633dd99d5d93725c59cbffdfb6151b2ab1ebb1a80a25c58d3cdc3f6",
+        "best.npz": "bee2b5af81a27f6b5b7e155a2df1e5b430b61efc4c5a2aeb872d8baddb3844c4",
+        "latest.npz": "bee2b5af81a27f6b5b7e155a2df1e5b430b61efc4c5a2aeb872d8baddb3844c4",
+        "step_00000015.npz": "21937cac267745e7d35fffa7e3a684fd108453dc1e23837fe676f63b0abdc44a",
+        "step_00000030.npz": "bee2b5af81a27f6b5b7e155a2df1e5b430b61efc4c5a2aeb872d8baddb3844c4",
     },
     "rnn-relu": {
-        "best.npz": "cd1df9248b8fa4f398a5976c63221d58cea02310c02cc83c414cd3c075d74ed3",
-        "latest.npz": "cd1df9248b8fa4f398a5976c63221d58cea02310c02cc83c414cd3c075d74ed3",
-        "step_00000015.npz": "8bfb2ee927965d271caec17d2f797a1af0e79acefcdaa58f5be24551bc2d1131",
-        "step_00000030.npz": "cd1df9248b8fa4f398a5976c63221d58cea02310c02cc83c414cd3c075d74ed3",
+        "best.npz": "953f47d968d5a34ed3b8fa6f516545a1d916f09f6c5d848ae7cebf73cd1abb5c",
+        "latest.npz": "953f47d968d5a34ed3b8fa6f516545a1d916f09f6c5d848ae7cebf73cd1abb5c",
+        "step_00000015.npz": "75d79761f3ab1c5c5ed6197848754116bbef436f63398a47000530f1053801ec",
+        "step_00000030.npz": "953f47d968d5a34ed3b8fa6f516545a1d916f09f6c5d848ae7cebf73cd1abb5c",
     },
     "gru-2-layers-dropout-adam": {
-        "best.npz": "ca3c3aa5246cb259b3db54194efd040d27708de136aa0edfd68a4f86b49972b3",
-        "latest.npz": "564f00f5b55d3efd844a8145d9e31a642212b05cea13c3b9aa1a0750cea13b78",
-        "step_00000015.npz": "d6f66d8d9a703f1b1a4a7425a4a64cf6a52b32ec7d89973c06741e0fcab2cb5a",
-        "step_00000030.npz": "564f00f5b55d3efd844a8145d9e31a642212b05cea13c3b9aa1a0750cea13b78",
+        "best.npz": "31f13387b19989206df607f56a40113fb5b1b4fe457ac612e1e3128b763584dd",
+        "latest.npz": "44359525274778b14358cfb22624ba419c9ec810121c2423efc392e28b50330b",
+        "step_00000015.npz": "7b05a8af25a2c6b64e39503efe2347d387b12429ada8f62143f6e077af5e5ec3",
+        "step_00000030.npz": "44359525274778b14358cfb22624ba419c9ec810121c2423efc392e28b50330b",
     },
     "lstm-rmsprop-float64": {
-        "best.npz": "6d5f9b023bdfdb6c564a6361022a096c0584f98111b694f2c58f5f32a0bd3d50",
-        "latest.npz": "6d5f9b023bdfdb6c564a6361022a096c0584f98111b694f2c58f5f32a0bd3d50",
-        "step_00000015.npz": "2c34b378ced1195ad43d12c22d682328465cacc07df56f727581ee5537d9652b",
-        "step_00000030.npz": "6d5f9b023bdfdb6c564a6361022a096c0584f98111b694f2c58f5f32a0bd3d50",
+        "best.npz": "95107dd2c0aff696a318463d17265d6e5282af54dfbfcd64ddec1041fb23aeaa",
+        "latest.npz": "95107dd2c0aff696a318463d17265d6e5282af54dfbfcd64ddec1041fb23aeaa",
+        "step_00000015.npz": "a756d72bc9d2b67e24f29988a25de5cfceeadd732fde3dfca8c343f9577b0eae",
+        "step_00000030.npz": "95107dd2c0aff696a318463d17265d6e5282af54dfbfcd64ddec1041fb23aeaa",
     },
     "jieba-max-vocab": {
-        "best.npz": "99e189c141bf847b2a9c31808638cb1cbcb40f9f4f155d98e9327403dfc04458",
-        "latest.npz": "99e189c141bf847b2a9c31808638cb1cbcb40f9f4f155d98e9327403dfc04458",
-        "step_00000015.npz": "e371e526272457bedb9ee3ffc72aaa2a185057d23cf49fab60d6fe0aad0664c1",
-        "step_00000030.npz": "99e189c141bf847b2a9c31808638cb1cbcb40f9f4f155d98e9327403dfc04458",
+        "best.npz": "1a5654781a29edaeb20e9efccab5c14eaf48738a3a06ed0ea4777246aca1a693",
+        "latest.npz": "1a5654781a29edaeb20e9efccab5c14eaf48738a3a06ed0ea4777246aca1a693",
+        "step_00000015.npz": "405f3a7b6fb958e44d534eef46f1f756ab60a747cdba72a2f5abfded09661177",
+        "step_00000030.npz": "1a5654781a29edaeb20e9efccab5c14eaf48738a3a06ed0ea4777246aca1a693",
     },
 }
 

@@ -72,6 +72,7 @@ def test_info_json_of_every_cell(tmp_path, small_corpus, cell, layers, expected,
     assert facts["path"] == str(path) and facts["file_size_bytes"] == path.stat().st_size
     assert facts["corpus"]["paths"] == [str(small_corpus)] and facts["corpus"]["num_tokens"] == 3000
     assert facts["validation"]["step"] == 5 and facts["validation"]["loss_nats"] > 0
+    assert facts["validation"]["best_step"] == 5 and facts["validation"]["validations_since_best"] == 0
 
 
 def test_info_text(tmp_path, small_corpus):
@@ -88,7 +89,7 @@ def test_info_text(tmp_path, small_corpus):
     # 2,850 training tokens in 2 streams of 1,425: (1,425 − 1) // 5 = 284 steps per epoch.
     assert "trained: step 5, 50 tokens seen, epoch 0.02" in lines
     assert any(line.startswith("train loss (smoothed): ") and line.endswith(" bits/char") for line in lines)
-    assert any(line.startswith("validation: ") and line.endswith("at step 5; best " + line.split()[1])
+    assert any(line.startswith("validation: ") and line.endswith("at step 5; best " + line.split()[1] + " at step 5")
                for line in lines)
     assert "optimizer: adagrad, clip ±5, batch 2 streams × 5 steps, rng seed 1" in lines
     assert "learning rate: 0.1" in lines

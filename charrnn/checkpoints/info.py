@@ -181,6 +181,8 @@ def to_dict(summary: Summary) -> dict[str, Any]:
             "loss_nats": _finite(progress.val_loss_nats),
             "bits_per_char": _finite(progress.val_bits_per_char),
             "best_loss_nats": _finite(progress.best_val_loss_nats),
+            "best_step": progress.best_val_step,
+            "validations_since_best": progress.validations_since_best,
         },
         "learning_rate": _finite(summary.learning_rate),
         "corpus": dataclasses.asdict(ckpt.corpus),
@@ -195,6 +197,8 @@ def _describe_validation(summary: Summary) -> str:
     if progress.val_step is None or progress.val_loss_nats is None:
         return "not run yet"
     best = "" if progress.best_val_loss_nats is None else f"; best {progress.best_val_loss_nats:.4f}"
+    if progress.best_val_step is not None:
+        best += f" at step {progress.best_val_step:,}"
     bits = "" if progress.val_bits_per_char is None else f", {progress.val_bits_per_char:.4f} bits/char"
     return f"{progress.val_loss_nats:.4f} nats/token{bits} at step {progress.val_step:,}{best}"
 

@@ -44,7 +44,8 @@ MAX_LAYERS = 1000
 # in either byte order.
 ID_DTYPES = frozenset(np.dtype(t).newbyteorder(order).str
                       for t in ("u1", "u2", "u4", "i4") for order in "<>")
-_PROGRESS_COUNTS = ("step", "tokens_seen", "epoch", "position", "loss_ema_steps", "val_step")
+_PROGRESS_COUNTS = ("step", "tokens_seen", "epoch", "position", "loss_ema_steps", "val_step", "best_val_step",
+                    "validations_since_best")
 _PROGRESS_AMOUNTS = ("epochs", "loss_ema", "val_loss_nats", "val_bits_per_char", "best_val_loss_nats")
 _CONFIG_COUNTS = (("model", "vocab_size"), ("model", "hidden_size"), ("model", "embed_size"), ("train", "seq_length"),
                   ("train", "batch_size"), ("train", "max_steps"), ("train", "max_epochs"),
@@ -190,8 +191,10 @@ def _rng_state(meta: dict[str, Any]) -> dict[str, Any]:
 def _check_progress(progress: Progress, train_config: TrainConfig, corpus: dict[str, Any]) -> None:
     for name in _PROGRESS_COUNTS + _PROGRESS_AMOUNTS:
         _require_range(f"progress.{name}", getattr(progress, name), 0, COUNT_LIMIT)
-    if progress.val_step is not None and progress.val_step > progress.step:
-        raise _Invalid(f"progress.val_step {progress.val_step} is after progress.step {progress.step}")
+    for name in ("val_step", "best_val_step"):
+        value = getattr(progress, name)
+        if value is not None and value > progress.step:
+            raise _Invalid(f"progress.{name} {value} is after progress.step {progress.step}")
     if progress.position:
         # The streams as session._prepare_streams cuts them: the held-out end split off (rounded as in
         # session.split_validation), the rest in batch_size rows; a chunk is seq_length + 1 tokens.
