@@ -342,6 +342,8 @@ class TrainConfig:
     # input signal, and at 0.01 the cell barely sees which token came in. N(0, 0.5²) gave lower
     # validation loss than 0.01 on both bundled corpora at every size and learning rate tried.
     embedding_init_scale: float = 0.5
+    # Adagrad's sums of squared gradients start here rather than at zero (optim.init_state).
+    adagrad_initial_accumulator: float = 0.0
     val_fraction: float = option(0.05, "Hold out this fraction at the end of the corpus for validation (0: none).",
                                  metavar="F", on_resume=FIXED)
 
@@ -354,6 +356,10 @@ class TrainConfig:
         if not 0.0 < self.lr_decay <= 1.0:
             raise ConfigError(f"{check.name('lr_decay')} must be above 0 and at most 1, got {self.lr_decay}")
         check.rate("lr_decay", "clip", "init_scale", "embedding_init_scale")
+        name = check.name("adagrad_initial_accumulator")
+        _require_finite(name, self.adagrad_initial_accumulator)
+        if not 0.0 <= self.adagrad_initial_accumulator <= FLOAT32_MAX:
+            raise ConfigError(f"{name} must be from 0 to {FLOAT32_MAX:.4g}, got {self.adagrad_initial_accumulator}")
         check.epochs("lr_decay_after", positive=False)
         check.epochs("max_epochs", positive=True)
         check.non_negative("rng_seed")

@@ -7,6 +7,7 @@ History of legitimate changes:
   changed; every array stayed identical to the previous code's, byte for byte (compared directly).
 - early stopping (issue 14): the progress records best_val_step and validations_since_best; arrays
   identical again.
+- the train settings record adagrad_initial_accumulator (0, as before); arrays identical again.
 A digest covers every array byte for byte and the metadata (without the corpus's file names, which
 depend on the folder the test runs in). Floating-point results depend on numpy's version, its BLAS and
 the BLAS kernels the processor gets, so the digests are compared only in the numeric environment they
@@ -41,34 +42,34 @@ RECORDED_IN = {
 }
 DIGESTS = {
     "rnn-adagrad": {
-        "best.npz": "bee2b5af81a27f6b5b7e155a2df1e5b430b61efc4c5a2aeb872d8baddb3844c4",
-        "latest.npz": "bee2b5af81a27f6b5b7e155a2df1e5b430b61efc4c5a2aeb872d8baddb3844c4",
-        "step_00000015.npz": "21937cac267745e7d35fffa7e3a684fd108453dc1e23837fe676f63b0abdc44a",
-        "step_00000030.npz": "bee2b5af81a27f6b5b7e155a2df1e5b430b61efc4c5a2aeb872d8baddb3844c4",
+        "best.npz": "f83462328fce05b99bf9f289372019c77eed1c8f57f8ca95fe99f5175d97f28e",
+        "latest.npz": "f83462328fce05b99bf9f289372019c77eed1c8f57f8ca95fe99f5175d97f28e",
+        "step_00000015.npz": "a8b338759ca7f5a7d8657e89f2f56120a2b17573b1151d724e68113c1bb4555c",
+        "step_00000030.npz": "f83462328fce05b99bf9f289372019c77eed1c8f57f8ca95fe99f5175d97f28e",
     },
     "rnn-relu": {
-        "best.npz": "953f47d968d5a34ed3b8fa6f516545a1d916f09f6c5d848ae7cebf73cd1abb5c",
-        "latest.npz": "953f47d968d5a34ed3b8fa6f516545a1d916f09f6c5d848ae7cebf73cd1abb5c",
-        "step_00000015.npz": "75d79761f3ab1c5c5ed6197848754116bbef436f63398a47000530f1053801ec",
-        "step_00000030.npz": "953f47d968d5a34ed3b8fa6f516545a1d916f09f6c5d848ae7cebf73cd1abb5c",
+        "best.npz": "7d27913c3bb9e51a08cccf53939da5f0a08007cd1eceffbe5a3d1d1928102074",
+        "latest.npz": "7d27913c3bb9e51a08cccf53939da5f0a08007cd1eceffbe5a3d1d1928102074",
+        "step_00000015.npz": "83e3c05512154c20dcc1449c0ccbfe271ef061acc9ba3053e6ea7dfbc1452375",
+        "step_00000030.npz": "7d27913c3bb9e51a08cccf53939da5f0a08007cd1eceffbe5a3d1d1928102074",
     },
     "gru-2-layers-dropout-adam": {
-        "best.npz": "31f13387b19989206df607f56a40113fb5b1b4fe457ac612e1e3128b763584dd",
-        "latest.npz": "44359525274778b14358cfb22624ba419c9ec810121c2423efc392e28b50330b",
-        "step_00000015.npz": "7b05a8af25a2c6b64e39503efe2347d387b12429ada8f62143f6e077af5e5ec3",
-        "step_00000030.npz": "44359525274778b14358cfb22624ba419c9ec810121c2423efc392e28b50330b",
+        "best.npz": "d6c0bd78644ddc776f194863569791fb4d5069657df890bc114c8f507e3b0002",
+        "latest.npz": "e4032556af8892a90760139dd97e419fe19ae0ac6a0d931f75f90760cf12f3b3",
+        "step_00000015.npz": "3b6d710af9b67f31e83bfed132ca1f17692f86b682c1a1ab2fde96b268440d08",
+        "step_00000030.npz": "e4032556af8892a90760139dd97e419fe19ae0ac6a0d931f75f90760cf12f3b3",
     },
     "lstm-rmsprop-float64": {
-        "best.npz": "95107dd2c0aff696a318463d17265d6e5282af54dfbfcd64ddec1041fb23aeaa",
-        "latest.npz": "95107dd2c0aff696a318463d17265d6e5282af54dfbfcd64ddec1041fb23aeaa",
-        "step_00000015.npz": "a756d72bc9d2b67e24f29988a25de5cfceeadd732fde3dfca8c343f9577b0eae",
-        "step_00000030.npz": "95107dd2c0aff696a318463d17265d6e5282af54dfbfcd64ddec1041fb23aeaa",
+        "best.npz": "5e98725e6899de8334a58f74430c10a790d0d829f1a8ae1f81ddacbf544d2b10",
+        "latest.npz": "5e98725e6899de8334a58f74430c10a790d0d829f1a8ae1f81ddacbf544d2b10",
+        "step_00000015.npz": "ffff8e6dcf35396e3d232c430ee58dc0bb7c572f2db6dc39ecc7edbb454c1cef",
+        "step_00000030.npz": "5e98725e6899de8334a58f74430c10a790d0d829f1a8ae1f81ddacbf544d2b10",
     },
     "jieba-max-vocab": {
-        "best.npz": "1a5654781a29edaeb20e9efccab5c14eaf48738a3a06ed0ea4777246aca1a693",
-        "latest.npz": "1a5654781a29edaeb20e9efccab5c14eaf48738a3a06ed0ea4777246aca1a693",
-        "step_00000015.npz": "405f3a7b6fb958e44d534eef46f1f756ab60a747cdba72a2f5abfded09661177",
-        "step_00000030.npz": "1a5654781a29edaeb20e9efccab5c14eaf48738a3a06ed0ea4777246aca1a693",
+        "best.npz": "2e945bc746dba253f31a73a0c8af3bd8412a718c6754129bf4a60aeed812c34e",
+        "latest.npz": "2e945bc746dba253f31a73a0c8af3bd8412a718c6754129bf4a60aeed812c34e",
+        "step_00000015.npz": "f65c70b716b44e2ce7533859c3e2b12e20a41fe5f132e795d0ccbdbd429104f6",
+        "step_00000030.npz": "2e945bc746dba253f31a73a0c8af3bd8412a718c6754129bf4a60aeed812c34e",
     },
 }
 
