@@ -63,6 +63,7 @@ class Option:
     on_resume: str = FREE
     default_text: Optional[str] = None  # what the help shows as the default when the field's default is None
     envvar: Optional[str] = None  # an environment variable that sets it for every command, besides CHARRNN_<COMMAND>_<FLAG>
+    words: tuple[tuple[str, Any], ...] = ()  # words the command line accepts for values, e.g. (("none", 0),)
 
 
 def option(default: Any, help: str, **settings: Any) -> Any:
@@ -269,6 +270,8 @@ DEFAULT_CHECKPOINT_DIR = "checkpoints"
 DEFAULT_CACHE_DIR = os.path.join("data", ".cache")
 # Training stops after this many epochs when neither --steps nor --epochs is given.
 DEFAULT_EPOCHS = 50.0
+# Validations in a row without a new best before training stops early (README, "Early stopping").
+DEFAULT_PATIENCE = 5
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -278,9 +281,15 @@ class ModelConfig:
     ``activation`` applies to the vanilla cell only (LSTM and GRU have their fixed nonlinearities);
     ``dropout`` is applied to the input of every layer above the first, while training only.
     ``vocab_size`` is None only in a training request, before the corpus that decides it is read.
+    ``embed_size`` D > 0 maps each token to a learned D-vector that the first layer multiplies by its own
+    input matrix (D × G·H); 0 is the textbook model, whose first input matrix (V × G·H) is the embedding.
     """
 
     vocab_size: Optional[int] = None
+    embed_size: int = option(
+        0, "Size of the learned token embedding the first layer reads (0 or none: the first layer's input "
+        "weights are the embedding, one row per token).", metavar="D", on_resume=FIXED, words=(("none", 0),),
+    )
     hidden_size: int = option(128, "Hidden units per layer.", metavar="H", on_resume=FIXED)
     num_layers: int = option(1, "Stacked recurrent layers.", metavar="L", on_resume=FIXED)
     cell: str = option("rnn", "Recurrent cell: vanilla rnn, lstm or gru.", on_resume=FIXED)
@@ -293,6 +302,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         check = _Check(self)
         check.positive("vocab_size", "hidden_size", "num_layers")
+        check.non_negative("embed_size")
         check.choice("cell", CELLS)
         check.choice("activation", ACTIVATIONS)
         check.choice("dtype", DTYPES)
@@ -334,6 +344,8 @@ class TrainConfig:
     # input signal, and at 0.01 the cell barely sees which token came in. N(0, 0.5²) gave lower
     # validation loss than 0.01 on both bundled corpora at every size and learning rate tried.
     embedding_init_scale: float = 0.5
+    # Adagrad's sums of squared gradients start here rather than at zero (optim.init_state).
+    adagrad_initial_accumulator: float = 0.0
     val_fraction: float = option(0.05, "Hold out this fraction at the end of the corpus for validation (0: none).",
                                  metavar="F", on_resume=FIXED)
 
@@ -346,6 +358,10 @@ class TrainConfig:
         if not 0.0 < self.lr_decay <= 1.0:
             raise ConfigError(f"{check.name('lr_decay')} must be above 0 and at most 1, got {self.lr_decay}")
         check.rate("lr_decay", "clip", "init_scale", "embedding_init_scale")
+        name = check.name("adagrad_initial_accumulator")
+        _require_finite(name, self.adagrad_initial_accumulator)
+        if not 0.0 <= self.adagrad_initial_accumulator <= FLOAT32_MAX:
+            raise ConfigError(f"{name} must be from 0 to {FLOAT32_MAX:.4g}, got {self.adagrad_initial_accumulator}")
         check.epochs("lr_decay_after", positive=False)
         check.epochs("max_epochs", positive=True)
         check.non_negative("rng_seed")
@@ -393,6 +409,10 @@ class ScheduleConfig:
     checkpoint_keep: int = option(0, "Keep only the K newest step checkpoints, besides latest and best (0: keep all).",
                                   metavar="K")
     eval_every: int = option(500, "Validate every N steps (0: only at the end).", metavar="N")
+    patience: int = option(
+        DEFAULT_PATIENCE, "Stop early after N validations in a row without a new best validation loss (0: never); "
+        "best.npz keeps the best.", metavar="N",
+    )
     eval_tokens: int = option(1_000_000, "Validate on at most the first N validation tokens (0: all).", metavar="N")
     sample_every: int = option(500, "Print a sample every N steps (0: never).", metavar="N")
     max_seconds: Optional[float] = option(
@@ -403,7 +423,7 @@ class ScheduleConfig:
 
     def __post_init__(self) -> None:
         check = _Check(self)
-        check.non_negative("checkpoint_every", "checkpoint_keep", "eval_every", "eval_tokens", "sample_every")
+        check.non_negative("checkpoint_every", "checkpoint_keep", "eval_every", "eval_tokens", "sample_every", "patience")
         check.positive("sample_length")
         if self.max_seconds is not None:
             name = check.name("max_seconds")

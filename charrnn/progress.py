@@ -29,6 +29,8 @@ class Progress:
     val_loss_nats: Optional[float] = None  # validation loss per token then
     val_bits_per_char: Optional[float] = None
     best_val_loss_nats: Optional[float] = None  # lowest validation loss so far (what best.npz holds)
+    best_val_step: Optional[int] = None  # the step it was reached at (None in files from before it was kept)
+    validations_since_best: int = 0  # validations in a row without a new best, for early stopping
 
     @property
     def smoothed_loss_nats(self) -> float:

@@ -276,6 +276,7 @@ def _contradictions(meta: dict[str, Any]) -> Iterator[tuple[str, Callable[[dict[
     yield "max_epochs=1e300", lambda m: m["train"].update(max_epochs=1e300)
     yield "lr_decay=0", lambda m: m["train"].update(lr_decay=0)
     yield "val_step-after-step", lambda m: m["progress"].update(val_step=progress["step"] + 1)
+    yield "best_val_step-after-step", lambda m: m["progress"].update(best_val_step=progress["step"] + 1)
     yield "position-past-streams", lambda m: m["progress"].update(position=tokens)
     yield "position=2**62", lambda m: m["progress"].update(position=2**62)
     yield "step=2**64", lambda m: m["progress"].update(step=2**64)
@@ -297,9 +298,13 @@ def _contradictions(meta: dict[str, Any]) -> Iterator[tuple[str, Callable[[dict[
     yield "has_uint32=2", lambda m: m["rng_state"].update(has_uint32=2)
     yield "uinteger=2**32", lambda m: m["rng_state"].update(uinteger=2**32)
     yield "format=other", lambda m: m.update(format="other")
-    yield "format_version=3", lambda m: m.update(format_version=3)
+    yield "format_version=4", lambda m: m.update(format_version=4)
     yield "format_version=true", lambda m: m.update(format_version=True)
-    yield "format_version=1-of-format-2", lambda m: m.update(format_version=1)
+    yield "format_version=1-of-format-3", lambda m: m.update(format_version=1)
+    yield "format_version=2-of-format-3", lambda m: m.update(format_version=2)
+    yield "embed_size+3", lambda m: m["model"].update(embed_size=model.get("embed_size", 0) + 3)
+    yield "embed_size=0", lambda m: m["model"].update(embed_size=0)
+    yield "embed_size=10**12", lambda m: m["model"].update(embed_size=10**12)
 
 
 def _meta_variants(source: Source) -> Iterator[tuple[str, bytes]]:

@@ -20,9 +20,12 @@ from charrnn.errors import CheckpointError, CheckpointWriteError, ConfigError
 from charrnn.data.tokenizer import Tokenizer
 
 
-def _checkpoint(steps: int = 3, dtype: str = "float32", cell: str = "rnn", optimizer: str = "adagrad") -> Checkpoint:
+def _checkpoint(
+    steps: int = 3, dtype: str = "float32", cell: str = "rnn", optimizer: str = "adagrad", embed_size: int = 0
+) -> Checkpoint:
     tokenizer, ids = Tokenizer.fit("月落乌啼霜满天，江枫渔火对愁眠。\n" * 6, "char")
-    model_config = ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=8, dtype=dtype, cell=cell, num_layers=2)
+    model_config = ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=8, dtype=dtype, cell=cell, num_layers=2,
+                               embed_size=embed_size)
     train_config = TrainConfig(seq_length=4, batch_size=2, max_steps=10, rng_seed=11, optimizer=optimizer)
     trainee = loop.new_trainee(model_config, train_config)
     for _ in range(steps):
@@ -46,11 +49,12 @@ def _assert_same(a: Checkpoint, b: Checkpoint) -> None:
 
 
 @pytest.mark.parametrize(
-    "dtype, cell, optimizer",
-    [("float32", "rnn", "adagrad"), ("float64", "lstm", "adam"), ("float32", "gru", "rmsprop")],
+    "dtype, cell, optimizer, embed_size",
+    [("float32", "rnn", "adagrad", 0), ("float64", "lstm", "adam", 0), ("float32", "gru", "rmsprop", 0),
+     ("float32", "rnn", "adagrad", 5), ("float64", "gru", "adam", 3)],
 )
-def test_save_load_round_trip_is_exact(tmp_path, dtype, cell, optimizer):
-    original = _checkpoint(dtype=dtype, cell=cell, optimizer=optimizer)
+def test_save_load_round_trip_is_exact(tmp_path, dtype, cell, optimizer, embed_size):
+    original = _checkpoint(dtype=dtype, cell=cell, optimizer=optimizer, embed_size=embed_size)
     latest = checkpoint.save(original, str(tmp_path))
     assert latest == str(tmp_path / "latest.npz")
     assert (tmp_path / "step_00000003.npz").read_bytes() == (tmp_path / "latest.npz").read_bytes()
@@ -63,11 +67,11 @@ def test_same_state_gives_identical_bytes_and_readable_json(tmp_path):
     path = checkpoint.save(_checkpoint(), str(tmp_path))
     with np.load(path, allow_pickle=False) as archive:
         meta = json.loads(archive["meta"].tobytes().decode("utf-8"))
-    assert meta["format"] == "charrnn-checkpoint" and meta["format_version"] == 2
+    assert meta["format"] == "charrnn-checkpoint" and meta["format_version"] == 3
     assert meta["tokenizer"]["vocab"][0] == "\n" and "月" in meta["tokenizer"]["vocab"]
     assert meta["progress"]["step"] == 3 and meta["train"]["rng_seed"] == 11
     assert meta["model"] == {
-        "vocab_size": 17, "hidden_size": 8, "num_layers": 2, "cell": "rnn", "activation": "tanh",
+        "vocab_size": 17, "embed_size": 0, "hidden_size": 8, "num_layers": 2, "cell": "rnn", "activation": "tanh",
         "dropout": 0.0, "dtype": "float32",
     }
     assert sorted(archive_names(path)) == sorted(
@@ -222,8 +226,47 @@ def test_format_1_checkpoint_is_migrated_on_load():
     assert np.array_equal(ckpt.hidden["h.0"], raw_entries["state.hidden"])
 
 
-def test_format_1_checkpoint_resaves_as_format_2(tmp_path):
+def test_format_1_checkpoint_resaves_as_format_3(tmp_path):
     ckpt = checkpoint.load(str(FIXTURES / "format1_rnn_h8_step7.npz"))
     again = checkpoint.load(checkpoint.save(ckpt, str(tmp_path)))
     _assert_same(ckpt, again)
-    assert json.loads(np.load(str(tmp_path / "latest.npz"))["meta"].tobytes())["format_version"] == 2
+    meta = json.loads(np.load(str(tmp_path / "latest.npz"))["meta"].tobytes())
+    assert meta["format_version"] == 3 and meta["model"]["embed_size"] == 0
+
+
+FORMAT2 = FIXTURES / "format2_gru2_adam_h8_step7.npz"
+
+
+def test_format_2_checkpoint_is_the_one_table_model_whatever_the_default_embedding():
+    with np.load(str(FORMAT2), allow_pickle=False) as raw:
+        raw_entries = {name: raw[name] for name in raw.files}
+        meta = json.loads(raw["meta"].tobytes())
+    assert meta["format_version"] == 2 and "embed_size" not in meta["model"]
+    ckpt = checkpoint.load(str(FORMAT2))
+    assert ckpt.format_version == 2
+    assert ckpt.model_config == ModelConfig(vocab_size=20, hidden_size=8, num_layers=2, cell="gru", embed_size=0)
+    assert ckpt.train_config.optimizer == "adam" and ckpt.progress.step == 7
+    assert "W_xe" not in ckpt.params and ckpt.params["W_xh"].shape == (20, 24)
+    for name, value in ckpt.params.items():
+        assert np.array_equal(value, raw_entries[f"param.{name}"]), name
+    for name, value in ckpt.optimizer_state.items():
+        assert np.array_equal(value, raw_entries[f"optim.{name}"]), name
+
+
+def test_format_2_checkpoint_resaves_as_format_3(tmp_path):
+    ckpt = checkpoint.load(str(FORMAT2))
+    again = checkpoint.load(checkpoint.save(ckpt, str(tmp_path)))
+    _assert_same(ckpt, again)
+    meta = json.loads(np.load(str(tmp_path / "latest.npz"))["meta"].tobytes())
+    assert meta["format_version"] == 3 and meta["model"]["embed_size"] == 0 and again.format_version == 3
+
+
+def test_an_embedding_size_in_an_older_format_is_not_believed(tmp_path):
+    # Formats 1 and 2 hold the one-table model; a (crafted) embed_size in one is overridden, not obeyed.
+    with np.load(str(FORMAT2), allow_pickle=False) as raw:
+        entries = {name: raw[name] for name in raw.files}
+    meta = json.loads(entries["meta"].tobytes())
+    meta["model"]["embed_size"] = 4
+    entries["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "crafted.npz", **entries)
+    assert checkpoint.load(str(tmp_path / "crafted.npz")).model_config.embed_size == 0

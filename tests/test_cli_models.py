@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 
@@ -18,6 +19,7 @@ from test_cli import FAST, assert_clean_error, invoke
         ["--cell", "lstm", "--num-layers", "2", "--dropout", "0.2"],
         ["--cell", "gru", "--optimizer", "adam", "--learning-rate", "0.01"],
         ["--cell", "rnn", "--activation", "relu", "--optimizer", "rmsprop", "--learning-rate", "0.002"],
+        ["--cell", "gru", "--embed-size", "8", "--num-layers", "2"],
     ],
 )
 def test_train_sample_and_resume_exactly_for_other_models(tmp_path, small_corpus, options):
@@ -112,3 +114,69 @@ def test_format_1_checkpoint_samples_and_resumes(tmp_path):
     resumed = invoke("train", corpus, "--resume", fixture, "--steps", "9", "--checkpoint-dir", tmp_path, "-q")
     assert resumed.exit_code == 0, resumed.stderr
     assert checkpoint.load(str(tmp_path / "latest.npz")).progress.step == 9
+
+
+def test_format_2_checkpoint_samples_and_resumes(tmp_path):
+    fixture = os.path.join(os.path.dirname(__file__), "data", "format2_gru2_adam_h8_step7.npz")
+    sampled = invoke("sample", "-c", fixture, "--seed", "明月", "--length", "20", "--greedy", "-q")
+    # The same output the format-2 code gave for this checkpoint (recorded when the fixture was made).
+    assert sampled.stdout == "明月明明明明明月明月月明月月明月月月明月月月\n"
+    corpus = os.path.join(os.path.dirname(__file__), "data", "format1_corpus.txt")
+    resumed = invoke("train", corpus, "--resume", fixture, "--steps", "9", "--checkpoint-dir", tmp_path, "-q")
+    assert resumed.exit_code == 0, resumed.stderr
+    again = checkpoint.load(str(tmp_path / "latest.npz"))
+    assert again.progress.step == 9 and again.model_config.embed_size == 0 and again.format_version == 3
+
+
+def test_embed_size_none_is_zero_and_the_checkpoint_fixes_it(tmp_path, small_corpus):
+    none = invoke("train", small_corpus, "--embed-size", "none", "--steps", "2", *FAST, "--checkpoint-dir", tmp_path)
+    assert none.exit_code == 0, none.stderr
+    assert checkpoint.load(str(tmp_path / "latest.npz")).model_config.embed_size == 0
+    assert_clean_error(invoke("train", small_corpus, "--embed-size", "-3", *FAST), 2,
+                       "--embed-size must be zero or positive, got -3")
+    assert_clean_error(invoke("train", small_corpus, "--embed-size", "some", *FAST), 2, "'some' is not a valid integer")
+    conflict = invoke("train", "--resume", tmp_path / "latest.npz", "--embed-size", "8", "--steps", "4")
+    assert_clean_error(conflict, 2, "--embed-size 8 conflicts with the checkpoint, which has 0")
+
+
+def test_patience_stops_after_that_many_validations_without_a_new_best(tmp_path, small_corpus):
+    # 2,850 training tokens for 16 hidden units at a high rate: validation bottoms out within 100 steps
+    # (on the numpy backend; the compiled one rounds differently and takes another path).
+    options = ["--steps", "600", *FAST, "--eval-every", "10", "--learning-rate", "0.3", "--checkpoint-every", "0",
+               "--backend", "numpy"]
+    stopped = invoke("train", small_corpus, *options, "--patience", "3", "--checkpoint-dir", tmp_path / "a", "--json")
+    assert stopped.exit_code == 0, stopped.stderr
+    summary = json.loads(stopped.stdout)
+    latest = checkpoint.load(str(tmp_path / "a" / "latest.npz"))
+    best = checkpoint.load(str(tmp_path / "a" / "best.npz"))
+    assert summary["stopped_early"] is True and summary["best_step"] == best.progress.step
+    # Stopped at the third validation after the best, each 10 steps apart, long before step 600.
+    assert latest.progress.step == best.progress.step + 30 < 600 and summary["steps"] == latest.progress.step
+    assert latest.progress.best_val_step == best.progress.step and latest.progress.validations_since_best == 3
+    assert summary["best_val_loss_nats"] == best.progress.val_loss_nats == latest.progress.best_val_loss_nats
+    assert (f"stopped early at step {latest.progress.step}: 3 validations in a row brought no new best; the best, "
+            f"{best.progress.val_loss_nats:.4f} nats/token at step {best.progress.step}, is in best.npz "
+            "(--patience 0 never stops early)\n") in stopped.stderr
+    # The same seeded run without patience trains on, through the same validations, to its step limit.
+    never = invoke("train", small_corpus, *options, "--patience", "0", "--checkpoint-dir", tmp_path / "b", "--json")
+    assert json.loads(never.stdout)["stopped_early"] is False and json.loads(never.stdout)["steps"] == 600
+    assert "stopped early" not in never.stderr
+    assert checkpoint.load(str(tmp_path / "b" / "best.npz")).progress.val_loss_nats <= best.progress.val_loss_nats
+
+
+def test_a_resumed_run_counts_on_from_the_checkpoint_and_patience_may_change(tmp_path, small_corpus):
+    options = [*FAST, "--eval-every", "10", "--learning-rate", "0.3", "--checkpoint-every", "0", "--backend", "numpy"]
+    invoke("train", small_corpus, "--steps", "600", *options, "--patience", "3", "--checkpoint-dir", tmp_path, "-q")
+    stopped_at = checkpoint.load(str(tmp_path / "latest.npz")).progress.step
+    # It has used up its patience: one more validation without a new best ends the resumed run.
+    again = invoke("train", "--resume", tmp_path / "latest.npz", "--steps", "600", "--eval-every", "10", "--patience", "3",
+                   "--backend", "numpy", "--json", "-q")
+    assert json.loads(again.stdout)["stopped_early"] is True
+    assert json.loads(again.stdout)["steps"] == stopped_at + 10
+    noted = invoke("train", "--resume", tmp_path / "latest.npz", "--steps", "600", "--eval-every", "10", "--patience", "4")
+    assert ("note: the model has had 4 validations in a row without a new best, as many as --patience 4 allows: it "
+            "stops at its next validation unless that is a new best (--patience 0 never stops early)\n") in noted.stderr
+    longer = invoke("train", "--resume", tmp_path / "latest.npz", "--steps", str(stopped_at + 50), "--eval-every", "10",
+                    "--patience", "0", "--json", "-q")
+    assert json.loads(longer.stdout)["stopped_early"] is False and json.loads(longer.stdout)["steps"] == stopped_at + 50
+    assert_clean_error(invoke("train", small_corpus, "--patience", "-1", *FAST), 2, "--patience must be zero or positive")

@@ -152,14 +152,15 @@ def _model_problem(dtype, seed=0, **options):
 
 
 MODELS = [
-    dict(cell=cell, activation=activation, num_layers=layers, dropout=dropout)
+    dict(cell=cell, activation=activation, num_layers=layers, dropout=dropout, embed_size=embed)
     for cell, activation in CELLS
-    for layers, dropout in [(1, 0.0), (2, 0.0), (2, 0.4)]
+    for layers, dropout, embed in [(1, 0.0, 0), (2, 0.0, 0), (2, 0.4, 0), (1, 0.0, 4), (2, 0.4, 4)]
 ]
 
 
 def _model_id(options):
-    return f"{options['cell']}-{options['activation']}-L{options['num_layers']}-dropout{options['dropout']}"
+    return (f"{options['cell']}-{options['activation']}-L{options['num_layers']}-dropout{options['dropout']}"
+            f"-embed{options['embed_size']}")
 
 
 @pytest.mark.parametrize("options", MODELS, ids=_model_id)
@@ -325,8 +326,9 @@ def _train(kernels, steps=6, **model_options):
 
 
 @pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
-def test_a_seeded_compiled_run_is_bit_identical_twice_and_close_to_numpy(cell):
-    options = dict(cell=cell, num_layers=2, dropout=0.2)
+@pytest.mark.parametrize("embed_size", [0, 6])
+def test_a_seeded_compiled_run_is_bit_identical_twice_and_close_to_numpy(cell, embed_size):
+    options = dict(cell=cell, num_layers=2, dropout=0.2, embed_size=embed_size)
     losses, trainee = _train(NUMBA, **options)
     again, trainee_again = _train(NUMBA, **options)
     assert losses == again

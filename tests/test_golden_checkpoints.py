@@ -1,10 +1,13 @@
 """The same seeded command writes the same checkpoints, before and after a change that should not alter them.
 
-The digests below were first recorded on 2026-11-30 with the code as it stood before the package was
-reorganised (issue 12), and the reorganisation left them exactly as they were. They were recorded again
-when checkpoints began to name the backend that wrote them (a new metadata field; every array and every
-other field unchanged, checked by digesting without it), and must now change only with a change that
-should change what training computes.
+The digests were first recorded on 2026-11-30 with the code as it stood before the package was
+reorganised (issue 12); restructuring, renaming and deduplicating must leave them exactly as they are.
+History of legitimate changes, each recorded again after checking that every array stayed identical
+to the previous code's, byte for byte:
+- checkpoints name the backend that wrote them (a new metadata field).
+- checkpoint format 3 (model.embed_size, issue 14): the metadata's format_version and embed_size (0).
+- early stopping (issue 14): the progress records best_val_step and validations_since_best.
+- the train settings record adagrad_initial_accumulator (0, as before).
 A digest covers every array byte for byte and the metadata (without the corpus's file names, which
 depend on the folder the test runs in). Floating-point results depend on numpy's version, its BLAS and
 the BLAS kernels the processor gets, so the digests are compared only in the numeric environment they
@@ -39,34 +42,34 @@ RECORDED_IN = {
 }
 DIGESTS = {
     "gru-2-layers-dropout-adam": {
-        "best.npz": "435b5e98fcb3a2b02a2c7ed235c47ec16fb7ac2a4975732a51c3ced22ea01b2f",
-        "latest.npz": "4d1aa19934fb64e244baa0895d9f688451cb1be9f0cd0ac8cb3349f20a0aed18",
-        "step_00000015.npz": "0f9643ea0fb84d3253936c0a678c9e82efe8858b7805333cd5e93774922c1d10",
-        "step_00000030.npz": "4d1aa19934fb64e244baa0895d9f688451cb1be9f0cd0ac8cb3349f20a0aed18",
+        "best.npz": "d0b63cb35885b79e5765f50ceead1369e420b73432237e2da14beb2fa376ae6e",
+        "latest.npz": "1e5997e6d232b57bc5287c7be7f967833440b696881f003660547f75775d10cd",
+        "step_00000015.npz": "4cc99975606692e3709a37e5772967cf3b5e24bc8fa4fb6553cac0319f92a685",
+        "step_00000030.npz": "1e5997e6d232b57bc5287c7be7f967833440b696881f003660547f75775d10cd",
     },
     "jieba-max-vocab": {
-        "best.npz": "e58729c34461a2896ca22db0f952a728bb3dde782fd7e2148a99484ceb624eb7",
-        "latest.npz": "e58729c34461a2896ca22db0f952a728bb3dde782fd7e2148a99484ceb624eb7",
-        "step_00000015.npz": "90404a10b8d5054fc21becd3950cec21a5e048985518bedf2b73117580877b29",
-        "step_00000030.npz": "e58729c34461a2896ca22db0f952a728bb3dde782fd7e2148a99484ceb624eb7",
+        "best.npz": "294973d171d92fc5b3b8cce83b994f68541c72fe3a1c5495d52ec5483c141845",
+        "latest.npz": "294973d171d92fc5b3b8cce83b994f68541c72fe3a1c5495d52ec5483c141845",
+        "step_00000015.npz": "e991dca6471b8399eac014c70f09fc7f0fabb21945a70a9d61279a2c30f44842",
+        "step_00000030.npz": "294973d171d92fc5b3b8cce83b994f68541c72fe3a1c5495d52ec5483c141845",
     },
     "lstm-rmsprop-float64": {
-        "best.npz": "b42c1df279596dad6cd1eac8959a13db9d8d1c1c619a25361b98662b0b65d4a8",
-        "latest.npz": "b42c1df279596dad6cd1eac8959a13db9d8d1c1c619a25361b98662b0b65d4a8",
-        "step_00000015.npz": "2b9798d14149e0e80fee4e538ed8ab99d1a1b6b8fc43d28f2df78768ff543b3f",
-        "step_00000030.npz": "b42c1df279596dad6cd1eac8959a13db9d8d1c1c619a25361b98662b0b65d4a8",
+        "best.npz": "34d82d9a41a89ae24c5ab42ec1fe19836d2e08b73d2169c27a96020bf61753a8",
+        "latest.npz": "34d82d9a41a89ae24c5ab42ec1fe19836d2e08b73d2169c27a96020bf61753a8",
+        "step_00000015.npz": "b3ca084abe590ebbcc383a43f1c44a8ac3eb7cf0209acba86ab367dc32ba6145",
+        "step_00000030.npz": "34d82d9a41a89ae24c5ab42ec1fe19836d2e08b73d2169c27a96020bf61753a8",
     },
     "rnn-adagrad": {
-        "best.npz": "9c7644c10f81b98db2c5f1f7390536d81a25ac05b8eecb85ca959011d5ce4c79",
-        "latest.npz": "9c7644c10f81b98db2c5f1f7390536d81a25ac05b8eecb85ca959011d5ce4c79",
-        "step_00000015.npz": "daf117c1efaa72dda73b14ed902721360854acc1f5db9e06631ed35e39157cfd",
-        "step_00000030.npz": "9c7644c10f81b98db2c5f1f7390536d81a25ac05b8eecb85ca959011d5ce4c79",
+        "best.npz": "7c2f79df8db0d6cb55cf5343be81e56072f618e26cbc07386fa97ce9f9df77c8",
+        "latest.npz": "7c2f79df8db0d6cb55cf5343be81e56072f618e26cbc07386fa97ce9f9df77c8",
+        "step_00000015.npz": "6687ab8810da4e95be8268616107c0965b89d59ff2be7d6a338266c5bca8e0f3",
+        "step_00000030.npz": "7c2f79df8db0d6cb55cf5343be81e56072f618e26cbc07386fa97ce9f9df77c8",
     },
     "rnn-relu": {
-        "best.npz": "1fee2f300b404b57cf29a0fc56be0d89a8a8c3464f465ee381e5cc75dab1ef17",
-        "latest.npz": "1fee2f300b404b57cf29a0fc56be0d89a8a8c3464f465ee381e5cc75dab1ef17",
-        "step_00000015.npz": "e365e13ceee2e651204ffa755692203a3d5bccb15b0e3638c1da970851faddb4",
-        "step_00000030.npz": "1fee2f300b404b57cf29a0fc56be0d89a8a8c3464f465ee381e5cc75dab1ef17",
+        "best.npz": "7ba981d8c377906c8e3c614b33dfda4ddceb4c2927561be1c40b92a9427ca20b",
+        "latest.npz": "7ba981d8c377906c8e3c614b33dfda4ddceb4c2927561be1c40b92a9427ca20b",
+        "step_00000015.npz": "367a408bb0fb26d72e2795959b257a1ad444ab6780926bceea762482220c6b3e",
+        "step_00000030.npz": "7ba981d8c377906c8e3c614b33dfda4ddceb4c2927561be1c40b92a9427ca20b",
     },
 }
 

@@ -46,10 +46,15 @@ def info_json(path: Path) -> dict:
         ("gru", 2, 3 * 951 * 8 + 8 + 3 * 17 * 8 + 8 + 9 * 942),  # 31,726
     ],
 )
-def test_info_json_of_every_cell(tmp_path, small_corpus, cell, layers, expected):
-    path = train_tiny(small_corpus, tmp_path / "ck", "--cell", cell, "--num-layers", str(layers))
+@pytest.mark.parametrize("embed", [0, 6])
+def test_info_json_of_every_cell(tmp_path, small_corpus, cell, layers, expected, embed):
+    path = train_tiny(small_corpus, tmp_path / "ck", "--cell", cell, "--num-layers", str(layers),
+                      "--embed-size", str(embed))
     facts = info_json(path)
+    if embed:  # V·E for the table, and the first layer reads E inputs instead of V: G·(E − V)·H fewer
+        expected += VOCAB * embed + {"rnn": 1, "lstm": 4, "gru": 3}[cell] * (embed - VOCAB) * 8
     assert facts["parameters"]["total"] == expected
+    assert facts["parameters"]["embedding"] == VOCAB * embed and facts["model"]["embed_size"] == embed
     assert facts["parameters"]["output"] == 9 * VOCAB
     assert len(facts["parameters"]["layers"]) == layers
     assert facts["model"]["cell"] == cell and facts["model"]["num_layers"] == layers
@@ -62,6 +67,7 @@ def test_info_json_of_every_cell(tmp_path, small_corpus, cell, layers, expected)
     assert facts["path"] == str(path) and facts["file_size_bytes"] == path.stat().st_size
     assert facts["corpus"]["paths"] == [str(small_corpus)] and facts["corpus"]["num_tokens"] == 3000
     assert facts["validation"]["step"] == 5 and facts["validation"]["loss_nats"] > 0
+    assert facts["validation"]["best_step"] == 5 and facts["validation"]["validations_since_best"] == 0
 
 
 def test_info_text(tmp_path, small_corpus):
@@ -78,12 +84,19 @@ def test_info_text(tmp_path, small_corpus):
     # 2,850 training tokens in 2 streams of 1,425: (1,425 − 1) // 5 = 284 steps per epoch.
     assert "trained: step 5, 50 tokens seen, epoch 0.02" in lines
     assert any(line.startswith("train loss (smoothed): ") and line.endswith(" bits/char") for line in lines)
-    assert any(line.startswith("validation: ") and line.endswith("at step 5; best " + line.split()[1])
+    assert any(line.startswith("validation: ") and line.endswith("at step 5; best " + line.split()[1] + " at step 5")
                for line in lines)
     assert "optimizer: adagrad, clip ±5, batch 2 streams × 5 steps, rng seed 1" in lines
     assert "learning rate: 0.1" in lines
     assert any(line.startswith("saved: ") and "the file's modification time" in line for line in lines)
-    assert "format version: 2" in lines
+    assert f"format version: {checkpoint.FORMAT_VERSION}" in lines
+
+
+def test_info_text_with_an_embedding(tmp_path, small_corpus):
+    lines = invoke("info", train_tiny(small_corpus, tmp_path / "ck", "--embed-size", "6", "--cell", "gru")).stdout
+    assert "cell: embedding 6, gru, 1 layer, hidden 8, float32\n" in lines
+    # 942·6 + 3·(6 + 8 + 1)·8 + 8 + (8 + 1)·942
+    assert "parameters: 14,498 (= 942·6 + [3·(6 + 8 + 1)·8 + 8] + (8 + 1)·942)\n" in lines
 
 
 def test_info_json_epochs_and_iso_time(tmp_path, small_corpus):
@@ -112,7 +125,7 @@ def test_info_of_the_format1_fixture_says_it_was_migrated():
     assert facts["parameters"]["total"] == 412  # (20 + 8 + 1)·8 + (8 + 1)·20
     assert facts["progress"]["step"] == 7 and facts["tokenizer"]["vocab_size"] == 20
     text = invoke("info", FORMAT1).stdout
-    assert "format version: 1 (migrated to format 2 when loaded)\n" in text
+    assert "format version: 1 (migrated to format 3 when loaded)\n" in text
     assert "validation: off (no held-out text)\n" in text
 
 

@@ -100,6 +100,10 @@ def test_train_config_requires_a_stopping_rule_and_positive_sizes():
         TrainConfig(batch_size=0, max_steps=1)
     with pytest.raises(ConfigError, match="--seq-length must be positive, got -3"):
         TrainConfig(seq_length=-3, max_steps=1)
+    with pytest.raises(ConfigError, match="adagrad initial accumulator must be from 0 to 3.403e"):
+        TrainConfig(adagrad_initial_accumulator=-0.1, max_steps=1)
+    with pytest.raises(ConfigError, match="adagrad initial accumulator must be a finite number, got nan"):
+        TrainConfig(adagrad_initial_accumulator=float("nan"), max_steps=1)
 
 
 def _watch_over(losses, vocab_size=100):

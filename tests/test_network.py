@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -35,6 +37,14 @@ MODELS = [
     {"cell": "gru", "num_layers": 3},
     {"cell": "lstm", "num_layers": 2, "dropout": 0.4},
     {"cell": "rnn", "num_layers": 3, "dropout": 0.3},
+    # A learned embedding of size D (here 4, neither V nor H) read through the first layer's own W_xh.
+    {"cell": "rnn", "embed_size": 4},
+    {"cell": "rnn", "activation": "relu", "embed_size": 4},
+    {"cell": "lstm", "embed_size": 4},
+    {"cell": "gru", "embed_size": 4},
+    {"cell": "rnn", "num_layers": 2, "embed_size": 4},
+    {"cell": "lstm", "num_layers": 2, "dropout": 0.4, "embed_size": 4},
+    {"cell": "gru", "num_layers": 3, "embed_size": 7},
 ]
 
 
@@ -115,3 +125,37 @@ def test_init_params_dtype_determinism_and_lstm_forget_bias():
     assert 0.0095 < float(np.std(scaled["W_hy"])) < 0.0105 and 0.009 < float(np.std(scaled["W_xh.1"])) < 0.011
     plain = network.init_params(big, np.random.default_rng(5), 0.01)
     assert np.allclose(scaled["W_xh"], plain["W_xh"] * 50) and np.array_equal(scaled["W_hh"], plain["W_hh"])
+
+
+def test_an_embedding_shapes_the_first_layer_and_nothing_else():
+    config = ModelConfig(vocab_size=7, hidden_size=3, num_layers=2, cell="gru", embed_size=5)
+    shapes = network.param_shapes(config)
+    assert shapes == {
+        "W_xe": (7, 5), "W_xh": (5, 9), "W_hh": (3, 9), "b_h": (9,), "b_hn": (3,),
+        "W_xh.1": (3, 9), "W_hh.1": (3, 9), "b_h.1": (9,), "b_hn.1": (3,),
+        "W_hy": (3, 7), "b_y": (7,),
+    }
+    params = network.init_params(config, np.random.default_rng(0))
+    assert network.count_parameters(params) == 7 * 5 + (9 * (5 + 3 + 1) + 3) + (9 * (3 + 3 + 1) + 3) + (3 * 7 + 7)
+    assert network._parameter_count(dataclasses.replace(config, num_layers=4)) == (
+        network.count_parameters(params) + 2 * (9 * (3 + 3 + 1) + 3))
+    big = ModelConfig(vocab_size=2000, hidden_size=50, embed_size=40)
+    scaled = network.init_params(big, np.random.default_rng(5), 0.01, embedding_scale=0.5)
+    assert 0.49 < float(np.std(scaled["W_xe"])) < 0.51  # the embedding takes the embedding scale
+    assert 0.0095 < float(np.std(scaled["W_xh"])) < 0.0105  # its input matrix the weights'
+
+
+def test_an_embedded_model_is_the_one_table_model_with_the_table_factored():
+    # e_t W_xh = x_t (W_xe W_xh): the same loss as a one-table model whose W_xh is that product.
+    config, params, inputs, targets, hidden0 = _tiny_problem(3, cell="lstm", embed_size=2)
+    table_config = dataclasses.replace(config, embed_size=0)
+    table = {name: value for name, value in params.items() if name != "W_xe"}
+    table["W_xh"] = params["W_xe"] @ params["W_xh"]
+    embedded = network.loss_and_grads(params, config, inputs, targets, hidden0)
+    one_table = network.loss_and_grads(table, table_config, inputs, targets, hidden0)
+    assert embedded.loss_nats == pytest.approx(one_table.loss_nats, rel=1e-12)
+    assert one_table.loss_nats != pytest.approx(np.log(VOCAB), rel=1e-3)  # a real model, not a uniform guess
+    # The chain rule through the product: dL/dW_xe = dL/dTable · W_xhᵀ on the rows of the tokens read.
+    d_table = one_table.grads["W_xh"].to_dense(VOCAB)
+    np.testing.assert_allclose(embedded.grads["W_xe"].to_dense(VOCAB), d_table @ params["W_xh"].T, rtol=1e-10)
+    np.testing.assert_allclose(embedded.grads["W_xh"], params["W_xe"].T @ d_table, rtol=1e-10)

@@ -56,6 +56,21 @@ def test_adagrad_two_steps_exact_values():
     np.testing.assert_allclose(params["w"], second, rtol=1e-14)
 
 
+def test_adagrad_initial_accumulator_makes_small_gradients_take_small_first_steps():
+    params = {"w": np.array([1.0, -2.0]), "rows": np.zeros((3, 2))}
+    state = optim.init_state("adagrad", params, initial_accumulator=0.1)
+    assert state["sum_sq.w"].tolist() == [0.1, 0.1] and (state["sum_sq.rows"] == 0.1).all()
+    grads = {"w": np.array([0.001, -3.0]), "rows": SparseRows(np.array([2]), np.array([[0.001, 0.0]]))}
+    optim.update("adagrad", params, grads, state, learning_rate=0.1)
+    # lr·g/√(G₀ + g²): a gradient of 0.001 moves its weight by 0.0003, not by the full 0.1.
+    np.testing.assert_allclose(params["w"], [1.0 - 0.1 * 0.001 / (np.sqrt(0.1 + 1e-6) + EPS),
+                                             -2.0 + 0.1 * 3.0 / (np.sqrt(9.1) + EPS)], rtol=1e-14)
+    np.testing.assert_allclose(params["rows"][2], [-0.1 * 0.001 / (np.sqrt(0.1 + 1e-6) + EPS), 0.0], rtol=1e-14)
+    assert (params["rows"][:2] == 0).all() and state["sum_sq.rows"][2].tolist() == [0.1 + 1e-6, 0.1]
+    for other in ("rmsprop", "adam"):  # their slots are averages, which start at zero
+        assert not any(value.any() for value in optim.init_state(other, params, initial_accumulator=0.1).values())
+
+
 def test_rmsprop_exact_values():
     params = {"w": np.array([1.0])}
     state = optim.init_state("rmsprop", params)

@@ -6,8 +6,10 @@ must agree. For a layer reading D inputs with H hidden units and G gates (1 vani
     G·(D + H + 1)·H      input weights (D, G·H), recurrent weights (H, G·H), bias (G·H)
     + H                  GRU only: the recurrent bias b_hn of the candidate gate (see cells.py)
 
-with D = V for the first layer (the one-hot input, so W_xh is the embedding) and D = H above, plus
-(H + 1)·V for the output layer. Nothing here prints; the command renders ``describe`` or ``to_dict``.
+with D = H for the layers above the first, plus (H + 1)·V for the output layer. The first layer reads
+D = V inputs (the one-hot token, so its W_xh is the embedding), or, with an embedding size E, D = E
+inputs from an embedding table of V·E more parameters. Nothing here prints; the command renders
+``describe`` or ``to_dict``.
 """
 
 from __future__ import annotations
@@ -47,11 +49,12 @@ class ParameterCount:
     layers: tuple[int, ...]  # parameters of each recurrent layer, bottom first
     output: int  # (H + 1)·V
     formula: str  # e.g. "(65 + 8 + 1)·8 + (8 + 1)·65"
+    embedding: int = 0  # V·E with an embedding size E, else 0 (the first layer's W_xh is the embedding)
 
     @property
     def total(self) -> int:
         """All parameters of the model."""
-        return sum(self.layers) + self.output
+        return self.embedding + sum(self.layers) + self.output
 
 
 @dataclass(frozen=True)
@@ -69,11 +72,11 @@ class Summary:
 
 def parameter_count(config: ModelConfig) -> ParameterCount:
     """The textbook parameter count of ``config`` (see the module docstring)."""
-    vocab, hidden = config.vocab_size, config.hidden_size
+    vocab, hidden, embed = config.vocab_size, config.hidden_size, config.embed_size
     gates, extra = _GATES[config.cell], _EXTRA_BIASES[config.cell]
-    layers, terms = [], []
+    layers, terms = [], [f"{vocab}·{embed}"] if embed else []
     for layer in range(config.num_layers):
-        inputs = vocab if layer == 0 else hidden
+        inputs = (embed or vocab) if layer == 0 else hidden
         layers.append(gates * (inputs + hidden + 1) * hidden + extra * hidden)
         term = f"({inputs} + {hidden} + 1)·{hidden}"
         term = ("" if gates == 1 else f"{gates}·") + term + (f" + {hidden}" if extra else "")
@@ -83,7 +86,7 @@ def parameter_count(config: ModelConfig) -> ParameterCount:
         elif layer == 1:  # the layers above the first are identical: written once, with a multiplier
             terms.append(f"{repeats}·[{term}]")
     terms.append(f"({hidden} + 1)·{vocab}")
-    return ParameterCount(tuple(layers), (hidden + 1) * vocab, " + ".join(terms))
+    return ParameterCount(tuple(layers), (hidden + 1) * vocab, " + ".join(terms), vocab * embed)
 
 
 def checked_parameter_count(ckpt: Checkpoint) -> ParameterCount:
@@ -156,6 +159,7 @@ def to_dict(summary: Summary) -> dict[str, Any]:
         },
         "parameters": {
             "total": summary.parameters.total,
+            "embedding": summary.parameters.embedding,
             "layers": list(summary.parameters.layers),
             "output": summary.parameters.output,
             "formula": summary.parameters.formula,
@@ -175,6 +179,8 @@ def to_dict(summary: Summary) -> dict[str, Any]:
             "loss_nats": files.finite_or_none(progress.val_loss_nats),
             "bits_per_char": files.finite_or_none(progress.val_bits_per_char),
             "best_loss_nats": files.finite_or_none(progress.best_val_loss_nats),
+            "best_step": progress.best_val_step,
+            "validations_since_best": progress.validations_since_best,
         },
         "learning_rate": files.finite_or_none(summary.learning_rate),
         "corpus": dataclasses.asdict(ckpt.corpus),
@@ -189,6 +195,8 @@ def _describe_validation(summary: Summary) -> str:
     if progress.val_step is None or progress.val_loss_nats is None:
         return "not run yet"
     best = "" if progress.best_val_loss_nats is None else f"; best {progress.best_val_loss_nats:.4f}"
+    if progress.best_val_step is not None:
+        best += f" at step {progress.best_val_step:,}"
     bits = "" if progress.val_bits_per_char is None else f", {progress.val_bits_per_char:.4f} bits/char"
     return f"{progress.val_loss_nats:.4f} nats/token{bits} at step {progress.val_step:,}{best}"
 
@@ -206,6 +214,8 @@ def describe(summary: Summary) -> list[str]:
     ckpt = summary.checkpoint
     config, train_config, progress, corpus = ckpt.model_config, ckpt.train_config, ckpt.progress, ckpt.corpus
     cell = f"{config.cell} ({config.activation})" if config.cell == "rnn" else config.cell
+    if config.embed_size:
+        cell = f"embedding {config.embed_size}, {cell}"
     layers = f"{config.num_layers} layer{'s' if config.num_layers > 1 else ''}"
     dropout = f", dropout {config.dropout:g}" if config.dropout else ""
     shown = ", ".join(repr(t) for t in ckpt.tokenizer.vocab[:FIRST_TOKENS_SHOWN])

@@ -27,7 +27,9 @@ from charrnn.data.tokenizer import Tokenizer
 from charrnn.progress import Progress
 
 FORMAT_NAME = "charrnn-checkpoint"
-FORMAT_VERSION = 2
+# 1: charrnn 0.1 (one vanilla layer, Adagrad); 2: cells, layers, optimizers; 3: model.embed_size (an
+# embedding W_xe before the first layer). Older files are migrated when read.
+FORMAT_VERSION = 3
 # What a checkpoint holds, in its top-level "contents" field: absent, everything needed to continue
 # training (TRAINING); "model", only what sampling and scoring need (MODEL, written by charrnn export:
 # no optimizer state, no stream state).
@@ -46,9 +48,10 @@ MAX_LAYERS = 1000
 # in either byte order.
 ID_DTYPES = frozenset(np.dtype(t).newbyteorder(order).str
                       for t in ("u1", "u2", "u4", "i4") for order in "<>")
-_PROGRESS_COUNTS = ("step", "tokens_seen", "epoch", "position", "loss_ema_steps", "val_step")
+_PROGRESS_COUNTS = ("step", "tokens_seen", "epoch", "position", "loss_ema_steps", "val_step", "best_val_step",
+                    "validations_since_best")
 _PROGRESS_AMOUNTS = ("epochs", "loss_ema", "val_loss_nats", "val_bits_per_char", "best_val_loss_nats")
-_CONFIG_COUNTS = (("model", "vocab_size"), ("model", "hidden_size"), ("train", "seq_length"),
+_CONFIG_COUNTS = (("model", "vocab_size"), ("model", "hidden_size"), ("model", "embed_size"), ("train", "seq_length"),
                   ("train", "batch_size"), ("train", "max_steps"), ("train", "max_epochs"),
                   ("train", "lr_decay_after"))
 _CORPUS_LISTS = ("paths", "encodings", "val_paths")
@@ -79,8 +82,13 @@ def run_identity(model_config: ModelConfig, train_config: TrainConfig, tokenizer
     Derived rather than drawn at random, so that the same seeded command still writes the same bytes;
     two runs share it only if they train the same model from the same seed, step for step.
     """
+    model = dataclasses.asdict(model_config)
+    if not model["embed_size"]:
+        # Formats 1 and 2 had no embedding size (a format-1 file's identity is derived when it is read):
+        # the one-table model keeps the identity it had before the setting existed.
+        del model["embed_size"]
     fixed = {
-        "model": dataclasses.asdict(model_config),
+        "model": model,
         "train": {name: getattr(train_config, name) for name in ("rng_seed", "batch_size", "seq_length", "optimizer")},
         "tokenizer": tokenizer.to_dict(),
     }
@@ -190,8 +198,10 @@ def _rng_state(meta: dict[str, Any]) -> dict[str, Any]:
 def _check_progress(progress: Progress, train_config: TrainConfig, corpus: dict[str, Any]) -> None:
     for name in _PROGRESS_COUNTS + _PROGRESS_AMOUNTS:
         _require_range(f"progress.{name}", getattr(progress, name), 0, COUNT_LIMIT)
-    if progress.val_step is not None and progress.val_step > progress.step:
-        raise _Invalid(f"progress.val_step {progress.val_step} is after progress.step {progress.step}")
+    for name in ("val_step", "best_val_step"):
+        value = getattr(progress, name)
+        if value is not None and value > progress.step:
+            raise _Invalid(f"progress.{name} {value} is after progress.step {progress.step}")
     if progress.position:
         # The streams as session._prepare_streams cuts them: the held-out end split off (rounded as in
         # session.split_validation), the rest in batch_size rows; a chunk is seq_length + 1 tokens.
@@ -227,7 +237,10 @@ def validate(path: str, meta: Any) -> Metadata:
         smoothed = meta.get("smoothed_loss_nats")  # derived from progress when written; checked, not read
         if smoothed is not None and not is_finite_number(smoothed):
             raise _Invalid(f"smoothed_loss_nats must be a finite number or null, got {describe_value(smoothed)}")
-        model_config = _built("model", from_dict, ModelConfig, _section(meta, "model"))
+        model_data = _section(meta, "model")
+        if version < 3:  # formats 1 and 2 knew only the one-table model: no embedding before the first layer
+            model_data = {**model_data, "embed_size": 0}
+        model_config = _built("model", from_dict, ModelConfig, model_data)
         if model_config.vocab_size is None:  # only a training request lacks it, never a trained model
             raise _Invalid("model.vocab_size is missing")
         train_data = _section(meta, "train")

@@ -91,6 +91,19 @@ def param_name(cls: type, name: str) -> str:
     return config.flag(cls, name).lstrip("-").replace("-", "_")
 
 
+class _WithWords(click.ParamType):
+    """A value of ``base`` type, or one of the words that stand for a value (``none`` for 0)."""
+
+    def __init__(self, base: click.ParamType, words: dict[str, Any]) -> None:
+        self.base, self.words = base, words
+        self.name = f"{base.name} or {' or '.join(words)}"
+
+    def convert(self, value: Any, param: Optional[click.Parameter], ctx: Optional[click.Context]) -> Any:
+        if isinstance(value, str) and value.strip().lower() in self.words:
+            return self.words[value.strip().lower()]
+        return self.base.convert(value, param, ctx)
+
+
 def _click_option(cls: type, field: dataclasses.Field, found: config.Option) -> Callable[[F], F]:
     flag, name = config.flag(cls, field.name), param_name(cls, field.name)
     kind = _value_type(cls, field)
@@ -105,6 +118,8 @@ def _click_option(cls: type, field: dataclasses.Field, found: config.Option) -> 
     else:
         click_type = {int: click.INT, float: click.FLOAT, str: click.STRING}[kind]
         metavar = found.metavar or ("N" if kind is int else "X")
+        if found.words:
+            click_type = _WithWords(click_type, dict(found.words))
     help_text = found.help + (f" [default: {found.default_text}]" if found.default_text else "")
     # A default described in words is a rule the command applies when the option is not given.
     default = None if found.default_text else field.default

@@ -213,6 +213,11 @@ def describe_finish(event: Any, quiet: bool) -> None:
     validation = f"; validation {format_score(event.val_score)}" if event.val_score else ""
     if event.out_of_time:
         inform(quiet, "note: --max-seconds reached; stopped, validated and saved")
+    if event.stopped_early:
+        at_step = "" if event.best_step is None else f" at step {event.best_step:,}"
+        inform(quiet, f"stopped early at step {event.steps:,}: {event.validations_since_best} validations in a row "
+                    f"brought no new best; the best, {event.best_val_loss_nats:.4f} nats/token{at_step}, is in "
+                    "best.npz (--patience 0 never stops early)")
     inform(quiet, f"trained to step {event.steps} ({event.steps_this_run} steps, {event.tokens_this_run:,} "
                 f"tokens this run) in {event.seconds:.1f} s ({rate:,.0f} tokens/s); smoothed loss "
                 f"{event.smoothed_loss_nats:.4f} nats/token{validation}; checkpoint {event.checkpoint_path}")
@@ -236,4 +241,7 @@ def finished_document(event: Any, best_path: Optional[str]) -> dict[str, Any]:
         "interrupted": event.interrupted,
         "backend": event.backend,
         "out_of_time": event.out_of_time,
+        "stopped_early": event.stopped_early,
+        "best_step": event.best_step,
+        "best_val_loss_nats": event.best_val_loss_nats,
     }

@@ -13,6 +13,16 @@ For the vanilla cell with one layer (row vectors, x_t one-hot):
 Layer l > 0 reads the states of layer l − 1 (through inverted dropout while training) with its own
 W_xh.l, W_hh.l, b_h.l; LSTM and GRU cells widen these to 4H and 3H columns (see cells.py). Parameters,
 gradients and recurrent states are plain dicts of arrays; nothing here keeps state between calls.
+
+With an embedding size D > 0 (ModelConfig.embed_size) the first layer reads learned token vectors
+instead, through an input matrix of its own, as the upper layers read the layer below:
+
+    e_t = x_t W_xe                                  row x_t of W_xe (V, D): the token's embedding
+    h_t = tanh(e_t W_xh + h_{t-1} W_hh + b_h)       W_xh (D, H)
+
+The product W_xe W_xh (V × H) could be any matrix of rank D, so the model is the one above with a
+factored input table: fewer parameters when D < H·V / (V + H), and under Adagrad a different (faster)
+path for the gradient of rare tokens (README, "How the model works").
 """
 
 from __future__ import annotations
@@ -49,12 +59,15 @@ def _cell_weights(params: Params, config: ModelConfig, layer: int) -> dict[str, 
 
 def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
     """The shape of every parameter for ``config``, in the order they are initialised."""
-    vocab, hidden = config.vocab_size, config.hidden_size
+    vocab, hidden, embed = config.vocab_size, config.hidden_size, config.embed_size
     width = cells.GATES[config.cell] * hidden
     shapes: dict[str, tuple[int, ...]] = {}
+    if embed:
+        shapes["W_xe"] = (vocab, embed)
     for layer in range(config.num_layers):
         suffix = _suffix(layer)
-        shapes[f"W_xh{suffix}"] = (vocab if layer == 0 else hidden, width)
+        first_inputs = embed or vocab
+        shapes[f"W_xh{suffix}"] = (first_inputs if layer == 0 else hidden, width)
         shapes[f"W_hh{suffix}"] = (hidden, width)
         shapes[f"b_h{suffix}"] = (width,)
         for name, shape in cells.EXTRA_WEIGHTS[config.cell].items():
@@ -69,9 +82,9 @@ def init_params(
 ) -> Params:
     """Weights drawn from N(0, init_scale²), biases zero (LSTM forget gates 1), in ``config.dtype``.
 
-    The first layer's input weights W_xh, whose rows are the token embeddings, are drawn from
-    N(0, embedding_scale²) if it is given. Draws happen in the order of ``param_shapes`` so a seed
-    always gives the same model.
+    The token embeddings (W_xe, or without an embedding size the first layer's W_xh, whose rows they
+    are) are drawn from N(0, embedding_scale²) if it is given. Draws happen in the order of
+    ``param_shapes`` so a seed always gives the same model.
     """
     params = {}
     for name, shape in param_shapes(config).items():
@@ -80,7 +93,8 @@ def init_params(
             if config.cell == "lstm" and name.startswith("b_h"):
                 params[name][config.hidden_size : 2 * config.hidden_size] = LSTM_FORGET_BIAS
         else:
-            scale = embedding_scale if name == "W_xh" and embedding_scale is not None else init_scale
+            embedding = "W_xe" if config.embed_size else "W_xh"
+            scale = embedding_scale if name == embedding and embedding_scale is not None else init_scale
             params[name] = (rng.standard_normal(shape) * scale).astype(config.dtype)
     return params
 
@@ -95,7 +109,7 @@ def initial_hidden(config: ModelConfig, batch_size: int) -> Hidden:
 
 
 class _LayerCache(NamedTuple):
-    inputs: Optional[np.ndarray]  # (T, B, H) what the layer read (after dropout); None for the embedding
+    inputs: Optional[np.ndarray]  # (T, B, D) what the layer read (after dropout); None for a one-hot input
     mask: Optional[np.ndarray]  # dropout mask applied to those inputs
     cell: Any
 
@@ -122,17 +136,21 @@ def _forward(
     for layer in range(config.num_layers):
         suffix = _suffix(layer)
         mask = None
-        if layer == 0:
+        if layer == 0 and not config.embed_size:
             w_xh = params["W_xh"]
             out = None if workspace is None else workspace.buffer("x_proj", (*inputs.shape, w_xh.shape[1]), w_xh.dtype)
             x_proj = ops.embedding_forward(w_xh, inputs, out)  # (T, B, G·H), overwritten by the cell
             x_proj += params["b_h"]
         else:
-            if rng is not None and config.dropout > 0:
+            if layer == 0:
+                w_xe = params["W_xe"]
+                out = None if workspace is None else workspace.buffer("embedded", (*inputs.shape, w_xe.shape[1]), w_xe.dtype)
+                x = ops.embedding_forward(w_xe, inputs, out)  # (T, B, D)
+            elif rng is not None and config.dropout > 0:
                 mask = ops.dropout_mask(x.shape, config.dropout, rng, x.dtype)
                 x = x * mask
             x_proj = ops.linear_forward(x.reshape(steps * batch, -1), params[f"W_xh{suffix}"], params[f"b_h{suffix}"])
-            x_proj = x_proj.reshape(steps, batch, -1)
+            x_proj = x_proj.reshape(steps, batch, -1)  # (T, B, G·H)
         layer_state = {key: hidden0[f"{key}.{layer}"] for key in state_keys}
         out = forward(x_proj, layer_state, _cell_weights(params, config, layer), config.activation)
         caches.append(_LayerCache(x, mask, out.cache))
@@ -145,7 +163,7 @@ class LossResult(NamedTuple):
     """What one training step's forward and backward pass produce."""
 
     loss_nats: float  # mean cross-entropy per token
-    grads: Grads  # same names as the parameters; W_xh's gradient is sparse (rows of seen tokens)
+    grads: Grads  # same names as the parameters; the embedding's (W_xe, or W_xh) is sparse (rows of seen tokens)
     hidden_last: Hidden  # state after the last step, to carry into the next chunk
 
 
@@ -197,7 +215,7 @@ def loss_and_grads(
         cache = caches[layer]
         d_x_proj, cell_grads, _ = backward(d_hs, cache.cell, _cell_weights(params, config, layer))
         grads.update({f"{name}{suffix}": grad for name, grad in cell_grads.items()})
-        if layer == 0:
+        if layer == 0 and not config.embed_size:
             grads["W_xh"] = kernels.embedding_backward(d_x_proj, inputs)
             grads["b_h"] = d_x_proj.sum(axis=(0, 1))
         else:
@@ -206,9 +224,12 @@ def loss_and_grads(
                 matmul=kernels.matmul,
             )
             grads[f"W_xh{suffix}"], grads[f"b_h{suffix}"] = d_w, d_b
-            d_hs = d_x.reshape(steps, batch, hidden)
-            if cache.mask is not None:
-                d_hs *= cache.mask
+            if layer == 0:  # d_x (N, D) reaches the embedding rows of the tokens read
+                grads["W_xe"] = kernels.embedding_backward(d_x, inputs)
+            else:
+                d_hs = d_x.reshape(steps, batch, hidden)
+                if cache.mask is not None:
+                    d_hs *= cache.mask
     return LossResult(loss, grads, last)
 
 
@@ -261,7 +282,8 @@ def training_memory(config: ModelConfig, batch_size: int, seq_length: int, optim
     Always held: the parameters and ``optimizer_slots`` arrays like them (Adagrad 1, Adam 2). On top,
     the larger of what a step needs (the gradients, at most one array like the parameters, and the
     activations of its (T, B) positions: per layer the gate pre-activations, their gradient and the
-    cell's cache, about (3G + 2)·H values for G gates, plus the logits and top states, V + H) and what
+    cell's cache, about (3G + 2)·H values for G gates, plus the logits and top states, V + H, and the
+    embedded inputs and their gradient, 2·D, with an embedding size D) and what
     writing a checkpoint needs (the parameters and optimizer state serialized in memory). Python ints,
     so an absurd config gives an absurd number rather than an overflow. The peak resident memory of real
     runs estimated at 300 MB and more (vanilla, LSTM and GRU cells, H from 512 to 4096, B·T up to
@@ -270,7 +292,7 @@ def training_memory(config: ModelConfig, batch_size: int, seq_length: int, optim
     item = np.dtype(config.dtype).itemsize
     parameter_bytes = _parameter_count(config) * item
     per_position = config.num_layers * (3 * cells.GATES[config.cell] + 2) * config.hidden_size
-    per_position += config.vocab_size + config.hidden_size
+    per_position += config.vocab_size + config.hidden_size + 2 * config.embed_size
     step = {"gradients": parameter_bytes, "activations": seq_length * batch_size * per_position * item}
     saving = {"checkpoint being written": (1 + optimizer_slots) * parameter_bytes}
     held = {"parameters": parameter_bytes, "optimizer state": optimizer_slots * parameter_bytes}

@@ -43,9 +43,18 @@ def state_layout(optimizer: str, param_shapes: Mapping[str, tuple[int, ...]]) ->
     return layout
 
 
-def init_state(optimizer: str, params: Mapping[str, np.ndarray]) -> OptimizerState:
-    """Zeroed state for ``optimizer``: one array per slot and parameter (and Adam's step counter)."""
+def init_state(optimizer: str, params: Mapping[str, np.ndarray], initial_accumulator: float = 0.0) -> OptimizerState:
+    """Fresh state for ``optimizer``: one array per slot and parameter (and Adam's step counter).
+
+    Every slot starts at zero, except Adagrad's sums of squares, which start at ``initial_accumulator``
+    (G₀; TensorFlow and Keras use 0.1). With G₀ = 0 the first step moves every weight by the full
+    learning rate whatever its gradient, lr·g/|g|; with G₀ > 0 a small gradient makes a small step,
+    lr·g/√(G₀ + g²), until the sums have grown past G₀.
+    """
     state = {f"{slot}.{name}": np.zeros_like(p) for slot in SLOTS[optimizer] for name, p in params.items()}
+    if optimizer == "adagrad" and initial_accumulator:
+        for value in state.values():
+            value.fill(initial_accumulator)
     if optimizer == "adam":
         state["step"] = np.zeros((), dtype=np.int64)
     return state

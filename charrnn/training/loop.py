@@ -61,7 +61,7 @@ def new_trainee(model_config: ModelConfig, train_config: TrainConfig, kernels: K
     return Trainee(
         model_config=model_config,
         params=params,
-        optimizer_state=optim.init_state(train_config.optimizer, params),
+        optimizer_state=optim.init_state(train_config.optimizer, params, train_config.adagrad_initial_accumulator),
         hidden=network.initial_hidden(model_config, train_config.batch_size),
         progress=Progress(),
         rng=rng,

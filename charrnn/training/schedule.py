@@ -85,6 +85,10 @@ class Finished:
     interrupted: bool  # asked to stop (a signal)
     out_of_time: bool  # stopped by --max-seconds
     backend: str  # the kernels it trained with
+    stopped_early: bool = False  # --patience validations in a row brought no new best
+    validations_since_best: int = 0
+    best_step: Optional[int] = None  # the step of the lowest validation loss (best.npz), if known
+    best_val_loss_nats: Optional[float] = None
 
 
 Event = Union[Started, loop.StepResult, Evaluated, Sampled, Saved, Finished]
@@ -138,11 +142,14 @@ def _validate(session: Session, token_lengths: np.ndarray) -> Iterator[Event]:
     progress.val_bits_per_char = score.bits_per_char
     is_best = progress.best_val_loss_nats is None or score.loss_nats < progress.best_val_loss_nats
     if is_best:
-        progress.best_val_loss_nats = score.loss_nats
+        progress.best_val_loss_nats, progress.best_val_step = score.loss_nats, progress.step
+        progress.validations_since_best = 0
         path = os.path.join(session.checkpoint_dir, checkpoint.BEST_NAME)
         checkpoint.write(to_checkpoint(session), path)
         _written(session, path)
         yield Saved(progress.step, path)
+    else:
+        progress.validations_since_best += 1
     yield Evaluated(progress.step, score, is_best)
 
 
@@ -166,8 +173,9 @@ def run(session: Session, should_stop: Callable[[], bool] = lambda: False) -> It
 
     At the end the model is validated (if there is validation text) and saved. When ``should_stop()``
     turns true the current step finishes, the model is saved and the run ends with
-    ``Finished(interrupted=True)``. If training fails (a NaN loss, a failed write) nothing is saved
-    over the last good checkpoint.
+    ``Finished(interrupted=True)``. After ``schedule.patience`` validations in a row without a new best
+    (none if it is 0) the run stops early the same way, with ``Finished(stopped_early=True)``. If
+    training fails (a NaN loss, a failed write) nothing is saved over the last good checkpoint.
     """
     schedule, trainee = session.request.schedule, session.trainee
     progress = trainee.progress
@@ -199,13 +207,16 @@ def run(session: Session, should_stop: Callable[[], bool] = lambda: False) -> It
     def out_of_time() -> bool:
         return deadline is not None and time.perf_counter() >= deadline
 
-    for result in loop.run(trainee, session.streams, session.train_config, lambda: should_stop() or out_of_time()):
+    stopped_early = False
+    for result in loop.run(trainee, session.streams, session.train_config,
+                           lambda: stopped_early or should_stop() or out_of_time()):
         yield result
         step = result.step
         if validating and schedule.eval_every and step % schedule.eval_every == 0:
             for event in _validate(session, token_lengths):
                 last_score = event.score if isinstance(event, Evaluated) else last_score
                 yield event
+            stopped_early = bool(schedule.patience) and progress.validations_since_best >= schedule.patience
         if schedule.sample_every and step % schedule.sample_every == 0:
             yield Sampled(step, 1.0, training_sample(session, schedule.sample_length))
         if schedule.checkpoint_every and step % schedule.checkpoint_every == 0:
@@ -231,6 +242,10 @@ def run(session: Session, should_stop: Callable[[], bool] = lambda: False) -> It
         checkpoint_path=saved_path or session.resumed_from,
         interrupted=should_stop(),
         backend=trainee.kernels.name,
-        out_of_time=not should_stop() and out_of_time() and not loop.is_finished(
+        out_of_time=not (stopped_early or should_stop()) and out_of_time() and not loop.is_finished(
             progress, session.streams, session.train_config),
+        stopped_early=stopped_early,
+        validations_since_best=progress.validations_since_best,
+        best_step=progress.best_val_step,
+        best_val_loss_nats=progress.best_val_loss_nats,
     )

@@ -327,6 +327,12 @@ def open_session(request: TrainRequest, on_progress: token_cache.Progress = lamb
     config = session.model_config
     if config.dropout > 0 and config.num_layers == 1:
         session.notes.append("--dropout acts between stacked layers; with one layer it has no effect")
+    patience, waited = request.schedule.patience, session.trainee.progress.validations_since_best
+    if session.val_ids is not None and patience and waited >= patience:
+        session.notes.append(
+            f"the model has had {waited} validations in a row without a new best, as many as --patience {patience} "
+            "allows: it stops at its next validation unless that is a new best (--patience 0 never stops early)"
+        )
     return session
 
 
