@@ -60,7 +60,8 @@ CONFIGS = {
     "en": "devils_dictionary.txt",  # English characters, vocabulary ≈85
     "v6000": None,  # synthetic: 5,999 CJK characters with Zipf frequencies plus newline
 }
-FLOPS_FORMULA = "6·H·V + 6·G·H²·(2L − 1), G = 1, 3, 4 gates for rnn, gru, lstm, L layers"
+FLOPS_FORMULA = ("6·H·V + 6·G·H²·(2L − 1) + 6·G·H·E, G = 1, 3, 4 gates for rnn, gru, lstm, L layers, E the embedding "
+                 "size (0: none)")
 CHARRNN_INIT = {"init_scale": 0.01, "embedding_scale": 0.5}  # charrnn's TrainConfig defaults
 # Each GEMM measurement repeats the product for at least this long, so one round is not a single call.
 GEMM_MIN_SECONDS = 0.5
@@ -75,16 +76,30 @@ BUSY_LOAD = 1.0  # a 1-minute load average above this at the start gets a note t
 
 
 
-def model_flops_per_token(hidden_size: int, vocab_size: int, cell: str = "rnn", num_layers: int = 1) -> int:
-    """Model FLOPs per token: 6·H·V + 6·G·H²·(2L − 1) for a cell of G gates and L layers.
+def model_flops_per_token(
+    hidden_size: int, vocab_size: int, cell: str = "rnn", num_layers: int = 1, embed_size: int = 0
+) -> int:
+    """Model FLOPs per token: 6·H·V + 6·G·H²·(2L − 1) + 6·G·H·E for a cell of G gates, L layers and an
+    embedding of size E (0: the one-table model, whose first layer reads its input by a lookup).
 
-    The output layer (H×V), every layer's recurrence (H×G·H) and the input weights of the layers above
-    the first (H×G·H; the first layer's are an embedding lookup) each cost 2 FLOPs per weight in the
-    forward product, 2 in the input-gradient product and 2 in the weight-gradient product. Elementwise
-    work, the embedding lookup and the optimizer are not counted.
+    The output layer (H×V), every layer's recurrence (H×G·H), the input weights of the layers above
+    the first (H×G·H) and, with an embedding, the first layer's input matrix (E×G·H) each cost 2 FLOPs
+    per weight in the forward product, 2 in the input-gradient product and 2 in the weight-gradient
+    product. Elementwise work, the embedding lookup and the optimizer are not counted.
     """
     recurrent_matrices = 2 * num_layers - 1
-    return 6 * hidden_size * vocab_size + 6 * GATES[cell] * hidden_size * hidden_size * recurrent_matrices
+    gates = GATES[cell]
+    return (6 * hidden_size * vocab_size + 6 * gates * hidden_size * hidden_size * recurrent_matrices
+            + 6 * gates * hidden_size * embed_size)
+
+
+def embed_size(args) -> int:
+    """charrnn's embedding size for this run: --embed-size, else charrnn's default for --hidden-size."""
+    if getattr(args, "embed_size", None) is not None:
+        return args.embed_size
+    from charrnn.config import ModelConfig
+
+    return ModelConfig(hidden_size=args.hidden_size).embed_size
 
 
 # --- data ---------------------------------------------------------------------------------------------
@@ -155,7 +170,7 @@ def charrnn_step_function(
 
     model_config = ModelConfig(
         vocab_size=vocab_size, hidden_size=args.hidden_size, dtype="float32", cell=cell,
-        num_layers=getattr(args, "num_layers", 1),
+        num_layers=getattr(args, "num_layers", 1), embed_size=embed_size(args),
     )
     train_config = TrainConfig(
         seq_length=args.seq_length,
@@ -257,7 +272,7 @@ def _worker_command(variant: str, dataset: Dataset, cell: str, args) -> list[str
     impl, _, backend_name = variant.partition("-")
     return [
         sys.executable, str(Path(__file__).resolve()), "--worker", impl, "--backend", backend_name or "numpy",
-        "--cell", cell, "--num-layers", str(args.num_layers),
+        "--cell", cell, "--num-layers", str(args.num_layers), "--embed-size", str(embed_size(args)),
         "--data-dir", str(dataset.data_dir), "--vocab-size", str(dataset.vocab_size),
         "--hidden-size", str(args.hidden_size), "--batch-size", str(args.batch_size),
         "--seq-length", str(args.seq_length), "--learning-rate", str(args.learning_rate),
@@ -370,7 +385,7 @@ def measure_config(dataset: Dataset, cell: str, impls: Sequence[str], args) -> d
                 rate = f"{report['tokens_per_s']:,.0f} tokens/s"
             print(f"[{label}] round {round_index + 1}/{args.rounds}: {impl} {rate}", file=sys.stderr)
 
-    flops = model_flops_per_token(args.hidden_size, dataset.vocab_size, cell, args.num_layers)
+    flops = model_flops_per_token(args.hidden_size, dataset.vocab_size, cell, args.num_layers, embed_size(args))
     gemm_gflops = STATISTICS[args.statistic](gemm_rates) if gemm_rates else None
     summaries = {impl: results[impl].summary(args.statistic, flops, gemm_gflops) for impl in impls}
     ratios = {}
@@ -437,14 +452,15 @@ def print_report(machine: dict[str, Any], results: list[dict[str, Any]], notes: 
         print(f"torch {torch_info['torch_version']}, {torch_info['torch_threads']} threads "
               f"(CPU capability {torch_info['torch_cpu_capability']})")
     print(f"threads: {args.threads or 'all usable cores'} per implementation")
-    print(f"settings: hidden {args.hidden_size}, batch {args.batch_size}, seq {args.seq_length}, float32, "
+    print(f"settings: hidden {args.hidden_size}, charrnn's embedding size {embed_size(args)}, "
+          f"batch {args.batch_size}, seq {args.seq_length}, float32, "
           f"Adagrad lr {args.learning_rate}, clip ±{args.clip}; {args.steps} timed steps after "
           f"{args.warmup} warm-up (classic: batch 1, float64, {args.classic_steps} after {args.classic_warmup})")
     rounds = f"{args.rounds} round" + ("s" if args.rounds != 1 else "")
     print(f"tokens/s and GEMM rates: the {args.statistic} of {rounds} (min–max in brackets); each "
           "round runs every implementation once, in rotating order, each in a fresh process")
     print(f"model FLOPs per token = {FLOPS_FORMULA} (forward, input-gradient and weight-gradient products of "
-          "the output and recurrent layers); GFLOP/s = tokens/s × that")
+          "the output, recurrent and input layers); GFLOP/s = tokens/s × that")
     for result in results:
         gemm = result["gemm"]["gflops"]
         print()
@@ -575,6 +591,8 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                              "threads); default 0: all usable cores. On a busy shared machine, 1 compares the "
                              "implementations without their threads waiting for each other")
     parser.add_argument("--hidden-size", type=int, default=256)
+    parser.add_argument("--embed-size", type=int,
+                        help="charrnn's embedding size (0: the one-table model) [default: charrnn's default]")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seq-length", type=int, default=25)
     parser.add_argument("--learning-rate", type=float, default=0.02,
@@ -648,9 +666,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not impls:
         print("Error: no implementation left to measure", file=sys.stderr)
         return 2
-    if "torch" in impls:
-        notes.append("torch's first layer also multiplies the embedding by its own H×G·H input matrix: 6·G·H² "
-                     "FLOPs per token that charrnn's model does not have and that are not counted in its GFLOP/s")
+    if "torch" in impls and embed_size(args) != args.hidden_size:
+        notes.append(f"torch's first layer multiplies its embedding (size H) by its own H×G·H input matrix, and "
+                     f"charrnn's here has embedding size {embed_size(args)}: the two models do different work, and "
+                     "each GFLOP/s counts its own model's FLOPs")
     if "classic" in impls and args.cells != ["rnn"]:
         notes.append("the classic loop has the vanilla cell only; it is measured with the rnn cell")
 
