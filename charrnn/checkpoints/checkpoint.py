@@ -76,6 +76,10 @@ class Checkpoint:
     charrnn_version: str = __version__
     format_version: int = FORMAT_VERSION  # as stored in the file, before any migration
 
+    def __post_init__(self) -> None:
+        # The file records the learning rate the model trains at, never "the default".
+        self.train_config = self.train_config.settled(self.model_config)
+
 
 @dataclass(frozen=True)
 class Identity:
