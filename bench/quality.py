@@ -1,25 +1,33 @@
-"""Model quality at equal wall-clock budgets: charrnn against PyTorch, vanilla RNN against GRU and LSTM,
-and both against a smoothed character n-gram.
+"""Model quality at equal wall-clock budgets: charrnn against PyTorch, the cells against each other, words
+against characters, and all of them against a smoothed n-gram.
 
-For each corpus the text is tokenized by characters (the vocabulary of the whole corpus, sorted, as
-``charrnn train`` builds it) and the last 5% held out for validation (charrnn's --val-fraction rule).
-Then, one after another so they never share the cores:
+For each corpus the text is tokenized (by characters unless said otherwise; the vocabulary of the whole
+corpus, sorted, as ``charrnn train`` builds it) and the last 5% of the tokens held out for validation
+(charrnn's --val-fraction rule). Then every model of a group trains for the same wall-clock budget
+(time spent validating is not counted), the models taking turns: each trains ``--eval-seconds``, is
+validated, and hands over to the next, in an order that rotates every round. So a burst of other work
+on the machine slows every model of the group about equally instead of one of them entirely.
 
-1. charrnn's vanilla RNN (its public training API: exactly the step ``charrnn train`` runs),
-2. bench/torch_reference.py's vanilla RNN, with the same hidden size, batch, sequence length,
-   initialisation, Adagrad learning rate and clipping,
-3. charrnn's GRU and LSTM, their hidden sizes chosen so their parameter counts match the RNN's,
+Models (``--models``):
 
-each train for the same wall-clock budget (time spent validating is not counted). Every
-``--eval-seconds`` of training each is validated the same way: the held-out ids read as one stream
-from a zero state, every prediction seeing all the text before it, in nats per token; the best
-validation loss is reported (what ``best.npz`` keeps), in bits per character. Last, an interpolated
-modified Kneser–Ney n-gram (bench/ngram.py, order tuned on the same validation split, which flatters
-it) scores the same text.
+  rnn, gru, lstm   charrnn's cell at ``--hidden-size`` with charrnn's defaults (embedding size, learning
+                   rate, Adagrad's initial accumulator, initialisation), through its public training API:
+                   exactly the step ``charrnn train`` runs
+  torch-rnn,       bench/torch_reference.py's model as a PyTorch user writes it (nn.Embedding of size H,
+  torch-gru        nn.RNN or nn.GRU, nn.Linear), the same hidden size, batch, sequence length,
+                   initialisation, Adagrad (rate and initial accumulator) and clipping as charrnn's
+  words            on the Tang poems only, a group of its own: charrnn's vanilla RNN on jieba's words,
+                   one-table (--embed-size 0) and with charrnn's default embedding size, scored in bits
+                   per character of the same held-out words
 
-    python bench/quality.py                      # both corpora, 180 s per model (about 25 minutes)
-    python bench/quality.py --budget-seconds 30 --corpus en
-    python bench/quality.py --corpus en --models rnn,gru --budget-seconds 600   # longer, fewer models
+Every validation reads the held-out ids as one stream from a zero state, every prediction seeing all
+the text before it; the best validation loss is reported (what ``best.npz`` keeps), in bits per
+character. Last, an interpolated modified Kneser–Ney n-gram (bench/ngram.py, order 3–5 tuned on the same
+validation split, which flatters it) scores the same text.
+
+    python bench/quality.py                                  # both corpora, 180 s per model
+    python bench/quality.py --budget-seconds 90 --corpus en
+    python bench/quality.py --corpus zh --models words --budget-seconds 60
 
 Requires torch for the PyTorch rows (bench/requirements.txt); without it they are skipped.
 """
@@ -28,9 +36,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import datetime
 import json
+import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -46,186 +57,244 @@ import ngram  # noqa: E402  (bench/ngram.py, beside this file, as are the next t
 from machine import machine_info  # noqa: E402
 from throughput import DEFAULT_CORPORA_DIR  # noqa: E402
 
-from charrnn.config import ModelConfig, TrainConfig  # noqa: E402
+from charrnn.config import ModelConfig, TrainConfig, default_learning_rate  # noqa: E402
 from charrnn.data.streams import split_streams, split_validation  # noqa: E402
+from charrnn.data.tokenizer import Tokenizer  # noqa: E402
 from charrnn.inference import scoring  # noqa: E402
 from charrnn.model import network  # noqa: E402
 from charrnn.training import loop  # noqa: E402
-from charrnn.data.tokenizer import Tokenizer  # noqa: E402
 
 CORPORA = {"zh": "tang300.txt", "en": "devils_dictionary.txt"}
-MODELS = ("rnn", "torch", "gru", "lstm")  # charrnn's vanilla RNN, PyTorch's, and charrnn's gated cells
+MODELS = ("rnn", "torch-rnn", "gru", "torch-gru", "lstm", "words")
+DEFAULT_MODELS = ("rnn", "torch-rnn", "gru", "torch-gru", "words")
 LN2 = math.log(2)
+DEFAULTS = TrainConfig(max_steps=1)  # charrnn's defaults, which the PyTorch models share
 
 
-def read_corpus(path: Path) -> tuple[Tokenizer, np.ndarray, np.ndarray]:
-    """The character tokenizer of the whole text, and the training and validation ids."""
-    tokenizer, ids = Tokenizer.fit(path.read_text(encoding="utf-8"), "char")
+@dataclasses.dataclass
+class Corpus:
+    """One corpus, tokenized, split, and cut into training streams."""
+
+    label: str
+    file: str
+    tokenizer: Tokenizer
+    train_ids: np.ndarray
+    val_ids: np.ndarray
+    val_chars: int  # characters of the scored validation tokens (every token after the first)
+
+
+def read_corpus(label: str, path: Path, kind: str = "char") -> Corpus:
+    """The ``kind`` tokenizer of the whole text, and the training and validation ids."""
+    tokenizer, ids = Tokenizer.fit(path.read_text(encoding="utf-8"), kind)
     train_ids, val_ids = split_validation(ids, 0.05)
-    return tokenizer, train_ids, val_ids
+    val_chars = int(tokenizer.token_lengths()[val_ids[1:]].sum())
+    return Corpus(label, path.name, tokenizer, train_ids, val_ids, val_chars)
 
 
-def parameter_count(cell: str, hidden: int, vocab_size: int) -> int:
-    """Parameters of a one-layer charrnn model."""
-    config = ModelConfig(vocab_size=vocab_size, hidden_size=hidden, cell=cell)
-    return sum(int(np.prod(shape)) for shape in network.param_shapes(config).values())
+class Racer:
+    """One model in a race: trains in slices of wall-clock time and is validated after each."""
+
+    def __init__(self, name: str, step: Callable[[], float], validate: Callable[[], float],
+                 snapshot: Callable[[], Any], tokens_per_step: int, val_chars_per_token: float, **facts: Any) -> None:
+        self.name, self.step, self.validate, self.snapshot = name, step, validate, snapshot
+        self.tokens_per_step, self.val_chars_per_token = tokens_per_step, val_chars_per_token
+        self.facts = facts
+        self.trained_s, self.steps, self.diverged = 0.0, 0, False
+        self.best: tuple[float, float, int, Any] = (math.inf, 0.0, 0, None)  # bits/char, at s, at step, state
+        self.curve: list[tuple[float, int, float]] = []  # (training seconds, steps, validation bits/char)
+
+    def train_until(self, seconds: float) -> None:
+        """Train until ``seconds`` of training time in all, then validate (its time not counted)."""
+        while self.trained_s < seconds and not self.diverged:
+            started = time.perf_counter()
+            loss = self.step()
+            self.trained_s += time.perf_counter() - started
+            self.steps += 1
+            self.diverged = not math.isfinite(loss)
+        if self.diverged:
+            return
+        bits_per_char = self.validate() / LN2 / self.val_chars_per_token
+        self.curve.append((round(self.trained_s, 1), self.steps, round(bits_per_char, 4)))
+        if bits_per_char < self.best[0]:
+            self.best = (bits_per_char, self.trained_s, self.steps, self.snapshot())
+
+    def best_by(self, seconds: float) -> Optional[float]:
+        """The best validation bits/char among the validations after at most ``seconds`` of training (a
+        validation comes a step past its turn's target, hence the allowance of half a second)."""
+        found = [bits for at, _, bits in self.curve if at <= seconds + 0.5]
+        return min(found) if found else None
+
+    def result(self, report_at: Sequence[float] = ()) -> dict[str, Any]:
+        """The row of the report, with the best by each of ``report_at`` seconds."""
+        return {
+            "name": self.name, "steps": self.steps, "train_seconds": self.trained_s,
+            "tokens_per_s": self.steps * self.tokens_per_step / self.trained_s if self.trained_s else None,
+            "best_val_bits_per_char": self.best[0], "best_at_seconds": self.best[1], "best_at_step": self.best[2],
+            "diverged": self.diverged, "curve": self.curve,
+            "best_by_seconds": {f"{seconds:g}": self.best_by(seconds) for seconds in report_at}, **self.facts,
+        }
 
 
-def matching_hidden_size(cell: str, vocab_size: int, target_parameters: int) -> int:
-    """The hidden size at which a one-layer ``cell`` model has the parameter count closest to the target."""
-    return min(range(1, 4096), key=lambda hidden: abs(parameter_count(cell, hidden, vocab_size) - target_parameters))
+def race(racers: list[Racer], budget_s: float, eval_s: float) -> None:
+    """Every racer trains ``eval_s`` at a time, in turn (the order rotating each round), to ``budget_s``."""
+    rounds = math.ceil(budget_s / eval_s)
+    for round_index in range(rounds):
+        target = min(budget_s, (round_index + 1) * eval_s)
+        shift = round_index % len(racers)
+        for racer in racers[shift:] + racers[:shift]:
+            racer.train_until(target)
+    for racer in racers:
+        print(f"  {racer.name}: {racer.steps:,} steps in {racer.trained_s:.0f} s, best validation "
+              f"{racer.best[0]:.4f} bits/char at {racer.best[1]:.0f} s (step {racer.best[2]:,})"
+              f"{', diverged' if racer.diverged else ''}", file=sys.stderr, flush=True)
 
 
-def charrnn_val_nats(params: network.Params, config: ModelConfig, val_ids: np.ndarray) -> float:
-    """Validation loss per token, one stream from a zero state (the torch reference's procedure)."""
-    lengths = np.ones(config.vocab_size, dtype=np.int64)
-    return scoring.score_ids(params, config, val_ids, lengths, batch_size=1).loss_nats
-
-
-def race(
-    name: str,
-    step: Callable[[], float],
-    validate: Callable[[], float],
-    snapshot: Callable[[], Any],
-    budget_s: float,
-    eval_s: float,
-    tokens_per_step: int,
-) -> dict[str, Any]:
-    """Train with ``step`` for ``budget_s`` seconds of training time, validating every ``eval_s``."""
-    trained_s, steps, best = 0.0, 0, (math.inf, 0.0, None)
-    next_eval = eval_s
-    curve = []
-    while trained_s < budget_s:
-        started = time.perf_counter()
-        loss = step()
-        trained_s += time.perf_counter() - started
-        steps += 1
-        if not math.isfinite(loss):
-            break
-        if trained_s >= next_eval or trained_s >= budget_s:
-            val = validate()
-            curve.append((round(trained_s, 1), steps, val / LN2))
-            if val < best[0]:
-                best = (val, trained_s, snapshot())
-            next_eval += eval_s
-    print(f"  {name}: {steps:,} steps in {trained_s:.0f} s, best validation {best[0] / LN2:.4f} bits/char "
-          f"at {best[1]:.0f} s", file=sys.stderr, flush=True)
-    return {
-        "name": name, "steps": steps, "train_seconds": trained_s, "tokens_per_s": steps * tokens_per_step / trained_s,
-        "best_val_bits_per_char": best[0] / LN2, "best_at_seconds": best[1], "curve": curve, "best_state": best[2],
-    }
-
-
-def run_charrnn(cell: str, hidden: int, tokenizer: Tokenizer, train_ids, val_ids, args) -> dict[str, Any]:
-    """charrnn's ``cell`` model raced for the budget; the result keeps the best parameters."""
-    config = ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=hidden, cell=cell)
-    train_config = TrainConfig(seq_length=args.seq_length, batch_size=args.batch_size, learning_rate=args.learning_rate,
-                               max_steps=10**12, rng_seed=args.seed)
+def charrnn_racer(corpus: Corpus, cell: str, args, embed_size: Optional[int] = None, label: str = "") -> Racer:
+    """charrnn's ``cell`` model with its defaults (and the benchmark's batch and sequence length)."""
+    model_options = {} if embed_size is None else {"embed_size": embed_size}
+    config = ModelConfig(vocab_size=corpus.tokenizer.vocab_size, hidden_size=args.hidden_size, cell=cell, **model_options)
+    rate = {} if args.learning_rate is None else {"learning_rate": args.learning_rate}
+    train_config = TrainConfig(seq_length=args.seq_length, batch_size=args.batch_size, max_steps=10**12,
+                               rng_seed=args.seed, **rate).settled(config)
     trainee = loop.new_trainee(config, train_config)
-    streams = split_streams(train_ids, args.batch_size, args.seq_length)
-    result = race(
-        f"charrnn {cell} H={hidden}",
+    streams = split_streams(corpus.train_ids, args.batch_size, args.seq_length)
+    lengths = corpus.tokenizer.token_lengths()
+    embed = f", E={config.embed_size}" if config.embed_size else ", one table"
+    return Racer(
+        f"charrnn {label}{cell} H={args.hidden_size}{embed}",
         lambda: loop.train_step(trainee, streams, train_config).loss_nats,
-        lambda: charrnn_val_nats(trainee.params, config, val_ids),
+        # One stream from a zero state, as the PyTorch model is validated; nats per token.
+        lambda: scoring.score_ids(trainee.params, config, corpus.val_ids, lengths, batch_size=1).loss_nats,
         lambda: copy.deepcopy(trainee.params),
-        args.budget_seconds, args.eval_seconds, args.batch_size * args.seq_length,
+        args.batch_size * args.seq_length, corpus.val_chars / (len(corpus.val_ids) - 1),
+        implementation="charrnn", cell=cell, hidden_size=args.hidden_size, embed_size=config.embed_size,
+        learning_rate=train_config.learning_rate, parameters=network.count_parameters(trainee.params), config=config,
     )
-    result.update(implementation="charrnn", cell=cell, hidden_size=hidden, parameters=network.count_parameters(trainee.params),
-                  config=config)
-    return result
 
 
-def charrnn_init() -> dict[str, float]:
-    """charrnn's default initial weight scales, for the PyTorch model (same hyperparameters)."""
-    defaults = TrainConfig(max_steps=1)
-    return {"init_scale": defaults.init_scale, "embedding_scale": defaults.embedding_init_scale}
-
-
-def run_torch(hidden: int, tokenizer: Tokenizer, train_ids, val_ids, args) -> Optional[dict[str, Any]]:
-    """The PyTorch reference's vanilla RNN raced for the budget, or None without torch."""
+def torch_racer(corpus: Corpus, cell: str, args) -> Optional[Racer]:
+    """The PyTorch reference's ``cell`` model, or None without torch."""
     try:
         import torch_reference
     except ImportError as exc:
         print(f"  skipping PyTorch: {exc}", file=sys.stderr)
         return None
+    learning_rate = args.learning_rate if args.learning_rate is not None else default_learning_rate("adagrad", args.hidden_size)
     trainer = torch_reference.make_trainer(
-        tokenizer.vocab_size, hidden, cell="rnn", lr=args.learning_rate, seed=args.seed,
-        seq_length=args.seq_length, **charrnn_init(),
+        corpus.tokenizer.vocab_size, args.hidden_size, cell=cell, lr=learning_rate, clip=DEFAULTS.clip,
+        seed=args.seed, seq_length=args.seq_length, init_scale=DEFAULTS.init_scale,
+        embedding_scale=DEFAULTS.embedding_init_scale, initial_accumulator=DEFAULTS.adagrad_initial_accumulator,
     )
-    streams = split_streams(train_ids, args.batch_size, args.seq_length)
-    result = race(
-        f"PyTorch rnn H={hidden}", lambda: trainer.train_step(streams), lambda: trainer.evaluate(val_ids),
-        lambda: None, args.budget_seconds, args.eval_seconds, args.batch_size * args.seq_length,
+    streams = split_streams(corpus.train_ids, args.batch_size, args.seq_length)
+    return Racer(
+        f"PyTorch {cell} H={args.hidden_size}, E={args.hidden_size}", lambda: trainer.train_step(streams),
+        lambda: trainer.evaluate(corpus.val_ids), lambda: None,
+        args.batch_size * args.seq_length, corpus.val_chars / (len(corpus.val_ids) - 1),
+        implementation="PyTorch", cell=cell, hidden_size=args.hidden_size, embed_size=args.hidden_size,
+        learning_rate=learning_rate, parameters=trainer.parameter_count(),
     )
-    result.update(implementation="PyTorch", cell="rnn", hidden_size=hidden, parameters=trainer.parameter_count())
-    return result
 
 
-def run_ngram(tokenizer: Tokenizer, train_ids, val_ids) -> dict[str, Any]:
-    """The best interpolated modified Kneser–Ney model of order 3–5 on this split."""
-    train_tokens, val_tokens = [tokenizer.vocab[i] for i in train_ids], [tokenizer.vocab[i] for i in val_ids]
+def run_ngram(corpus: Corpus) -> dict[str, Any]:
+    """The best interpolated modified Kneser–Ney model of order 3–5 on this split, in bits per character."""
+    vocab = corpus.tokenizer.vocab
+    train_tokens, val_tokens = [vocab[i] for i in corpus.train_ids], [vocab[i] for i in corpus.val_ids]
     best = None
     for order in (3, 4, 5):
         scores = ngram.evaluate(ngram.fit(train_tokens, order, method="kn"), val_tokens)
-        if best is None or scores["bits_per_token"] < best[1]["bits_per_token"]:
+        if best is None or scores["bits_per_char"] < best[1]["bits_per_char"]:
             best = (order, scores)
     order, scores = best
-    print(f"  Kneser–Ney order {order}: {scores['bits_per_token']:.4f} bits/char", file=sys.stderr, flush=True)
+    print(f"  Kneser–Ney order {order}: {scores['bits_per_char']:.4f} bits/char", file=sys.stderr, flush=True)
     return {"name": f"Kneser–Ney {order}-gram", "implementation": "n-gram", "order": order,
-            "best_val_bits_per_char": scores["bits_per_token"], "tokens_unknown": scores["tokens_unknown"]}
+            "best_val_bits_per_char": scores["bits_per_char"], "tokens_unknown": scores["tokens_unknown"]}
 
 
-def sample_text(result: dict[str, Any], tokenizer: Tokenizer, seed_text: str, length: int) -> str:
-    """Text from the best parameters of a charrnn result, at temperature 0.8 (seeded)."""
-    from charrnn.inference import sampling
+def sample_text(row: dict[str, Any], state: Any, tokenizer: Tokenizer, seed_text: str, length: int) -> str:
+    """Text from the best parameters of a charrnn row, at temperature 0.8 (seeded)."""
     from charrnn.config import SampleConfig
+    from charrnn.inference import sampling
 
     prime = tokenizer.encode(seed_text)
-    steps = sampling.generate(result["best_state"], result["config"], prime,
-                            SampleConfig(length=length, temperature=0.8), np.random.default_rng(1))
+    steps = sampling.generate(state, row["config"], prime, SampleConfig(length=length, temperature=0.8),
+                              np.random.default_rng(1))
     return seed_text + tokenizer.decode([int(ids[0]) for ids in steps])
 
 
-def bench_corpus(label: str, path: Path, args) -> dict[str, Any]:
-    """All the rows for one corpus."""
-    tokenizer, train_ids, val_ids = read_corpus(path)
-    print(f"{label}: {path.name}, vocabulary {tokenizer.vocab_size}, {len(train_ids):,} training and "
-          f"{len(val_ids):,} validation characters", file=sys.stderr, flush=True)
-    rows = []
-    if "rnn" in args.models:
-        rows.append(run_charrnn("rnn", args.hidden_size, tokenizer, train_ids, val_ids, args))
-    torch_row = run_torch(args.hidden_size, tokenizer, train_ids, val_ids, args) if "torch" in args.models else None
-    if torch_row is not None:
-        rows.append(torch_row)
-    rnn_parameters = parameter_count("rnn", args.hidden_size, tokenizer.vocab_size)
-    for cell in ("gru", "lstm"):
-        if cell in args.models:
-            hidden = matching_hidden_size(cell, tokenizer.vocab_size, rnn_parameters)
-            rows.append(run_charrnn(cell, hidden, tokenizer, train_ids, val_ids, args))
-    rows.append(run_ngram(tokenizer, train_ids, val_ids))
-    ours = [r for r in rows if r["implementation"] == "charrnn"]
-    best = min(ours, key=lambda r: r["best_val_bits_per_char"]) if ours else None
+def bench_corpus(label: str, path: Path, args) -> list[dict[str, Any]]:
+    """All the rows for one corpus: the character models' race, the word models' race, the n-gram."""
+    corpus = read_corpus(label, path)
+    print(f"{label}: {path.name}, vocabulary {corpus.tokenizer.vocab_size}, {len(corpus.train_ids):,} training "
+          f"and {len(corpus.val_ids):,} validation characters; load {os.getloadavg()[0]:.2f}",
+          file=sys.stderr, flush=True)
+    racers = []
+    for model in args.models:
+        if model in ("rnn", "gru", "lstm"):
+            racers.append(charrnn_racer(corpus, model, args))
+        elif model.startswith("torch-"):
+            racer = torch_racer(corpus, model.split("-")[1], args)
+            if racer is not None:
+                racers.append(racer)
+    results = []
+    load_before = os.getloadavg()[0]
+    if racers:
+        race(racers, args.budget_seconds, args.eval_seconds)
+    rows = [racer.result(args.report_at) for racer in racers]
+    states = {racer.name: racer.best[3] for racer in racers}
+    rows.append(run_ngram(corpus))
+    ours = [row for row in rows if row["implementation"] == "charrnn" and not row["diverged"]]
+    best = min(ours, key=lambda row: row["best_val_bits_per_char"]) if ours else None
     seed_text = "月" if label == "zh" else "The "
-    return {
-        "corpus": label, "file": path.name, "vocab_size": tokenizer.vocab_size, "train_chars": len(train_ids),
-        "val_chars": len(val_ids), "rows": rows, "best": best["name"] if best else None,
-        "sample": sample_text(best, tokenizer, seed_text, args.sample_length) if best else None,
-    }
+    results.append({
+        "corpus": label, "file": path.name, "tokens": "char", "vocab_size": corpus.tokenizer.vocab_size,
+        "train_tokens": len(corpus.train_ids), "val_tokens": len(corpus.val_ids), "load_before": load_before,
+        "load_after": os.getloadavg()[0], "rows": rows, "best": best["name"] if best else None,
+        "sample": sample_text(best, states[best["name"]], corpus.tokenizer, seed_text, args.sample_length) if best else None,
+    })
+    if "words" in args.models and label == "zh":
+        results.append(bench_words(path, args))
+    return results
+
+
+def bench_words(path: Path, args) -> dict[str, Any]:
+    """The vanilla RNN on jieba's words of ``path``, one-table and embedded, raced; and the word n-gram."""
+    logging.getLogger("jieba").setLevel(logging.WARNING)
+    corpus = read_corpus("zh", path, "jieba")
+    print(f"zh words: vocabulary {corpus.tokenizer.vocab_size:,}, {len(corpus.train_ids):,} training and "
+          f"{len(corpus.val_ids):,} validation words ({corpus.val_chars:,} characters scored)", file=sys.stderr, flush=True)
+    racers = [charrnn_racer(corpus, "rnn", args, embed_size=0, label="words "),
+              charrnn_racer(corpus, "rnn", args, embed_size=args.word_embed_size, label="words ")]
+    load_before = os.getloadavg()[0]
+    race(racers, args.budget_seconds, args.eval_seconds)
+    rows = [racer.result(args.report_at) for racer in racers] + [run_ngram(corpus)]
+    rows[-1]["name"] = "words " + rows[-1]["name"]
+    return {"corpus": "zh", "file": path.name, "tokens": "jieba", "vocab_size": corpus.tokenizer.vocab_size,
+            "train_tokens": len(corpus.train_ids), "val_tokens": len(corpus.val_ids), "load_before": load_before,
+            "load_after": os.getloadavg()[0], "rows": rows, "best": None, "sample": None}
+
+
+def _bits(value: Optional[float]) -> str:
+    return "—" if value is None else f"{value:.3f}"
 
 
 def markdown(results: list[dict[str, Any]], args) -> str:
     """A README-ready table of the results."""
     lines = [
-        f"| corpus | model | parameters | steps in {args.budget_seconds:g} s | tokens/s | best validation bits/char |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        f"| corpus | model | parameters | steps in {args.budget_seconds:g} s | tokens/s | "
+        + "".join(f"best by {seconds:g} s | " for seconds in args.report_at)
+        + f"best in {args.budget_seconds:g} s | at s |",
+        "| --- | --- | ---: | ---: | ---: | " + "---: | " * len(args.report_at) + "---: | ---: |",
     ]
     for result in results:
         for row in result["rows"]:
             steps = f"{row['steps']:,}" if "steps" in row else "—"
-            rate = f"{row['tokens_per_s']:,.0f}" if "tokens_per_s" in row else "—"
+            rate = f"{row['tokens_per_s']:,.0f}" if row.get("tokens_per_s") else "—"
             params = f"{row['parameters']:,}" if "parameters" in row else "—"
-            lines.append(f"| {result['file']} | {row['name']} | {params} | {steps} | {rate} | "
-                         f"{row['best_val_bits_per_char']:.3f} |")
+            at = f"{row['best_at_seconds']:.0f}" if "best_at_seconds" in row else "—"
+            diverged = " (diverged)" if row.get("diverged") else ""
+            early = "".join(_bits(row.get("best_by_seconds", {}).get(f"{seconds:g}")) + " | " for seconds in args.report_at)
+            lines.append(f"| {result['file']} | {row['name']} | {params} | {steps} | {rate} | {early}"
+                         f"{row['best_val_bits_per_char']:.3f}{diverged} | {at} |")
     return "\n".join(lines)
 
 
@@ -233,19 +302,27 @@ def verdicts(results: list[dict[str, Any]]) -> list[str]:
     """The claims the benchmark checks, each with its numbers."""
     lines = []
     for result in results:
-        rows = {row["name"].split(" H=")[0]: row for row in result["rows"]}
-        ours, theirs = rows.get("charrnn rnn"), rows.get("PyTorch rnn")
-        if ours and theirs:
-            ok = ours["best_val_bits_per_char"] <= theirs["best_val_bits_per_char"]
-            lines.append(f"{'PASS' if ok else 'FAIL'} {result['file']}: charrnn {ours['best_val_bits_per_char']:.3f} "
-                         f"≤ PyTorch {theirs['best_val_bits_per_char']:.3f} bits/char")
-        gram = next(r for r in result["rows"] if r["implementation"] == "n-gram")
-        ours = [r["best_val_bits_per_char"] for r in result["rows"] if r["implementation"] == "charrnn"]
-        if not ours:
+        if result["tokens"] != "char":
             continue
-        best_rnn = min(ours)
-        lines.append(f"{'PASS' if best_rnn < gram['best_val_bits_per_char'] else 'FAIL'} {result['file']}: best RNN "
-                     f"{best_rnn:.3f} < {gram['name']} {gram['best_val_bits_per_char']:.3f} bits/char")
+        rows = result["rows"]
+        for cell in ("rnn", "gru"):
+            ours = next((r for r in rows if r["implementation"] == "charrnn" and r["cell"] == cell), None)
+            theirs = next((r for r in rows if r["implementation"] == "PyTorch" and r["cell"] == cell), None)
+            if not (ours and theirs):
+                continue
+            # (budget, charrnn's best, PyTorch's best) by each reporting time and at the end
+            scores = [(budget, ours["best_by_seconds"][budget], theirs["best_by_seconds"][budget])
+                      for budget in ours["best_by_seconds"]]
+            scores.append((f"{ours['train_seconds']:.0f}", ours["best_val_bits_per_char"], theirs["best_val_bits_per_char"]))
+            for budget, mine, other in scores:
+                if mine is not None and other is not None:
+                    lines.append(f"{'PASS' if mine <= other else 'FAIL'} {result['file']} {cell} in {budget} s: "
+                                 f"charrnn {mine:.3f} ≤ PyTorch {other:.3f} bits/char")
+        gram = next(r for r in rows if r["implementation"] == "n-gram")
+        ours = [r["best_val_bits_per_char"] for r in rows if r["implementation"] == "charrnn"]
+        if ours:
+            lines.append(f"{'PASS' if min(ours) < gram['best_val_bits_per_char'] else 'FAIL'} {result['file']}: best "
+                         f"RNN {min(ours):.3f} < {gram['name']} {gram['best_val_bits_per_char']:.3f} bits/char")
     return lines
 
 
@@ -263,13 +340,18 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--corpora-dir", type=Path, default=DEFAULT_CORPORA_DIR)
     parser.add_argument("--budget-seconds", type=float, default=180.0, help="training time per model")
     parser.add_argument("--eval-seconds", type=float, default=10.0, help="training time between validations")
-    parser.add_argument("--hidden-size", type=int, default=256, help="of the vanilla RNNs")
+    parser.add_argument("--report-at", type=lambda text: tuple(float(t) for t in text.split(",") if t.strip()),
+                        default=(90.0,), help="also report the best by these training seconds (default: 90)")
+    parser.add_argument("--hidden-size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seq-length", type=int, default=25)
-    parser.add_argument("--learning-rate", type=float, default=0.02,
-                        help="Adagrad's, for every model (0.1, charrnn's default, is too high at hidden 256)")
-    parser.add_argument("--models", type=_model_list, default=MODELS,
-                        help=f"comma-separated subset of {','.join(MODELS)} (default: all; the n-gram always runs)")
+    parser.add_argument("--learning-rate", type=float, default=None,
+                        help="Adagrad's, for every model (default: charrnn's default rate)")
+    parser.add_argument("--word-embed-size", type=int, default=None,
+                        help="the embedded word model's size (default: charrnn's default, the hidden size)")
+    parser.add_argument("--models", type=_model_list, default=DEFAULT_MODELS,
+                        help=f"comma-separated subset of {','.join(MODELS)} (default: {','.join(DEFAULT_MODELS)}; "
+                             "the n-gram always runs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sample-length", type=int, default=300)
     parser.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
@@ -280,10 +362,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the benchmark and print the report (or JSON)."""
     args = _parse_args(argv)
     machine = machine_info()
-    results = [bench_corpus(label, args.corpora_dir / CORPORA[label], args) for label in args.corpus or sorted(CORPORA)]
+    results = [result for label in args.corpus or sorted(CORPORA)
+               for result in bench_corpus(label, args.corpora_dir / CORPORA[label], args)]
     for result in results:
         for row in result["rows"]:
-            row.pop("best_state", None)
             row.pop("config", None)
     if args.json:
         print(json.dumps({"machine": machine, "args": vars(args), "results": results}, default=str,
@@ -291,6 +373,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     print(f"charrnn quality benchmark, {datetime.date.today()}, {machine.get('cpu')}, {machine.get('cores')} cores")
     print(f"command: python bench/quality.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
+    print("load (1-minute average) before and after each race: "
+          + "; ".join(f"{r['file']} {r['tokens']} {r['load_before']:.2f} → {r['load_after']:.2f}" for r in results))
     print()
     print(markdown(results, args))
     print()

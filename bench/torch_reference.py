@@ -20,6 +20,8 @@ Where this differs from charrnn's vanilla RNN, it is because that is what PyTorc
 - ``identity_input=True`` fixes the first layer's W_ih at the identity and its b_hh at zero, which
   makes the model exactly charrnn's (for loss comparisons only; it still pays for the product).
 - nn.Embedding's gradient is dense (V, H), so the optimizer updates all V rows every step.
+- Adagrad's sums start at ``initial_accumulator`` (torch's ``initial_accumulator_value``, 0 by default);
+  bench/quality.py passes charrnn's, so both run the same optimizer.
 
 Run as a script to train on a corpus and print tokens/s and the loss::
 
@@ -129,10 +131,11 @@ def _freeze_identity_input(model: CharLanguageModel) -> None:
     recurrent.bias_hh_l0.requires_grad_(False)
 
 
-def _make_optimizer(kind: str, params, lr: float) -> torch.optim.Optimizer:
+def _make_optimizer(kind: str, params, lr: float, initial_accumulator: float = 0.0) -> torch.optim.Optimizer:
     if kind == "adagrad":
-        # torch's Adagrad is G += g², θ -= lr·g/(√G + eps): charrnn's update, given the same eps.
-        return torch.optim.Adagrad(params, lr=lr, eps=ADAGRAD_EPSILON)
+        # torch's Adagrad is G += g², θ -= lr·g/(√G + eps) with G starting at initial_accumulator_value:
+        # charrnn's update, given the same eps and initial accumulator.
+        return torch.optim.Adagrad(params, lr=lr, eps=ADAGRAD_EPSILON, initial_accumulator_value=initial_accumulator)
     if kind == "rmsprop":
         return torch.optim.RMSprop(params, lr=lr)
     if kind == "adam":
@@ -164,6 +167,7 @@ class TorchTrainer:
         embedding_scale: Optional[float] = None,
         num_threads: Optional[int] = None,
         identity_input: bool = False,
+        initial_accumulator: float = 0.0,
     ) -> None:
         # A process-wide setting: all of torch's intra-op threads, one per core unless told otherwise.
         torch.set_num_threads(num_threads or os.cpu_count() or 1)
@@ -180,7 +184,7 @@ class TorchTrainer:
         self.clip = clip
         self.loss_fn = nn.CrossEntropyLoss()  # mean over all T·B tokens, in nats
         trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self.optimizer = _make_optimizer(optimizer, trainable, lr)
+        self.optimizer = _make_optimizer(optimizer, trainable, lr, initial_accumulator)
         self.position = 0  # offset in each stream of the next chunk's first input token
         self.state: RecurrentState = None  # None: a zero state
 
@@ -258,7 +262,7 @@ def make_trainer(
     **options,
 ) -> TorchTrainer:
     """A TorchTrainer; ``options`` passes the rest (seq_length, nonlinearity, init_scale, embedding_scale,
-    num_threads, identity_input)."""
+    num_threads, identity_input, initial_accumulator)."""
     return TorchTrainer(
         vocab_size,
         hidden_size,

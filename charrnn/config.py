@@ -270,8 +270,26 @@ DEFAULT_CHECKPOINT_DIR = "checkpoints"
 DEFAULT_CACHE_DIR = os.path.join("data", ".cache")
 # Training stops after this many epochs when neither --steps nor --epochs is given.
 DEFAULT_EPOCHS = 50.0
-# Validations in a row without a new best before training stops early (README, "Early stopping").
-DEFAULT_PATIENCE = 5
+# Validations in a row without a new best before training stops early (README, "Early stopping"). The
+# README's walkthrough (validating every 100 steps) is best at step 300 and only worse after it: 3 stops
+# it at step 600 instead of training on to 2,500.
+DEFAULT_PATIENCE = 3
+# Each optimizer's default rate up to hidden size RATE_HIDDEN_SIZE; above it the rate shrinks as 1/H
+# (default_learning_rate; README, "Choosing a learning rate"). RMSProp and Adam divide by a running
+# average of g², so their steps are about lr from the start; 0.002 is char-rnn's setting for RMSProp.
+DEFAULT_LEARNING_RATES = {"adagrad": 0.02, "rmsprop": 0.002, "adam": 0.002}
+RATE_HIDDEN_SIZE = 256
+
+
+def default_learning_rate(optimizer: str, hidden_size: int) -> float:
+    """The learning rate a run of ``optimizer`` at ``hidden_size`` gets when none is given.
+
+    The first steps of all three optimizers move every weight by about ±lr whatever its gradient (Adagrad
+    divides the first gradient by its own size), so a unit's input from W_hh changes by up to lr·H at
+    once: at hidden 1024, Adagrad at 0.02 diverged within 250 steps. Scaling the rate by 256/H above
+    hidden 256 keeps that first change (lr·H) at most what it is at hidden 256, where the rate was tuned.
+    """
+    return DEFAULT_LEARNING_RATES[optimizer] * min(1.0, RATE_HIDDEN_SIZE / hidden_size)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -283,12 +301,15 @@ class ModelConfig:
     ``vocab_size`` is None only in a training request, before the corpus that decides it is read.
     ``embed_size`` D > 0 maps each token to a learned D-vector that the first layer multiplies by its own
     input matrix (D × G·H); 0 is the textbook model, whose first input matrix (V × G·H) is the embedding.
+    Not given (None), it is the hidden size, as in a PyTorch model of nn.Embedding(V, H) and a cell.
     """
 
     vocab_size: Optional[int] = None
-    embed_size: int = option(
-        0, "Size of the learned token embedding the first layer reads (0 or none: the first layer's input "
+    # None until __post_init__ makes it the hidden size (README, "How the model works").
+    embed_size: Optional[int] = option(
+        None, "Size of the learned token embedding the first layer reads (0 or none: the first layer's input "
         "weights are the embedding, one row per token).", metavar="D", on_resume=FIXED, words=(("none", 0),),
+        default_text="H, the hidden size",
     )
     hidden_size: int = option(128, "Hidden units per layer.", metavar="H", on_resume=FIXED)
     num_layers: int = option(1, "Stacked recurrent layers.", metavar="L", on_resume=FIXED)
@@ -302,6 +323,8 @@ class ModelConfig:
     def __post_init__(self) -> None:
         check = _Check(self)
         check.positive("vocab_size", "hidden_size", "num_layers")
+        if self.embed_size is None:  # a frozen dataclass: the default is settled once, here
+            object.__setattr__(self, "embed_size", self.hidden_size)
         check.non_negative("embed_size")
         check.choice("cell", CELLS)
         check.choice("activation", ACTIVATIONS)
@@ -324,8 +347,12 @@ class TrainConfig:
                              on_resume=FIXED)
     batch_size: int = option(32, "Parallel streams per step.", metavar="B", on_resume=FIXED)
     optimizer: str = option("adagrad", "Optimizer.", on_resume=FIXED)
-    learning_rate: float = option(0.1, "Learning rate (Adam and RMSProp usually want about 0.002).",
-                                  metavar="LR", on_resume=CHANGEABLE)
+    # None until settled() fills in default_learning_rate for the model's hidden size.
+    learning_rate: Optional[float] = option(
+        None, "Learning rate.", metavar="LR", on_resume=CHANGEABLE,
+        default_text=", ".join(f"{rate:g} for {name}" for name, rate in DEFAULT_LEARNING_RATES.items())
+        + f"; times {RATE_HIDDEN_SIZE}/H above --hidden-size {RATE_HIDDEN_SIZE}",
+    )
     lr_decay: float = option(1.0, "Multiply the learning rate by this after every epoch beyond --lr-decay-after.",
                              metavar="D", on_resume=CHANGEABLE)
     lr_decay_after: float = option(10.0, "Epochs at the full learning rate before --lr-decay starts.", metavar="E",
@@ -353,7 +380,8 @@ class TrainConfig:
         check = _Check(self)
         check.positive("seq_length", "batch_size", "max_steps")
         check.choice("optimizer", OPTIMIZERS)
-        check.rate("learning_rate")
+        if self.learning_rate is not None:
+            check.rate("learning_rate")
         _require_finite(check.name("lr_decay"), self.lr_decay)
         if not 0.0 < self.lr_decay <= 1.0:
             raise ConfigError(f"{check.name('lr_decay')} must be above 0 and at most 1, got {self.lr_decay}")
@@ -368,6 +396,13 @@ class TrainConfig:
         check.fraction("val_fraction")
         if self.max_steps is None and self.max_epochs is None:
             raise ConfigError(f"give {check.name('max_steps')} or {check.name('max_epochs')} to say when training stops")
+
+    def settled(self, model: ModelConfig) -> TrainConfig:
+        """This config with its learning rate decided: the given one, else ``default_learning_rate`` for
+        the optimizer at ``model``'s hidden size. A model trains (and its checkpoint records) this rate."""
+        if self.learning_rate is not None:
+            return self
+        return dataclasses.replace(self, learning_rate=default_learning_rate(self.optimizer, model.hidden_size))
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -146,7 +146,8 @@ def _set_meta(entries, **updates):
         (lambda e: e.update({"extra": np.array([object()], dtype=object)}), "pickled Python objects"),
         (lambda e: e.update({"param.b_h": np.array([object()] * 8, dtype=object)}), "pickled Python objects"),
         (lambda e: _set_meta(e, model={"vocab_size": 17, "hidden_size": -8}), "hidden-size must be positive"),
-        (lambda e: _set_meta(e, model={"vocab_size": 17, "hidden_size": 8, "cell": "lstm", "num_layers": 2}),
+        (lambda e: _set_meta(e, model={"vocab_size": 17, "hidden_size": 8, "cell": "lstm", "num_layers": 2,
+                                                "embed_size": 0}),
          r"missing \['state.c.0', 'state.c.1'\]"),
     ],
 )
@@ -217,7 +218,7 @@ def test_format_1_checkpoint_is_migrated_on_load():
     with np.load(path, allow_pickle=False) as raw:
         raw_entries = {name: raw[name] for name in raw.files}
     ckpt = checkpoint.load(path)
-    assert ckpt.model_config == ModelConfig(vocab_size=ckpt.tokenizer.vocab_size, hidden_size=8)
+    assert ckpt.model_config == ModelConfig(vocab_size=ckpt.tokenizer.vocab_size, hidden_size=8, embed_size=0)
     assert ckpt.train_config.optimizer == "adagrad" and ckpt.train_config.val_fraction == 0.0
     assert ckpt.progress.step == 7 and ckpt.format_version == 1
     for name in ("W_xh", "W_hh", "b_h", "W_hy", "b_y"):

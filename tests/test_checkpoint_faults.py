@@ -58,7 +58,7 @@ NAMED_CASES = {
     "meta:set:position-past-streams": "is past the end of the streams",
     "meta:set:val_step-after-step": "progress.val_step 3 is after progress.step 2",
     "meta:set:best_val_step-after-step": "progress.best_val_step 3 is after progress.step 2",
-    "meta:set:embed_size+3": "does not match its model (missing ['optim.sum_sq.W_xe', 'param.W_xe']",
+    "meta:set:embed_size+3": "entry param.W_xe has shape (401, 8) and dtype float32, but the model needs (401, 11)",
     "meta:set:format_version=4": "uses checkpoint format 4, newer than this charrnn",
     "bomb:param.W_hy": "would inflate to 1,073,",
     "bomb:meta": "would inflate to 1,073,",

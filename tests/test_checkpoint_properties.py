@@ -39,6 +39,7 @@ def checkpoints(draw) -> Checkpoint:
         num_layers=draw(st.integers(1, 3)),
         cell=draw(st.sampled_from(CELLS)),
         dtype=draw(st.sampled_from(["float32", "float64"])),
+        embed_size=draw(st.sampled_from([0, None, 2])),
     )
     train_config = TrainConfig(
         batch_size=draw(st.integers(1, 3)), max_steps=draw(st.integers(1, 10**9)),

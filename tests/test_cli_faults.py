@@ -158,7 +158,7 @@ def test_utf16_and_utf32_without_a_byte_order_mark_name_the_codec_to_use(workdir
 
 
 def test_training_memory_by_hand():
-    config = ModelConfig(vocab_size=10, hidden_size=4)  # rnn, float32
+    config = ModelConfig(vocab_size=10, hidden_size=4, embed_size=0)  # rnn, one table, float32
     parameters = ((10 + 4 + 1) * 4 + (4 + 1) * 10) * 4  # W_xh, W_hh, b_h; W_hy, b_y: 110 floats
     per_position = (3 * 1 + 2) * 4 + 10 + 4  # cell caches and their gradients; logits and top states
     assert network.training_memory(config, batch_size=2, seq_length=3, optimizer_slots=1) == {
@@ -181,7 +181,7 @@ def test_training_memory_counts_every_parameter_of_a_deep_model(cell):
 
 def test_an_absurdly_deep_model_is_estimated_at_once():
     started = time.perf_counter()
-    estimate = network.training_memory(ModelConfig(vocab_size=100, hidden_size=10**6, num_layers=10**15), 32, 25, 1)
+    estimate = network.training_memory(ModelConfig(vocab_size=100, hidden_size=10**6, num_layers=10**15, embed_size=0), 32, 25, 1)
     assert time.perf_counter() - started < 1.0
     vocab, hidden, layers = 100, 10**6, 10**15
     first = vocab * hidden + hidden * hidden + hidden  # W_xh, W_hh, b_h
@@ -191,7 +191,7 @@ def test_an_absurdly_deep_model_is_estimated_at_once():
 
 
 def test_sampling_memory_by_hand():
-    config = ModelConfig(vocab_size=10, hidden_size=4)
+    config = ModelConfig(vocab_size=10, hidden_size=4, embed_size=0)
     # per stream: the logits (float32) and three float64-sized copies of them, and the state and forward
     # activations, (1 + 2)·H values, for the current token and the 2 prime tokens
     per_stream = 10 * (4 + 17) + (1 + 2) * (1 + 2) * 4 * 4
@@ -232,8 +232,9 @@ def _limited_run(executable, cwd, *args):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--hidden-size", "1000000"], "training this model needs about 16 TB of memory (parameters 4 TB, "
-                                       "optimizer state 4 TB, checkpoint being written 8 TB), more than the "),
+        # An embedding of 10^6 (the hidden size) read by W_xh (10^6 × 10^6), and W_hh: 2·10^12 floats.
+        (["--hidden-size", "1000000"], "training this model needs about 32 TB of memory (parameters 8 TB, "
+                                       "optimizer state 8 TB, checkpoint being written 16 TB), more than the "),
         (["--num-layers", str(10**12)], "this machine has available; lower --batch-size or --seq-length (or "
                                         "--hidden-size or --num-layers)"),
     ],
@@ -251,8 +252,8 @@ def test_a_batch_too_large_for_the_memory_left_is_refused(workdir, small_corpus,
     monkeypatch.setattr(memory, "available_bytes", lambda: 4_000_000)
     result = invoke("train", small_corpus, "--steps", "2", *FAST, "--batch-size", "64", "--seq-length", "40")
     assert_clean_error(result, 2, "more than the 4 MB this machine has available; lower --batch-size or --seq-length")
-    assert ("training this model needs about 11 MB of memory (parameters 125 kB, optimizer state 125 kB, "
-            "gradients 125 kB, activations 10.6 MB)") in result.stderr
+    assert ("training this model needs about 11.3 MB of memory (parameters 126 kB, optimizer state 126 kB, "
+            "gradients 126 kB, activations 11 MB)") in result.stderr
     assert not (workdir / "checkpoints").exists()
     assert invoke("train", small_corpus, "--steps", "2", *FAST).exit_code == 0  # 0.54 MB: fits
 

@@ -76,8 +76,8 @@ def test_info_text(tmp_path, small_corpus):
     assert result.exit_code == 0 and result.stderr == ""
     lines = result.stdout.splitlines()
     assert lines[0] == f"checkpoint: {path} ({path.stat().st_size:,} bytes)"
-    assert "cell: rnn (tanh), 1 layer, hidden 8, float32" in lines
-    assert "parameters: 16,086 (= (942 + 8 + 1)·8 + (8 + 1)·942)" in lines
+    assert "cell: embedding 8, rnn (tanh), 1 layer, hidden 8, float32" in lines  # the embedding's default: H
+    assert "parameters: 16,150 (= 942·8 + (8 + 8 + 1)·8 + (8 + 1)·942)" in lines
     assert lines[3].startswith("vocabulary: 942 tokens (char), e.g. '\\n', ' ', '%', '、', ")
     assert f"corpus: {small_corpus}, 3,000 tokens" in lines
     assert "encoding: utf-8" in lines
@@ -87,7 +87,7 @@ def test_info_text(tmp_path, small_corpus):
     assert any(line.startswith("validation: ") and line.endswith("at step 5; best " + line.split()[1] + " at step 5")
                for line in lines)
     assert "optimizer: adagrad, clip ±5, batch 2 streams × 5 steps, rng seed 1" in lines
-    assert "learning rate: 0.1" in lines
+    assert "learning rate: 0.02" in lines
     assert any(line.startswith("saved: ") and "the file's modification time" in line for line in lines)
     assert f"format version: {checkpoint.FORMAT_VERSION}" in lines
 
@@ -164,7 +164,7 @@ def test_a_formula_that_disagrees_with_the_arrays_is_reported_as_a_bug(monkeypat
 @pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("layers", [1, 2, 3])
 def test_formula_matches_the_model_shapes(cell, layers):
-    config = ModelConfig(vocab_size=11, hidden_size=6, num_layers=layers, cell=cell)
+    config = ModelConfig(vocab_size=11, hidden_size=6, num_layers=layers, cell=cell, embed_size=0)
     counted = info.parameter_count(config)
     assert counted.total == sum(int(np.prod(shape)) for shape in network.param_shapes(config).values())
     # The formula as shown must itself evaluate to the total (it is our own text, so eval is safe).
@@ -172,7 +172,7 @@ def test_formula_matches_the_model_shapes(cell, layers):
 
 
 def test_formula_text_for_stacked_lstm():
-    config = ModelConfig(vocab_size=65, hidden_size=8, num_layers=3, cell="lstm")
+    config = ModelConfig(vocab_size=65, hidden_size=8, num_layers=3, cell="lstm", embed_size=0)
     assert info.parameter_count(config).formula == "4·(65 + 8 + 1)·8 + 2·[4·(8 + 8 + 1)·8] + (8 + 1)·65"
 
 

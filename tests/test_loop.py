@@ -131,3 +131,43 @@ def test_divergence_watch_lets_a_healthy_start_through_and_stops_exploded_or_stu
     assert step == 260 and "above ln V + 1 = 5.61" in message and "for 250 steps" in message
     # The count starts over whenever the loss comes back under the bound.
     assert _watch_over(([guess + 1.5] * 249 + [guess]) * 4)[0] is None
+
+
+def _highest_loss_with_the_defaults(vocab_size, hidden_size, cell, optimizer="adagrad", steps=12, batch_size=2,
+                                    seq_length=4):
+    """The highest per-step training loss (nats/token) of a model trained with the default learning rate
+    and embedding size on Zipf-distributed tokens (as words and characters are), and ln V."""
+    rng = np.random.default_rng(0)
+    frequency = 1.0 / np.arange(1, vocab_size + 1)
+    ids = rng.choice(vocab_size, size=batch_size * (seq_length * steps + 1), p=frequency / frequency.sum())
+    model_config = ModelConfig(vocab_size=vocab_size, hidden_size=hidden_size, cell=cell)
+    config = TrainConfig(max_steps=steps, batch_size=batch_size, seq_length=seq_length, rng_seed=0, optimizer=optimizer)
+    trainee = loop.new_trainee(model_config, config)
+    streams = split_streams(ids, batch_size, seq_length)
+    return max(loop.train_step(trainee, streams, config).loss_nats for _ in range(steps)), math.log(vocab_size)
+
+
+# A run whose first steps diverge climbs to many times ln V at once (the previous default, 0.1 with the
+# one-table model, reached 33-78 nats/token here at hidden 1024); a healthy one stays near ln V.
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("hidden_size", [64, 1024])
+def test_the_default_rate_does_not_diverge_at_any_size(hidden_size, cell):
+    highest, guess = _highest_loss_with_the_defaults(50, hidden_size, cell)
+    assert highest < 2 * guess
+
+
+def test_the_default_rate_does_not_diverge_with_ten_thousand_words_at_hidden_1024():
+    highest, guess = _highest_loss_with_the_defaults(10_000, 1024, "rnn")
+    assert highest < 2 * guess
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("optimizer", ["adagrad", "rmsprop", "adam"])
+@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
+@pytest.mark.parametrize("hidden_size", [64, 256, 1024])
+@pytest.mark.parametrize("vocab_size", [50, 10_000])
+def test_the_default_rate_does_not_diverge_for_any_size_cell_optimizer_or_vocabulary(vocab_size, hidden_size, cell,
+                                                                                      optimizer):
+    highest, guess = _highest_loss_with_the_defaults(vocab_size, hidden_size, cell, optimizer, steps=40,
+                                                     batch_size=4, seq_length=8)
+    assert highest < 2 * guess

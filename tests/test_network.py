@@ -28,15 +28,16 @@ def _tiny_problem(seed: int = 0, **config_options):
 
 
 MODELS = [
-    {"cell": "rnn"},
-    {"cell": "rnn", "activation": "relu"},
-    {"cell": "lstm"},
-    {"cell": "gru"},
-    {"cell": "rnn", "num_layers": 2},
-    {"cell": "lstm", "num_layers": 2},
-    {"cell": "gru", "num_layers": 3},
-    {"cell": "lstm", "num_layers": 2, "dropout": 0.4},
-    {"cell": "rnn", "num_layers": 3, "dropout": 0.3},
+    # The one-table model: the first layer's input weights are the embedding.
+    {"cell": "rnn", "embed_size": 0},
+    {"cell": "rnn", "activation": "relu", "embed_size": 0},
+    {"cell": "lstm", "embed_size": 0},
+    {"cell": "gru", "embed_size": 0},
+    {"cell": "rnn", "num_layers": 2, "embed_size": 0},
+    {"cell": "lstm", "num_layers": 2, "embed_size": 0},
+    {"cell": "gru", "num_layers": 3, "embed_size": 0},
+    {"cell": "lstm", "num_layers": 2, "dropout": 0.4, "embed_size": 0},
+    {"cell": "rnn", "num_layers": 3, "dropout": 0.3, "embed_size": 0},
     # A learned embedding of size D (here 4, neither V nor H) read through the first layer's own W_xh.
     {"cell": "rnn", "embed_size": 4},
     {"cell": "rnn", "activation": "relu", "embed_size": 4},
@@ -96,7 +97,7 @@ def test_single_steps_reproduce_the_sequence_forward(cell):
 
 
 def test_parameter_shapes_and_counts():
-    config = ModelConfig(vocab_size=7, hidden_size=3, num_layers=2, cell="gru")
+    config = ModelConfig(vocab_size=7, hidden_size=3, num_layers=2, cell="gru", embed_size=0)
     shapes = network.param_shapes(config)
     assert shapes == {
         "W_xh": (7, 9), "W_hh": (3, 9), "b_h": (9,), "b_hn": (3,),
@@ -110,16 +111,16 @@ def test_parameter_shapes_and_counts():
 
 
 def test_init_params_dtype_determinism_and_lstm_forget_bias():
-    config = ModelConfig(vocab_size=7, hidden_size=3)
+    config = ModelConfig(vocab_size=7, hidden_size=3, embed_size=0)
     first = network.init_params(config, np.random.default_rng(5))
     second = network.init_params(config, np.random.default_rng(5))
     assert list(first) == ["W_xh", "W_hh", "b_h", "W_hy", "b_y"]
     assert all(p.dtype == np.float32 for p in first.values())
     assert all(np.array_equal(first[n], second[n]) for n in first)
     assert not first["b_h"].any() and 0.005 < float(np.std(first["W_xh"])) < 0.02
-    lstm = network.init_params(ModelConfig(vocab_size=7, hidden_size=3, cell="lstm"), np.random.default_rng(5))
+    lstm = network.init_params(ModelConfig(vocab_size=7, hidden_size=3, cell="lstm", embed_size=0), np.random.default_rng(5))
     assert lstm["b_h"].tolist() == [0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0]
-    big = ModelConfig(vocab_size=2000, hidden_size=50, num_layers=2)
+    big = ModelConfig(vocab_size=2000, hidden_size=50, num_layers=2, embed_size=0)
     scaled = network.init_params(big, np.random.default_rng(5), 0.01, embedding_scale=0.5)
     assert 0.49 < float(np.std(scaled["W_xh"])) < 0.51  # the embedding rows
     assert 0.0095 < float(np.std(scaled["W_hy"])) < 0.0105 and 0.009 < float(np.std(scaled["W_xh.1"])) < 0.011

@@ -151,3 +151,37 @@ def test_a_repeatable_option_splits_its_variable_on_the_path_separator(workdir, 
     info = json.loads(invoke("info", "checkpoints/latest.npz", "--json").stdout)
     assert info["corpus"]["val_paths"] == [str(first), str(second)]
     assert f"paths separated by {os.pathsep!r}" in " ".join(invoke("train", "--help").stdout.split())
+
+
+def test_each_optimizer_has_its_own_default_rate_scaled_down_above_hidden_256_and_a_given_rate_wins(
+    workdir, small_corpus
+):
+    small, large = ModelConfig(vocab_size=5, hidden_size=64), ModelConfig(vocab_size=5, hidden_size=1024)
+    assert TrainConfig(max_steps=1).learning_rate is None  # not settled before the model is known
+    assert TrainConfig(max_steps=1).settled(small).learning_rate == 0.02
+    assert TrainConfig(max_steps=1).settled(large).learning_rate == 0.005  # 0.02 · 256/1024
+    assert TrainConfig(max_steps=1, optimizer="adam").settled(small).learning_rate == 0.002
+    assert TrainConfig(max_steps=1, optimizer="rmsprop").settled(large).learning_rate == 0.0005
+    assert TrainConfig(max_steps=1, optimizer="rmsprop", learning_rate=0.01).settled(large).learning_rate == 0.01
+    result = invoke("train", small_corpus, "--optimizer", "adam", "--steps", "2", "--hidden-size", "512", "-q")
+    assert result.exit_code == 0, result.stderr
+    # The checkpoint records the rate used, and a resume keeps it.
+    assert json.loads(invoke("info", "checkpoints/latest.npz", "--json").stdout)["train"]["learning_rate"] == 0.001
+    resumed = invoke("train", "--resume", "checkpoints/latest.npz", "--steps", "3", "-q")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert json.loads(invoke("info", "checkpoints/latest.npz", "--json").stdout)["train"]["learning_rate"] == 0.001
+
+
+def test_the_help_states_the_default_rate_rule_and_embedding_size():
+    result = invoke("train", "--help")
+    text = " ".join(result.stdout.split())
+    assert "[default: 0.02 for adagrad, 0.002 for rmsprop, 0.002 for adam; times 256/H above --hidden-size 256]" in text
+    assert "[default: H, the hidden size]" in text
+
+
+def test_the_embedding_size_defaults_to_the_hidden_size_and_none_is_the_one_table_model(workdir, small_corpus):
+    assert ModelConfig(vocab_size=5, hidden_size=12).embed_size == 12
+    assert ModelConfig(vocab_size=5, hidden_size=12, embed_size=0).embed_size == 0
+    result = invoke("train", small_corpus, "--embed-size", "none", "--steps", "1", "--hidden-size", "8", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(invoke("info", "checkpoints/latest.npz", "--json").stdout)["model"]["embed_size"] == 0

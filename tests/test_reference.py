@@ -23,7 +23,7 @@ def _column_params(params: network.Params) -> reference.Params:
 
 
 def _model(rng):
-    config = ModelConfig(vocab_size=V, hidden_size=H, dtype="float64")
+    config = ModelConfig(vocab_size=V, hidden_size=H, dtype="float64", embed_size=0)
     return config, network.init_params(config, rng, init_scale=0.3, embedding_scale=0.5)
 
 

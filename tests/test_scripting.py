@@ -108,7 +108,7 @@ def test_log_jsonl_records_logged_and_validated_steps_and_appends_on_resume(work
         "step", "epoch", "tokens", "train_loss_nats", "train_bits_per_char", "val_loss_nats",
         "val_bits_per_char", "learning_rate", "tokens_per_s", "elapsed_s",
     }
-    assert records[-1]["tokens"] == 30 * 40 and records[0]["learning_rate"] == 0.1
+    assert records[-1]["tokens"] == 30 * 40 and records[0]["learning_rate"] == 0.02
     pytest.importorskip("matplotlib")
     plotted = invoke("plot", "log.jsonl", "-o", "loss.png")
     assert plotted.exit_code == 0, plotted.stderr

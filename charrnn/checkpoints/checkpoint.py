@@ -86,6 +86,10 @@ class Checkpoint:
         """True if training can continue from this checkpoint (it holds the optimizer and stream state)."""
         return self.contents == TRAINING
 
+    def __post_init__(self) -> None:
+        # The file records the learning rate the model trains at, never "the default".
+        self.train_config = self.train_config.settled(self.model_config)
+
 
 @dataclass(frozen=True)
 class Identity:

@@ -247,6 +247,8 @@ def validate(path: str, meta: Any) -> Metadata:
         if version == 1:  # format 1 trained on all of the text: it held nothing out
             train_data = {**train_data, "val_fraction": 0.0}
         train_config = _built("train", from_dict, TrainConfig, train_data)
+        if train_config.learning_rate is None:  # every trained model records the rate it used
+            raise _Invalid("train.learning_rate is missing")
         for section, name in _CONFIG_COUNTS:
             config = model_config if section == "model" else train_config
             _require_range(f"{section}.{name}", getattr(config, name), 0, COUNT_LIMIT)

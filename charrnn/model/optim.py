@@ -29,7 +29,9 @@ SLOTS = {"adagrad": ("sum_sq",), "rmsprop": ("mean_sq",), "adam": ("m", "v")}
 
 def learning_rate_at(config: TrainConfig, epochs_completed: int) -> float:
     """``config.learning_rate`` multiplied by ``config.lr_decay`` once per completed epoch beyond
-    ``config.lr_decay_after``."""
+    ``config.lr_decay_after``. ``config`` must be settled (TrainConfig.settled) to have a rate."""
+    if config.learning_rate is None:
+        raise ValueError("the TrainConfig has no learning rate yet: use TrainConfig.settled(model_config)")
     return config.learning_rate * config.lr_decay ** max(0, epochs_completed - math.floor(config.lr_decay_after))
 
 def state_layout(optimizer: str, param_shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:

@@ -114,7 +114,8 @@ def train_step(trainee: Trainee, streams: np.ndarray, config: TrainConfig) -> St
             f"the loss became {result.loss_nats} at step {progress.step + 1}; the last checkpoint is "
             "kept; try a lower --learning-rate or a smaller --clip"
         )
-    learning_rate = optim.learning_rate_at(config, progress.epoch)
+    # A config built without a rate trains at the default for this model's size (config.default_learning_rate).
+    learning_rate = optim.learning_rate_at(config.settled(trainee.model_config), progress.epoch)
     with fpu.flushing():
         trainee.kernels.optimizer_update(
             config.optimizer, trainee.params, result.grads, trainee.optimizer_state,

@@ -183,6 +183,7 @@ def _fresh(request: TrainRequest, on_progress: token_cache.Progress) -> Session:
         on_progress, notes,
     )
     model_config = dataclasses.replace(request.model, vocab_size=tokenizer.vocab_size)
+    train_config = train_config.settled(model_config)
     shrinkable = "batch_size" not in request.explicit
     streams, val_ids, train_config = _prepare_streams(ids, val_ids, train_config, shrinkable, notes)
     _check_memory(model_config, train_config)
