@@ -184,6 +184,7 @@ def torch_racer(corpus: Corpus, cell: str, args) -> Optional[Racer]:
         corpus.tokenizer.vocab_size, args.hidden_size, cell=cell, lr=learning_rate, clip=DEFAULTS.clip,
         seed=args.seed, seq_length=args.seq_length, init_scale=DEFAULTS.init_scale,
         embedding_scale=DEFAULTS.embedding_init_scale, initial_accumulator=DEFAULTS.adagrad_initial_accumulator,
+        num_threads=args.torch_threads,
     )
     streams = split_streams(corpus.train_ids, args.batch_size, args.seq_length)
     return Racer(
@@ -352,6 +353,9 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--models", type=_model_list, default=DEFAULT_MODELS,
                         help=f"comma-separated subset of {','.join(MODELS)} (default: {','.join(DEFAULT_MODELS)}; "
                              "the n-gram always runs)")
+    parser.add_argument("--torch-threads", type=int, default=None,
+                        help="PyTorch's threads (default: one per core); give 1 with OPENBLAS_NUM_THREADS=1 to race "
+                             "both on one core, e.g. beside another benchmark")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sample-length", type=int, default=300)
     parser.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
@@ -373,6 +377,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     print(f"charrnn quality benchmark, {datetime.date.today()}, {machine.get('cpu')}, {machine.get('cores')} cores")
     print(f"command: python bench/quality.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
+    print(f"threads: OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, PyTorch "
+          f"{args.torch_threads or 'one per core'}")
     print("load (1-minute average) before and after each race: "
           + "; ".join(f"{r['file']} {r['tokens']} {r['load_before']:.2f} → {r['load_after']:.2f}" for r in results))
     print()

@@ -146,6 +146,8 @@ def _set_meta(entries, **updates):
         (lambda e: e.update({"extra": np.array([object()], dtype=object)}), "pickled Python objects"),
         (lambda e: e.update({"param.b_h": np.array([object()] * 8, dtype=object)}), "pickled Python objects"),
         (lambda e: _set_meta(e, model={"vocab_size": 17, "hidden_size": -8}), "hidden-size must be positive"),
+        # A trained model records the rate it trained at; without one, it could not be resumed or shown.
+        (lambda e: _set_meta(e, train={"max_steps": 10}), "train.learning_rate is missing"),
         (lambda e: _set_meta(e, model={"vocab_size": 17, "hidden_size": 8, "cell": "lstm", "num_layers": 2,
                                                 "embed_size": 0}),
          r"missing \['state.c.0', 'state.c.1'\]"),

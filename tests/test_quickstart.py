@@ -22,15 +22,17 @@ def test_quick_start_learns_the_bundled_poems(charrnn_executable: str, tmp_path:
     assert trained.returncode == 0, trained.stderr
     summary = json.loads(trained.stdout)
     assert summary["steps"] == 1000 and summary["tokens"] == 1000 * 32 * 25
-    # A uniform guess over the 2,580 characters costs log2(2580) = 11.33 bits/char; measured here, the
-    # seeded run ends at 7.97 bits/char on the held-out 5% and 2.68 nats/token of smoothed training loss
-    # (the bounds leave room for other BLAS builds, which round differently).
+    # A uniform guess over the 2,580 characters costs log2(2580) = 11.33 bits/char; measured here with the
+    # defaults of issue 14 (embedding 128, Adagrad 0.02), the seeded run ends at 7.24 bits/char on the
+    # held-out 5% and 3.00 nats/token of smoothed training loss (the defaults before, one table and 0.1,
+    # memorised more and generalised less: 7.97 and 2.68). The bounds leave room for other BLAS builds,
+    # which round differently.
     info = subprocess.run([charrnn_executable, "info", "checkpoints/latest.npz", "--json"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     vocab_size = json.loads(info.stdout)["model"]["vocab_size"]
     assert vocab_size == 2580
-    assert summary["val_bits_per_char"] < 8.3 < math.log2(vocab_size) - 3
-    assert summary["train_loss_nats"] < 3.0
+    assert summary["val_bits_per_char"] < 7.6 < math.log2(vocab_size) - 3
+    assert summary["train_loss_nats"] < 3.3
 
     sampled = subprocess.run(
         [charrnn_executable, "sample", "--seed", "月", "--length", "300", "--rng-seed", "2"],
