@@ -14,15 +14,15 @@ from conftest import numeric_gradient, relative_error
 VOCAB, HIDDEN, STEPS, BATCH = 5, 6, 4, 3
 
 
-def _tiny_problem(seed: int = 0, **config_options):
+def _tiny_problem(seed: int = 0, vocab: int = VOCAB, **config_options):
     rng = np.random.default_rng(seed)
-    config = ModelConfig(vocab_size=VOCAB, hidden_size=HIDDEN, dtype="float64", **config_options)
+    config = ModelConfig(vocab_size=vocab, hidden_size=HIDDEN, dtype="float64", **config_options)
     params = network.init_params(config, rng, init_scale=0.5)
     for name, value in params.items():
         if name.startswith("b_"):  # non-zero biases exercise their gradients fully
             value += rng.standard_normal(value.shape) * 0.1
-    inputs = rng.integers(VOCAB, size=(STEPS, BATCH))
-    targets = rng.integers(VOCAB, size=(STEPS, BATCH))
+    inputs = rng.integers(vocab, size=(STEPS, BATCH))
+    targets = rng.integers(vocab, size=(STEPS, BATCH))
     hidden0 = {k: rng.standard_normal(v.shape) * 0.5 for k, v in network.initial_hidden(config, BATCH).items()}
     return config, params, inputs, targets, hidden0
 
@@ -46,6 +46,11 @@ MODELS = [
     {"cell": "rnn", "num_layers": 2, "embed_size": 4},
     {"cell": "lstm", "num_layers": 2, "dropout": 0.4, "embed_size": 4},
     {"cell": "gru", "num_layers": 3, "embed_size": 7},
+    # A vocabulary larger than the T·B tokens of a step: the first layer reads each token's embedding
+    # through W_xh instead of looking up rows of the product W_xe W_xh (see network._forward).
+    {"cell": "rnn", "embed_size": 4, "vocab": 20},
+    {"cell": "lstm", "embed_size": 4, "vocab": 20},
+    {"cell": "gru", "num_layers": 2, "embed_size": 3, "vocab": 20},
 ]
 
 
@@ -61,7 +66,7 @@ def test_every_gradient_matches_centered_finite_differences(options):
     assert set(grads) == set(params)
     for name, analytic in grads.items():
         if isinstance(analytic, ops.SparseRows):
-            analytic = analytic.to_dense(VOCAB)
+            analytic = analytic.to_dense(config.vocab_size)
         numeric = numeric_gradient(lambda: run().loss_nats, params[name])
         assert relative_error(analytic, numeric) < 1e-6, name
 

@@ -103,10 +103,13 @@ def test_the_fused_softmax_equals_its_plain_twin(with_bias, threads):
         np.testing.assert_allclose(grad, expected, rtol=1e-9, atol=np.exp(-ops.EXP_RANGE) / len(targets))
 
 
-def test_the_sorted_embedding_gradient_equals_its_plain_twin():
+@pytest.mark.parametrize("vocab", [9, 4])  # 24 ids: few repeats (sorted sums), many (one-hot product)
+def test_the_sorted_embedding_gradient_equals_its_plain_twin(vocab):
     rng = np.random.default_rng(5)
-    ids = rng.integers(9, size=(6, 4))  # repeats, and tokens that never occur
+    ids = rng.integers(vocab, size=(6, 4))  # repeats, and (with 9) tokens that never occur
     d_out = rng.standard_normal((6, 4, 3))
     sparse = ops.embedding_backward(d_out, ids)
-    np.testing.assert_allclose(sparse.to_dense(9), ops.embedding_backward_plain(d_out, ids, 9), rtol=1e-12)
+    np.testing.assert_allclose(sparse.to_dense(vocab), ops.embedding_backward_plain(d_out, ids, vocab), rtol=1e-12)
     assert sparse.rows.tolist() == sorted(set(ids.reshape(-1).tolist()))
+    distinct = len(sparse.rows)
+    assert (ids.size >= ops.ONE_HOT_REPEATS * distinct) == (vocab == 4)  # each case takes the path it names
