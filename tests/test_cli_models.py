@@ -105,22 +105,16 @@ def test_model_option_errors_and_notes(tmp_path, small_corpus):
     assert checkpoint.load(str(tmp_path / "latest.npz")).train_config.learning_rate == 0.05
 
 
-def test_format_1_checkpoint_samples_and_resumes(tmp_path):
-    fixture = os.path.join(os.path.dirname(__file__), "data", "format1_rnn_h8_step7.npz")
-    sampled = invoke("sample", "-c", fixture, "--seed", "明月", "--length", "20", "--greedy", "-q")
+@pytest.mark.parametrize("fixture_name, greedy_sample", [
     # The same output charrnn 0.1.0 gave for this checkpoint (recorded when the fixture was made).
-    assert sampled.stdout == "明月月月月光月月月月月月月月月月月月月月月月\n"
-    corpus = os.path.join(os.path.dirname(__file__), "data", "format1_corpus.txt")
-    resumed = invoke("train", corpus, "--resume", fixture, "--steps", "9", "--checkpoint-dir", tmp_path, "-q")
-    assert resumed.exit_code == 0, resumed.stderr
-    assert checkpoint.load(str(tmp_path / "latest.npz")).progress.step == 9
-
-
-def test_format_2_checkpoint_samples_and_resumes(tmp_path):
-    fixture = os.path.join(os.path.dirname(__file__), "data", "format2_gru2_adam_h8_step7.npz")
-    sampled = invoke("sample", "-c", fixture, "--seed", "明月", "--length", "20", "--greedy", "-q")
+    ("format1_rnn_h8_step7.npz", "明月月月月光月月月月月月月月月月月月月月月月\n"),
     # The same output the format-2 code gave for this checkpoint (recorded when the fixture was made).
-    assert sampled.stdout == "明月明明明明明月明月月明月月明月月月明月月月\n"
+    ("format2_gru2_adam_h8_step7.npz", "明月明明明明明月明月月明月月明月月月明月月月\n"),
+])
+def test_an_older_format_checkpoint_samples_and_resumes(tmp_path, fixture_name, greedy_sample):
+    fixture = os.path.join(os.path.dirname(__file__), "data", fixture_name)
+    sampled = invoke("sample", "-c", fixture, "--seed", "明月", "--length", "20", "--greedy", "-q")
+    assert sampled.stdout == greedy_sample
     corpus = os.path.join(os.path.dirname(__file__), "data", "format1_corpus.txt")
     resumed = invoke("train", corpus, "--resume", fixture, "--steps", "9", "--checkpoint-dir", tmp_path, "-q")
     assert resumed.exit_code == 0, resumed.stderr
