@@ -536,3 +536,29 @@ def test_an_unwritable_cache_is_exit_2_and_a_cache_write_failing_later_exit_1(wo
         assert_clean_error(invoke(*args), 1, f"cannot write to the cache folder {cache}: No space left on device")
     assert os.listdir(cache) == []
     assert not (workdir / "checkpoints").exists()
+
+
+def test_an_error_raised_while_an_interrupt_unwinds_still_ends_as_the_interrupt():
+    """A signal inside a thread pool's wait can surface as the clean-up's own error ("cannot release
+    un-acquired lock", seen once in eval on the compiled backend): the command still exits 130, in one line."""
+    from click.testing import CliRunner
+
+    from charrnn.cli.exits import CharRNNGroup, Interrupted
+
+    group = CharRNNGroup()
+
+    @group.command("wait")
+    def wait() -> None:
+        try:
+            raise Interrupted(signal.SIGINT)
+        except Interrupted:
+            raise RuntimeError("cannot release un-acquired lock")
+
+    @group.command("broken")
+    def broken() -> None:
+        raise RuntimeError("a real bug")
+
+    result = CliRunner().invoke(group, ["wait"])
+    assert result.exit_code == 130 and result.stderr == "Error: interrupted by SIGINT\n"
+    other = CliRunner().invoke(group, ["broken"])  # an error with no interrupt behind it is not one
+    assert other.exit_code == 1 and isinstance(other.exception, RuntimeError)

@@ -88,6 +88,18 @@ def _say(line: str) -> None:
         click.echo(line, err=True)
 
 
+def _interrupt_behind(exc: BaseException) -> Optional[Interrupted]:
+    """The Interrupted that ``exc`` was raised while handling, if any (following its context and cause)."""
+    seen: set[int] = set()
+    current: Optional[BaseException] = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, Interrupted):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def exit_interrupted(exc: Interrupted) -> NoReturn:
     """Say which signal ended the command, on stderr, and exit 130 or 143."""
     prefix = "\n" if sys.stderr.isatty() else ""  # past the terminal's echo of ^C
@@ -138,6 +150,14 @@ class CharRNNGroup(click.Group):
                 return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         except Interrupted as exc:
             exit_interrupted(exc)
+        except Exception as exc:
+            # A signal that lands inside a lock's bookkeeping (a thread pool's wait in the compiled
+            # backend) can surface as the error of the clean-up it disturbed ("cannot release
+            # un-acquired lock"); the signal is still what ended the command.
+            cause = _interrupt_behind(exc)
+            if cause is None:
+                raise
+            exit_interrupted(cause)
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the subcommand and flush stdout, ending as described above if stdout fails."""
