@@ -105,6 +105,8 @@ def _command_line_cases(folder: Path, corpus: Path) -> list[tuple[str, list, boo
                                                           "--checkpoint-dir", out, "--cache-dir", cache], False))
     for option in SAMPLE_NUMERIC:
         for value in BAD_VALUES:
+            if option == "--length" and value == "100000000000":
+                continue  # valid: sample writes as it generates, so it would just generate (for days)
             cases.append((f"sample {option} {value}", ["sample", "-c", run / "latest.npz", "--length", "5", option,
                                                       value], False))
     for value in BAD_VALUES:
@@ -140,7 +142,7 @@ def test_command_line_cases(trained):
         before = _snapshot(folder / "run")
         outcome = _command_line_verdict(invoke_with_deadline(args))
         if outcome not in ("ok", "error"):
-            outcomes[outcome] += 1
+            outcomes[f"{outcome} ({name})"] += 1
         elif resumes and outcome == "error" and _snapshot(folder / "run") != before:
             outcomes["refused but changed the folder"] += 1
         else:
@@ -157,7 +159,7 @@ def test_command_line_cases(trained):
 def test_the_command_line_catalogue_is_what_it_says(trained):
     folder, corpus = trained
     names = [name for name, _, _ in _command_line_cases(folder, corpus)]
-    assert len(names) == len(set(names)) == 352
+    assert len(names) == len(set(names)) == 351
 
 
 def test_crafted_checkpoints_through_every_command(trained, tmp_path):
@@ -224,8 +226,10 @@ def test_sigint_at_random_moments_then_resume_equals_an_uninterrupted_run(charrn
         if process.returncode != 130:
             outcomes[f"exit {process.returncode}"] += 1
             continue
+        # The same schedule as the uninterrupted run (validation is a schedule setting, free on resume,
+        # and a validating run may stop early).
         resumed = subprocess.run([charrnn_executable, "train", "--resume", f"{folder}/latest.npz", "--steps", "20000",
-                                  "-q"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                                  "--eval-every", "0", "-q"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
         got = checkpoint.load(str(tmp_path / folder / "latest.npz"))
         same = resumed.returncode == 0 and all(np.array_equal(got.params[n], expected.params[n]) for n in got.params)
         outcomes["passed" if same else "resumed run differs"] += 1
@@ -272,7 +276,7 @@ def test_two_runs_started_on_one_folder(charrnn_executable, tmp_path, small_corp
         # Both may also succeed one after the other, the second refused by the first's checkpoint.
         ok = codes == [0, 2] and intact and refused and (
             "is in use by another charrnn run (process" in refused[0] or "already holds a checkpoint" in refused[0])
-        outcomes["passed" if ok else f"exits {codes}"] += 1
+        outcomes["passed" if ok else f"exits {codes}, step {'200' if intact else 'not 200'}: {results[1][1].strip()[-200:]}"] += 1
     REPORT["two runs started on one folder"] = outcomes
     assert outcomes == Counter(passed=5), outcomes
 
