@@ -8,7 +8,7 @@
 #   CORPUS          text to train on                        [data/tang300.txt]
 #   OUT             folder for the runs                     [sweep-runs]
 #   HIDDEN_SIZES    hidden sizes to try                     ["64 128"]
-#   LEARNING_RATES  learning rates to try                   ["0.05 0.1"]
+#   LEARNING_RATES  learning rates to try                   ["0.01 0.02 0.04"]
 #   MAX_SECONDS     seconds of training per model           [60]
 #   STEPS           at most this many steps per model       [1000000]
 #   HELD_OUT_LINES  lines at the end of CORPUS held out     [200]
@@ -20,7 +20,7 @@ set -euo pipefail
 CORPUS=${CORPUS:-data/tang300.txt}
 OUT=${OUT:-sweep-runs}
 HIDDEN_SIZES=${HIDDEN_SIZES:-"64 128"}
-LEARNING_RATES=${LEARNING_RATES:-"0.05 0.1"}
+LEARNING_RATES=${LEARNING_RATES:-"0.01 0.02 0.04"}
 MAX_SECONDS=${MAX_SECONDS:-60}
 STEPS=${STEPS:-1000000}
 HELD_OUT_LINES=${HELD_OUT_LINES:-200}
