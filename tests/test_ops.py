@@ -113,3 +113,14 @@ def test_the_sorted_embedding_gradient_equals_its_plain_twin(vocab):
     assert sparse.rows.tolist() == sorted(set(ids.reshape(-1).tolist()))
     distinct = len(sparse.rows)
     assert (ids.size >= ops.ONE_HOT_REPEATS * distinct) == (vocab == 4)  # each case takes the path it names
+
+
+def test_a_large_batch_of_repeated_ids_is_summed_without_a_huge_one_hot_matrix(monkeypatch):
+    rng = np.random.default_rng(6)
+    ids = rng.integers(40, size=(50, 8))  # 400 rows, 40 ids: repeated enough for the one-hot product
+    d_out = rng.standard_normal((50, 8, 2))
+    monkeypatch.setattr(ops, "ONE_HOT_MAX_ELEMENTS", 400 * 40 - 1)  # one element short: the sorted sums
+    monkeypatch.setattr(np, "equal", None)  # the one-hot path would need np.equal.outer
+    sparse = ops.embedding_backward(d_out, ids)
+    monkeypatch.undo()
+    np.testing.assert_allclose(sparse.to_dense(40), ops.embedding_backward_plain(d_out, ids, 40), rtol=1e-12)

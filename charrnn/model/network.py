@@ -141,7 +141,8 @@ def _forward(
             # W_xe W_xh, which costs V·D·G·H multiply-adds against T·B·D·G·H for reading each token's
             # embedding through W_xh (ten times fewer for 85 characters in a batch of 800 tokens).
             table = params["W_xh"] if not config.embed_size else kernels.matmul(params["W_xe"], params["W_xh"])
-            out = None if workspace is None else workspace.buffer("x_proj", (*inputs.shape, table.shape[1]), table.dtype)
+            shape = (*inputs.shape, table.shape[1])
+            out = None if workspace is None else workspace.buffer("x_proj", shape, table.dtype)
             x_proj = ops.embedding_forward(table, inputs, out)  # (T, B, G·H), overwritten by the cell
             x_proj += params["b_h"]
             x = None
