@@ -399,22 +399,33 @@ def read_cache_entry(ids_path: str) -> dict[str, Any]:
         raise BenchError(f"cannot read the cache entry {meta_path} that charrnn prepare printed: {exc}")
 
 
-def model_arrays(vocab_size: int, hidden_size: int, batch_size: int) -> dict[str, Any]:
+def embed_size(args: argparse.Namespace) -> int:
+    """The embedding size of the run: --embed-size, else charrnn's default at --hidden-size."""
+    if args.embed_size is not None:
+        return args.embed_size
+    from charrnn.config import ModelConfig
+
+    return ModelConfig(hidden_size=args.hidden_size).embed_size
+
+
+def model_arrays(vocab_size: int, hidden_size: int, batch_size: int, embed_size: int = 0) -> dict[str, Any]:
     """Bytes of the model's own arrays for a one-layer vanilla RNN trained with Adagrad (float32).
 
-    parameters   V·H (W_xh) + H·H (W_hh) + H (b_h) + H·V (W_hy) + V (b_y) floats
+    parameters   V·E (W_xe) + E·H (W_xh) with an embedding of size E, or V·H (W_xh) without one (E = 0),
+                 + H·H (W_hh) + H (b_h) + H·V (W_hy) + V (b_y) floats
     Adagrad      one running sum of squared gradients per parameter: the same again
     checkpoint   checkpoint.to_bytes holds the whole .npz in memory while it is written (parameters,
                  Adagrad state and the (B, H) hidden state): about the two above once more
     All three count towards the training budget (400 MB + these). Gradients and activations do not:
     they are the trainer's working memory, inside the 400 MB.
     """
-    v, h = vocab_size, hidden_size
-    parameters = v * h + h * h + h + h * v + v
+    v, h, e = vocab_size, hidden_size, embed_size
+    parameters = (v * e + e * h if e else v * h) + h * h + h + h * v + v
     params_mb = parameters * BYTES_PER_FLOAT32 / BYTES_PER_MB
     hidden_state_mb = batch_size * h * BYTES_PER_FLOAT32 / BYTES_PER_MB
     return {
-        "formula": "V·H + H·H + H + H·V + V float32; Adagrad the same; checkpoint buffer ≈ both + B·H",
+        "formula": ("V·E + E·H" if e else "V·H") + " + H·H + H + H·V + V float32; Adagrad the same; "
+                   "checkpoint buffer ≈ both + B·H",
         "parameters": parameters,
         "params_mb": params_mb,
         "adagrad_mb": params_mb,
@@ -481,6 +492,7 @@ def measure_language(
     train_argv = [
         *charrnn, "train", str(corpus_path), "--cache-dir", str(cache_dir), "--checkpoint-dir", str(checkpoint_dir),
         "--steps", str(args.steps), "--hidden-size", str(args.hidden_size), "--batch-size", str(args.batch_size),
+        "--embed-size", str(embed_size(args)),
         "--seq-length", str(args.seq_length), "--sample-every", "0", "--eval-every", "0",
         "--eval-tokens", str(args.eval_tokens), "--rng-seed", str(args.seed), "--json",
     ]
@@ -502,7 +514,7 @@ def measure_language(
     log(f"[{language}] trained in {trained.wall_s:.1f} s, peak RSS {trained.peak_rss_mb:.1f} MB")
 
     vocab_size = train.get("vocab_size", entry["vocab_size"])
-    arrays = model_arrays(vocab_size, args.hidden_size, args.batch_size)
+    arrays = model_arrays(vocab_size, args.hidden_size, args.batch_size, embed_size(args))
     notes = []
     if "parameters" in train and train["parameters"] != arrays["parameters"]:
         notes.append(f"charrnn reports {train['parameters']:,} parameters, the formula {arrays['parameters']:,}: "
@@ -592,6 +604,7 @@ def reproduce_command(args: argparse.Namespace) -> str:
     """The command line that repeats this run, every setting spelled out."""
     parts = ["python", "bench/memory.py", "--size-gb", f"{args.size_gb:g}", "--language", args.language,
              "--steps", str(args.steps), "--hidden-size", str(args.hidden_size), "--batch-size", str(args.batch_size),
+             "--embed-size", str(embed_size(args)),
              "--seq-length", str(args.seq_length), "--eval-tokens", str(args.eval_tokens), "--seed", str(args.seed)]
     if args.learning_rate is not None:
         parts += ["--learning-rate", f"{args.learning_rate:g}"]
@@ -688,7 +701,7 @@ def print_report(report: dict[str, Any], args: argparse.Namespace) -> None:
               f"anonymous, {_fmt(polled.get('file_backed_at_peak_mb'), '.1f')} MB file-backed (libraries and the "
               "pages of the mapped ids around each stream's position, which the kernel maps in blocks of up to "
               "2 MB and may drop at any time)")
-        print(f"  model's own arrays (V = {prepare['vocab_size']:,}, H = {args.hidden_size}): {arrays['parameters']:,} "
+        print(f"  model's own arrays (V = {prepare['vocab_size']:,}, E = {embed_size(args)}, H = {args.hidden_size}): {arrays['parameters']:,} "
               f"parameters {arrays['params_mb']:.1f} MB + Adagrad state {arrays['adagrad_mb']:.1f} MB + checkpoint buffer "
               f"{arrays['checkpoint_buffer_mb']:.1f} MB (serialized in memory once per save) = {arrays['total_mb']:.1f} MB, "
               "all counted in the budget")
@@ -718,6 +731,8 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="folder of devils_dictionary.txt and tang300.txt (default: ../shared/corpora from the repo)")
     parser.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
     parser.add_argument("--hidden-size", type=int, default=256)
+    parser.add_argument("--embed-size", type=int,
+                        help="the embedding size (0: the one-table model) [default: charrnn's default, H]")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seq-length", type=int, default=25)
     parser.add_argument("--eval-tokens", type=int, default=1_000_000,
