@@ -50,12 +50,9 @@ def openblas_runtime() -> Optional[str]:
     """OpenBLAS's run-time core and thread count, asked through ctypes (None if it cannot be)."""
     import ctypes
 
-    try:
-        with open("/proc/self/maps") as maps:
-            libraries = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line})
-    except OSError:
-        return None
-    for library in libraries:
+    from charrnn.model.compiled.parallel import openblas_libraries  # no numba: the module needs numpy only
+
+    for library in openblas_libraries():
         try:
             lib = ctypes.CDLL(library)
         except OSError:

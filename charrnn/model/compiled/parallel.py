@@ -12,14 +12,18 @@ import numpy as np
 # --- running a recurrence over two halves of the batch at once -------------------------------------------
 
 
-def _openblas_threads() -> Optional[tuple[Callable[[], int], Callable[[int], None]]]:
-    """(get, set) of the thread count of the OpenBLAS numpy calls, or None where it cannot be found."""
+def openblas_libraries() -> list[str]:
+    """Paths of the OpenBLAS libraries loaded in this process, from /proc/self/maps ([] where unreadable)."""
     try:
         with open("/proc/self/maps") as maps:
-            paths = sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line})
+            return sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line})
     except OSError:
-        return None
-    for path in paths:
+        return []
+
+
+def _openblas_threads() -> Optional[tuple[Callable[[], int], Callable[[int], None]]]:
+    """(get, set) of the thread count of the OpenBLAS numpy calls, or None where it cannot be found."""
+    for path in openblas_libraries():
         try:
             library = ctypes.CDLL(path)
         except OSError:
