@@ -54,6 +54,7 @@ from typing import Any, Iterator, Optional, Sequence
 import numpy as np
 
 from machine import machine_info  # bench/machine.py, beside this file
+from throughput import embed_size  # bench/throughput.py: --embed-size, else charrnn's default
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -397,15 +398,6 @@ def read_cache_entry(ids_path: str) -> dict[str, Any]:
         }
     except (OSError, KeyError, TypeError, ValueError) as exc:
         raise BenchError(f"cannot read the cache entry {meta_path} that charrnn prepare printed: {exc}")
-
-
-def embed_size(args: argparse.Namespace) -> int:
-    """The embedding size of the run: --embed-size, else charrnn's default at --hidden-size."""
-    if args.embed_size is not None:
-        return args.embed_size
-    from charrnn.config import ModelConfig
-
-    return ModelConfig(hidden_size=args.hidden_size).embed_size
 
 
 def model_arrays(vocab_size: int, hidden_size: int, batch_size: int, embed_size: int = 0) -> dict[str, Any]:
