@@ -74,10 +74,13 @@ def init_params(
     Each matrix is drawn in charrnn's row-vector shape, in charrnn's order, and transposed, so that a
     seed gives the very weights ``charrnn train --rng-seed`` starts from (see the module docstring).
     """
+    def transposed(shape: tuple[int, int], std: float) -> np.ndarray:
+        return np.ascontiguousarray(rng.standard_normal(shape).T) * std
+
     return {
-        "W_xh": rng.standard_normal((vocab_size, hidden_size)).T * input_scale,  # input -> hidden, (H, V)
-        "W_hh": rng.standard_normal((hidden_size, hidden_size)).T * scale,  # hidden -> hidden, (H, H)
-        "W_hy": rng.standard_normal((hidden_size, vocab_size)).T * scale,  # hidden -> logits, (V, H)
+        "W_xh": transposed((vocab_size, hidden_size), input_scale),  # input -> hidden, (H, V)
+        "W_hh": transposed((hidden_size, hidden_size), scale),  # hidden -> hidden, (H, H)
+        "W_hy": transposed((hidden_size, vocab_size), scale),  # hidden -> logits, (V, H)
         "b_h": np.zeros((hidden_size, 1)),
         "b_y": np.zeros((vocab_size, 1)),
     }
