@@ -34,8 +34,8 @@ def cli(quiet: bool) -> None:
     """Train character- and word-level RNN language models and sample text from them.
 
     \b
-    Quick start:
-      charrnn train data/tang300.txt --steps 1000
+    Quick start (on the 300 Tang poems installed with charrnn):
+      charrnn train --sample-corpus --steps 1000
       charrnn sample --seed 月
 
     Exit codes: 0 success, 1 failure while running, 2 bad usage or input,

@@ -6,13 +6,13 @@ from typing import Optional
 
 import click
 
-from charrnn.cli.options import option, quiet_option
+from charrnn.cli.options import command, option, quiet_option
 from charrnn.cli.common import (
     checkpoint_argument, checkpoint_option, echo_text, emit_json, examples, reports_errors, resolve_checkpoint,
 )
 
 
-@click.command("info", epilog=examples(
+@command("info", epilog=examples(
     'charrnn info',
     'charrnn info tang/step_00002000.npz',
     'charrnn info -c tang --json',
@@ -25,8 +25,8 @@ from charrnn.cli.common import (
 def info_command(ckpt: Optional[str], checkpoint: Optional[str], json: bool, quiet: bool) -> None:
     """Describe the model in CKPT (given as the argument or as -c).
 
-    CKPT is a checkpoint file, or a folder for its best.npz, else latest.npz [default: the folder
-    checkpoints/].
+    CKPT is a checkpoint file, or a folder for its best.npz, else latest.npz [default: the newest
+    run's folder in checkpoints/].
 
     Shows the cell, layers and sizes, the parameter count with its formula, the vocabulary, the
     corpus, training progress and losses, the optimizer, and the file's format and charrnn versions.
