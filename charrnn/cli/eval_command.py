@@ -11,7 +11,7 @@ from charrnn.cli.common import (
     ProgressBar, checkpoint_option, emit_json, examples, format_score, inform, reports_errors, resolve_checkpoint,
 )
 from charrnn.cli.exits import write_stdout
-from charrnn.cli.options import command, config_options, option, quiet_option, usage_error
+from charrnn.cli.options import config_options, option, quiet_option
 from charrnn.config import ComputeConfig, DataConfig
 
 ZIP_MAGIC = b"PK\x03\x04"  # every checkpoint is a zip archive; no text file starts so
@@ -43,7 +43,7 @@ def split_arguments(paths: tuple[str, ...], checkpoint: Optional[str]) -> tuple[
     return checkpoint, paths
 
 
-@command("eval", epilog=examples(
+@click.command("eval", epilog=examples(
     'charrnn eval held_out.txt',
     'charrnn eval tang/best.npz held_out.txt --json',
     'cat chapter*.txt | charrnn eval -c tang -',
@@ -73,13 +73,14 @@ def eval_command(
     from charrnn.checkpoints import checkpoint as checkpoints
     from charrnn import memory
     from charrnn.model import network
+    from charrnn.errors import ConfigError
     from charrnn.data.corpus import read_corpus
     from charrnn.inference.scoring import score_text
     from charrnn.model import backend as backends
 
     checkpoint, files = split_arguments(paths, checkpoint)
     if batch_size <= 0:
-        raise usage_error(f"--batch-size must be positive, got {batch_size}")
+        raise ConfigError(f"--batch-size must be positive, got {batch_size}")
     kernels = backends.select(ComputeConfig(backend=backend).backend)
     path = resolve_checkpoint(checkpoint, quiet)
     ckpt = checkpoints.load(path)

@@ -10,10 +10,10 @@ import click
 from charrnn.cli.common import (
     checkpoint_argument, checkpoint_option, emit_json, examples, inform, reports_errors, resolve_checkpoint,
 )
-from charrnn.cli.options import command, option, quiet_option
+from charrnn.cli.options import option, quiet_option
 
 
-@command("export", epilog=examples(
+@click.command("export", epilog=examples(
     'charrnn export -o tang-model.npz',
     'charrnn export tang/best.npz -o share/tang.npz --overwrite',
 ))

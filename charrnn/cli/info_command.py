@@ -6,13 +6,13 @@ from typing import Optional
 
 import click
 
-from charrnn.cli.options import command, option, quiet_option
+from charrnn.cli.options import option, quiet_option
 from charrnn.cli.common import (
     checkpoint_argument, checkpoint_option, echo_text, emit_json, examples, reports_errors, resolve_checkpoint,
 )
 
 
-@command("info", epilog=examples(
+@click.command("info", epilog=examples(
     'charrnn info',
     'charrnn info tang/step_00002000.npz',
     'charrnn info -c tang --json',

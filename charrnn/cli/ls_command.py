@@ -8,11 +8,11 @@ from typing import Optional
 import click
 
 from charrnn.cli.common import echo_text, emit_json, examples, inform, reports_errors
-from charrnn.cli.options import command, option, quiet_option
+from charrnn.cli.options import option, quiet_option
 from charrnn.config import DEFAULT_CHECKPOINT_DIR
 
 
-@command("ls", epilog=examples(
+@click.command("ls", epilog=examples(
     'charrnn ls',
     'charrnn ls checkpoints/tang300 --json',
 ))

@@ -59,31 +59,6 @@ def option(*declarations: str, **settings: Any) -> Callable[[F], F]:
     return click.option(*declarations, cls=EnvOption, **settings)
 
 
-class Command(click.Command):
-    """A charrnn command: every mistake on its command line is shown alike, with the usage lines above
-    the ``Error:`` line (click's parser leaves them off some, such as an option given without its value)."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        try:
-            return super().parse_args(ctx, args)
-        except click.UsageError as exc:
-            if exc.ctx is None:
-                exc.ctx, exc.cmd = ctx, self
-            raise
-
-
-def command(name: str, **settings: Any) -> Callable[[Callable[..., Any]], Command]:
-    """``click.command`` for a charrnn command (see Command)."""
-    return click.command(name, cls=Command, **settings)
-
-
-def usage_error(message: str) -> click.UsageError:
-    """The error for an option value or a combination of options that cannot work: exit 2, shown with
-    the command's usage lines, as click shows its own (a file or a folder that is wrong is a
-    ConfigError instead: one line)."""
-    return click.UsageError(message)
-
-
 def _quiet_here_or_before(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
     """-q given to the command, or to charrnn before it (``charrnn -q info``)."""
     return value or bool(ctx.parent is not None and ctx.parent.params.get("quiet"))
@@ -177,15 +152,12 @@ def build(cls: type[T], values: dict[str, Any]) -> T:
         return cls(**{field.name: values[param_name(cls, field.name)] for field, _ in settings.options(cls)})
     except ConfigError as exc:
         ctx = click.get_current_context(silent=True)
-        if ctx is None:
-            raise
         message = str(exc)
-        for field, _ in settings.options(cls):
+        for field, _ in settings.options(cls) if ctx is not None else ():
             variable = environment_source(ctx, cls, field.name)
             if variable and message.startswith(settings.flag(cls, field.name) + " "):
-                message = f"{message} (set by {variable})"
-                break
-        raise usage_error(message) from None
+                raise ConfigError(f"{message} (set by {variable})") from None
+        raise
 
 
 def given_fields(ctx: click.Context, *classes: type) -> frozenset[str]:

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from charrnn.cli.options import command, option, quiet_option, usage_error
+from charrnn.cli.options import option, quiet_option
 from charrnn.cli.common import emit_json, examples, inform, reports_errors
 
 
-@command("plot", epilog=examples(
+@click.command("plot", epilog=examples(
     'charrnn plot run.jsonl -o loss.png',
     'charrnn plot run.jsonl -o loss.png --width-px 800 --json',
 ))
@@ -26,11 +26,8 @@ def plot_command(log: str, output: str, width_px: int, height_px: int, json: boo
     as a line, validation loss as points at the steps where it was measured. Needs matplotlib:
     pip install '.[plot]' in charrnn's source folder (not 'charrnn[plot]', which is another project).
     """
-    from charrnn.plot import MAX_SIDE_PX, plot_log
+    from charrnn.plot import plot_log
 
-    for name, value in (("--width-px", width_px), ("--height-px", height_px)):
-        if not 0 < value <= MAX_SIDE_PX:
-            raise usage_error(f"{name} must be between 1 and {MAX_SIDE_PX:,}, got {value}")
     records = plot_log(log, output, width_px, height_px)
     validations = sum(r.val_loss_nats is not None for r in records)
     inform(quiet, f"wrote {output} ({width_px}×{height_px} px; {len(records)} steps, {validations} validations)")

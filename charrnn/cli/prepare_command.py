@@ -9,11 +9,11 @@ import click
 from charrnn.cli.common import (
     ProgressBar, echo_text, emit_json, examples, inform, reports_errors, writing_cache,
 )
-from charrnn.cli.options import command, config_options, option, quiet_option, usage_error
+from charrnn.cli.options import config_options, option, quiet_option
 from charrnn.config import DataConfig
 
 
-@command("prepare", epilog=examples(
+@click.command("prepare", epilog=examples(
     'charrnn prepare big.txt',
     'charrnn prepare corpus/*.txt --tokenizer jieba --max-vocab 20000 --json',
 ))
@@ -36,9 +36,10 @@ def prepare_command(
     import time
 
     from charrnn.data import token_cache
+    from charrnn.errors import ConfigError
 
     if workers is not None and workers < 1:
-        raise usage_error(f"--workers must be positive, got {workers}")
+        raise ConfigError(f"--workers must be positive, got {workers}")
     started = time.perf_counter()
     progress = ProgressBar("tokenizing", quiet)
     try:

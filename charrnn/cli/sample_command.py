@@ -8,12 +8,12 @@ from typing import Any, Optional
 import click
 
 from charrnn.cli.common import ProgressBar, checkpoint_option, examples, inform, reports_errors, resolve_checkpoint
-from charrnn.cli.options import build, command, config_options, option, quiet_option, usage_error
+from charrnn.cli.options import build, config_options, option, quiet_option
 from charrnn.cli.sample_output import SEPARATOR, BLOCK_TOKENS, JsonOutput, TextOutput, write_samples
 from charrnn.config import ComputeConfig, DataConfig, SampleConfig
 
 
-@command("sample", epilog=examples(
+@click.command("sample", epilog=examples(
     'charrnn sample --seed 月',
     'charrnn sample -c tang --seed-file opening.txt --length 500 --temperature 0.7',
     'charrnn sample --num-samples 3 --json | jq -r ".samples[0]"',
@@ -45,14 +45,14 @@ def sample_command(
     from charrnn.checkpoints import checkpoint as checkpoints
     from charrnn.data.corpus import read_text
     from charrnn.data.token_cache import smallest_id_dtype
-    from charrnn.errors import VocabularyError
+    from charrnn.errors import ConfigError, VocabularyError
     from charrnn.inference import sampling
     from charrnn.model import backend
 
     config = build(SampleConfig, options)
     kernels = backend.select(build(ComputeConfig, options).backend, sampling=True)
     if stream and (config.num_samples > 1 or json):
-        raise usage_error("--stream prints one sample as plain text: drop --num-samples or --json")
+        raise ConfigError("--stream prints one sample as plain text: drop --num-samples or --json")
     if seed is not None and seed_file is not None:
         raise click.UsageError("give the priming text as --seed or as --seed-file, not both")
     seed_name = "--seed"

@@ -15,7 +15,7 @@ from charrnn.cli.common import (
     ProgressBar, check_appendable, emit_json, examples, fail, inform, reports_errors, resolve_checkpoint, writing_cache,
 )
 from charrnn.cli.exits import Interrupted
-from charrnn.cli.options import build, command, config_options, given_fields, option, quiet_option, usage_error
+from charrnn.cli.options import build, config_options, given_fields, option, quiet_option
 from charrnn.cli.training_output import TrainingOutput, finished_document, interrupted_line
 from charrnn.config import ComputeConfig, DataConfig, ModelConfig, ScheduleConfig, TrainConfig
 
@@ -50,7 +50,7 @@ class StopFlag:
         return {s: signal.signal(s, self.handle) for s in EXIT_INTERRUPTED if signal.getsignal(s) != signal.SIG_IGN}
 
 
-@command("train", epilog=examples(
+@click.command("train", epilog=examples(
     'charrnn train --sample-corpus --steps 1000',
     'charrnn train poems.txt --val-file held_out.txt --cell gru --hidden-size 256 --checkpoint-dir tang',
     'charrnn train --resume tang --steps 5000',
@@ -91,18 +91,19 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
     """
     from charrnn.training import runner
     from charrnn.data.corpus import sample_corpus_path
+    from charrnn.errors import ConfigError
     from charrnn.training.session import TrainRequest, open_session
 
     if options["sample_corpus"]:
         if corpus:
-            raise usage_error("give CORPUS files or --sample-corpus, not both")
+            raise click.UsageError("give CORPUS files or --sample-corpus, not both")
         corpus = (sample_corpus_path(),)
     if not corpus and not options["resume"]:
         raise click.UsageError("give at least one CORPUS file, or --sample-corpus (or --resume a checkpoint)")
     if "-" in corpus and "-" in options["val_file"]:
         raise click.UsageError("standard input (-) can be read only once: give it as CORPUS or as --val-file, not both")
     if options["log_every"] < 0:
-        raise usage_error(f"--log-every must be zero or positive, got {options['log_every']}")
+        raise ConfigError(f"--log-every must be zero or positive, got {options['log_every']}")
     if options["log_jsonl"]:
         check_appendable(options["log_jsonl"], "--log-jsonl")  # before any work, not at the first log line
     explicit = given_fields(ctx, *CONFIGS)

@@ -223,9 +223,9 @@ def describe_start(event: Any, quiet: bool, checkpoint_dir: str = "") -> None:
                 f"{event.num_parameters:,} parameters, {event.num_train_tokens:,} training tokens, "
                 f"{event.num_val_tokens:,} validation tokens, {event.steps_per_epoch} steps per epoch, "
                 f"rng seed {event.train_config.rng_seed}, {event.backend} backend")
+    inform(quiet, describe_encoding(event.corpus_paths, event.corpus_encodings, event.encoding_option))
     if checkpoint_dir:
         inform(quiet, f"checkpoints: {os.path.join(checkpoint_dir, '')}")
-    inform(quiet, describe_encoding(event.corpus_paths, event.corpus_encodings, event.encoding_option))
     for note in event.notes:
         inform(quiet, f"note: {note}")
 

@@ -210,8 +210,9 @@ def run_folder_name(corpus_paths: Sequence[str]) -> str:
     return stem or "corpus"
 
 
-def secure_run_folder(root: str, name: str, notes: list[str]) -> tuple[FolderLock, Claim, bool]:
-    """Create, lock and return a new run's own folder under ``root``; (lock, claim, whether it was created).
+def secure_run_folder(root: str, name: str, notes: list[str]) -> tuple[FolderLock, Claim, list[str]]:
+    """Create, lock and return a new run's own folder under ``root``: (lock, claim, the folders created,
+    deepest first, for a run that fails to start to remove).
 
     The folder is ``root/name``, or ``root/name-2``, ``-3``... the first that holds no checkpoint and is
     not being written by another run: a model already there is never touched, and two runs started at
@@ -221,7 +222,7 @@ def secure_run_folder(root: str, name: str, notes: list[str]) -> tuple[FolderLoc
         directory = os.path.join(root, name if number == 1 else f"{name}-{number}")
         if checkpoint_files(directory) or (os.path.lexists(directory) and not os.path.isdir(directory)):
             continue
-        created = not os.path.isdir(directory)
+        created = [path for path in (directory, root) if not os.path.isdir(path)]
         folder_files.prepare_directory(directory)
         lock = FolderLock(directory)
         try:

@@ -198,7 +198,7 @@ def open_session(request: TrainRequest, on_progress: token_cache.Progress = lamb
         lock, claim, created = folder.secure_run_folder(DEFAULT_CHECKPOINT_DIR, name, notes)
         directory = claim.directory
     else:
-        created = not os.path.isdir(directory)
+        created = [] if os.path.isdir(directory) else [directory]
         existing = folder_files.find_latest(directory)
         lock, claim = folder.secure(directory, identity, request.overwrite, advice.format(path=existing), notes)
     request = dataclasses.replace(request, schedule=dataclasses.replace(request.schedule, checkpoint_dir=directory))
@@ -206,9 +206,9 @@ def open_session(request: TrainRequest, on_progress: token_cache.Progress = lamb
         session = _fresh(request, on_progress) if ckpt is None else _resumed(request, ckpt, on_progress)
     except BaseException:
         lock.release()  # removes the lock file
-        if created:  # leave no empty folder behind for a run that never started
+        for path in created:  # leave no empty folder behind for a run that never started
             with suppress(OSError):
-                os.rmdir(directory)
+                os.rmdir(path)
         raise
     session.lock, session.claim = lock, claim
     session.notes[:0] = notes
