@@ -87,7 +87,8 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
     CHARRNN_TRAIN_HIDDEN_SIZE=256.
 
     Exit codes: 0 done, 1 failure while running (NaN loss, failed write), 2 bad usage or input,
-    130/143 interrupted by SIGINT/SIGTERM after saving a checkpoint.
+    130/143 interrupted by SIGINT/SIGTERM after saving a checkpoint (a signal ignored when charrnn
+    starts, as in a script's background job, stays ignored).
     """
     from charrnn.training import runner
     from charrnn.data.corpus import sample_corpus_path
