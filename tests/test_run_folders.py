@@ -164,3 +164,15 @@ def test_every_reader_takes_the_newest_run(workdir, small_corpus, command):
     result = invoke(*[part.format(corpus=small_corpus) for part in command])
     assert result.exit_code == 0, result.stderr
     assert result.stderr.splitlines()[0] == f"using {os.path.join('checkpoints', 'poems-2', 'best.npz')}"
+
+
+def test_the_folder_of_runs_named_means_its_newest_run(workdir, small_corpus):
+    _train(small_corpus)
+    _train(small_corpus, "--rng-seed", "8")
+    newest = os.path.join("checkpoints", "poems-2")
+    assert invoke("sample", "-c", "checkpoints", "--length", "2").stderr == f"using {os.path.join(newest, 'best.npz')}\n"
+    resumed = invoke("train", "--resume", "checkpoints", "--steps", "6", "--json", "-q")
+    assert resumed.exit_code == 0, resumed.stderr
+    document = json.loads(resumed.stdout)
+    assert document["checkpoint_dir"] == newest and document["steps_this_run"] == 2
+    assert sorted(os.listdir("checkpoints")) == ["poems", "poems-2"]

@@ -105,15 +105,17 @@ def resolve_checkpoint(path: Optional[str], quiet: bool, newest: bool = False) -
 
     A file is itself. A folder means its ``best.npz``, the model with the lowest validation loss, else
     ``latest.npz``, else its newest step file; with ``newest`` (for resuming, which must continue from
-    the end) its newest checkpoint. With no ``path``, the folder is the newest run's under
-    ``checkpoints/`` (the one a checkpoint was last written to: every new run has its own folder
-    there). The file chosen in a folder is named on stderr (``using ...``) unless ``quiet``.
+    the end) its newest checkpoint. A folder of run folders (``checkpoints/``, where every new run has
+    its own), and no ``path`` at all, mean the newest run's folder: the one a checkpoint was last
+    written to. The file chosen in a folder is named on stderr (``using ...``) unless ``quiet``.
     """
     from charrnn.checkpoints import folder_files
 
     if path is not None and not os.path.isdir(path):
         return path  # a file, or nothing: loading it says what is wrong
-    folder = path if path is not None else folder_files.newest_run(DEFAULT_CHECKPOINT_DIR)
+    folder = path
+    if path is None or folder_files.find_latest(path) is None:
+        folder = folder_files.newest_run(DEFAULT_CHECKPOINT_DIR if path is None else path)
     found = None
     if folder is not None:
         found = folder_files.find_latest(folder) if newest else folder_files.find_model(folder)
