@@ -138,6 +138,23 @@ def test_sigint_ignored_by_the_parent_stays_ignored_while_training(charrnn_execu
     assert "Interrupted; checkpoint saved to run/latest.npz" in stderr
 
 
+def test_sigint_ignored_by_the_parent_stays_ignored_while_sampling(charrnn_executable, tmp_path, small_corpus):
+    trained = subprocess.run([charrnn_executable, "train", str(small_corpus), "--steps", "2", *FAST, "-q"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert trained.returncode == 0, trained.stderr
+    process = subprocess.Popen([charrnn_executable, "sample", "--stream", "--length", "100000000", "-q"], cwd=tmp_path,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        assert len(process.stdout.read(30)) == 30  # text is flowing
+        process.send_signal(signal.SIGINT)
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 143 and stderr.decode() == "Error: interrupted by SIGTERM\n"
+
+
 def _stderr_on_a_terminal(command: list[str], cwd) -> tuple[int, str, str]:
     """Run ``command`` with stderr on a pseudo-terminal 100 columns wide: (exit code, what the terminal
     showed, stdout)."""
