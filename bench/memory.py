@@ -20,9 +20,9 @@ a PASS/FAIL line per target, a Markdown table for the README and the command tha
 ``--json`` prints one JSON document instead. Progress goes to stderr. The exit code is 0 whatever the
 verdicts (it is a benchmark), 1 if a charrnn command fails, 2 for bad options or missing corpora.
 
-    python bench/memory.py                            # 1 GB of mixed English and Chinese lines
-    python bench/memory.py --language all             # en, zh and mixed in turn (three times as long)
-    python bench/memory.py --size-gb 0.1 --steps 50   # a quick look; verdicts are N/A below 1 GB
+    python -m bench.memory                            # 1 GB of mixed English and Chinese lines
+    python -m bench.memory --language all             # en, zh and mixed in turn (three times as long)
+    python -m bench.memory --size-gb 0.1 --steps 50   # a quick look; verdicts are N/A below 1 GB
 
 Units: a GB is 10⁹ bytes and an MB 10⁶ bytes throughout, RSS included (Linux gives ru_maxrss in KiB,
 so MB = KiB × 1024 / 10⁶). Reporting RSS in decimal MB makes the numbers larger than in MiB, which is
@@ -53,8 +53,8 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
-from machine import machine_info  # bench/machine.py, beside this file
-from throughput import embed_size  # bench/throughput.py: --embed-size, else charrnn's default
+from bench.machine import machine_info
+from bench.throughput import embed_size  # --embed-size, else charrnn's default
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
@@ -594,7 +594,7 @@ def _fmt(value: Optional[float], spec: str) -> str:
 
 def reproduce_command(args: argparse.Namespace) -> str:
     """The command line that repeats this run, every setting spelled out."""
-    parts = ["python", "bench/memory.py", "--size-gb", f"{args.size_gb:g}", "--language", args.language,
+    parts = ["python", "-m", "bench.memory", "--size-gb", f"{args.size_gb:g}", "--language", args.language,
              "--steps", str(args.steps), "--hidden-size", str(args.hidden_size), "--batch-size", str(args.batch_size),
              "--embed-size", str(embed_size(args)),
              "--seq-length", str(args.seq_length), "--eval-tokens", str(args.eval_tokens), "--seed", str(args.seed)]
