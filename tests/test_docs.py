@@ -8,7 +8,7 @@ import re
 import shlex
 import textwrap
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Iterator, NamedTuple, Optional
 
 import click
 import pytest
@@ -164,19 +164,33 @@ def test_the_command_check_refuses_what_charrnn_refuses():
         ["eval", "x", "-q"], ["ls"]]
 
 
+# Scripts of the checkout that docs show with options of their own: the benchmarks, and the textbook
+# model run on its own (python -m charrnn.model.reference).
+SCRIPTS_WITH_OPTIONS = [*(REPO / "bench").glob("*.py"), REPO / "charrnn" / "model" / "reference.py"]
+
+
 def _bench_scripts_naming(option: str) -> list[Path]:
-    return [path for path in (REPO / "bench").glob("*.py") if f'"{option}"' in path.read_text(encoding="utf-8")]
+    return [path for path in SCRIPTS_WITH_OPTIONS if f'"{option}"' in path.read_text(encoding="utf-8")]
+
+
+def _module_script(words: list[str]) -> Optional[Path]:
+    """The file of ``python -m bench.NAME`` (or ``python bench/NAME.py``) in a command's words, else None."""
+    if words[0] not in ("python", "python3"):
+        return None
+    if "-m" in words[:-1] and words[words.index("-m") + 1].startswith("bench."):
+        return REPO / "bench" / (words[words.index("-m") + 1].split(".", 1)[1] + ".py")
+    scripts = [w for w in words if w.startswith("bench/") and w.endswith(".py")]
+    return REPO / scripts[0] if scripts else None
 
 
 def test_every_benchmark_command_shown_names_a_script_and_options_it_has():
     found = 0
     for shown in _all_shown():
         for words in simple_commands(shown.line):
-            scripts = [w for w in words if w.startswith("bench/") and w.endswith(".py")]
-            if not scripts or words[0] not in ("python", "python3"):
+            script = _module_script(words)
+            if script is None:
                 continue
             found += 1
-            script = REPO / scripts[0]
             assert script.is_file(), (shown.page, shown.line)
             source = script.read_text(encoding="utf-8")
             missing = [w for w in words if w.startswith("--") and f'"{w.split("=")[0]}"' not in source]
@@ -188,7 +202,9 @@ def test_every_option_named_in_code_is_an_option_of_charrnn_or_of_a_benchmark():
     known = _group_options().union(*(_command_options(c) for c in cli.commands.values()))
     for page in PAGES:
         text = page.read_text(encoding="utf-8")
-        code = "\n".join([body for _, body in FENCE.findall(text)] + INLINE_CODE.findall(_without_code_blocks(text)))
+        # An error message quoted inline may name the mistaken option it answers (`Error: No such option ...`).
+        inline = [span for span in INLINE_CODE.findall(_without_code_blocks(text)) if not span.startswith("Error:")]
+        code = "\n".join([body for _, body in FENCE.findall(text)] + inline)
         for option in set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", code)):
             assert option in known or _bench_scripts_naming(option), (_relative(page), option)
 
