@@ -125,7 +125,7 @@ def test_info_of_the_format1_fixture_says_it_was_migrated():
     assert facts["parameters"]["total"] == 412  # (20 + 8 + 1)·8 + (8 + 1)·20
     assert facts["progress"]["step"] == 7 and facts["tokenizer"]["vocab_size"] == 20
     text = invoke("info", FORMAT1).stdout
-    assert "format version: 1 (migrated to format 3 when loaded)\n" in text
+    assert "format version: 1 (migrated to format 4 when loaded)\n" in text
     assert "validation: off (no held-out text)\n" in text
 
 

@@ -338,6 +338,8 @@ def training_memory(config: ModelConfig, batch_size: int, seq_length: int, optim
     parameter_bytes = _parameter_count(config) * item
     per_position = config.num_layers * (3 * cells.GATES[config.cell] + 2) * config.hidden_size
     per_position += config.vocab_size + config.hidden_size + 2 * config.embed_size
+    if config.bidirectional:  # a second stack and its states for the output (an upper bound: no look-ahead counted)
+        per_position += config.num_layers * (3 * cells.GATES[config.cell] + 2) * config.hidden_size + 2 * config.hidden_size
     step = {"gradients": parameter_bytes, "activations": seq_length * batch_size * per_position * item}
     saving = {"checkpoint being written": (1 + optimizer_slots) * parameter_bytes}
     held = {"parameters": parameter_bytes, "optimizer state": optimizer_slots * parameter_bytes}
