@@ -20,7 +20,7 @@ ALLOWED = {
     "cli": {
         "__init__", "cli", "config", "model.backend", "errors", "files", "install", "memory", "plot", "settings",
         "checkpoints.checkpoint", "checkpoints.folder_files", "checkpoints.info", "checkpoints.listing",
-        "data.corpus", "data.token_cache", "inference.sampling", "inference.scoring", "model.network",
+        "data.corpus", "data.token_cache", "inference.fill", "inference.sampling", "inference.scoring", "model.network",
         "training.loop", "training.runner", "training.session",
     },
     "training.session": {
@@ -44,6 +44,9 @@ ALLOWED = {
     },
     "training.folder": {"checkpoints.checkpoint", "checkpoints.folder_files", "errors"},
     "inference.sampling": {"config", "model.backend", "model.network"},
+    "inference.fill": {
+        "config", "data.tokenizer", "errors", "model.backend", "model.bidirectional", "model.fpu", "model.network",
+    },
     "inference.scoring": {
         "config", "data.tokenizer", "errors", "model.backend", "model.bidirectional", "model.fpu", "model.network",
     },
