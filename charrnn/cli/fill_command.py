@@ -118,12 +118,12 @@ def fill_command(
             continue
         output.append(result.filled)
         if top_k:
-            vocab_size = ckpt.model_config.vocab_size
+            possible = filler.possible_tokens
             for number, filled in enumerate(result.blanks, 1):
                 shown = ", ".join(f"{c.token!r} {c.probability:.4f}" if c.token.isspace() or not c.token
                                   else f"{c.token} {c.probability:.4f}" for c in filled.candidates)
-                scored = ("" if filler.method != WHOLE_TEXT or filled.scored == vocab_size else
-                          f" [{filled.scored:,} of {vocab_size:,} tokens scored, {filled.coverage:.1%} of p(·|left)]")
+                scored = ("" if filler.method != WHOLE_TEXT or filled.scored == possible else
+                          f" [{filled.scored:,} of {possible:,} tokens scored, {filled.coverage:.1%} of p(·|left)]")
                 order = f" (filled {_ordinal(filled.order)})" if len(result.blanks) > 1 else ""
                 output.append(f"  blank {number}{order}: {shown}{scored}")
     write_stdout("\n".join(output))

@@ -122,6 +122,7 @@ class Filler:
         if not allowed.any():
             raise FillError("the model's vocabulary has no token that can fill a blank")
         self.allowed = allowed
+        self.possible_tokens = int(allowed.sum())  # what a blank may hold: not a newline, not <unk>
         self.max_candidates = max_candidates
 
     # --- reading a text ----------------------------------------------------------------------------------
@@ -222,10 +223,10 @@ class Filler:
     def fill(self, text: str) -> Filled:
         """Fill every blank of ``text`` (one line); raises FillError or VocabularyError for a text that
         cannot be filled (no blank, unknown tokens without <unk>, too long a run of blanks)."""
-        segments, offsets, unknown = self._segments(text)
-        if not offsets:
+        if self.blank not in text:
             raise FillError(f"the text has no blank: mark each missing token with {self.blank}"
                             + (" (or choose the marker with --blank)" if self.blank == BLANK else ""))
+        segments, offsets, unknown = self._segments(text)
         self._check_runs(segments, offsets)
         # One sequence of slots: the tokens, with None for each blank, between a newline on each side.
         edge = [] if self.newline is None else [self.newline]
