@@ -135,3 +135,19 @@ def test_parameter_shapes_double_all_but_the_embedding_and_the_output_bias():
     params = network.init_params(lstm, np.random.default_rng(0), 0.01, embedding_scale=0.5)
     assert params["b_h.back"].tolist() == params["b_h"].tolist() == [0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0]
     assert 0.2 < float(np.std(params["W_xh.back"])) < 0.8  # the backward stack's own embedding rows
+
+
+def test_an_embedding_of_its_own_for_the_backward_stack_gets_its_own_exact_gradient():
+    # The variant bench/bidirectional_variants.py measures against the shared embedding.
+    config, params, inputs, targets, ahead, hidden0 = _tiny_problem(6, cell="rnn", embed_size=3, look_ahead=1)
+    params["W_xe.back"] = np.random.default_rng(8).standard_normal(params["W_xe"].shape)
+
+    def loss() -> float:
+        losses, _ = bidirectional.token_losses(params, config, inputs, targets, hidden0, ahead=ahead)
+        return float(losses.mean())
+
+    grads = bidirectional.loss_and_grads(params, config, inputs, targets, hidden0, ahead=ahead).grads
+    assert set(grads) == set(params)
+    for name in ("W_xe", "W_xe.back", "W_xh.back"):
+        analytic = grads[name].to_dense(VOCAB) if isinstance(grads[name], ops.SparseRows) else grads[name]
+        assert relative_error(analytic, numeric_gradient(loss, params[name])) < 1e-6, name

@@ -36,11 +36,15 @@ from charrnn.model.workspace import Workspace
 def backward_view(params: Params, config: ModelConfig) -> Params:
     """The backward stack's parameters under the forward model's names, for network.forward_layers.
 
-    Its output weights are W_hy.back; the shared embedding and output bias are the forward model's.
+    Its output weights are W_hy.back; the shared embedding and output bias are the forward model's. (A
+    W_xe.back, if the parameters hold one, is an embedding of its own: bench/bidirectional_variants.py
+    measures that variant against the shared one.)
     """
     view = {name: params[name + BACKWARD] for name in network.backward_twins(config)}
     for shared in ("W_xe", "b_y"):
-        if shared in params:
+        if shared + BACKWARD in params:
+            view[shared] = params[shared + BACKWARD]
+        elif shared in params:
             view[shared] = params[shared]
     return view
 
@@ -165,7 +169,7 @@ def loss_and_grads(
         view = backward_view(params, config)
         back_grads = network.backward_layers(view, config, right, back_caches, d_back_top, kernels)
         for name, grad in back_grads.items():
-            if name == "W_xe":
+            if name == "W_xe" and "W_xe" + BACKWARD not in params:
                 grads["W_xe"] = _add_sparse(grads["W_xe"], grad)  # type: ignore[arg-type]
             else:
                 grads[name + BACKWARD] = grad
