@@ -148,7 +148,7 @@ def loss_and_grads(
     top_flat, after_flat = top.reshape(count, hidden), after.reshape(count, hidden)
     buffer = network._new_array if workspace is None else workspace.buffer
     logits = kernels.matmul(top_flat, params["W_hy"], out=buffer("logits", (count, vocab), dtype))  # (N, V)
-    logits += kernels.matmul(after_flat, params["W_hy" + BACKWARD])
+    logits += kernels.matmul(after_flat, params["W_hy" + BACKWARD], out=buffer("logits.back", (count, vocab), dtype))
     loss, d_logits = kernels.softmax_cross_entropy(
         logits, targets.reshape(-1), params["b_y"],
         run_blocks=ops.one_block if workspace is None else workspace.run_blocks,
@@ -158,8 +158,9 @@ def loss_and_grads(
         d_logits, top_flat, params["W_hy"],
         buffer("d_top", (count, hidden), dtype), buffer("d_W_hy", (hidden, vocab), dtype), kernels.matmul,
     )
-    d_after = kernels.matmul(d_logits, params["W_hy" + BACKWARD].T)  # (N, H)
-    grads: Grads = {"W_hy": d_w_hy, "b_y": d_b_y, "W_hy" + BACKWARD: kernels.matmul(after_flat.T, d_logits)}
+    d_after = kernels.matmul(d_logits, params["W_hy" + BACKWARD].T, out=buffer("d_after", (count, hidden), dtype))
+    d_w_hy_back = kernels.matmul(after_flat.T, d_logits, out=buffer("d_W_hy.back", (hidden, vocab), dtype))
+    grads: Grads = {"W_hy": d_w_hy, "b_y": d_b_y, "W_hy" + BACKWARD: d_w_hy_back}
     grads.update(network.backward_layers(params, config, inputs, caches, d_top.reshape(steps, batch, hidden), kernels))
     if back_caches is not None:
         # Back to the states in the stack's reading order (the zero state of a window's end is no state).
