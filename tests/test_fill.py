@@ -285,3 +285,70 @@ def test_the_blank_that_only_the_right_context_decides(tmp_path):
     assert accuracy["bidirectional"] >= 0.9, accuracy
     assert accuracy["whole-text"] >= 0.9, accuracy
     assert accuracy["left-only"] <= 0.3, accuracy
+
+
+# --- scoring, resuming and words --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("window,look_ahead", [(50, 0), (3, 0), (3, 2), (4, 1)])
+def test_a_bidirectional_score_reads_each_window_as_training_does(window, look_ahead):
+    from charrnn.inference import scoring
+
+    tokenizer, config, params = _tiny(bidi=True, seed=4, cell="rnn")
+    ids = tokenizer.encode(POEM[:13])
+    score = scoring.score_ids(params, config, ids, tokenizer.token_lengths(), batch_size=1, window=window,
+                              look_ahead=look_ahead)
+    count = len(ids) - 1
+    expected = 0.0
+    for t in range(1, count + 1):  # target x_t: everything before it, and to its window's end plus the look-ahead
+        window_end = ((t - 1) // window + 1) * window  # the last target of its window
+        right_end = min(window_end + look_ahead, count)
+        logits = bidirectional.blank_logits(params, config, ids[:t, None], ids[t + 1 : right_end + 1, None])[0]
+        expected -= logits[ids[t]] - np.log(np.exp(logits - logits.max()).sum()) - logits.max()
+    assert score.tokens_scored == count
+    assert score.total_nats == pytest.approx(expected, rel=1e-10)
+
+
+def test_a_bidirectional_run_resumes_exactly(tmp_path, small_corpus):
+    common = ["--bidirectional", "--look-ahead", "2", "--cell", "lstm", "--hidden-size", "8", "--batch-size", "2",
+              "--seq-length", "5", "--rng-seed", "5", "--sample-every", "0", "--eval-every", "2", "-q",
+              "--dropout", "0.2", "--num-layers", "2", "--optimizer", "adam", "--learning-rate", "0.01"]
+    straight = invoke("train", small_corpus, *common, "--steps", "6", "--checkpoint-dir", tmp_path / "straight")
+    assert straight.exit_code == 0, straight.stderr
+    first = invoke("train", small_corpus, *common, "--steps", "3", "--checkpoint-dir", tmp_path / "halves")
+    assert first.exit_code == 0, first.stderr
+    again = invoke("train", "--resume", tmp_path / "halves", "--steps", "6", "-q")
+    assert again.exit_code == 0, again.stderr
+    one, two = (checkpoint.load(str(tmp_path / name / "latest.npz")) for name in ("straight", "halves"))
+    assert two.progress.step == 6 and two.model_config.bidirectional and two.train_config.look_ahead == 2
+    for group in ("params", "optimizer_state", "hidden"):
+        for name, value in getattr(one, group).items():
+            np.testing.assert_array_equal(getattr(two, group)[name], value, err_msg=name)
+    conflict = invoke("train", "--resume", tmp_path / "halves", "--steps", "8", "--look-ahead", "1")
+    assert conflict.exit_code == 2 and "--look-ahead 1 conflicts with the checkpoint" in conflict.stderr
+    forward = invoke("train", small_corpus, "--look-ahead", "2", "--steps", "1", "--checkpoint-dir", tmp_path / "f")
+    assert forward.exit_code == 2 and "--look-ahead is how far a --bidirectional model" in forward.stderr
+
+
+def test_eval_scores_a_bidirectional_model_on_both_sides(models, tmp_path):
+    text = tmp_path / "held.txt"
+    text.write_text(TANG300.read_text(encoding="utf-8")[:400], encoding="utf-8")
+    result = invoke("eval", models[0], text, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["tokens_scored"] > 300
+
+
+def test_a_word_model_fills_one_word_per_blank(tmp_path):
+    corpus = tmp_path / "words.txt"
+    corpus.write_text("我的手机坏了，我打算买一部新手机。\n我打算买一本新书。\n他的电脑坏了，他打算修一修。\n" * 30,
+                      encoding="utf-8")
+    result = invoke("train", corpus, "--tokenizer", "jieba", "--bidirectional", "--steps", "60", "--hidden-size", "16",
+                    "--batch-size", "4", "--seq-length", "8", "--learning-rate", "0.1", "--rng-seed", "1",
+                    "--sample-every", "0", "-q", "--checkpoint-dir", tmp_path / "words", "--cache-dir", tmp_path / "c")
+    assert result.exit_code == 0, result.stderr
+    filled = invoke("fill", "-c", tmp_path / "words", "我的手机坏了，我打算_一部新手机。", "--json", "-q")
+    assert filled.exit_code == 0, filled.stderr
+    (blank,) = json.loads(filled.stdout)["texts"][0]["blanks"]
+    ckpt = checkpoint.load(str(tmp_path / "words" / "latest.npz"))
+    assert ckpt.tokenizer.kind == "jieba" and all(c["token"] in ckpt.tokenizer.vocab for c in blank["candidates"])
+    assert any(len(c["token"]) > 1 for c in blank["candidates"])  # words, not only characters
