@@ -114,7 +114,7 @@ class Filler:
         self.window, self.top_k, self.blank = window, top_k, blank
         self.method = BIDIRECTIONAL if config.bidirectional else WHOLE_TEXT
         vocab = tokenizer.vocab
-        self.newline = tokenizer._index.get(NEWLINE)  # noqa: SLF001 - the vocabulary's own lookup
+        self.newline = vocab.index(NEWLINE) if NEWLINE in vocab else None
         allowed = np.ones(len(vocab), dtype=bool)
         for banned in (self.newline, tokenizer.unknown_id):
             if banned is not None:
