@@ -17,14 +17,12 @@ It prints tokens/s of training, the steps taken, and cloze top-1, top-5 and bits
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import math
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 

@@ -90,10 +90,6 @@ class _Scores:
     coverage: float
 
 
-def _describe(token: str) -> str:
-    return repr(token)
-
-
 class Filler:
     """Fills texts with one model: a bidirectional one, or a left-to-right one by whole-text scoring."""
 
@@ -146,7 +142,7 @@ class Filler:
                 where = f" (next to {' and '.join(beside)})" if beside else ""
                 raise VocabularyError(
                     f"the text has tokens outside the model's vocabulary{where}: "
-                    f"{', '.join(map(_describe, dict.fromkeys(unknown)))}; remove or replace them (a model "
+                    f"{', '.join(map(repr, dict.fromkeys(unknown)))}; remove or replace them (a model "
                     "trained with --max-vocab reads such tokens as <unk>)"
                 )
             segments.append([int(i) for i in ids])
