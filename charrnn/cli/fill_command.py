@@ -37,7 +37,7 @@ def _candidates_limit(ctx: click.Context, param: click.Parameter, value: Optiona
 ))
 @click.argument("texts", nargs=-1, metavar="[TEXT]...")
 @checkpoint_option()
-@option("--file", "paths", multiple=True, type=click.Path(allow_dash=True), metavar="PATH",
+@option("--file", "file", multiple=True, type=click.Path(allow_dash=True), metavar="PATH",
         help="Read texts from this file, one per line (- for standard input; repeatable).")
 @option("--blank", default="_", show_default=True, metavar="S", help="The marker of one missing token.")
 @option("--top-k", type=click.IntRange(min=1), metavar="K",
@@ -51,7 +51,7 @@ def _candidates_limit(ctx: click.Context, param: click.Parameter, value: Optiona
 @quiet_option("No informational messages on stderr (the method, notes).")
 @reports_errors
 def fill_command(
-    texts: tuple[str, ...], checkpoint: Optional[str], paths: tuple[str, ...], blank: str, top_k: Optional[int],
+    texts: tuple[str, ...], checkpoint: Optional[str], file: tuple[str, ...], blank: str, top_k: Optional[int],
     candidates: Optional[int], encoding: str, json: bool, quiet: bool, **options: Any,
 ) -> None:
     """Fill the blanks of each TEXT: every BLANK marker (_) stands for one missing token (a character, or a
@@ -74,15 +74,15 @@ def fill_command(
     from charrnn.model import backend
 
     kernels = backend.select(build(ComputeConfig, options).backend, sampling=True)
-    if texts.count("-") + paths.count("-") > 1:
+    if texts.count("-") + file.count("-") > 1:
         raise click.UsageError("standard input (-) can be read only once")
-    if not texts and not paths:
+    if not texts and not file:
         raise click.UsageError("give a TEXT with a blank (_), --file PATH, or - for standard input")
     lines: list[str] = []
     for text in texts:
         lines += read_text("-", encoding)[0].splitlines() if text == "-" else text.splitlines() or [""]
-    for path in paths:
-        lines += read_text(path, encoding)[0].splitlines()
+    for named in file:
+        lines += read_text(named, encoding)[0].splitlines()
     path = resolve_checkpoint(checkpoint, quiet)
     ckpt = checkpoints.load(path)
     filler = Filler(ckpt.params, ckpt.model_config, ckpt.tokenizer, ckpt.train_config.seq_length, kernels,
