@@ -11,7 +11,7 @@ held-out line (charrnn fill's bidirectional method, as bench/cloze.py does). Var
 It prints tokens/s of training, the steps taken, and cloze top-1, top-5 and bits per masked token.
 
     python bench/bidirectional_variants.py data/tang300.txt --seconds 60
-    python bench/bidirectional_variants.py devils_dictionary.txt --look-ahead 0,12,25 --seconds 90
+    python bench/bidirectional_variants.py data/devils_dictionary.txt --look-ahead 0,12,25 --seconds 90
 """
 
 from __future__ import annotations

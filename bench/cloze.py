@@ -15,7 +15,7 @@ Every method reads the line alone, after and before a newline, and ranks every t
 It reports top-1 and top-5 accuracy, bits per masked token (−log2 of the probability given to the true
 token) and the milliseconds each method takes per blank, as a Markdown table per corpus.
 
-    python bench/cloze.py data/tang300.txt ../shared/corpora/devils_dictionary.txt --seconds 120
+    python bench/cloze.py data/tang300.txt data/devils_dictionary.txt --seconds 120
     python bench/cloze.py data/tang300.txt --seconds 30 --blanks 100 --json
 """
 
