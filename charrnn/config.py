@@ -42,6 +42,9 @@ DEFAULT_PATIENCE = 3
 # average of g², so their steps are about lr from the start; 0.002 is char-rnn's setting for RMSProp.
 DEFAULT_LEARNING_RATES = {"adagrad": 0.02, "rmsprop": 0.002, "adam": 0.002}
 RATE_HIDDEN_SIZE = 256
+# Tokens a bidirectional model's right-to-left stack reads past each training window (docs/fill.md, "Training
+# windows": measured against 0 and against the window's length).
+DEFAULT_LOOK_AHEAD = 0
 
 
 def default_learning_rate(optimizer: str, hidden_size: int) -> float:
@@ -82,6 +85,14 @@ class ModelConfig:
                             on_resume=FIXED)
     dtype: str = option("float32", "Floating-point type of the weights (float64 for checking the math).",
                         on_resume=FIXED)
+    # The tutorial's bidirectional RNN as a blank filler (model/bidirectional.py; docs/fill.md): a second
+    # stack of its own weights reads the text right to left, and token t is predicted from the states
+    # just before and just after it, p(x_t | x_<t, x_>t). Such a model fills blanks (charrnn fill); it
+    # cannot generate text.
+    bidirectional: bool = option(
+        False, "Train a blank-filling model for charrnn fill: a second stack reads the text right to left, and "
+        "each token is predicted from the text on both sides of it (it cannot sample).", on_resume=FIXED,
+    )
 
     def __post_init__(self) -> None:
         check = Checks(self)
@@ -138,10 +149,18 @@ class TrainConfig:
     adagrad_initial_accumulator: float = 0.0
     val_fraction: float = option(0.05, "Hold out this fraction at the end of the corpus for validation (0: none).",
                                  metavar="F", on_resume=FIXED)
+    # A bidirectional model's backward stack starts from a zero state at the end of every window: the
+    # state from the future cannot be carried the way the forward one is. It reads up to this many tokens
+    # past the window first, so that the window's last tokens see some right context (docs/fill.md).
+    look_ahead: int = option(
+        DEFAULT_LOOK_AHEAD, "Tokens past each training window that a --bidirectional model's right-to-left stack "
+        "reads first (0: it starts at the window's end).", metavar="N", on_resume=FIXED,
+    )
 
     def __post_init__(self) -> None:
         check = Checks(self)
         check.positive("seq_length", "batch_size", "max_steps")
+        check.non_negative("look_ahead")
         check.choice("optimizer", OPTIMIZERS)
         if self.learning_rate is not None:
             check.rate("learning_rate")

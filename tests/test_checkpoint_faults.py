@@ -60,7 +60,9 @@ NAMED_CASES = {
     "meta:set:val_step-after-step": "progress.val_step 3 is after progress.step 2",
     "meta:set:best_val_step-after-step": "progress.best_val_step 3 is after progress.step 2",
     "meta:set:embed_size+3": "entry param.W_xe has shape (401, 8) and dtype float32, but the model needs (401, 11)",
-    "meta:set:format_version=4": "uses checkpoint format 4, newer than this charrnn",
+    "meta:set:format_version=5": "uses checkpoint format 5, newer than this charrnn",
+    "meta:set:bidirectional-flipped": "does not match its model (missing ['optim.sum_sq.W_hh.back'",
+    "meta:set:look_ahead=2**63": "train: --look-ahead must be at most 9,223,372,036,854,775,807",
     "bomb:param.W_hy": "would inflate to 1,073,",
     "bomb:meta": "would inflate to 1,073,",
     "pickle:param.b_h": "holds pickled Python objects; refusing to load it",
@@ -283,6 +285,28 @@ def _check_catalogue(source: tuple[Path, Path], tmp_path: Path, every: int) -> N
 
 def test_a_sample_of_the_crafted_variants_loads_consistently_or_is_refused(source, tmp_path):
     _check_catalogue(source, tmp_path, every=9)
+
+
+@pytest.fixture(scope="module")
+def bidirectional_source(tmp_path_factory) -> tuple[Path, Path]:
+    """(a real bidirectional checkpoint, its corpus): step 2 of 4, a GRU with an embedding and a look-ahead."""
+    folder = tmp_path_factory.mktemp("bidirectional")
+    corpus = folder / "poems.txt"
+    corpus.write_text(TANG300.read_text(encoding="utf-8")[:3000], encoding="utf-8")
+    result = invoke("train", corpus, "--bidirectional", "--look-ahead", "2", "--cell", "gru", "--embed-size", "4",
+                    "--steps", "4", "--checkpoint-every", "2", "--eval-every", "2", "--hidden-size", "8",
+                    "--batch-size", "2", "--seq-length", "5", "--rng-seed", "1", "-q",
+                    "--checkpoint-dir", folder / "run", "--cache-dir", folder / "cache")
+    assert result.exit_code == 0, result.stderr
+    return folder / "run" / "step_00000002.npz", corpus
+
+
+def test_a_sample_of_the_crafted_variants_of_a_bidirectional_model_loads_consistently_or_is_refused(
+        bidirectional_source, tmp_path):
+    _check_catalogue(bidirectional_source, tmp_path, every=9)
+    crafted = dict(iter_crafted_checkpoints(str(bidirectional_source[0]), str(tmp_path / "marker")))
+    for name in ("meta:set:bidirectional-flipped", "meta:set:format_version=3-of-format-4"):
+        assert load_or_refuse(crafted[name], tmp_path) == "refused", name  # its .back entries are too many
 
 
 @pytest.mark.slow

@@ -119,7 +119,7 @@ def test_an_older_format_checkpoint_samples_and_resumes(tmp_path, fixture_name, 
     resumed = invoke("train", corpus, "--resume", fixture, "--steps", "9", "--checkpoint-dir", tmp_path, "-q")
     assert resumed.exit_code == 0, resumed.stderr
     again = checkpoint.load(str(tmp_path / "latest.npz"))
-    assert again.progress.step == 9 and again.model_config.embed_size == 0 and again.format_version == 3
+    assert again.progress.step == 9 and again.model_config.embed_size == 0 and again.format_version == 4
 
 
 def test_embed_size_none_is_zero_and_the_checkpoint_fixes_it(tmp_path, small_corpus):

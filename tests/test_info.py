@@ -78,7 +78,8 @@ def test_info_text(tmp_path, small_corpus):
     assert lines[0] == f"checkpoint: {path} ({path.stat().st_size:,} bytes)"
     assert "cell: embedding 8, rnn (tanh), 1 layer, hidden 8, float32" in lines  # the embedding's default: H
     assert "parameters: 16,150 (= 942·8 + (8 + 8 + 1)·8 + (8 + 1)·942)" in lines
-    assert lines[3].startswith("vocabulary: 942 tokens (char), e.g. '\\n', ' ', '%', '、', ")
+    assert lines[2] == "direction: left to right: predicts the next token (charrnn sample)"
+    assert lines[4].startswith("vocabulary: 942 tokens (char), e.g. '\\n', ' ', '%', '、', ")
     assert f"corpus: {small_corpus}, 3,000 tokens" in lines
     assert "encoding: utf-8" in lines
     # 2,850 training tokens in 2 streams of 1,425: (1,425 − 1) // 5 = 284 steps per epoch.
@@ -125,7 +126,7 @@ def test_info_of_the_format1_fixture_says_it_was_migrated():
     assert facts["parameters"]["total"] == 412  # (20 + 8 + 1)·8 + (8 + 1)·20
     assert facts["progress"]["step"] == 7 and facts["tokenizer"]["vocab_size"] == 20
     text = invoke("info", FORMAT1).stdout
-    assert "format version: 1 (migrated to format 3 when loaded)\n" in text
+    assert "format version: 1 (migrated to format 4 when loaded)\n" in text
     assert "validation: off (no held-out text)\n" in text
 
 

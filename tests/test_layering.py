@@ -20,7 +20,7 @@ ALLOWED = {
     "cli": {
         "__init__", "cli", "config", "model.backend", "errors", "files", "install", "memory", "plot", "settings",
         "checkpoints.checkpoint", "checkpoints.folder_files", "checkpoints.info", "checkpoints.listing",
-        "data.corpus", "data.token_cache", "inference.sampling", "inference.scoring", "model.network",
+        "data.corpus", "data.token_cache", "inference.fill", "inference.sampling", "inference.scoring", "model.network",
         "training.loop", "training.runner", "training.session",
     },
     "training.session": {
@@ -39,11 +39,17 @@ ALLOWED = {
         "training.loop", "training.session",
     },
     "training.loop": {
-        "config", "errors", "model.backend", "model.fpu", "model.network", "model.optim", "model.workspace", "progress",
+        "config", "errors", "model.backend", "model.bidirectional", "model.fpu", "model.network", "model.optim",
+        "model.workspace", "progress",
     },
     "training.folder": {"checkpoints.checkpoint", "checkpoints.folder_files", "data.corpus", "errors"},
     "inference.sampling": {"config", "model.backend", "model.network"},
-    "inference.scoring": {"config", "data.tokenizer", "errors", "model.backend", "model.fpu", "model.network"},
+    "inference.fill": {
+        "config", "data.tokenizer", "errors", "model.backend", "model.bidirectional", "model.fpu", "model.network",
+    },
+    "inference.scoring": {
+        "config", "data.tokenizer", "errors", "model.backend", "model.bidirectional", "model.fpu", "model.network",
+    },
     "checkpoints.checkpoint": {
         "__init__", "checkpoints.archive", "checkpoints.metadata", "config", "data.tokenizer", "errors", "files",
         "model.network", "model.optim", "progress",
@@ -58,6 +64,7 @@ ALLOWED = {
     "data.corpus": {"errors"},
     "data.streams": {"errors"},
     "model.network": {"config", "model.backend", "model.cells", "model.ops", "model.workspace"},
+    "model.bidirectional": {"config", "model.backend", "model.network", "model.ops", "model.workspace"},
     "model.backend": {
         "config", "errors", "install", "model.cells", "model.ops", "model.optim", "model.compiled.cells",
         "model.compiled.ops", "model.compiled.optim", "model.compiled.parallel",

@@ -76,7 +76,7 @@ def test_export_writes_a_sampling_only_checkpoint_that_the_readers_take(run, sma
     document = json.loads(result.stdout)
     size, full = os.path.getsize("model.npz"), (run / "best.npz").stat().st_size
     assert document == {"checkpoint": best, "output": "model.npz", "step": document["step"], "size_bytes": size,
-                        "checkpoint_size_bytes": full}
+                        "checkpoint_size_bytes": full, "direction": "left-to-right"}
     assert result.stderr == (f"using {best}\nwrote model.npz: the model of {best} at step {document['step']}, "
                              f"{size:,} bytes ({full:,} with the optimizer and stream state)\n")
     assert size < 0.6 * full  # Adagrad's accumulators and the streams' state are gone

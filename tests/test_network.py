@@ -47,7 +47,7 @@ MODELS = [
     {"cell": "lstm", "num_layers": 2, "dropout": 0.4, "embed_size": 4},
     {"cell": "gru", "num_layers": 3, "embed_size": 7},
     # A vocabulary larger than the T·B tokens of a step: the first layer reads each token's embedding
-    # through W_xh instead of looking up rows of the product W_xe W_xh (see network._forward).
+    # through W_xh instead of looking up rows of the product W_xe W_xh (see network.forward_layers).
     {"cell": "rnn", "embed_size": 4, "vocab": 20},
     {"cell": "lstm", "embed_size": 4, "vocab": 20},
     {"cell": "gru", "num_layers": 2, "embed_size": 3, "vocab": 20},

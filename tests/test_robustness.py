@@ -112,11 +112,11 @@ def _rewrite(path, change):
 def test_newer_format_and_object_arrays_are_refused(trained, tmp_path):
     def newer(entries):
         meta = json.loads(entries["meta"].tobytes())
-        meta["format_version"] = 4
+        meta["format_version"] = 5
         entries["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
 
     _rewrite(trained, newer)
-    assert_clean_error(invoke("sample", "-c", trained), 2, "uses checkpoint format 4, newer than this charrnn")
+    assert_clean_error(invoke("sample", "-c", trained), 2, "uses checkpoint format 5, newer than this charrnn")
     stranger = tmp_path / "stranger.npz"
     np.savez(stranger, meta=np.array([{"format": "charrnn-checkpoint"}], dtype=object))
     assert_clean_error(invoke("sample", "-c", stranger), 2, "refusing to load it (unpickling can run code)")

@@ -2,16 +2,19 @@
 
 The format and its reading and writing; the files of a checkpoint folder are folder_files.py's.
 
-Layout of the archive, format 3 (each entry a plain numeric ``.npy``; nothing is ever pickled)::
+Layout of the archive, format 4 (each entry a plain numeric ``.npy``; nothing is ever pickled)::
 
     meta          uint8   UTF-8 JSON: format, versions, configs, tokenizer, corpus, progress, RNG
-    param.<name>  float   model parameters (W_xe with an embedding size, W_xh, W_hh, b_h, ..., W_hy, b_y)
+    param.<name>  float   model parameters (W_xe with an embedding size, W_xh, W_hh, b_h, ..., W_hy, b_y; a
+                          bidirectional model's right-to-left stack as W_xh.back, W_hh.back, ..., W_hy.back)
     optim.<key>   float   optimizer state: <slot>.<parameter> (sum_sq.W_hy, m.W_hy, ...), Adam's step
     state.<key>   float   (B, H) recurrent state of the training streams per layer: h.0, c.0, h.1, ...
 
 Older formats are migrated on load: format 1 (charrnn 0.1: one vanilla layer, Adagrad,
-``optim.<parameter>`` and ``state.hidden``) and format 2 (the same entries as format 3; both lack
-``model.embed_size``, as both hold the one-table model: embedding size 0).
+``optim.<parameter>`` and ``state.hidden``), format 2 (the same entries as format 3; both lack
+``model.embed_size``, as both hold the one-table model: embedding size 0) and format 3 (no
+``model.bidirectional`` nor ``train.look_ahead``: a left-to-right model). The carried ``state.`` entries of
+a bidirectional model are its forward stack's: the backward stack starts every window from zero.
 
 A sampling-only checkpoint (``export``, the metadata's ``"contents": "model"``) holds the same metadata
 and the ``param.`` entries only: enough to sample and score, not to continue training.

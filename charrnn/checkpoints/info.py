@@ -8,7 +8,9 @@ must agree. For a layer reading D inputs with H hidden units and G gates (1 vani
 
 with D = H for the layers above the first, plus (H + 1)·V for the output layer. The first layer reads
 D = V inputs (the one-hot token, so its W_xh is the embedding), or, with an embedding size E, D = E
-inputs from an embedding table of V·E more parameters. Nothing here prints; the command renders
+inputs from an embedding table of V·E more parameters. A bidirectional model has every layer twice (a
+right-to-left stack of its own weights) and output weights from both stacks' states, (2H + 1)·V; the
+embedding table, if any, is shared. Nothing here prints; the command renders
 ``describe`` or ``to_dict``.
 """
 
@@ -46,15 +48,16 @@ class ParameterCountError(CharRNNError):
 class ParameterCount:
     """The model's parameter count by the formula, layer by layer, with the formula written out."""
 
-    layers: tuple[int, ...]  # parameters of each recurrent layer, bottom first
-    output: int  # (H + 1)·V
+    layers: tuple[int, ...]  # parameters of each recurrent layer, bottom first (of each direction's stack)
+    output: int  # (H + 1)·V; (2H + 1)·V for a bidirectional model
     formula: str  # e.g. "(65 + 8 + 1)·8 + (8 + 1)·65"
     embedding: int = 0  # V·E with an embedding size E, else 0 (the first layer's W_xh is the embedding)
+    directions: int = 1  # 2 for a bidirectional model: a second stack of layers like the first
 
     @property
     def total(self) -> int:
         """All parameters of the model."""
-        return self.embedding + sum(self.layers) + self.output
+        return self.embedding + self.directions * sum(self.layers) + self.output
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,12 @@ def parameter_count(config: ModelConfig) -> ParameterCount:
             terms.append(f"[{term}]" if extra else term)
         elif layer == 1:  # the layers above the first are identical: written once, with a multiplier
             terms.append(f"{repeats}·[{term}]")
+    if config.bidirectional:  # the right-to-left stack and its output weights V′ (H × V) besides
+        stack = terms[1:] if embed else terms
+        terms = terms[:1] if embed else []
+        terms.append(f"2·({' + '.join(stack)})" if len(stack) > 1 else f"2·{stack[0]}")
+        terms.append(f"(2·{hidden} + 1)·{vocab}")
+        return ParameterCount(tuple(layers), (2 * hidden + 1) * vocab, " + ".join(terms), vocab * embed, 2)
     terms.append(f"({hidden} + 1)·{vocab}")
     return ParameterCount(tuple(layers), (hidden + 1) * vocab, " + ".join(terms), vocab * embed)
 
@@ -151,6 +160,7 @@ def to_dict(summary: Summary) -> dict[str, Any]:
         "charrnn_version": ckpt.charrnn_version,
         "backend": ckpt.backend,
         "model": dataclasses.asdict(ckpt.model_config),
+        "direction": direction(ckpt.model_config),
         "train": dataclasses.asdict(ckpt.train_config),
         "tokenizer": {
             "kind": ckpt.tokenizer.kind,
@@ -162,6 +172,7 @@ def to_dict(summary: Summary) -> dict[str, Any]:
             "embedding": summary.parameters.embedding,
             "layers": list(summary.parameters.layers),
             "output": summary.parameters.output,
+            "directions": summary.parameters.directions,
             "formula": summary.parameters.formula,
         },
         "progress": {
@@ -185,6 +196,12 @@ def to_dict(summary: Summary) -> dict[str, Any]:
         "learning_rate": files.finite_or_none(summary.learning_rate),
         "corpus": dataclasses.asdict(ckpt.corpus),
     }
+
+
+def direction(config: ModelConfig) -> str:
+    """How the model reads text: "left-to-right" (it generates: charrnn sample), or "bidirectional" (it fills
+    blanks from both sides: charrnn fill)."""
+    return "bidirectional" if config.bidirectional else "left-to-right"
 
 
 def _describe_validation(summary: Summary) -> str:
@@ -234,6 +251,9 @@ def describe(summary: Summary) -> list[str]:
     return [
         f"checkpoint: {summary.path} ({summary.file_size_bytes:,} bytes)",
         f"cell: {cell}, {layers}, hidden {config.hidden_size}{dropout}, {config.dtype}",
+        "direction: " + ("bidirectional: a right-to-left stack too; predicts each token from both sides "
+                         f"(charrnn fill; look-ahead {train_config.look_ahead} tokens)" if config.bidirectional
+                         else "left to right: predicts the next token (charrnn sample)"),
         f"parameters: {summary.parameters.total:,} (= {summary.parameters.formula})",
         f"vocabulary: {ckpt.tokenizer.vocab_size:,} tokens ({ckpt.tokenizer.kind}), e.g. {shown}{more}",
         f"corpus: {sources}, {corpus.num_tokens:,} tokens{val_files}",

@@ -38,6 +38,7 @@ class Listed:
     run_id: Optional[str] = None
     same_as: tuple[str, ...] = ()  # "best.npz" and/or "latest.npz": the same model at the same step
     problem: Optional[str] = None  # why the file could not be read as a checkpoint
+    bidirectional: Optional[bool] = None  # a blank-filling model (charrnn fill), not a generating one
 
     @property
     def name(self) -> str:
@@ -60,7 +61,8 @@ def _read(path: str) -> Listed:
         return Listed(path, size, problem=problem)
     progress = meta.progress
     return Listed(path, size, progress.step, progress.tokens_seen, _finite(progress.smoothed_loss_nats),
-                  _finite(progress.val_loss_nats), progress.val_step, meta.contents, meta.run_id)
+                  _finite(progress.val_loss_nats), progress.val_step, meta.contents, meta.run_id,
+                  bidirectional=meta.model_config.bidirectional)
 
 
 def _order(item: Listed) -> tuple:
@@ -108,6 +110,8 @@ def _note(item: Listed) -> str:
     notes += [f"= {name}" for name in item.same_as]
     if item.contents != TRAINING:
         notes.append("model only (exported)")
+    if item.bidirectional:  # its losses read both sides of every token: not comparable with the others'
+        notes.append("bidirectional (fills blanks)")
     return ", ".join(notes)
 
 
@@ -153,6 +157,8 @@ def to_dict(directory: str, items: list[Listed]) -> dict[str, Any]:
                 "tokens_seen": item.tokens_seen, "train_loss_nats": item.train_loss_nats,
                 "val_loss_nats": item.val_loss_nats, "val_step": item.val_step, "contents": item.contents,
                 "same_as": list(item.same_as), "problem": item.problem,
+                "direction": None if item.bidirectional is None else
+                ("bidirectional" if item.bidirectional else "left-to-right"),
             }
             for item in items
         ],

@@ -29,8 +29,9 @@ from charrnn.progress import Progress
 
 FORMAT_NAME = "charrnn-checkpoint"
 # 1: charrnn 0.1 (one vanilla layer, Adagrad); 2: cells, layers, optimizers; 3: model.embed_size (an
-# embedding W_xe before the first layer). Older files are migrated when read.
-FORMAT_VERSION = 3
+# embedding W_xe before the first layer); 4: model.bidirectional (a blank-filling model with a right-to-left
+# stack, param.*.back) and train.look_ahead. Older files are migrated when read.
+FORMAT_VERSION = 4
 # What a checkpoint holds, in its top-level "contents" field: absent, everything needed to continue
 # training (TRAINING); "model", only what sampling and scoring need (MODEL, written by charrnn export:
 # no optimizer state, no stream state).
@@ -54,7 +55,7 @@ _PROGRESS_COUNTS = ("step", "tokens_seen", "epoch", "position", "loss_ema_steps"
 _PROGRESS_AMOUNTS = ("epochs", "loss_ema", "val_loss_nats", "val_bits_per_char", "best_val_loss_nats")
 _CONFIG_COUNTS = (("model", "vocab_size"), ("model", "hidden_size"), ("model", "embed_size"), ("train", "seq_length"),
                   ("train", "batch_size"), ("train", "max_steps"), ("train", "max_epochs"),
-                  ("train", "lr_decay_after"))
+                  ("train", "lr_decay_after"), ("train", "look_ahead"))
 _CORPUS_LISTS = ("paths", "encodings", "val_paths")
 _RUN_ID = re.compile("^[0-9a-f]{16}$")
 RECORDED_BACKENDS = ("numpy", "numba")  # what a run records; "auto" is resolved before it trains
@@ -88,6 +89,8 @@ def run_identity(model_config: ModelConfig, train_config: TrainConfig, tokenizer
         # Formats 1 and 2 had no embedding size (a format-1 file's identity is derived when it is read):
         # the one-table model keeps the identity it had before the setting existed.
         del model["embed_size"]
+    if not model["bidirectional"]:  # likewise every one-directional model, from before format 4
+        del model["bidirectional"]
     fixed = {
         "model": model,
         "train": {name: getattr(train_config, name) for name in ("rng_seed", "batch_size", "seq_length", "optimizer")},
@@ -241,12 +244,16 @@ def validate(path: str, meta: Any) -> Metadata:
         model_data = _section(meta, "model")
         if version < 3:  # formats 1 and 2 knew only the one-table model: no embedding before the first layer
             model_data = {**model_data, "embed_size": 0}
+        if version < 4:  # formats 1 to 3 knew only left-to-right models
+            model_data = {**model_data, "bidirectional": False}
         model_config = _built("model", from_dict, ModelConfig, model_data)
         if model_config.vocab_size is None:  # only a training request lacks it, never a trained model
             raise _Invalid("model.vocab_size is missing")
         train_data = _section(meta, "train")
         if version == 1:  # format 1 trained on all of the text: it held nothing out
             train_data = {**train_data, "val_fraction": 0.0}
+        if version < 4:  # no look-ahead before format 4 (nor any model that reads one)
+            train_data = {**train_data, "look_ahead": 0}
         train_config = _built("train", from_dict, TrainConfig, train_data)
         if train_config.learning_rate is None:  # every trained model records the rate it used
             raise _Invalid("train.learning_rate is missing")

@@ -18,6 +18,7 @@ from charrnn import __version__
 from charrnn.cli.eval_command import eval_command
 from charrnn.cli.exits import CharRNNGroup
 from charrnn.cli.export_command import export_command
+from charrnn.cli.fill_command import fill_command
 from charrnn.cli.ls_command import ls_command
 from charrnn.cli.options import option
 from charrnn.cli.prepare_command import prepare_command
@@ -50,6 +51,7 @@ def cli(quiet: bool) -> None:
 
 cli.add_command(train_command)
 cli.add_command(sample_command)
+cli.add_command(fill_command)
 cli.add_command(eval_command)
 cli.add_command(prepare_command)
 cli.add_command(info_command)

@@ -93,7 +93,8 @@ def eval_command(
     progress = ProgressBar("scoring", quiet, unit="token", delay=0.5)
     try:
         score = score_text(ckpt.params, ckpt.model_config, ckpt.tokenizer, text.text, batch_size, kernels,
-                           on_progress=progress)
+                           on_progress=progress, window=ckpt.train_config.seq_length,
+                           look_ahead=ckpt.train_config.look_ahead)
     finally:
         progress.close()
     if score.tokens_unknown:

@@ -51,8 +51,10 @@ def export_command(ckpt: Optional[str], checkpoint: Optional[str], output: str, 
     source = checkpoints.load(path)
     checkpoints.write(checkpoints.export(source), output)
     size, source_size = os.path.getsize(output), os.path.getsize(path)
-    inform(quiet, f"wrote {output}: the model of {path} at step {source.progress.step:,}, {size:,} bytes "
+    kind = "bidirectional model (for charrnn fill)" if source.model_config.bidirectional else "model"
+    inform(quiet, f"wrote {output}: the {kind} of {path} at step {source.progress.step:,}, {size:,} bytes "
                   f"({source_size:,} with the optimizer and stream state)")
     if json:
         emit_json({"checkpoint": path, "output": output, "step": source.progress.step, "size_bytes": size,
-                   "checkpoint_size_bytes": source_size})
+                   "checkpoint_size_bytes": source_size,
+                   "direction": "bidirectional" if source.model_config.bidirectional else "left-to-right"})

@@ -61,6 +61,9 @@ def sample_command(
         seed_name = "--seed-file"
     path = resolve_checkpoint(checkpoint, quiet)
     ckpt = checkpoints.load(path)
+    if ckpt.model_config.bidirectional:
+        raise ConfigError(f"{path} is a bidirectional model: it fills blanks from both sides and cannot generate "
+                          f"text; use charrnn fill -c {path} \"a text with _ for a missing token\"")
     rng = np.random.default_rng(config.rng_seed)
     tokenizer = ckpt.tokenizer
     if seed:

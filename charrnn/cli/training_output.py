@@ -219,6 +219,8 @@ def describe_start(event: Any, quiet: bool, checkpoint_dir: str = "") -> None:
     verb = f"resuming {event.resumed_from} at step {event.start_step}" if event.resumed_from else "training"
     config = event.model_config
     layers = f"{config.num_layers}×{config.cell}" if config.num_layers > 1 else config.cell
+    if config.bidirectional:
+        layers = f"bidirectional {layers} (look-ahead {event.train_config.look_ahead})"
     inform(quiet, f"{verb}: {layers}, vocabulary {config.vocab_size}, hidden {config.hidden_size}, "
                 f"{event.num_parameters:,} parameters, {event.num_train_tokens:,} training tokens, "
                 f"{event.num_val_tokens:,} validation tokens, {event.steps_per_epoch} steps per epoch, "
@@ -307,4 +309,6 @@ def finished_document(event: Any, best_path: Optional[str], checkpoint_dir: Opti
         "stopped_early": event.stopped_early,
         "best_step": event.best_step,
         "best_val_loss_nats": event.best_val_loss_nats,
+        # A bidirectional model's losses are of p(x_t | both sides): not comparable with a left-to-right one's.
+        "direction": "bidirectional" if event.bidirectional else "left-to-right",
     }

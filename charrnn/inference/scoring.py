@@ -15,7 +15,7 @@ Progress = Callable[[int, int], None]
 
 import numpy as np
 
-from charrnn.model import fpu, network
+from charrnn.model import bidirectional, fpu, network
 from charrnn.model.backend import NUMPY, Kernels
 from charrnn.config import ModelConfig
 from charrnn.errors import VocabularyError
@@ -77,6 +77,8 @@ def score_ids(
     batch_size: int = 32,
     kernels: Kernels = NUMPY,
     on_progress: Progress = lambda done, total: None,
+    window: int = 25,
+    look_ahead: int = 0,
 ) -> Score:
     """Score every token of ``ids`` (N,) after the first, each predicted from all the text before it.
 
@@ -84,10 +86,17 @@ def score_ids(
     state, so the first tokens of each stream see less context than they would in one long pass.
     ``token_lengths`` (V,) gives the characters of each token, for bits per character. ``kernels``
     runs the cells and the cross-entropy (backend.py). ``on_progress`` hears how far scoring has got.
+
+    A bidirectional model predicts each token from the text on both sides of it instead, read in
+    windows of ``window`` tokens with ``look_ahead`` tokens past each, as it was trained
+    (``_bidirectional_nats``); its loss is not comparable with a one-directional model's.
     """
     count = len(ids) - 1
     if count < 1:
         return Score(0, 0, 0.0)
+    if config.bidirectional:
+        total_nats = _bidirectional_nats(params, config, ids, batch_size, window, look_ahead, kernels, on_progress)
+        return Score(count, _characters(ids, token_lengths), total_nats)
     batch = min(batch_size, count)
     length = -(-count // batch)  # ceil: stream j scores targets j·length ... (j + 1)·length − 1
     # Per position, forward-only work keeps the logits (V values) and every layer's cell cache (at
@@ -107,11 +116,56 @@ def score_ids(
             losses, hidden = network.token_losses(params, config, inputs.T, targets.T, hidden, kernels)
         total_nats += float(losses[scored.T].sum())
         on_progress(min(count, batch * min(start + chunk, length)), count)
+    return Score(count, _characters(ids, token_lengths), total_nats)
+
+
+def _characters(ids: np.ndarray, token_lengths: np.ndarray) -> int:
+    """Characters of the scored tokens of ``ids``: all but the first."""
+    count = len(ids) - 1
     if (token_lengths == 1).all():
-        characters = count
-    else:
-        characters = sum(int(token_lengths[ids[i + 1 : i + 1 + (1 << 20)]].sum()) for i in range(0, count, 1 << 20))
-    return Score(count, characters, total_nats)
+        return count
+    return sum(int(token_lengths[ids[i + 1 : i + 1 + (1 << 20)]].sum()) for i in range(0, count, 1 << 20))
+
+
+def _bidirectional_nats(
+    params: network.Params,
+    config: ModelConfig,
+    ids: np.ndarray,
+    batch_size: int,
+    window: int,
+    look_ahead: int,
+    kernels: Kernels,
+    on_progress: Progress,
+) -> float:
+    """Total −log p(x_t | x_<t, x_>t) of every token of ``ids`` after the first, read as the model trains.
+
+    The text is cut into ``batch_size`` streams of equal length (the few tokens left over form one more
+    stream of their own), each read in windows of ``window`` targets: the forward state carried from
+    window to window, the backward stack reading ``look_ahead`` tokens past each window (as many as the
+    text has), so that the score is the training objective on held-out text (bidirectional.py).
+    """
+    count = len(ids) - 1
+    batch = min(batch_size, count)
+    length = count // batch
+    runs = [(np.arange(batch) * length, length)]  # (first target of each stream, targets per stream)
+    if batch * length < count:
+        runs.append((np.array([batch * length]), count - batch * length))
+    total_nats, done = 0.0, 0
+    for starts, run_length in runs:
+        hidden = network.initial_hidden(config, len(starts))
+        for start in range(0, run_length, window):
+            steps = min(window, run_length - start)
+            positions = starts[:, None] + np.arange(start, start + steps)[None, :]  # targets − 1, (B, w)
+            last_target = int(positions[-1, -1]) + 1
+            ahead_count = min(look_ahead, count - last_target)
+            ahead = ids[positions[:, -1:] + 2 + np.arange(ahead_count)[None, :]]  # (B, M)
+            with fpu.flushing():
+                losses, hidden = bidirectional.token_losses(
+                    params, config, ids[positions].T, ids[positions + 1].T, hidden, kernels, ahead.T)
+            total_nats += float(losses.sum())
+            done += losses.size
+            on_progress(done, count)
+    return total_nats
 
 
 def score_text(
@@ -122,8 +176,10 @@ def score_text(
     batch_size: int = 32,
     kernels: Kernels = NUMPY,
     on_progress: Progress = lambda done, total: None,
+    window: int = 25,
+    look_ahead: int = 0,
 ) -> Score:
-    """Score ``text``; tokens outside the vocabulary are left out and counted in ``tokens_unknown``.
+    """Score ``text`` (a bidirectional model in ``window``s with ``look_ahead``, see score_ids); tokens outside the vocabulary are left out and counted in ``tokens_unknown``.
 
     Raises VocabularyError when fewer than two known tokens remain, so nothing can be scored.
     """
@@ -133,5 +189,6 @@ def score_text(
             f"none of the text can be scored: it has {len(ids)} token(s) in the model's vocabulary "
             f"and {len(unknown)} outside it"
         )
-    score = score_ids(params, config, ids, tokenizer.token_lengths(), batch_size, kernels, on_progress)
+    score = score_ids(params, config, ids, tokenizer.token_lengths(), batch_size, kernels, on_progress, window,
+                      look_ahead)
     return Score(score.tokens_scored, score.characters_scored, score.total_nats, len(unknown))

@@ -74,7 +74,22 @@ def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
             shapes[f"{name}{suffix}"] = shape(hidden)
     shapes["W_hy"] = (hidden, vocab)
     shapes["b_y"] = (vocab,)
+    if config.bidirectional:
+        # The right-to-left stack's own weights (U′, W′ and V′ of the tutorial), after the forward
+        # model's; the embedding W_xe and the output bias b_y are shared (model/bidirectional.py).
+        shapes.update({name + BACKWARD: shapes[name] for name in backward_twins(config)})
     return shapes
+
+
+# The suffix of the right-to-left stack's parameters: W_hh.back is the backward twin of W_hh.
+BACKWARD = ".back"
+
+
+def backward_twins(config: ModelConfig) -> list[str]:
+    """The parameters of ``config``'s forward model that a bidirectional one doubles: all but the token
+    embedding W_xe and the output bias b_y, which both directions share."""
+    forward = param_shapes(dataclasses.replace(config, bidirectional=False))
+    return [name for name in forward if name not in ("W_xe", "b_y")]
 
 
 def init_params(
@@ -94,7 +109,8 @@ def init_params(
                 params[name][config.hidden_size : 2 * config.hidden_size] = LSTM_FORGET_BIAS
         else:
             embedding = "W_xe" if config.embed_size else "W_xh"
-            scale = embedding_scale if name == embedding and embedding_scale is not None else init_scale
+            is_embedding = name in (embedding, embedding + BACKWARD)  # the backward stack's own table too
+            scale = embedding_scale if is_embedding and embedding_scale is not None else init_scale
             params[name] = (rng.standard_normal(shape) * scale).astype(config.dtype)
     return params
 
@@ -114,7 +130,7 @@ class _LayerCache(NamedTuple):
     cell: Any
 
 
-def _forward(
+def forward_layers(
     params: Params,
     config: ModelConfig,
     inputs: np.ndarray,
@@ -200,7 +216,7 @@ def loss_and_grads(
     count, hidden, vocab = steps * batch, config.hidden_size, config.vocab_size
     dtype = params["W_hy"].dtype
     buffer = _new_array if workspace is None else workspace.buffer
-    top, last, caches = _forward(params, config, inputs, hidden0, rng, workspace, kernels)
+    top, last, caches = forward_layers(params, config, inputs, hidden0, rng, workspace, kernels)
     top_flat = top.reshape(count, hidden)  # (N, H)
     logits = kernels.matmul(top_flat, params["W_hy"], out=buffer("logits", (count, vocab), dtype))  # (N, V)
     loss, d_logits = kernels.softmax_cross_entropy(
@@ -213,9 +229,27 @@ def loss_and_grads(
         buffer("d_top", (count, hidden), dtype), buffer("d_W_hy", (hidden, vocab), dtype), kernels.matmul,
     )
     grads: Grads = {"W_hy": d_w_hy, "b_y": d_b_y}
+    grads.update(backward_layers(params, config, inputs, caches, d_top.reshape(steps, batch, hidden), kernels))
+    return LossResult(loss, grads, last)
 
+
+def backward_layers(
+    params: Params,
+    config: ModelConfig,
+    inputs: np.ndarray,
+    caches: list[_LayerCache],
+    d_hs: np.ndarray,
+    kernels: Kernels = NUMPY,
+) -> Grads:
+    """Backpropagation through every layer of ``forward_layers``, top first.
+
+    ``d_hs`` (T, B, H) is the loss gradient reaching the top layer's states; returns the gradients of
+    the stack's parameters (the embedding's sparse), not those of the output layer.
+    """
+    steps, batch = inputs.shape
+    hidden = config.hidden_size
+    grads: Grads = {}
     backward = kernels.cell_backward[config.cell]
-    d_hs = d_top.reshape(steps, batch, hidden)
     for layer in range(config.num_layers - 1, -1, -1):
         suffix = _suffix(layer)
         cache = caches[layer]
@@ -241,7 +275,7 @@ def loss_and_grads(
             d_hs = d_x.reshape(steps, batch, hidden)
             if cache.mask is not None:
                 d_hs *= cache.mask
-    return LossResult(loss, grads, last)
+    return grads
 
 
 def token_losses(
@@ -254,7 +288,7 @@ def token_losses(
 ) -> tuple[np.ndarray, Hidden]:
     """Forward only, no dropout: −log p(target) in nats for every (T, B) position (float64), final state."""
     steps, batch = inputs.shape
-    top, last, _ = _forward(params, config, inputs, hidden0, None, kernels=kernels)
+    top, last, _ = forward_layers(params, config, inputs, hidden0, None, kernels=kernels)
     logits = ops.linear_forward(top.reshape(steps * batch, -1), params["W_hy"], params["b_y"])
     return kernels.cross_entropy_per_token(logits, targets.reshape(-1)).reshape(steps, batch), last
 
@@ -266,7 +300,7 @@ def step(
 
     Returns the logits (B, V) after the last token, and the new state.
     """
-    top, last, _ = _forward(params, config, ids.reshape(-1, ids.shape[-1]), hidden, None, kernels=kernels)
+    top, last, _ = forward_layers(params, config, ids.reshape(-1, ids.shape[-1]), hidden, None, kernels=kernels)
     return ops.linear_forward(top[-1], params["W_hy"], params["b_y"]), last
 
 
@@ -304,6 +338,8 @@ def training_memory(config: ModelConfig, batch_size: int, seq_length: int, optim
     parameter_bytes = _parameter_count(config) * item
     per_position = config.num_layers * (3 * cells.GATES[config.cell] + 2) * config.hidden_size
     per_position += config.vocab_size + config.hidden_size + 2 * config.embed_size
+    if config.bidirectional:  # a second stack and its states for the output (an upper bound: no look-ahead counted)
+        per_position += config.num_layers * (3 * cells.GATES[config.cell] + 2) * config.hidden_size + 2 * config.hidden_size
     step = {"gradients": parameter_bytes, "activations": seq_length * batch_size * per_position * item}
     saving = {"checkpoint being written": (1 + optimizer_slots) * parameter_bytes}
     held = {"parameters": parameter_bytes, "optimizer state": optimizer_slots * parameter_bytes}

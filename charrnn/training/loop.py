@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from charrnn.model import fpu, network, optim
+from charrnn.model import bidirectional, fpu, network, optim
 from charrnn.model.backend import NUMPY, Kernels
 from charrnn.progress import Progress
 from charrnn.config import ModelConfig, TrainConfig
@@ -105,10 +105,18 @@ def train_step(trainee: Trainee, streams: np.ndarray, config: TrainConfig) -> St
     # warnings. Subnormal floats are flushed to zero for the step (fpu.py): they change nothing
     # above 1e-38 and would otherwise slow the elementwise passes down a hundredfold late in training.
     with np.errstate(over="ignore", invalid="ignore"), fpu.flushing():
-        result = network.loss_and_grads(
-            trainee.params, trainee.model_config, inputs, targets, trainee.hidden, trainee.rng, trainee.workspace,
-            trainee.kernels,
-        )
+        if trainee.model_config.bidirectional:
+            # The look-ahead tokens after the window, as many as the stream still has (bidirectional.py).
+            ahead = np.ascontiguousarray(streams[:, start + seq_length + 1 : start + seq_length + 1 + config.look_ahead].T)
+            result = bidirectional.loss_and_grads(
+                trainee.params, trainee.model_config, inputs, targets, trainee.hidden, trainee.rng, trainee.workspace,
+                trainee.kernels, ahead,
+            )
+        else:
+            result = network.loss_and_grads(
+                trainee.params, trainee.model_config, inputs, targets, trainee.hidden, trainee.rng, trainee.workspace,
+                trainee.kernels,
+            )
     if not math.isfinite(result.loss_nats):
         raise TrainingError(
             f"the loss became {result.loss_nats} at step {progress.step + 1}; the last checkpoint is "

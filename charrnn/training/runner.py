@@ -89,6 +89,7 @@ class Finished:
     validations_since_best: int = 0
     best_step: Optional[int] = None  # the step of the lowest validation loss (best.npz), if known
     best_val_loss_nats: Optional[float] = None
+    bidirectional: bool = False  # the model predicts each token from both sides (charrnn fill)
 
 
 Event = Union[Started, loop.StepResult, Evaluated, Sampled, Saved, Finished]
@@ -146,7 +147,7 @@ def _validate(session: Session, token_lengths: np.ndarray) -> Iterator[Event]:
     val_ids = session.val_ids if not limit else session.val_ids[: limit + 1]
     score = scoring.score_ids(
         session.trainee.params, session.model_config, val_ids, token_lengths, session.train_config.batch_size,
-        session.trainee.kernels,
+        session.trainee.kernels, window=session.train_config.seq_length, look_ahead=session.train_config.look_ahead,
     )
     progress.val_step = progress.step
     progress.val_loss_nats = score.loss_nats
@@ -228,7 +229,8 @@ def run_session(session: Session, should_stop: Callable[[], bool] = lambda: Fals
                 last_score = event.score if isinstance(event, Evaluated) else last_score
                 yield event
             stopped_early = bool(schedule.patience) and progress.validations_since_best >= schedule.patience
-        if schedule.sample_every and step % schedule.sample_every == 0:
+        # A bidirectional model fills blanks; it has no text of its own to show.
+        if schedule.sample_every and step % schedule.sample_every == 0 and not session.model_config.bidirectional:
             yield Sampled(step, 1.0, training_sample(session, schedule.sample_length))
         if schedule.checkpoint_every and step % schedule.checkpoint_every == 0:
             saved_path = _save(session)
@@ -259,4 +261,5 @@ def run_session(session: Session, should_stop: Callable[[], bool] = lambda: Fals
         validations_since_best=progress.validations_since_best,
         best_step=progress.best_val_step,
         best_val_loss_nats=progress.best_val_loss_nats,
+        bidirectional=session.model_config.bidirectional,
     )

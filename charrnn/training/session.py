@@ -97,6 +97,9 @@ def _check_memory(model_config: ModelConfig, train_config: TrainConfig) -> None:
 def _fresh(request: TrainRequest, on_progress: token_cache.Progress) -> Session:
     notes: list[str] = []
     train_config = request.train
+    if "look_ahead" in request.explicit and not request.model.bidirectional:
+        raise ConfigError("--look-ahead is how far a --bidirectional model's right-to-left stack reads past each "
+                          "window; give --bidirectional too, or leave --look-ahead out")
     if request.val_paths:
         if "val_fraction" in request.explicit and train_config.val_fraction:
             raise ConfigError("give --val-fraction or --val-file, not both")
