@@ -26,6 +26,7 @@ CELLS = ("rnn", "lstm", "gru")
 ACTIVATIONS = ("tanh", "relu")
 OPTIMIZERS = ("adagrad", "rmsprop", "adam")
 BACKENDS = ("auto", "numpy", "numba")
+VAL_SPLITS = ("spread", "tail")
 
 DEFAULT_CHECKPOINT_DIR = "checkpoints"
 DEFAULT_CACHE_DIR = os.path.join("data", ".cache")
@@ -118,6 +119,16 @@ class TrainConfig:
                              metavar="D", on_resume=CHANGEABLE)
     lr_decay_after: float = option(10.0, "Epochs at the full learning rate before --lr-decay starts.", metavar="E",
                                    on_resume=CHANGEABLE)
+    lr_reductions: int = option(
+        3, "When --patience validations in a row bring no new best, halve the learning rate and go on, up to N "
+        "times; stop early only after that (0: stop at once).", metavar="N", on_resume=CHANGEABLE,
+    )
+    # What each reduction multiplies the rate by.
+    lr_reduction_factor: float = 0.5
+    anneal: bool = option(
+        True, "With --max-seconds, lower the learning rate over the second half of the time budget (cosine, to "
+        "a tenth by the end), so the run ends at a low rate wherever the budget cuts it off.", on_resume=CHANGEABLE,
+    )
     clip: float = option(5.0, "Clip every gradient element to ±this.", metavar="C", on_resume=CHANGEABLE)
     max_steps: Optional[int] = option(None, "Stop after this many steps in the model's life.", flag="--steps",
                                       metavar="N", on_resume=CHANGEABLE)
@@ -134,12 +145,22 @@ class TrainConfig:
     embedding_init_scale: float = 0.5
     # Adagrad's sums of squared gradients start here rather than at zero (optim.init_state).
     adagrad_initial_accumulator: float = 0.0
-    val_fraction: float = option(0.05, "Hold out this fraction at the end of the corpus for validation (0: none).",
+    val_fraction: float = option(0.05, "Hold out this fraction of the corpus for validation (0: none); see --val-split.",
                                  metavar="F", on_resume=FIXED)
+    # Checkpoints written before the setting existed held out the tail: metadata.py reads them so.
+    val_split: str = option(
+        "spread", "Which text --val-fraction holds out: spread (every 20th block of whole lines for 5%, "
+        "spread across the corpus from a seeded start) or tail (the end of the corpus).", on_resume=FIXED,
+    )
+    # The spread split's nominal block length in tokens: None until the corpus decides it
+    # (streams.spread_block_tokens), then recorded so that a resumed run cuts the same blocks.
+    val_block_tokens: Optional[int] = None
+    val_seed: int = 0  # the spread split's phase; the same for every run, so runs on a corpus validate alike
 
     def __post_init__(self) -> None:
         check = Checks(self)
         check.positive("seq_length", "batch_size", "max_steps")
+        check.non_negative("lr_reductions")
         check.choice("optimizer", OPTIMIZERS)
         if self.learning_rate is not None:
             check.rate("learning_rate")
@@ -147,6 +168,8 @@ class TrainConfig:
         if not 0.0 < self.lr_decay <= 1.0:
             raise ConfigError(f"{check.name('lr_decay')} must be above 0 and at most 1, got {self.lr_decay}")
         check.rate("lr_decay", "clip", "init_scale", "embedding_init_scale")
+        if not 0.0 < self.lr_reduction_factor < 1.0:
+            raise ConfigError(f"{check.name('lr_reduction_factor')} must be above 0 and below 1, got {self.lr_reduction_factor}")
         name = check.name("adagrad_initial_accumulator")
         require_finite(name, self.adagrad_initial_accumulator)
         if not 0.0 <= self.adagrad_initial_accumulator <= FLOAT32_MAX:
@@ -155,6 +178,9 @@ class TrainConfig:
         check.epochs("max_epochs", positive=True)
         check.non_negative("rng_seed")
         check.fraction("val_fraction")
+        check.choice("val_split", VAL_SPLITS)
+        check.positive("val_block_tokens")
+        check.non_negative("val_seed")
         if self.max_steps is None and self.max_epochs is None:
             raise ConfigError(f"give {check.name('max_steps')} or {check.name('max_epochs')} to say when training stops")
 

@@ -28,7 +28,7 @@ T = TypeVar("T")
 # The allowed values of each field that has a fixed set of them.
 CHOICES = {
     "cell": config.CELLS, "activation": config.ACTIVATIONS, "dtype": config.DTYPES, "optimizer": config.OPTIMIZERS,
-    "tokenizer": config.TOKENIZERS, "backend": config.BACKENDS,
+    "tokenizer": config.TOKENIZERS, "backend": config.BACKENDS, "val_split": config.VAL_SPLITS,
 }
 
 

@@ -115,7 +115,9 @@ def train_step(trainee: Trainee, streams: np.ndarray, config: TrainConfig) -> St
             "kept; try a lower --learning-rate or a smaller --clip"
         )
     # A config built without a rate trains at the default for this model's size (config.default_learning_rate).
-    learning_rate = optim.learning_rate_at(config.settled(trainee.model_config), progress.epoch)
+    learning_rate = optim.learning_rate_at(
+        config.settled(trainee.model_config), progress.epoch, progress.lr_reductions, progress.anneal_fraction
+    )
     with fpu.flushing():
         trainee.kernels.optimizer_update(
             config.optimizer, trainee.params, result.grads, trainee.optimizer_state,
