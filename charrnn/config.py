@@ -138,11 +138,16 @@ class TrainConfig:
     )
     rng_seed: int = option(0, "Seed for a reproducible run.", metavar="N", on_resume=FIXED,
                            default_text="random, recorded")
-    init_scale: float = 0.01
-    # The first layer's input weights are its token embeddings: with one-hot inputs they are the whole
-    # input signal, and at 0.01 the cell barely sees which token came in. N(0, 0.5²) gave lower
-    # validation loss than 0.01 on both bundled corpora at every size and learning rate tried.
-    embedding_init_scale: float = 0.5
+    # Weight matrices start as PyTorch's recurrent layers and nn.Linear start theirs, U(−1/√H, 1/√H)
+    # (None), and the token embedding W_xe as nn.Embedding's, N(0, 1): at charrnn's former N(0, 0.01²)
+    # the cell barely saw its input or its own state at first, and the vanilla RNN learnt less per token
+    # than the same model in PyTorch (docs/quality.md). A number gives every weight N(0, init_scale²),
+    # as files from before record (0.01).
+    init_scale: Optional[float] = None
+    embedding_init_scale: float = 1.0
+    # The one-table model's first input matrix (--embed-size 0) is its embedding and feeds tanh directly:
+    # N(0, 0.5²) gave lower validation loss than 0.01 on both bundled corpora at every size tried.
+    table_init_scale: float = 0.5
     # Adagrad's sums of squared gradients start here rather than at zero (optim.init_state).
     adagrad_initial_accumulator: float = 0.0
     val_fraction: float = option(0.05, "Hold out this fraction of the corpus for validation (0: none); see --val-split.",
@@ -167,7 +172,9 @@ class TrainConfig:
         require_finite(check.name("lr_decay"), self.lr_decay)
         if not 0.0 < self.lr_decay <= 1.0:
             raise ConfigError(f"{check.name('lr_decay')} must be above 0 and at most 1, got {self.lr_decay}")
-        check.rate("lr_decay", "clip", "init_scale", "embedding_init_scale")
+        check.rate("lr_decay", "clip", "embedding_init_scale", "table_init_scale")
+        if self.init_scale is not None:
+            check.rate("init_scale")
         if not 0.0 < self.lr_reduction_factor < 1.0:
             raise ConfigError(f"{check.name('lr_reduction_factor')} must be above 0 and below 1, got {self.lr_reduction_factor}")
         name = check.name("adagrad_initial_accumulator")

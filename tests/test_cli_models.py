@@ -137,7 +137,7 @@ def test_patience_stops_after_that_many_validations_without_a_new_best(tmp_path,
     # 2,850 training tokens for 16 hidden units at a high rate: validation bottoms out within 100 steps
     # (on the numpy backend; the compiled one rounds differently and takes another path).
     options = ["--steps", "600", *FAST, "--eval-every", "10", "--learning-rate", "0.3", "--checkpoint-every", "0",
-               "--backend", "numpy"]
+               "--backend", "numpy", "--lr-reductions", "0"]
     stopped = invoke("train", small_corpus, *options, "--patience", "3", "--checkpoint-dir", tmp_path / "a", "--json")
     assert stopped.exit_code == 0, stopped.stderr
     summary = json.loads(stopped.stdout)
@@ -159,7 +159,8 @@ def test_patience_stops_after_that_many_validations_without_a_new_best(tmp_path,
 
 
 def test_a_resumed_run_counts_on_from_the_checkpoint_and_patience_may_change(tmp_path, small_corpus):
-    options = [*FAST, "--eval-every", "10", "--learning-rate", "0.3", "--checkpoint-every", "0", "--backend", "numpy"]
+    options = [*FAST, "--eval-every", "10", "--learning-rate", "0.3", "--checkpoint-every", "0", "--backend", "numpy",
+               "--lr-reductions", "0"]
     invoke("train", small_corpus, "--steps", "600", *options, "--patience", "3", "--checkpoint-dir", tmp_path, "-q")
     stopped_at = checkpoint.load(str(tmp_path / "latest.npz")).progress.step
     # It has used up its patience: one more validation without a new best ends the resumed run.

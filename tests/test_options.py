@@ -43,12 +43,13 @@ def test_every_option_field_is_an_option_of_its_commands_with_its_default_and_he
 def test_the_resume_rules_come_from_the_fields():
     assert set(resume.settings_on_resume(FIXED)) == {
         "embed_size", "hidden_size", "num_layers", "cell", "activation", "dropout", "dtype", "seq_length", "batch_size",
-        "optimizer", "rng_seed", "val_fraction", "tokenizer", "max_vocab",
+        "optimizer", "rng_seed", "val_fraction", "val_split", "tokenizer", "max_vocab",
     }
     assert resume.settings_on_resume(CHANGEABLE) == {
         "learning_rate": (TrainConfig, "--learning-rate"), "lr_decay": (TrainConfig, "--lr-decay"),
         "lr_decay_after": (TrainConfig, "--lr-decay-after"), "clip": (TrainConfig, "--clip"),
         "max_steps": (TrainConfig, "--steps"), "max_epochs": (TrainConfig, "--epochs"),
+        "lr_reductions": (TrainConfig, "--lr-reductions"), "anneal": (TrainConfig, "--anneal"),
     }
 
 

@@ -35,15 +35,19 @@ ADAGRAD_EPSILON = 1e-8
 Params = dict[str, np.ndarray]
 
 
-def init_params(vocab_size: int, hidden_size: int, rng: np.random.Generator, scale: float = 0.01) -> Params:
-    """Weights from N(0, scale²) and zero biases, float64, shaped for column vectors."""
-    return {
-        "W_xh": rng.standard_normal((hidden_size, vocab_size)) * scale,  # input -> hidden
-        "W_hh": rng.standard_normal((hidden_size, hidden_size)) * scale,  # hidden -> hidden
-        "W_hy": rng.standard_normal((vocab_size, hidden_size)) * scale,  # hidden -> logits
-        "b_h": np.zeros((hidden_size, 1)),
-        "b_y": np.zeros((vocab_size, 1)),
-    }
+def init_params(vocab_size: int, hidden_size: int, rng: np.random.Generator, table_scale: float = 0.5) -> Params:
+    """Fresh float64 parameters shaped for column vectors: zero biases; each token's column of W_xh (its
+    embedding) from N(0, table_scale²), so that different tokens reach the state distinctly from the
+    start; W_hh and W_hy from U(−1/√H, 1/√H), as PyTorch starts its recurrent and linear layers.
+
+    The draws are charrnn's for the same seed (``network.init_params`` with ``--embed-size 0``): drawn in
+    its row-vector shapes, then transposed.
+    """
+    bound = 1.0 / np.sqrt(hidden_size)
+    W_xh = rng.standard_normal((vocab_size, hidden_size)).T * table_scale  # input -> hidden
+    W_hh = rng.uniform(-bound, bound, (hidden_size, hidden_size)).T  # hidden -> hidden
+    W_hy = rng.uniform(-bound, bound, (hidden_size, vocab_size)).T  # hidden -> logits
+    return {"W_xh": W_xh, "W_hh": W_hh, "W_hy": W_hy, "b_h": np.zeros((hidden_size, 1)), "b_y": np.zeros((vocab_size, 1))}
 
 
 def loss_and_grads(
