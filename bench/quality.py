@@ -176,6 +176,11 @@ def charrnn_racer(corpus: Corpus, cell: str, args, seed: int, embed_size: Option
     kernels = backend.select("auto")
     trainee = loop.new_trainee(config, train_config, kernels)
     streams = split_streams(corpus.train_ids, args.batch_size, args.seq_length)
+    # One untimed step and score of a copy first: the compiled backend compiles its kernels on first use
+    # (once per process, or from numba's cache), which is not training time.
+    scratch = copy.deepcopy(trainee)
+    loop.train_step(scratch, streams, train_config)
+    scoring.score_ids(scratch.params, config, corpus.val_ids[:100], corpus.tokenizer.token_lengths(), kernels=kernels)
     lengths = corpus.tokenizer.token_lengths()
     embed = f", E={config.embed_size}" if config.embed_size else ", one table"
     return Racer(

@@ -43,7 +43,16 @@ DEFAULT_LEARNING_RATES = {"adagrad": 0.02, "rmsprop": 0.002, "adam": 0.002}
 RATE_HIDDEN_SIZE = 256
 
 
-def default_learning_rate(optimizer: str, hidden_size: int) -> float:
+# relu's state is unbounded: at the tanh cell's rate (and with every rate down to 0.005) its first
+# steps on the Tang poems reached thousands to billions of nats/token (docs/quality.md), so it trains
+# at a tenth of that rate, from the small N(0, 0.01²) weights (and N(0, 0.5²) embeddings) that kept its
+# first steps below 2 ln V there.
+RELU_RATE_FACTOR = 0.1
+RELU_INIT_SCALE = 0.01
+RELU_EMBEDDING_INIT_SCALE = 0.5
+
+
+def default_learning_rate(optimizer: str, hidden_size: int, activation: str = "tanh") -> float:
     """The learning rate a run of ``optimizer`` at ``hidden_size`` gets when none is given.
 
     The first steps of all three optimizers move every weight by about ±lr whatever its gradient (Adagrad
@@ -51,7 +60,8 @@ def default_learning_rate(optimizer: str, hidden_size: int) -> float:
     once: at hidden 1024, Adagrad at 0.02 diverged within 250 steps. Scaling the rate by 256/H above
     hidden 256 keeps that first change (lr·H) at most what it is at hidden 256, where the rate was tuned.
     """
-    return DEFAULT_LEARNING_RATES[optimizer] * min(1.0, RATE_HIDDEN_SIZE / hidden_size)
+    rate = DEFAULT_LEARNING_RATES[optimizer] * min(1.0, RATE_HIDDEN_SIZE / hidden_size)
+    return rate * (RELU_RATE_FACTOR if activation == "relu" else 1.0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,7 +123,7 @@ class TrainConfig:
     learning_rate: Optional[float] = option(
         None, "Learning rate.", metavar="LR", on_resume=CHANGEABLE,
         default_text=", ".join(f"{rate:g} for {name}" for name, rate in DEFAULT_LEARNING_RATES.items())
-        + f"; times {RATE_HIDDEN_SIZE}/H above --hidden-size {RATE_HIDDEN_SIZE}",
+        + f"; times {RATE_HIDDEN_SIZE}/H above --hidden-size {RATE_HIDDEN_SIZE}; a tenth of that for --activation relu",
     )
     lr_decay: float = option(1.0, "Multiply the learning rate by this after every epoch beyond --lr-decay-after.",
                              metavar="D", on_resume=CHANGEABLE)
@@ -191,12 +201,20 @@ class TrainConfig:
         if self.max_steps is None and self.max_epochs is None:
             raise ConfigError(f"give {check.name('max_steps')} or {check.name('max_epochs')} to say when training stops")
 
+    def initial_scales(self, model: ModelConfig) -> tuple[Optional[float], float, float]:
+        """(weights, embedding, one-table) scales that a fresh ``model`` is drawn with (network.init_params):
+        these settings', except that a relu cell left at the default weights starts small (RELU_INIT_SCALE)."""
+        if model.activation == "relu" and self.init_scale is None:
+            return RELU_INIT_SCALE, RELU_EMBEDDING_INIT_SCALE, self.table_init_scale
+        return self.init_scale, self.embedding_init_scale, self.table_init_scale
+
     def settled(self, model: ModelConfig) -> TrainConfig:
         """This config with its learning rate decided: the given one, else ``default_learning_rate`` for
         the optimizer at ``model``'s hidden size. A model trains (and its checkpoint records) this rate."""
         if self.learning_rate is not None:
             return self
-        return dataclasses.replace(self, learning_rate=default_learning_rate(self.optimizer, model.hidden_size))
+        rate = default_learning_rate(self.optimizer, model.hidden_size, model.activation)
+        return dataclasses.replace(self, learning_rate=rate)
 
 
 @dataclass(frozen=True, kw_only=True)

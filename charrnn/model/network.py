@@ -89,10 +89,8 @@ def init_params(
     Weight matrices are drawn from U(−1/√H, 1/√H), as PyTorch initialises its recurrent layers and
     nn.Linear, or with ``init_scale`` from N(0, init_scale²). The token embedding W_xe is drawn from
     N(0, embedding_scale²) and the one-table model's first input matrix W_xh (whose rows are its
-    embeddings) from N(0, table_scale²), where given. A vanilla relu cell's recurrent matrix starts as
-    the identity (the IRNN of Le, Jaitly and Hinton 2015), so that its unbounded state neither fades nor
-    explodes at first; with ``init_scale`` it is drawn like the rest. Draws happen in the order of
-    ``param_shapes`` (the identity's too, then replaced) so a seed always gives the same model.
+    embeddings) from N(0, table_scale²), where given. Draws happen in the order of ``param_shapes`` so
+    a seed always gives the same model.
     """
     bound = 1.0 / math.sqrt(config.hidden_size)
     params = {}
@@ -109,8 +107,6 @@ def init_params(
             scale = table_scale
         if scale is None:
             weights = rng.uniform(-bound, bound, shape)
-            if config.cell == "rnn" and config.activation == "relu" and name.startswith("W_hh"):
-                weights = np.eye(config.hidden_size)
         else:
             weights = rng.standard_normal(shape) * scale
         params[name] = weights.astype(config.dtype)

@@ -57,8 +57,7 @@ class StepResult:
 def new_trainee(model_config: ModelConfig, train_config: TrainConfig, kernels: Kernels = NUMPY) -> Trainee:
     """A freshly initialised model and optimizer, seeded by ``train_config.rng_seed``, trained with ``kernels``."""
     rng = np.random.default_rng(train_config.rng_seed)
-    params = network.init_params(model_config, rng, train_config.init_scale, train_config.embedding_init_scale,
-                                 train_config.table_init_scale)
+    params = network.init_params(model_config, rng, *train_config.initial_scales(model_config))
     return Trainee(
         model_config=model_config,
         params=params,
