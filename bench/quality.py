@@ -239,12 +239,13 @@ def run_ngram(train_tokens: list[str], val_tokens: list[str], label: str = "") -
             "known_bits_per_char": known_bits / known_chars if known_chars else None}
 
 
-def run_default(corpus: Corpus, seconds: float, seed: int, workdir: Path) -> dict[str, Any]:
-    """``charrnn train train.txt --max-seconds S`` with nothing else (but the seed and a folder), then
-    ``charrnn eval`` of its best.npz on held_out.txt: the one-line run a user types."""
-    folder = workdir / f"{corpus.label}-seed{seed}"
+def run_default(corpus: Corpus, seconds: float, seed: int, workdir: Path, options: Sequence[str] = ()) -> dict[str, Any]:
+    """``charrnn train train.txt --max-seconds S`` with nothing else (but the seed, a folder and
+    ``options``), then ``charrnn eval`` of its best.npz on held_out.txt: the one-line run a user types."""
+    folder = workdir / f"{corpus.label}-seed{seed}{'-'.join(['', *options])}"
     train = [sys.executable, "-m", "charrnn", "train", str(corpus.folder / "train.txt"), "--max-seconds", f"{seconds:g}",
-             "--rng-seed", str(seed), "--checkpoint-dir", str(folder), "--cache-dir", str(workdir / "cache"), "--json"]
+             "--rng-seed", str(seed), "--checkpoint-dir", str(folder), "--cache-dir", str(workdir / "cache"), "--json",
+             *options]
     started = time.perf_counter()
     finished = subprocess.run(train, capture_output=True, text=True)
     wall_s = time.perf_counter() - started
@@ -263,7 +264,8 @@ def run_default(corpus: Corpus, seconds: float, seed: int, workdir: Path) -> dic
           f"{summary['seconds']:.0f} s, stopped {'early' if summary['stopped_early'] else 'at the budget'} after "
           f"{summary.get('lr_reductions', 0)} rate reductions; best.npz {score['bits_per_char']:.4f} bits/char on "
           f"held_out.txt ({score['tokens_unknown']} unknown)", file=sys.stderr, flush=True)
-    return {"name": f"charrnn train --max-seconds {seconds:g}", "implementation": "charrnn-default", "seed": seed,
+    name = " ".join([f"charrnn train --max-seconds {seconds:g}", *options])
+    return {"name": name, "implementation": "charrnn-default" if not options else "charrnn-option", "seed": seed,
             "steps": summary["steps"], "train_seconds": summary["seconds"], "wall_seconds": wall_s,
             "stopped_early": summary["stopped_early"], "lr_reductions": summary.get("lr_reductions", 0),
             "budget_unused": unused, "backend": summary["backend"], "header": header,
@@ -303,6 +305,8 @@ def bench_corpus(folder: Path, args) -> list[dict[str, Any]]:
         with tempfile.TemporaryDirectory() as workdir:
             for seed in args.seeds:
                 result["rows"].append(run_default(corpus, args.default_seconds, seed, Path(workdir)))
+                for options in args.default_variants:
+                    result["rows"].append(run_default(corpus, args.default_seconds, seed, Path(workdir), options.split()))
     best_state = None
     for seed in args.seeds:
         racers = []
@@ -396,8 +400,9 @@ def markdown(results: list[dict[str, Any]], args) -> str:
                             for s in args.report_at) if "best_by_seconds" in first else "— | " * len(args.report_at)
             diverged = " (diverged)" if any(r.get("diverged") for r in rows) else ""
             best = _spread([r["best_val_bits_per_char"] for r in rows])
-            if first["implementation"] == "charrnn-default":
-                stops = ", ".join(f"{r['train_seconds']:.0f} s{' (early)' if r['stopped_early'] else ''}" for r in rows)
+            if first["implementation"] in ("charrnn-default", "charrnn-option"):
+                stops = ", ".join(f"{r['train_seconds']:.0f} s{' (early)' if r['stopped_early'] else ''}, best at step "
+                                  f"{r['best_step'] if r['best_step'] is not None else '—'}" for r in rows)
                 name = f"{name} (trained {stops})"
             lines.append(f"| {label} | {name} | {first.get('backend', '—')} | {params} | {steps} | {rate} | {early}"
                          f"{best}{diverged} |")
@@ -475,6 +480,10 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="tiny budgets, one seed, hidden 64: checks that every row runs, in minutes")
     parser.add_argument("--default-seconds", type=float, default=600.0,
                         help="--max-seconds of the default row's charrnn train (default 600)")
+    parser.add_argument("--default-variants", type=lambda text: tuple(t.strip() for t in text.split(",") if t.strip()),
+                        default=(), help="also run the default row with each of these option strings, comma-separated "
+                                         "(e.g. '--val-split tail,--lr-reductions 0 --no-anneal': today's split and "
+                                         "schedule against the defaults)")
     parser.add_argument("--budget-seconds", type=float, default=180.0, help="training time per raced model")
     parser.add_argument("--eval-seconds", type=float, default=10.0, help="training time between validations")
     parser.add_argument("--report-at", type=_numbers(float), default=(90.0,),
