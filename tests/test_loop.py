@@ -32,7 +32,8 @@ def test_loss_falls_far_below_the_uniform_baseline():
     results = list(loop.train_steps(trainee, streams, config))
     assert len(results) == 300
     assert math.log(model_config.vocab_size) == pytest.approx(3.332, abs=1e-3)
-    assert results[0].loss_nats == pytest.approx(3.332, abs=0.01)
+    # A fresh model guesses nearly uniformly (PyTorch's initialisation puts it a little above ln V).
+    assert 3.332 - 0.05 < results[0].loss_nats < 3.332 + 0.3
     assert results[-1].smoothed_loss_nats < 0.2
     assert trainee.progress.tokens_seen == 300 * 40
 

@@ -178,7 +178,8 @@ def test_each_optimizer_has_its_own_default_rate_scaled_down_above_hidden_256_an
 def test_the_help_states_the_default_rate_rule_and_embedding_size():
     result = invoke("train", "--help")
     text = " ".join(result.stdout.split())
-    assert "[default: 0.02 for adagrad, 0.002 for rmsprop, 0.002 for adam; times 256/H above --hidden-size 256]" in text
+    assert ("[default: 0.02 for adagrad, 0.002 for rmsprop, 0.002 for adam; times 256/H above --hidden-size 256; "
+            "a tenth of that for --activation relu]") in text
     assert "[default: H, the hidden size]" in text
 
 
