@@ -438,6 +438,7 @@ def test_a_resume_whose_position_lies_about_its_corpus_is_refused(source, tmp_pa
     # check, but it is past the end of the real streams.
     taken = read_checkpoint(str(source[0]))
     meta = replaced(taken.meta, ("corpus", "num_tokens"), 10**6)
+    meta = replaced(meta, ("corpus", "num_train_tokens"), 10**6)
     meta = replaced(meta, ("progress", "position"), 5000)
     path = tmp_path / "liar.npz"
     path.write_bytes(with_meta(taken, meta_json(meta)))

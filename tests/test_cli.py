@@ -51,10 +51,10 @@ def test_train_then_sample(workdir, small_corpus):
     assert result.exit_code == 0, result.stderr
     assert result.stdout == ""
     # 942 distinct characters; an embedding of 16 (the hidden size): 942·16 + 16·16 + 16·16 + 16 + 16·942
-    # + 942 parameters; the last 5% (150
-    # characters) held out; 2,850 // 4 = 712 tokens a stream, (712 − 1) // 10 chunks.
-    assert ("training: rnn, vocabulary 942, hidden 16, 31,614 parameters, 2,848 training tokens, "
-            "150 validation tokens, 71 steps per epoch, rng seed 3") in result.stderr
+    # + 942 parameters; 5% (143 characters) held out in four blocks of whole lines; 2,857 // 4 = 714 tokens
+    # a stream, (714 − 1) // 10 chunks.
+    assert ("training: rnn, vocabulary 942, hidden 16, 31,614 parameters, 2,856 training tokens, "
+            "143 validation tokens, 71 steps per epoch, rng seed 3") in result.stderr
     assert "trained to step 30 (30 steps, 1,200 tokens this run)" in result.stderr
     assert "validation " in result.stderr and " bits/char" in result.stderr
     assert sorted(os.listdir(workdir / "checkpoints" / "poems")) == ["best.npz", "latest.npz", "step_00000030.npz"]

@@ -62,9 +62,16 @@ def test_eval_command_scores_text_and_reports_unknown_tokens(tmp_path, small_cor
     known = [c for c in held_out.read_text(encoding="utf-8") if c in ckpt.tokenizer.vocab]
     unknown = len(held_out.read_text(encoding="utf-8")) - len(known)
     assert unknown >= 2
-    assert result.stdout.startswith(f"{len(known) - 1} tokens scored, {unknown} unknown: ")
+    share = unknown / (len(known) + unknown)
+    assert result.stdout.startswith(f"{len(known) - 1} tokens scored, {unknown} unknown ({share:.0%}): ")
     assert "bits/char" in result.stdout and "perplexity" in result.stdout
-    assert f"note: {unknown} tokens outside the model's vocabulary were left out" in result.stderr
+    assert (f"warning: {unknown} of the text's {len(known) + unknown} tokens ({share:.0%}) are outside the model's "
+            "vocabulary and left out") in result.stderr
+    few = tmp_path / "few.txt"  # 199 characters of the corpus and one unknown: 0.5%, a note and no warning
+    few.write_text(small_corpus.read_text(encoding="utf-8")[:199] + "☃", encoding="utf-8")
+    mostly_known = invoke("eval", tmp_path / "latest.npz", few)
+    assert mostly_known.stdout.startswith("198 tokens scored, 1 unknown (0%): ")
+    assert mostly_known.stderr == "note: 1 tokens outside the model's vocabulary were left out\n"
 
 
 def test_eval_with_nothing_to_score_and_bad_checkpoint(tmp_path, small_corpus):
@@ -137,7 +144,7 @@ def test_patience_stops_after_that_many_validations_without_a_new_best(tmp_path,
     # 2,850 training tokens for 16 hidden units at a high rate: validation bottoms out within 100 steps
     # (on the numpy backend; the compiled one rounds differently and takes another path).
     options = ["--steps", "600", *FAST, "--eval-every", "10", "--learning-rate", "0.3", "--checkpoint-every", "0",
-               "--backend", "numpy"]
+               "--backend", "numpy", "--lr-reductions", "0"]
     stopped = invoke("train", small_corpus, *options, "--patience", "3", "--checkpoint-dir", tmp_path / "a", "--json")
     assert stopped.exit_code == 0, stopped.stderr
     summary = json.loads(stopped.stdout)
@@ -159,7 +166,8 @@ def test_patience_stops_after_that_many_validations_without_a_new_best(tmp_path,
 
 
 def test_a_resumed_run_counts_on_from_the_checkpoint_and_patience_may_change(tmp_path, small_corpus):
-    options = [*FAST, "--eval-every", "10", "--learning-rate", "0.3", "--checkpoint-every", "0", "--backend", "numpy"]
+    options = [*FAST, "--eval-every", "10", "--learning-rate", "0.3", "--checkpoint-every", "0", "--backend", "numpy",
+               "--lr-reductions", "0"]
     invoke("train", small_corpus, "--steps", "600", *options, "--patience", "3", "--checkpoint-dir", tmp_path, "-q")
     stopped_at = checkpoint.load(str(tmp_path / "latest.npz")).progress.step
     # It has used up its patience: one more validation without a new best ends the resumed run.

@@ -51,9 +51,11 @@ TRAIN_NUMERIC = [
     "--hidden-size", "--num-layers", "--dropout", "--seq-length", "--batch-size", "--learning-rate", "--lr-decay",
     "--lr-decay-after", "--clip", "--steps", "--epochs", "--val-fraction", "--eval-every", "--eval-tokens",
     "--rng-seed", "--sample-every", "--checkpoint-every", "--checkpoint-keep", "--log-every", "--max-vocab",
+    "--lr-reductions",
 ]
 # Options a resume may change: tried on a resume, whose folder must not change when they are refused.
-CHANGEABLE_ON_RESUME = {"--learning-rate", "--lr-decay", "--lr-decay-after", "--clip", "--steps", "--epochs"}
+CHANGEABLE_ON_RESUME = {"--learning-rate", "--lr-decay", "--lr-decay-after", "--clip", "--steps", "--epochs",
+                        "--lr-reductions"}
 SAMPLE_NUMERIC = ["--length", "--temperature", "--top-k", "--rng-seed", "--num-samples"]
 CODECS = ["rot13", "base64", "hex", "zlib", "bz2", "uu", "quopri", "utf-16", "utf-32", "undefined", "punycode"]
 

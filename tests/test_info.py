@@ -82,8 +82,10 @@ def test_info_text(tmp_path, small_corpus):
     assert lines[4].startswith("vocabulary: 942 tokens (char), e.g. '\\n', ' ', '%', '、', ")
     assert f"corpus: {small_corpus}, 3,000 tokens" in lines
     assert "encoding: utf-8" in lines
-    # 2,850 training tokens in 2 streams of 1,425: (1,425 − 1) // 5 = 284 steps per epoch.
+    # 2,857 training tokens (143 held out in blocks) in 2 streams of 1,428: (1,428 − 1) // 5 = 285 steps per epoch.
     assert "trained: step 5, 50 tokens seen, epoch 0.02" in lines
+    assert "validation text: 5% of the corpus in blocks of about 38 tokens of whole lines spread across it " \
+           "(--val-split spread, seed 0)" in lines
     assert any(line.startswith("train loss (smoothed): ") and line.endswith(" bits/char") for line in lines)
     assert any(line.startswith("validation: ") and line.endswith("at step 5; best " + line.split()[1] + " at step 5")
                for line in lines)
@@ -102,7 +104,7 @@ def test_info_text_with_an_embedding(tmp_path, small_corpus):
 
 def test_info_json_epochs_and_iso_time(tmp_path, small_corpus):
     facts = info_json(train_tiny(small_corpus, tmp_path / "ck"))
-    assert facts["progress"]["epochs"] == pytest.approx(25 / (284 * 5))
+    assert facts["progress"]["epochs"] == pytest.approx(25 / (285 * 5))
     assert facts["progress"]["epochs_completed"] == 0 and facts["progress"]["position"] == 25
     assert facts["modified"][4] == "-" and "T" in facts["modified"]
 

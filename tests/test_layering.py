@@ -26,7 +26,7 @@ ALLOWED = {
     "training.session": {
         "model.backend",
         "checkpoints.checkpoint", "checkpoints.folder_files", "checkpoints.metadata", "config", "data.corpus",
-        "data.token_cache", "data.tokenizer", "errors", "memory", "model.network", "model.optim", "training.corpus_data",
+        "data.streams", "data.token_cache", "data.tokenizer", "errors", "memory", "model.network", "model.optim", "training.corpus_data",
         "training.folder",
         "training.loop", "training.resume",
     },
@@ -36,7 +36,7 @@ ALLOWED = {
     "training.resume": {"config", "errors", "settings"},
     "training.runner": {
         "checkpoints.checkpoint", "checkpoints.folder_files", "config", "inference.sampling", "inference.scoring", "model.network",
-        "training.loop", "training.session",
+        "model.optim", "training.loop", "training.session",
     },
     "training.loop": {
         "config", "errors", "model.backend", "model.bidirectional", "model.fpu", "model.network", "model.optim",

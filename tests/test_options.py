@@ -41,12 +41,13 @@ def test_every_option_field_is_an_option_of_its_commands_with_its_default_and_he
 def test_the_resume_rules_come_from_the_fields():
     assert set(resume.settings_on_resume(FIXED)) == {
         "embed_size", "hidden_size", "num_layers", "cell", "activation", "dropout", "dtype", "seq_length", "batch_size",
-        "optimizer", "rng_seed", "val_fraction", "tokenizer", "max_vocab", "bidirectional", "look_ahead",
+        "optimizer", "rng_seed", "val_fraction", "val_split", "tokenizer", "max_vocab", "bidirectional", "look_ahead",
     }
     assert resume.settings_on_resume(CHANGEABLE) == {
         "learning_rate": (TrainConfig, "--learning-rate"), "lr_decay": (TrainConfig, "--lr-decay"),
         "lr_decay_after": (TrainConfig, "--lr-decay-after"), "clip": (TrainConfig, "--clip"),
         "max_steps": (TrainConfig, "--steps"), "max_epochs": (TrainConfig, "--epochs"),
+        "lr_reductions": (TrainConfig, "--lr-reductions"), "anneal": (TrainConfig, "--anneal"),
     }
 
 
@@ -169,7 +170,8 @@ def test_each_optimizer_has_its_own_default_rate_scaled_down_above_hidden_256_an
 def test_the_help_states_the_default_rate_rule_and_embedding_size():
     result = invoke("train", "--help")
     text = " ".join(result.stdout.split())
-    assert "[default: 0.02 for adagrad, 0.002 for rmsprop, 0.002 for adam; times 256/H above --hidden-size 256]" in text
+    assert ("[default: 0.02 for adagrad, 0.002 for rmsprop, 0.002 for adam; times 256/H above --hidden-size 256; "
+            "a tenth of that for --activation relu]") in text
     assert "[default: H, the hidden size]" in text
 
 

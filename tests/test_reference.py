@@ -36,6 +36,15 @@ def _model(rng):
     return config, network.init_params(config, rng, init_scale=0.3, embedding_scale=0.5)
 
 
+def test_the_reference_starts_from_the_weights_charrnn_draws():
+    config = ModelConfig(vocab_size=V, hidden_size=H, dtype="float64", embed_size=0)
+    ours = network.init_params(config, np.random.default_rng(7), table_scale=TrainConfig(max_steps=1).table_init_scale)
+    theirs = reference.init_params(V, H, np.random.default_rng(7))
+    expected = _column_params(ours)
+    for name in expected:
+        np.testing.assert_array_equal(theirs[name], expected[name], err_msg=name)
+
+
 def test_the_same_loss_and_gradients_as_the_batched_model():
     rng = np.random.default_rng(1)
     config, params = _model(rng)

@@ -9,9 +9,7 @@ import re
 import select
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 

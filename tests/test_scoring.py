@@ -33,16 +33,59 @@ def test_one_stream_score_equals_the_step_by_step_loss():
     assert score.perplexity == pytest.approx(math.exp(total / 39), rel=1e-12)
 
 
-def test_streams_score_every_token_once_each_from_a_fresh_state():
+def test_without_warm_up_streams_score_every_token_once_each_from_a_fresh_state():
     config, params = _model(5, cell="rnn")
     ids = np.random.default_rng(2).integers(5, size=23)  # 22 targets over 4 streams of 6 (2 padded)
-    score = scoring.score_ids(params, config, ids, np.ones(5, dtype=np.int64), batch_size=4)
+    score = scoring.score_ids(params, config, ids, np.ones(5, dtype=np.int64), batch_size=4, warmup_tokens=0)
     expected = 0.0
     for start in range(0, 22, 6):
         piece = ids[start : min(start + 7, 23)]
         expected += scoring.score_ids(params, config, piece, np.ones(5, dtype=np.int64), batch_size=1).total_nats
     assert score.tokens_scored == 22
     assert score.total_nats == pytest.approx(expected, rel=1e-12)
+
+
+def test_each_stream_first_reads_the_text_before_its_part_without_scoring_it():
+    config, params = _model(5, cell="gru")
+    ids = np.random.default_rng(3).integers(5, size=41)  # 40 targets: 4 streams of 10, each warmed up on 3
+    lengths = np.ones(5, dtype=np.int64)
+    score = scoring.score_ids(params, config, ids, lengths, batch_size=4, warmup_tokens=3)
+    expected = 0.0
+    for start in range(0, 40, 10):
+        state = network.initial_hidden(config, 1)
+        if start:
+            _, state = network.step(params, config, ids[start - 3 : start, None], state)  # the warm-up, unscored
+        for current, following in zip(ids[start : start + 10], ids[start + 1 : start + 11]):
+            logits, state = network.step(params, config, np.array([current]), state)
+            expected += float(np.log(np.exp(logits[0]).sum()) - logits[0, following])
+    assert score.tokens_scored == 40
+    assert score.total_nats == pytest.approx(expected, rel=1e-12)
+
+
+def test_streams_are_never_shorter_than_the_warm_up_so_the_batch_shrinks_for_short_texts():
+    config, params = _model(5, cell="rnn")
+    ids = np.random.default_rng(4).integers(5, size=31)
+    lengths = np.ones(5, dtype=np.int64)
+    one_pass = scoring.score_ids(params, config, ids, lengths, batch_size=1)
+    # 30 targets with a warm-up of 500: a single stream, whatever the batch size asked for.
+    assert scoring.score_ids(params, config, ids, lengths, batch_size=32).total_nats == one_pass.total_nats
+    # Warm-ups of 10: three streams of 10.
+    warmed = scoring.score_ids(params, config, ids, lengths, batch_size=32, warmup_tokens=10)
+    assert warmed.tokens_scored == 30 and warmed.total_nats == pytest.approx(
+        scoring.score_ids(params, config, ids, lengths, batch_size=3, warmup_tokens=10).total_nats, rel=1e-12)
+
+
+def test_text_that_is_mostly_unknown_gets_a_warning():
+    tokenizer, _ = Tokenizer.fit("明月光", "char")
+    config, params = _model(3)
+    score = scoring.score_text(params, config, tokenizer, "hello 明月 world", batch_size=1)
+    assert (score.tokens_unknown, score.tokens_scored) == (12, 1)
+    assert score.unknown_share == pytest.approx(12 / 14)
+    assert scoring.unknown_warning(score) == (
+        "12 of the text's 14 tokens (86%) are outside the model's vocabulary and left out: the score covers only "
+        "the rest, and flatters the model on this text")
+    clean = scoring.score_text(params, config, tokenizer, "明月光" * 10, batch_size=1)
+    assert clean.unknown_share == 0 and scoring.unknown_warning(clean) is None
 
 
 def test_bits_per_char_of_a_word_model_divides_by_characters():

@@ -230,9 +230,11 @@ def test_eval_says_its_note_first_and_counts_with_thousands_separators(workdir, 
     text.write_text(small_corpus.read_text(encoding="utf-8")[:1500] + "xyz" * 500, encoding="utf-8")
     result = invoke("eval", "checkpoints/poems/latest.npz", text)
     assert result.exit_code == 0, result.stderr
-    assert result.stdout.startswith("1,499 tokens scored, 1,500 unknown: ")
-    assert result.stderr == "note: 1,500 tokens outside the model's vocabulary were left out\n"
-    assert result.output.index("note:") < result.output.index("tokens scored")  # as the README shows it
+    assert result.stdout.startswith("1,499 tokens scored, 1,500 unknown (50%): ")
+    # Half the text unknown: the score covers the other half only, and says so.
+    assert result.stderr == ("warning: 1,500 of the text's 3,000 tokens (50%) are outside the model's vocabulary and "
+                             "left out: the score covers only the rest, and flatters the model on this text\n")
+    assert result.output.index("warning:") < result.output.index("tokens scored")  # as the README shows it
 
 
 def _invoke_with_input(*args, input):

@@ -58,6 +58,7 @@ class CorpusInfo:
     val_paths: tuple[str, ...] = ()  # a separate validation text (--val-file), if any
     ids_dtype: str = "<i4"
     max_vocab: Optional[int] = None  # --max-vocab the vocabulary was built with
+    num_train_tokens: Optional[int] = None  # left for training after the validation split (None in older files)
 
 
 @dataclass

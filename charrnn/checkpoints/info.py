@@ -130,7 +130,9 @@ def summarize(path: str) -> Summary:
         parameters=checked_parameter_count(ckpt),
         # Checkpoints before fractional epochs were recorded report whole epochs only.
         epochs=ckpt.progress.epochs if ckpt.progress.epochs or not ckpt.progress.epoch else None,
-        learning_rate=optim.learning_rate_at(ckpt.train_config, ckpt.progress.epoch),
+        learning_rate=optim.learning_rate_at(
+            ckpt.train_config, ckpt.progress.epoch, ckpt.progress.lr_reductions, ckpt.progress.anneal_fraction
+        ),
     )
 
 
@@ -186,6 +188,7 @@ def to_dict(summary: Summary) -> dict[str, Any]:
         "train_bits_per_token": bits_per_token,
         "train_bits_per_char": bits_per_char,
         "validation": {
+            "held_out": describe_held_out(ckpt),
             "step": progress.val_step,
             "loss_nats": files.finite_or_none(progress.val_loss_nats),
             "bits_per_char": files.finite_or_none(progress.val_bits_per_char),
@@ -202,6 +205,18 @@ def direction(config: ModelConfig) -> str:
     """How the model reads text: "left-to-right" (it generates: charrnn sample), or "bidirectional" (it fills
     blanks from both sides: charrnn fill)."""
     return "bidirectional" if config.bidirectional else "left-to-right"
+def describe_held_out(ckpt: checkpoint.Checkpoint) -> str:
+    """Which text the model is validated on: a file, a spread or tail fraction of its corpus, or none."""
+    config = ckpt.train_config
+    if ckpt.corpus.val_paths:
+        return f"the file{'s' if len(ckpt.corpus.val_paths) > 1 else ''} {', '.join(ckpt.corpus.val_paths)}"
+    if config.val_fraction == 0:
+        return "none"
+    if config.val_split == "tail":
+        return f"the last {config.val_fraction:.0%} of the corpus (--val-split tail)"
+    blocks = f" of about {config.val_block_tokens:,} tokens" if config.val_block_tokens else ""
+    return (f"{config.val_fraction:.0%} of the corpus in blocks{blocks} of whole lines spread across it "
+            f"(--val-split spread, seed {config.val_seed})")
 
 
 def _describe_validation(summary: Summary) -> str:
@@ -219,11 +234,18 @@ def _describe_validation(summary: Summary) -> str:
 
 
 def _describe_learning_rate(summary: Summary) -> str:
-    config = summary.checkpoint.train_config
-    if config.lr_decay == 1.0:
+    config, progress = summary.checkpoint.train_config, summary.checkpoint.progress
+    changes = []
+    if config.lr_decay != 1.0:
+        changes.append(f"×{config.lr_decay:g} per epoch after epoch {config.lr_decay_after:g}")
+    if progress.lr_reductions:
+        changes.append(f"reduced {progress.lr_reductions} of {config.lr_reductions} times on a plateau, "
+                       f"×{config.lr_reduction_factor:g} each")
+    if progress.anneal_fraction:
+        changes.append(f"annealed over {progress.anneal_fraction:.0%} of a time budget")
+    if not changes:
         return f"{config.learning_rate:g}"
-    return (f"{summary.learning_rate:g} now (base {config.learning_rate:g}, ×{config.lr_decay:g} per epoch "
-            f"after epoch {config.lr_decay_after:g})")
+    return f"{summary.learning_rate:g} now (base {config.learning_rate:g}, {'; '.join(changes)})"
 
 
 def describe(summary: Summary) -> list[str]:
@@ -261,6 +283,7 @@ def describe(summary: Summary) -> list[str]:
         f"trained: step {progress.step:,}, {progress.tokens_seen:,} tokens seen{epochs}",
         f"train loss (smoothed): {train_loss}",
         f"validation: {_describe_validation(summary)}",
+        f"validation text: {describe_held_out(ckpt)}",
         f"optimizer: {train_config.optimizer}, clip ±{train_config.clip:g}, batch {train_config.batch_size} "
         f"streams × {train_config.seq_length} steps, rng seed {train_config.rng_seed}",
         f"learning rate: {_describe_learning_rate(summary)}",

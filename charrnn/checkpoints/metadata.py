@@ -51,11 +51,13 @@ MAX_LAYERS = 1000
 ID_DTYPES = frozenset(np.dtype(t).newbyteorder(order).str
                       for t in ("u1", "u2", "u4", "i4") for order in "<>")
 _PROGRESS_COUNTS = ("step", "tokens_seen", "epoch", "position", "loss_ema_steps", "val_step", "best_val_step",
-                    "validations_since_best")
-_PROGRESS_AMOUNTS = ("epochs", "loss_ema", "val_loss_nats", "val_bits_per_char", "best_val_loss_nats")
+                    "validations_since_best", "lr_reductions")
+_PROGRESS_AMOUNTS = ("epochs", "loss_ema", "val_loss_nats", "val_bits_per_char", "best_val_loss_nats",
+                     "anneal_fraction")
 _CONFIG_COUNTS = (("model", "vocab_size"), ("model", "hidden_size"), ("model", "embed_size"), ("train", "seq_length"),
                   ("train", "batch_size"), ("train", "max_steps"), ("train", "max_epochs"),
-                  ("train", "lr_decay_after"), ("train", "look_ahead"))
+                  ("train", "lr_decay_after"), ("train", "look_ahead"), ("train", "val_block_tokens"),
+                  ("train", "val_seed"), ("train", "lr_reductions"))
 _CORPUS_LISTS = ("paths", "encodings", "val_paths")
 _RUN_ID = re.compile("^[0-9a-f]{16}$")
 RECORDED_BACKENDS = ("numpy", "numba")  # what a run records; "auto" is resolved before it trains
@@ -152,11 +154,15 @@ def _corpus(meta: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
                 raise _Invalid(f"corpus.{name} must be a list of strings, got {describe_value(value)}")
             corpus[name] = tuple(value)
-    if "num_tokens" in data:
-        if not _is_int(data["num_tokens"]):
-            raise _Invalid(f"corpus.num_tokens must be a whole number, got {describe_value(data['num_tokens'])}")
-        _require_range("corpus.num_tokens", data["num_tokens"], 0, COUNT_LIMIT)
-        corpus["num_tokens"] = data["num_tokens"]
+    for name in ("num_tokens", "num_train_tokens"):
+        if data.get(name) is not None:
+            if not _is_int(data[name]):
+                raise _Invalid(f"corpus.{name} must be a whole number, got {describe_value(data[name])}")
+            _require_range(f"corpus.{name}", data[name], 0, COUNT_LIMIT)
+            corpus[name] = data[name]
+    if corpus.get("num_train_tokens", 0) > corpus.get("num_tokens", 0):
+        raise _Invalid(f"corpus.num_train_tokens {corpus['num_train_tokens']} is more than the corpus's "
+                       f"num_tokens {corpus.get('num_tokens', 0)}")
     if "sha256" in data:
         if not isinstance(data["sha256"], str):
             raise _Invalid(f"corpus.sha256 must be a string, got {describe_value(data['sha256'])}")
@@ -202,15 +208,21 @@ def _rng_state(meta: dict[str, Any]) -> dict[str, Any]:
 def _check_progress(progress: Progress, train_config: TrainConfig, corpus: dict[str, Any]) -> None:
     for name in _PROGRESS_COUNTS + _PROGRESS_AMOUNTS:
         _require_range(f"progress.{name}", getattr(progress, name), 0, COUNT_LIMIT)
+    if progress.anneal_fraction > 1.0:
+        raise _Invalid(f"progress.anneal_fraction must be from 0 to 1, got {progress.anneal_fraction}")
     for name in ("val_step", "best_val_step"):
         value = getattr(progress, name)
         if value is not None and value > progress.step:
             raise _Invalid(f"progress.{name} {value} is after progress.step {progress.step}")
     if progress.position:
-        # The streams as session._prepare_streams cuts them: the held-out end split off (rounded as in
-        # session.split_validation), the rest in batch_size rows; a chunk is seq_length + 1 tokens.
+        # The streams as corpus_data.prepare_streams cuts them: the held-out text split off (files that
+        # record what is left for training say so; before that, the split was the tail, rounded as in
+        # streams.split_validation), the rest in batch_size rows; a chunk is seq_length + 1 tokens.
         tokens = corpus.get("num_tokens", 0)
-        stream_length = (tokens - int(round(tokens * train_config.val_fraction))) // train_config.batch_size
+        train_tokens = corpus.get("num_train_tokens")
+        if train_tokens is None:
+            train_tokens = tokens - int(round(tokens * train_config.val_fraction))
+        stream_length = train_tokens // train_config.batch_size
         if progress.position + train_config.seq_length + 1 > stream_length:
             raise _Invalid(
                 f"progress.position {progress.position} is past the end of the streams: a corpus of {tokens} "
@@ -254,6 +266,8 @@ def validate(path: str, meta: Any) -> Metadata:
             train_data = {**train_data, "val_fraction": 0.0}
         if version < 4:  # no look-ahead before format 4 (nor any model that reads one)
             train_data = {**train_data, "look_ahead": 0}
+        if "val_split" not in train_data:  # written before the spread split existed: it held out the tail
+            train_data = {**train_data, "val_split": "tail"}
         train_config = _built("train", from_dict, TrainConfig, train_data)
         if train_config.learning_rate is None:  # every trained model records the rate it used
             raise _Invalid("train.learning_rate is missing")

@@ -53,7 +53,8 @@ def split_arguments(paths: tuple[str, ...], checkpoint: Optional[str]) -> tuple[
 @config_options(DataConfig, only={"encoding"})
 @config_options(ComputeConfig)
 @option("--batch-size", type=int, default=32, show_default=True, metavar="N",
-        help="Streams scored side by side (each starts with no context).")
+        help="Streams scored side by side, for speed (each first reads the text before its part, so the "
+             "score does not depend on it).")
 @option("--json", is_flag=True, help="Print the scores as one JSON document.")
 @quiet_option("No informational messages on stderr.")
 @reports_errors
@@ -75,7 +76,7 @@ def eval_command(
     from charrnn.model import network
     from charrnn.errors import ConfigError
     from charrnn.data.corpus import read_corpus
-    from charrnn.inference.scoring import score_text
+    from charrnn.inference.scoring import score_text, unknown_warning
     from charrnn.model import backend as backends
 
     checkpoint, files = split_arguments(paths, checkpoint)
@@ -97,10 +98,14 @@ def eval_command(
                            look_ahead=ckpt.train_config.look_ahead)
     finally:
         progress.close()
-    if score.tokens_unknown:
+    warning = unknown_warning(score)
+    if warning:
+        inform(quiet, f"warning: {warning}")
+    elif score.tokens_unknown:
         inform(quiet, f"note: {score.tokens_unknown:,} tokens outside the model's vocabulary were left out")
     if json:
         emit_json({"checkpoint": path, "files": list(files), "encodings": list(text.encodings),
                    "backend": kernels.name, **score.to_dict()})
     else:
-        write_stdout(f"{score.tokens_scored:,} tokens scored, {score.tokens_unknown:,} unknown: {format_score(score)}")
+        unknown = f"{score.tokens_unknown:,} unknown" + (f" ({score.unknown_share:.0%})" if score.tokens_unknown else "")
+        write_stdout(f"{score.tokens_scored:,} tokens scored, {unknown}: {format_score(score)}")

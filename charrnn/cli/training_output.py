@@ -83,8 +83,18 @@ class TrainingOutput:
             if self.record is not None and self.record["step"] == event.step:
                 self.record.update(val_loss_nats=event.score.loss_nats, val_bits_per_char=event.score.bits_per_char)
             self._complete_record()
+        elif isinstance(event, runner.RateReduced):
+            self._write_unless_quiet(
+                f"note: {event.validations_without_best} validations in a row brought no new best: learning rate "
+                f"reduced to {event.learning_rate:.3g} at step {event.step:,} (reduction {event.reductions} of "
+                f"{event.max_reductions}, --lr-reductions)"
+            )
         elif isinstance(event, runner.Sampled) and not self.quiet:
             self._write(f"--- sample at step {event.step} (temperature {event.temperature:g}) ---\n{event.text}\n---")
+
+    def _write_unless_quiet(self, text: str) -> None:
+        if not self.quiet:
+            self._write(text)
 
     def _write(self, text: str) -> None:
         if self.bar is not None:
@@ -228,6 +238,8 @@ def describe_start(event: Any, quiet: bool, checkpoint_dir: str = "") -> None:
     inform(quiet, describe_encoding(event.corpus_paths, event.corpus_encodings, event.encoding_option))
     if checkpoint_dir:
         inform(quiet, f"checkpoints: {os.path.join(checkpoint_dir, '')}")
+    if event.validation:
+        inform(quiet, f"validation: {event.validation}")
     for note in event.notes:
         inform(quiet, f"note: {note}")
 
@@ -272,8 +284,10 @@ def describe_finish(event: Any, quiet: bool, resumed_from: Optional[str] = None)
         inform(quiet, "note: --max-seconds reached; stopped, validated and saved")
     if event.stopped_early:
         at_step = "" if event.best_step is None else f" at step {event.best_step:,}"
+        after = (f" after {event.lr_reductions} reduction{'s' if event.lr_reductions != 1 else ''} of the learning rate"
+                 if event.lr_reductions else "")
         inform(quiet, f"stopped early at step {event.steps:,}: {event.validations_since_best} validations in a row "
-                    f"brought no new best; the best, {event.best_val_loss_nats:.4f} nats/token{at_step}, is in "
+                    f"brought no new best{after}; the best, {event.best_val_loss_nats:.4f} nats/token{at_step}, is in "
                     "best.npz (--patience 0 never stops early)")
     inform(quiet, f"trained to step {event.steps} ({event.steps_this_run} steps, {event.tokens_this_run:,} "
                 f"tokens this run) in {event.seconds:.1f} s ({rate:,.0f} tokens/s); smoothed loss "
@@ -311,4 +325,5 @@ def finished_document(event: Any, best_path: Optional[str], checkpoint_dir: Opti
         "best_val_loss_nats": event.best_val_loss_nats,
         # A bidirectional model's losses are of p(x_t | both sides): not comparable with a left-to-right one's.
         "direction": "bidirectional" if event.bidirectional else "left-to-right",
+        "lr_reductions": event.lr_reductions,
     }

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 # on_progress(tokens scored, tokens to score), called after each window of the text.
 Progress = Callable[[int, int], None]
@@ -23,6 +23,10 @@ from charrnn.data.tokenizer import Tokenizer
 
 # Logits held at once while scoring (elements); bounds memory for large vocabularies.
 _LOGITS_PER_CHUNK = 4_000_000
+# Tokens each stream of a batched score reads before its part of the text, unscored (score_ids).
+WARMUP_TOKENS = 500
+# unknown_warning speaks up when at least this share of the text's tokens is outside the vocabulary.
+UNKNOWN_WARNING_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -56,12 +60,19 @@ class Score:
             return math.nan
         return math.exp(self.loss_nats) if self.loss_nats < 700 else math.inf
 
+    @property
+    def unknown_share(self) -> float:
+        """The share of the text's tokens that were outside the vocabulary (and so not scored)."""
+        total = self.tokens_unknown + (self.tokens_scored + 1 if self.tokens_scored else 0)
+        return self.tokens_unknown / total if total else 0.0
+
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form, with the derived rates."""
         return {
             "tokens_scored": self.tokens_scored,
             "characters_scored": self.characters_scored,
             "tokens_unknown": self.tokens_unknown,
+            "unknown_share": self.unknown_share,
             "loss_nats": self.loss_nats,
             "bits_per_token": self.bits_per_token,
             "bits_per_char": self.bits_per_char,
@@ -79,13 +90,19 @@ def score_ids(
     on_progress: Progress = lambda done, total: None,
     window: int = 25,
     look_ahead: int = 0,
+    warmup_tokens: int = WARMUP_TOKENS,
 ) -> Score:
-    """Score every token of ``ids`` (N,) after the first, each predicted from all the text before it.
+    """Score every token of ``ids`` (N,) after the first, each predicted from the text before it.
 
-    For speed the text is cut into ``batch_size`` contiguous streams run side by side, each from a zero
-    state, so the first tokens of each stream see less context than they would in one long pass.
-    ``token_lengths`` (V,) gives the characters of each token, for bits per character. ``kernels``
-    runs the cells and the cross-entropy (backend.py). ``on_progress`` hears how far scoring has got.
+    For speed the text is cut into up to ``batch_size`` contiguous streams run side by side. Each
+    stream but the first is warmed up first on the ``warmup_tokens`` tokens before its part, which it
+    reads without scoring them: so every prediction sees at least that much of the text before it
+    (or all of it), as it would in one pass over the whole text, and the score does not depend on
+    ``batch_size`` beyond float rounding (the state of a trained RNN keeps next to nothing from
+    further back; measured in docs/quality.md). Streams are at least ``warmup_tokens`` long, so
+    warming up at most doubles the work. ``token_lengths`` (V,) gives the characters of each token,
+    for bits per character. ``kernels`` runs the cells and the cross-entropy (backend.py).
+    ``on_progress`` hears how far scoring has got.
 
     A bidirectional model predicts each token from the text on both sides of it instead, read in
     windows of ``window`` tokens with ``look_ahead`` tokens past each, as it was trained
@@ -97,25 +114,37 @@ def score_ids(
     if config.bidirectional:
         total_nats = _bidirectional_nats(params, config, ids, batch_size, window, look_ahead, kernels, on_progress)
         return Score(count, _characters(ids, token_lengths), total_nats)
-    batch = min(batch_size, count)
+    batch = max(1, min(batch_size, count // max(1, warmup_tokens)))
     length = -(-count // batch)  # ceil: stream j scores targets j·length ... (j + 1)·length − 1
+    warmup = min(warmup_tokens, length * (batch - 1))  # nothing to warm up on for a single stream
     # Per position, forward-only work keeps the logits (V values) and every layer's cell cache (at
     # most about 8·H values for an LSTM); the chunk of steps is cut so that both stay bounded.
     width = max(config.vocab_size, 8 * config.hidden_size * config.num_layers)
-    chunk = max(1, min(length, _LOGITS_PER_CHUNK // (batch * width)))
+    chunk = max(1, _LOGITS_PER_CHUNK // (batch * width))
     hidden = network.initial_hidden(config, batch)
-    stream_starts = np.arange(batch)[:, None] * length
+    # Stream j reads positions j·length − warmup ... (j + 1)·length − 1 and scores those from j·length on;
+    # the first stream has no text before it and starts, as one pass would, from the zero state.
+    stream_starts = np.arange(batch)[:, None] * length - warmup
     total_nats = 0.0
-    for start in range(0, length, chunk):
-        # Target positions of this window in every stream (B, w); the ones past the text are padding.
-        positions = stream_starts + np.arange(start, min(start + chunk, length))[None, :]
-        scored = positions < count
-        positions = np.minimum(positions, count - 1)
+    start = 0
+    while start < warmup + length:
+        stop = min(start + chunk, warmup + length)
+        if start < warmup < stop:
+            stop = warmup  # the warm-up ends a window, so the first stream's state can be reset after it
+        # Input positions of this window in every stream (B, w); those before the text or past its
+        # end are padding.
+        positions = stream_starts + np.arange(start, stop)[None, :]
+        scored = (positions < count) & (np.arange(start, stop)[None, :] >= warmup)
+        positions = np.clip(positions, 0, count - 1)
         inputs, targets = ids[positions], ids[positions + 1]  # gathered a window at a time, never all ids
         with fpu.flushing():  # exp of very negative logits would otherwise crawl through subnormals
             losses, hidden = network.token_losses(params, config, inputs.T, targets.T, hidden, kernels)
+        if stop == warmup:
+            for state in hidden.values():
+                state[0] = 0.0  # the first stream read padding while the others warmed up
         total_nats += float(losses[scored.T].sum())
-        on_progress(min(count, batch * min(start + chunk, length)), count)
+        on_progress(min(count, batch * max(0, stop - warmup)), count)
+        start = stop
     return Score(count, _characters(ids, token_lengths), total_nats)
 
 
@@ -166,6 +195,19 @@ def _bidirectional_nats(
             done += losses.size
             on_progress(done, count)
     return total_nats
+
+
+def unknown_warning(score: Score) -> Optional[str]:
+    """A warning when so much of the text was outside the vocabulary that the score flatters the model.
+
+    Unknown tokens are left out, so text that is mostly unknown is scored on its few known tokens only:
+    "hello world" under a Chinese model has perplexity 1.5 because only one of its 11 tokens counts.
+    """
+    if score.unknown_share < UNKNOWN_WARNING_SHARE:
+        return None
+    total = score.tokens_unknown + score.tokens_scored + (1 if score.tokens_scored else 0)
+    return (f"{score.tokens_unknown:,} of the text's {total:,} tokens ({score.unknown_share:.0%}) are outside the "
+            "model's vocabulary and left out: the score covers only the rest, and flatters the model on this text")
 
 
 def score_text(

@@ -93,25 +93,39 @@ def backward_twins(config: ModelConfig) -> list[str]:
 
 
 def init_params(
-    config: ModelConfig, rng: np.random.Generator, init_scale: float = 0.01, embedding_scale: Optional[float] = None
+    config: ModelConfig,
+    rng: np.random.Generator,
+    init_scale: Optional[float] = None,
+    embedding_scale: Optional[float] = None,
+    table_scale: Optional[float] = None,
 ) -> Params:
-    """Weights drawn from N(0, init_scale²), biases zero (LSTM forget gates 1), in ``config.dtype``.
+    """Fresh parameters in ``config.dtype``: weights random, biases zero (LSTM forget gates 1).
 
-    The token embeddings (W_xe, or without an embedding size the first layer's W_xh, whose rows they
-    are) are drawn from N(0, embedding_scale²) if it is given. Draws happen in the order of
-    ``param_shapes`` so a seed always gives the same model.
+    Weight matrices are drawn from U(−1/√H, 1/√H), as PyTorch initialises its recurrent layers and
+    nn.Linear, or with ``init_scale`` from N(0, init_scale²). The token embedding W_xe is drawn from
+    N(0, embedding_scale²) and the one-table model's first input matrix W_xh (whose rows are its
+    embeddings) from N(0, table_scale²), where given. Draws happen in the order of ``param_shapes`` so
+    a seed always gives the same model.
     """
+    bound = 1.0 / math.sqrt(config.hidden_size)
     params = {}
     for name, shape in param_shapes(config).items():
         if name.startswith("b_"):
             params[name] = np.zeros(shape, dtype=config.dtype)
             if config.cell == "lstm" and name.startswith("b_h"):
                 params[name][config.hidden_size : 2 * config.hidden_size] = LSTM_FORGET_BIAS
+            continue
+        scale = init_scale
+        if name == "W_xe" and embedding_scale is not None:
+            scale = embedding_scale
+        elif name in ("W_xh", "W_xh" + BACKWARD) and not config.embed_size and table_scale is not None:
+            # the one-table model's embedding, and the right-to-left stack's own
+            scale = table_scale
+        if scale is None:
+            weights = rng.uniform(-bound, bound, shape)
         else:
-            embedding = "W_xe" if config.embed_size else "W_xh"
-            is_embedding = name in (embedding, embedding + BACKWARD)  # the backward stack's own table too
-            scale = embedding_scale if is_embedding and embedding_scale is not None else init_scale
-            params[name] = (rng.standard_normal(shape) * scale).astype(config.dtype)
+            weights = rng.standard_normal(shape) * scale
+        params[name] = weights.astype(config.dtype)
     return params
 
 

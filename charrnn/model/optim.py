@@ -27,12 +27,35 @@ ADAM_BETAS = (0.9, 0.999)  # Kingma & Ba 2015
 SLOTS = {"adagrad": ("sum_sq",), "rmsprop": ("mean_sq",), "adam": ("m", "v")}
 
 
-def learning_rate_at(config: TrainConfig, epochs_completed: int) -> float:
-    """``config.learning_rate`` multiplied by ``config.lr_decay`` once per completed epoch beyond
-    ``config.lr_decay_after``. ``config`` must be settled (TrainConfig.settled) to have a rate."""
+# The time-budget anneal keeps the full rate for the first half of the budget, then lowers it along half
+# a cosine to a tenth of it at the end (anneal_factor).
+ANNEAL_START = 0.5
+ANNEAL_FLOOR = 0.1
+
+
+def anneal_factor(fraction: float) -> float:
+    """What the time-budget anneal multiplies the rate by when ``fraction`` (0 to 1) of the budget is used.
+
+    1 up to ANNEAL_START, then 1 → ANNEAL_FLOOR along half a cosine: the rate falls slowly at first,
+    fastest in the middle, and levels off at the floor (not zero, so a resumed run still learns).
+    """
+    if fraction <= ANNEAL_START:
+        return 1.0
+    progress = min(1.0, (fraction - ANNEAL_START) / (1.0 - ANNEAL_START))
+    return ANNEAL_FLOOR + (1.0 - ANNEAL_FLOOR) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def learning_rate_at(
+    config: TrainConfig, epochs_completed: int, reductions: int = 0, anneal_fraction: float = 0.0
+) -> float:
+    """The rate of the next step: ``config.learning_rate`` times ``config.lr_decay`` once per completed
+    epoch beyond ``config.lr_decay_after``, times ``config.lr_reduction_factor`` once per plateau
+    ``reductions``, times the time-budget ``anneal_factor(anneal_fraction)``. ``config`` must be settled
+    (TrainConfig.settled) to have a rate."""
     if config.learning_rate is None:
         raise ValueError("the TrainConfig has no learning rate yet: use TrainConfig.settled(model_config)")
-    return config.learning_rate * config.lr_decay ** max(0, epochs_completed - math.floor(config.lr_decay_after))
+    decayed = config.learning_rate * config.lr_decay ** max(0, epochs_completed - math.floor(config.lr_decay_after))
+    return decayed * config.lr_reduction_factor**reductions * anneal_factor(anneal_fraction)
 
 def state_layout(optimizer: str, param_shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every state array ``optimizer`` keeps for parameters of ``param_shapes``.

@@ -52,11 +52,6 @@ from typing import Optional, Sequence
 import numpy as np
 
 ADAGRAD_EPSILON = 1e-8
-# The token embeddings (the columns of W_xh) start at N(0, 0.5²), the rest at N(0, 0.01²), as in charrnn
-# (TrainConfig.embedding_init_scale and init_scale): with one-hot inputs W_xh is the whole input signal,
-# and at min-char-rnn's 0.01 the cell barely sees which token came in.
-INPUT_SCALE = 0.5
-WEIGHT_SCALE = 0.01
 # Weight of the newest step in the smoothed loss, bias-corrected as in Adam; charrnn reports the same
 # average (progress.py), so the two print comparable numbers.
 LOSS_SMOOTHING = 0.05
@@ -64,26 +59,19 @@ LOSS_SMOOTHING = 0.05
 Params = dict[str, np.ndarray]
 
 
-def init_params(
-    vocab_size: int, hidden_size: int, rng: np.random.Generator, scale: float = WEIGHT_SCALE,
-    input_scale: float = INPUT_SCALE,
-) -> Params:
-    """W_xh from N(0, input_scale²), the other weights from N(0, scale²), zero biases; float64, shaped
-    for column vectors.
+def init_params(vocab_size: int, hidden_size: int, rng: np.random.Generator, table_scale: float = 0.5) -> Params:
+    """Fresh float64 parameters shaped for column vectors: zero biases; each token's column of W_xh (its
+    embedding) from N(0, table_scale²), so that different tokens reach the state distinctly from the
+    start; W_hh and W_hy from U(−1/√H, 1/√H), as PyTorch starts its recurrent and linear layers.
 
-    Each matrix is drawn in charrnn's row-vector shape, in charrnn's order, and transposed, so that a
-    seed gives the very weights ``charrnn train --rng-seed`` starts from (see the module docstring).
+    The draws are charrnn's for the same seed (``network.init_params`` with ``--embed-size 0``): drawn in
+    its row-vector shapes, then transposed.
     """
-    def transposed(shape: tuple[int, int], std: float) -> np.ndarray:
-        return np.ascontiguousarray(rng.standard_normal(shape).T) * std
-
-    return {
-        "W_xh": transposed((vocab_size, hidden_size), input_scale),  # input -> hidden, (H, V)
-        "W_hh": transposed((hidden_size, hidden_size), scale),  # hidden -> hidden, (H, H)
-        "W_hy": transposed((hidden_size, vocab_size), scale),  # hidden -> logits, (V, H)
-        "b_h": np.zeros((hidden_size, 1)),
-        "b_y": np.zeros((vocab_size, 1)),
-    }
+    bound = 1.0 / np.sqrt(hidden_size)
+    W_xh = rng.standard_normal((vocab_size, hidden_size)).T * table_scale  # input -> hidden
+    W_hh = rng.uniform(-bound, bound, (hidden_size, hidden_size)).T  # hidden -> hidden
+    W_hy = rng.uniform(-bound, bound, (hidden_size, vocab_size)).T  # hidden -> logits
+    return {"W_xh": W_xh, "W_hh": W_hh, "W_hy": W_hy, "b_h": np.zeros((hidden_size, 1)), "b_y": np.zeros((vocab_size, 1))}
 
 
 def loss_and_grads(
@@ -276,13 +264,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 # from zero after the ``ahead`` tokens past the chunk: the state from the future cannot be carried.
 
 
-def init_bidirectional_params(vocab_size: int, hidden_size: int, rng: np.random.Generator, scale: float = 0.01) -> Params:
-    """``init_params`` and the right-to-left twins of W_xh, W_hh, b_h and W_hy (the output bias is shared)."""
-    params = init_params(vocab_size, hidden_size, rng, scale)
+def init_bidirectional_params(vocab_size: int, hidden_size: int, rng: np.random.Generator, table_scale: float = 0.5) -> Params:
+    """``init_params`` and the right-to-left twins of W_xh, W_hh, b_h and W_hy (the output bias is shared),
+    drawn as their left-to-right originals are."""
+    params = init_params(vocab_size, hidden_size, rng, table_scale)
+    bound = 1.0 / np.sqrt(hidden_size)
     params.update({
-        "W_xh_back": rng.standard_normal((hidden_size, vocab_size)) * scale,
-        "W_hh_back": rng.standard_normal((hidden_size, hidden_size)) * scale,
-        "W_hy_back": rng.standard_normal((vocab_size, hidden_size)) * scale,
+        "W_xh_back": rng.standard_normal((hidden_size, vocab_size)) * table_scale,
+        "W_hh_back": rng.uniform(-bound, bound, (hidden_size, hidden_size)),
+        "W_hy_back": rng.uniform(-bound, bound, (vocab_size, hidden_size)),
         "b_h_back": np.zeros((hidden_size, 1)),
     })
     return params

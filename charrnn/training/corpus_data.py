@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
-from typing import Optional
+from typing import NamedTuple, Optional, Union
 
 import numpy as np
 
@@ -18,7 +18,9 @@ from charrnn.checkpoints.checkpoint import CorpusInfo
 from charrnn.config import DataConfig, TrainConfig
 from charrnn.data import token_cache
 from charrnn.data.corpus import STANDARD_INPUT, read_corpus
-from charrnn.data.streams import split_streams, split_validation, streams_fit
+from charrnn.data.streams import (
+    SegmentStreams, gather_segments, split_streams, split_validation, spread_block_tokens, spread_split, streams_fit,
+)
 from charrnn.data.tokenizer import Tokenizer
 from charrnn.errors import VocabularyError
 
@@ -80,25 +82,72 @@ def read_training_data(
     return tokenizer, ids, val_ids, info
 
 
-def prepare_streams(
-    ids: np.ndarray, val_ids: Optional[np.ndarray], config: TrainConfig, shrinkable: bool, notes: list[str]
-) -> tuple[np.ndarray, Optional[np.ndarray], TrainConfig]:
-    """(streams (B, L), validation ids or None, config): validation split off, the rest cut into streams.
+def line_end_id(tokenizer: Tokenizer) -> Optional[int]:
+    """The id of the line-end token, where the spread split ends its blocks; None if the text has none."""
+    return tokenizer.vocab.index("\n") if "\n" in tokenizer.vocab else None
 
-    A batch size the user did not give (``shrinkable``) shrinks to fit a small corpus, and the returned
-    config says so.
+
+class TrainingData(NamedTuple):
+    """What prepare_streams makes of a corpus."""
+
+    streams: Union[np.ndarray, SegmentStreams]  # (B, L) training token ids
+    val_ids: Optional[np.ndarray]  # (N_val,) validation ids; None when validation is off
+    config: TrainConfig  # with its batch size and split settled
+    validation: str  # what the validation text is, for the training header
+    num_train_tokens: int  # the corpus's tokens left for training (before the streams drop N mod B)
+
+
+def prepare_streams(
+    ids: np.ndarray,
+    val_ids: Optional[np.ndarray],
+    config: TrainConfig,
+    shrinkable: bool,
+    notes: list[str],
+    line_end: Optional[int] = None,
+    eval_tokens: int = 0,
+) -> TrainingData:
+    """The training streams and validation ids of a corpus: validation split off, the rest cut into streams.
+
+    Without a validation file, ``config.val_fraction`` of the corpus is held out as ``config.val_split``
+    says: its tail, or blocks spread across it (streams.spread_split, blocks ending at the ``line_end``
+    token). The spread split's block length is settled here on a fresh run and returned in the config;
+    at most ``eval_tokens`` + 1 of its held-out tokens are kept (0: all), from blocks spread over all of
+    it. A batch size the user did not give (``shrinkable``) shrinks to fit a small corpus, and the
+    returned config says so.
     """
-    if val_ids is None and config.val_fraction > 0:
+    segments = None
+    if val_ids is not None:
+        described = f"the validation file ({len(val_ids):,} tokens)"
+    elif config.val_fraction == 0:
+        described = "off (--val-fraction 0)"
+    elif config.val_split == "tail":
         ids, val_ids = split_validation(ids, config.val_fraction)
+        described = f"the last {config.val_fraction:.0%} of the corpus ({len(val_ids):,} tokens; --val-split tail)"
+    else:
+        if config.val_block_tokens is None:
+            config = dataclasses.replace(config, val_block_tokens=spread_block_tokens(len(ids), config.val_fraction))
+        segments, held_out = spread_split(ids, config.val_fraction, config.val_block_tokens, line_end, config.val_seed)
+        val_ids = gather_segments(ids, held_out, eval_tokens + 1 if eval_tokens else None)
+        held_tokens = int((held_out[:, 1] - held_out[:, 0]).sum())
+        lines = "of whole lines " if line_end is not None else ""
+        described = (f"{held_tokens:,} tokens ({config.val_fraction:.0%}) held out in {len(held_out):,} blocks "
+                     f"{lines}spread across the corpus (--val-split spread)")
+        if len(val_ids) < held_tokens:
+            described += f"; {len(val_ids):,} of them, from blocks spread over all, are scored (--eval-tokens)"
     if val_ids is not None and len(val_ids) < 2:
         notes.append("the validation text is shorter than 2 tokens; validation is off")
-        val_ids = None
-    if shrinkable and not streams_fit(len(ids), config.batch_size, config.seq_length):
-        fitting = len(ids) // (config.seq_length + 1)
+        val_ids, described = None, "off (the held-out text is shorter than 2 tokens)"
+    train_count = len(ids) if segments is None else int((segments[:, 1] - segments[:, 0]).sum())
+    if shrinkable and not streams_fit(train_count, config.batch_size, config.seq_length):
+        fitting = train_count // (config.seq_length + 1)
         if fitting >= 1:
             notes.append(
                 f"the corpus is too short for {config.batch_size} streams of --seq-length {config.seq_length}; "
                 f"using --batch-size {fitting}"
             )
             config = dataclasses.replace(config, batch_size=fitting)
-    return split_streams(ids, config.batch_size, config.seq_length), val_ids, config
+    if segments is None:
+        streams: Union[np.ndarray, SegmentStreams] = split_streams(ids, config.batch_size, config.seq_length)
+    else:
+        streams = SegmentStreams(ids, segments, config.batch_size, config.seq_length)
+    return TrainingData(streams, val_ids, config, described, train_count)

@@ -57,7 +57,7 @@ class StepResult:
 def new_trainee(model_config: ModelConfig, train_config: TrainConfig, kernels: Kernels = NUMPY) -> Trainee:
     """A freshly initialised model and optimizer, seeded by ``train_config.rng_seed``, trained with ``kernels``."""
     rng = np.random.default_rng(train_config.rng_seed)
-    params = network.init_params(model_config, rng, train_config.init_scale, train_config.embedding_init_scale)
+    params = network.init_params(model_config, rng, *train_config.initial_scales(model_config))
     return Trainee(
         model_config=model_config,
         params=params,
@@ -123,7 +123,9 @@ def train_step(trainee: Trainee, streams: np.ndarray, config: TrainConfig) -> St
             "kept; try a lower --learning-rate or a smaller --clip"
         )
     # A config built without a rate trains at the default for this model's size (config.default_learning_rate).
-    learning_rate = optim.learning_rate_at(config.settled(trainee.model_config), progress.epoch)
+    learning_rate = optim.learning_rate_at(
+        config.settled(trainee.model_config), progress.epoch, progress.lr_reductions, progress.anneal_fraction
+    )
     with fpu.flushing():
         trainee.kernels.optimizer_update(
             config.optimizer, trainee.params, result.grads, trainee.optimizer_state,

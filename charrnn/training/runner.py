@@ -16,7 +16,7 @@ import numpy as np
 
 from charrnn.checkpoints import checkpoint, folder_files
 from charrnn.inference import sampling, scoring
-from charrnn.model import network
+from charrnn.model import network, optim
 from charrnn.training import loop
 from charrnn.config import ModelConfig, SampleConfig, TrainConfig
 from charrnn.training.session import Session, to_checkpoint
@@ -42,6 +42,7 @@ class Started:
     resumed_from: Optional[str]
     notes: tuple[str, ...]  # things the user should know (e.g. a changed corpus)
     backend: str  # the kernels the run trains with: "numpy" or "numba"
+    validation: str = ""  # what the validation text is (corpus_data.prepare_streams)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,17 @@ class Evaluated:
     step: int
     score: scoring.Score
     is_best: bool  # lowest validation loss so far (best.npz was just written)
+
+
+@dataclass(frozen=True)
+class RateReduced:
+    """--patience validations in a row brought no new best, so the learning rate was reduced."""
+
+    step: int
+    learning_rate: float  # the rate from the next step on
+    reductions: int  # reductions so far in the model's life
+    max_reductions: int  # --lr-reductions
+    validations_without_best: int
 
 
 @dataclass(frozen=True)
@@ -90,9 +102,10 @@ class Finished:
     best_step: Optional[int] = None  # the step of the lowest validation loss (best.npz), if known
     best_val_loss_nats: Optional[float] = None
     bidirectional: bool = False  # the model predicts each token from both sides (charrnn fill)
+    lr_reductions: int = 0  # plateau reductions of the learning rate in the model's life
 
 
-Event = Union[Started, loop.StepResult, Evaluated, Sampled, Saved, Finished]
+Event = Union[Started, loop.StepResult, Evaluated, RateReduced, Sampled, Saved, Finished]
 
 
 def _target_steps(session: Session) -> int:
@@ -111,19 +124,23 @@ def _chars_per_token(session: Session, token_lengths: np.ndarray) -> float:
     """Characters per token of the training text, measured on at most its first million tokens."""
     if (token_lengths == 1).all():
         return 1.0
-    head = session.streams.reshape(-1)[:1_000_000]
+    batch, length = session.streams.shape
+    head = session.streams[:, : max(1, min(length, 1_000_000 // batch))]
     return float(token_lengths[head].mean())
 
 
 def _patience_note(session: Session) -> tuple[str, ...]:
     """A note when a resumed model has already used up its --patience: its next validation decides."""
-    patience, waited = session.request.schedule.patience, session.trainee.progress.validations_since_best
+    patience, progress = session.request.schedule.patience, session.trainee.progress
+    waited = progress.validations_since_best
     if session.val_ids is None or not patience or waited < patience:
         return ()
-    return (
-        f"the model has had {waited} validations in a row without a new best, as many as --patience {patience} "
-        "allows: it stops at its next validation unless that is a new best (--patience 0 never stops early)",
-    )
+    if progress.lr_reductions < session.train_config.lr_reductions:
+        then = "its learning rate is reduced at its next validation unless that is a new best"
+    else:
+        then = "it stops at its next validation unless that is a new best (--patience 0 never stops early)"
+    return (f"the model has had {waited} validations in a row without a new best, as many as --patience {patience} "
+            f"allows: {then}",)
 
 
 def training_sample(session: Session, length: int, temperature: float = 1.0) -> str:
@@ -180,18 +197,37 @@ def _save(session: Session) -> str:
     return path
 
 
-def run_session(session: Session, should_stop: Callable[[], bool] = lambda: False) -> Iterator[Event]:
+def _after_plateau(session: Session) -> Optional[RateReduced]:
+    """After ``--patience`` validations without a new best: reduce the rate if reductions are left
+    (returning the event), else None, which stops the run early."""
+    config, progress = session.train_config, session.trainee.progress
+    if progress.lr_reductions >= config.lr_reductions:
+        return None
+    waited = progress.validations_since_best
+    progress.lr_reductions += 1
+    progress.validations_since_best = 0
+    rate = optim.learning_rate_at(config, progress.epoch, progress.lr_reductions, progress.anneal_fraction)
+    return RateReduced(progress.step, rate, progress.lr_reductions, config.lr_reductions, waited)
+
+
+def run_session(
+    session: Session, should_stop: Callable[[], bool] = lambda: False, clock: Callable[[], float] = time.perf_counter
+) -> Iterator[Event]:
     """Train ``session`` to its limit, yielding events; validates, samples and saves on schedule.
 
     At the end the model is validated (if there is validation text) and saved. When ``should_stop()``
     turns true the current step finishes, the model is saved and the run ends with
     ``Finished(interrupted=True)``. After ``schedule.patience`` validations in a row without a new best
-    (none if it is 0) the run stops early the same way, with ``Finished(stopped_early=True)``. If
-    training fails (a NaN loss, a failed write) nothing is saved over the last good checkpoint.
+    (never if it is 0) the learning rate is reduced (``RateReduced``), up to ``lr_reductions`` times in
+    the model's life; after that the run stops early the same way, with ``Finished(stopped_early=True)``.
+    With ``schedule.max_seconds`` and ``anneal``, the rate follows ``optim.anneal_factor`` of the share
+    of the budget used (by ``clock``, seconds); a resumed run continues the anneal from where its
+    checkpoint left it, spreading the rest over its own budget. If training fails (a NaN loss, a failed
+    write) nothing is saved over the last good checkpoint.
     """
     schedule, trainee = session.request.schedule, session.trainee
     progress = trainee.progress
-    started = time.perf_counter()
+    started = clock()
     first_step, first_tokens = progress.step, progress.tokens_seen
     token_lengths = session.tokenizer.token_lengths()
     validating = session.val_ids is not None
@@ -212,12 +248,15 @@ def run_session(session: Session, should_stop: Callable[[], bool] = lambda: Fals
         session.resumed_from,
         tuple(session.notes) + _patience_note(session),
         trainee.kernels.name,
+        session.validation,
     )
     saved_path, saved_step, last_score = None, None, None
-    deadline = None if schedule.max_seconds is None else time.perf_counter() + schedule.max_seconds
+    deadline = None if schedule.max_seconds is None else started + schedule.max_seconds
+    annealing = schedule.max_seconds is not None and session.train_config.anneal
+    anneal_from = progress.anneal_fraction
 
     def out_of_time() -> bool:
-        return deadline is not None and time.perf_counter() >= deadline
+        return deadline is not None and clock() >= deadline
 
     stopped_early = False
     for result in loop.train_steps(trainee, session.streams, session.train_config,
@@ -228,7 +267,14 @@ def run_session(session: Session, should_stop: Callable[[], bool] = lambda: Fals
             for event in _validate(session, token_lengths):
                 last_score = event.score if isinstance(event, Evaluated) else last_score
                 yield event
-            stopped_early = bool(schedule.patience) and progress.validations_since_best >= schedule.patience
+            if schedule.patience and progress.validations_since_best >= schedule.patience:
+                reduced = _after_plateau(session)
+                stopped_early = reduced is None
+                if reduced is not None:
+                    yield reduced
+        if annealing:  # the share of the budget used, for the next step's rate
+            used = min(1.0, (clock() - started) / schedule.max_seconds)
+            progress.anneal_fraction = anneal_from + (1.0 - anneal_from) * used
         # A bidirectional model fills blanks; it has no text of its own to show.
         if schedule.sample_every and step % schedule.sample_every == 0 and not session.model_config.bidirectional:
             yield Sampled(step, 1.0, training_sample(session, schedule.sample_length))
@@ -251,7 +297,7 @@ def run_session(session: Session, should_stop: Callable[[], bool] = lambda: Fals
         tokens_this_run=progress.tokens_seen - first_tokens,
         smoothed_loss_nats=progress.smoothed_loss_nats,
         val_score=last_score,
-        seconds=time.perf_counter() - started,
+        seconds=clock() - started,
         checkpoint_path=saved_path or session.resumed_from,
         interrupted=should_stop(),
         backend=trainee.kernels.name,
@@ -262,4 +308,5 @@ def run_session(session: Session, should_stop: Callable[[], bool] = lambda: Fals
         best_step=progress.best_val_step,
         best_val_loss_nats=progress.best_val_loss_nats,
         bidirectional=session.model_config.bidirectional,
+        lr_reductions=progress.lr_reductions,
     )

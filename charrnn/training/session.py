@@ -12,7 +12,7 @@ import dataclasses
 import os
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 
@@ -24,6 +24,7 @@ from charrnn.config import (
 )
 from charrnn.data import token_cache
 from charrnn.data.corpus import is_standard_input
+from charrnn.data.streams import SegmentStreams
 from charrnn.data.tokenizer import Tokenizer
 from charrnn.errors import CheckpointError, ConfigError
 from charrnn.model import backend, network, optim
@@ -60,12 +61,13 @@ class Session:
     train_config: TrainConfig
     tokenizer: Tokenizer
     corpus: CorpusInfo
-    streams: np.ndarray  # (B, L) training token ids
+    streams: Union[np.ndarray, SegmentStreams]  # (B, L) training token ids
     val_ids: Optional[np.ndarray]  # (N_val,) validation token ids; None when validation is off
     trainee: loop.Trainee  # the model, its optimizer state, carried hidden state, progress and generator
     run_id: str
     resumed_from: Optional[str] = None
     notes: list[str] = field(default_factory=list)
+    validation: str = ""  # what the validation text is (corpus_data.prepare_streams)
     lock: Optional[folder.FolderLock] = None  # held on the checkpoint folder until close()
     claim: Optional[folder.Claim] = None  # the previous run's files, removed after the first write
 
@@ -114,11 +116,17 @@ def _fresh(request: TrainRequest, on_progress: token_cache.Progress) -> Session:
     model_config = dataclasses.replace(request.model, vocab_size=tokenizer.vocab_size)
     train_config = train_config.settled(model_config)
     shrinkable = "batch_size" not in request.explicit
-    streams, val_ids, train_config = corpus_data.prepare_streams(ids, val_ids, train_config, shrinkable, notes)
+    if request.val_paths and "val_split" in request.explicit:
+        raise ConfigError("give --val-split or --val-file, not both")
+    streams, val_ids, train_config, validation, train_tokens = corpus_data.prepare_streams(
+        ids, val_ids, train_config, shrinkable, notes, corpus_data.line_end_id(tokenizer), request.schedule.eval_tokens
+    )
+    corpus = dataclasses.replace(corpus, num_train_tokens=train_tokens)
     _check_memory(model_config, train_config)
     trainee = loop.new_trainee(model_config, train_config, backend.select(request.compute.backend))
     run_id = metadata.run_identity(model_config, train_config, tokenizer)
-    return Session(request, model_config, train_config, tokenizer, corpus, streams, val_ids, trainee, run_id, None, notes)
+    return Session(request, model_config, train_config, tokenizer, corpus, streams, val_ids, trainee, run_id, None, notes,
+                   validation)
 
 
 def _resumed(request: TrainRequest, ckpt: Checkpoint, on_progress: token_cache.Progress) -> Session:
@@ -141,7 +149,10 @@ def _resumed(request: TrainRequest, ckpt: Checkpoint, on_progress: token_cache.P
     _, ids, val_ids, corpus = corpus_data.read_training_data(
         request.data, paths, val_paths, ckpt.tokenizer, ckpt.tokenizer.kind, ckpt.corpus.max_vocab, on_progress, notes
     )
-    streams, val_ids, _ = corpus_data.prepare_streams(ids, val_ids, train_config, False, notes)
+    streams, val_ids, _, validation, train_tokens = corpus_data.prepare_streams(
+        ids, val_ids, train_config, False, notes, corpus_data.line_end_id(ckpt.tokenizer), request.schedule.eval_tokens
+    )
+    corpus = dataclasses.replace(corpus, num_train_tokens=train_tokens)
     progress, hidden = ckpt.progress, ckpt.hidden
     same_data = corpus.sha256 == ckpt.corpus.sha256
     if not same_data and corpus.ids_dtype != ckpt.corpus.ids_dtype:
@@ -156,6 +167,9 @@ def _resumed(request: TrainRequest, ckpt: Checkpoint, on_progress: token_cache.P
         notes.append("the corpus differs from the one the checkpoint was trained on; starting at its beginning")
         progress = dataclasses.replace(progress, position=0)
         hidden = {key: np.zeros_like(value) for key, value in hidden.items()}
+    if "learning_rate" in request.explicit and (progress.lr_reductions or progress.anneal_fraction):
+        notes.append("--learning-rate starts the learning-rate schedule over: no plateau reductions, no anneal yet")
+        progress = dataclasses.replace(progress, lr_reductions=0, anneal_fraction=0.0)
     rng = np.random.default_rng()
     rng.bit_generator.state = ckpt.rng_state
     trainee = loop.Trainee(
@@ -164,7 +178,7 @@ def _resumed(request: TrainRequest, ckpt: Checkpoint, on_progress: token_cache.P
     )
     return Session(
         request, ckpt.model_config, train_config, ckpt.tokenizer, corpus, streams, val_ids, trainee, ckpt.run_id, path,
-        notes,
+        notes, validation,
     )
 
 
