@@ -8,8 +8,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +16,7 @@ from click.testing import CliRunner
 from charrnn import __version__
 from charrnn.checkpoints import checkpoint
 from charrnn.cli import cli
+from conftest import StderrLines
 
 FAST = ["--hidden-size", "16", "--batch-size", "4", "--seq-length", "10", "--rng-seed", "3", "--sample-every", "0"]
 
@@ -228,25 +227,27 @@ def test_installed_command_in_a_subprocess(charrnn_executable, tmp_path, small_c
     assert module.stdout == f"charrnn, version {__version__}\n"
 
 
-def test_sigterm_saves_a_checkpoint_and_exits_143(charrnn_executable, tmp_path):
-    corpus = tmp_path / "big.txt"
-    corpus.write_text(Path(__file__).resolve().parent.parent.joinpath("data", "tang300.txt").read_text("utf-8"))
+def test_sigterm_saves_a_checkpoint_and_exits_143(charrnn_executable, tmp_path, small_corpus):
     process = subprocess.Popen(
-        [charrnn_executable, "train", str(corpus), "--steps", "1000000", "--hidden-size", "64",
-         "--rng-seed", "1", "--sample-every", "0", "--checkpoint-every", "0"],
+        [charrnn_executable, "train", str(small_corpus), "--steps", "1000000", *FAST, "--checkpoint-every", "0",
+         "--log-every", "1"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
-    deadline = time.monotonic() + 60
-    while "training:" not in process.stderr.readline() and time.monotonic() < deadline:
-        pass
-    time.sleep(1.0)
-    process.send_signal(signal.SIGTERM)
-    stdout, stderr = process.communicate(timeout=60)
-    assert process.returncode == 143, stderr
+    stderr = StderrLines(process)
+    try:
+        # Once a step has finished (however long a cold start took), the signal ends the run.
+        line = stderr.wait_for(lambda line: line.startswith("step "), "a finished step")
+        process.send_signal(signal.SIGTERM)
+        stdout = process.stdout.read()
+        process.wait(timeout=120)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 143, stderr.text()
     assert stdout == ""
-    assert "Interrupted; checkpoint saved to checkpoints/latest.npz" in stderr
+    assert "Interrupted; checkpoint saved to checkpoints/latest.npz" in stderr.text()
     ckpt = checkpoint.load(str(tmp_path / "checkpoints" / "latest.npz"))
-    assert 0 < ckpt.progress.step < 1000000
+    assert int(line.split()[1].split("/")[0]) <= ckpt.progress.step < 1000000
 
 
 def _folder_with_best_before_latest(small_corpus, folder):

@@ -9,14 +9,13 @@ import json
 import os
 import signal
 import subprocess
-import time
 import zipfile
 
 import numpy as np
 import pytest
 
 from charrnn.checkpoints import checkpoint
-from conftest import TANG300
+from conftest import TANG300, sigint_at_default, wait_until
 from test_cli import FAST, assert_clean_error, invoke
 
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d4944415478da63f8ffff3f0005fe02fea7d6a4c50000000049454e44ae426082")
@@ -216,28 +215,32 @@ def test_interrupted_then_resumed_equals_uninterrupted(charrnn_executable, tmp_p
     corpus.write_text(TANG300.read_text(encoding="utf-8")[:2000], encoding="utf-8")
     common = ["--hidden-size", "16", "--batch-size", "4", "--seq-length", "10", "--rng-seed", "5",
               "--sample-every", "0", "--eval-every", "0"]
-    steps = "2000"
 
-    def run(*args, **kwargs):
-        return subprocess.run([charrnn_executable, "train", *args], cwd=tmp_path, capture_output=True, text=True,
-                              timeout=300, **kwargs)
+    def run(*args):  # in this process: the real process is the interrupted one
+        result = invoke("train", *args, "-q")
+        assert result.exit_code == 0, result.stderr
 
-    assert run(str(corpus), "--steps", steps, *common, "--checkpoint-dir", "whole", "-q").returncode == 0
+    # A run that cannot finish by itself, interrupted at whatever step it has reached after its first
+    # save: it finishes that step, saves and exits 130.
     process = subprocess.Popen(
-        [charrnn_executable, "train", str(corpus), "--steps", steps, *common, "--checkpoint-dir", "parts",
-         "--checkpoint-every", "100"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [charrnn_executable, "train", str(corpus), "--steps", "1000000", *common, "--checkpoint-dir", "parts",
+         "--checkpoint-every", "20"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_at_default,
     )
-    deadline = time.monotonic() + 120
-    while not (tmp_path / "parts" / "step_00000100.npz").exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
+    try:
+        wait_until((tmp_path / "parts" / "step_00000020.npz").exists, "the checkpoint of step 20", process)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+        process.wait()
     assert process.returncode == 130, stderr
     interrupted_at = checkpoint.load(str(tmp_path / "parts" / "latest.npz")).progress.step
-    assert 100 <= interrupted_at < int(steps)
-    resumed = run("--resume", "parts/latest.npz", "--steps", steps, "--checkpoint-dir", "parts", "-q")
-    assert resumed.returncode == 0, resumed.stderr
+    assert interrupted_at >= 20
+    # Resumed to a limit past that step, it ends with exactly the model of one uninterrupted run.
+    steps = str(interrupted_at + 30)
+    run("--resume", tmp_path / "parts" / "latest.npz", "--steps", steps)
+    run(corpus, "--steps", steps, *common, "--checkpoint-dir", tmp_path / "whole")
     whole = checkpoint.load(str(tmp_path / "whole" / "latest.npz"))
     parts = checkpoint.load(str(tmp_path / "parts" / "latest.npz"))
     assert parts.progress.step == whole.progress.step == int(steps)
