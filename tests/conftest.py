@@ -71,6 +71,39 @@ def small_corpus(tmp_path: Path) -> Path:
     return path
 
 
+class ChosenValidationLosses:
+    """A stand-in for charrnn.inference.scoring.score_ids while training: the n-th validation since it
+    was installed (across the runs that follow) scores ``losses[n]`` nats per token, and every later one
+    ``then``, whatever the model, the processor or the backend. Losses like 3.25 (a few binary digits)
+    survive the Score's total / count exactly."""
+
+    def __init__(self, losses: list[float], then: float) -> None:
+        self.losses, self.then, self.calls = list(losses), then, 0
+
+    def __call__(self, params, config, ids, token_lengths, *args, **kwargs):
+        from charrnn.inference.scoring import Score
+
+        loss = self.losses[self.calls] if self.calls < len(self.losses) else self.then
+        self.calls += 1
+        scored = len(ids) - 1
+        return Score(scored, scored, loss * scored)
+
+
+@pytest.fixture
+def validation_losses(monkeypatch: pytest.MonkeyPatch) -> Callable[..., ChosenValidationLosses]:
+    """``validation_losses([4.0, 3.5], then=3.75)``: from now on, training's validations score these
+    losses (see ChosenValidationLosses), so that best checkpoints, "new best" events and early stopping
+    are the test's choice rather than the outcome of one machine's float32 rounding."""
+    from charrnn.inference import scoring
+
+    def choose(losses: list[float], then: float = 9.0) -> ChosenValidationLosses:
+        chosen = ChosenValidationLosses(losses, then)
+        monkeypatch.setattr(scoring, "score_ids", chosen)
+        return chosen
+
+    return choose
+
+
 @pytest.fixture(scope="session")
 def charrnn_executable() -> str:
     """The installed ``charrnn`` console script of the interpreter running the tests."""

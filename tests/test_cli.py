@@ -25,6 +25,13 @@ def invoke(*args: str):
     return CliRunner().invoke(cli, [str(a) for a in args], catch_exceptions=False)
 
 
+def invoke_ok(*args: str):
+    """``invoke``, failing the test (with the command's stderr) unless the command exits 0."""
+    result = invoke(*args)
+    assert result.exit_code == 0, result.stderr
+    return result
+
+
 def assert_clean_error(result, code: int, message: str, *, alone: bool = False) -> None:
     """The command failed with ``code``, nothing on stdout, and a last stderr line ``Error: ...message...``
     (with ``alone``, the only stderr line: no note or progress before it)."""
@@ -37,12 +44,12 @@ def assert_clean_error(result, code: int, message: str, *, alone: bool = False) 
 
 
 def test_version_and_help_for_every_command():
-    assert invoke("--version").stdout == f"charrnn, version {__version__}\n"
+    assert invoke_ok("--version").stdout == f"charrnn, version {__version__}\n"
     for command in [[], ["train"], ["sample"]]:
         result = invoke(*command, "--help")
         assert result.exit_code == 0 and "Usage: " in result.stdout
-    assert "--learning-rate" in invoke("train", "--help").stdout
-    assert "Exit codes" in invoke("--help").stdout
+    assert "--learning-rate" in invoke_ok("train", "--help").stdout
+    assert "Exit codes" in invoke_ok("--help").stdout
 
 
 def test_train_then_sample(workdir, small_corpus):
@@ -67,19 +74,19 @@ def test_train_then_sample(workdir, small_corpus):
     assert set(text[:-1]) <= vocab
     assert len(text) == 2 + 20 + 1  # seed, 20 characters, the final newline
 
-    again = invoke("sample", "-c", "checkpoints/latest.npz", "--seed", "春风", "--length", "20", "--rng-seed", "1", "-q")
+    again = invoke_ok("sample", "-c", "checkpoints/latest.npz", "--seed", "春风", "--length", "20", "--rng-seed", "1", "-q")
     assert again.stdout == text and again.stderr == ""
 
 
 def test_sample_options(workdir, small_corpus):
-    invoke("train", small_corpus, "--steps", "10", *FAST)
+    invoke_ok("train", small_corpus, "--steps", "10", *FAST)
     three = invoke("sample", "--length", "15", "--num-samples", "3", "--rng-seed", "2", "-q")
     samples = three.stdout[:-1].split("\n-- >8 --\n")
     assert three.exit_code == 0 and len(samples) == 3 and all(len(s) == 16 for s in samples)
-    greedy = [invoke("sample", "--seed", "月", "--greedy", "--length", "15", "-q").stdout for _ in range(2)]
+    greedy = [invoke_ok("sample", "--seed", "月", "--greedy", "--length", "15", "-q").stdout for _ in range(2)]
     assert greedy[0] == greedy[1]
-    assert invoke("sample", "--seed", "月", "--temperature", "0", "--length", "15", "-q").stdout == greedy[0]
-    top1 = invoke("sample", "--seed", "月", "--top-k", "1", "--length", "15", "-q", "--rng-seed", "9").stdout
+    assert invoke_ok("sample", "--seed", "月", "--temperature", "0", "--length", "15", "-q").stdout == greedy[0]
+    top1 = invoke_ok("sample", "--seed", "月", "--top-k", "1", "--length", "15", "-q", "--rng-seed", "9").stdout
     assert top1 == greedy[0]
 
 
@@ -108,7 +115,7 @@ def test_resume_equals_one_uninterrupted_run(tmp_path, small_corpus):
 
 
 def test_resume_with_a_conflicting_option_is_refused(tmp_path, small_corpus):
-    invoke("train", small_corpus, "--steps", "5", *FAST, "--checkpoint-dir", tmp_path)
+    invoke_ok("train", small_corpus, "--steps", "5", *FAST, "--checkpoint-dir", tmp_path)
     before = (tmp_path / "latest.npz").read_bytes()
     result = invoke("train", "--resume", tmp_path / "latest.npz", "--hidden-size", "32", "--steps", "9",
                     "--checkpoint-dir", tmp_path)
@@ -124,7 +131,7 @@ def test_gbk_corpus(workdir, tmp_path):
     ckpt = checkpoint.load("checkpoints/latest.npz")
     assert ckpt.corpus.encodings == ("gb18030",)
     assert "黄" in ckpt.tokenizer.vocab
-    assert invoke("sample", "--seed", "黄河", "--length", "5", "-q").stdout.startswith("黄河")
+    assert invoke_ok("sample", "--seed", "黄河", "--length", "5", "-q").stdout.startswith("黄河")
 
 
 def test_jieba_word_model_round_trip(workdir, small_corpus):
@@ -141,7 +148,7 @@ def test_jieba_word_model_round_trip(workdir, small_corpus):
 
 
 def test_fresh_run_refuses_to_replace_existing_checkpoints(workdir, small_corpus):
-    invoke("train", small_corpus, "--steps", "3", *FAST)
+    invoke_ok("train", small_corpus, "--steps", "3", *FAST)
     before = (workdir / "checkpoints" / "latest.npz").read_bytes()
     result = invoke("train", small_corpus, "--steps", "3", *FAST, "--hidden-size", "8")
     assert_clean_error(result, 2, "already holds a checkpoint")
@@ -180,7 +187,7 @@ def test_train_without_corpus_is_a_usage_error(workdir):
 
 @pytest.fixture
 def trained(workdir, small_corpus):
-    invoke("train", small_corpus, "--steps", "4", *FAST)
+    invoke_ok("train", small_corpus, "--steps", "4", *FAST)
     return workdir / "checkpoints" / "latest.npz"
 
 
@@ -223,8 +230,8 @@ def test_installed_command_in_a_subprocess(charrnn_executable, tmp_path, small_c
                          text=True, timeout=60)
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr == "using checkpoints/best.npz\nError: --seed has tokens not in the model's vocabulary: '⚡'\n"
-    module = subprocess.run([sys.executable, "-m", "charrnn", "--version"], capture_output=True, text=True)
-    assert module.stdout == f"charrnn, version {__version__}\n"
+    module = subprocess.run([sys.executable, "-m", "charrnn", "--version"], capture_output=True, text=True, timeout=60)
+    assert module.returncode == 0 and module.stdout == f"charrnn, version {__version__}\n"
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_143(charrnn_executable, tmp_path, small_corpus):
@@ -285,10 +292,10 @@ def test_every_command_reads_a_checkpoint_file_or_folder_the_same_way(workdir, s
     assert plain.exit_code == 0 and plain.stderr == "" and plain.stdout.startswith("2,999 tokens scored, 0 unknown: ")
     # Nothing given: the default folder checkpoints/, the same way; then latest.npz, then the newest step file.
     shutil.copytree(run, "checkpoints")
-    assert invoke("sample", "--length", "2").stderr == "using checkpoints/best.npz\n"
-    assert invoke("eval", text).stderr == "using checkpoints/best.npz\n"
+    assert invoke_ok("sample", "--length", "2").stderr == "using checkpoints/best.npz\n"
+    assert invoke_ok("eval", text).stderr == "using checkpoints/best.npz\n"
     os.unlink("checkpoints/best.npz")
-    assert invoke("info").stderr == "using checkpoints/latest.npz\n"
+    assert invoke_ok("info").stderr == "using checkpoints/latest.npz\n"
     os.unlink("checkpoints/latest.npz")
     newest = invoke("info", "--json")
     assert newest.stderr == "using checkpoints/step_00000004.npz\n" and _step(newest) == 4
@@ -319,8 +326,8 @@ def test_training_says_which_encoding_it_read(workdir, tmp_path):
     detected = invoke("train", tmp_path / "gbk.txt", "--steps", "2", *FAST, "--checkpoint-dir", "a")
     assert detected.exit_code == 0, detected.stderr
     assert detected.stderr.splitlines()[1] == "encoding: gb18030 (detected; --encoding overrides)"
-    both = invoke("train", tmp_path / "utf8.txt", tmp_path / "gbk.txt", "--steps", "2", *FAST, "--checkpoint-dir", "b")
+    both = invoke_ok("train", tmp_path / "utf8.txt", tmp_path / "gbk.txt", "--steps", "2", *FAST, "--checkpoint-dir", "b")
     assert "\nencoding: utf8.txt utf-8, gbk.txt gb18030 (detected; --encoding overrides)\n" in both.stderr
-    given = invoke("train", tmp_path / "utf8.txt", "--encoding", "utf-8", "--steps", "2", *FAST, "--checkpoint-dir", "c")
+    given = invoke_ok("train", tmp_path / "utf8.txt", "--encoding", "utf-8", "--steps", "2", *FAST, "--checkpoint-dir", "c")
     assert "\nencoding: utf-8 (--encoding)\n" in given.stderr
-    assert invoke("train", tmp_path / "utf8.txt", "--steps", "2", *FAST, "--checkpoint-dir", "d", "-q").stderr == ""
+    assert invoke_ok("train", tmp_path / "utf8.txt", "--steps", "2", *FAST, "--checkpoint-dir", "d", "-q").stderr == ""

@@ -273,6 +273,7 @@ def test_a_corpus_name_that_is_not_utf8_round_trips_through_cache_checkpoint_and
     (meta,) = [name for name in os.listdir(cache) if name.endswith(".json")]
     assert json.loads(Path(cache, meta).read_bytes())["paths"] == [str(latin1_named)]
     described = runner.invoke(cli, ["prepare", str(latin1_named), "--cache-dir", cache, "--json", "-q"])
+    assert described.exit_code == 0, described.output
     assert json.loads(described.stdout)["files"] == [str(latin1_named)]
 
     trained = runner.invoke(cli, ["train", str(latin1_named), *TINY, "--cache-dir", cache, "--checkpoint-dir", run_dir,
@@ -291,6 +292,7 @@ def test_a_corpus_name_that_is_not_utf8_round_trips_through_cache_checkpoint_and
     assert shown.exit_code == 0, shown.output
     assert b"corpus: " + os.fsencode(str(latin1_named)) + b", 3,000 tokens" in shown.stdout_bytes
     as_json = runner.invoke(cli, ["info", latest, "--json"])
+    assert as_json.exit_code == 0, as_json.output
     assert json.loads(as_json.stdout)["corpus"]["paths"] == [str(latin1_named)]
 
 

@@ -16,7 +16,7 @@ import pytest
 
 from charrnn.checkpoints import checkpoint
 from conftest import TANG300, sigint_at_default, wait_until
-from test_cli import FAST, assert_clean_error, invoke
+from test_cli import FAST, assert_clean_error, invoke, invoke_ok
 
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d4944415478da63f8ffff3f0005fe02fea7d6a4c50000000049454e44ae426082")
 
@@ -69,7 +69,7 @@ def test_a_corpus_smaller_than_one_batch_shrinks_a_default_batch_and_refuses_an_
     shrunk = invoke("train", corpus, "--steps", "2", "--hidden-size", "8", "--val-fraction", "0", "-q")
     assert shrunk.exit_code == 0
     assert checkpoint.load("checkpoints/latest.npz").train_config.batch_size == 2  # 52 // 26
-    noted = invoke("train", corpus, "--steps", "2", "--hidden-size", "8", "--val-fraction", "0",
+    noted = invoke_ok("train", corpus, "--steps", "2", "--hidden-size", "8", "--val-fraction", "0",
                    "--checkpoint-dir", "other")
     assert "note: the corpus is too short for 32 streams of --seq-length 25; using --batch-size 2" in noted.stderr
     explicit = invoke("train", corpus, "--steps", "2", "--batch-size", "32", "--val-fraction", "0",
@@ -124,9 +124,9 @@ def test_newer_format_and_object_arrays_are_refused(trained, tmp_path):
 def test_sampling_option_edges(trained):
     assert_clean_error(invoke("sample", "--length", "0"), 2, "--length must be positive, got 0")
     assert_clean_error(invoke("sample", "--top-k", "-3"), 2, "--top-k must be positive, got -3")
-    zero = invoke("sample", "--seed", "春", "--temperature", "0", "--length", "12", "-q")
-    greedy = invoke("sample", "--seed", "春", "--greedy", "--length", "12", "-q", "--rng-seed", "99")
-    assert zero.exit_code == 0 and zero.stdout == greedy.stdout
+    zero = invoke_ok("sample", "--seed", "春", "--temperature", "0", "--length", "12", "-q")
+    greedy = invoke_ok("sample", "--seed", "春", "--greedy", "--length", "12", "-q", "--rng-seed", "99")
+    assert zero.stdout == greedy.stdout
 
 
 def test_nan_loss_stops_with_exit_1_and_keeps_the_last_checkpoint(workdir, small_corpus):
@@ -189,9 +189,9 @@ def test_max_vocab_unknown_token_is_never_sampled_unless_allowed(workdir, small_
     assert result.exit_code == 0, result.stderr
     tokenizer = checkpoint.load("checkpoints/latest.npz").tokenizer
     assert tokenizer.vocab_size == 21 and "<unk>" in tokenizer.vocab
-    text = invoke("sample", "--length", "300", "--rng-seed", "1", "--temperature", "3", "-q").stdout
+    text = invoke_ok("sample", "--length", "300", "--rng-seed", "1", "--temperature", "3", "-q").stdout
     assert "<unk>" not in text
-    allowed = invoke("sample", "--length", "300", "--rng-seed", "1", "--temperature", "3", "--allow-unk", "-q").stdout
+    allowed = invoke_ok("sample", "--length", "300", "--rng-seed", "1", "--temperature", "3", "--allow-unk", "-q").stdout
     assert "<unk>" in allowed
     conflict = invoke("train", "--resume", "checkpoints/latest.npz", "--max-vocab", "50", "--steps", "6")
     assert_clean_error(conflict, 2, "--max-vocab 50 conflicts with the checkpoint, which has 20")
@@ -203,7 +203,7 @@ def test_prepare_then_train_uses_the_cache(workdir, small_corpus):
     path = prepared.stdout.strip()
     assert path.startswith(os.path.join("data", ".cache")) and path.endswith(".npy") and os.path.exists(path)
     assert "prepared 0.0 MB into 3,000 uint16 ids, vocabulary 942" in prepared.stderr
-    again = invoke("prepare", small_corpus)
+    again = invoke_ok("prepare", small_corpus)
     assert again.stdout.strip() == path and "already prepared: 3,000 tokens" in again.stderr
     assert _train(small_corpus).exit_code == 0
     assert len(os.listdir(workdir / "data" / ".cache")) == 2  # the training run reused the entry

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from charrnn.cli import ENVVAR_PREFIX, cli
-from test_cli import FAST, invoke
+from test_cli import FAST, invoke, invoke_ok
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -32,7 +32,7 @@ def test_every_command_help_ends_with_examples_that_parse():
     """Each example's charrnn part (up to a pipe or redirection) is a valid command line of that command,
     so an example cannot outlive a renamed option."""
     for name, command in cli.commands.items():
-        text = invoke(name, "--help").stdout
+        text = invoke_ok(name, "--help").stdout
         tail = text[text.index("  Examples:\n") + len("  Examples:\n"):].splitlines()
         assert 2 <= len(tail) <= 4 and all(line.startswith("    ") for line in tail), (name, tail)
         for line in tail:
@@ -52,36 +52,36 @@ def test_train_json_is_the_only_thing_on_stdout(workdir, small_corpus):
     assert document["best_checkpoint"] == os.path.join("checkpoints", "best.npz")
     assert document["steps"] == 12 and document["tokens"] == 12 * 40 and document["interrupted"] is False
     assert document["val_bits_per_char"] == pytest.approx(document["val_loss_nats"] / 0.6931471805599453)
-    no_validation = invoke("train", small_corpus, "--steps", "3", *FAST, "--json", "-q", "--val-fraction", "0",
+    no_validation = invoke_ok("train", small_corpus, "--steps", "3", *FAST, "--json", "-q", "--val-fraction", "0",
                            "--checkpoint-dir", "other")
     plain = json.loads(no_validation.stdout)
     assert plain["val_loss_nats"] is None and plain["best_checkpoint"] is None  # null, not NaN
 
 
 def test_sample_eval_and_prepare_json(workdir, small_corpus):
-    invoke("train", small_corpus, "--steps", "5", *FAST)
-    sampled = json.loads(invoke("sample", "--seed", "春", "--num-samples", "3", "--length", "7", "--json", "-q").stdout)
+    invoke_ok("train", small_corpus, "--steps", "5", *FAST)
+    sampled = json.loads(invoke_ok("sample", "--seed", "春", "--num-samples", "3", "--length", "7", "--json", "-q").stdout)
     assert len(sampled["samples"]) == 3 and all(s.startswith("春") and len(s) == 8 for s in sampled["samples"])
     assert sampled["seed"] == "春" and sampled["greedy"] is False
-    scored = json.loads(invoke("eval", "checkpoints/latest.npz", small_corpus, "--json").stdout)
+    scored = json.loads(invoke_ok("eval", "checkpoints/latest.npz", small_corpus, "--json").stdout)
     assert scored["tokens_scored"] == 2999 and scored["tokens_unknown"] == 0
     assert scored["bits_per_char"] == pytest.approx(scored["loss_nats"] / 0.6931471805599453)
-    prepared = json.loads(invoke("prepare", small_corpus, "--json", "-q").stdout)
+    prepared = json.loads(invoke_ok("prepare", small_corpus, "--json", "-q").stdout)
     assert prepared["from_cache"] is True and prepared["tokens"] == 3000 and prepared["dtype"] == "uint16"
 
 
 def test_stream_prints_the_same_text_as_a_normal_sample(workdir, small_corpus):
-    invoke("train", small_corpus, "--steps", "5", *FAST)
-    normal = invoke("sample", "--seed", "月", "--length", "30", "--rng-seed", "4", "-q").stdout
-    streamed = invoke("sample", "--seed", "月", "--length", "30", "--rng-seed", "4", "--stream", "-q").stdout
+    invoke_ok("train", small_corpus, "--steps", "5", *FAST)
+    normal = invoke_ok("sample", "--seed", "月", "--length", "30", "--rng-seed", "4", "-q").stdout
+    streamed = invoke_ok("sample", "--seed", "月", "--length", "30", "--rng-seed", "4", "--stream", "-q").stdout
     assert streamed == normal
     refused = invoke("sample", "--stream", "--num-samples", "2")
     assert refused.exit_code == 2 and "--stream prints one sample" in refused.stderr
 
 
 def test_plain_progress_lines_without_a_terminal_and_quiet(workdir, small_corpus):
-    result = invoke("train", small_corpus, "--steps", "30", *FAST, "--log-every", "10", "--eval-every", "20",
-                    "--log-jsonl", "log.jsonl")
+    result = invoke_ok("train", small_corpus, "--steps", "30", *FAST, "--log-every", "10", "--eval-every", "20",
+                       "--log-jsonl", "log.jsonl")
     lines = [line for line in result.stderr.splitlines() if line.startswith("step ")]
     assert [line.split(":")[0] for line in lines] == ["step 10/30", "step 20/30", "step 30/30"]
     assert "val " not in lines[0] and "tokens/s" in lines[0]
@@ -94,7 +94,7 @@ def test_plain_progress_lines_without_a_terminal_and_quiet(workdir, small_corpus
     assert quiet.exit_code == 0 and quiet.stderr == "" and quiet.stdout == ""
     for command in (["sample", "-c", "q/latest.npz"], ["eval", "q/latest.npz", str(small_corpus)],
                     ["info", "q/latest.npz"], ["prepare", str(small_corpus)]):
-        assert invoke(*command, "-q").stderr == "", command
+        assert invoke_ok(*command, "-q").stderr == "", command
 
 
 def test_log_jsonl_records_logged_and_validated_steps_and_appends_on_resume(workdir, small_corpus):
@@ -121,7 +121,7 @@ def test_options_from_the_environment(workdir, small_corpus):
         auto_envvar_prefix=ENVVAR_PREFIX, env={"CHARRNN_TRAIN_HIDDEN_SIZE": "12", "CHARRNN_TRAIN_STEPS": "99"},
     )
     assert result.exit_code == 0, result.stderr
-    info = json.loads(invoke("info", "checkpoints/latest.npz", "--json").stdout)
+    info = json.loads(invoke_ok("info", "checkpoints/latest.npz", "--json").stdout)
     assert info["model"]["hidden_size"] == 12
     assert info["progress"]["step"] == 2  # the command line wins over the environment
 
@@ -134,7 +134,7 @@ def test_shell_completion_and_environment_through_the_installed_command(charrnn_
         [charrnn_executable], capture_output=True, text=True, timeout=60,
         env={**os.environ, "_CHARRNN_COMPLETE": "bash_complete", "COMP_WORDS": "charrnn tr", "COMP_CWORD": "1"},
     )
-    assert "train" in words.stdout
+    assert words.returncode == 0 and "train" in words.stdout
     corpus = tmp_path / "c.txt"
     corpus.write_text((REPO / "data" / "tang300.txt").read_text(encoding="utf-8")[:3000], encoding="utf-8")
     run = subprocess.run([charrnn_executable, "train", str(corpus), "-q", "--json"], cwd=tmp_path, timeout=120,
@@ -215,7 +215,7 @@ def test_on_a_terminal_a_progress_bar_with_samples_above_it(workdir, small_corpu
 
 
 def test_quiet_before_the_command_works_as_after_it(workdir, small_corpus):
-    invoke("train", small_corpus, "--steps", "2", *FAST, "-q")
+    invoke_ok("train", small_corpus, "--steps", "2", *FAST, "-q")
     loud = invoke("info")
     assert loud.exit_code == 0 and loud.stderr == "using checkpoints/best.npz\n"
     for args in (["-q", "info"], ["info", "-q"], ["--quiet", "eval", "checkpoints/latest.npz", str(small_corpus)]):
@@ -224,7 +224,7 @@ def test_quiet_before_the_command_works_as_after_it(workdir, small_corpus):
 
 
 def test_eval_says_its_note_first_and_counts_with_thousands_separators(workdir, small_corpus, tmp_path):
-    invoke("train", small_corpus, "--steps", "2", *FAST, "-q")
+    invoke_ok("train", small_corpus, "--steps", "2", *FAST, "-q")
     text = tmp_path / "mixed.txt"
     text.write_text(small_corpus.read_text(encoding="utf-8")[:1500] + "xyz" * 500, encoding="utf-8")
     result = invoke("eval", "checkpoints/latest.npz", text)
@@ -239,9 +239,9 @@ def _invoke_with_input(*args, input):
 
 
 def test_standard_input_as_an_eval_file_and_a_seed_file(workdir, small_corpus, tmp_path):
-    invoke("train", small_corpus, "--steps", "2", *FAST, "-q")
+    invoke_ok("train", small_corpus, "--steps", "2", *FAST, "-q")
     text = small_corpus.read_text(encoding="utf-8")
-    from_file = invoke("eval", "checkpoints/latest.npz", small_corpus, "-q").stdout
+    from_file = invoke_ok("eval", "checkpoints/latest.npz", small_corpus, "-q").stdout
     from_pipe = _invoke_with_input("eval", "checkpoints/latest.npz", "-", "-q", input=text.encode("gb18030"))
     assert from_pipe.exit_code == 0, from_pipe.stderr
     assert from_pipe.stdout == from_file and from_file.startswith("2,999 tokens scored")
@@ -253,10 +253,11 @@ def test_standard_input_as_an_eval_file_and_a_seed_file(workdir, small_corpus, t
     seed = text[:300]  # a long priming text, lines and all
     (tmp_path / "seed.txt").write_bytes(seed.encode("gb18030"))  # decoded as --encoding auto says
     args = ["sample", "--length", "20", "--rng-seed", "5", "-q"]
-    by_option = invoke(*args, "--seed", seed).stdout
+    by_option = invoke_ok(*args, "--seed", seed).stdout
     assert by_option.startswith(seed) and len(by_option) == 300 + 20 + 1
-    assert invoke(*args, "--seed-file", tmp_path / "seed.txt").stdout == by_option
-    assert _invoke_with_input(*args, "--seed-file", "-", input=seed).stdout == by_option
+    assert invoke_ok(*args, "--seed-file", tmp_path / "seed.txt").stdout == by_option
+    from_pipe = _invoke_with_input(*args, "--seed-file", "-", input=seed)
+    assert from_pipe.exit_code == 0 and from_pipe.stdout == by_option
     both = invoke(*args, "--seed", "月", "--seed-file", tmp_path / "seed.txt")
     assert both.exit_code == 2 and "give the priming text as --seed or as --seed-file, not both" in both.stderr
     (tmp_path / "odd.txt").write_text("月⚡", encoding="utf-8")
@@ -336,7 +337,7 @@ def test_max_seconds_stops_training_validates_saves_and_exits_0(workdir, small_c
     assert 0 < document["steps"] < 1000000 and 0.5 <= document["seconds"] < 30
     assert document["val_loss_nats"] is not None  # validated at the end, as at any end
     assert "note: --max-seconds reached; stopped, validated and saved\n" in result.stderr
-    info = json.loads(invoke("info", "checkpoints/latest.npz", "--json").stdout)
+    info = json.loads(invoke_ok("info", "checkpoints/latest.npz", "--json").stdout)
     assert info["progress"]["step"] == document["steps"] and info["validation"]["step"] == document["steps"]
     # A per-run setting: a resumed run takes another budget, or none, and may end at its step limit.
     resumed = invoke("train", "--resume", "checkpoints", "--steps", str(document["steps"] + 3), "--max-seconds",
