@@ -103,7 +103,7 @@ def sizes(args) -> list[dict[str, Any]]:
                 trainee = loop.new_trainee(model_config, train_config)
                 highest, diverged, started = 0.0, None, time.perf_counter()
                 try:
-                    for result in loop.run(trainee, streams, train_config):
+                    for result in loop.train_steps(trainee, streams, train_config):
                         highest = max(highest, result.smoothed_loss_nats)
                 except TrainingError as exc:
                     diverged = str(exc)

@@ -1,25 +1,24 @@
-"""Configuration as frozen, validated dataclasses that round-trip through plain dicts (and so JSON).
+"""Every setting of charrnn, defined once: frozen, validated dataclasses that round-trip through JSON.
 
-Every setting is defined once, here, as a dataclass field: its type, its default, and (for those a user
-sets) an ``Option`` in the field's metadata with the command-line flag, help text, metavar and what a
+Each setting is a dataclass field: its type, its default, and (for those a user sets) an ``Option`` in
+the field's metadata (charrnn/settings.py) with the command-line flag, help text, metavar and what a
 resumed run may do with it. The command line generates its options from these fields
-(charrnn/cli/options.py), a resumed run derives which settings are fixed by the checkpoint from them,
-the checkpoint stores the dataclasses with ``asdict()``, and loading turns the dicts back into the same
-dataclasses. Validation errors name each setting by its flag.
+(charrnn/cli/options.py), a resumed run derives which settings the checkpoint fixes from them
+(training/resume.py), the checkpoint stores the dataclasses with ``asdict()``, and loading turns the dicts
+back into the same dataclasses (``settings.from_dict``). Validation errors name each setting by its flag.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-import sys
-import types
-import typing
 from dataclasses import dataclass
-from typing import Any, Optional, TypeVar
+from typing import Optional
 
 from charrnn.errors import ConfigError
+from charrnn.settings import (
+    CHANGEABLE, FIXED, FLOAT32_MAX, MIN_TEMPERATURE, Checks, option, require_finite,
+)
 
 DTYPES = ("float32", "float64")
 TOKENIZERS = ("char", "jieba")
@@ -27,244 +26,6 @@ CELLS = ("rnn", "lstm", "gru")
 ACTIVATIONS = ("tanh", "relu")
 OPTIMIZERS = ("adagrad", "rmsprop", "adam")
 BACKENDS = ("auto", "numpy", "numba")
-
-T = TypeVar("T")
-
-# Counts (sizes, steps, seeds) end up in numpy shapes, int64 arrays and int64 JSON readers: beyond this
-# they overflow, so no option may exceed it.
-MAX_COUNT = 2**63 - 1
-# Rates that multiply float32 weights or clamp float32 gradients (the learning rate, its decay, the clip)
-# must be normal float32 numbers: a larger one becomes infinity in float32 and wrecks the weights at the
-# first update; a smaller one is subnormal and flushed to zero (fpu.py), so nothing would ever train.
-# float64 models obey the same range, so an option means the same thing for either dtype.
-FLOAT32_TINY = 2.0**-126  # 1.18e-38, the smallest normal float32
-FLOAT32_MAX = (2 - 2.0**-23) * 2.0**127  # 3.40e38
-# Epoch counts are compared as float64 fractions of an epoch; above 2^53 a float64 no longer holds every
-# whole number, so more epochs than that cannot even be counted (and times steps per epoch overflow).
-MAX_EPOCHS = 2.0**53
-# Sampling divides logits by the temperature in float64; below the smallest normal float64 (a subnormal
-# such as 1e-310) 1/temperature is infinite. Any normal temperature, however small, is the greedy limit.
-MIN_TEMPERATURE = sys.float_info.min  # 2.2e-308
-
-
-# What a resumed run may do with a setting: FIXED settings define the model or its data, and giving a
-# value other than the checkpoint's is an error; CHANGEABLE ones take the new value (and say so); FREE
-# ones are not stored in checkpoints at all.
-FIXED, CHANGEABLE, FREE = "fixed", "changeable", "free"
-
-
-@dataclass(frozen=True)
-class Option:
-    """How a config field is set from the command line (and the environment)."""
-
-    help: str
-    flag: str = ""  # default: the field's name as --a-flag
-    metavar: Optional[str] = None  # default: the choices, or N for whole numbers and X for other values
-    on_resume: str = FREE
-    default_text: Optional[str] = None  # what the help shows as the default when the field's default is None
-    envvar: Optional[str] = None  # an environment variable that sets it for every command, besides CHARRNN_<COMMAND>_<FLAG>
-    words: tuple[tuple[str, Any], ...] = ()  # words the command line accepts for values, e.g. (("none", 0),)
-
-
-def option(default: Any, help: str, **settings: Any) -> Any:
-    """A dataclass field with ``default`` that is also a command-line option (see ``Option``)."""
-    return dataclasses.field(default=default, metadata={"option": Option(help, **settings)})
-
-
-def options(cls: type) -> list[tuple[dataclasses.Field, Option]]:
-    """The fields of config class ``cls`` that are command-line options, in order, with their Option."""
-    return [(f, f.metadata["option"]) for f in dataclasses.fields(cls) if "option" in f.metadata]
-
-
-def flag(cls: type, name: str) -> str:
-    """The command-line flag of field ``name`` of ``cls`` (``--hidden-size``), or the name in words."""
-    for f in dataclasses.fields(cls):
-        if f.name == name:
-            found = f.metadata.get("option")
-            if found is not None:
-                return found.flag or "--" + name.replace("_", "-")
-    return name.replace("_", " ")
-
-
-def settings_on_resume(kind: str) -> dict[str, tuple[type, str]]:
-    """field name -> (config class, flag) of the stored settings a resumed run treats as ``kind``."""
-    return {
-        f.name: (cls, flag(cls, f.name))
-        for cls in (ModelConfig, TrainConfig, DataConfig)
-        for f, found in options(cls)
-        if found.on_resume == kind
-    }
-
-
-class _Check:
-    """Range checks of one config's fields, each error naming the field by its flag."""
-
-    def __init__(self, config: Any) -> None:
-        self.config = config
-
-    def name(self, field: str) -> str:
-        """The flag (or the words) that an error about ``field`` names."""
-        return flag(type(self.config), field)
-
-    def count(self, field: str, minimum: int) -> None:
-        """A whole number of at least ``minimum`` that fits in int64 (None is allowed: not set)."""
-        value = getattr(self.config, field)
-        if value is not None:
-            _require_count(self.name(field), value, minimum)
-
-    def positive(self, *fields: str) -> None:
-        """Each field is a count of at least 1."""
-        for field in fields:
-            self.count(field, 1)
-
-    def non_negative(self, *fields: str) -> None:
-        """Each field is a count of at least 0."""
-        for field in fields:
-            self.count(field, 0)
-
-    def rate(self, *fields: str) -> None:
-        """Each field is a positive normal float32 (see FLOAT32_TINY)."""
-        for field in fields:
-            _require_rate(self.name(field), getattr(self.config, field))
-
-    def fraction(self, *fields: str) -> None:
-        """Each field is in [0, 1)."""
-        for field in fields:
-            _require_fraction(self.name(field), getattr(self.config, field))
-
-    def epochs(self, field: str, positive: bool) -> None:
-        """A number of epochs a float64 can count (None is allowed: not set)."""
-        value = getattr(self.config, field)
-        if value is not None:
-            _require_epochs(self.name(field), value, positive)
-
-    def choice(self, field: str, choices: tuple[str, ...]) -> None:
-        """One of ``choices``."""
-        _require_choice(self.name(field), getattr(self.config, field), choices)
-
-
-def _require_count(name: str, value: int, minimum: int) -> None:
-    """``value`` is a count of at least ``minimum`` (0 or 1) that fits in int64."""
-    if isinstance(value, float):  # only from a checkpoint's JSON, where NaN would pass every comparison
-        _require_finite(name, value)
-    if value < minimum:
-        raise ConfigError(f"{name} must be {'positive' if minimum else 'zero or positive'}, got {value}")
-    if value > MAX_COUNT:
-        raise ConfigError(f"{name} must be at most {MAX_COUNT:,} (2^63 - 1), got {value}")
-
-
-def _require_positive(name: str, value: int) -> None:
-    _require_count(name, value, 1)
-
-
-def _require_non_negative(name: str, value: int) -> None:
-    _require_count(name, value, 0)
-
-
-def _require_finite(name: str, value: float) -> None:
-    # NaN compares false with everything, so every range check below would let it through.
-    try:
-        finite = math.isfinite(value)
-    except OverflowError:  # an integer beyond any float (from a checkpoint's JSON)
-        finite = False
-    if not finite:
-        raise ConfigError(f"{name} must be a finite number, got {value}")
-
-
-def _require_rate(name: str, value: float) -> None:
-    """A positive float that stays a normal float32 (see FLOAT32_TINY)."""
-    _require_finite(name, value)
-    if value <= 0:
-        raise ConfigError(f"{name} must be positive, got {value}")
-    if value > FLOAT32_MAX:
-        raise ConfigError(f"{name} must be at most {FLOAT32_MAX:.4g}, the largest float32, got {value:g}")
-    if value < FLOAT32_TINY:
-        raise ConfigError(
-            f"{name} must be at least {FLOAT32_TINY:.4g}, the smallest normal float32 (below it float32 "
-            f"arithmetic flushes it to zero), got {value:g}"
-        )
-
-
-def _require_fraction(name: str, value: float) -> None:
-    """``value`` is in [0, 1)."""
-    _require_finite(name, value)
-    if not 0.0 <= value < 1.0:
-        raise ConfigError(f"{name} must be at least 0 and below 1, got {value}")
-
-
-def _require_epochs(name: str, value: float, positive: bool) -> None:
-    """``value`` is a finite number of epochs, positive or at least zero, that a float64 can count."""
-    _require_finite(name, value)
-    if value < 0 or (positive and value == 0):
-        raise ConfigError(f"{name} must be {'positive' if positive else 'zero or positive'}, got {value}")
-    if value > MAX_EPOCHS:
-        raise ConfigError(f"{name} must be at most {MAX_EPOCHS:.0f} (2^53) epochs, got {value:g}")
-
-
-def _require_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
-
-
-def describe_value(value: Any) -> str:
-    """A short repr for error messages: a value read from a file may be a list of a million items."""
-    shown = repr(value)
-    return shown if len(shown) <= 40 else shown[:37] + "..."
-
-
-def is_finite_number(value: Any) -> bool:
-    """True for an int or float (not a bool) that is finite as a float: not NaN, ±inf or an int beyond 1.8e308."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= sys.float_info.max
-
-
-def _checked(name: str, value: Any, hint: Any) -> Any:
-    """``value`` if it is of type ``hint`` (bool, int, float, str or Optional of one), else ConfigError.
-
-    JSON has no integer type of its own, so the types are checked strictly: a bool is not an int,
-    32.5 (or 32.0) is not an int, and a float must be finite (``json.loads`` turns NaN, Infinity and
-    1e999 into floats). An int is accepted where a float is expected, and converted.
-    """
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):  # Optional[X], or X | None
-        if value is None:
-            return None
-        (hint,) = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-    if hint is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"{name} must be true or false, got {describe_value(value)}")
-    if hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{name} must be a whole number, got {describe_value(value)}")
-    if hint is float:
-        if is_finite_number(value):
-            return float(value)
-        raise ConfigError(f"{name} must be a finite number, got {describe_value(value)}")
-    if hint is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{name} must be a string, got {describe_value(value)}")
-    raise TypeError(f"from_dict cannot check a field of type {hint}")  # a new field type: teach _checked
-
-
-def from_dict(cls: type[T], data: Any) -> T:
-    """Build dataclass ``cls`` from ``data``, ignoring unknown keys and failing clearly on bad ones.
-
-    Unknown keys are dropped so that a checkpoint written by a newer charrnn with extra settings still
-    loads; missing keys fall back to the field defaults. Every given value must have its field's type
-    (see ``_checked``); ranges are the dataclass's own ``__post_init__``'s to check.
-    """
-    if not isinstance(data, dict):
-        raise ConfigError(f"the {cls.__name__} settings must be a JSON object, got {describe_value(data)}")
-    hints = typing.get_type_hints(cls)
-    values = {f.name: _checked(f.name, data[f.name], hints[f.name])
-              for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-              if f.name in data}
-    try:
-        return cls(**values)
-    except TypeError as exc:
-        raise ConfigError(f"incomplete {cls.__name__}: {exc}") from None
-
 
 DEFAULT_CHECKPOINT_DIR = "checkpoints"
 DEFAULT_CACHE_DIR = os.path.join("data", ".cache")
@@ -321,7 +82,7 @@ class ModelConfig:
                         on_resume=FIXED)
 
     def __post_init__(self) -> None:
-        check = _Check(self)
+        check = Checks(self)
         check.positive("vocab_size", "hidden_size", "num_layers")
         if self.embed_size is None:  # a frozen dataclass: the default is settled once, here
             object.__setattr__(self, "embed_size", self.hidden_size)
@@ -377,17 +138,17 @@ class TrainConfig:
                                  metavar="F", on_resume=FIXED)
 
     def __post_init__(self) -> None:
-        check = _Check(self)
+        check = Checks(self)
         check.positive("seq_length", "batch_size", "max_steps")
         check.choice("optimizer", OPTIMIZERS)
         if self.learning_rate is not None:
             check.rate("learning_rate")
-        _require_finite(check.name("lr_decay"), self.lr_decay)
+        require_finite(check.name("lr_decay"), self.lr_decay)
         if not 0.0 < self.lr_decay <= 1.0:
             raise ConfigError(f"{check.name('lr_decay')} must be above 0 and at most 1, got {self.lr_decay}")
         check.rate("lr_decay", "clip", "init_scale", "embedding_init_scale")
         name = check.name("adagrad_initial_accumulator")
-        _require_finite(name, self.adagrad_initial_accumulator)
+        require_finite(name, self.adagrad_initial_accumulator)
         if not 0.0 <= self.adagrad_initial_accumulator <= FLOAT32_MAX:
             raise ConfigError(f"{name} must be from 0 to {FLOAT32_MAX:.4g}, got {self.adagrad_initial_accumulator}")
         check.epochs("lr_decay_after", positive=False)
@@ -422,7 +183,7 @@ class DataConfig:
                             metavar="DIR")
 
     def __post_init__(self) -> None:
-        check = _Check(self)
+        check = Checks(self)
         check.choice("tokenizer", TOKENIZERS)
         check.positive("max_vocab")
 
@@ -457,12 +218,12 @@ class ScheduleConfig:
     sample_length: int = 200
 
     def __post_init__(self) -> None:
-        check = _Check(self)
+        check = Checks(self)
         check.non_negative("checkpoint_every", "checkpoint_keep", "eval_every", "eval_tokens", "sample_every", "patience")
         check.positive("sample_length")
         if self.max_seconds is not None:
             name = check.name("max_seconds")
-            _require_finite(name, self.max_seconds)
+            require_finite(name, self.max_seconds)
             if self.max_seconds <= 0:
                 raise ConfigError(f"{name} must be positive, got {self.max_seconds:g}")
 
@@ -485,11 +246,11 @@ class SampleConfig:
                                  flag="--allow-unk")
 
     def __post_init__(self) -> None:
-        check = _Check(self)
+        check = Checks(self)
         check.positive("length", "num_samples", "top_k")
         check.non_negative("rng_seed")
         name = check.name("temperature")
-        _require_finite(name, self.temperature)
+        require_finite(name, self.temperature)
         if self.temperature < 0:
             raise ConfigError(f"{name} must be zero or positive, got {self.temperature}")
         if 0 < self.temperature < MIN_TEMPERATURE:
@@ -515,4 +276,4 @@ class ComputeConfig:
     )
 
     def __post_init__(self) -> None:
-        _Check(self).choice("backend", BACKENDS)
+        Checks(self).choice("backend", BACKENDS)

@@ -11,7 +11,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from charrnn.checkpoints import checkpoint, metadata
+from charrnn.checkpoints import checkpoint, folder_files, metadata
 from charrnn.training import loop
 from charrnn.checkpoints.checkpoint import Checkpoint, CorpusInfo
 from charrnn.config import ModelConfig, TrainConfig
@@ -55,7 +55,7 @@ def _assert_same(a: Checkpoint, b: Checkpoint) -> None:
 )
 def test_save_load_round_trip_is_exact(tmp_path, dtype, cell, optimizer, embed_size):
     original = _checkpoint(dtype=dtype, cell=cell, optimizer=optimizer, embed_size=embed_size)
-    latest = checkpoint.save(original, str(tmp_path))
+    latest = folder_files.save(original, str(tmp_path))
     assert latest == str(tmp_path / "latest.npz")
     assert (tmp_path / "step_00000003.npz").read_bytes() == (tmp_path / "latest.npz").read_bytes()
     _assert_same(original, checkpoint.load(latest))
@@ -64,7 +64,7 @@ def test_save_load_round_trip_is_exact(tmp_path, dtype, cell, optimizer, embed_s
 
 def test_same_state_gives_identical_bytes_and_readable_json(tmp_path):
     assert checkpoint.to_bytes(_checkpoint()) == checkpoint.to_bytes(_checkpoint())
-    path = checkpoint.save(_checkpoint(), str(tmp_path))
+    path = folder_files.save(_checkpoint(), str(tmp_path))
     with np.load(path, allow_pickle=False) as archive:
         meta = json.loads(archive["meta"].tobytes().decode("utf-8"))
     assert meta["format"] == "charrnn-checkpoint" and meta["format_version"] == 3
@@ -88,17 +88,17 @@ def archive_names(path):
 
 
 def test_find_latest(tmp_path):
-    assert checkpoint.find_latest(str(tmp_path)) is None
+    assert folder_files.find_latest(str(tmp_path)) is None
     (tmp_path / "step_00000002.npz").write_bytes(b"x")
     (tmp_path / "step_00000010.npz").write_bytes(b"x")
     (tmp_path / "step_00000009.npz").write_bytes(b"x")
-    assert checkpoint.find_latest(str(tmp_path)) == str(tmp_path / "step_00000010.npz")
+    assert folder_files.find_latest(str(tmp_path)) == str(tmp_path / "step_00000010.npz")
     (tmp_path / "latest.npz").write_bytes(b"x")
-    assert checkpoint.find_latest(str(tmp_path)) == str(tmp_path / "latest.npz")
+    assert folder_files.find_latest(str(tmp_path)) == str(tmp_path / "latest.npz")
 
 
 def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
-    path = checkpoint.save(_checkpoint(steps=1), str(tmp_path))
+    path = folder_files.save(_checkpoint(steps=1), str(tmp_path))
     before = open(path, "rb").read()
 
     def disk_full(fd):
@@ -106,7 +106,7 @@ def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "fsync", disk_full)
     with pytest.raises(CheckpointWriteError, match="No space left on device; the previous checkpoint is untouched"):
-        checkpoint.save(_checkpoint(steps=2), str(tmp_path))
+        folder_files.save(_checkpoint(steps=2), str(tmp_path))
     assert open(path, "rb").read() == before
     assert sorted(os.listdir(tmp_path)) == ["latest.npz", "step_00000001.npz"]
 
@@ -115,7 +115,7 @@ def test_unwritable_directory_is_reported(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.raises(ConfigError, match="cannot write checkpoints to"):
-        checkpoint.prepare_directory(str(blocker / "sub"))
+        folder_files.prepare_directory(str(blocker / "sub"))
 
 
 def _rewrite(path, change):
@@ -154,14 +154,14 @@ def _set_meta(entries, **updates):
     ],
 )
 def test_bad_contents_are_refused(tmp_path, change, message):
-    path = checkpoint.save(_checkpoint(), str(tmp_path))
+    path = folder_files.save(_checkpoint(), str(tmp_path))
     _rewrite(path, change)
     with pytest.raises(CheckpointError, match=message):
         checkpoint.load(path)
 
 
 def test_pickled_object_array_is_never_unpickled(tmp_path):
-    path = checkpoint.save(_checkpoint(), str(tmp_path))
+    path = folder_files.save(_checkpoint(), str(tmp_path))
 
     class Boom:
         def __reduce__(self):
@@ -175,7 +175,7 @@ def test_pickled_object_array_is_never_unpickled(tmp_path):
 
 @pytest.mark.parametrize("fraction", [0.0, 0.1, 0.5, 0.9, 0.999])
 def test_truncated_checkpoint_is_refused(tmp_path, fraction):
-    path = checkpoint.save(_checkpoint(), str(tmp_path))
+    path = folder_files.save(_checkpoint(), str(tmp_path))
     data = open(path, "rb").read()
     with open(path, "wb") as f:
         f.write(data[: int(len(data) * fraction)])
@@ -184,7 +184,7 @@ def test_truncated_checkpoint_is_refused(tmp_path, fraction):
 
 
 def test_bit_flip_is_detected(tmp_path):
-    path = checkpoint.save(_checkpoint(), str(tmp_path))
+    path = folder_files.save(_checkpoint(), str(tmp_path))
     data = bytearray(open(path, "rb").read())
     with zipfile.ZipFile(path) as archive:
         info = archive.getinfo("param.W_hy.npy")
@@ -207,7 +207,7 @@ def test_missing_and_non_checkpoint_files(tmp_path):
 
 def test_progress_survives_the_round_trip(tmp_path):
     original = _checkpoint(steps=5)
-    loaded = checkpoint.load(checkpoint.save(original, str(tmp_path)))
+    loaded = checkpoint.load(folder_files.save(original, str(tmp_path)))
     assert dataclasses.asdict(loaded.progress) == dataclasses.asdict(original.progress)
     assert loaded.progress.step == 5 and loaded.progress.tokens_seen == 40
 
@@ -231,7 +231,7 @@ def test_format_1_checkpoint_is_migrated_on_load():
 
 def test_format_1_checkpoint_resaves_as_format_3(tmp_path):
     ckpt = checkpoint.load(str(FIXTURES / "format1_rnn_h8_step7.npz"))
-    again = checkpoint.load(checkpoint.save(ckpt, str(tmp_path)))
+    again = checkpoint.load(folder_files.save(ckpt, str(tmp_path)))
     _assert_same(ckpt, again)
     meta = json.loads(np.load(str(tmp_path / "latest.npz"))["meta"].tobytes())
     assert meta["format_version"] == 3 and meta["model"]["embed_size"] == 0
@@ -258,7 +258,7 @@ def test_format_2_checkpoint_is_the_one_table_model_whatever_the_default_embeddi
 
 def test_format_2_checkpoint_resaves_as_format_3(tmp_path):
     ckpt = checkpoint.load(str(FORMAT2))
-    again = checkpoint.load(checkpoint.save(ckpt, str(tmp_path)))
+    again = checkpoint.load(folder_files.save(ckpt, str(tmp_path)))
     _assert_same(ckpt, again)
     meta = json.loads(np.load(str(tmp_path / "latest.npz"))["meta"].tobytes())
     assert meta["format_version"] == 3 and meta["model"]["embed_size"] == 0 and again.format_version == 3

@@ -30,7 +30,8 @@ from hypothesis import strategies as st
 from charrnn.checkpoints import checkpoint, info
 from charrnn.model import network
 from charrnn.cli import cli
-from charrnn.config import ModelConfig, SampleConfig, TrainConfig, from_dict
+from charrnn.config import ModelConfig, SampleConfig, TrainConfig
+from charrnn.settings import from_dict
 from charrnn.errors import CheckpointError, ConfigError
 from charrnn.data.tokenizer import Tokenizer
 from charrnn.progress import Progress

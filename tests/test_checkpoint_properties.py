@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from charrnn.checkpoints import checkpoint
+from charrnn.checkpoints import checkpoint, folder_files
 from charrnn.model import network, optim
 from charrnn.training import loop
 from charrnn.checkpoints.checkpoint import Checkpoint, CorpusInfo
@@ -64,7 +64,7 @@ def checkpoints(draw) -> Checkpoint:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(original=checkpoints())
 def test_save_then_load_is_exact(tmp_path, original):
-    loaded = checkpoint.load(checkpoint.save(original, str(tmp_path)))
+    loaded = checkpoint.load(folder_files.save(original, str(tmp_path)))
     assert loaded.model_config == original.model_config
     assert loaded.train_config == original.train_config
     assert loaded.tokenizer == original.tokenizer and loaded.tokenizer.unknown == original.tokenizer.unknown

@@ -321,7 +321,7 @@ def _train(kernels, steps=6, **model_options):
     model_config = ModelConfig(vocab_size=len(vocab), hidden_size=16, **model_options)
     trainee = loop.new_trainee(model_config, config, kernels)
     streams = ids[: 8 * (len(ids) // 8)].reshape(8, -1)
-    losses = [result.loss_nats for result in loop.run(trainee, streams, config)]
+    losses = [result.loss_nats for result in loop.train_steps(trainee, streams, config)]
     return losses, trainee
 
 

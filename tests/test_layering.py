@@ -11,40 +11,47 @@ PACKAGE = Path(__file__).resolve().parent.parent / "charrnn"
 
 # The packages in layers, top first: a module may import modules of lower layers, and of its own package
 # only as ALLOWED says (so the order inside a package is written down too). Plain modules at the top of
-# charrnn (config, errors, files, install, memory, plot, progress) form the bottom layer. The cli/ package counts
+# charrnn (config, settings, errors, files, install, memory, plot, progress) form the bottom layer. The cli/ package counts
 # as one module.
 LAYERS = [["__main__"], ["cli"], ["training"], ["inference", "checkpoints"], ["data", "model"], [""]]
 ALLOWED = {
     "__init__": set(),
     "__main__": {"cli"},
     "cli": {
-        "__init__", "cli", "config", "model.backend", "errors", "files", "install", "memory", "plot",
-        "checkpoints.checkpoint", "checkpoints.info", "checkpoints.listing",
+        "__init__", "cli", "config", "model.backend", "errors", "files", "install", "memory", "plot", "settings",
+        "checkpoints.checkpoint", "checkpoints.folder_files", "checkpoints.info", "checkpoints.listing",
         "data.corpus", "data.token_cache", "inference.sampling", "inference.scoring", "model.network",
-        "training.loop", "training.schedule", "training.session",
+        "training.loop", "training.runner", "training.session",
     },
     "training.session": {
         "model.backend",
-        "checkpoints.checkpoint", "checkpoints.metadata", "config", "data.corpus", "data.streams", "data.token_cache",
-        "data.tokenizer", "errors", "memory", "model.network", "model.optim", "training.folder", "training.loop",
+        "checkpoints.checkpoint", "checkpoints.folder_files", "checkpoints.metadata", "config", "data.corpus",
+        "data.token_cache", "data.tokenizer", "errors", "memory", "model.network", "model.optim", "training.corpus_data",
+        "training.folder",
+        "training.loop", "training.resume",
     },
-    "training.schedule": {
-        "checkpoints.checkpoint", "config", "inference.sampling", "inference.scoring", "model.network",
+    "training.corpus_data": {
+        "checkpoints.checkpoint", "config", "data.corpus", "data.streams", "data.token_cache", "data.tokenizer", "errors",
+    },
+    "training.resume": {"config", "errors", "settings"},
+    "training.runner": {
+        "checkpoints.checkpoint", "checkpoints.folder_files", "config", "inference.sampling", "inference.scoring", "model.network",
         "training.loop", "training.session",
     },
     "training.loop": {
         "config", "errors", "model.backend", "model.fpu", "model.network", "model.optim", "model.workspace", "progress",
     },
-    "training.folder": {"checkpoints.checkpoint", "errors"},
+    "training.folder": {"checkpoints.checkpoint", "checkpoints.folder_files", "errors"},
     "inference.sampling": {"config", "model.backend", "model.network"},
     "inference.scoring": {"config", "data.tokenizer", "errors", "model.backend", "model.fpu", "model.network"},
     "checkpoints.checkpoint": {
         "__init__", "checkpoints.archive", "checkpoints.metadata", "config", "data.tokenizer", "errors", "files",
         "model.network", "model.optim", "progress",
     },
-    "checkpoints.listing": {"checkpoints.checkpoint", "checkpoints.metadata", "errors"},
+    "checkpoints.listing": {"checkpoints.checkpoint", "checkpoints.folder_files", "checkpoints.metadata", "errors"},
+    "checkpoints.folder_files": {"checkpoints.checkpoint", "errors"},
     "checkpoints.info": {"checkpoints.checkpoint", "config", "errors", "files", "model.network", "model.optim"},
-    "checkpoints.metadata": {"__init__", "config", "data.tokenizer", "errors", "progress"},
+    "checkpoints.metadata": {"__init__", "config", "data.tokenizer", "errors", "progress", "settings"},
     "checkpoints.archive": {"errors"},
     "data.token_cache": {"config", "data.corpus", "data.tokenizer", "errors", "files"},
     "data.tokenizer": {"config", "errors"},
@@ -71,7 +78,8 @@ ALLOWED = {
     "memory": {"errors"},
     "progress": set(),
     "files": set(),
-    "config": {"errors"},
+    "config": {"errors", "settings"},
+    "settings": {"errors"},
     "errors": set(),
 }
 # Third-party modules and the only modules allowed to import them.

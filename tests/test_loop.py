@@ -29,7 +29,7 @@ def _setup(text=PANGRAM, hidden=32, **train_options):
 def test_loss_falls_far_below_the_uniform_baseline():
     model_config, config, streams = _setup()
     trainee = loop.new_trainee(model_config, config)
-    results = list(loop.run(trainee, streams, config))
+    results = list(loop.train_steps(trainee, streams, config))
     assert len(results) == 300
     assert math.log(model_config.vocab_size) == pytest.approx(3.332, abs=1e-3)
     assert results[0].loss_nats == pytest.approx(3.332, abs=0.01)
@@ -56,7 +56,7 @@ def test_chunks_advance_by_seq_length_and_wrap_with_a_reset_state():
 def test_epoch_limit_stops_after_whole_passes():
     model_config, config, streams = _setup(max_steps=None, max_epochs=1.5)
     trainee = loop.new_trainee(model_config, config)
-    assert len(list(loop.run(trainee, streams, config))) == 66  # 44 steps an epoch
+    assert len(list(loop.train_steps(trainee, streams, config))) == 66  # 44 steps an epoch
     assert loop.epochs_done(trainee.progress, streams, config.seq_length) == 1.5
 
 
@@ -69,7 +69,7 @@ def test_should_stop_is_checked_between_steps():
         calls.append(1)
         return len(calls) > 3
 
-    assert len(list(loop.run(trainee, streams, config, stop_after_three))) == 3
+    assert len(list(loop.train_steps(trainee, streams, config, stop_after_three))) == 3
     assert trainee.progress.step == 3
 
 
@@ -88,7 +88,7 @@ def test_float64_training_keeps_float64_everywhere():
     tokenizer, ids = Tokenizer.fit(PANGRAM, "char")
     config = TrainConfig(seq_length=5, batch_size=2, max_steps=2, rng_seed=1)
     trainee = loop.new_trainee(ModelConfig(vocab_size=tokenizer.vocab_size, hidden_size=8, dtype="float64"), config)
-    list(loop.run(trainee, split_streams(ids, 2, 5), config))
+    list(loop.train_steps(trainee, split_streams(ids, 2, 5), config))
     arrays = [*trainee.params.values(), *trainee.optimizer_state.values(), *trainee.hidden.values()]
     assert {a.dtype for a in arrays} == {np.dtype("float64")}
 

@@ -12,9 +12,11 @@ import click
 
 from click.testing import CliRunner
 
-from charrnn import config
+from charrnn import config, settings
 from charrnn.cli import ENVVAR_PREFIX, cli
-from charrnn.config import CHANGEABLE, FIXED, DataConfig, ModelConfig, SampleConfig, ScheduleConfig, TrainConfig
+from charrnn.config import DataConfig, ModelConfig, SampleConfig, ScheduleConfig, TrainConfig
+from charrnn.settings import CHANGEABLE, FIXED
+from charrnn.training import resume
 from test_cli import invoke, invoke_ok
 
 
@@ -27,8 +29,8 @@ def test_every_option_field_is_an_option_of_its_commands_with_its_default_and_he
                              "sample": (SampleConfig,)}.items():
         text = _help(command)
         for cls in classes:
-            for field, found in config.options(cls):
-                flag = config.flag(cls, field.name)
+            for field, found in settings.options(cls):
+                flag = settings.flag(cls, field.name)
                 assert flag in text, flag
                 assert "".join(found.help.split()) in text, flag
                 if found.default_text:
@@ -39,11 +41,11 @@ def test_every_option_field_is_an_option_of_its_commands_with_its_default_and_he
 
 
 def test_the_resume_rules_come_from_the_fields():
-    assert set(config.settings_on_resume(FIXED)) == {
+    assert set(resume.settings_on_resume(FIXED)) == {
         "embed_size", "hidden_size", "num_layers", "cell", "activation", "dropout", "dtype", "seq_length", "batch_size",
         "optimizer", "rng_seed", "val_fraction", "tokenizer", "max_vocab",
     }
-    assert config.settings_on_resume(CHANGEABLE) == {
+    assert resume.settings_on_resume(CHANGEABLE) == {
         "learning_rate": (TrainConfig, "--learning-rate"), "lr_decay": (TrainConfig, "--lr-decay"),
         "lr_decay_after": (TrainConfig, "--lr-decay-after"), "clip": (TrainConfig, "--clip"),
         "max_steps": (TrainConfig, "--steps"), "max_epochs": (TrainConfig, "--epochs"),

@@ -193,7 +193,7 @@ class _Terminal:
 
 
 def test_on_a_terminal_a_progress_bar_with_samples_above_it(workdir, small_corpus, monkeypatch):
-    from charrnn.training import schedule
+    from charrnn.training import runner
     from charrnn.cli.training_output import TrainingOutput
     from charrnn.config import ModelConfig, ScheduleConfig, TrainConfig
     from charrnn.training.session import TrainRequest, open_session
@@ -206,7 +206,7 @@ def test_on_a_terminal_a_progress_bar_with_samples_above_it(workdir, small_corpu
         model=ModelConfig(hidden_size=8),
         train=TrainConfig(max_steps=10, batch_size=4, seq_length=10, rng_seed=1),
     )
-    finished = TrainingOutput(quiet=False, log_every=4, log_jsonl=None).run(schedule.run(open_session(request)))
+    finished = TrainingOutput(quiet=False, log_every=4, log_jsonl=None).run(runner.run_session(open_session(request)))
     assert finished.steps == 10
     text = terminal.text
     assert "--- sample at step 5 (temperature 1) ---" in text and "--- sample at step 10" in text

@@ -1,5 +1,7 @@
 """Checkpoints: one ``.npz`` file with every array and a JSON metadata entry, written atomically.
 
+The format and its reading and writing; the files of a checkpoint folder are folder_files.py's.
+
 Layout of the archive, format 3 (each entry a plain numeric ``.npy``; nothing is ever pickled)::
 
     meta          uint8   UTF-8 JSON: format, versions, configs, tokenizer, corpus, progress, RNG
@@ -23,11 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
-import re
-import tempfile
 import zipfile
-from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -38,15 +36,12 @@ from charrnn.checkpoints import metadata
 from charrnn.model import network, optim
 from charrnn.checkpoints.metadata import FORMAT_NAME, FORMAT_VERSION, MODEL, TRAINING, Metadata
 from charrnn.config import ModelConfig, TrainConfig
-from charrnn.errors import CharRNNError, CheckpointError, CheckpointWriteError, ConfigError, TrainingError
+from charrnn.errors import CharRNNError, CheckpointError, CheckpointWriteError, TrainingError
 from charrnn.checkpoints.archive import NpzArchive, open_archive
 from charrnn.data.tokenizer import Tokenizer
 from charrnn.progress import Progress
 
-LATEST_NAME = "latest.npz"
-BEST_NAME = "best.npz"
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
-STEP_NAME = re.compile(r"^step_(\d+)\.npz$")
 
 
 @dataclass(frozen=True)
@@ -99,11 +94,6 @@ class Identity:
     step: int
 
 
-def step_filename(step: int) -> str:
-    """File name of the checkpoint written at ``step``."""
-    return f"step_{step:08d}.npz"
-
-
 # --- writing ------------------------------------------------------------------------------------------
 
 
@@ -125,7 +115,6 @@ def _metadata(ckpt: Checkpoint) -> dict[str, Any]:
         "smoothed_loss_nats": files.finite_or_none(ckpt.progress.smoothed_loss_nats),
         "rng_state": ckpt.rng_state,
     }
-
 
 
 def to_bytes(ckpt: Checkpoint) -> bytes:
@@ -187,70 +176,7 @@ def export(ckpt: Checkpoint) -> Checkpoint:
     return dataclasses.replace(ckpt, optimizer_state={}, hidden={}, contents=MODEL)
 
 
-def prepare_directory(directory: str) -> None:
-    """Create ``directory`` if needed and prove it is writable, before any training time is spent."""
-    try:
-        os.makedirs(directory, exist_ok=True)
-        with tempfile.TemporaryFile(dir=directory):
-            pass
-    except OSError as exc:
-        # Found before any training: bad input (exit 2), unlike a write that fails later.
-        raise ConfigError(
-            f"cannot write checkpoints to {directory}: {exc.strerror or exc}; "
-            "choose another folder with --checkpoint-dir"
-        ) from None
-
-
-def step_checkpoints(directory: str) -> list[tuple[int, str]]:
-    """(step, path) of the ``step_*.npz`` files in ``directory``, oldest first."""
-    try:
-        names = os.listdir(directory)
-    except OSError:
-        return []
-    return sorted((int(m.group(1)), os.path.join(directory, name)) for name in names if (m := STEP_NAME.match(name)))
-
-
-def save(ckpt: Checkpoint, directory: str) -> str:
-    """Write ``ckpt`` as ``step_<step>.npz`` and ``latest.npz`` in ``directory``; return the latter.
-
-    Raises TrainingError, writing nothing, if any array is not finite (see ``require_finite``).
-    """
-    require_finite(ckpt)
-    data = to_bytes(ckpt)
-    # latest.npz first: a crash between the two writes then leaves it the newest file, the one to resume.
-    latest = os.path.join(directory, LATEST_NAME)
-    atomic_write(latest, data)
-    atomic_write(os.path.join(directory, step_filename(ckpt.progress.step)), data)
-    return latest
-
-
-def prune_step_files(directory: str, keep: int) -> None:
-    """Remove the step checkpoints beyond the ``keep`` newest (0: keep all); never latest or best."""
-    if keep > 0:
-        for _, path in step_checkpoints(directory)[:-keep]:
-            with suppress(OSError):
-                os.unlink(path)
-
-
 # --- reading ------------------------------------------------------------------------------------------
-
-
-def find_latest(directory: str) -> Optional[str]:
-    """The newest checkpoint in ``directory``: ``latest.npz``, else the highest step file, else None."""
-    latest = os.path.join(directory, LATEST_NAME)
-    if os.path.isfile(latest):
-        return latest
-    steps = step_checkpoints(directory)
-    return steps[-1][1] if steps else None
-
-
-def find_model(directory: str) -> Optional[str]:
-    """The checkpoint of ``directory`` to sample or score with: ``best.npz`` (the lowest validation loss),
-    else the newest (``find_latest``), else None."""
-    best = os.path.join(directory, BEST_NAME)
-    if os.path.isfile(best):
-        return best
-    return find_latest(directory)
 
 
 def _read_meta(archive: NpzArchive) -> Metadata:

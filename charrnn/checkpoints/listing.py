@@ -14,7 +14,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from charrnn.checkpoints import checkpoint
+from charrnn.checkpoints import checkpoint, folder_files
 from charrnn.checkpoints.metadata import TRAINING
 from charrnn.errors import CharRNNError, CheckpointError
 
@@ -64,10 +64,10 @@ def _read(path: str) -> Listed:
 def _order(item: Listed) -> tuple:
     """By step; at one step the step file, best.npz, latest.npz, then other files by name; unreadable
     files last."""
-    if checkpoint.STEP_NAME.match(item.name):
+    if folder_files.STEP_NAME.match(item.name):
         rank = 0
-    elif item.name in (checkpoint.BEST_NAME, checkpoint.LATEST_NAME):
-        rank = 1 + (checkpoint.BEST_NAME, checkpoint.LATEST_NAME).index(item.name)
+    elif item.name in (folder_files.BEST_NAME, folder_files.LATEST_NAME):
+        rank = 1 + (folder_files.BEST_NAME, folder_files.LATEST_NAME).index(item.name)
     else:
         rank = 3
     return (item.step is None, item.step or 0, rank, item.name)
@@ -85,7 +85,7 @@ def list_folder(directory: str) -> list[Listed]:
     names = sorted(n for n in os.listdir(directory) if n.endswith(SUFFIX) and not n.startswith("."))
     items = [_read(os.path.join(directory, name)) for name in names if os.path.isfile(os.path.join(directory, name))]
     marks = {name: next((i for i in items if i.name == name and i.step is not None), None)
-             for name in (checkpoint.BEST_NAME, checkpoint.LATEST_NAME)}
+             for name in (folder_files.BEST_NAME, folder_files.LATEST_NAME)}
     marked = []
     for item in items:
         same = tuple(name for name, found in marks.items()
@@ -99,9 +99,9 @@ def _note(item: Listed) -> str:
     if item.problem is not None:
         return f"unreadable: {item.problem}"
     notes = []
-    if item.name == checkpoint.BEST_NAME:
+    if item.name == folder_files.BEST_NAME:
         notes.append("best: lowest validation loss")
-    elif item.name == checkpoint.LATEST_NAME:
+    elif item.name == folder_files.LATEST_NAME:
         notes.append("latest: where training resumes")
     notes += [f"= {name}" for name in item.same_as]
     if item.contents != TRAINING:
@@ -143,8 +143,8 @@ def to_dict(directory: str, items: list[Listed]) -> dict[str, Any]:
 
     return {
         "folder": directory,
-        "best": path_of(checkpoint.BEST_NAME),
-        "latest": path_of(checkpoint.LATEST_NAME),
+        "best": path_of(folder_files.BEST_NAME),
+        "latest": path_of(folder_files.LATEST_NAME),
         "checkpoints": [
             {
                 "file": item.name, "path": item.path, "size_bytes": item.size_bytes, "step": item.step,

@@ -21,7 +21,8 @@ from typing import Any, Callable, NamedTuple, Optional, TypeVar
 import numpy as np
 
 from charrnn import __version__
-from charrnn.config import ModelConfig, TrainConfig, describe_value, from_dict, is_finite_number
+from charrnn.config import ModelConfig, TrainConfig
+from charrnn.settings import describe_value, from_dict, is_finite_number
 from charrnn.errors import CharRNNError, CheckpointError
 from charrnn.data.tokenizer import Tokenizer
 from charrnn.progress import Progress

@@ -108,12 +108,12 @@ def resolve_checkpoint(path: Optional[str], quiet: bool, newest: bool = False) -
     file; with ``newest`` (for resuming, which must continue from the end) its newest checkpoint. The
     file chosen in a folder is named on stderr (``using ...``) unless ``quiet``.
     """
-    from charrnn.checkpoints import checkpoint
+    from charrnn.checkpoints import folder_files
 
     folder = DEFAULT_CHECKPOINT_DIR if path is None else path
     if path is not None and not os.path.isdir(path):
         return path  # a file, or nothing: loading it says what is wrong
-    found = checkpoint.find_latest(folder) if newest else checkpoint.find_model(folder)
+    found = folder_files.find_latest(folder) if newest else folder_files.find_model(folder)
     if found is None:
         raise CheckpointError(
             f"no checkpoint in {folder.rstrip(os.sep)}/; train one with 'charrnn train CORPUS' or pass a checkpoint file"

@@ -20,7 +20,8 @@ from typing import Any, Callable, Optional, TypeVar
 import click
 from click.core import ParameterSource
 
-from charrnn import config
+from charrnn import config, settings
+from charrnn.errors import ConfigError
 
 F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
@@ -88,7 +89,7 @@ def _value_type(cls: type, field: dataclasses.Field) -> Any:
 def param_name(cls: type, name: str) -> str:
     """The click parameter of field ``name``: named after its flag (``--steps``: ``steps``), so that its
     environment variable is too (CHARRNN_TRAIN_STEPS)."""
-    return config.flag(cls, name).lstrip("-").replace("-", "_")
+    return settings.flag(cls, name).lstrip("-").replace("-", "_")
 
 
 class _WithWords(click.ParamType):
@@ -104,8 +105,8 @@ class _WithWords(click.ParamType):
         return self.base.convert(value, param, ctx)
 
 
-def _click_option(cls: type, field: dataclasses.Field, found: config.Option) -> Callable[[F], F]:
-    flag, name = config.flag(cls, field.name), param_name(cls, field.name)
+def _click_option(cls: type, field: dataclasses.Field, found: settings.Option) -> Callable[[F], F]:
+    flag, name = settings.flag(cls, field.name), param_name(cls, field.name)
     kind = _value_type(cls, field)
     envvar = {"envvar": found.envvar} if found.envvar else {}  # CHARRNN_<COMMAND>_<FLAG> works as well
     if kind is bool:
@@ -133,7 +134,7 @@ def config_options(*classes: type, only: Optional[set[str]] = None) -> Callable[
 
     def decorate(function: F) -> F:
         for cls in reversed(classes):
-            for field, found in reversed(config.options(cls)):
+            for field, found in reversed(settings.options(cls)):
                 if only is None or field.name in only:
                     function = _click_option(cls, field, found)(function)
         return function
@@ -148,14 +149,14 @@ def build(cls: type[T], values: dict[str, Any]) -> T:
     variable, the message names the variable too (the flag alone would send the user to the command line).
     """
     try:
-        return cls(**{field.name: values[param_name(cls, field.name)] for field, _ in config.options(cls)})
-    except config.ConfigError as exc:
+        return cls(**{field.name: values[param_name(cls, field.name)] for field, _ in settings.options(cls)})
+    except ConfigError as exc:
         ctx = click.get_current_context(silent=True)
         message = str(exc)
-        for field, _ in config.options(cls) if ctx is not None else ():
+        for field, _ in settings.options(cls) if ctx is not None else ():
             variable = environment_source(ctx, cls, field.name)
-            if variable and message.startswith(config.flag(cls, field.name) + " "):
-                raise config.ConfigError(f"{message} (set by {variable})") from None
+            if variable and message.startswith(settings.flag(cls, field.name) + " "):
+                raise ConfigError(f"{message} (set by {variable})") from None
         raise
 
 
@@ -163,6 +164,6 @@ def given_fields(ctx: click.Context, *classes: type) -> frozenset[str]:
     """The fields of ``classes`` whose options the user gave, on the command line or in the environment."""
     sources = (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
     return frozenset(
-        field.name for cls in classes for field, _ in config.options(cls)
+        field.name for cls in classes for field, _ in settings.options(cls)
         if ctx.get_parameter_source(param_name(cls, field.name)) in sources
     )

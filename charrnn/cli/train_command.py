@@ -77,7 +77,7 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
     Exit codes: 0 done, 1 failure while running (NaN loss, failed write), 2 bad usage or input,
     130/143 interrupted by SIGINT/SIGTERM after saving a checkpoint.
     """
-    from charrnn.training import schedule
+    from charrnn.training import runner
     from charrnn.errors import ConfigError
     from charrnn.training.session import TrainRequest, open_session
 
@@ -119,7 +119,7 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
     previous = {s: signal.signal(s, stop.handle) for s in EXIT_INTERRUPTED}
     output = TrainingOutput(options["quiet"], options["log_every"], options["log_jsonl"])
     try:
-        finished = output.run(schedule.run(session, stop))
+        finished = output.run(runner.run_session(session, stop))
     except Interrupted as exc:
         fail("aborted without saving; the last checkpoint written is intact", exc.exit_code)
     finally:

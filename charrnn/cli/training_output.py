@@ -42,11 +42,11 @@ class TrainingOutput:
 
     def run(self, events: Iterable[Any]) -> Any:
         """Consume all events; return the Finished event."""
-        from charrnn.training import schedule
+        from charrnn.training import runner
 
         try:
             for event in events:
-                if isinstance(event, schedule.Finished):
+                if isinstance(event, runner.Finished):
                     self._complete_record()
                     self._finish(event)
                     return event
@@ -63,22 +63,22 @@ class TrainingOutput:
 
     def handle(self, event: Any) -> None:
         """Show or log one event."""
-        from charrnn.training import schedule
+        from charrnn.training import runner
         from charrnn.training.loop import StepResult
 
-        if isinstance(event, schedule.Sampled):
+        if isinstance(event, runner.Sampled):
             self._complete_record()  # that step's validation, if any, has been reported by now
-        if isinstance(event, schedule.Started):
+        if isinstance(event, runner.Started):
             self._start(event)
         elif isinstance(event, StepResult):
             self._step(event)
-        elif isinstance(event, schedule.Evaluated):
+        elif isinstance(event, runner.Evaluated):
             self.val = event.score
             self.postfix.update(val=f"{event.score.loss_nats:.3f}", bpc=f"{event.score.bits_per_char:.3f}")
             if self.record is not None and self.record["step"] == event.step:
                 self.record.update(val_loss_nats=event.score.loss_nats, val_bits_per_char=event.score.bits_per_char)
             self._complete_record()
-        elif isinstance(event, schedule.Sampled) and not self.quiet:
+        elif isinstance(event, runner.Sampled) and not self.quiet:
             self._write(f"--- sample at step {event.step} (temperature {event.temperature:g}) ---\n{event.text}\n---")
 
     def _write(self, text: str) -> None:

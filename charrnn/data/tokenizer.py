@@ -172,14 +172,6 @@ class Tokenizer:
                 return [word]  # no split: left whole, and reported as unknown
         return pieces
 
-    def encode_tokens(self, tokens: Sequence[str]) -> np.ndarray:
-        """Ids of an already tokenized sequence (int32, shape (N,))."""
-        index = self._index
-        unknown = [t for t in tokens if t not in index]
-        if unknown:
-            raise VocabularyError(f"tokens not in the model's vocabulary: {_describe_unknown(unknown)}")
-        return np.fromiter((index[t] for t in tokens), dtype=np.int32, count=len(tokens))
-
     def token_lengths(self) -> np.ndarray:
         """Characters in each token (V,), for converting bits per token into bits per character.
 

@@ -96,9 +96,3 @@ class Workspace:
             share(0)
         for future in futures:
             future.result()  # re-raises any error from a worker
-
-    def close(self) -> None:
-        """Stop the worker threads (they stop at exit anyway)."""
-        if self._pool is not None:
-            self._pool.shutdown()
-            self._pool = None

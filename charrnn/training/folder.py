@@ -22,6 +22,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
+from charrnn.checkpoints import checkpoint, folder_files
 from charrnn.checkpoints.checkpoint import Identity
 from charrnn.errors import ConfigError
 
@@ -175,3 +176,36 @@ def claim(
             what = f"holds another model ({path})"
         raise ConfigError(f"{directory} {what}; {advice}")
     return Claim(directory, [path for path, _ in foreign])
+
+
+def target_directory(resume: Optional[str], checkpoint_dir: str, dir_given: bool) -> str:
+    """Where a run writes: ``checkpoint_dir`` if given (``dir_given``) or for a fresh run, else (when
+    resuming) the folder of the checkpoint it resumes.
+
+    A resume that wrote to the default folder instead would replace whatever model lives there.
+    """
+    if resume is None or dir_given:
+        return checkpoint_dir
+    return os.path.dirname(resume) or "."
+
+
+def secure(
+    directory: str, identity: Optional[Identity], overwrite: bool, advice: str, notes: list[str]
+) -> tuple[FolderLock, Claim]:
+    """Create, lock and claim the checkpoint folder, before any training time is spent.
+
+    Raises ConfigError when the folder cannot be written, is in use, or holds what the run would
+    destroy (see ``claim``); notes the unfinished writes of dead processes it removed.
+    """
+    folder_files.prepare_directory(directory)
+    lock = FolderLock(directory)
+    lock.acquire()
+    try:
+        removed = remove_stale_temporary_files(directory)
+        if removed:
+            notes.append(f"removed {len(removed)} unfinished checkpoint write(s) left by a process that died")
+        found = claim(directory, identity, checkpoint.read_identity, overwrite, advice)
+    except BaseException:
+        lock.release()
+        raise
+    return lock, found

@@ -186,7 +186,7 @@ class DivergenceWatch:
         )
 
 
-def run(
+def train_steps(
     trainee: Trainee,
     streams: np.ndarray,
     config: TrainConfig,

@@ -14,7 +14,7 @@ from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
 
-from charrnn.checkpoints import checkpoint
+from charrnn.checkpoints import checkpoint, folder_files
 from charrnn.inference import sampling, scoring
 from charrnn.model import network
 from charrnn.training import loop
@@ -114,6 +114,17 @@ def _chars_per_token(session: Session, token_lengths: np.ndarray) -> float:
     return float(token_lengths[head].mean())
 
 
+def _patience_note(session: Session) -> tuple[str, ...]:
+    """A note when a resumed model has already used up its --patience: its next validation decides."""
+    patience, waited = session.request.schedule.patience, session.trainee.progress.validations_since_best
+    if session.val_ids is None or not patience or waited < patience:
+        return ()
+    return (
+        f"the model has had {waited} validations in a row without a new best, as many as --patience {patience} "
+        "allows: it stops at its next validation unless that is a new best (--patience 0 never stops early)",
+    )
+
+
 def training_sample(session: Session, length: int, temperature: float = 1.0) -> str:
     """Text from the current model, primed with a random token.
 
@@ -144,7 +155,7 @@ def _validate(session: Session, token_lengths: np.ndarray) -> Iterator[Event]:
     if is_best:
         progress.best_val_loss_nats, progress.best_val_step = score.loss_nats, progress.step
         progress.validations_since_best = 0
-        path = os.path.join(session.checkpoint_dir, checkpoint.BEST_NAME)
+        path = os.path.join(session.checkpoint_dir, folder_files.BEST_NAME)
         checkpoint.write(to_checkpoint(session), path)
         _written(session, path)
         yield Saved(progress.step, path)
@@ -162,13 +173,13 @@ def _written(session: Session, *paths: str) -> None:
 def _save(session: Session) -> str:
     """Write the step checkpoint and latest.npz, then prune old step files; returns latest's path."""
     directory = session.checkpoint_dir
-    path = checkpoint.save(to_checkpoint(session), directory)
-    _written(session, path, os.path.join(directory, checkpoint.step_filename(session.trainee.progress.step)))
-    checkpoint.prune_step_files(directory, session.request.schedule.checkpoint_keep)
+    path = folder_files.save(to_checkpoint(session), directory)
+    _written(session, path, os.path.join(directory, folder_files.step_filename(session.trainee.progress.step)))
+    folder_files.prune_step_files(directory, session.request.schedule.checkpoint_keep)
     return path
 
 
-def run(session: Session, should_stop: Callable[[], bool] = lambda: False) -> Iterator[Event]:
+def run_session(session: Session, should_stop: Callable[[], bool] = lambda: False) -> Iterator[Event]:
     """Train ``session`` to its limit, yielding events; validates, samples and saves on schedule.
 
     At the end the model is validated (if there is validation text) and saved. When ``should_stop()``
@@ -198,7 +209,7 @@ def run(session: Session, should_stop: Callable[[], bool] = lambda: False) -> It
         session.corpus.encodings,
         session.request.data.encoding,
         session.resumed_from,
-        tuple(session.notes),
+        tuple(session.notes) + _patience_note(session),
         trainee.kernels.name,
     )
     saved_path, saved_step, last_score = None, None, None
@@ -208,7 +219,7 @@ def run(session: Session, should_stop: Callable[[], bool] = lambda: False) -> It
         return deadline is not None and time.perf_counter() >= deadline
 
     stopped_early = False
-    for result in loop.run(trainee, session.streams, session.train_config,
+    for result in loop.train_steps(trainee, session.streams, session.train_config,
                            lambda: stopped_early or should_stop() or out_of_time()):
         yield result
         step = result.step

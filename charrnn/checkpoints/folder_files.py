@@ -1,0 +1,90 @@
+"""The files of a checkpoint folder: latest.npz, best.npz and step_NNNNNNNN.npz; saving, finding, pruning.
+
+A run saves its step checkpoint and ``latest.npz`` together, and ``best.npz`` whenever validation finds
+a new best (training/runner.py). Readers take ``best.npz`` to sample or score with (``find_model``) and
+the newest file to resume from (``find_latest``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from contextlib import suppress
+from typing import Optional
+
+from charrnn.checkpoints import checkpoint
+from charrnn.checkpoints.checkpoint import Checkpoint
+from charrnn.errors import ConfigError
+
+LATEST_NAME = "latest.npz"
+BEST_NAME = "best.npz"
+STEP_NAME = re.compile(r"^step_(\d+)\.npz$")
+
+
+def step_filename(step: int) -> str:
+    """File name of the checkpoint written at ``step``."""
+    return f"step_{step:08d}.npz"
+
+
+def prepare_directory(directory: str) -> None:
+    """Create ``directory`` if needed and prove it is writable, before any training time is spent."""
+    try:
+        os.makedirs(directory, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        # Found before any training: bad input (exit 2), unlike a write that fails later.
+        raise ConfigError(
+            f"cannot write checkpoints to {directory}: {exc.strerror or exc}; "
+            "choose another folder with --checkpoint-dir"
+        ) from None
+
+
+def step_checkpoints(directory: str) -> list[tuple[int, str]]:
+    """(step, path) of the ``step_*.npz`` files in ``directory``, oldest first."""
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return []
+    return sorted((int(m.group(1)), os.path.join(directory, name)) for name in names if (m := STEP_NAME.match(name)))
+
+
+def save(ckpt: Checkpoint, directory: str) -> str:
+    """Write ``ckpt`` as ``step_<step>.npz`` and ``latest.npz`` in ``directory``; return the latter.
+
+    Raises TrainingError, writing nothing, if any array is not finite (see ``require_finite``).
+    """
+    checkpoint.require_finite(ckpt)
+    data = checkpoint.to_bytes(ckpt)
+    # latest.npz first: a crash between the two writes then leaves it the newest file, the one to resume.
+    latest = os.path.join(directory, LATEST_NAME)
+    checkpoint.atomic_write(latest, data)
+    checkpoint.atomic_write(os.path.join(directory, step_filename(ckpt.progress.step)), data)
+    return latest
+
+
+def prune_step_files(directory: str, keep: int) -> None:
+    """Remove the step checkpoints beyond the ``keep`` newest (0: keep all); never latest or best."""
+    if keep > 0:
+        for _, path in step_checkpoints(directory)[:-keep]:
+            with suppress(OSError):
+                os.unlink(path)
+
+
+def find_latest(directory: str) -> Optional[str]:
+    """The newest checkpoint in ``directory``: ``latest.npz``, else the highest step file, else None."""
+    latest = os.path.join(directory, LATEST_NAME)
+    if os.path.isfile(latest):
+        return latest
+    steps = step_checkpoints(directory)
+    return steps[-1][1] if steps else None
+
+
+def find_model(directory: str) -> Optional[str]:
+    """The checkpoint of ``directory`` to sample or score with: ``best.npz`` (the lowest validation loss),
+    else the newest (``find_latest``), else None."""
+    best = os.path.join(directory, BEST_NAME)
+    if os.path.isfile(best):
+        return best
+    return find_latest(directory)
