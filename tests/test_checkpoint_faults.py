@@ -93,8 +93,9 @@ class Run(NamedTuple):
 
 
 @contextlib.contextmanager
-def deadline(seconds: int = 30) -> Iterator[None]:
-    """Raise Hung in the code inside if it is still running after ``seconds`` (SIGALRM)."""
+def deadline(seconds: int = 120) -> Iterator[None]:
+    """Raise Hung in the code inside if it is still running after ``seconds`` (SIGALRM): generous, as a
+    command that trains may first compile the numba kernels, which takes half a minute on a busy machine."""
     def interrupt(signum, frame):
         raise Hung
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from charrnn.checkpoints import checkpoint
+from conftest import wait_until
 from test_cli import FAST
 
 
@@ -29,11 +30,8 @@ def _kill_during_saves(charrnn_executable: str, tmp_path: Path, corpus: Path, tr
                 stdout=subprocess.DEVNULL, stderr=stderr,
             )
             try:
-                deadline = time.monotonic() + 60
-                while not (folder / "latest.npz").exists() and time.monotonic() < deadline:
-                    assert process.poll() is None, (process.returncode, stderr.seek(0) or stderr.read())
-                    time.sleep(0.005)
-                time.sleep(chooser.uniform(0.0, 0.3))
+                wait_until((folder / "latest.npz").exists, "the first save", process)
+                time.sleep(chooser.uniform(0.0, 0.3))  # any moment will do: not a bet on speed
             finally:
                 process.send_signal(signal.SIGKILL)
                 process.wait(timeout=60)
