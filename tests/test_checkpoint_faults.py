@@ -209,7 +209,7 @@ def test_installed_command_never_hangs_or_tracebacks_on_crafted_files(charrnn_ex
                 runs.append((case, command, path, process))
         for case, command, path, process in runs:
             try:
-                stdout, stderr = process.communicate(timeout=60)
+                stdout, stderr = process.communicate(timeout=120)
             except subprocess.TimeoutExpired:
                 pytest.fail(f"{command} hung on {case}")
             assert (process.returncode, stdout) == (2, ""), (case, command, stderr)

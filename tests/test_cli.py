@@ -223,14 +223,14 @@ def test_installed_command_in_a_subprocess(charrnn_executable, tmp_path, small_c
     assert run.stdout == "" and run.stderr == ""
     sampled = subprocess.run(
         [charrnn_executable, "sample", "--seed", "山", "--length", "12", "--rng-seed", "5"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
     )
     assert sampled.returncode == 0 and sampled.stdout.startswith("山") and len(sampled.stdout) == 14
     bad = subprocess.run([charrnn_executable, "sample", "--seed", "⚡"], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=60)
+                         text=True, timeout=120)
     assert bad.returncode == 2 and bad.stdout == ""
     assert bad.stderr == "using checkpoints/best.npz\nError: --seed has tokens not in the model's vocabulary: '⚡'\n"
-    module = subprocess.run([sys.executable, "-m", "charrnn", "--version"], capture_output=True, text=True, timeout=60)
+    module = subprocess.run([sys.executable, "-m", "charrnn", "--version"], capture_output=True, text=True, timeout=120)
     assert module.returncode == 0 and module.stdout == f"charrnn, version {__version__}\n"
 
 

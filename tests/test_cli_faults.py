@@ -117,7 +117,7 @@ def test_the_smallest_temperature_is_the_greedy_limit_without_overflow():
 
 def test_refusals_reach_stderr_as_one_line_through_the_installed_command(charrnn_executable, small_corpus, tmp_path):
     def run(*args):
-        return subprocess.run([charrnn_executable, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        return subprocess.run([charrnn_executable, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
 
     rate = run("train", str(small_corpus), "--steps", "3", *FAST, "--learning-rate", "1e39")
     assert (rate.returncode, rate.stdout) == (2, "")
@@ -230,7 +230,7 @@ def _limited_run(executable, cwd, *args):
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (4 << 30, resource.RLIM_INFINITY))
 
-    return subprocess.run([executable, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=60,
+    return subprocess.run([executable, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=120,
                           preexec_fn=limit)
 
 
@@ -337,7 +337,7 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def _wait_for(process: subprocess.Popen, evidence, what: str, timeout: float = 60) -> None:
+def _wait_for(process: subprocess.Popen, evidence, what: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not evidence():
         if process.poll() is not None:
@@ -410,7 +410,7 @@ def test_a_signal_outside_the_training_loop_exits_130_or_143_and_leaves_no_file(
         else:
             _wait_for(process, lambda: evidence(process.pid), f"the {phase} phase")
         process.send_signal(signal_number)
-        stdout, stderr = process.communicate(timeout=60)
+        stdout, stderr = process.communicate(timeout=120)
     finally:
         process.kill()
     assert process.returncode == 128 + signal_number, stderr
@@ -450,7 +450,7 @@ def test_a_full_stdout_is_one_error_line_and_exit_1(charrnn_executable, tiny_mod
     }[command]
     with open("/dev/full", "w") as full:
         result = subprocess.run([charrnn_executable, *map(str, args)], cwd=tmp_path, stdout=full,
-                                stderr=subprocess.PIPE, text=True, timeout=60)
+                                stderr=subprocess.PIPE, text=True, timeout=120)
     assert result.returncode == 1
     assert result.stderr == "Error: cannot write to standard output: No space left on device\n"
 
@@ -467,7 +467,7 @@ def test_a_reader_closing_stdout_early_is_a_normal_end(charrnn_executable, tiny_
         assert len(process.stdout.read(10)) == 10
         process.stdout.close()
         stderr = process.stderr.read()
-        process.wait(timeout=60)
+        process.wait(timeout=120)
     finally:
         process.kill()
     assert process.returncode == 0

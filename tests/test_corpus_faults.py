@@ -90,11 +90,11 @@ def test_killing_a_parallel_prepare_leaves_no_worker_running(
     workers: set[int] = set()
     parent = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        assert _wait_until(lambda: len(_children(parent.pid)) >= 2, 60), "the workers never started"
+        assert _wait_until(lambda: len(_children(parent.pid)) >= 2, 120), "the workers never started"
         workers = _children(parent.pid)
         os.kill(parent.pid, signal_number)
-        parent.wait(timeout=30)
-        assert _wait_until(lambda: not any(_running(w) for w in workers), 5), f"orphaned workers {workers}"
+        parent.wait(timeout=120)
+        assert _wait_until(lambda: not any(_running(w) for w in workers), 60), f"orphaned workers {workers}"
     finally:
         if parent.poll() is None:
             parent.kill()
@@ -108,7 +108,7 @@ def test_killing_a_parallel_prepare_leaves_no_worker_running(
         assert [name.split(".")[1] for name in _temporaries(cache)] == ["provisional"]
     # The next prepare in the folder removes what a dead process left.
     run = subprocess.run([charrnn_executable, "prepare", str(small_corpus), "--cache-dir", str(cache), "-q"],
-                         capture_output=True, timeout=60)
+                         capture_output=True, timeout=120)
     assert run.returncode == 0, run.stderr
     assert _temporaries(cache) == []
 
@@ -180,10 +180,10 @@ def test_train_reads_its_corpus_from_standard_input(charrnn_executable, tmp_path
     command = [charrnn_executable, "train", name, *TINY, "-q", "--cache-dir", str(cache),
                "--checkpoint-dir", str(tmp_path / "run")]
     if stdin == "pipe":
-        run = subprocess.run(command, input=small_corpus.read_bytes(), capture_output=True, timeout=60)
+        run = subprocess.run(command, input=small_corpus.read_bytes(), capture_output=True, timeout=120)
     else:
         with open(small_corpus, "rb") as f:
-            run = subprocess.run(command, stdin=f, capture_output=True, timeout=60)
+            run = subprocess.run(command, stdin=f, capture_output=True, timeout=120)
     assert (run.returncode, run.stderr) == (0, b"")
     corpus = checkpoint.load(str(tmp_path / "run" / "latest.npz")).corpus
     assert corpus.paths == (name,) and corpus.num_tokens == 3000
@@ -204,7 +204,7 @@ def test_a_fifo_as_the_corpus_is_read_once_and_never_hangs(charrnn_executable, t
     writer.start()
     try:
         run = subprocess.run([charrnn_executable, "train", str(fifo), *TINY, "-q", "--cache-dir", str(tmp_path / "c"),
-                              "--checkpoint-dir", str(tmp_path / "run")], capture_output=True, timeout=30)
+                              "--checkpoint-dir", str(tmp_path / "run")], capture_output=True, timeout=120)
     finally:
         if writer.is_alive():  # charrnn never opened the FIFO: open it here so that the writer ends
             os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
@@ -219,14 +219,14 @@ def test_resuming_a_model_trained_on_standard_input_asks_for_the_corpus(charrnn_
     run_dir, cache = tmp_path / "run", tmp_path / "cache"
     common = ["--cache-dir", str(cache), "--checkpoint-dir", str(run_dir)]
     first = subprocess.run([charrnn_executable, "train", "-", *TINY, "-q", *common],
-                           input=small_corpus.read_bytes(), capture_output=True, timeout=60)
+                           input=small_corpus.read_bytes(), capture_output=True, timeout=120)
     assert first.returncode == 0, first.stderr
     latest = str(run_dir / "latest.npz")
     # Standard input left open and empty, as a terminal would be: reading it would wait for ever.
     resumed = subprocess.Popen([charrnn_executable, "train", "--resume", latest, "--steps", "4", "-q", *common],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        code = resumed.wait(timeout=30)
+        code = resumed.wait(timeout=120)
         stdout, stderr = resumed.stdout.read(), resumed.stderr.read().decode()
     finally:
         resumed.kill()
@@ -239,7 +239,7 @@ def test_resuming_a_model_trained_on_standard_input_asks_for_the_corpus(charrnn_
         f"pass the corpus again, e.g. charrnn train - --resume {latest} < corpus.txt\n"
     )
     again = subprocess.run([charrnn_executable, "train", "-", "--resume", latest, "--steps", "4", *common],
-                           input=small_corpus.read_bytes(), capture_output=True, timeout=60)
+                           input=small_corpus.read_bytes(), capture_output=True, timeout=120)
     assert again.returncode == 0, again.stderr
     assert b"differs" not in again.stderr  # the same text: training goes on where it stopped
     assert checkpoint.load(latest).progress.step == 4
@@ -316,10 +316,10 @@ def test_a_corpus_name_that_is_not_utf8_round_trips_through_cache_checkpoint_and
 def test_a_corpus_name_that_is_not_utf8_through_the_installed_command(charrnn_executable, tmp_path, latin1_named):
     common = ["--cache-dir", str(tmp_path / "cache"), "--checkpoint-dir", str(tmp_path / "run")]
     trained = subprocess.run([charrnn_executable, "train", str(latin1_named), *TINY, "-q", *common],
-                             capture_output=True, timeout=60)
+                             capture_output=True, timeout=120)
     assert (trained.returncode, trained.stderr) == (0, b"")
     latest = str(tmp_path / "run" / "latest.npz")
-    shown = subprocess.run([charrnn_executable, "info", latest], capture_output=True, timeout=60)
+    shown = subprocess.run([charrnn_executable, "info", latest], capture_output=True, timeout=120)
     assert (shown.returncode, shown.stderr) == (0, b"")
     assert os.fsencode(str(latin1_named)) in shown.stdout
 

@@ -34,7 +34,7 @@ def _kill_during_saves(charrnn_executable: str, tmp_path: Path, corpus: Path, tr
                 time.sleep(chooser.uniform(0.0, 0.3))  # any moment will do: not a bet on speed
             finally:
                 process.send_signal(signal.SIGKILL)
-                process.wait(timeout=60)
+                process.wait(timeout=120)
         left += [str(folder / name) for name in os.listdir(folder) if name.endswith(".npz")]
     return left
 

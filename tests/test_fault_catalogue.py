@@ -180,7 +180,7 @@ def test_a_sample_of_crafted_checkpoints_through_the_installed_command(charrnn_e
         for args in _commands(path, corpus, tmp_path / f"out{index}").values():
             try:
                 run = subprocess.run([charrnn_executable, *map(str, args)], capture_output=True, text=True,
-                                     timeout=60, cwd=tmp_path)
+                                     timeout=120, cwd=tmp_path)
             except subprocess.TimeoutExpired:
                 outcomes["hang"] += 1
                 continue
@@ -254,11 +254,11 @@ def test_kill_9_of_a_parallel_prepare_leaves_no_worker(charrnn_executable, tmp_p
         parent = subprocess.Popen([charrnn_executable, "prepare", str(corpus), "--tokenizer", "jieba", "--workers",
                                    "2", "--cache-dir", str(tmp_path / f"cache{trial}"), "-q"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        assert _wait_until(lambda: len(_children(parent.pid)) >= 2, 60), "the workers never started"
+        assert _wait_until(lambda: len(_children(parent.pid)) >= 2, 120), "the workers never started"
         workers = _children(parent.pid)
         parent.kill()
-        parent.wait(timeout=30)
-        orphaned = not _wait_until(lambda: not any(_running(w) for w in workers), 5)
+        parent.wait(timeout=120)
+        orphaned = not _wait_until(lambda: not any(_running(w) for w in workers), 60)
         for worker in workers:
             if _running(worker):
                 os.kill(worker, signal.SIGKILL)

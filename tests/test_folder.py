@@ -129,7 +129,7 @@ def test_two_real_runs_on_one_folder_and_a_killed_holder(charrnn_executable, tmp
             "elsewhere with --checkpoint-dir")
     finally:
         first.send_signal(signal.SIGKILL)
-        first.wait(timeout=60)
+        first.wait(timeout=120)
     # kill -9 leaves the lock file but no lock: the next run takes the folder over at once.
     third = subprocess.run([*common, "--steps", "3", "--overwrite"], cwd=tmp_path, capture_output=True, text=True,
                            timeout=120)

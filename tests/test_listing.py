@@ -119,10 +119,10 @@ def test_export_never_replaces_a_file_unasked(run):
 
 def test_ls_and_export_through_the_installed_command(charrnn_executable, run):
     exported = subprocess.run([charrnn_executable, "export", "checkpoints", "-o", "checkpoints/model.npz", "-q"],
-                              cwd=run.parent, capture_output=True, text=True, timeout=60)
+                              cwd=run.parent, capture_output=True, text=True, timeout=120)
     assert exported.returncode == 0 and exported.stdout == "" and exported.stderr == ""
     listed = subprocess.run([charrnn_executable, "ls", "--json"], cwd=run.parent, capture_output=True, text=True,
-                            timeout=60)
+                            timeout=120)
     assert listed.returncode == 0 and listed.stderr == ""
     model = next(e for e in json.loads(listed.stdout)["checkpoints"] if e["file"] == "model.npz")
     assert model["contents"] == "model" and model["same_as"] == ["best.npz"]

@@ -129,10 +129,10 @@ def test_options_from_the_environment(workdir, small_corpus):
 
 def test_shell_completion_and_environment_through_the_installed_command(charrnn_executable, tmp_path):
     completion = subprocess.run([charrnn_executable], env={**os.environ, "_CHARRNN_COMPLETE": "bash_source"},
-                                capture_output=True, text=True, timeout=60)
+                                capture_output=True, text=True, timeout=120)
     assert completion.returncode == 0 and "_charrnn_completion" in completion.stdout
     words = subprocess.run(
-        [charrnn_executable], capture_output=True, text=True, timeout=60,
+        [charrnn_executable], capture_output=True, text=True, timeout=120,
         env={**os.environ, "_CHARRNN_COMPLETE": "bash_complete", "COMP_WORDS": "charrnn tr", "COMP_CWORD": "1"},
     )
     assert words.returncode == 0 and "train" in words.stdout
@@ -272,10 +272,10 @@ def test_standard_input_through_the_installed_command(charrnn_executable, tmp_pa
                              cwd=tmp_path, capture_output=True, timeout=120)
     assert trained.returncode == 0, trained.stderr
     scored = subprocess.run([charrnn_executable, "eval", "-", "-q"], input=text, cwd=tmp_path, capture_output=True,
-                            timeout=60)
+                            timeout=120)
     assert scored.returncode == 0 and scored.stdout.startswith(b"2,999 tokens scored, 0 unknown: "), scored.stderr
     both = subprocess.run([charrnn_executable, "train", "-", "--val-file", "-", "--steps", "2"], input=text,
-                          cwd=tmp_path, capture_output=True, timeout=60)
+                          cwd=tmp_path, capture_output=True, timeout=120)
     assert both.returncode == 2 and b"standard input (-) can be read only once" in both.stderr
 
 
