@@ -5,6 +5,7 @@ traceback, no RuntimeWarning and no partial file."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import resource
@@ -458,18 +459,29 @@ def test_a_full_stdout_is_one_error_line_and_exit_1(charrnn_executable, tiny_mod
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
 def test_a_reader_closing_stdout_early_is_a_normal_end(charrnn_executable, tiny_model, tmp_path, stream):
     ckpt, _ = tiny_model
-    # --stream writes token by token; a whole sample of 60 × 1,000 characters (180 kB) overfills the
-    # 64 kB pipe, so both are still writing when the reader goes, as with `charrnn sample | head -c 10`.
-    args = ["--stream", "--length", "100000"] if stream else ["--num-samples", "60", "--length", "1000"]
+    # Both are still writing when the reader goes, as with `charrnn sample | head -c 10`: --stream writes
+    # token by token, and a whole sample (held until all are complete) of 6 × 1,000 characters (about
+    # 15 kB) overfills the pipe, shrunk to a page where the system allows.
+    read_end, write_end = os.pipe()
+    if hasattr(fcntl, "F_SETPIPE_SZ"):
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+    samples = 6 if hasattr(fcntl, "F_SETPIPE_SZ") else 60
+    args = ["--stream", "--length", "100000"] if stream else ["--num-samples", str(samples), "--length", "1000"]
     process = subprocess.Popen([charrnn_executable, "sample", "-c", str(ckpt), "-q", *args], cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               stdout=write_end, stderr=subprocess.PIPE)
+    os.close(write_end)
     try:
-        assert len(process.stdout.read(10)) == 10
-        process.stdout.close()
+        with open(read_end, "rb", buffering=0) as reader:  # reads no more than it is asked for
+            received = b""
+            while len(received) < 10:
+                chunk = reader.read(10 - len(received))
+                assert chunk, f"the text ended after {len(received)} bytes"
+                received += chunk
         stderr = process.stderr.read()
         process.wait(timeout=120)
     finally:
         process.kill()
+        process.wait()
     assert process.returncode == 0
     assert stderr == b""  # no message, no "Exception ignored ... BrokenPipeError"
 

@@ -395,7 +395,7 @@ def test_max_seconds_stops_training_validates_saves_and_exits_0(workdir, small_c
     assert info["progress"]["step"] == document["steps"] and info["validation"]["step"] == document["steps"]
     # A per-run setting: a resumed run takes another budget, or none, and may end at its step limit.
     resumed = invoke("train", "--resume", "checkpoints", "--steps", str(document["steps"] + 3), "--max-seconds",
-                     "60", "--json", "-q")
+                     "3600", "--json", "-q")
     assert resumed.exit_code == 0, resumed.stderr
     again = json.loads(resumed.stdout)
     assert again["steps"] == document["steps"] + 3 and again["out_of_time"] is False
