@@ -74,7 +74,8 @@ def test_train_then_sample(workdir, small_corpus):
     assert set(text[:-1]) <= vocab
     assert len(text) == 2 + 20 + 1  # seed, 20 characters, the final newline
 
-    again = invoke_ok("sample", "-c", "checkpoints/latest.npz", "--seed", "春风", "--length", "20", "--rng-seed", "1", "-q")
+    again = invoke_ok("sample", "-c", "checkpoints/latest.npz", "--seed", "春风", "--length", "20", "--rng-seed", "1",
+                      "-q")
     assert again.stdout == text and again.stderr == ""
 
 
@@ -326,8 +327,10 @@ def test_training_says_which_encoding_it_read(workdir, tmp_path):
     detected = invoke("train", tmp_path / "gbk.txt", "--steps", "2", *FAST, "--checkpoint-dir", "a")
     assert detected.exit_code == 0, detected.stderr
     assert detected.stderr.splitlines()[1] == "encoding: gb18030 (detected; --encoding overrides)"
-    both = invoke_ok("train", tmp_path / "utf8.txt", tmp_path / "gbk.txt", "--steps", "2", *FAST, "--checkpoint-dir", "b")
+    both = invoke_ok("train", tmp_path / "utf8.txt", tmp_path / "gbk.txt", "--steps", "2", *FAST,
+                     "--checkpoint-dir", "b")
     assert "\nencoding: utf8.txt utf-8, gbk.txt gb18030 (detected; --encoding overrides)\n" in both.stderr
-    given = invoke_ok("train", tmp_path / "utf8.txt", "--encoding", "utf-8", "--steps", "2", *FAST, "--checkpoint-dir", "c")
+    given = invoke_ok("train", tmp_path / "utf8.txt", "--encoding", "utf-8", "--steps", "2", *FAST,
+                      "--checkpoint-dir", "c")
     assert "\nencoding: utf-8 (--encoding)\n" in given.stderr
     assert invoke_ok("train", tmp_path / "utf8.txt", "--steps", "2", *FAST, "--checkpoint-dir", "d", "-q").stderr == ""

@@ -25,7 +25,7 @@ from charrnn.model import network
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.errors import ConfigError
 from charrnn.data import token_cache
-from conftest import TANG300, sigint_at_default
+from conftest import NUMPY_BACKEND, TANG300, sigint_at_default
 from test_cli import FAST, assert_clean_error, invoke
 
 INT64_MAX = 2**63 - 1
@@ -314,7 +314,8 @@ def signal_setup(tmp_path_factory):
     corpus.write_text(TANG300.read_text(encoding="utf-8") * 40, encoding="utf-8")
     assert corpus.stat().st_size < token_cache._PARALLEL_MIN_BYTES
     result = subprocess.run(
-        [sys.executable, "-m", "charrnn", "train", str(TANG300), "--steps", "2", *FAST, "-q", "--checkpoint-dir",
+        [sys.executable, "-m", "charrnn", "train", str(TANG300), "--steps", "2", *FAST, *NUMPY_BACKEND, "-q",
+         "--checkpoint-dir",
          str(folder / "model"), "--cache-dir", str(folder / "model-cache")],
         capture_output=True, text=True, timeout=120,
     )
@@ -431,7 +432,7 @@ def tiny_model(tmp_path_factory):
     corpus = folder / "poems.txt"
     corpus.write_text(TANG300.read_text(encoding="utf-8")[:3000], encoding="utf-8")
     result = subprocess.run(
-        [sys.executable, "-m", "charrnn", "train", str(corpus), "--steps", "2", *FAST, "-q"],
+        [sys.executable, "-m", "charrnn", "train", str(corpus), "--steps", "2", *FAST, *NUMPY_BACKEND, "-q"],
         cwd=folder, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr

@@ -24,10 +24,11 @@ from charrnn import files
 from charrnn.checkpoints import checkpoint
 from charrnn.data import token_cache
 from charrnn.cli import cli
-from conftest import TANG300, wait_until
+from conftest import NUMPY_BACKEND, TANG300, wait_until
 
 LINUX = sys.platform.startswith("linux")
-TINY = ["--steps", "2", "--hidden-size", "8", "--batch-size", "4", "--seq-length", "8", "--rng-seed", "1"]
+TINY = ["--steps", "2", "--hidden-size", "8", "--batch-size", "4", "--seq-length", "8", "--rng-seed", "1",
+        *NUMPY_BACKEND]
 NOT_UTF8 = os.fsdecode(b"caf\xe9")  # 'caf\udce9': how Python sees a Latin-1 name on a UTF-8 system
 
 
@@ -217,7 +218,7 @@ def test_a_fifo_as_the_corpus_is_read_once_and_never_hangs(charrnn_executable, t
 @pytest.mark.skipif(not LINUX, reason="standard input as a pipe")
 def test_resuming_a_model_trained_on_standard_input_asks_for_the_corpus(charrnn_executable, tmp_path, small_corpus):
     run_dir, cache = tmp_path / "run", tmp_path / "cache"
-    common = ["--cache-dir", str(cache), "--checkpoint-dir", str(run_dir)]
+    common = ["--cache-dir", str(cache), "--checkpoint-dir", str(run_dir), *NUMPY_BACKEND]
     first = subprocess.run([charrnn_executable, "train", "-", *TINY, "-q", *common],
                            input=small_corpus.read_bytes(), capture_output=True, timeout=120)
     assert first.returncode == 0, first.stderr
@@ -314,7 +315,7 @@ def test_a_corpus_name_that_is_not_utf8_round_trips_through_cache_checkpoint_and
 
 
 def test_a_corpus_name_that_is_not_utf8_through_the_installed_command(charrnn_executable, tmp_path, latin1_named):
-    common = ["--cache-dir", str(tmp_path / "cache"), "--checkpoint-dir", str(tmp_path / "run")]
+    common = ["--cache-dir", str(tmp_path / "cache"), "--checkpoint-dir", str(tmp_path / "run"), *NUMPY_BACKEND]
     trained = subprocess.run([charrnn_executable, "train", str(latin1_named), *TINY, "-q", *common],
                              capture_output=True, timeout=120)
     assert (trained.returncode, trained.stderr) == (0, b"")

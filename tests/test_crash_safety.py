@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from charrnn.checkpoints import checkpoint
-from conftest import wait_until
+from conftest import NUMPY_BACKEND, wait_until
 from test_cli import FAST
 
 
@@ -25,7 +25,8 @@ def _kill_during_saves(charrnn_executable: str, tmp_path: Path, corpus: Path, tr
         folder = tmp_path / f"run{trial}"
         with open(tmp_path / f"run{trial}.stderr", "w+") as stderr:
             process = subprocess.Popen(
-                [charrnn_executable, "train", str(corpus), *FAST, "--steps", "100000", "--checkpoint-every", "1",
+                [charrnn_executable, "train", str(corpus), *FAST, *NUMPY_BACKEND, "--steps", "100000",
+                 "--checkpoint-every", "1",
                  "--checkpoint-dir", str(folder), "-q"],
                 stdout=subprocess.DEVNULL, stderr=stderr,
             )
@@ -48,6 +49,7 @@ def _check_survivors(charrnn_executable: str, tmp_path: Path, paths: list[str]) 
         step = checkpoint.load(os.path.join(folder, "latest.npz")).progress.step
         resumed = subprocess.run(
             [charrnn_executable, "train", "--resume", os.path.join(folder, "latest.npz"), "--steps", str(step + 2),
+             *NUMPY_BACKEND,
              "-q"], capture_output=True, text=True, timeout=120,
         )
         assert resumed.returncode == 0, resumed.stderr

@@ -35,7 +35,7 @@ import pytest
 
 from charrnn.checkpoints import checkpoint
 from charrnn.data import token_cache
-from conftest import TANG300, StderrLines, sigint_at_default
+from conftest import NUMPY_BACKEND, TANG300, StderrLines, sigint_at_default
 from crafted_checkpoints import iter_crafted_checkpoints
 from test_checkpoint_faults import _commands, crafted_outcomes, invoke_with_deadline, verdict
 from test_cli import FAST, invoke
@@ -218,7 +218,8 @@ def test_sigint_at_random_moments_then_resume_equals_an_uninterrupted_run(charrn
         # A random step of the first 2,000, and a random moment after it: the run is then still far from
         # its end, whatever the machine's speed.
         step = chooser.randrange(1, 2000)
-        process = subprocess.Popen([charrnn_executable, "train", *common, "--log-every", "1", "--checkpoint-dir", folder],
+        process = subprocess.Popen([charrnn_executable, "train", *common, "--log-every", "1", "--checkpoint-dir",
+                                    folder],
                                    cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                    preexec_fn=sigint_at_default)
         stderr = StderrLines(process)
@@ -270,7 +271,8 @@ def test_kill_9_of_a_parallel_prepare_leaves_no_worker(charrnn_executable, tmp_p
 def test_two_runs_started_on_one_folder(charrnn_executable, tmp_path, small_corpus):
     outcomes: Counter = Counter()
     for trial in range(5):
-        command = [charrnn_executable, "train", str(small_corpus), *FAST, "--steps", "200", "--checkpoint-dir",
+        command = [charrnn_executable, "train", str(small_corpus), *FAST, *NUMPY_BACKEND, "--steps", "200",
+                   "--checkpoint-dir",
                    f"run{trial}", "-q", "--eval-every", "0"]
         runs = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                 for _ in range(2)]

@@ -16,6 +16,7 @@ import pytest
 from charrnn.checkpoints import checkpoint, folder_files
 from charrnn.model import optim
 from charrnn.training import folder
+from conftest import NUMPY_BACKEND
 from test_cli import FAST, assert_clean_error, invoke
 
 
@@ -116,7 +117,7 @@ def test_a_run_that_fails_before_training_leaves_no_folder_behind(workdir, tmp_p
 
 
 def test_two_real_runs_on_one_folder_and_a_killed_holder(charrnn_executable, tmp_path, small_corpus):
-    common = [charrnn_executable, "train", str(small_corpus), *FAST, "--checkpoint-dir", "run", "-q"]
+    common = [charrnn_executable, "train", str(small_corpus), *FAST, *NUMPY_BACKEND, "--checkpoint-dir", "run", "-q"]
     first = subprocess.Popen([*common, "--steps", "1000000"], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60

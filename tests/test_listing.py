@@ -91,7 +91,8 @@ def test_export_writes_a_sampling_only_checkpoint_that_the_readers_take(run, sma
     assert invoke_ok("sample", "-c", "model.npz", *args).stdout == invoke_ok("sample", "-c", best, *args).stdout
     assert invoke_ok("eval", "model.npz", small_corpus).stdout == invoke_ok("eval", best, small_corpus).stdout
     facts = json.loads(invoke_ok("info", "model.npz", "--json").stdout)
-    assert facts["contents"] == "model" and json.loads(invoke_ok("info", best, "--json").stdout)["contents"] == "training"
+    assert facts["contents"] == "model"
+    assert json.loads(invoke_ok("info", best, "--json").stdout)["contents"] == "training"
     assert "contents: the model only, for sampling and scoring (exported; cannot be resumed)" in invoke_ok(
         "info", "model.npz").stdout
     # Resuming it is refused with one line, and nothing is written anywhere.

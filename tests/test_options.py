@@ -139,7 +139,8 @@ def test_a_bad_value_from_the_environment_names_the_variable(workdir, small_corp
     flag = _env_invoke("eval", "x.npz", "y.txt", CHARRNN_EVAL_JSON="maybe")
     assert flag.exit_code == 2 and "Invalid value for CHARRNN_EVAL_JSON (--json): 'maybe'" in flag.stderr
     given = _env_invoke("train", small_corpus, "--hidden-size", "abc")  # from the command line: the flag
-    assert given.exit_code == 2 and "Error: Invalid value for '--hidden-size': 'abc' is not a valid integer." in given.stderr
+    assert given.exit_code == 2
+    assert "Error: Invalid value for '--hidden-size': 'abc' is not a valid integer." in given.stderr
 
 
 def test_a_repeatable_option_splits_its_variable_on_the_path_separator(workdir, small_corpus, tmp_path):

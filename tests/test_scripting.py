@@ -17,6 +17,7 @@ import pytest
 from click.testing import CliRunner
 
 from charrnn.cli import ENVVAR_PREFIX, cli
+from conftest import NUMPY_BACKEND
 from test_cli import FAST, invoke, invoke_ok
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,7 +62,8 @@ def test_train_json_is_the_only_thing_on_stdout(workdir, small_corpus):
 
 def test_sample_eval_and_prepare_json(workdir, small_corpus):
     invoke_ok("train", small_corpus, "--steps", "5", *FAST)
-    sampled = json.loads(invoke_ok("sample", "--seed", "春", "--num-samples", "3", "--length", "7", "--json", "-q").stdout)
+    sampled = json.loads(invoke_ok("sample", "--seed", "春", "--num-samples", "3", "--length", "7", "--json",
+                                   "-q").stdout)
     assert len(sampled["samples"]) == 3 and all(s.startswith("春") and len(s) == 8 for s in sampled["samples"])
     assert sampled["seed"] == "春" and sampled["greedy"] is False
     scored = json.loads(invoke_ok("eval", "checkpoints/latest.npz", small_corpus, "--json").stdout)
@@ -138,8 +140,8 @@ def test_shell_completion_and_environment_through_the_installed_command(charrnn_
     assert words.returncode == 0 and "train" in words.stdout
     corpus = tmp_path / "c.txt"
     corpus.write_text((REPO / "data" / "tang300.txt").read_text(encoding="utf-8")[:3000], encoding="utf-8")
-    run = subprocess.run([charrnn_executable, "train", str(corpus), "-q", "--json"], cwd=tmp_path, timeout=120,
-                         capture_output=True, text=True,
+    run = subprocess.run([charrnn_executable, "train", str(corpus), *NUMPY_BACKEND, "-q", "--json"], cwd=tmp_path,
+                         timeout=120, capture_output=True, text=True,
                          env={**os.environ, "CHARRNN_TRAIN_STEPS": "3", "CHARRNN_TRAIN_HIDDEN_SIZE": "8"})
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["steps"] == 3
@@ -268,7 +270,7 @@ def test_standard_input_as_an_eval_file_and_a_seed_file(workdir, small_corpus, t
 
 def test_standard_input_through_the_installed_command(charrnn_executable, tmp_path, small_corpus):
     text = small_corpus.read_bytes()
-    trained = subprocess.run([charrnn_executable, "train", "-", "--steps", "2", *FAST, "-q"], input=text,
+    trained = subprocess.run([charrnn_executable, "train", "-", "--steps", "2", *FAST, *NUMPY_BACKEND, "-q"], input=text,
                              cwd=tmp_path, capture_output=True, timeout=120)
     assert trained.returncode == 0, trained.stderr
     scored = subprocess.run([charrnn_executable, "eval", "-", "-q"], input=text, cwd=tmp_path, capture_output=True,
@@ -338,7 +340,7 @@ def _sample_held_up_on_a_terminal(command: list[str], cwd, stdout_terminal: bool
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pseudo-terminals and pipe sizes as Linux has them")
 def test_a_long_sample_shows_a_progress_bar_on_a_terminal_unless_its_text_goes_there(charrnn_executable, tmp_path):
     trained = subprocess.run([charrnn_executable, "train", str(REPO / "data" / "tang300.txt"), "--steps", "2",
-                              "--hidden-size", "8", "--batch-size", "4", "--seq-length", "10", "-q"],
+                              *NUMPY_BACKEND, "--hidden-size", "8", "--batch-size", "4", "--seq-length", "10", "-q"],
                              cwd=tmp_path, capture_output=True, timeout=120)
     assert trained.returncode == 0, trained.stderr
     command = [charrnn_executable, "sample", "--length", "12000"]
