@@ -119,7 +119,7 @@ def test_model_option_errors_and_notes(tmp_path, small_corpus):
     conflict = invoke("train", "--resume", tmp_path / "latest.npz", "--cell", "gru", "--steps", "4")
     assert_clean_error(conflict, 2, "--cell gru conflicts with the checkpoint, which has rnn")
     changed = invoke_ok("train", "--resume", tmp_path / "latest.npz", "--learning-rate", "0.05", "--steps", "4",
-                     "--checkpoint-dir", tmp_path)
+                        "--checkpoint-dir", tmp_path)
     assert "note: --learning-rate is now 0.05" in changed.stderr
     assert checkpoint.load(str(tmp_path / "latest.npz")).train_config.learning_rate == 0.05
 

@@ -70,7 +70,7 @@ def test_a_corpus_smaller_than_one_batch_shrinks_a_default_batch_and_refuses_an_
     assert shrunk.exit_code == 0
     assert checkpoint.load("checkpoints/latest.npz").train_config.batch_size == 2  # 52 // 26
     noted = invoke_ok("train", corpus, "--steps", "2", "--hidden-size", "8", "--val-fraction", "0",
-                   "--checkpoint-dir", "other")
+                      "--checkpoint-dir", "other")
     assert "note: the corpus is too short for 32 streams of --seq-length 25; using --batch-size 2" in noted.stderr
     explicit = invoke("train", corpus, "--steps", "2", "--batch-size", "32", "--val-fraction", "0",
                       "--checkpoint-dir", "third")

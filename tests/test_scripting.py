@@ -55,7 +55,7 @@ def test_train_json_is_the_only_thing_on_stdout(workdir, small_corpus):
     assert document["steps"] == 12 and document["tokens"] == 12 * 40 and document["interrupted"] is False
     assert document["val_bits_per_char"] == pytest.approx(document["val_loss_nats"] / 0.6931471805599453)
     no_validation = invoke_ok("train", small_corpus, "--steps", "3", *FAST, "--json", "-q", "--val-fraction", "0",
-                           "--checkpoint-dir", "other")
+                              "--checkpoint-dir", "other")
     plain = json.loads(no_validation.stdout)
     assert plain["val_loss_nats"] is None and plain["best_checkpoint"] is None  # null, not NaN
 
