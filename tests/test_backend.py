@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from charrnn.cli import ENVVAR_PREFIX, cli
 from charrnn.model import backend
-from test_cli import FAST, assert_clean_error, invoke
+from test_cli import FAST, assert_clean_error, invoke, invoke_ok
 
 HAS_NUMBA = backend.select("auto").name == "numba"
 
@@ -25,9 +25,9 @@ def test_the_numpy_backend_is_named_in_the_header_json_and_info(workdir, small_c
     result = _train(small_corpus, "run", "--backend", "numpy")
     assert ", numpy backend" in result.stderr.splitlines()[0]
     assert json.loads(result.stdout)["backend"] == "numpy"
-    assert json.loads(invoke("info", "run/latest.npz", "--json").stdout)["backend"] == "numpy"
-    assert "backend: numpy (the kernels of the run that wrote it)" in invoke("info", "run/latest.npz").stdout
-    evaluated = invoke("eval", "run/latest.npz", small_corpus, "--json", "--backend", "numpy")
+    assert json.loads(invoke_ok("info", "run/latest.npz", "--json").stdout)["backend"] == "numpy"
+    assert "backend: numpy (the kernels of the run that wrote it)" in invoke_ok("info", "run/latest.npz").stdout
+    evaluated = invoke_ok("eval", "run/latest.npz", small_corpus, "--json", "--backend", "numpy")
     assert json.loads(evaluated.stdout)["backend"] == "numpy"
 
 
@@ -35,11 +35,11 @@ def test_the_numpy_backend_is_named_in_the_header_json_and_info(workdir, small_c
 def test_auto_trains_and_scores_with_numba_where_it_is_installed_but_samples_with_numpy(workdir, small_corpus):
     result = _train(small_corpus, "run")
     assert json.loads(result.stdout)["backend"] == "numba"
-    assert json.loads(invoke("info", "run/latest.npz", "--json").stdout)["backend"] == "numba"
-    assert json.loads(invoke("eval", "run/latest.npz", small_corpus, "--json").stdout)["backend"] == "numba"
-    sampled = invoke("sample", "-c", "run/latest.npz", "--length", "5", "--json", "-q")
+    assert json.loads(invoke_ok("info", "run/latest.npz", "--json").stdout)["backend"] == "numba"
+    assert json.loads(invoke_ok("eval", "run/latest.npz", small_corpus, "--json").stdout)["backend"] == "numba"
+    sampled = invoke_ok("sample", "-c", "run/latest.npz", "--length", "5", "--json", "-q")
     assert json.loads(sampled.stdout)["backend"] == "numpy"
-    forced = invoke("sample", "-c", "run/latest.npz", "--length", "5", "--json", "-q", "--backend", "numba")
+    forced = invoke_ok("sample", "-c", "run/latest.npz", "--length", "5", "--json", "-q", "--backend", "numba")
     assert json.loads(forced.stdout)["backend"] == "numba"
 
 

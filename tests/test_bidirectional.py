@@ -132,7 +132,7 @@ def test_parameter_shapes_double_all_but_the_embedding_and_the_output_bias():
         "W_hy.back": (3, 7),
     }
     lstm = ModelConfig(vocab_size=7, hidden_size=3, cell="lstm", embed_size=0, bidirectional=True)
-    params = network.init_params(lstm, np.random.default_rng(0), 0.01, embedding_scale=0.5)
+    params = network.init_params(lstm, np.random.default_rng(0), 0.01, embedding_scale=1.0, table_scale=0.5)
     assert params["b_h.back"].tolist() == params["b_h"].tolist() == [0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0]
     assert 0.2 < float(np.std(params["W_xh.back"])) < 0.8  # the backward stack's own embedding rows
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import pytest
 from charrnn.checkpoints import checkpoint, folder_files
 from charrnn.model import optim
 from charrnn.training import folder
+from conftest import NUMPY_BACKEND, wait_until
 from test_cli import FAST, assert_clean_error, invoke
 
 
@@ -116,12 +116,10 @@ def test_a_run_that_fails_before_training_leaves_no_folder_behind(workdir, tmp_p
 
 
 def test_two_real_runs_on_one_folder_and_a_killed_holder(charrnn_executable, tmp_path, small_corpus):
-    common = [charrnn_executable, "train", str(small_corpus), *FAST, "--checkpoint-dir", "run", "-q"]
+    common = [charrnn_executable, "train", str(small_corpus), *FAST, *NUMPY_BACKEND, "--checkpoint-dir", "run", "-q"]
     first = subprocess.Popen([*common, "--steps", "1000000"], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "run" / ".charrnn.lock").exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until((tmp_path / "run" / ".charrnn.lock").exists, "the first run's lock", first)
         second = subprocess.run([*common, "--steps", "3"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert second.returncode == 2, second.stderr
         assert second.stderr.strip().splitlines()[-1] == (
@@ -129,7 +127,7 @@ def test_two_real_runs_on_one_folder_and_a_killed_holder(charrnn_executable, tmp
             "elsewhere with --checkpoint-dir")
     finally:
         first.send_signal(signal.SIGKILL)
-        first.wait(timeout=60)
+        first.wait(timeout=120)
     # kill -9 leaves the lock file but no lock: the next run takes the folder over at once.
     third = subprocess.run([*common, "--steps", "3", "--overwrite"], cwd=tmp_path, capture_output=True, text=True,
                            timeout=120)

@@ -12,7 +12,7 @@ import pytest
 from charrnn.checkpoints import checkpoint, info
 from charrnn.model import network
 from charrnn.config import CELLS, ModelConfig
-from test_cli import assert_clean_error, invoke
+from test_cli import assert_clean_error, invoke, invoke_ok
 
 FORMAT1 = Path(__file__).resolve().parent / "data" / "format1_rnn_h8_step7.npz"
 # The small_corpus fixture: 3,000 characters, 942 of them distinct.
@@ -96,7 +96,7 @@ def test_info_text(tmp_path, small_corpus):
 
 
 def test_info_text_with_an_embedding(tmp_path, small_corpus):
-    lines = invoke("info", train_tiny(small_corpus, tmp_path / "ck", "--embed-size", "6", "--cell", "gru")).stdout
+    lines = invoke_ok("info", train_tiny(small_corpus, tmp_path / "ck", "--embed-size", "6", "--cell", "gru")).stdout
     assert "cell: embedding 6, gru, 1 layer, hidden 8, float32\n" in lines
     # 942·6 + 3·(6 + 8 + 1)·8 + 8 + (8 + 1)·942
     assert "parameters: 14,498 (= 942·6 + [3·(6 + 8 + 1)·8 + 8] + (8 + 1)·942)\n" in lines
@@ -119,7 +119,7 @@ def test_info_json_writes_null_for_nan(tmp_path, small_corpus):
     assert "NaN" not in result.stdout and "Infinity" not in result.stdout
     facts = json.loads(result.stdout)
     assert facts["train_loss_nats"] is None and facts["train_bits_per_char"] is None
-    assert "train loss (smoothed): none yet" in invoke("info", path).stdout
+    assert "train loss (smoothed): none yet" in invoke_ok("info", path).stdout
 
 
 def test_info_of_the_format1_fixture_says_it_was_migrated():
@@ -127,7 +127,7 @@ def test_info_of_the_format1_fixture_says_it_was_migrated():
     assert facts["format_version"] == 1 and facts["migrated"] is True
     assert facts["parameters"]["total"] == 412  # (20 + 8 + 1)·8 + (8 + 1)·20
     assert facts["progress"]["step"] == 7 and facts["tokenizer"]["vocab_size"] == 20
-    text = invoke("info", FORMAT1).stdout
+    text = invoke_ok("info", FORMAT1).stdout
     assert "format version: 1 (migrated to format 4 when loaded)\n" in text
     assert "validation: off (no held-out text)\n" in text
 
@@ -138,7 +138,7 @@ def test_info_defaults_to_the_best_checkpoint(workdir, small_corpus):
     assert result.exit_code == 0
     assert result.stderr == "using checkpoints/best.npz\n"
     assert result.stdout.startswith("checkpoint: checkpoints/best.npz (")
-    quiet = invoke("info", "-q", "--json")
+    quiet = invoke_ok("info", "-q", "--json")
     assert quiet.stderr == "" and json.loads(quiet.stdout)["progress"]["step"] == 5
 
 
@@ -183,9 +183,9 @@ def test_info_and_plot_have_help():
     for command in ("info", "plot"):
         result = invoke(command, "--help")
         assert result.exit_code == 0 and result.stdout.startswith(f"Usage: cli {command} ")
-    assert "--json" in invoke("info", "--help").stdout
-    assert "pip install '.[plot]'" in invoke("plot", "--help").stdout
-    listing = invoke("--help").stdout
+    assert "--json" in invoke_ok("info", "--help").stdout
+    assert "pip install '.[plot]'" in invoke_ok("plot", "--help").stdout
+    listing = invoke_ok("--help").stdout
     assert "info" in listing and "plot" in listing
 
 

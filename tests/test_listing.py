@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from charrnn.checkpoints import checkpoint
-from test_cli import FAST, assert_clean_error, invoke
+from test_cli import FAST, assert_clean_error, invoke, invoke_ok
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def test_ls_lists_steps_losses_sizes_and_which_is_best_and_latest(run):
     assert rows["step_00000030.npz"].endswith("= latest.npz")
     assert rows["step_00000010.npz"].endswith("= best.npz")
     assert rows["step_00000020.npz"].endswith("kB")
-    document = json.loads(invoke("ls", "checkpoints/poems", "--json").stdout)
+    document = json.loads(invoke_ok("ls", "checkpoints/poems", "--json").stdout)
     assert document["best"] == os.path.join("checkpoints", "poems", "best.npz")
     assert document["latest"] == os.path.join("checkpoints", "poems", "latest.npz")
     by_file = {entry["file"]: entry for entry in document["checkpoints"]}
@@ -59,13 +59,13 @@ def test_ls_lists_steps_losses_sizes_and_which_is_best_and_latest(run):
 def test_ls_of_other_folders(run, tmp_path):
     (run / "notes.npz").write_bytes(b"not a zip")
     (run / ".latest.npz.123@abc.x.tmp").write_bytes(b"")  # an unfinished write: not listed
-    last = invoke("ls", run).stdout.splitlines()[-1]
+    last = invoke_ok("ls", run).stdout.splitlines()[-1]
     assert last.split()[:6] == ["notes.npz", "—", "—", "—", "—", "9"]
     assert last.endswith("unreadable: is not a charrnn checkpoint (not an .npz archive; truncated or the wrong file?)")
     (tmp_path / "empty").mkdir()
     empty = invoke("ls", tmp_path / "empty")
     assert empty.exit_code == 0 and empty.stdout == "" and empty.stderr == f"no checkpoints in {tmp_path / 'empty'}\n"
-    assert json.loads(invoke("ls", tmp_path / "empty", "--json").stdout)["checkpoints"] == []
+    assert json.loads(invoke_ok("ls", tmp_path / "empty", "--json").stdout)["checkpoints"] == []
     assert_clean_error(invoke("ls", tmp_path / "missing"), 2, f"{tmp_path / 'missing'} does not exist")
 
 
@@ -88,11 +88,12 @@ def test_export_writes_a_sampling_only_checkpoint_that_the_readers_take(run, sma
                                                                         original.run_id)
     # sample, eval and info read it as they read the original.
     args = ["--seed", "月", "--length", "20", "--rng-seed", "3", "-q"]
-    assert invoke("sample", "-c", "model.npz", *args).stdout == invoke("sample", "-c", best, *args).stdout
-    assert invoke("eval", "model.npz", small_corpus).stdout == invoke("eval", best, small_corpus).stdout
-    facts = json.loads(invoke("info", "model.npz", "--json").stdout)
-    assert facts["contents"] == "model" and json.loads(invoke("info", best, "--json").stdout)["contents"] == "training"
-    assert "contents: the model only, for sampling and scoring (exported; cannot be resumed)" in invoke(
+    assert invoke_ok("sample", "-c", "model.npz", *args).stdout == invoke_ok("sample", "-c", best, *args).stdout
+    assert invoke_ok("eval", "model.npz", small_corpus).stdout == invoke_ok("eval", best, small_corpus).stdout
+    facts = json.loads(invoke_ok("info", "model.npz", "--json").stdout)
+    assert facts["contents"] == "model"
+    assert json.loads(invoke_ok("info", best, "--json").stdout)["contents"] == "training"
+    assert "contents: the model only, for sampling and scoring (exported; cannot be resumed)" in invoke_ok(
         "info", "model.npz").stdout
     # Resuming it is refused with one line, and nothing is written anywhere.
     before = sorted(os.listdir("."))
@@ -119,10 +120,10 @@ def test_export_never_replaces_a_file_unasked(run):
 
 def test_ls_and_export_through_the_installed_command(charrnn_executable, run):
     exported = subprocess.run([charrnn_executable, "export", "-o", "checkpoints/poems/model.npz", "-q"],
-                              cwd=run.parent.parent, capture_output=True, text=True, timeout=60)
+                              cwd=run.parent.parent, capture_output=True, text=True, timeout=120)
     assert exported.returncode == 0 and exported.stdout == "" and exported.stderr == ""
     listed = subprocess.run([charrnn_executable, "ls", "checkpoints/poems", "--json"], cwd=run.parent.parent,
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=120)
     assert listed.returncode == 0 and listed.stderr == ""
     model = next(e for e in json.loads(listed.stdout)["checkpoints"] if e["file"] == "model.npz")
     assert model["contents"] == "model" and model["same_as"] == ["best.npz"]

@@ -82,8 +82,7 @@ def test_a_run_of_the_reference_trainer_is_a_run_of_charrnn_at_batch_1():
 def test_a_seed_gives_the_weights_charrnn_starts_from():
     config = ModelConfig(vocab_size=V, hidden_size=H, dtype="float64", embed_size=0)
     train_config = TrainConfig(max_steps=1)
-    ours = network.init_params(config, np.random.default_rng(11), train_config.init_scale,
-                               train_config.embedding_init_scale)
+    ours = network.init_params(config, np.random.default_rng(11), *train_config.initial_scales(config))
     theirs = reference.init_params(V, H, np.random.default_rng(11))
     for name, expected in _column_params(ours).items():
         np.testing.assert_array_equal(theirs[name], expected, err_msg=name)
@@ -152,7 +151,7 @@ def test_the_reference_refuses_bad_input_with_a_usage_error(tmp_path):
                           ([str(tmp_path / "missing.txt")], "cannot read"),
                           ([str(short), "--steps", "0"], "--steps must be positive, got 0")):
         run = subprocess.run([sys.executable, "-m", "charrnn.model.reference", *args], capture_output=True,
-                             text=True, timeout=60)
+                             text=True, timeout=120)
         assert run.returncode == 2 and run.stdout == "" and message in run.stderr.splitlines()[-1], run.stderr
 
 

@@ -16,7 +16,7 @@ import pytest
 from charrnn.checkpoints import checkpoint
 from charrnn.training import runner
 from conftest import TANG300
-from test_cli import FAST, assert_clean_error, invoke
+from test_cli import FAST, assert_clean_error, invoke, invoke_ok
 
 
 def _trained(small_corpus, folder: str = "run", steps: int = 6):
@@ -35,14 +35,14 @@ def test_a_resume_with_nothing_left_to_train_says_so_in_one_line_and_changes_not
         assert result.stderr == (f"note: nothing to train: {latest} is at step 6 already, and --steps {steps} counts "
                                  f"from the model's first step (--steps {6 + int(steps)} would train {steps} more)\n")
     # The same with the epochs a model has used up, and in --json: a run of no steps.
-    epochs = json.loads(invoke("info", latest, "--json").stdout)["progress"]["epochs"]
+    epochs = json.loads(invoke_ok("info", latest, "--json").stdout)["progress"]["epochs"]
     result = invoke("train", "--resume", latest, "--epochs", f"{epochs / 2}", "--json")
     assert result.exit_code == 0, result.stderr
     assert result.stderr.startswith(f"note: nothing to train: {latest} has trained the --epochs ")
     assert len(result.stderr.splitlines()) == 1
     document = json.loads(result.stdout)
     assert document["steps"] == 6 and document["steps_this_run"] == 0 and document["checkpoint"] == latest
-    assert invoke("train", "--resume", latest, "--steps", "4", "-q").stderr == ""
+    assert invoke_ok("train", "--resume", latest, "--steps", "4", "-q").stderr == ""
     assert {name: (workdir / "run" / name).read_bytes() for name in os.listdir(workdir / "run")} == before
 
 

@@ -247,9 +247,11 @@ def test_no_temporary_file_survives_an_exception(tmp_path, monkeypatch, where, e
 def test_temporaries_of_dead_processes_are_removed_and_those_of_live_ones_kept(tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
     dead_pid = int(dead.stdout)
-    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as live:
+    # Alive until this test closes its standard input, however long the prepare below takes.
+    with subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE) as live:
         try:
             fd, path = files.make_temporary(str(cache), "provisional")
             os.close(fd)
