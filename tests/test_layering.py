@@ -85,6 +85,7 @@ ALLOWED = {
 CONFINED = {
     "click": {"cli"}, "tqdm": {"cli"}, "jieba": {"data.tokenizer", "data.token_cache"}, "matplotlib": {"plot"},
     "pickle": set(), "numba": {"model.compiled.arithmetic"}, "llvmlite": {"model.compiled.arithmetic"},
+    "threadpoolctl": {"model.compiled.parallel"},
 }
 
 
