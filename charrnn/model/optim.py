@@ -74,13 +74,17 @@ def init_state(optimizer: str, params: Mapping[str, np.ndarray], initial_accumul
 
 def _kept_for_square(grad: np.ndarray) -> np.ndarray:
     """``grad``, with 0 where its square would be below the smallest normal float (a new array)."""
-    root_tiny = np.sqrt(np.finfo(grad.dtype).tiny)
-    return np.multiply(grad, np.abs(grad) >= root_tiny)
+    kept = np.abs(grad)
+    np.greater_equal(kept, np.sqrt(np.finfo(grad.dtype).tiny), out=kept)  # 1 or 0, as floats: no cast later
+    kept *= grad
+    return kept
 
 
 def _flush_below_tiny(values: np.ndarray) -> None:
     """Set to 0, in place, the elements of ``values`` below the smallest normal float in magnitude."""
-    np.multiply(values, np.abs(values) >= np.finfo(values.dtype).tiny, out=values)
+    normal = np.abs(values)
+    np.greater_equal(normal, np.finfo(values.dtype).tiny, out=normal)
+    values *= normal
 
 
 def _adagrad(param: np.ndarray, grad: np.ndarray, sum_sq: np.ndarray, lr: float) -> None:
