@@ -184,7 +184,7 @@ class TorchTrainer:
     ) -> None:
         # A process-wide setting: all of torch's intra-op threads, one per core unless told otherwise.
         torch.set_num_threads(num_threads or os.cpu_count() or 1)
-        # Also process-wide: subnormal floats flushed to zero, as charrnn's training steps do (fpu.py);
+        # Also process-wide: subnormal floats flushed to zero (charrnn keeps them out by arithmetic, optim.py);
         # without it, late in training the elementwise passes can crawl through subnormals.
         self.flush_denormal = flush_denormal
         torch.set_flush_denormal(flush_denormal)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import sys
 
@@ -107,6 +108,29 @@ def test_compiled_cell_backward_matches_finite_differences(cell, activation):
     checks = [(d_x, x_proj)] + [(d_weights[n], weights[n]) for n in weights] + [(d_state0[k], hidden0[k]) for k in hidden0]
     for analytic, array in checks:
         assert relative_error(analytic, numeric_gradient(loss, array)) < 1e-8
+
+
+def test_the_halves_run_with_one_blas_thread_and_give_the_count_back_even_after_an_error():
+    controller = parallel.openblas_controller()
+    if controller is None or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("the halves run whole here: one core, or no OpenBLAS that threadpoolctl controls")
+    threads_before = controller.info()[0]["num_threads"]
+    seen = []
+
+    def loop(first: int, stop: int) -> None:
+        seen.append((first, stop, controller.info()[0]["num_threads"]))
+
+    parallel.HALVES.run(loop, 16)
+    assert sorted(seen) == [(0, 8, 1), (8, 16, 1)]  # each half on its own thread, BLAS on one thread
+    assert controller.info()[0]["num_threads"] == threads_before
+
+    def failing(first: int, stop: int) -> None:
+        if first == 0:
+            raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        parallel.HALVES.run(failing, 16)
+    assert controller.info()[0]["num_threads"] == threads_before
 
 
 def test_a_weight_whose_rows_are_4_kib_apart_is_multiplied_from_a_padded_copy_with_the_same_result():

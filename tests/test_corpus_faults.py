@@ -22,7 +22,7 @@ from click.testing import CliRunner
 
 from charrnn import files
 from charrnn.checkpoints import checkpoint
-from charrnn.data import token_cache
+from charrnn.data import parallel_tokenize, token_cache
 from charrnn.cli import cli
 from conftest import NUMPY_BACKEND, TANG300, wait_until
 
@@ -73,7 +73,7 @@ def jieba_corpus(tmp_path: Path) -> Path:
     with open(path, "w", encoding="utf-8") as f:
         for _ in range(5_000_000 // len(text.encode("utf-8")) + 1):
             f.write(text)
-    assert path.stat().st_size >= token_cache._PARALLEL_MIN_BYTES
+    assert path.stat().st_size >= parallel_tokenize.PARALLEL_MIN_BYTES
     return path
 
 
@@ -153,8 +153,8 @@ def test_an_interrupt_during_a_parallel_prepare_stops_the_workers_at_once(tmp_pa
 
 @pytest.mark.skipif(not LINUX, reason="finds the worker processes in /proc")
 def test_an_exception_in_the_code_taking_the_workers_words_stops_them(tmp_path, monkeypatch):
-    monkeypatch.setattr(token_cache, "_PARALLEL_MIN_BYTES", 0)
-    monkeypatch.setattr(token_cache, "_JIEBA_PIECE_CHARS", 2000)
+    monkeypatch.setattr(parallel_tokenize, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(parallel_tokenize, "PIECE_CHARS", 2000)
     corpus = tmp_path / "poems.txt"
     corpus.write_text(TANG300.read_text(encoding="utf-8"), encoding="utf-8")
     workers: set[int] = set()

@@ -39,16 +39,16 @@ ALLOWED = {
         "model.optim", "training.loop", "training.session",
     },
     "training.loop": {
-        "config", "errors", "model.backend", "model.bidirectional", "model.fpu", "model.network", "model.optim",
+        "config", "errors", "model.backend", "model.bidirectional", "model.network", "model.optim",
         "model.workspace", "progress",
     },
     "training.folder": {"checkpoints.checkpoint", "checkpoints.folder_files", "data.corpus", "errors"},
     "inference.sampling": {"config", "model.backend", "model.network"},
     "inference.fill": {
-        "config", "data.tokenizer", "errors", "model.backend", "model.bidirectional", "model.fpu", "model.network",
+        "config", "data.tokenizer", "errors", "model.backend", "model.bidirectional", "model.network",
     },
     "inference.scoring": {
-        "config", "data.tokenizer", "errors", "model.backend", "model.bidirectional", "model.fpu", "model.network",
+        "config", "data.tokenizer", "errors", "model.backend", "model.bidirectional", "model.network",
     },
     "checkpoints.checkpoint": {
         "__init__", "checkpoints.archive", "checkpoints.metadata", "config", "data.tokenizer", "errors", "files",
@@ -59,7 +59,8 @@ ALLOWED = {
     "checkpoints.info": {"checkpoints.checkpoint", "config", "errors", "files", "model.network", "model.optim"},
     "checkpoints.metadata": {"__init__", "config", "data.tokenizer", "errors", "progress", "settings"},
     "checkpoints.archive": {"errors"},
-    "data.token_cache": {"config", "data.corpus", "data.tokenizer", "errors", "files"},
+    "data.token_cache": {"config", "data.corpus", "data.parallel_tokenize", "data.tokenizer", "errors", "files"},
+    "data.parallel_tokenize": {"data.tokenizer", "errors"},
     "data.tokenizer": {"config", "errors"},
     "data.corpus": {"errors"},
     "data.streams": {"errors"},
@@ -76,10 +77,9 @@ ALLOWED = {
     "model.compiled.arithmetic": set(),
     "model.optim": {"config", "model.ops"},
     "model.ops": set(),
-    "model.workspace": {"model.fpu"},
+    "model.workspace": set(),
     "model.cells": set(),
     "model.reference": set(),
-    "model.fpu": set(),
     "plot": {"errors", "files", "install"},
     "install": set(),
     "memory": {"errors"},
@@ -93,6 +93,7 @@ ALLOWED = {
 CONFINED = {
     "click": {"cli"}, "tqdm": {"cli"}, "jieba": {"data.tokenizer", "data.token_cache"}, "matplotlib": {"plot"},
     "pickle": set(), "numba": {"model.compiled.arithmetic"}, "llvmlite": {"model.compiled.arithmetic"},
+    "threadpoolctl": {"model.compiled.parallel"},
 }
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from charrnn import files
-from charrnn.data import token_cache
+from charrnn.data import parallel_tokenize, token_cache
 from charrnn.data.corpus import TextReader
 from charrnn.errors import CorpusError
 from charrnn.data.tokenizer import UNKNOWN_TOKEN, Tokenizer, tokenize
@@ -75,22 +75,14 @@ def test_jieba_in_parallel_equals_one_process(tmp_path, monkeypatch):
     corpus = tmp_path / "poems.txt"
     corpus.write_text(text, encoding="utf-8")
     # Small pieces and no size threshold, so the pool really cuts many pieces of this small file.
-    monkeypatch.setattr(token_cache, "_PARALLEL_MIN_BYTES", 0)
-    monkeypatch.setattr(token_cache, "_JIEBA_PIECE_CHARS", 2000)
+    monkeypatch.setattr(parallel_tokenize, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(parallel_tokenize, "PIECE_CHARS", 2000)
     parallel = token_cache.prepare([str(corpus)], "jieba", cache_dir=str(tmp_path / "p"), workers=2)
     single = token_cache.prepare([str(corpus)], "jieba", cache_dir=str(tmp_path / "s"), workers=1)
     words = tokenize(text, "jieba")
     assert parallel.tokenizer == single.tokenizer == Tokenizer("jieba", tuple(sorted(set(words))))
     assert np.array_equal(parallel.ids, single.ids)
     assert parallel.tokenizer.decode(parallel.ids.tolist()) == text
-
-
-def test_safe_cut_points_do_not_change_jieba_output():
-    text = "明月几时有把酒问青天不知天上宫阙今夕是何年，我欲乘风归去又恐琼楼玉宇高处不胜寒"
-    cut = token_cache._safe_cut(text)
-    assert text[cut - 1] == "，"
-    assert tokenize(text[:cut], "jieba") + tokenize(text[cut:], "jieba") == tokenize(text, "jieba")
-    assert token_cache._safe_cut("一二\n三四") == 3
 
 
 def test_max_vocab_keeps_the_most_frequent_tokens_and_maps_the_rest_to_unk(tmp_path):

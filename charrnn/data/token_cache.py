@@ -9,7 +9,8 @@ look the entry up), and tokenizing hashes the bytes it reads again: an entry is 
 two agree, so its tokens always come from the bytes its key names, even if a file changes meanwhile.
 
 Tokenizing happens in one pass: tokens get provisional ids in order of first appearance (written to
-a temporary file), and a second, cheap pass maps them to the ids of the sorted final vocabulary.
+a temporary file), and a second, cheap pass maps them to the ids of the sorted final vocabulary. A
+large file is cut into jieba words by several processes at once (parallel_tokenize.py).
 
 Standard input (``-``), pipes and FIFOs can be read only once, so they are first copied into the
 cache folder while being hashed. Every temporary file is removed however ``prepare`` ends, and those
@@ -18,42 +19,27 @@ left by a process that was killed are removed by the next ``prepare`` in the sam
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
-import ctypes
 import dataclasses
 import hashlib
 import json
-import multiprocessing
 import os
-import re
-import signal
-import sys
-import threading
-import time
-from collections import deque
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import IO, Any, Callable, Iterator, Optional, Sequence
+from typing import IO, Any, Callable, Optional, Sequence
 
 import numpy as np
 
 from charrnn import files
 from charrnn.config import DEFAULT_CACHE_DIR
+from charrnn.data import parallel_tokenize
 from charrnn.data.corpus import AUTO, STANDARD_INPUT, TextReader, detect_encoding, display_name, open_corpus_file
 from charrnn.errors import CorpusError
-from charrnn.data.tokenizer import Tokenizer, VocabularyBuilder, load_jieba, tokenize
+from charrnn.data.tokenizer import Tokenizer, VocabularyBuilder
 
 CACHE_FORMAT = 1
 _REMAP_CHUNK_TOKENS = 8 << 20
-# jieba work is farmed out in pieces of about this many characters, cut at line ends.
-_JIEBA_PIECE_CHARS = 1 << 20
-# The characters jieba segments as runs (its re_han_default); every other character is a token alone.
-_JIEBA_BLOCK = re.compile("[\u4E00-\u9FD5a-zA-Z0-9+#&\\._%\\-]")
-# Below this many bytes a process pool costs more (each worker loads jieba's dictionary) than it saves.
-_PARALLEL_MIN_BYTES = 4 << 20
 _COPY_BLOCK_BYTES = 1 << 20
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 
@@ -174,102 +160,6 @@ def smallest_id_dtype(vocab_size: int) -> np.dtype:
     raise CorpusError(f"a vocabulary of {vocab_size} tokens is too large")
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """End this worker process when the process that started it ends, even if that one is killed -9.
-
-    On Linux the kernel sends the signal (PR_SET_PDEATHSIG); elsewhere a thread checks every second.
-    """
-    if sys.platform.startswith("linux"):
-        try:
-            armed = ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
-        except (OSError, AttributeError):  # no prctl to be found: watch instead
-            armed = False
-        if armed:
-            # The parent may have died before prctl took effect, and then no signal will ever come.
-            if os.getppid() != parent_pid:
-                os._exit(1)
-            return
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="charrnn-parent-watch", daemon=True).start()
-
-
-def _init_jieba_worker(parent_pid: int) -> None:
-    _die_with_parent(parent_pid)
-    # Ctrl-C reaches the whole process group; the parent stops the workers itself, without their
-    # tracebacks. A SIGTERM handler inherited from the parent would not fit here either.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    load_jieba().initialize()
-
-
-def _cut_words(text: str) -> list[str]:
-    return tokenize(text, "jieba")
-
-
-def _safe_cut(text: str) -> int:
-    """A position in ``text`` where jieba's output does not depend on whether the text is split there.
-
-    jieba segments only runs of _JIEBA_BLOCK characters and emits every other character on its own,
-    so a split after a line end, or else after any character outside such a run, changes nothing.
-    """
-    cut = text.rfind("\n") + 1
-    if cut:
-        return cut
-    for position in range(len(text) - 1, 0, -1):
-        if not _JIEBA_BLOCK.match(text[position - 1]):
-            return position
-    return len(text)  # one enormous run of Han characters: nothing exact is possible
-
-
-def _pieces(chunks: Iterator[str]) -> Iterator[str]:
-    """Regroup text into pieces of at least _JIEBA_PIECE_CHARS, split where jieba stays exact."""
-    buffer = ""
-    for chunk in chunks:
-        buffer += chunk
-        if len(buffer) >= _JIEBA_PIECE_CHARS:
-            cut = _safe_cut(buffer)
-            yield buffer[:cut]
-            buffer = buffer[cut:]
-    if buffer:
-        yield buffer
-
-
-def _word_lists(chunks: Iterator[str], workers: int) -> Iterator[list[str]]:
-    """jieba tokens of the text, piece by piece, in order; ``workers`` > 1 cuts in parallel."""
-    if workers <= 1:
-        for piece in _pieces(chunks):
-            yield _cut_words(piece)
-        return
-    # On Linux the workers are forked from this process (Python 3.14 would otherwise use a fork
-    # server as their parent), so that they can tie their lives to it.
-    context = multiprocessing.get_context("fork") if sys.platform.startswith("linux") else None
-    pool = concurrent.futures.ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_init_jieba_worker, initargs=(os.getpid(),)
-    )
-    try:
-        in_flight: deque = deque()
-        for piece in _pieces(chunks):
-            in_flight.append(pool.submit(_cut_words, piece))
-            if len(in_flight) >= 2 * workers:
-                yield in_flight.popleft().result()
-        while in_flight:
-            yield in_flight.popleft().result()
-    except BaseException:
-        # An error, Ctrl-C, a SIGTERM made an exception, or the consumer closing this generator: stop
-        # the workers now rather than wait for the pieces they are cutting.
-        for process in list((getattr(pool, "_processes", None) or {}).values()):
-            with suppress(OSError):
-                process.kill()
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
 def _write_ids(
     provisional_path: str, mapping: np.ndarray, dtype: np.dtype, count: int, temporaries: _Temporaries
 ) -> tuple[str, str]:
@@ -325,10 +215,10 @@ def _build(
                     out.write(ids.view(np.uint32).data)  # ids are non-negative int32
                     count += len(ids)
             else:
-                parallel = workers if source.size_bytes >= _PARALLEL_MIN_BYTES else 1
+                parallel = workers if source.size_bytes >= parallel_tokenize.PARALLEL_MIN_BYTES else 1
                 # closing(): an exception here must stop the worker processes at once, not whenever
                 # the generator happens to be collected.
-                with contextlib.closing(_word_lists(chunks, parallel)) as word_lists:
+                with contextlib.closing(parallel_tokenize.jieba_word_lists(chunks, parallel)) as word_lists:
                     for words in word_lists:
                         ids = provisional.add_tokens(words)
                         out.write(ids.view(np.uint32).data)

@@ -32,7 +32,7 @@ import numpy as np
 from charrnn.config import ModelConfig
 from charrnn.data.tokenizer import Tokenizer
 from charrnn.errors import CharRNNError, VocabularyError
-from charrnn.model import bidirectional, fpu, network
+from charrnn.model import bidirectional, network
 from charrnn.model.backend import NUMPY, Kernels
 
 BLANK = "_"
@@ -208,9 +208,8 @@ class Filler:
                 inputs[1:] = right_ids[:-1, None]
                 targets = np.broadcast_to(right_ids[:, None], (steps, count))
                 state = {key: np.repeat(value, count, axis=0) for key, value in hidden.items()}
-                with fpu.flushing():
-                    losses, _ = network.token_losses(params, config, inputs, np.ascontiguousarray(targets), state,
-                                                     self.kernels)
+                losses, _ = network.token_losses(params, config, inputs, np.ascontiguousarray(targets), state,
+                                                 self.kernels)
                 log_scores[start : start + count] -= losses.sum(axis=0)  # + log p(right | left, c)
         return self._ranked(candidates, log_scores, coverage)
 

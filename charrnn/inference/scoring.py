@@ -15,7 +15,7 @@ Progress = Callable[[int, int], None]
 
 import numpy as np
 
-from charrnn.model import bidirectional, fpu, network
+from charrnn.model import bidirectional, network
 from charrnn.model.backend import NUMPY, Kernels
 from charrnn.config import ModelConfig
 from charrnn.errors import VocabularyError
@@ -137,8 +137,7 @@ def score_ids(
         scored = (positions < count) & (np.arange(start, stop)[None, :] >= warmup)
         positions = np.clip(positions, 0, count - 1)
         inputs, targets = ids[positions], ids[positions + 1]  # gathered a window at a time, never all ids
-        with fpu.flushing():  # exp of very negative logits would otherwise crawl through subnormals
-            losses, hidden = network.token_losses(params, config, inputs.T, targets.T, hidden, kernels)
+        losses, hidden = network.token_losses(params, config, inputs.T, targets.T, hidden, kernels)
         if stop == warmup:
             for state in hidden.values():
                 state[0] = 0.0  # the first stream read padding while the others warmed up
@@ -188,9 +187,8 @@ def _bidirectional_nats(
             last_target = int(positions[-1, -1]) + 1
             ahead_count = min(look_ahead, count - last_target)
             ahead = ids[positions[:, -1:] + 2 + np.arange(ahead_count)[None, :]]  # (B, M)
-            with fpu.flushing():
-                losses, hidden = bidirectional.token_losses(
-                    params, config, ids[positions].T, ids[positions + 1].T, hidden, kernels, ahead.T)
+            losses, hidden = bidirectional.token_losses(
+                params, config, ids[positions].T, ids[positions + 1].T, hidden, kernels, ahead.T)
             total_nats += float(losses.sum())
             done += losses.size
             on_progress(done, count)

@@ -152,7 +152,6 @@ def loss_and_grads(
     loss, d_logits = kernels.softmax_cross_entropy(
         logits, targets.reshape(-1), params["b_y"],
         run_blocks=ops.one_block if workspace is None else workspace.run_blocks,
-        floor_subnormals=workspace is None or not workspace.flushes_subnormals(),
     )
     d_top, d_w_hy, d_b_y = ops.linear_backward(
         d_logits, top_flat, params["W_hy"],

@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from charrnn.model import bidirectional, fpu, network, optim
+from charrnn.model import bidirectional, network, optim
 from charrnn.model.backend import NUMPY, Kernels
 from charrnn.progress import Progress
 from charrnn.config import ModelConfig, TrainConfig
@@ -102,9 +102,8 @@ def train_step(trainee: Trainee, streams: np.ndarray, config: TrainConfig) -> St
     inputs = np.ascontiguousarray(chunk[:-1])
     targets = np.ascontiguousarray(chunk[1:])
     # A diverging model overflows somewhere; that is reported below as one clear error, not as
-    # warnings. Subnormal floats are flushed to zero for the step (fpu.py): they change nothing
-    # above 1e-38 and would otherwise slow the elementwise passes down a hundredfold late in training.
-    with np.errstate(over="ignore", invalid="ignore"), fpu.flushing():
+    # warnings.
+    with np.errstate(over="ignore", invalid="ignore"):
         if trainee.model_config.bidirectional:
             # The look-ahead tokens after the window, as many as the stream still has (bidirectional.py).
             ahead = np.ascontiguousarray(streams[:, start + seq_length + 1 : start + seq_length + 1 + config.look_ahead].T)
@@ -126,11 +125,10 @@ def train_step(trainee: Trainee, streams: np.ndarray, config: TrainConfig) -> St
     learning_rate = optim.learning_rate_at(
         config.settled(trainee.model_config), progress.epoch, progress.lr_reductions, progress.anneal_fraction
     )
-    with fpu.flushing():
-        trainee.kernels.optimizer_update(
-            config.optimizer, trainee.params, result.grads, trainee.optimizer_state,
-            learning_rate=learning_rate, clip=config.clip, run_blocks=trainee.workspace.run_blocks,
-        )
+    trainee.kernels.optimizer_update(
+        config.optimizer, trainee.params, result.grads, trainee.optimizer_state,
+        learning_rate=learning_rate, clip=config.clip, run_blocks=trainee.workspace.run_blocks,
+    )
 
     progress.step += 1
     progress.tokens_seen += inputs.size
