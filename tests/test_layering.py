@@ -41,7 +41,7 @@ ALLOWED = {
     "training.loop": {
         "config", "errors", "model.backend", "model.fpu", "model.network", "model.optim", "model.workspace", "progress",
     },
-    "training.folder": {"checkpoints.checkpoint", "checkpoints.folder_files", "errors"},
+    "training.folder": {"checkpoints.checkpoint", "checkpoints.folder_files", "errors", "files"},
     "inference.sampling": {"config", "model.backend", "model.network"},
     "inference.scoring": {"config", "data.tokenizer", "errors", "model.backend", "model.fpu", "model.network"},
     "checkpoints.checkpoint": {
@@ -77,7 +77,7 @@ ALLOWED = {
     "install": set(),
     "memory": {"errors"},
     "progress": set(),
-    "files": set(),
+    "files": {"errors"},
     "config": {"errors", "settings"},
     "settings": {"errors"},
     "errors": set(),

@@ -96,7 +96,8 @@ class TrainingOutput:
         self.chars_per_token = event.chars_per_token
         if self.log_path:
             with self._writing_log():
-                self.log_file = open(self.log_path, "a", encoding="utf-8")  # appended to when resuming
+                # Appended to when resuming; never through a link, nor to a device or a pipe.
+                self.log_file = files.open_for_append(self.log_path, "--log-jsonl ")
         if not self.quiet and sys.stderr.isatty():
             self.bar = tqdm(total=event.target_steps, initial=event.start_step, unit="step", file=sys.stderr,
                             dynamic_ncols=True)
@@ -210,9 +211,13 @@ def describe_encoding(paths: tuple[str, ...], encodings: tuple[str, ...], option
 def describe_finish(event: Any, quiet: bool) -> None:
     """The summary line that closes a run."""
     rate = event.tokens_this_run / event.seconds if event.seconds > 0 else 0.0
+    # None only when no step was trained and nothing resumed (stopped by a signal before the first step).
+    saved = f"checkpoint {event.checkpoint_path}" if event.checkpoint_path else "no checkpoint was written"
     validation = f"; validation {format_score(event.val_score)}" if event.val_score else ""
     if event.out_of_time:
-        inform(quiet, "note: --max-seconds reached; stopped, validated and saved")
+        validated = ", validated" if event.val_score else ""
+        steps = f"{event.steps_this_run:,} step{'s' if event.steps_this_run != 1 else ''}"
+        inform(quiet, f"note: --max-seconds reached after {steps} of this run; stopped{validated} and saved")
     if event.stopped_early:
         at_step = "" if event.best_step is None else f" at step {event.best_step:,}"
         inform(quiet, f"stopped early at step {event.steps:,}: {event.validations_since_best} validations in a row "
@@ -220,7 +225,7 @@ def describe_finish(event: Any, quiet: bool) -> None:
                     "best.npz (--patience 0 never stops early)")
     inform(quiet, f"trained to step {event.steps} ({event.steps_this_run} steps, {event.tokens_this_run:,} "
                 f"tokens this run) in {event.seconds:.1f} s ({rate:,.0f} tokens/s); smoothed loss "
-                f"{event.smoothed_loss_nats:.4f} nats/token{validation}; checkpoint {event.checkpoint_path}")
+                f"{event.smoothed_loss_nats:.4f} nats/token{validation}; {saved}")
 
 
 def finished_document(event: Any, best_path: Optional[str]) -> dict[str, Any]:

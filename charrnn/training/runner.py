@@ -139,8 +139,30 @@ def training_sample(session: Session, length: int, temperature: float = 1.0) -> 
     return session.tokenizer.decode(prime.tolist() + [int(ids[0]) for ids in generated])
 
 
+def _best_so_far(session: Session) -> tuple[Optional[int], Optional[float]]:
+    """(step, validation loss) of the run's best model: the progress's, or a better best.npz of this run
+    written after the step the run started from (folder.Claim.later_best), which is kept until beaten."""
+    progress = session.trainee.progress
+    best = (progress.best_val_step, progress.best_val_loss_nats)
+    later = session.claim.later_best if session.claim is not None else None
+    if later is not None and later.best_val_loss_nats is not None and (
+            best[1] is None or later.best_val_loss_nats < best[1]):
+        return later.step, later.best_val_loss_nats
+    return best
+
+
+def _before_write(session: Session) -> None:
+    """Stop (CheckpointWriteError) before writing anything if the folder's lock is no longer this run's."""
+    if session.lock is not None:
+        session.lock.verify()
+
+
 def _validate(session: Session, token_lengths: np.ndarray) -> Iterator[Event]:
-    """Score the validation text, record it in the progress, and write best.npz on a new best."""
+    """Score the validation text, record it in the progress, and write best.npz on a new best.
+
+    A new best is a loss below the best so far (``_best_so_far``), so best.npz is never replaced by a
+    worse model.
+    """
     progress = session.trainee.progress
     limit = session.request.schedule.eval_tokens
     val_ids = session.val_ids if not limit else session.val_ids[: limit + 1]
@@ -151,12 +173,16 @@ def _validate(session: Session, token_lengths: np.ndarray) -> Iterator[Event]:
     progress.val_step = progress.step
     progress.val_loss_nats = score.loss_nats
     progress.val_bits_per_char = score.bits_per_char
-    is_best = progress.best_val_loss_nats is None or score.loss_nats < progress.best_val_loss_nats
+    best_loss = _best_so_far(session)[1]
+    is_best = best_loss is None or score.loss_nats < best_loss
     if is_best:
         progress.best_val_loss_nats, progress.best_val_step = score.loss_nats, progress.step
         progress.validations_since_best = 0
         path = os.path.join(session.checkpoint_dir, folder_files.BEST_NAME)
+        _before_write(session)
         checkpoint.write(to_checkpoint(session), path)
+        if session.claim is not None:
+            session.claim.later_best = None  # replaced by a better one
         _written(session, path)
         yield Saved(progress.step, path)
     else:
@@ -173,6 +199,7 @@ def _written(session: Session, *paths: str) -> None:
 def _save(session: Session) -> str:
     """Write the step checkpoint and latest.npz, then prune old step files; returns latest's path."""
     directory = session.checkpoint_dir
+    _before_write(session)
     path = folder_files.save(to_checkpoint(session), directory)
     _written(session, path, os.path.join(directory, folder_files.step_filename(session.trainee.progress.step)))
     folder_files.prune_step_files(directory, session.request.schedule.checkpoint_keep)
@@ -182,7 +209,9 @@ def _save(session: Session) -> str:
 def run_session(session: Session, should_stop: Callable[[], bool] = lambda: False) -> Iterator[Event]:
     """Train ``session`` to its limit, yielding events; validates, samples and saves on schedule.
 
-    At the end the model is validated (if there is validation text) and saved. When ``should_stop()``
+    At the end the model is validated (if there is validation text) and saved. ``schedule.max_seconds``
+    is checked between steps, after the first: a run always trains at least one step (so it always
+    ends with a model of its own, saved). When ``should_stop()``
     turns true the current step finishes, the model is saved and the run ends with
     ``Finished(interrupted=True)``. After ``schedule.patience`` validations in a row without a new best
     (none if it is 0) the run stops early the same way, with ``Finished(stopped_early=True)``. If
@@ -216,7 +245,9 @@ def run_session(session: Session, should_stop: Callable[[], bool] = lambda: Fals
     deadline = None if schedule.max_seconds is None else time.perf_counter() + schedule.max_seconds
 
     def out_of_time() -> bool:
-        return deadline is not None and time.perf_counter() >= deadline
+        # A budget never ends a run before its first step: a run that starts always ends with a model
+        # trained by it, validated and saved (a budget of a nanosecond still means one step).
+        return deadline is not None and time.perf_counter() >= deadline and progress.step > first_step
 
     stopped_early = False
     for result in loop.train_steps(trainee, session.streams, session.train_config,
@@ -242,6 +273,7 @@ def run_session(session: Session, should_stop: Callable[[], bool] = lambda: Fals
         if saved_step != progress.step:
             saved_path = _save(session)
             yield Saved(progress.step, saved_path)
+    best_step, best_loss = _best_so_far(session)
     yield Finished(
         steps=progress.step,
         steps_this_run=progress.step - first_step,
@@ -257,6 +289,6 @@ def run_session(session: Session, should_stop: Callable[[], bool] = lambda: Fals
             progress, session.streams, session.train_config),
         stopped_early=stopped_early,
         validations_since_best=progress.validations_since_best,
-        best_step=progress.best_val_step,
-        best_val_loss_nats=progress.best_val_loss_nats,
+        best_step=best_step,
+        best_val_loss_nats=best_loss,
     )

@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 
 from charrnn import memory
-from charrnn.checkpoints import checkpoint, folder_files, metadata
+from charrnn.checkpoints import checkpoint, metadata
 from charrnn.checkpoints.checkpoint import Checkpoint, CorpusInfo
 from charrnn.config import DEFAULT_EPOCHS, ComputeConfig, DataConfig, ModelConfig, ScheduleConfig, TrainConfig
 from charrnn.data import token_cache
@@ -178,7 +178,8 @@ def open_session(request: TrainRequest, on_progress: token_cache.Progress = lamb
     notes: list[str] = []
     if request.resume is None:
         identity, ckpt = None, None
-        advice = ("continue it with --resume {path}, write elsewhere with --checkpoint-dir, "
+        # --resume of the folder continues from its newest checkpoint, whichever file that is.
+        advice = (f"continue it with --resume {directory}, write elsewhere with --checkpoint-dir, "
                   "or replace it with --overwrite")
     else:
         ckpt = checkpoint.load(request.resume)
@@ -189,8 +190,7 @@ def open_session(request: TrainRequest, on_progress: token_cache.Progress = lamb
             )
         identity = checkpoint.Identity(ckpt.run_id, ckpt.progress.step)
         advice = "write elsewhere with --checkpoint-dir, or replace those files with --overwrite"
-    existing = folder_files.find_latest(directory)
-    lock, claim = folder.secure(directory, identity, request.overwrite, advice.format(path=existing), notes)
+    lock, claim = folder.secure(directory, identity, request.overwrite, advice, notes)
     try:
         session = _fresh(request, on_progress) if ckpt is None else _resumed(request, ckpt, on_progress)
     except BaseException:
