@@ -85,8 +85,8 @@ def non_regular_kind(mode: int) -> Optional[str]:
 
 def _refusal(path: str, kind: str, what: str) -> OutputPathError:
     return OutputPathError(
-        f"cannot write {what}{path}: it is {kind}, and charrnn writes only regular files (it never replaces "
-        "nor writes through a link, a device or a pipe); remove it or give another path"
+        f"cannot write {what}{path}: it is {kind}, not a regular file (charrnn never replaces such a file, "
+        "nor writes through it); remove it or give another path"
     )
 
 

@@ -90,7 +90,8 @@ def find_newest(directory: str) -> Optional[str]:
     steps latest, then the step file, then best. None if there is none.
 
     Reads only metadata. Files that are not regular files (a named pipe would block the read) and
-    sampling-only ones (``export``) are passed over.
+    sampling-only ones (``export``) are passed over. When no file qualifies, ``find_latest``'s answer
+    (so that loading it says what is wrong with it), else None.
     """
     candidates = [os.path.join(directory, LATEST_NAME)]
     candidates += [path for _, path in reversed(step_checkpoints(directory))]
@@ -110,7 +111,7 @@ def find_newest(directory: str) -> Optional[str]:
         step_file_seen = step_file_seen or is_step_file
         if meta.contents == checkpoint.TRAINING and (newest is None or meta.progress.step > newest[0]):
             newest = (meta.progress.step, path)
-    return None if newest is None else newest[1]
+    return find_latest(directory) if newest is None else newest[1]
 
 
 def find_model(directory: str) -> Optional[str]:
