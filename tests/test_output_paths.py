@@ -18,7 +18,6 @@ from typing import Callable, NamedTuple, Optional
 import pytest
 
 from charrnn import files
-from charrnn.errors import OutputPathError
 from test_checkpoint_faults import deadline
 from test_cli import FAST, invoke
 from test_plot import record, write_log
@@ -167,6 +166,8 @@ def test_the_export_message(workdir, small_corpus):
 
 
 def test_atomic_write_replaces_a_regular_file_and_refuses_anything_else(tmp_path):
+    from charrnn.errors import OutputPathError  # here, so that the other tests also run on the code before it
+
     (tmp_path / "plain").write_bytes(b"old")
     files.atomic_write(str(tmp_path / "plain"), b"new")
     assert (tmp_path / "plain").read_bytes() == b"new"
@@ -181,6 +182,7 @@ def test_atomic_write_replaces_a_regular_file_and_refuses_anything_else(tmp_path
 
 
 def test_a_link_that_appears_after_the_check_is_still_not_followed(tmp_path, monkeypatch):
+    from charrnn.errors import OutputPathError
     # The open itself refuses a link (O_NOFOLLOW) and anything not a regular file (fstat), whatever
     # the path was when it was checked.
     (tmp_path / "victim").write_text("victim")
