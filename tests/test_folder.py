@@ -322,6 +322,11 @@ def test_a_resume_from_an_earlier_file_keeps_a_later_better_best_of_its_run(work
     assert (document["best_step"], document["best_val_loss_nats"]) == (20, 0.5)
     assert (workdir / "run" / "best.npz").read_bytes() == best_bytes
     assert checkpoint.load("run/latest.npz").progress.step == 30
+    # Resumed again, now from a step after best.npz's, whose own record of its best is worse: still kept.
+    assert checkpoint.load("run/latest.npz").progress.best_val_loss_nats > 0.5
+    again = invoke("train", "--resume", "run", "--steps", "40", "--eval-every", "5", "--patience", "0")
+    assert again.exit_code == 0, again.stderr
+    assert (workdir / "run" / "best.npz").read_bytes() == best_bytes
 
 
 def test_a_later_best_of_the_run_is_replaced_by_a_better_one(workdir, small_corpus):

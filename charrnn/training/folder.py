@@ -17,10 +17,10 @@ Then the run claims the folder. The checkpoints already in it either belong to t
 same run identity, at or before the step it starts from) or to something the run would destroy: another
 model, or a later stretch of its own history. Those are refused unless the user said ``--overwrite``;
 with it they are removed, but only once the new run has written its first checkpoint, so that at every
-moment the folder holds a model someone can use. One later file of the run's own history is neither:
-a ``best.npz`` written after the step the run starts from (the last run validated, found a new best,
-and ended before its next periodic save) is the best model of this run so far. It is kept, and the
-run replaces it only with a better one (``Claim.later_best``), so no resume ever makes best.npz worse.
+moment the folder holds a model someone can use. The run's own ``best.npz`` is neither, at whatever
+step it was written (even after the step the run starts from: the last run validated, found a new
+best, and ended before its next periodic save): it is the best model of this run so far, kept, and
+replaced only by a better one (``Claim.best_on_disk``), so no resume ever makes best.npz worse.
 """
 
 from __future__ import annotations
@@ -187,11 +187,11 @@ def checkpoint_files(directory: str) -> list[str]:
 @dataclass
 class Claim:
     """What a run found in its folder: files it may replace once it has written a checkpoint of its own,
-    and a best.npz of its own history later than where it starts (kept until the run does better)."""
+    and the best.npz of its own history (kept until the run does better; None once replaced)."""
 
     directory: str
     to_remove: list[str] = field(default_factory=list)
-    later_best: Optional[Identity] = None
+    best_on_disk: Optional[Identity] = None
 
     def after_write(self, written: Sequence[str]) -> None:
         """Once files of this run are on disk, remove the previous run's (except those just replaced)."""
@@ -218,14 +218,14 @@ def claim(
     removal after the run's first write. ``advice`` ends the refusal: what the user can do instead.
     """
     foreign: list[tuple[str, Optional[Identity]]] = []
-    later_best = None
+    best_on_disk = None
     for path in checkpoint_files(directory):
         found = read_identity(path)
         if identity is not None and found is not None and found.run_id == identity.run_id:
-            if found.step <= identity.step:
-                continue
             if os.path.basename(path) == folder_files.BEST_NAME:
-                later_best = found  # this run's best so far: kept (see the module's docstring)
+                best_on_disk = found  # this run's best so far, at any step: kept (see the module's docstring)
+                continue
+            if found.step <= identity.step:
                 continue
         foreign.append((path, found))
     if foreign and not overwrite:
@@ -240,7 +240,7 @@ def claim(
         else:
             what = f"holds another model ({path})"
         raise ConfigError(f"{directory} {what}; {advice}")
-    return Claim(directory, [path for path, _ in foreign], later_best)
+    return Claim(directory, [path for path, _ in foreign], best_on_disk)
 
 
 def target_directory(resume: Optional[str], checkpoint_dir: str, dir_given: bool) -> str:

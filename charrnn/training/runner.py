@@ -140,14 +140,15 @@ def training_sample(session: Session, length: int, temperature: float = 1.0) -> 
 
 
 def _best_so_far(session: Session) -> tuple[Optional[int], Optional[float]]:
-    """(step, validation loss) of the run's best model: the progress's, or a better best.npz of this run
-    written after the step the run started from (folder.Claim.later_best), which is kept until beaten."""
+    """(step, validation loss) of the run's best model: the progress's, or the run's best.npz in the folder
+    if that is better (folder.Claim.best_on_disk: written by a run that ended before saving the step it
+    validated, or on a branch of the run's history that was resumed from an earlier checkpoint)."""
     progress = session.trainee.progress
     best = (progress.best_val_step, progress.best_val_loss_nats)
-    later = session.claim.later_best if session.claim is not None else None
-    if later is not None and later.best_val_loss_nats is not None and (
-            best[1] is None or later.best_val_loss_nats < best[1]):
-        return later.step, later.best_val_loss_nats
+    on_disk = session.claim.best_on_disk if session.claim is not None else None
+    if on_disk is not None and on_disk.best_val_loss_nats is not None and (
+            best[1] is None or on_disk.best_val_loss_nats < best[1]):
+        return on_disk.step, on_disk.best_val_loss_nats  # a best.npz is written at the step it validated
     return best
 
 
@@ -182,7 +183,7 @@ def _validate(session: Session, token_lengths: np.ndarray) -> Iterator[Event]:
         _before_write(session)
         checkpoint.write(to_checkpoint(session), path)
         if session.claim is not None:
-            session.claim.later_best = None  # replaced by a better one
+            session.claim.best_on_disk = None  # replaced by a better one
         _written(session, path)
         yield Saved(progress.step, path)
     else:
