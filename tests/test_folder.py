@@ -367,3 +367,13 @@ def test_find_newest_takes_the_highest_step_of_latest_best_and_step_files(workdi
     os.unlink("run/latest.npz")
     os.mkfifo("run/latest.npz")  # never opened: a named pipe would block the read
     assert folder_files.find_newest("run") == "run/step_00000002.npz"
+
+
+def test_a_resume_with_nothing_left_to_train_brings_latest_up_to_a_newer_best(workdir, small_corpus):
+    # The run died after writing best.npz at its last step, before latest.npz: resuming it trains nothing,
+    # but saves, so that latest.npz is again the newest checkpoint.
+    _crashed_between_a_best_and_a_save(small_corpus)
+    resumed = invoke("train", "--resume", "run", "--steps", "20")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert "trained to step 20 (0 steps" in resumed.stderr and "checkpoint run/latest.npz" in resumed.stderr
+    assert checkpoint.load("run/latest.npz").progress.step == 20 and (workdir / "run" / "step_00000020.npz").exists()

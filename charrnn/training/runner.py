@@ -197,6 +197,17 @@ def _written(session: Session, *paths: str) -> None:
         session.claim.after_write(paths)
 
 
+def _latest_is_behind(session: Session) -> bool:
+    """True if the run resumed a checkpoint of its folder newer than the folder's latest.npz (a best.npz
+    written just before a crash): saved even when nothing is left to train, so that latest.npz is again
+    the newest checkpoint, as scripts expect."""
+    resumed, directory = session.resumed_from, session.checkpoint_dir
+    if resumed is None or os.path.abspath(os.path.dirname(resumed)) != os.path.abspath(directory):
+        return False
+    latest = checkpoint.read_identity(os.path.join(directory, folder_files.LATEST_NAME))
+    return latest is None or (latest.run_id == session.run_id and latest.step < session.trainee.progress.step)
+
+
 def _save(session: Session) -> str:
     """Write the step checkpoint and latest.npz, then prune old step files; returns latest's path."""
     directory = session.checkpoint_dir
@@ -274,6 +285,9 @@ def run_session(session: Session, should_stop: Callable[[], bool] = lambda: Fals
         if saved_step != progress.step:
             saved_path = _save(session)
             yield Saved(progress.step, saved_path)
+    elif _latest_is_behind(session):
+        saved_path = _save(session)
+        yield Saved(progress.step, saved_path)
     best_step, best_loss = _best_so_far(session)
     yield Finished(
         steps=progress.step,
