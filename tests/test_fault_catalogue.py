@@ -382,15 +382,18 @@ def test_a_lock_file_deleted_or_replaced_during_a_run(charrnn_executable, tmp_pa
 @pytest.mark.parametrize("resumed", [False, True], ids=["fresh run", "resumed run"])
 def test_a_death_at_every_change_of_the_save_best_cycle(tmp_path, small_corpus, resumed):
     changes, case = crash_cycle_cases(tmp_path, small_corpus, resumed)
+    # Just before a temporary file is made the folder is as just after the change before it: not tried twice.
+    points = [(index, when) for index, kind in enumerate(changes, 1) for when in ("before", "after")
+              if when == "after" or kind != "mkstemp" or index == 1]
     outcomes: Counter = Counter()
-    for die_at in range(1, changes + 1):
-        for when in ("before", "after"):
-            outcome = case(die_at, when)
-            outcomes["passed" if outcome == "passed" else f"{when} change {die_at}: {outcome}"] += 1
+    for die_at, when in points:
+        outcome = case(die_at, when)
+        outcomes["passed" if outcome == "passed" else f"{when} change {die_at} ({changes[die_at - 1]}): {outcome}"] += 1
     what = "a resumed run" if resumed else "a fresh run"
-    REPORT[f"death (as kill -9) before and after each of the {changes} file changes of {what} validating and "
-           "saving: resume from the folder, best.npz never worse"] = outcomes
-    assert outcomes["passed"] == sum(outcomes.values()) == 2 * changes, outcomes
+    REPORT[f"death (as kill -9) just before and after each of the {len(changes)} file changes of {what} that "
+           "validates and saves; then resume from the folder: exit 0, best.npz never worse, nothing left over"] = (
+        outcomes)
+    assert outcomes["passed"] == sum(outcomes.values()) == len(points), outcomes
 
 
 def test_every_array_stored_column_major_trains_like_row_major(tmp_path, small_corpus):
