@@ -146,7 +146,7 @@ def test_fresh_run_refuses_to_replace_existing_checkpoints(workdir, small_corpus
     before = (workdir / "checkpoints" / "latest.npz").read_bytes()
     result = invoke("train", small_corpus, "--steps", "3", *FAST, "--hidden-size", "8")
     assert_clean_error(result, 2, "already holds a checkpoint")
-    assert "--resume checkpoints/latest.npz" in result.stderr
+    assert "continue it with --resume checkpoints," in result.stderr
     assert (workdir / "checkpoints" / "latest.npz").read_bytes() == before
     assert invoke("train", small_corpus, "--steps", "3", *FAST, "--hidden-size", "8", "--overwrite").exit_code == 0
     assert checkpoint.load("checkpoints/latest.npz").model_config.hidden_size == 8
