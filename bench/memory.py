@@ -1,9 +1,9 @@
 """Peak memory and tokenizing speed of charrnn on a corpus of a gigabyte (issue 4).
 
 In a temporary folder this writes a corpus of ``--size-gb`` gigabytes by repeating the lines of the
-shared corpora in seeded random order (streamed to disk one shuffled round at a time), then runs the
-installed ``charrnn`` on it, each command in a subprocess of its own whose peak RSS the kernel reports
-when the benchmark reaps it (``os.wait4``, so no other child's peak can leak into the figure):
+bundled corpora (data/) in seeded random order (streamed to disk one shuffled round at a time), then
+runs the installed ``charrnn`` on it, each command in a subprocess of its own whose peak RSS the kernel
+reports when the benchmark reaps it (``os.wait4``, so no other child's peak can leak into the figure):
 
   baseline       ``python -c "import numpy, charrnn.cli"``: what any charrnn command costs before work
   prepare        tokenize the corpus into a fresh ``--cache-dir`` with the character tokenizer; it runs
@@ -58,7 +58,7 @@ from throughput import embed_size  # bench/throughput.py: --embed-size, else cha
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
-DEFAULT_CORPORA_DIR = REPO_ROOT.parent / "shared" / "corpora"
+DEFAULT_CORPORA_DIR = REPO_ROOT / "data"  # the bundled corpora
 SOURCES = {"en": "devils_dictionary.txt", "zh": "tang300.txt"}
 LANGUAGES = ("en", "zh", "mixed")
 LANGUAGE_CHOICES = (*LANGUAGES, "all")
@@ -720,7 +720,7 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="lines of devils_dictionary.txt (en), tang300.txt (zh), both shuffled together "
                              "(mixed, the default) or each in turn (all)")
     parser.add_argument("--corpora", type=Path, default=DEFAULT_CORPORA_DIR,
-                        help="folder of devils_dictionary.txt and tang300.txt (default: ../shared/corpora from the repo)")
+                        help="folder of devils_dictionary.txt and tang300.txt (default: the repository's data/)")
     parser.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
     parser.add_argument("--hidden-size", type=int, default=256)
     parser.add_argument("--embed-size", type=int,
@@ -763,7 +763,7 @@ def check_environment(args: argparse.Namespace, languages: Sequence[str]) -> Non
                          "environment charrnn is installed in (pip install -e .)", 2)
     for name in SOURCES.values():
         if not (args.corpora / name).is_file():
-            raise BenchError(f"{args.corpora / name}: no such file; pass --corpora (the folder of the shared corpora)", 2)
+            raise BenchError(f"{args.corpora / name}: no such file; pass --corpora (the folder of devils_dictionary.txt and tang300.txt)", 2)
     tmp_root = args.tmp_dir or Path(tempfile.gettempdir())
     corpus_bytes = math.ceil(args.size_gb * BYTES_PER_GB)
     # Without --keep each language's files are removed before the next language's corpus is written.

@@ -43,7 +43,8 @@ import numpy as np
 from machine import REPO_ROOT, machine_info, peak_rss_mib  # bench/machine.py, beside this file
 
 BENCH_DIR = Path(__file__).resolve().parent
-DEFAULT_CORPORA_DIR = REPO_ROOT.parent / "shared" / "corpora"
+# The corpora the documented figures use are bundled in data/, so a clone reproduces them.
+DEFAULT_CORPORA_DIR = REPO_ROOT / "data"
 
 IMPLEMENTATIONS = ("charrnn", "torch", "classic")
 BACKENDS = ("numpy", "numba")
@@ -577,7 +578,7 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                              "(the default); may be repeated")
     parser.add_argument("--corpora-dir", type=Path, default=DEFAULT_CORPORA_DIR,
                         help="where tang300.txt and devils_dictionary.txt are "
-                             "(default: ../shared/corpora beside the repository)")
+                             "(default: the repository's data/)")
     parser.add_argument("--corpus", type=Path, help="use this UTF-8 file for the one --config given")
     parser.add_argument("--impl", default=",".join(IMPLEMENTATIONS),
                         help="comma-separated subset of charrnn,torch,classic (classic: the rnn cell only)")

@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
-from pathlib import Path
 
 import click
 
@@ -110,12 +108,6 @@ def test_every_option_is_named_after_its_long_flag_so_its_variable_is_too():
                 assert param.name == max(param.opts, key=len).lstrip("-").replace("-", "_"), param.opts
     assert {"CHARRNN_EVAL_JSON", "CHARRNN_SAMPLE_JSON", "CHARRNN_TRAIN_JSON", "CHARRNN_INFO_JSON",
             "CHARRNN_PREPARE_JSON", "CHARRNN_TRAIN_STEPS", "CHARRNN_QUIET"} <= _variables()
-
-
-def test_the_readme_names_only_variables_that_work():
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    named = set(re.findall(r"\bCHARRNN_[A-Z_]*[A-Z]\b", readme)) - {"CHARRNN_COMMAND_OPTION"}
-    assert named and named <= _variables(), named - _variables()
 
 
 def test_json_flags_and_quiet_from_the_environment(workdir, small_corpus):
