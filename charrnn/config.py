@@ -267,7 +267,8 @@ class ScheduleConfig:
 
     These may change freely when resuming, so they are not part of the model's identity.
     ``max_seconds`` counts the wall-clock time of this run's training (periodic validation, samples
-    and checkpoints included), from its first step; the final validation and save come after it.
+    and checkpoints included), from its first step; the final validation and save come after it. A run
+    trains at least one step whatever its budget, so it always saves a model of its own.
     """
 
     # None: a new run gets a folder of its own (training/folder.py, secure_run_folder), a resumed run
@@ -288,8 +289,8 @@ class ScheduleConfig:
     eval_tokens: int = option(1_000_000, "Validate on at most the first N validation tokens (0: all).", metavar="N")
     sample_every: int = option(500, "Print a sample every N steps (0: never).", metavar="N")
     max_seconds: Optional[float] = option(
-        None, "Stop after S seconds of training in this run, then validate and save as at any end (for a "
-              "time budget per run).", metavar="S",
+        None, "Stop after S seconds of training in this run (at least one step), then validate and save as at "
+              "any end (for a time budget per run).", metavar="S",
     )
     sample_length: int = 200
 

@@ -38,3 +38,8 @@ class TrainingError(CharRNNError):
     """Training that cannot go on, such as a loss that became NaN or infinite."""
 
     exit_code = 1
+
+
+class OutputPathError(CharRNNError):
+    """A path charrnn was asked to write that is not a regular file (a symbolic link, a device, a named
+    pipe, a folder): it is left as it is, never replaced nor written through."""

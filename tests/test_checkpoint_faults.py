@@ -38,7 +38,7 @@ from charrnn.progress import Progress
 from conftest import TANG300
 from crafted_checkpoints import (
     BOMB_BYTES, FIELD_VALUES, field_paths, iter_crafted_checkpoints, meta_json, path_name, pickle_marker,
-    read_checkpoint, replaced, with_meta,
+    read_checkpoint, replaced, with_arrays, with_meta,
 )
 from test_cli import invoke
 
@@ -69,6 +69,13 @@ NAMED_CASES = {
     "entry:param.W_hy:trailing-bytes": "entry param.W_hy holds",
     "zip:flip-in:param.W_hy.npy": "Bad CRC-32",
     "zip:truncated@0": "is not a charrnn checkpoint (empty",
+    # Values (issue 19, item 5): sample printed garbage, eval "nan nats/token", export blamed the learning rate.
+    "values:param.W_hy:nan": "its parameter W_hy is not finite (NaN); the file is damaged",
+    "values:param.W_hy:inf": "its parameter W_hy is not finite (infinity)",
+    "values:param.W_hy:3e38": "its parameter W_hy holds 3e+38, beyond ±1e+04",
+    "values:optim.sum_sq.W_hh:-inf": "its optimizer state sum_sq.W_hh is not finite (infinity)",
+    "values:optim.sum_sq.W_xh:negative": "its optimizer state sum_sq.W_xh holds -1, but as a sum of squares",
+    "values:state.h.0:nan": "its hidden state h.0 is not finite (NaN)",
 }
 
 
@@ -149,6 +156,9 @@ def assert_consistent(ckpt: checkpoint.Checkpoint, tmp_path: Path) -> None:
     assert {name: p.shape for name, p in ckpt.params.items()} == network.param_shapes(config)
     assert all(p.dtype == np.dtype(config.dtype) for p in ckpt.params.values())
     assert all(s.shape == (ckpt.train_config.batch_size, config.hidden_size) for s in ckpt.hidden.values())
+    for arrays in (ckpt.params, ckpt.optimizer_state, ckpt.hidden):  # updated in place by training
+        assert all(a.flags.c_contiguous and a.flags.writeable and a.dtype.isnative for a in arrays.values())
+        assert all(np.isfinite(a).all() for a in arrays.values())
     for field in dataclasses.fields(Progress):
         value = getattr(ckpt.progress, field.name)
         assert value is None or (not isinstance(value, bool) and 0 <= value < 2**63 and math.isfinite(value))
@@ -224,6 +234,45 @@ def test_installed_command_never_hangs_or_tracebacks_on_crafted_files(charrnn_ex
                 process.wait()
 
 
+def test_weights_that_are_not_finite_are_refused_by_export_too(named, tmp_path):
+    # export blamed a diverged learning rate for a NaN it had only copied.
+    for case in ("values:param.W_hy:nan", "values:param.W_hy:3e38"):
+        path = tmp_path / "crafted.npz"
+        path.write_bytes(named[case])
+        run = invoke_with_deadline(["export", path, "-o", tmp_path / "out.npz", "-q"])
+        assert_one_error_line(run.result, path, NAMED_CASES[case])
+        assert not (tmp_path / "out.npz").exists()
+
+
+def test_arrays_stored_column_major_train_exactly_like_the_same_arrays_row_major(source, tmp_path):
+    # A checkpoint whose 2-D arrays were stored in Fortran order resumed and trained with exit 0, but the
+    # optimizer updated copies: W_xh, W_hh and W_hy never changed, nor did Adagrad's sums of squares.
+    taken = read_checkpoint(str(source[0]))
+    column_major = {name: np.asfortranarray(array) for name, array in taken.arrays.items() if array.ndim == 2}
+    assert {"param.W_xh", "param.W_hh", "param.W_hy", "optim.sum_sq.W_hy", "state.h.0"} <= set(column_major)
+    data = {"row-major": source[0].read_bytes(), "column-major": with_arrays(taken, column_major)}
+    assert data["row-major"] != data["column-major"]
+    trained = {}
+    for layout, raw in data.items():
+        start = tmp_path / layout / "start.npz"
+        start.parent.mkdir()
+        start.write_bytes(raw)
+        loaded = checkpoint.load(str(start))
+        assert all(a.flags.c_contiguous for a in loaded.params.values())
+        result = invoke("train", "--resume", start, "--cache-dir", tmp_path / "cache", "--backend", "numpy", "-q")
+        assert result.exit_code == 0, result.stderr
+        trained[layout] = checkpoint.load(str(start.parent / "latest.npz"))
+    before = checkpoint.load(str(source[0]))
+    assert trained["column-major"].progress.step == before.progress.step + 2
+    for group in ("params", "optimizer_state"):
+        for name, value in getattr(before, group).items():
+            if name == "W_xe" or name.endswith(".W_xe"):
+                continue  # rows of tokens not in these two steps' chunks stay as they were
+            assert not np.array_equal(getattr(trained["column-major"], group)[name], value), name
+            assert np.array_equal(getattr(trained["column-major"], group)[name],
+                                  getattr(trained["row-major"], group)[name]), name
+
+
 def _run_measuring_memory(script: str) -> tuple[str, int]:
     """(stdout, peak resident KiB) of a fresh interpreter running ``script``, as the kernel reports it."""
     run = subprocess.run([sys.executable, "-c", script + "\nimport resource\n"
@@ -278,7 +327,7 @@ def _check_catalogue(source: tuple[Path, Path], tmp_path: Path, every: int) -> N
         outcome = load_or_refuse(data, tmp_path)
         if name in MUST_LOAD:
             assert outcome == "loaded", name
-        if name.startswith("meta:") and name.rsplit("=", 1)[-1] in NON_FINITE:
+        if name.startswith("meta:") and name.rsplit("=", 1)[-1] in NON_FINITE or name.startswith("values:"):
             assert outcome == "refused", name
     assert not marker.exists()
     assert tried > 1300 // every

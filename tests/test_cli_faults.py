@@ -19,12 +19,12 @@ import warnings
 import numpy as np
 import pytest
 
-from charrnn import memory
+from charrnn import files, memory
 from charrnn.inference import sampling
 from charrnn.model import network
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.errors import ConfigError
-from charrnn.data import token_cache
+from charrnn.data import parallel_tokenize
 from conftest import NUMPY_BACKEND, TANG300, sigint_at_default
 from test_cli import FAST, assert_clean_error, invoke
 
@@ -312,7 +312,7 @@ def signal_setup(tmp_path_factory):
     folder = tmp_path_factory.mktemp("signals")
     corpus = folder / "poems.txt"
     corpus.write_text(TANG300.read_text(encoding="utf-8") * 40, encoding="utf-8")
-    assert corpus.stat().st_size < token_cache._PARALLEL_MIN_BYTES
+    assert corpus.stat().st_size < parallel_tokenize.PARALLEL_MIN_BYTES
     result = subprocess.run(
         [sys.executable, "-m", "charrnn", "train", str(TANG300), "--steps", "2", *FAST, *NUMPY_BACKEND, "-q",
          "--checkpoint-dir",
@@ -508,11 +508,16 @@ def test_an_unwritable_log_is_refused_before_training(workdir, small_corpus, tmp
 
 
 @pytest.mark.skipif(not HAS_DEV_FULL, reason="needs /dev/full")
-def test_a_log_that_fails_while_training_stops_with_exit_1(workdir, small_corpus):
-    result = invoke("train", small_corpus, "--steps", "5", *FAST, "--log-jsonl", "/dev/full", "--log-every", "1")
-    assert_clean_error(result, 1, "cannot write the training log /dev/full: No space left on device; training "
+def test_a_log_that_fails_while_training_stops_with_exit_1(workdir, small_corpus, monkeypatch):
+    # A log on a disk that fills up as the run goes: the file opens, its writes fail (as on /dev/full,
+    # which as a device is itself refused before the run: test_output_paths).
+    monkeypatch.setattr(files, "open_for_append", lambda path, what="": open("/dev/full", "a", encoding="utf-8"))
+    result = invoke("train", small_corpus, "--steps", "5", *FAST, "--log-jsonl", "run.jsonl", "--log-every", "1")
+    assert_clean_error(result, 1, "cannot write the training log run.jsonl: No space left on device; training "
                                   "stopped, the last checkpoint written is intact")
     assert os.listdir(workdir / "checkpoints" / "poems") == []
+    refused = invoke("train", small_corpus, "--steps", "5", *FAST, "--log-jsonl", "/dev/full")
+    assert_clean_error(refused, 2, "cannot write --log-jsonl /dev/full: it is a device, not a regular file", alone=True)
 
 
 @pytest.mark.skipif(ROOT, reason="root may write to read-only folders")

@@ -17,7 +17,12 @@ test_corpus_faults, test_folder, test_crash_safety); this module runs them at le
   weights of an uninterrupted run;
 - kill -9 of a parallel jieba ``prepare``: no worker left running;
 - two runs started on one folder: the second refused (exit 2), the first intact;
-- a corpus file changed while ``prepare`` reads it: no stale cache entry.
+- a corpus file changed while ``prepare`` reads it: no stale cache entry;
+- round two (issue 19): a symbolic link, a named pipe or a device at every path charrnn writes; the
+  lock file deleted or replaced during a run; a death (as kill -9) before and after every change to
+  the file system of a validating, saving run, fresh or resumed, then a resume of the folder; every
+  2-D array stored column-major. (Non-finite and out-of-bound values of every array are variants of
+  the crafted-checkpoint families.)
 """
 
 from __future__ import annotations
@@ -36,11 +41,12 @@ import pytest
 from charrnn.checkpoints import checkpoint
 from charrnn.data import token_cache
 from conftest import NUMPY_BACKEND, TANG300, StderrLines, sigint_at_default
-from crafted_checkpoints import iter_crafted_checkpoints
+from crafted_checkpoints import iter_crafted_checkpoints, read_checkpoint, with_arrays
 from test_checkpoint_faults import _commands, crafted_outcomes, invoke_with_deadline, verdict
 from test_cli import FAST, invoke
 from test_corpus_faults import _children, _running, _wait_until
-from test_crash_safety import _check_survivors, _kill_during_saves
+from test_crash_safety import _check_survivors, _kill_during_saves, crash_cycle_cases
+from test_output_paths import CASES, SPECIALS, WRITTEN_PATHS, can_make_devices, special_path_outcome
 
 pytestmark = pytest.mark.slow
 
@@ -318,3 +324,114 @@ def test_a_corpus_changed_while_prepare_reads_it(tmp_path, monkeypatch):
         outcomes["passed" if refused and matches else "stale entry served"] += 1
     REPORT["corpus changed during prepare"] = outcomes
     assert outcomes == Counter(passed=5), outcomes
+
+
+# --- round two (issue 19): written paths, the lock, the save/best cycle, loaded arrays ---------------
+
+
+def test_links_pipes_and_devices_at_every_written_path(tmp_path, small_corpus):
+    outcomes: Counter = Counter()
+    for index, (written, special) in enumerate(CASES):
+        if special == "device" and not can_make_devices():
+            continue
+        outcome = special_path_outcome(written, special, tmp_path / f"case{index}", small_corpus)
+        outcomes["passed" if outcome == "passed" else f"{written.name}, {special}: {outcome}"] += 1
+    REPORT[f"links, pipes and devices at every written path ({len(WRITTEN_PATHS)} paths × {len(SPECIALS)} kinds)"] = (
+        outcomes)
+    assert outcomes["passed"] == sum(outcomes.values()) >= len(WRITTEN_PATHS) * (len(SPECIALS) - 1), outcomes
+
+
+def _lock_trial(charrnn_executable: str, cwd: Path, corpus: Path, how: str) -> str:
+    """A run saving every step loses its lock file (deleted, or replaced by another file) and a second run
+    resumes the folder at once: the first must stop with exit 1 before its next write."""
+    common = ["--backend", "numpy", "--eval-every", "0", "-q"]
+    first = subprocess.Popen([charrnn_executable, "train", str(corpus), *FAST, "--steps", "1000000",
+                              "--checkpoint-every", "1", "--checkpoint-dir", "run", *common],
+                             cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        lock = cwd / "run" / ".charrnn.lock"
+        assert _wait_until(lambda: (cwd / "run" / "latest.npz").exists(), 120), "the first run never saved"
+        if how == "deleted":
+            lock.unlink()
+        else:
+            (cwd / "run" / "other.lock").write_text("12345\n")
+            os.replace(cwd / "run" / "other.lock", lock)
+        second = subprocess.run([charrnn_executable, "train", "--resume", "run", "--steps", "1000000",
+                                 "--max-seconds", "2", *common], cwd=cwd, capture_output=True, text=True, timeout=300)
+        _, first_stderr = first.communicate(timeout=300)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    if first.returncode != 1 or "was removed or replaced while this run held it" not in first_stderr:
+        return f"first run: exit {first.returncode}: {first_stderr.strip()[-200:]}"
+    refused_as_later = second.returncode == 2 and "holds a later checkpoint of this run" in second.stderr
+    if second.returncode != 0 and not refused_as_later:
+        return f"second run: exit {second.returncode}: {second.stderr.strip()[-200:]}"
+    final = subprocess.run([charrnn_executable, "train", "--resume", "run", "--max-seconds", "0.5", "--steps",
+                            "1000000", *common], cwd=cwd, capture_output=True, text=True, timeout=300)
+    if final.returncode != 0:
+        return f"resuming afterwards: exit {final.returncode}: {final.stderr.strip()[-200:]}"
+    for path in (cwd / "run").glob("*.npz"):
+        checkpoint.load(str(path))
+    leftovers = [n for n in os.listdir(cwd / "run") if n.endswith(".tmp") or n == ".charrnn.lock"]
+    return f"left {leftovers}" if leftovers else "passed"
+
+
+def test_a_lock_file_deleted_or_replaced_during_a_run(charrnn_executable, tmp_path, small_corpus):
+    outcomes: Counter = Counter()
+    for trial, how in enumerate(["deleted", "replaced"] * 3):
+        cwd = tmp_path / f"trial{trial}"
+        cwd.mkdir()
+        outcome = _lock_trial(charrnn_executable, cwd, small_corpus, how)
+        outcomes["passed" if outcome == "passed" else f"{how}: {outcome}"] += 1
+    REPORT["lock file deleted or replaced during a run, a second run resumes at once: the first stops (exit 1)"] = (
+        outcomes)
+    assert outcomes == Counter(passed=6), outcomes
+
+
+@pytest.mark.parametrize("resumed", [False, True], ids=["fresh run", "resumed run"])
+def test_a_death_at_every_change_of_the_save_best_cycle(tmp_path, small_corpus, resumed):
+    changes, case = crash_cycle_cases(tmp_path, small_corpus, resumed)
+    # Just before a temporary file is made the folder is as just after the change before it: not tried twice.
+    points = [(index, when) for index, kind in enumerate(changes, 1) for when in ("before", "after")
+              if when == "after" or kind != "mkstemp" or index == 1]
+    outcomes: Counter = Counter()
+    for die_at, when in points:
+        outcome = case(die_at, when)
+        outcomes["passed" if outcome == "passed" else f"{when} change {die_at} ({changes[die_at - 1]}): {outcome}"] += 1
+    what = "a resumed run" if resumed else "a fresh run"
+    REPORT[f"death (as kill -9) just before and after each of the {len(changes)} file changes of {what} that "
+           "validates and saves; then resume from the folder: exit 0, best.npz never worse, nothing left over"] = (
+        outcomes)
+    assert outcomes["passed"] == sum(outcomes.values()) == len(points), outcomes
+
+
+def test_every_array_stored_column_major_trains_like_row_major(tmp_path, small_corpus):
+    folder = tmp_path / "source"
+    trained = invoke("train", small_corpus, *FAST, "--steps", "2", "--checkpoint-dir", folder, "--cache-dir",
+                     tmp_path / "cache", "--eval-every", "0", "-q")
+    assert trained.exit_code == 0, trained.stderr
+    source = read_checkpoint(str(folder / "latest.npz"))
+
+    def resumed(name: str, data: bytes) -> checkpoint.Checkpoint:
+        start = tmp_path / name / "start.npz"
+        start.parent.mkdir()
+        start.write_bytes(data)
+        result = invoke("train", "--resume", start, "--steps", "4", "--cache-dir", tmp_path / "cache", "--backend",
+                        "numpy", "-q")
+        assert result.exit_code == 0, result.stderr
+        return checkpoint.load(str(start.parent / "latest.npz"))
+
+    expected = resumed("row-major", source.data)
+    outcomes: Counter = Counter()
+    for name, array in source.arrays.items():
+        if array.ndim != 2 or name == "meta":
+            continue
+        got = resumed(name, with_arrays(source, {name: np.asfortranarray(array)}))
+        same = all(np.array_equal(getattr(got, group)[key], value)
+                   for group in ("params", "optimizer_state", "hidden")
+                   for key, value in getattr(expected, group).items())
+        outcomes["passed" if same else f"{name} trained differently"] += 1
+    REPORT["each 2-D array stored column-major: resumed, trains exactly like row-major"] = outcomes
+    assert outcomes["passed"] == sum(outcomes.values()) >= 7, outcomes

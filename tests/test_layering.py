@@ -42,7 +42,7 @@ ALLOWED = {
         "config", "errors", "model.backend", "model.bidirectional", "model.network", "model.optim",
         "model.workspace", "progress",
     },
-    "training.folder": {"checkpoints.checkpoint", "checkpoints.folder_files", "data.corpus", "errors"},
+    "training.folder": {"checkpoints.checkpoint", "checkpoints.folder_files", "data.corpus", "errors", "files"},
     "inference.sampling": {"config", "model.backend", "model.network"},
     "inference.fill": {
         "config", "data.tokenizer", "errors", "model.backend", "model.bidirectional", "model.network",
@@ -84,7 +84,7 @@ ALLOWED = {
     "install": set(),
     "memory": {"errors"},
     "progress": set(),
-    "files": set(),
+    "files": {"errors"},
     "config": {"errors", "settings"},
     "settings": {"errors"},
     "errors": set(),

@@ -3,6 +3,8 @@ environment variables, shell completion, and the example sweep script."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import select
@@ -16,6 +18,7 @@ from typing import Optional
 import pytest
 from click.testing import CliRunner
 
+from charrnn.checkpoints import checkpoint
 from charrnn.cli import ENVVAR_PREFIX, cli
 from conftest import NUMPY_BACKEND
 from test_cli import FAST, invoke, invoke_ok
@@ -395,7 +398,8 @@ def test_max_seconds_stops_training_validates_saves_and_exits_0(workdir, small_c
     # be a bet on this machine's speed.
     assert 0 < document["steps"] < 1000000 and document["seconds"] >= 0.5
     assert document["val_loss_nats"] is not None  # validated at the end, as at any end
-    assert "note: --max-seconds reached; stopped, validated and saved\n" in result.stderr
+    steps = f"{document['steps']:,} step{'s' if document['steps'] > 1 else ''}"
+    assert f"note: --max-seconds reached after {steps} of this run; stopped, validated and saved\n" in result.stderr
     info = json.loads(invoke_ok("info", "checkpoints/poems/latest.npz", "--json").stdout)
     assert info["progress"]["step"] == document["steps"] and info["validation"]["step"] == document["steps"]
     # A per-run setting: a resumed run takes another budget, or none, and may end at its step limit.
@@ -408,3 +412,40 @@ def test_max_seconds_stops_training_validates_saves_and_exits_0(workdir, small_c
                          ("-1", "--max-seconds must be positive, got -1")):
         refused = invoke("train", small_corpus, "--steps", "3", "--max-seconds", bad, "--checkpoint-dir", "x")
         assert refused.exit_code == 2 and message in refused.stderr, refused.stderr
+
+
+def test_a_budget_that_ends_before_the_first_step_still_trains_one_and_says_so(workdir, small_corpus):
+    # --max-seconds 1e-9 trained 0 steps, wrote nothing, and said "stopped, validated and saved" and
+    # "checkpoint None", exit 0 (also when resuming).
+    result = invoke("train", small_corpus, "--steps", "100", *FAST, "--max-seconds", "1e-9", "--json")
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert (document["steps"], document["steps_this_run"], document["out_of_time"]) == (1, 1, True)
+    assert document["checkpoint"] == "checkpoints/poems/latest.npz" and document["val_loss_nats"] is not None
+    assert "note: --max-seconds reached after 1 step of this run; stopped, validated and saved\n" in result.stderr
+    assert "; checkpoint checkpoints/poems/latest.npz\n" in result.stderr and "None" not in result.stderr
+    assert checkpoint.load("checkpoints/poems/latest.npz").progress.step == 1
+    resumed = invoke("train", "--resume", "checkpoints/poems", "--max-seconds", "1e-9", "--json")
+    assert resumed.exit_code == 0, resumed.stderr
+    again = json.loads(resumed.stdout)
+    assert (again["steps"], again["steps_this_run"], again["checkpoint"]) == (2, 1, "checkpoints/poems/latest.npz")
+    assert "None" not in resumed.stderr
+    assert checkpoint.load("checkpoints/poems/latest.npz").progress.step == 2
+    # Without validation text the note does not claim a validation.
+    unvalidated = invoke("train", small_corpus, "--steps", "100", *FAST, "--max-seconds", "1e-9", "--val-fraction",
+                         "0", "--checkpoint-dir", "plain")
+    assert unvalidated.exit_code == 0, unvalidated.stderr
+    assert "note: --max-seconds reached after 1 step of this run; stopped and saved\n" in unvalidated.stderr
+
+
+def test_the_summary_line_never_names_a_checkpoint_that_was_not_written():
+    from charrnn.cli.training_output import describe_finish, interrupted_line
+    from charrnn.training.runner import Finished
+
+    finished = Finished(steps=0, steps_this_run=0, tokens_seen=0, tokens_this_run=0, smoothed_loss_nats=6.0,
+                        val_score=None, seconds=0.1, checkpoint_path=None, interrupted=True, out_of_time=False,
+                        backend="numpy")
+    with contextlib.redirect_stderr(io.StringIO()) as shown:
+        describe_finish(finished, quiet=False)
+    assert shown.getvalue() == ""  # the interruption's own line says what happened
+    assert interrupted_line(finished, None) == "Interrupted before the first step; nothing was saved"

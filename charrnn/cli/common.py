@@ -54,6 +54,7 @@ def check_appendable(path: str, option: str) -> None:
     writable folder. Checked without creating anything, so a run refused later leaves no empty file."""
     if os.path.isdir(path):
         raise ConfigError(f"{option} {path} is a folder; give the name of a file")
+    files.require_regular_or_absent(path, f"{option} ")
     folder = os.path.dirname(path) or "."
     if os.path.exists(path):
         problem = None if os.access(path, os.W_OK) else "the file is not writable"
@@ -105,9 +106,10 @@ def resolve_checkpoint(path: Optional[str], quiet: bool, newest: bool = False) -
 
     A file is itself. A folder means its ``best.npz``, the model with the lowest validation loss, else
     ``latest.npz``, else its newest step file; with ``newest`` (for resuming, which must continue from
-    the end) its newest checkpoint. A folder of run folders (``checkpoints/``, where every new run has
-    its own), and no ``path`` at all, mean the newest run's folder: the one a checkpoint was last
-    written to. The file chosen in a folder is named on stderr (``using ...``) unless ``quiet``.
+    the end) its checkpoint of the highest step (``folder_files.find_newest``: a best.npz newer than
+    latest.npz included). A folder of run folders (``checkpoints/``, where every new run has its own),
+    and no ``path`` at all, mean the newest run's folder: the one a checkpoint was last written to. The
+    file chosen in a folder is named on stderr (``using ...``) unless ``quiet``.
     """
     from charrnn.checkpoints import folder_files
 
@@ -118,7 +120,7 @@ def resolve_checkpoint(path: Optional[str], quiet: bool, newest: bool = False) -
         folder = folder_files.newest_run(DEFAULT_CHECKPOINT_DIR if path is None else path)
     found = None
     if folder is not None:
-        found = folder_files.find_latest(folder) if newest else folder_files.find_model(folder)
+        found = folder_files.find_newest(folder) if newest else folder_files.find_model(folder)
     if found is None:
         where = (path if path is not None else DEFAULT_CHECKPOINT_DIR).rstrip(os.sep)
         raise CheckpointError(

@@ -34,12 +34,14 @@ def export_command(ckpt: Optional[str], checkpoint: Optional[str], output: str, 
     read, a fraction of the size (with Adagrad, about half); train --resume refuses it, as it has
     nothing to continue from.
     """
+    from charrnn import files
     from charrnn.checkpoints import checkpoint as checkpoints
     from charrnn.errors import ConfigError
 
     path = resolve_checkpoint(checkpoint_argument(ckpt, checkpoint), quiet)
     if os.path.isdir(output):
         raise ConfigError(f"-o {output} is a folder; give the name of the file to write")
+    files.require_regular_or_absent(output, "-o ")  # a link, a device, a pipe: never replaced
     if os.path.exists(output):
         if os.path.exists(path) and os.path.samefile(output, path):
             raise ConfigError(f"-o {output} is the checkpoint being exported; give another name")

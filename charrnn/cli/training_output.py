@@ -119,7 +119,8 @@ class TrainingOutput:
         self.chars_per_token = event.chars_per_token
         if self.log_path:
             with self._writing_log():
-                self.log_file = open(self.log_path, "a", encoding="utf-8")  # appended to when resuming
+                # Appended to when resuming; never through a link, nor to a device or a pipe.
+                self.log_file = files.open_for_append(self.log_path, "--log-jsonl ")
         if not self.quiet and sys.stderr.isatty():
             self.bar = tqdm(total=event.target_steps, initial=event.start_step, unit="step", file=sys.stderr,
                             dynamic_ncols=True)
@@ -274,14 +275,18 @@ def unchanged(resumed_from: Optional[str]) -> str:
 def describe_finish(event: Any, quiet: bool, resumed_from: Optional[str] = None) -> None:
     """The summary line that closes a run (none after a run that trained no step: it has said why)."""
     rate = event.tokens_this_run / event.seconds if event.seconds > 0 else 0.0
+    # None only when no step was trained and nothing resumed (stopped by a signal before the first step).
+    saved = f"checkpoint {event.checkpoint_path}" if event.checkpoint_path else "no checkpoint was written"
     validation = f"; validation {format_score(event.val_score)}" if event.val_score else ""
-    if event.steps_this_run == 0:
-        if event.out_of_time:
-            inform(quiet, f"note: --max-seconds ran out before the first step: nothing was trained, "
-                          f"{unchanged(resumed_from)}")
+    if event.steps_this_run == 0:  # a signal before the first step, or nothing to train: said already
+        if event.checkpoint_path and event.checkpoint_path != resumed_from:
+            # The resumed best.npz was newer than latest.npz (a crash between the two saves).
+            inform(quiet, f"saved step {event.steps:,} of {resumed_from} as {event.checkpoint_path}, which was behind it")
         return
     if event.out_of_time:
-        inform(quiet, "note: --max-seconds reached; stopped, validated and saved")
+        validated = ", validated" if event.val_score else ""
+        steps = f"{event.steps_this_run:,} step{'s' if event.steps_this_run != 1 else ''}"
+        inform(quiet, f"note: --max-seconds reached after {steps} of this run; stopped{validated} and saved")
     if event.stopped_early:
         at_step = "" if event.best_step is None else f" at step {event.best_step:,}"
         after = (f" after {event.lr_reductions} reduction{'s' if event.lr_reductions != 1 else ''} of the learning rate"
@@ -291,7 +296,7 @@ def describe_finish(event: Any, quiet: bool, resumed_from: Optional[str] = None)
                     "best.npz (--patience 0 never stops early)")
     inform(quiet, f"trained to step {event.steps} ({event.steps_this_run} steps, {event.tokens_this_run:,} "
                 f"tokens this run) in {event.seconds:.1f} s ({rate:,.0f} tokens/s); smoothed loss "
-                f"{event.smoothed_loss_nats:.4f} nats/token{validation}; checkpoint {event.checkpoint_path}")
+                f"{event.smoothed_loss_nats:.4f} nats/token{validation}; {saved}")
 
 
 def interrupted_line(event: Any, resumed_from: Optional[str]) -> str:

@@ -245,6 +245,9 @@ def _build(
 def _load(key: str, directory: str, paths: Sequence[str], size_bytes: int) -> Optional[PreparedCorpus]:
     meta_path, ids_path = os.path.join(directory, f"{key}.json"), os.path.join(directory, f"{key}.npy")
     try:
+        for path in (meta_path, ids_path):
+            if files.non_regular_kind(os.lstat(path).st_mode):
+                return None  # never read through a link, nor from a pipe; writing the entry refuses it
         with open(meta_path, encoding="utf-8") as f:
             meta = json.load(f)
         if meta.get("cache_format") != CACHE_FORMAT:
@@ -294,7 +297,7 @@ def prepare(
         )
         meta = {"cache_format": CACHE_FORMAT, "paths": list(paths)}
         meta.update((name, value) for name, value in built.items() if name != "ids_tmp")
-        os.replace(built["ids_tmp"], os.path.join(cache_dir, f"{key}.npy"))
+        files.replace_file(built["ids_tmp"], os.path.join(cache_dir, f"{key}.npy"))
         # The JSON goes last: its presence says the entry is complete.
         files.atomic_write(os.path.join(cache_dir, f"{key}.json"), files.json_bytes(meta))
     loaded = _load(key, cache_dir, paths, size_bytes)

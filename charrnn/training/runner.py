@@ -157,8 +157,31 @@ def training_sample(session: Session, length: int, temperature: float = 1.0) -> 
     return session.tokenizer.decode(prime.tolist() + [int(ids[0]) for ids in generated])
 
 
+def _best_so_far(session: Session) -> tuple[Optional[int], Optional[float]]:
+    """(step, validation loss) of the run's best model: the progress's, or the run's best.npz in the folder
+    if that is better (folder.Claim.best_on_disk: written by a run that ended before saving the step it
+    validated, or on a branch of the run's history that was resumed from an earlier checkpoint)."""
+    progress = session.trainee.progress
+    best = (progress.best_val_step, progress.best_val_loss_nats)
+    on_disk = session.claim.best_on_disk if session.claim is not None else None
+    if on_disk is not None and on_disk.best_val_loss_nats is not None and (
+            best[1] is None or on_disk.best_val_loss_nats < best[1]):
+        return on_disk.step, on_disk.best_val_loss_nats  # a best.npz is written at the step it validated
+    return best
+
+
+def _before_write(session: Session) -> None:
+    """Stop (CheckpointWriteError) before writing anything if the folder's lock is no longer this run's."""
+    if session.lock is not None:
+        session.lock.verify()
+
+
 def _validate(session: Session, token_lengths: np.ndarray) -> Iterator[Event]:
-    """Score the validation text, record it in the progress, and write best.npz on a new best."""
+    """Score the validation text, record it in the progress, and write best.npz on a new best.
+
+    A new best is a loss below the best so far (``_best_so_far``), so best.npz is never replaced by a
+    worse model.
+    """
     progress = session.trainee.progress
     limit = session.request.schedule.eval_tokens
     val_ids = session.val_ids if not limit else session.val_ids[: limit + 1]
@@ -169,12 +192,16 @@ def _validate(session: Session, token_lengths: np.ndarray) -> Iterator[Event]:
     progress.val_step = progress.step
     progress.val_loss_nats = score.loss_nats
     progress.val_bits_per_char = score.bits_per_char
-    is_best = progress.best_val_loss_nats is None or score.loss_nats < progress.best_val_loss_nats
+    best_loss = _best_so_far(session)[1]
+    is_best = best_loss is None or score.loss_nats < best_loss
     if is_best:
         progress.best_val_loss_nats, progress.best_val_step = score.loss_nats, progress.step
         progress.validations_since_best = 0
         path = os.path.join(session.checkpoint_dir, folder_files.BEST_NAME)
+        _before_write(session)
         checkpoint.write(to_checkpoint(session), path)
+        if session.claim is not None:
+            session.claim.best_on_disk = None  # replaced by a better one
         _written(session, path)
         yield Saved(progress.step, path)
     else:
@@ -188,9 +215,21 @@ def _written(session: Session, *paths: str) -> None:
         session.claim.after_write(paths)
 
 
+def _latest_is_behind(session: Session) -> bool:
+    """True if the run resumed a checkpoint of its folder newer than the folder's latest.npz (a best.npz
+    written just before a crash): saved even when nothing is left to train, so that latest.npz is again
+    the newest checkpoint, as scripts expect."""
+    resumed, directory = session.resumed_from, session.checkpoint_dir
+    if resumed is None or os.path.abspath(os.path.dirname(resumed)) != os.path.abspath(directory):
+        return False
+    latest = checkpoint.read_identity(os.path.join(directory, folder_files.LATEST_NAME))
+    return latest is None or (latest.run_id == session.run_id and latest.step < session.trainee.progress.step)
+
+
 def _save(session: Session) -> str:
     """Write the step checkpoint and latest.npz, then prune old step files; returns latest's path."""
     directory = session.checkpoint_dir
+    _before_write(session)
     path = folder_files.save(to_checkpoint(session), directory)
     _written(session, path, os.path.join(directory, folder_files.step_filename(session.trainee.progress.step)))
     folder_files.prune_step_files(directory, session.request.schedule.checkpoint_keep)
@@ -215,7 +254,9 @@ def run_session(
 ) -> Iterator[Event]:
     """Train ``session`` to its limit, yielding events; validates, samples and saves on schedule.
 
-    At the end the model is validated (if there is validation text) and saved. When ``should_stop()``
+    At the end the model is validated (if there is validation text) and saved. ``schedule.max_seconds``
+    is checked between steps, after the first: a run always trains at least one step (so it always
+    ends with a model of its own, saved). When ``should_stop()``
     turns true the current step finishes, the model is saved and the run ends with
     ``Finished(interrupted=True)``. After ``schedule.patience`` validations in a row without a new best
     (never if it is 0) the learning rate is reduced (``RateReduced``), up to ``lr_reductions`` times in
@@ -256,7 +297,9 @@ def run_session(
     anneal_from = progress.anneal_fraction
 
     def out_of_time() -> bool:
-        return deadline is not None and clock() >= deadline
+        # A budget never ends a run before its first step: a run that starts always ends with a model
+        # trained by it, validated and saved (a budget of a nanosecond still means one step).
+        return deadline is not None and clock() >= deadline and progress.step > first_step
 
     stopped_early = False
     for result in loop.train_steps(trainee, session.streams, session.train_config,
@@ -290,6 +333,10 @@ def run_session(
         if saved_step != progress.step:
             saved_path = _save(session)
             yield Saved(progress.step, saved_path)
+    elif _latest_is_behind(session):
+        saved_path = _save(session)
+        yield Saved(progress.step, saved_path)
+    best_step, best_loss = _best_so_far(session)
     yield Finished(
         steps=progress.step,
         steps_this_run=progress.step - first_step,
@@ -305,8 +352,8 @@ def run_session(
             progress, session.streams, session.train_config),
         stopped_early=stopped_early,
         validations_since_best=progress.validations_since_best,
-        best_step=progress.best_val_step,
-        best_val_loss_nats=progress.best_val_loss_nats,
+        best_step=best_step,
+        best_val_loss_nats=best_loss,
         bidirectional=session.model_config.bidirectional,
         lr_reductions=progress.lr_reductions,
     )

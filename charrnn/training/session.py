@@ -17,7 +17,7 @@ from typing import Optional, Union
 import numpy as np
 
 from charrnn import memory
-from charrnn.checkpoints import checkpoint, folder_files, metadata
+from charrnn.checkpoints import checkpoint, metadata
 from charrnn.checkpoints.checkpoint import Checkpoint, CorpusInfo
 from charrnn.config import (
     DEFAULT_CHECKPOINT_DIR, DEFAULT_EPOCHS, ComputeConfig, DataConfig, ModelConfig, ScheduleConfig, TrainConfig,
@@ -196,7 +196,8 @@ def open_session(request: TrainRequest, on_progress: token_cache.Progress = lamb
     notes: list[str] = []
     if request.resume is None:
         identity, ckpt = None, None
-        advice = ("continue it with --resume {path}, write elsewhere with --checkpoint-dir, "
+        # --resume of the folder continues from its newest checkpoint, whichever file that is.
+        advice = (f"continue it with --resume {directory}, write elsewhere with --checkpoint-dir, "
                   "or replace it with --overwrite")
     else:
         ckpt = checkpoint.load(request.resume)
@@ -216,8 +217,7 @@ def open_session(request: TrainRequest, on_progress: token_cache.Progress = lamb
         directory = claim.directory
     else:
         created = [] if os.path.isdir(directory) else [directory]
-        existing = folder_files.find_latest(directory)
-        lock, claim = folder.secure(directory, identity, request.overwrite, advice.format(path=existing), notes)
+        lock, claim = folder.secure(directory, identity, request.overwrite, advice, notes)
     request = dataclasses.replace(request, schedule=dataclasses.replace(request.schedule, checkpoint_dir=directory))
     try:
         session = _fresh(request, on_progress) if ckpt is None else _resumed(request, ckpt, on_progress)
