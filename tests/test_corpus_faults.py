@@ -133,7 +133,8 @@ def test_an_interrupt_during_a_parallel_prepare_stops_the_workers_at_once(tmp_pa
     marks = tmp_path / "marks"
     marks.mkdir()
     monkeypatch.setattr(sys.modules[__name__], "_WORKER_MARKS", marks)
-    monkeypatch.setattr(token_cache, "_cut_words", _cut_words_for_two_minutes)
+    # The workers are forked, so they cut with the module's tokenize as patched here.
+    monkeypatch.setattr(parallel_tokenize, "tokenize", lambda text, kind: _cut_words_for_two_minutes(text))
     workers: set[int] = set()
 
     def interrupt(done, total):
