@@ -69,6 +69,35 @@ def test_ls_of_other_folders(run, tmp_path):
     assert_clean_error(invoke("ls", tmp_path / "missing"), 2, f"{tmp_path / 'missing'} does not exist")
 
 
+def test_ls_leaves_out_files_that_a_pruning_training_removes_while_it_reads(run, monkeypatch):
+    """A training with --checkpoint-keep removes step files at any moment; ls must neither fail on one
+    that vanished after it was named (its size taken too late) nor call one removed while its
+    metadata was read unreadable: a file that is gone is simply not listed."""
+    from charrnn.checkpoints import listing
+
+    read_metadata, isfile = checkpoint.read_metadata, os.path.isfile
+
+    def removed_while_read(path):
+        if path.endswith("step_00000010.npz"):
+            os.unlink(path)
+        return read_metadata(path)
+
+    def removed_after_the_check(path):
+        found = isfile(path)
+        if str(path).endswith("step_00000020.npz"):
+            os.unlink(path)
+        return found
+
+    monkeypatch.setattr(listing.checkpoint, "read_metadata", removed_while_read)
+    monkeypatch.setattr(listing.os.path, "isfile", removed_after_the_check)
+    result = invoke("ls")
+    monkeypatch.undo()
+    assert result.exit_code == 0, result.stderr
+    names = [line.split()[0] for line in result.stdout.splitlines()[1:]]
+    assert names == ["best.npz", "step_00000030.npz", "latest.npz"]
+    assert "unreadable" not in result.stdout
+
+
 def test_export_writes_a_sampling_only_checkpoint_that_the_readers_take(run, small_corpus):
     result = invoke("export", "-o", "model.npz", "--json")
     assert result.exit_code == 0, result.stderr
