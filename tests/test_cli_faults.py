@@ -237,8 +237,11 @@ def _limited_run(executable, cwd, *args):
                                        "optimizer state 8 TB, checkpoint being written 16 TB), more than the "),
         (["--num-layers", str(10**12)], "this machine has available; lower --batch-size or --seq-length (or "
                                         "--hidden-size or --num-layers)"),
+        # Its embedded inputs (2·10^8 values a position) dwarf every other part: the advice names it.
+        (["--embed-size", str(10**8)], "this machine has available; lower --batch-size or --seq-length (or "
+                                       "--embed-size)"),
     ],
-    ids=["hidden-size", "num-layers"],
+    ids=["hidden-size", "num-layers", "embed-size"],
 )
 def test_a_model_too_large_for_the_machine_is_refused_before_tokenizing(charrnn_executable, small_corpus,
                                                                         tmp_path, args, message):

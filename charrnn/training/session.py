@@ -79,12 +79,31 @@ class Session:
             self.lock = None
 
 
+# The options that size a model, and the field each sets: any of them can be what makes a model too
+# large (an embedding of 10^8 as surely as a hidden size of 10^6), so a refusal names those that matter.
+_MODEL_SIZES = (("--hidden-size", "hidden_size"), ("--num-layers", "num_layers"), ("--embed-size", "embed_size"),
+                ("--max-vocab", "vocab_size"))
+
+
 def _check_memory(model_config: ModelConfig, train_config: TrainConfig) -> None:
-    """Refuse (ConfigError) a model and batch that need more memory than the machine has available."""
-    parts = network.training_memory(
-        model_config, train_config.batch_size, train_config.seq_length, len(optim.SLOTS[train_config.optimizer])
-    )
-    model_sized = "--hidden-size or --num-layers"
+    """Refuse (ConfigError) a model and batch that need more memory than the machine has available.
+
+    The advice names the batch options when the activations are the largest part, and every model
+    size option whose halving alone would save a tenth of the need or more.
+    """
+    slots = len(optim.SLOTS[train_config.optimizer])
+
+    def need(config: ModelConfig) -> dict[str, int]:
+        return network.training_memory(config, train_config.batch_size, train_config.seq_length, slots)
+
+    parts = need(model_config)
+    total = sum(parts.values())
+    model_sized = " or ".join(
+        name for name, field in _MODEL_SIZES
+        if getattr(model_config, field) > 1
+        and total - sum(need(dataclasses.replace(model_config, **{field: getattr(model_config, field) // 2})).values())
+        >= total / 10
+    ) or "--hidden-size or --num-layers"
     if max(parts, key=parts.__getitem__) == "activations":
         advice = f"lower --batch-size or --seq-length (or {model_sized})"
     else:
