@@ -315,3 +315,26 @@ def test_an_endless_binary_device_is_refused_at_once_not_copied_forever(charrnn_
         "byte-order mark, pass --encoding utf-16-le (or the codec it uses)"]
     assert time.monotonic() - started < 30
     assert [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+# --- issue 19, item 14: a codec that decodes to a lone surrogate ---
+
+
+def test_text_that_decodes_to_a_lone_surrogate_is_refused_as_text_not_blamed_on_the_cache(tmp_path):
+    corpus = tmp_path / "escaped.txt"
+    corpus.write_bytes(b"abc\\ud800def\n" * 10)  # unicode_escape reads the six characters \ud800 as U+D800
+    cache = tmp_path / "cache"
+    result = CliRunner().invoke(cli, ["train", str(corpus), *TINY, "--encoding", "unicode_escape", "--cache-dir",
+                                      str(cache), "--checkpoint-dir", str(tmp_path / "run")])
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (f"Error: {corpus} read as unicode_escape gives a lone surrogate (U+D800), which is not "
+                             "a character; pass the --encoding the file is written in\n")
+    assert not cache.exists() or sorted(os.listdir(cache)) == []  # no entry that every later run would trip on
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_entry_that_cannot_be_read_back_is_not_left_in_the_cache(tmp_path, small_corpus, monkeypatch):
+    monkeypatch.setattr(token_cache, "_load", lambda *args: None)
+    with pytest.raises(Exception, match="cannot be read back; it was removed"):
+        token_cache.prepare([str(small_corpus)], cache_dir=str(tmp_path / "cache"))
+    assert os.listdir(tmp_path / "cache") == []

@@ -39,6 +39,9 @@ _BOMS = (
 # C0 control characters other than tab, newline, vertical tab, form feed and carriage return: text
 # has almost none, binary data decoded as text has many.
 _CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f]")
+# Half of a UTF-16 pair on its own is not a character: codecs such as unicode_escape or utf-7 can
+# decode to one (from the text "\\ud800"), and no tokenizer, cache or checkpoint can hold it.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _CONTROL_BYTES = bytes([*range(0x00, 0x09), *range(0x0E, 0x20), 0x7F])
 _NOT_CONTROL_BYTES = bytes(b for b in range(256) if b not in _CONTROL_BYTES)
 _MAX_CONTROL_FRACTION = 0.01
@@ -277,6 +280,12 @@ class TextReader:
         if self.encoding not in _ASCII_COMPATIBLE:
             if "\x00" in text or len(_CONTROL.findall(text)) > _MAX_CONTROL_FRACTION * len(text):
                 raise CorpusError(f"{self.path} looks like a binary file, not text (it holds control characters)")
+            surrogate = _LONE_SURROGATE.search(text)
+            if surrogate:
+                raise CorpusError(
+                    f"{self.path} read as {self.encoding} gives a lone surrogate (U+{ord(surrogate.group()):04X}), "
+                    "which is not a character; pass the --encoding the file is written in"
+                )
 
 
 def read_text(path: str, encoding: str = AUTO) -> tuple[str, str]:

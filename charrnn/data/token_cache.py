@@ -409,5 +409,9 @@ def prepare(
         files.atomic_write(os.path.join(cache_dir, f"{key}.json"), files.json_bytes(meta))
     loaded = _load(key, cache_dir, paths, size_bytes)
     if loaded is None:
-        raise CorpusError(f"the cache entry just written to {cache_dir} cannot be read back")
+        # Never leave an entry behind that every later run would find, fail to read and build again.
+        for suffix in (".json", ".npy"):
+            with suppress(OSError):
+                os.unlink(os.path.join(cache_dir, key + suffix))
+        raise CorpusError(f"the cache entry just written to {cache_dir} cannot be read back; it was removed")
     return dataclasses.replace(loaded, from_cache=False)
