@@ -565,3 +565,30 @@ def test_an_error_raised_while_an_interrupt_unwinds_still_ends_as_the_interrupt(
     assert result.exit_code == 130 and result.stderr == "Error: interrupted by SIGINT\n"
     other = CliRunner().invoke(group, ["broken"])  # an error with no interrupt behind it is not one
     assert other.exit_code == 1 and isinstance(other.exception, RuntimeError)
+
+
+# --- issue 19, item 14: shell completion asked for without the shell's variables ---
+
+
+def test_shell_completion_without_the_shells_variables_is_one_line_not_a_traceback(charrnn_executable, tmp_path):
+    def complete(instruction: str, **variables: str) -> subprocess.CompletedProcess:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("COMP_")}
+        environment.update(_CHARRNN_COMPLETE=instruction, **variables)
+        return subprocess.run([charrnn_executable, "train"], cwd=tmp_path, env=environment, capture_output=True,
+                              text=True, timeout=60)
+
+    setup = 'to set completion up in bash: eval "$(_CHARRNN_COMPLETE=bash_source charrnn)"'
+    for instruction, variables, problem in [
+        ("bash_complete", {}, "the shell's completion function sets it, with COMP_WORDS and COMP_CWORD"),
+        ("zsh_complete", {"COMP_WORDS": "charrnn tr", "COMP_CWORD": "one"}, "the shell's completion function"),
+        ("bash", {}, "expected bash_source, zsh_source or fish_source"),
+        ("tcsh_source", {}, "expected bash_source, zsh_source or fish_source"),
+    ]:
+        run = complete(instruction, **variables)
+        assert (run.returncode, run.stdout) == (2, ""), run.stderr
+        assert run.stderr.startswith(f"Error: _CHARRNN_COMPLETE={instruction}: {problem}") and run.stderr.count("\n") == 1
+        assert run.stderr.rstrip().endswith(setup)
+    # What the shell's completion function does still works.
+    run = complete("bash_complete", COMP_WORDS="charrnn tr", COMP_CWORD="1")
+    assert (run.returncode, run.stdout.split()) == (0, ["plain,train"])
+    assert "complete -o nosort -F _charrnn_completion charrnn" in complete("bash_source").stdout

@@ -133,6 +133,20 @@ def signals_raise_interrupted() -> Iterator[None]:
             signal.signal(s, handler)
 
 
+def _completion_problem(instruction: str) -> Optional[str]:
+    """Why click's shell completion cannot follow ``instruction`` (SHELL_source or SHELL_complete), or None."""
+    from click.shell_completion import get_completion_class
+
+    shell, _, action = instruction.partition("_")
+    if get_completion_class(shell) is None or action not in ("source", "complete"):
+        return "expected bash_source, zsh_source or fish_source"
+    if action == "complete":
+        words, word = os.environ.get("COMP_WORDS"), os.environ.get("COMP_CWORD")
+        if words is None or word is None or (shell != "fish" and not word.strip().lstrip("-").isdigit()):
+            return "the shell's completion function sets it, with COMP_WORDS and COMP_CWORD, which are missing or not valid"
+    return None
+
+
 class CharRNNGroup(click.Group):
     """The ``charrnn`` group: click's standalone handling plus this module's endings (see above).
 
@@ -158,6 +172,19 @@ class CharRNNGroup(click.Group):
             if cause is None:
                 raise
             exit_interrupted(cause)
+
+    def _main_shell_completion(self, ctx_args: Any, prog_name: str, complete_var: Optional[str] = None) -> None:
+        """Shell completion as click does it, but a request it cannot serve is one line and exit 2, not a
+        traceback: click reads the words to complete from COMP_WORDS and COMP_CWORD, which only the
+        shell's completion function sets."""
+        name = complete_var or f"_{prog_name.replace('-', '_').replace('.', '_')}_COMPLETE".upper()
+        instruction = os.environ.get(name)
+        problem = _completion_problem(instruction) if instruction else None
+        if problem:
+            _say(f"Error: {name}={instruction}: {problem}; to set completion up in bash: "
+                 f'eval "$({name}=bash_source {prog_name})"')
+            sys.exit(2)
+        super()._main_shell_completion(ctx_args, prog_name, complete_var)
 
     def invoke(self, ctx: click.Context) -> Any:
         """Run the subcommand and flush stdout, ending as described above if stdout fails."""
