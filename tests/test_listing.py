@@ -146,6 +146,52 @@ def test_export_never_replaces_a_file_unasked(run):
     assert_clean_error(invoke("export", "-o", "no/such/m.npz"), 2, "the folder no/such does not exist")
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc and /sys: folders nobody may write in")
+def test_export_to_a_place_it_cannot_write_is_refused_before_any_work(run):
+    """-o '' or a folder that refuses new files (found by trying: root passes every permission check,
+    and still may not create files in /proc or /sys) is bad usage, exit 2, naming -o: as train does."""
+    assert_clean_error(invoke("export", "-o", ""), 2, "-o is empty; give the name of the file to write", )
+    assert_clean_error(invoke("export", "-o", "/proc/model.npz"), 2,
+                       "cannot write -o /proc/model.npz: No such file or directory (the folder /proc); give another path")
+    if os.path.isdir("/sys/kernel"):
+        assert_clean_error(invoke("export", "-o", "/sys/kernel/model.npz"), 2, "cannot write -o /sys/kernel/model.npz: ")
+    if os.geteuid() != 0:
+        locked = run.parent / "locked"
+        locked.mkdir(mode=0o555)
+        assert_clean_error(invoke("export", "-o", locked / "m.npz"), 2, f"cannot write -o {locked / 'm.npz'}: "
+                                                                        "Permission denied")
+
+
+def test_export_removes_the_unfinished_writes_of_exports_that_were_killed(run):
+    from charrnn import files
+
+    finished = subprocess.Popen(["true"])
+    finished.wait()  # a process number that no longer runs
+    share = run.parent / "share"
+    share.mkdir()
+    orphan = share / f".m.npz.{finished.pid}@{files._HOST}.k2j4x9.tmp"
+    orphan.write_bytes(b"half of a checkpoint")
+    live = share / f".m.npz.{os.getpid()}@{files._HOST}.p0q1r2.tmp"  # a live process's: kept
+    live.write_bytes(b"being written")
+    assert invoke("export", "-o", share / "m.npz", "-q").exit_code == 0
+    assert sorted(p.name for p in share.iterdir()) == sorted(["m.npz", live.name])
+
+
+def test_reading_errors_of_the_text_name_the_file_and_blame_neither_the_cache_nor_the_system(run, small_corpus):
+    """/proc/self/mem cannot be read at offset 0 (EIO): the input is bad, exit 2, and named."""
+    if not os.path.exists("/proc/self/mem"):
+        pytest.skip("needs /proc/self/mem")
+    message = "Error: /proc/self/mem: cannot read (Input/output error)"
+    for args in (["train", "/proc/self/mem", "--steps", "1", "--checkpoint-dir", "other"],
+                 ["train", small_corpus, "--val-file", "/proc/self/mem", "--checkpoint-dir", "other"],
+                 ["eval", "checkpoints", "/proc/self/mem"],
+                 ["sample", "--seed-file", "/proc/self/mem"],
+                 ["prepare", "/proc/self/mem"]):
+        result = invoke(*args, "-q")
+        assert (result.exit_code, result.stdout, result.stderr) == (2, "", message + "\n"), args
+    assert not os.path.exists("other")
+
+
 def test_ls_and_export_through_the_installed_command(charrnn_executable, run):
     exported = subprocess.run([charrnn_executable, "export", "checkpoints", "-o", "checkpoints/model.npz", "-q"],
                               cwd=run.parent, capture_output=True, text=True, timeout=60)

@@ -110,6 +110,19 @@ def open_corpus_file(path: str) -> ContextManager[IO[bytes]]:
         raise CorpusError(f"{path}: cannot read ({exc.strerror})") from None
 
 
+def read_block(stream: IO[bytes], size: int, name: str) -> bytes:
+    """Up to ``size`` bytes of ``stream`` (b"" at its end); CorpusError naming ``name`` if reading fails.
+
+    A device that refuses to be read (/proc/self/mem), a failing disk or a network file system that went
+    away is a problem with that input, and is said to be, rather than left to surface as an error
+    without a file name, or as the cache's.
+    """
+    try:
+        return stream.read(size)
+    except OSError as exc:
+        raise CorpusError(f"{name}: cannot read ({exc.strerror or exc})") from None
+
+
 def _check_codec(encoding: str) -> None:
     try:
         info = codecs.lookup(encoding)
@@ -169,7 +182,7 @@ class TextReader:
         with open_corpus_file(self.source) as f:
 
             def read() -> bytes:
-                data = f.read(self.chunk_bytes)
+                data = read_block(f, self.chunk_bytes, self.path)
                 if digest is not None:
                     digest.update(data)
                 return data

@@ -40,7 +40,9 @@ import numpy as np
 
 from charrnn import files
 from charrnn.config import DEFAULT_CACHE_DIR
-from charrnn.data.corpus import AUTO, STANDARD_INPUT, TextReader, detect_encoding, display_name, open_corpus_file
+from charrnn.data.corpus import (
+    AUTO, STANDARD_INPUT, TextReader, detect_encoding, display_name, open_corpus_file, read_block,
+)
 from charrnn.errors import CorpusError
 from charrnn.data.tokenizer import Tokenizer, VocabularyBuilder, load_jieba, tokenize
 
@@ -123,13 +125,16 @@ def _make_cache_dir(directory: str) -> None:
         raise CorpusError(f"cannot create the cache folder {directory}: {exc.strerror}; pass --cache-dir") from None
 
 
-def _copy(source: IO[bytes], out: Optional[IO[bytes]], check_head: Callable[[bytes], Any] = bool) -> tuple[str, int]:
+def _copy(
+    source: IO[bytes], out: Optional[IO[bytes]], check_head: Callable[[bytes], Any] = bool, name: str = "the corpus"
+) -> tuple[str, int]:
     """Read ``source`` to its end (writing it to ``out`` if given): (sha256, bytes).
 
     ``check_head`` sees the first block before anything is written, and may raise to refuse the input.
+    A failure to read is a CorpusError naming ``name``.
     """
     digest, size = hashlib.sha256(), 0
-    while block := source.read(_COPY_BLOCK_BYTES):
+    while block := read_block(source, _COPY_BLOCK_BYTES, name):
         if not size:
             check_head(block)
         digest.update(block)
@@ -145,12 +150,13 @@ def _source(path: str, encoding: str, temporaries: _Temporaries) -> _Source:
     Such input can be read only once, and tokenizing reads it again once the cache key is known.
     """
     with open_corpus_file(path) as stream:
+        name = display_name(path)
         if path != STANDARD_INPUT and os.path.isfile(path):
-            return _Source(path, path, *_copy(stream, None))
+            return _Source(path, path, *_copy(stream, None, name=name))
         fd, copy = temporaries.create("spool")
         with os.fdopen(fd, "wb") as out:
             # Refuse binary data (a device such as /dev/zero never ends) before copying any of it.
-            sha256, size = _copy(stream, out, lambda head: encoding == AUTO and detect_encoding(display_name(path), head))
+            sha256, size = _copy(stream, out, lambda head: encoding == AUTO and detect_encoding(name, head), name)
     return _Source(path, copy, sha256, size)
 
 
