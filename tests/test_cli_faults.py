@@ -592,3 +592,73 @@ def test_shell_completion_without_the_shells_variables_is_one_line_not_a_traceba
     run = complete("bash_complete", COMP_WORDS="charrnn tr", COMP_CWORD="1")
     assert (run.returncode, run.stdout.split()) == (0, ["plain,train"])
     assert "complete -o nosort -F _charrnn_completion charrnn" in complete("bash_source").stdout
+
+
+# --- issue 19, item 13: output streams that cannot carry every character, and terminals ---
+
+
+def _run_with_encoding(executable, cwd, encoding: str, *args) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "PYTHONIOENCODING": encoding}
+    return subprocess.run([executable, *map(str, args)], cwd=cwd, env=environment, capture_output=True,
+                          timeout=120)
+
+
+def test_a_stream_that_cannot_carry_a_character_gets_an_escape_not_a_traceback(charrnn_executable, tiny_model,
+                                                                               tmp_path):
+    ckpt, corpus = tiny_model
+    folder = tmp_path / "月"
+    folder.mkdir()
+    (folder / "月.npz").write_bytes(ckpt.read_bytes())
+    listed = _run_with_encoding(charrnn_executable, tmp_path, "ascii", "ls", folder)
+    assert (listed.returncode, listed.stderr) == (0, b""), listed.stderr
+    assert b"\\u6708.npz " in listed.stdout and listed.stdout.isascii()
+    # A JSON document stays valid and reads back the same: the escape is JSON's own.
+    named = tmp_path / "月.txt"
+    named.write_bytes(corpus.read_bytes())
+    prepared = _run_with_encoding(charrnn_executable, tmp_path, "latin-1", "prepare", named, "--json", "-q")
+    assert (prepared.returncode, prepared.stderr) == (0, b""), prepared.stderr
+    assert json.loads(prepared.stdout.decode("latin-1"))["files"] == [str(named)]
+    # stderr too, even when told to be strict; and text the stream can carry is left as it is.
+    info = _run_with_encoding(charrnn_executable, tmp_path, "ascii:strict", "info", folder / "月.npz")
+    assert info.returncode == 0 and f"{tmp_path}/\\u6708/\\u6708.npz".encode() in info.stdout
+    missing = _run_with_encoding(charrnn_executable, tmp_path, "ascii:strict", "info", "月/é.npz")
+    assert (missing.returncode, missing.stderr) == (2, b"Error: no checkpoint at \\u6708/\\u00e9.npz\n")
+    latin = _run_with_encoding(charrnn_executable, tmp_path, "latin-1", "info", "é.npz")
+    assert latin.stderr == "Error: no checkpoint at é.npz\n".encode("latin-1")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a pseudo-terminal")
+def test_control_characters_in_file_names_are_escaped_on_a_terminal(charrnn_executable, tiny_model, tmp_path):
+    import pty
+
+    ckpt, _ = tiny_model
+    folder = tmp_path / "run"
+    folder.mkdir()
+    hostile = "\x1b[2J\x1b]0;owned\x07.npz"
+    (folder / hostile).write_bytes(ckpt.read_bytes())
+
+    def on_a_terminal(*args) -> tuple[int, bytes]:
+        main, secondary = pty.openpty()
+        process = subprocess.Popen([charrnn_executable, *map(str, args)], cwd=tmp_path, stdin=subprocess.DEVNULL,
+                                   stdout=secondary, stderr=secondary)
+        os.close(secondary)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # EIO: the other side has closed
+                break
+            if not chunk:
+                break
+            shown += chunk
+        os.close(main)
+        return process.wait(timeout=120), shown
+
+    code, shown = on_a_terminal("ls", folder)
+    assert code == 0 and b"\x1b" not in shown and b"\x07" not in shown
+    assert b"\\x1b[2J\\x1b]0;owned\\x07.npz" in shown
+    code, shown = on_a_terminal("info", folder / ("x" + hostile))
+    assert code == 2 and b"\x1b" not in shown and b"Error: no checkpoint at" in shown
+    # Not a terminal: the names are the bytes they are, for scripts.
+    piped = subprocess.run([charrnn_executable, "ls", str(folder)], capture_output=True, timeout=120)
+    assert hostile.encode() in piped.stdout

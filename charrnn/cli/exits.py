@@ -10,6 +10,12 @@
   exit 0. The reader took what it wanted; exit 141 (a death by SIGPIPE, what `yes | head` reports)
   would make every `set -o pipefail` script that cuts a sample short fail.
 - Any other failure to write stdout (a full disk, /dev/full) is one ``Error:`` line and exit 1.
+- Text goes out in the encoding of its stream, whatever it is (PYTHONIOENCODING=ascii or latin-1
+  included): a character the stream cannot carry is written as a ``\\uXXXX`` escape (valid inside
+  JSON strings, so a --json document stays valid and reads back the same), and the undecodable bytes
+  of a file name (held as lone surrogates, ``os.fsdecode``) as those bytes, so that a script can use
+  the path it reads. Control characters in what a terminal shows (file names in a listing, messages
+  on stderr) are escaped too (``\\x1b``), so that a crafted file name cannot rewrite the screen.
 
 In both stdout cases stdout is pointed at /dev/null first, so the interpreter's last flush at exit
 cannot fail again and print "Exception ignored ... BrokenPipeError".
@@ -17,9 +23,11 @@ cannot fail again and print "Exception ignored ... BrokenPipeError".
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import errno
 import os
+import re
 import signal
 import sys
 from typing import Any, Iterator, NoReturn, Optional, Union
@@ -56,12 +64,82 @@ class OutputError(Exception):
         self.closed = cause.errno == errno.EPIPE
 
 
-def write_stdout(text: Union[str, bytes], nl: bool = True) -> None:
-    """Write ``text`` (or bytes, written as they are) to stdout and flush it; OutputError if that fails."""
+ESCAPE_ERRORS = "charrnn.escape"
+# C0 control characters but tab and newline, DEL, and the C1 controls (U+0080 to U+009F), which some
+# terminals obey as escape sequences too.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _escape_unencodable(error: UnicodeError) -> tuple[Union[str, bytes], int]:
+    """Codec error handler ESCAPE_ERRORS: a character a stream cannot carry as ``\\uXXXX`` (two for one
+    beyond the first plane, as JSON writes it), the undecodable byte of a file name as that byte."""
+    if not isinstance(error, UnicodeEncodeError):
+        raise error
+    code = ord(error.object[error.start])
+    if 0xDC80 <= code <= 0xDCFF:
+        return bytes([code - 0xDC00]), error.start + 1
+    if code > 0xFFFF:
+        code -= 0x10000
+        return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}", error.start + 1
+    return f"\\u{code:04x}", error.start + 1
+
+
+codecs.register_error(ESCAPE_ERRORS, _escape_unencodable)
+
+
+def encode_for(stream: Any, text: str) -> bytes:
+    """``text`` as bytes in ``stream``'s encoding, escaping what that encoding cannot carry (see above)."""
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        return text.encode(encoding, ESCAPE_ERRORS)
+    except (UnicodeError, LookupError):  # a codec that refuses a raw byte (UTF-16 output), or none at all
+        return text.encode("utf-8", "backslashreplace")
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with its control characters (but tab and newline) written as ``\\xNN`` escapes."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
+
+
+def _on_terminal(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def write_stdout(text: Union[str, bytes], nl: bool = True, shows_names: bool = False) -> None:
+    """Write ``text`` (or bytes, written as they are) to stdout and flush it; OutputError if that fails.
+
+    Text is encoded as the module docstring says; with ``shows_names`` (a listing, a path), its
+    control characters are escaped when stdout is a terminal.
+    """
+    if isinstance(text, str):
+        if shows_names and _on_terminal(sys.stdout):
+            text = escape_controls(text)
+        text = encode_for(sys.stdout, text)
     try:
         click.echo(text, nl=nl)  # flushes
     except OSError as exc:
         raise OutputError(exc) from None
+
+
+def write_stderr(text: str, nl: bool = True) -> None:
+    """Write ``text`` to stderr: encoded as stdout is, control characters escaped on a terminal."""
+    if _on_terminal(sys.stderr):
+        text = escape_controls(text)
+    click.echo(encode_for(sys.stderr, text), nl=nl, err=True)
+
+
+def printable(text: str, stream: Any) -> str:
+    """``text`` as a str that ``stream`` can always encode (for writers that take text, such as tqdm)."""
+    if _on_terminal(stream):
+        text = escape_controls(text)
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    try:
+        return text.encode(encoding, "backslashreplace").decode(encoding)
+    except (UnicodeError, LookupError):
+        return text.encode("ascii", "backslashreplace").decode("ascii")
 
 
 def _flush_stdout() -> None:
@@ -85,7 +163,7 @@ def _discard(stream: Any) -> None:
 def _say(line: str) -> None:
     """One line on stderr, unless stderr itself is gone."""
     with contextlib.suppress(OSError):
-        click.echo(line, err=True)
+        write_stderr(line)
 
 
 def _interrupt_behind(exc: BaseException) -> Optional[Interrupted]:

@@ -14,7 +14,7 @@ from charrnn import config
 from charrnn.cli.common import (
     ProgressBar, check_appendable, emit_json, examples, fail, reports_errors, resolve_checkpoint, writing_cache,
 )
-from charrnn.cli.exits import Interrupted
+from charrnn.cli.exits import Interrupted, write_stderr
 from charrnn.cli.options import build, config_options, given_fields, option, quiet_option
 from charrnn.cli.training_output import TrainingOutput, finished_document
 from charrnn.config import ComputeConfig, DataConfig, ModelConfig, ScheduleConfig, TrainConfig
@@ -37,10 +37,7 @@ class StopFlag:
         if self.signal_number is not None:
             raise Interrupted(signal_number)
         self.signal_number = signal_number
-        click.echo(
-            "\nStopping after this step and saving a checkpoint (press Ctrl-C again to abort without saving)",
-            err=True,
-        )
+        write_stderr("\nStopping after this step and saving a checkpoint (press Ctrl-C again to abort without saving)")
 
 
 @click.command("train", epilog=examples(
@@ -130,5 +127,5 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
         best = os.path.join(session.checkpoint_dir, "best.npz")
         emit_json(finished_document(finished, best if os.path.exists(best) else None))
     if finished.interrupted and stop.signal_number is not None:
-        click.echo(f"Interrupted; checkpoint saved to {finished.checkpoint_path}", err=True)
+        write_stderr(f"Interrupted; checkpoint saved to {finished.checkpoint_path}")
         sys.exit(EXIT_INTERRUPTED[stop.signal_number])
