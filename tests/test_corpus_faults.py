@@ -338,3 +338,38 @@ def test_an_entry_that_cannot_be_read_back_is_not_left_in_the_cache(tmp_path, sm
     with pytest.raises(Exception, match="cannot be read back; it was removed"):
         token_cache.prepare([str(small_corpus)], cache_dir=str(tmp_path / "cache"))
     assert os.listdir(tmp_path / "cache") == []
+
+
+# --- issue 19, item 8: standard input named twice ---
+
+
+@pytest.mark.parametrize("args", [
+    ["train", "-", "-"], ["prepare", "-", "-"], ["train", "-", "/dev/stdin"], ["train", "-", "--val-file", "/dev/stdin"],
+    ["train", "/proc/self/fd/0", "--val-file", "-"], ["prepare", "/dev/stdin", "/dev/fd/0"],
+], ids=" ".join)
+def test_standard_input_named_twice_is_refused_as_such_not_found_empty(tmp_path, small_corpus, args):
+    """The second reading of standard input would find it empty: say that it can be read only once,
+    whichever of its names (-, /dev/stdin, /dev/fd/0, /proc/self/fd/0) are given."""
+    cache = tmp_path / "cache"
+    result = CliRunner().invoke(cli, [*args, "--cache-dir", str(cache)], input=small_corpus.read_bytes())
+    assert (result.exit_code, result.stdout) == (2, "")
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: standard input (-) can be read only once"), result.stderr
+    assert "empty" not in result.stderr and not cache.exists() and not os.path.exists("checkpoints")
+
+
+@pytest.mark.skipif(not LINUX, reason="standard input as a pipe")
+def test_a_model_validated_on_standard_input_asks_for_it_again_when_resumed(charrnn_executable, tmp_path,
+                                                                            small_corpus):
+    text = small_corpus.read_text(encoding="utf-8")
+    common = ["--cache-dir", str(tmp_path / "cache"), "--checkpoint-dir", str(tmp_path / "run")]
+    first = subprocess.run([charrnn_executable, "train", str(small_corpus), "--val-file", "-", *TINY, "-q", *common],
+                           input=text[:500].encode(), capture_output=True, timeout=120)
+    assert first.returncode == 0, first.stderr
+    latest = str(tmp_path / "run" / "latest.npz")
+    assert checkpoint.load(latest).corpus.val_paths == ("-",)  # not a file named - in the folder it ran in
+    resumed = subprocess.run([charrnn_executable, "train", "--resume", latest, "--steps", "4", "-q", *common],
+                             stdin=subprocess.DEVNULL, capture_output=True, timeout=120)
+    assert (resumed.returncode, resumed.stderr.decode()) == (2, (
+        f"Error: {latest} was validated on text from standard input, which cannot be read again; pass it again, "
+        f"e.g. charrnn train --resume {latest} --val-file - < held_out.txt\n"))

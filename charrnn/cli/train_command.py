@@ -74,13 +74,14 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
     Exit codes: 0 done, 1 failure while running (NaN loss, failed write), 2 bad usage or input,
     130/143 interrupted by SIGINT/SIGTERM after saving a checkpoint.
     """
-    from charrnn.training import runner
+    from charrnn.data.corpus import is_standard_input
     from charrnn.errors import ConfigError
+    from charrnn.training import runner
     from charrnn.training.session import TrainRequest, open_session
 
     if not corpus and not options["resume"]:
         raise click.UsageError("give at least one CORPUS file (or --resume a checkpoint)")
-    if "-" in corpus and "-" in options["val_file"]:
+    if any(map(is_standard_input, corpus)) and any(map(is_standard_input, options["val_file"])):
         raise click.UsageError("standard input (-) can be read only once: give it as CORPUS or as --val-file, not both")
     if options["log_every"] < 0:
         raise ConfigError(f"--log-every must be zero or positive, got {options['log_every']}")

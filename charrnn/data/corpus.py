@@ -72,6 +72,16 @@ def is_standard_input(path: str) -> bool:
     return path in _STANDARD_INPUT_DEVICES
 
 
+def check_standard_input_once(paths: Sequence[str]) -> None:
+    """CorpusError if ``paths`` name standard input more than once (as ``-``, /dev/stdin, ...): it can be
+    read only once, and a second reading would find it empty."""
+    named = [path for path in paths if is_standard_input(path)]
+    if len(named) > 1:
+        aliases = list(dict.fromkeys(named))
+        also = f" ({', '.join(aliases)} are all standard input)" if len(aliases) > 1 else ""
+        raise CorpusError(f"standard input (-) can be read only once; give - once{also}")
+
+
 def display_name(path: str) -> str:
     """How a corpus path is named in messages: ``-`` is standard input."""
     return "standard input" if path == STANDARD_INPUT else path
@@ -319,8 +329,7 @@ def read_corpus(paths: Sequence[str], encoding: str = AUTO) -> CorpusText:
     """
     if not paths:
         raise CorpusError("no corpus file given")
-    if list(paths).count(STANDARD_INPUT) > 1:
-        raise CorpusError("standard input (-) can be read only once; give - once")
+    check_standard_input_once(paths)
     texts, encodings = [], []
     for path in paths:
         text, used = read_text(path, encoding)

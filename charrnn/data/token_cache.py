@@ -41,7 +41,8 @@ import numpy as np
 from charrnn import files
 from charrnn.config import DEFAULT_CACHE_DIR
 from charrnn.data.corpus import (
-    AUTO, STANDARD_INPUT, TextReader, detect_encoding, display_name, open_corpus_file, read_block,
+    AUTO, STANDARD_INPUT, TextReader, check_standard_input_once, detect_encoding, display_name, open_corpus_file,
+    read_block,
 )
 from charrnn.errors import CorpusError
 from charrnn.data.tokenizer import Tokenizer, VocabularyBuilder, load_jieba, tokenize
@@ -396,6 +397,7 @@ def prepare(
         raise CorpusError("no corpus file given")
     if max_vocab is not None and max_vocab < 1:
         raise CorpusError(f"--max-vocab must be positive, got {max_vocab}")
+    check_standard_input_once(paths)
     TextReader(paths[0], encoding)  # fails early, with the usual message, on an unknown codec name
     files.remove_orphaned_temporaries(cache_dir)
     with _Temporaries(cache_dir) as temporaries:

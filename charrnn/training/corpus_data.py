@@ -17,7 +17,7 @@ import numpy as np
 from charrnn.checkpoints.checkpoint import CorpusInfo
 from charrnn.config import DataConfig, TrainConfig
 from charrnn.data import token_cache
-from charrnn.data.corpus import STANDARD_INPUT, read_corpus
+from charrnn.data.corpus import is_standard_input, read_corpus
 from charrnn.data.streams import split_streams, split_validation, streams_fit
 from charrnn.data.tokenizer import Tokenizer
 from charrnn.errors import VocabularyError
@@ -73,9 +73,9 @@ def read_training_data(
             notes.append(f"{len(unknown)} validation tokens are outside the vocabulary and {fate}")
     # Absolute paths, so that resuming without naming the corpus works from any folder.
     info = CorpusInfo(
-        tuple(p if p == STANDARD_INPUT else os.path.abspath(p) for p in prepared.paths), prepared.encodings,
+        tuple(p if is_standard_input(p) else os.path.abspath(p) for p in prepared.paths), prepared.encodings,
         len(ids), prepared.ids_sha256,
-        tuple(os.path.abspath(p) for p in val_paths), ids.dtype.str, max_vocab,
+        tuple(p if is_standard_input(p) else os.path.abspath(p) for p in val_paths), ids.dtype.str, max_vocab,
     )
     return tokenizer, ids, val_ids, info
 

@@ -150,6 +150,11 @@ def _resumed(request: TrainRequest, ckpt: Checkpoint, on_progress: token_cache.P
             f"again, e.g. charrnn train - --resume {path} < corpus.txt"
         )
     val_paths = request.val_paths or ckpt.corpus.val_paths
+    if not request.val_paths and any(is_standard_input(p) for p in val_paths):
+        raise ConfigError(
+            f"{path} was validated on text from standard input, which cannot be read again; pass it again, "
+            f"e.g. charrnn train --resume {path} --val-file - < held_out.txt"
+        )
     if val_paths and ckpt.train_config.val_fraction > 0:
         raise ConfigError("this model holds out --val-fraction of its corpus; it cannot also take --val-file")
     _, ids, val_ids, corpus = corpus_data.read_training_data(
