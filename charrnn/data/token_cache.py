@@ -26,7 +26,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import re
 import signal
 import sys
 import threading
@@ -45,14 +44,12 @@ from charrnn.data.corpus import (
     read_block,
 )
 from charrnn.errors import CorpusError
-from charrnn.data.tokenizer import Tokenizer, VocabularyBuilder, load_jieba, tokenize
+from charrnn.data.tokenizer import JIEBA_PIECE_CHARS, Tokenizer, VocabularyBuilder, exact_pieces, load_jieba, tokenize
 
 CACHE_FORMAT = 1
 _REMAP_CHUNK_TOKENS = 8 << 20
 # jieba work is farmed out in pieces of about this many characters, cut at line ends.
-_JIEBA_PIECE_CHARS = 1 << 20
-# The characters jieba segments as runs (its re_han_default); every other character is a token alone.
-_JIEBA_BLOCK = re.compile("[\u4E00-\u9FD5a-zA-Z0-9+#&\\._%\\-]")
+_JIEBA_PIECE_CHARS = JIEBA_PIECE_CHARS
 # Below this many bytes a process pool costs more (each worker loads jieba's dictionary) than it saves.
 _PARALLEL_MIN_BYTES = 4 << 20
 _COPY_BLOCK_BYTES = 1 << 20
@@ -218,32 +215,9 @@ def _cut_words(text: str) -> list[str]:
     return tokenize(text, "jieba")
 
 
-def _safe_cut(text: str) -> int:
-    """A position in ``text`` where jieba's output does not depend on whether the text is split there.
-
-    jieba segments only runs of _JIEBA_BLOCK characters and emits every other character on its own,
-    so a split after a line end, or else after any character outside such a run, changes nothing.
-    """
-    cut = text.rfind("\n") + 1
-    if cut:
-        return cut
-    for position in range(len(text) - 1, 0, -1):
-        if not _JIEBA_BLOCK.match(text[position - 1]):
-            return position
-    return len(text)  # one enormous run of Han characters: nothing exact is possible
-
-
 def _pieces(chunks: Iterator[str]) -> Iterator[str]:
     """Regroup text into pieces of at least _JIEBA_PIECE_CHARS, split where jieba stays exact."""
-    buffer = ""
-    for chunk in chunks:
-        buffer += chunk
-        if len(buffer) >= _JIEBA_PIECE_CHARS:
-            cut = _safe_cut(buffer)
-            yield buffer[:cut]
-            buffer = buffer[cut:]
-    if buffer:
-        yield buffer
+    return exact_pieces(chunks, "jieba", _JIEBA_PIECE_CHARS)
 
 
 def _word_lists(chunks: Iterator[str], workers: int) -> Iterator[list[str]]:
