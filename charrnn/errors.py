@@ -38,3 +38,9 @@ class TrainingError(CharRNNError):
     """Training that cannot go on, such as a loss that became NaN or infinite."""
 
     exit_code = 1
+
+
+class DiskSpaceError(CharRNNError):
+    """A file that would leave its disk all but full: stopped before it did (the disk is not the input's fault)."""
+
+    exit_code = 1

@@ -7,6 +7,7 @@ pipes, FIFOs, orphaned processes), each with a timeout, so that a regression fai
 from __future__ import annotations
 
 import glob
+import io
 import json
 import os
 import signal
@@ -373,3 +374,113 @@ def test_a_model_validated_on_standard_input_asks_for_it_again_when_resumed(char
     assert (resumed.returncode, resumed.stderr.decode()) == (2, (
         f"Error: {latest} was validated on text from standard input, which cannot be read again; pass it again, "
         f"e.g. charrnn train --resume {latest} --val-file - < held_out.txt\n"))
+
+
+# --- issue 19, item 7: standard input without an end ---
+
+
+class Endless(io.RawIOBase):
+    """Standard input that serves ``pattern`` over and over, up to ``limit`` bytes (as `yes` would, but
+    ending, so that a regression fails instead of hanging), and counts the bytes it has served."""
+
+    def __init__(self, pattern: str, limit: int) -> None:
+        unit = pattern.encode("utf-8")
+        self.block = unit * max(1, (1 << 20) // len(unit))
+        self.limit, self.served = limit, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        count = min(len(buffer), len(self.block), self.limit - self.served)
+        buffer[:count] = self.block[:count]  # every read starts at a whole unit: blocks are whole units
+        self.served += count
+        return count
+
+
+def _trained(folder: Path, small_corpus: Path) -> Path:
+    result = CliRunner().invoke(cli, ["train", str(small_corpus), *TINY, "-q", "--checkpoint-dir", str(folder)])
+    assert result.exit_code == 0, result.stderr
+    return folder / "latest.npz"
+
+
+def test_eval_scores_standard_input_as_it_reads_it(tmp_path, small_corpus, monkeypatch):
+    from charrnn.data.corpus import CHUNK_BYTES
+    from charrnn.inference import scoring
+
+    ckpt = _trained(tmp_path / "run", small_corpus)
+    monkeypatch.setattr(scoring, "WINDOW_TOKENS", 256)
+    # 月 and the line end are in the model's vocabulary, y is not (left out, counted): cheap to score.
+    units = 6 * CHUNK_BYTES // 1002
+    stdin = Endless("月" + "y" * 998 + "\n", units * 1002)  # 1,002 bytes a unit
+    read_by_the_first_window = []
+    score_window = scoring._score_window
+
+    def recording(*args, **kwargs):
+        read_by_the_first_window.append(stdin.served)
+        return score_window(*args, **kwargs)
+
+    monkeypatch.setattr(scoring, "_score_window", recording)
+    result = CliRunner().invoke(cli, ["eval", str(ckpt), "-", "-q", "--json"], input=stdin)
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert (document["tokens_scored"], document["tokens_unknown"]) == (2 * units - 1, 998 * units)
+    assert read_by_the_first_window[0] <= 2 * CHUNK_BYTES < stdin.served == stdin.limit
+
+
+def test_a_seed_file_without_an_end_is_refused_once_it_passes_the_most_a_seed_may_hold(tmp_path, small_corpus):
+    from charrnn.cli.sample_command import MAX_SEED_CHARS
+
+    ckpt = _trained(tmp_path / "run", small_corpus)
+    stdin = Endless("月光\n", 1 << 27)
+    result = CliRunner().invoke(cli, ["sample", "-c", str(ckpt), "--seed-file", "-", "--length", "5"], input=stdin)
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (f"Error: --seed-file standard input is longer than {MAX_SEED_CHARS:,} characters, the "
+                             "most it may hold; give a shorter text\n")
+    assert stdin.served <= 3 * MAX_SEED_CHARS + (8 << 20)  # read no further than it had to
+
+
+def test_validation_reads_only_the_tokens_it_scores_and_refuses_endless_text_when_asked_for_all(
+        tmp_path, small_corpus, monkeypatch):
+    from charrnn.training import corpus_data
+
+    common = [str(small_corpus), *TINY, "-q", "--val-file", "-", "--cache-dir", str(tmp_path / "cache")]
+    stdin = Endless("月光\n", 1 << 30)
+    kept = CliRunner().invoke(cli, ["train", *common, "--eval-tokens", "1000", "--checkpoint-dir", str(tmp_path / "a")],
+                              input=stdin)
+    assert kept.exit_code == 0, kept.stderr
+    assert stdin.served <= 8 << 20  # a chunk, not the gigabyte on offer
+    monkeypatch.setattr(corpus_data, "MAX_VALIDATION_TOKENS", 300_000)
+    for pattern, message in [
+        ("月光\n", "Error: --val-file standard input holds more than 300,000 tokens, more than validation keeps in "
+                   "memory; pass --eval-tokens N (at most 300,000) to validate on its first N tokens\n"),
+        ("y", "tokens are outside the model's vocabulary; give text in the language and encoding of the corpus\n"),
+    ]:
+        stdin = Endless(pattern, 1 << 30)
+        refused = CliRunner().invoke(cli, ["train", *common, "--eval-tokens", "0", "--checkpoint-dir",
+                                           str(tmp_path / "b")], input=stdin)
+        assert (refused.exit_code, refused.stdout) == (2, "") and refused.stderr.endswith(message), refused.stderr
+        assert stdin.served <= 32 << 20 and not (tmp_path / "b").exists()
+
+
+def test_standard_input_is_copied_into_the_cache_up_to_the_spool_limit(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    stdin = Endless("床前明月光\n", 1 << 30)
+    result = CliRunner().invoke(cli, ["train", "-", *TINY, "--spool-limit-mb", "2", "--cache-dir", str(cache),
+                                      "--checkpoint-dir", str(tmp_path / "run")], input=stdin)
+    assert (result.exit_code, result.stdout) == (2, "")
+    assert result.stderr == (f"Error: standard input is longer than --spool-limit-mb 2 (MB), the most that is copied "
+                             f"into the cache folder {cache} to be tokenized; raise --spool-limit-mb, or give the "
+                             "text as a file\n")
+    assert stdin.served <= 2_000_000 + 2 * token_cache._COPY_BLOCK_BYTES
+    assert _temporaries(cache) == [] and not (tmp_path / "run").exists()
+    # Before the disk would be all but full (here: 1.05 GB free), the copy stops: a failure, exit 1.
+    usage = type(shutil_usage := __import__("shutil").disk_usage(tmp_path))
+    monkeypatch.setattr(token_cache.shutil, "disk_usage",
+                        lambda path: usage(total=100 * 10**9, used=99 * 10**9, free=1_050_000_000))
+    full = CliRunner().invoke(cli, ["prepare", "-", "--cache-dir", str(cache)], input=Endless("月\n", 1 << 30))
+    assert (full.exit_code, full.stdout) == (1, "")
+    assert full.stderr == (f"Error: copying standard input into the cache folder {cache} stopped at 1 MB: its disk "
+                           "has 1,050 MB free, and the copy must leave 1,074 MB; free some space, or pass --cache-dir "
+                           "on a larger disk\n")
+    assert _temporaries(cache) == []

@@ -311,13 +311,22 @@ class TextReader:
                 )
 
 
-def read_text(path: str, encoding: str = AUTO) -> tuple[str, str]:
+def read_text(path: str, encoding: str = AUTO, max_chars: Optional[int] = None, purpose: str = "") -> tuple[str, str]:
     """The whole text of one file (``-``: standard input) and the encoding it was read in; CorpusError
-    if it is empty."""
-    reader = TextReader(display_name(path), encoding, source=path)
-    text = "".join(reader.chunks())
+    if it is empty, or longer than ``max_chars`` characters (found as soon as it is: standard input
+    may never end), naming the ``purpose`` that takes no more (an option, such as --seed-file)."""
+    name = display_name(path)
+    reader = TextReader(name, encoding, source=path)
+    pieces, length = [], 0
+    for piece in reader.chunks():
+        length += len(piece)
+        if max_chars is not None and length > max_chars:
+            raise CorpusError(f"{purpose + ' ' if purpose else ''}{name} is longer than {max_chars:,} characters, "
+                              "the most it may hold; give a shorter text")
+        pieces.append(piece)
+    text = "".join(pieces)
     if not text:
-        raise CorpusError(f"{display_name(path)} is empty")
+        raise CorpusError(f"{name} is empty")
     return text, reader.encoding or "utf-8"
 
 

@@ -78,15 +78,17 @@ def safe_cut(text: str) -> int:
     return len(text)  # one enormous run of Han characters: nothing exact is possible
 
 
-def exact_pieces(chunks: Iterable[str], kind: str, piece_chars: int = JIEBA_PIECE_CHARS) -> Iterator[str]:
+def exact_pieces(chunks: Iterable[str], kind: str, piece_chars: Optional[int] = None) -> Iterator[str]:
     """Text arriving in ``chunks``, regrouped into pieces that tokenize apart exactly as together.
 
     Characters need no regrouping. For jieba, pieces of at least ``piece_chars`` characters are cut at
-    ``safe_cut``, so memory stays bounded by a piece while the tokens equal those of the whole text.
+    ``safe_cut`` (default: JIEBA_PIECE_CHARS), so memory stays bounded by a piece while the tokens
+    equal those of the whole text.
     """
     if kind == "char":
         yield from chunks
         return
+    piece_chars = JIEBA_PIECE_CHARS if piece_chars is None else piece_chars
     buffer = ""
     for chunk in chunks:
         buffer += chunk

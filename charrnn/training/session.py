@@ -123,7 +123,7 @@ def _fresh(request: TrainRequest, on_progress: token_cache.Progress) -> Session:
     _check_memory(dataclasses.replace(request.model, vocab_size=1), train_config)
     tokenizer, ids, val_ids, corpus = corpus_data.read_training_data(
         request.data, request.corpus_paths, request.val_paths, None, request.data.tokenizer, request.data.max_vocab,
-        on_progress, notes,
+        on_progress, notes, request.schedule.eval_tokens,
     )
     model_config = dataclasses.replace(request.model, vocab_size=tokenizer.vocab_size)
     train_config = train_config.settled(model_config)
@@ -158,7 +158,8 @@ def _resumed(request: TrainRequest, ckpt: Checkpoint, on_progress: token_cache.P
     if val_paths and ckpt.train_config.val_fraction > 0:
         raise ConfigError("this model holds out --val-fraction of its corpus; it cannot also take --val-file")
     _, ids, val_ids, corpus = corpus_data.read_training_data(
-        request.data, paths, val_paths, ckpt.tokenizer, ckpt.tokenizer.kind, ckpt.corpus.max_vocab, on_progress, notes
+        request.data, paths, val_paths, ckpt.tokenizer, ckpt.tokenizer.kind, ckpt.corpus.max_vocab, on_progress, notes,
+        request.schedule.eval_tokens,
     )
     streams, val_ids, _ = corpus_data.prepare_streams(ids, val_ids, train_config, False, notes)
     progress, hidden = ckpt.progress, ckpt.hidden
