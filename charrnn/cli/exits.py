@@ -30,9 +30,12 @@ import os
 import re
 import signal
 import sys
+import warnings
 from typing import Any, Iterator, NoReturn, Optional, Union
 
 import click
+
+from charrnn.errors import CharRNNNote
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -225,6 +228,30 @@ def _completion_problem(instruction: str) -> Optional[str]:
     return None
 
 
+@contextlib.contextmanager
+def notes_as_lines() -> Iterator[None]:
+    """Inside the block a CharRNNNote (the library's "good to know", issued as a warning) is one
+    ``note:`` line on stderr, each different one once, and none with -q; other warnings are untouched."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", CharRNNNote)
+        show, shown = warnings.showwarning, set()
+
+        def show_note(message: Any, category: type, *args: Any, **kwargs: Any) -> None:
+            if not issubclass(category, CharRNNNote):
+                show(message, category, *args, **kwargs)
+                return
+            context = click.get_current_context(silent=True)
+            quiet = context is not None and any(c.params.get("quiet") for c in (context, context.parent) if c)
+            # Counted here, not by the warnings module's registry, which any change of filters (numba
+            # makes some while it compiles) empties.
+            if not quiet and str(message) not in shown:
+                shown.add(str(message))
+                _say(f"note: {message}")
+
+        warnings.showwarning = show_note
+        yield
+
+
 class CharRNNGroup(click.Group):
     """The ``charrnn`` group: click's standalone handling plus this module's endings (see above).
 
@@ -238,7 +265,7 @@ class CharRNNGroup(click.Group):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         try:
-            with signals_raise_interrupted():
+            with signals_raise_interrupted(), notes_as_lines():
                 return super().main(args, prog_name, complete_var, standalone_mode, **extra)
         except Interrupted as exc:
             exit_interrupted(exc)
