@@ -1,6 +1,45 @@
-"""Entry point for ``python -m charrnn``."""
+"""Entry point of the ``charrnn`` command (its console script) and of ``python -m charrnn``.
 
-from charrnn.cli import main
+Signals are handled from the first line of charrnn that runs. Importing click, the commands and numpy
+takes a tenth of a second or more, and a Ctrl-C in it would print a KeyboardInterrupt traceback (a
+SIGTERM or a hang-up would end the process silently). So before anything is imported, SIGINT, SIGTERM
+and SIGHUP end the process with the one line and the exit code (128 + the signal's number) that the
+command line gives them later, and SIGQUIT with that line and a death by SIGQUIT (cli/exits.py):
+nothing has been written yet, so there is nothing to clean up. A signal that was ignored when the
+process started (a shell's background job) stays ignored. The Python interpreter's own start, before
+this module runs, is beyond reach: a signal there is Python's to handle.
+"""
+
+import os
+import signal
+import sys
+from typing import Any
+
+STARTUP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+
+
+def _end_at_startup(signal_number: int, frame: Any) -> None:
+    """Signal handler while the imports run: one line on stderr, and exit as the command line would
+    (SIGQUIT: die by it, for its core dump)."""
+    try:
+        os.write(sys.stderr.fileno(), f"Error: interrupted by {signal.Signals(signal_number).name}\n".encode())
+    except (OSError, ValueError, AttributeError):
+        pass  # no stderr to say it on
+    if signal_number == signal.SIGQUIT:
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGQUIT)
+    os._exit(128 + signal_number)
+
+
+def main(*args: Any, **kwargs: Any) -> Any:
+    """Console entry point: signals handled first, then the command line (charrnn.cli.main)."""
+    for number in STARTUP_SIGNALS:
+        if signal.getsignal(number) != signal.SIG_IGN:
+            signal.signal(number, _end_at_startup)
+    from charrnn.cli import main as command_line  # click, the commands: the slow part
+
+    return command_line(*args, **kwargs)
+
 
 if __name__ == "__main__":
     main(prog_name="charrnn")

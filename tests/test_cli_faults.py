@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from charrnn import memory
+from charrnn.checkpoints import checkpoint
 from charrnn.inference import sampling
 from charrnn.model import network
 from charrnn.config import ModelConfig, TrainConfig
@@ -297,7 +298,7 @@ def test_sampling_too_many_streams_for_the_machine(charrnn_executable, trained, 
 
 # --- signals outside the training loop --------------------------------------------------------------------
 
-SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP", signal.SIGQUIT: "SIGQUIT"}
 
 
 @pytest.fixture(scope="module")
@@ -371,7 +372,8 @@ def _phase(name, folder, corpus, ckpt):
 
 
 FAST_SIGNALS = {("prepare", signal.SIGTERM), ("train-tokenizing", signal.SIGINT), ("sample", signal.SIGINT),
-                ("sample-stream", signal.SIGTERM), ("eval", signal.SIGINT), ("info", signal.SIGTERM)}
+                ("sample-stream", signal.SIGTERM), ("eval", signal.SIGINT), ("info", signal.SIGTERM),
+                ("prepare", signal.SIGHUP), ("sample", signal.SIGQUIT), ("info", signal.SIGHUP)}
 
 
 @pytest.mark.skipif(not LINUX, reason="reads /proc")
@@ -380,7 +382,7 @@ FAST_SIGNALS = {("prepare", signal.SIGTERM), ("train-tokenizing", signal.SIGINT)
     [
         pytest.param(phase, number, marks=() if (phase, number) in FAST_SIGNALS else pytest.mark.slow)
         for phase in ("prepare", "train-tokenizing", "sample", "sample-stream", "eval", "info")
-        for number in (signal.SIGINT, signal.SIGTERM)
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
     ],
     ids=lambda value: SIGNAL_NAMES.get(value, value),
 )
@@ -407,7 +409,9 @@ def test_a_signal_outside_the_training_loop_exits_130_or_143_and_leaves_no_file(
         stdout, stderr = process.communicate(timeout=60)
     finally:
         process.kill()
-    assert process.returncode == 128 + signal_number, stderr
+    # SIGQUIT ends the process by that signal itself (a core dump where enabled); the others by exit codes.
+    expected = -signal.SIGQUIT if signal_number == signal.SIGQUIT else 128 + signal_number
+    assert process.returncode == expected, stderr
     assert stderr.decode() == f"Error: interrupted by {SIGNAL_NAMES[signal_number]}\n"
     if not streaming:
         assert stdout == b""
@@ -662,3 +666,72 @@ def test_control_characters_in_file_names_are_escaped_on_a_terminal(charrnn_exec
     # Not a terminal: the names are the bytes they are, for scripts.
     piped = subprocess.run([charrnn_executable, "ls", str(folder)], capture_output=True, timeout=120)
     assert hostile.encode() in piped.stdout
+
+
+# --- issue 19, item 10: signals during start-up, and SIGHUP ---
+
+
+def _catches(pid: int, number: int) -> bool:
+    try:
+        return bool(int(_status_field(pid, "SigCgt"), 16) & (1 << (number - 1)))
+    except (OSError, StopIteration):
+        return False
+
+
+@pytest.mark.skipif(not LINUX, reason="reads /proc")
+@pytest.mark.parametrize("command", ["info", "export", "sample", "eval", "train"])
+def test_a_signal_while_the_imports_run_is_one_line_and_the_signals_exit_code(charrnn_executable, tiny_model,
+                                                                              tmp_path, command):
+    """From the first line of charrnn (its entry point catches SIGHUP, which Python leaves alone), a
+    signal during the tenth of a second of imports is one line and 128 + its number, never a
+    KeyboardInterrupt traceback; and an ignored SIGINT (a background job's) stays ignored."""
+    ckpt, corpus = tiny_model
+    args = {"info": ["info", ckpt], "export": ["export", ckpt, "-o", "m.npz"], "sample": ["sample", "-c", ckpt],
+            "eval": ["eval", ckpt, corpus], "train": ["train", corpus, "--steps", "1", *FAST]}[command]
+    for number in (signal.SIGINT, signal.SIGHUP):
+        process = subprocess.Popen([charrnn_executable, *map(str, args)], cwd=tmp_path, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        try:
+            _wait_for(process, lambda: _catches(process.pid, signal.SIGHUP), "charrnn's entry point")
+            process.send_signal(number)
+            stdout, stderr = process.communicate(timeout=60)
+        finally:
+            process.kill()
+        assert (process.returncode, stdout, stderr) == (128 + number, "", f"Error: interrupted by "
+                                                                          f"{SIGNAL_NAMES[number]}\n")
+        assert os.listdir(tmp_path) == []
+    ignored = subprocess.Popen([charrnn_executable, *map(str, args), "-q"], cwd=tmp_path, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    _wait_for(ignored, lambda: _catches(ignored.pid, signal.SIGHUP), "charrnn's entry point")
+    ignored.send_signal(signal.SIGINT)
+    _, stderr = ignored.communicate(timeout=300)
+    assert ignored.returncode == 0 and stderr == ""
+
+
+@pytest.mark.skipif(not LINUX, reason="reads /proc")
+def test_sighup_saves_a_checkpoint_and_exits_129_and_sigquit_saves_nothing(charrnn_executable, tmp_path,
+                                                                           small_corpus):
+    """A hang-up (the terminal or the ssh session went away) stops training as SIGTERM does: the step
+    under way is finished and saved. SIGQUIT aborts at once, leaving the last checkpoint as it was and
+    no unfinished write, and the process dies by it."""
+    for number, folder in ((signal.SIGHUP, "hup"), (signal.SIGQUIT, "quit")):
+        process = subprocess.Popen([charrnn_executable, "train", str(small_corpus), *FAST, "--steps", "10000000",
+                                    "--checkpoint-every", "20", "--eval-every", "0", "--checkpoint-dir", folder],
+                                   cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _wait_for(process, lambda: (tmp_path / folder / "step_00000040.npz").exists(), "two saves", timeout=300)
+        process.send_signal(number)
+        stdout, stderr = process.communicate(timeout=120)
+        lines = stderr.strip().splitlines()
+        assert "Traceback" not in stderr and stdout == ""
+        if number == signal.SIGHUP:
+            assert process.returncode == 129, stderr
+            assert lines[-1] == f"Interrupted; checkpoint saved to {folder}/latest.npz"
+            assert checkpoint.load(str(tmp_path / folder / "latest.npz")).progress.step > 40
+        else:
+            assert process.returncode == -signal.SIGQUIT, stderr
+            assert lines[-1] == "Error: aborted without saving; the last checkpoint written is intact"
+            latest = checkpoint.load(str(tmp_path / folder / "latest.npz")).progress.step
+            assert latest % 20 == 0  # a periodic save, whole, never one the signal cut short
+        assert not [name for name in os.listdir(tmp_path / folder) if name.startswith(".")]

@@ -1,11 +1,16 @@
 """How a charrnn process ends, decided once for every command: signals, stdout failures, exit codes.
 
-- SIGINT and SIGTERM raise ``Interrupted`` wherever the program is, so ``finally`` blocks run on the
-  way out (temporary files are removed, nothing half-written is published) and the process exits
-  130 or 143 (128 + the signal's number, as shells report a death by signal) with one line on stderr.
-  Without this, click turns Ctrl-C into "Aborted!" and exit 1, and SIGTERM kills the process on the
-  spot, past every cleanup. ``charrnn train`` installs its own handlers while it trains (first
-  signal: finish the step and save; second: abort).
+- SIGINT, SIGTERM and SIGHUP raise ``Interrupted`` wherever the program is, so ``finally`` blocks run
+  on the way out (temporary files are removed, nothing half-written is published) and the process
+  exits 130, 143 or 129 (128 + the signal's number, as shells report a death by signal) with one
+  line on stderr. Without this, click turns Ctrl-C into "Aborted!" and exit 1, and SIGTERM or a
+  hang-up kills the process on the spot, past every cleanup. ``charrnn train`` installs its own
+  handlers while it trains (first signal: finish the step and save; second: abort). Before any of
+  this is set up, while the imports run, charrnn/__main__.py ends the process with the same line
+  and exit code (nothing has been written yet).
+- SIGQUIT (Ctrl-\\) means "quit now, and dump core": it unwinds the same way, removing temporary
+  files but saving nothing (train included), then the process dies by SIGQUIT itself, so that a core
+  is dumped where the system keeps them and the shell reports "Quit".
 - A reader that closes stdout early (``charrnn sample | head``) ends the command normally: no message,
   exit 0. The reader took what it wanted; exit 141 (a death by SIGPIPE, what `yes | head` reports)
   would make every `set -o pipefail` script that cuts a sample short fail.
@@ -37,12 +42,12 @@ import click
 
 from charrnn.errors import CharRNNNote
 
-HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
 class Interrupted(BaseException):
-    """SIGINT or SIGTERM arrived. A BaseException, like KeyboardInterrupt: no ``except Exception``
-    may swallow it on its way out."""
+    """A signal of HANDLED_SIGNALS arrived. A BaseException, like KeyboardInterrupt: no
+    ``except Exception`` may swallow it on its way out."""
 
     def __init__(self, signal_number: int) -> None:
         super().__init__(signal_number)
@@ -50,12 +55,12 @@ class Interrupted(BaseException):
 
     @property
     def exit_code(self) -> int:
-        """128 + the signal's number: 130 for SIGINT, 143 for SIGTERM."""
+        """128 + the signal's number: 130 for SIGINT, 143 for SIGTERM, 129 for SIGHUP."""
         return 128 + self.signal_number
 
     @property
     def signal_name(self) -> str:
-        """SIGINT or SIGTERM."""
+        """SIGINT, SIGTERM, SIGHUP or SIGQUIT."""
         return signal.Signals(self.signal_number).name
 
 
@@ -128,10 +133,15 @@ def write_stdout(text: Union[str, bytes], nl: bool = True, shows_names: bool = F
 
 
 def write_stderr(text: str, nl: bool = True) -> None:
-    """Write ``text`` to stderr: encoded as stdout is, control characters escaped on a terminal."""
+    """Write ``text`` to stderr: encoded as stdout is, control characters escaped on a terminal.
+
+    A stderr that is gone (a terminal hung up, a closed pipe) takes nothing, silently: what is said
+    there only informs, and the command must still end as it would have (saving, on a hang-up).
+    """
     if _on_terminal(sys.stderr):
         text = escape_controls(text)
-    click.echo(encode_for(sys.stderr, text), nl=nl, err=True)
+    with contextlib.suppress(OSError):
+        click.echo(encode_for(sys.stderr, text), nl=nl, err=True)
 
 
 def printable(text: str, stream: Any) -> str:
@@ -165,8 +175,7 @@ def _discard(stream: Any) -> None:
 
 def _say(line: str) -> None:
     """One line on stderr, unless stderr itself is gone."""
-    with contextlib.suppress(OSError):
-        write_stderr(line)
+    write_stderr(line)
 
 
 def _interrupt_behind(exc: BaseException) -> Optional[Interrupted]:
@@ -181,16 +190,22 @@ def _interrupt_behind(exc: BaseException) -> Optional[Interrupted]:
     return None
 
 
-def exit_interrupted(exc: Interrupted) -> NoReturn:
-    """Say which signal ended the command, on stderr, and exit 130 or 143."""
-    prefix = "\n" if sys.stderr.isatty() else ""  # past the terminal's echo of ^C
-    _say(f"{prefix}Error: interrupted by {exc.signal_name}")
+def exit_interrupted(exc: Interrupted, message: Optional[str] = None) -> NoReturn:
+    """Say which signal ended the command (or ``message``), on stderr, and exit 128 + its number;
+    SIGQUIT ends the process by that signal itself (see the module docstring)."""
+    prefix = "\n" if _on_terminal(sys.stderr) else ""  # past the terminal's echo of ^C
+    _say(f"{prefix}Error: {message or f'interrupted by {exc.signal_name}'}")
+    if exc.signal_number == signal.SIGQUIT:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGQUIT)
     sys.exit(exc.exit_code)
 
 
 @contextlib.contextmanager
 def signals_raise_interrupted() -> Iterator[None]:
-    """Inside the block SIGINT and SIGTERM (unless ignored) raise Interrupted; handlers restored after.
+    """Inside the block the HANDLED_SIGNALS (unless ignored) raise Interrupted; handlers restored after.
 
     A child process forked inside the block (a jieba worker) inherits the handler: there the signal
     takes its default action, so the child dies as it would have, instead of raising into its pool.

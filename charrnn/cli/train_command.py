@@ -12,19 +12,22 @@ import click
 
 from charrnn import config
 from charrnn.cli.common import (
-    ProgressBar, check_appendable, emit_json, examples, fail, reports_errors, resolve_checkpoint, writing_cache,
+    ProgressBar, check_appendable, emit_json, examples, reports_errors, resolve_checkpoint, writing_cache,
 )
-from charrnn.cli.exits import Interrupted, write_stderr
+from charrnn.cli.exits import Interrupted, exit_interrupted, write_stderr
 from charrnn.cli.options import build, config_options, given_fields, option, quiet_option
 from charrnn.cli.training_output import TrainingOutput, finished_document
 from charrnn.config import ComputeConfig, DataConfig, ModelConfig, ScheduleConfig, TrainConfig
 
-EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
+# The signals that stop training after the step under way, and save: a hang-up (the terminal or the
+# ssh session went away) as surely as Ctrl-C or a scheduler's SIGTERM. SIGQUIT aborts (exits.py).
+SAVING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 CONFIGS = (DataConfig, ModelConfig, TrainConfig, ScheduleConfig, ComputeConfig)
 
 
 class StopFlag:
-    """Set by SIGINT or SIGTERM so training stops between steps and saves; a second signal aborts."""
+    """Set by a SAVING_SIGNAL so training stops between steps and saves; a second signal, or SIGQUIT,
+    aborts."""
 
     def __init__(self) -> None:
         self.signal_number: Optional[int] = None
@@ -34,7 +37,7 @@ class StopFlag:
 
     def handle(self, signal_number: int, frame: Any) -> None:
         """Signal handler: remember the first signal, abort on the second."""
-        if self.signal_number is not None:
+        if self.signal_number is not None or signal_number not in SAVING_SIGNALS:
             raise Interrupted(signal_number)
         self.signal_number = signal_number
         write_stderr("\nStopping after this step and saving a checkpoint (press Ctrl-C again to abort without saving)")
@@ -72,7 +75,7 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
     CHARRNN_TRAIN_HIDDEN_SIZE=256.
 
     Exit codes: 0 done, 1 failure while running (NaN loss, failed write), 2 bad usage or input,
-    130/143 interrupted by SIGINT/SIGTERM after saving a checkpoint.
+    130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP after saving a checkpoint.
     """
     from charrnn.data.corpus import is_standard_input
     from charrnn.errors import ConfigError
@@ -114,19 +117,24 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
     finally:
         progress.close()
     stop = StopFlag()
-    previous = {s: signal.signal(s, stop.handle) for s in EXIT_INTERRUPTED}
+    # As everywhere (exits.signals_raise_interrupted), a signal ignored from the start stays ignored.
+    previous = {s: signal.signal(s, stop.handle) for s in (*SAVING_SIGNALS, signal.SIGQUIT)
+                if signal.getsignal(s) != signal.SIG_IGN}
     output = TrainingOutput(options["quiet"], options["log_every"], options["log_jsonl"])
+    aborted: Optional[Interrupted] = None
     try:
         finished = output.run(runner.run_session(session, stop))
     except Interrupted as exc:
-        fail("aborted without saving; the last checkpoint written is intact", exc.exit_code)
+        aborted = exc
     finally:
         session.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
+    if aborted is not None:  # only now, the folder's lock released: SIGQUIT ends the process on the spot
+        exit_interrupted(aborted, "aborted without saving; the last checkpoint written is intact")
     if options["json"]:
         best = os.path.join(session.checkpoint_dir, "best.npz")
         emit_json(finished_document(finished, best if os.path.exists(best) else None))
     if finished.interrupted and stop.signal_number is not None:
         write_stderr(f"Interrupted; checkpoint saved to {finished.checkpoint_path}")
-        sys.exit(EXIT_INTERRUPTED[stop.signal_number])
+        sys.exit(128 + stop.signal_number)
