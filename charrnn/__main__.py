@@ -13,12 +13,11 @@ this module runs, is beyond reach: a signal there is Python's to handle.
 import os
 import signal
 import sys
-from typing import Any
 
 STARTUP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
-def _end_at_startup(signal_number: int, frame: Any) -> None:
+def _end_at_startup(signal_number, frame):  # no annotations: typing would be one more import to wait for
     """Signal handler while the imports run: one line on stderr, and exit as the command line would
     (SIGQUIT: die by it, for its core dump)."""
     try:
@@ -31,11 +30,20 @@ def _end_at_startup(signal_number: int, frame: Any) -> None:
     os._exit(128 + signal_number)
 
 
-def main(*args: Any, **kwargs: Any) -> Any:
-    """Console entry point: signals handled first, then the command line (charrnn.cli.main)."""
+def handle_startup_signals():
+    """Install _end_at_startup for every STARTUP_SIGNAL that was not ignored when the process started."""
     for number in STARTUP_SIGNALS:
         if signal.getsignal(number) != signal.SIG_IGN:
             signal.signal(number, _end_at_startup)
+
+
+# At once, as this module is imported by the console script (or run by python -m): the earliest moment
+# charrnn's code runs. Nothing but the entry point imports this module.
+handle_startup_signals()
+
+
+def main(*args, **kwargs):
+    """Console entry point: the command line (charrnn.cli.main), imported once signals are handled."""
     from charrnn.cli import main as command_line  # click, the commands: the slow part
 
     return command_line(*args, **kwargs)
