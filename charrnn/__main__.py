@@ -11,30 +11,34 @@ this module runs, is beyond reach: a signal there is Python's to handle.
 """
 
 import os
-import signal
 import sys
 
-STARTUP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
+# The C module under ``signal``: importing ``signal`` itself builds its enums, milliseconds in which a
+# Ctrl-C would still be a traceback, while this one is built into the interpreter.
+import _signal
+
+STARTUP_SIGNALS = {_signal.SIGINT: "SIGINT", _signal.SIGTERM: "SIGTERM", _signal.SIGHUP: "SIGHUP",
+                   _signal.SIGQUIT: "SIGQUIT"}
 
 
 def _end_at_startup(signal_number, frame):  # no annotations: typing would be one more import to wait for
     """Signal handler while the imports run: one line on stderr, and exit as the command line would
     (SIGQUIT: die by it, for its core dump)."""
     try:
-        os.write(sys.stderr.fileno(), f"Error: interrupted by {signal.Signals(signal_number).name}\n".encode())
+        os.write(sys.stderr.fileno(), f"Error: interrupted by {STARTUP_SIGNALS[signal_number]}\n".encode())
     except (OSError, ValueError, AttributeError):
         pass  # no stderr to say it on
-    if signal_number == signal.SIGQUIT:
-        signal.signal(signal.SIGQUIT, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGQUIT)
+    if signal_number == _signal.SIGQUIT:
+        _signal.signal(_signal.SIGQUIT, _signal.SIG_DFL)
+        os.kill(os.getpid(), _signal.SIGQUIT)
     os._exit(128 + signal_number)
 
 
 def handle_startup_signals():
     """Install _end_at_startup for every STARTUP_SIGNAL that was not ignored when the process started."""
     for number in STARTUP_SIGNALS:
-        if signal.getsignal(number) != signal.SIG_IGN:
-            signal.signal(number, _end_at_startup)
+        if _signal.getsignal(number) != _signal.SIG_IGN:
+            _signal.signal(number, _end_at_startup)
 
 
 # At once, as this module is imported by the console script (or run by python -m): the earliest moment

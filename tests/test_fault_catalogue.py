@@ -507,7 +507,8 @@ def test_numba_environment_and_cache_damage(charrnn_executable, trained, tmp_pat
         ({"NUMBA_CACHE_DIR": "/proc/no/such"}, (0,), 0), ({"NUMBA_THREADING_LAYER": "nonsense"}, (0,), 0),
     ]
     for index, (environment, codes, notes) in enumerate(environments):
-        for name in commands:
+        # Both commands where numba refuses to start or to read a value; eval alone for the rest.
+        for name in commands if index < 5 else ["eval"]:
             label = f"{name} with {' '.join(f'{k}={v}' for k, v in environment.items())}"
             run(label, command(name, f"env{index}"), environment, codes, notes)
     # Asking for numba by name when it cannot start: one error line naming the variable, exit 2.
