@@ -11,7 +11,6 @@ this module runs, is beyond reach: a signal there is Python's to handle.
 """
 
 import os
-import sys
 
 # The C module under ``signal``: importing ``signal`` itself builds its enums, milliseconds in which a
 # Ctrl-C would still be a traceback, while this one is built into the interpreter.
@@ -25,8 +24,9 @@ def _end_at_startup(signal_number, frame):  # no annotations: typing would be on
     """Signal handler while the imports run: one line on stderr, and exit as the command line would
     (SIGQUIT: die by it, for its core dump)."""
     try:
-        os.write(sys.stderr.fileno(), f"Error: interrupted by {STARTUP_SIGNALS[signal_number]}\n".encode())
-    except (OSError, ValueError, AttributeError):
+        # To the descriptor itself: sys.stderr may be gone already when the signal comes as the process ends.
+        os.write(2, f"Error: interrupted by {STARTUP_SIGNALS[signal_number]}\n".encode())
+    except OSError:
         pass  # no stderr to say it on
     if signal_number == _signal.SIGQUIT:
         _signal.signal(_signal.SIGQUIT, _signal.SIG_DFL)

@@ -221,7 +221,7 @@ def test_kill_9_during_saves(charrnn_executable, tmp_path, small_corpus):
 def test_sigint_at_random_moments_then_resume_equals_an_uninterrupted_run(charrnn_executable, tmp_path, small_corpus):
     common = [str(small_corpus), *FAST, "--eval-every", "0", "--steps", "20000", "-q"]
     whole = subprocess.run([charrnn_executable, "train", *common, "--checkpoint-dir", "whole"], cwd=tmp_path,
-                           capture_output=True, text=True, timeout=300)
+                           capture_output=True, text=True, timeout=900)  # minutes on a loaded 2-core machine
     assert whole.returncode == 0, whole.stderr
     expected = checkpoint.load(str(tmp_path / "whole" / "latest.npz"))
     chooser = random.Random(5)
@@ -242,7 +242,7 @@ def test_sigint_at_random_moments_then_resume_equals_an_uninterrupted_run(charrn
         # The same schedule as the uninterrupted run (validation is a schedule setting, free on resume,
         # and a validating run may stop early).
         resumed = subprocess.run([charrnn_executable, "train", "--resume", f"{folder}/latest.npz", "--steps", "20000",
-                                  "--eval-every", "0", "-q"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                                  "--eval-every", "0", "-q"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
         got = checkpoint.load(str(tmp_path / folder / "latest.npz"))
         same = resumed.returncode == 0 and all(np.array_equal(got.params[n], expected.params[n]) for n in got.params)
         outcomes["passed" if same else "resumed run differs"] += 1
@@ -572,6 +572,8 @@ def _signal_outcome(process: subprocess.Popen, number: int, stderr: str, work: P
     name = signal.Signals(number).name
     if lines == [f"Error: interrupted by {name}"]:
         return "passed"
+    if lines and lines[-1] == f"Error: interrupted by {name}" and all(not line.startswith("Error") for line in lines[:-1]):
+        return "passed"  # its informational lines first (export's "wrote ..." if the signal came as it ended)
     if lines and lines[-1].startswith("Interrupted; checkpoint saved to"):
         return "passed"  # train had begun training: it finished the step and saved
     return f"stderr {lines[-2:]}"

@@ -39,11 +39,12 @@ def kernel(function: Optional[Callable] = None, **options: Any) -> Any:
 
 
 def _note_damage(path: str, exc: BaseException) -> None:
-    # One note per folder (the warning's text names the folder, and each different note is shown once).
+    # One note per folder, however many files and whatever each raised: the text names only the folder,
+    # and the command line shows each different note once.
     warnings.warn(CharRNNNote(
-        f"numba's cache of compiled kernels in {os.path.dirname(path)} holds damaged files "
-        f"({type(exc).__name__}); they are compiled and written anew (the folder must be writable by you alone: "
-        "numba reads these files with pickle, which can run code)"), stacklevel=2)
+        f"numba's cache of compiled kernels in {os.path.dirname(path)} holds damaged files; they are compiled "
+        "and written anew (the folder must be writable by you alone: numba reads these files with pickle, which "
+        "can run code)"), stacklevel=2)
 
 
 class _CheckedIndex(IndexDataCacheFile):
