@@ -32,6 +32,9 @@ VAL_SPLITS = ("spread", "tail")
 # commands that read a model look when they are given none.
 DEFAULT_CHECKPOINT_DIR = "checkpoints"
 DEFAULT_CACHE_DIR = os.path.join("data", ".cache")
+# Standard input (or a pipe, a FIFO) is copied into the cache before it is tokenized; `yes | charrnn
+# train -` would otherwise fill the disk at hundreds of MB/s. Far above any char-RNN corpus piped in.
+DEFAULT_SPOOL_LIMIT_MB = 4000
 # Training stops after this many epochs when neither --steps nor --epochs is given.
 DEFAULT_EPOCHS = 50.0
 # Validations in a row without a new best before training stops early (README, "Early stopping"). The
@@ -253,11 +256,17 @@ class DataConfig:
     )
     cache_dir: str = option(DEFAULT_CACHE_DIR, "Where tokenized corpora are kept (see charrnn prepare).",
                             metavar="DIR")
+    spool_limit_mb: int = option(
+        DEFAULT_SPOOL_LIMIT_MB, "Standard input, a pipe or a FIFO is copied into --cache-dir before it is "
+        "tokenized: refuse one longer than this many megabytes (0: no limit but the disk's free space).",
+        metavar="MB",
+    )
 
     def __post_init__(self) -> None:
         check = Checks(self)
         check.choice("tokenizer", TOKENIZERS)
         check.positive("max_vocab")
+        check.non_negative("spool_limit_mb")
 
 
 @dataclass(frozen=True, kw_only=True)

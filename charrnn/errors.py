@@ -43,3 +43,14 @@ class TrainingError(CharRNNError):
 class OutputPathError(CharRNNError):
     """A path charrnn was asked to write that is not a regular file (a symbolic link, a device, a named
     pipe, a folder): it is left as it is, never replaced nor written through."""
+class DiskSpaceError(CharRNNError):
+    """A file that would leave its disk all but full: stopped before it did (the disk is not the input's fault)."""
+
+    exit_code = 1
+
+
+class CharRNNNote(UserWarning):
+    """Something the user should know that stops nothing (numba ignoring a setting, a cache rebuilt).
+
+    Issued with ``warnings.warn``; the command line shows it as one ``note:`` line on stderr.
+    """

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import re
 import signal
 import subprocess
@@ -496,3 +497,29 @@ def test_a_resume_whose_position_lies_about_its_corpus_is_refused(source, tmp_pa
     run = invoke_with_deadline(["train", "--resume", path, "--checkpoint-dir", tmp_path / "out",
                                 "--cache-dir", tmp_path / "cache"])
     assert_one_error_line(run.result, path, "is inconsistent: its position 5000 is past the end of the streams")
+
+
+def test_a_checkpoint_that_cannot_be_read_for_want_of_permission_is_not_called_corrupt(source, tmp_path, monkeypatch):
+    """A mode-000 checkpoint (or one in a folder the user may not enter) is not damaged: the error says
+    permission denied. (Root reads any file, so the refusal is simulated at the open.)"""
+    from charrnn.checkpoints import archive
+
+    path = str(source[0])
+    real_open = os.open
+
+    def refused(name, *args, **kwargs):
+        if os.fspath(name) == path:
+            raise PermissionError(13, "Permission denied", name)
+        return real_open(name, *args, **kwargs)
+
+    monkeypatch.setattr(archive.os, "open", refused)
+    with pytest.raises(CheckpointError) as raised:
+        checkpoint.load(path)
+    assert str(raised.value) == f"cannot read {path}: permission denied"
+    monkeypatch.undo()
+    locked = tmp_path / "locked.npz"
+    locked.write_bytes(source[0].read_bytes())
+    locked.chmod(0)
+    if os.geteuid() != 0:  # the real thing, where permissions bind
+        result = invoke("info", locked)
+        assert result.exit_code == 2 and result.stderr == f"Error: cannot read {locked}: permission denied\n"

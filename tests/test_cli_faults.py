@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 from charrnn import files, memory
+from charrnn.checkpoints import checkpoint
 from charrnn.inference import sampling
 from charrnn.model import network
 from charrnn.config import ModelConfig, TrainConfig
@@ -243,8 +244,11 @@ def _limited_run(executable, cwd, *args):
                                        "optimizer state 8 TB, checkpoint being written 16 TB), more than the "),
         (["--num-layers", str(10**12)], "this machine has available; lower --batch-size or --seq-length (or "
                                         "--hidden-size or --num-layers)"),
+        # Its embedded inputs (2·10^8 values a position) dwarf every other part: the advice names it.
+        (["--embed-size", str(10**8)], "this machine has available; lower --batch-size or --seq-length (or "
+                                       "--embed-size)"),
     ],
-    ids=["hidden-size", "num-layers"],
+    ids=["hidden-size", "num-layers", "embed-size"],
 )
 def test_a_model_too_large_for_the_machine_is_refused_before_tokenizing(charrnn_executable, small_corpus,
                                                                         tmp_path, args, message):
@@ -284,11 +288,13 @@ def test_sampling_more_streams_than_memory_holds_is_refused_and_the_text_needs_n
 
 
 def test_scoring_with_more_streams_than_memory_holds_is_refused(trained, small_corpus, monkeypatch):
-    monkeypatch.setattr(memory, "available_bytes", lambda: 10_000_000)
+    # The 2,999 targets make 5 streams of at least 500 (each warms up on the 500 tokens before it),
+    # whatever a larger --batch-size asks for; one stream fits.
+    monkeypatch.setattr(memory, "available_bytes", lambda: 50_000)
     result = invoke("eval", trained, small_corpus, "--batch-size", "1000")
-    assert_clean_error(result, 2, "scoring needs about 20.2 MB of memory (streams 20.2 MB), more than the 10 MB this "
+    assert_clean_error(result, 2, "scoring needs about 101 kB of memory (streams 101 kB), more than the 50 kB this "
                                   "machine has available; lower --batch-size")
-    assert invoke("eval", trained, small_corpus, "--batch-size", "100").exit_code == 0
+    assert invoke("eval", trained, small_corpus, "--batch-size", "1").exit_code == 0
 
 
 def test_sampling_too_many_streams_for_the_machine(charrnn_executable, trained, tmp_path):
@@ -300,7 +306,7 @@ def test_sampling_too_many_streams_for_the_machine(charrnn_executable, trained, 
 
 # --- signals outside the training loop --------------------------------------------------------------------
 
-SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP", signal.SIGQUIT: "SIGQUIT"}
 
 
 @pytest.fixture(scope="module")
@@ -379,7 +385,8 @@ def _phase(name, folder, corpus, ckpt):
 
 
 FAST_SIGNALS = {("prepare", signal.SIGTERM), ("train-tokenizing", signal.SIGINT), ("sample", signal.SIGINT),
-                ("sample-stream", signal.SIGTERM), ("eval", signal.SIGINT), ("info", signal.SIGTERM)}
+                ("sample-stream", signal.SIGTERM), ("eval", signal.SIGINT), ("info", signal.SIGTERM),
+                ("prepare", signal.SIGHUP), ("sample", signal.SIGQUIT), ("info", signal.SIGHUP)}
 
 
 @pytest.mark.skipif(not LINUX, reason="reads /proc")
@@ -388,7 +395,7 @@ FAST_SIGNALS = {("prepare", signal.SIGTERM), ("train-tokenizing", signal.SIGINT)
     [
         pytest.param(phase, number, marks=() if (phase, number) in FAST_SIGNALS else pytest.mark.slow)
         for phase in ("prepare", "train-tokenizing", "sample", "sample-stream", "eval", "info")
-        for number in (signal.SIGINT, signal.SIGTERM)
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
     ],
     ids=lambda value: SIGNAL_NAMES.get(value, value),
 )
@@ -415,7 +422,9 @@ def test_a_signal_outside_the_training_loop_exits_130_or_143_and_leaves_no_file(
         stdout, stderr = process.communicate(timeout=120)
     finally:
         process.kill()
-    assert process.returncode == 128 + signal_number, stderr
+    # SIGQUIT ends the process by that signal itself (a core dump where enabled); the others by exit codes.
+    expected = -signal.SIGQUIT if signal_number == signal.SIGQUIT else 128 + signal_number
+    assert process.returncode == expected, stderr
     assert stderr.decode() == f"Error: interrupted by {SIGNAL_NAMES[signal_number]}\n"
     if not streaming:
         assert stdout == b""
@@ -589,3 +598,169 @@ def test_an_error_raised_while_an_interrupt_unwinds_still_ends_as_the_interrupt(
     assert result.exit_code == 130 and result.stderr == "Error: interrupted by SIGINT\n"
     other = CliRunner().invoke(group, ["broken"])  # an error with no interrupt behind it is not one
     assert other.exit_code == 1 and isinstance(other.exception, RuntimeError)
+
+
+# --- issue 19, item 14: shell completion asked for without the shell's variables ---
+
+
+def test_shell_completion_without_the_shells_variables_is_one_line_not_a_traceback(charrnn_executable, tmp_path):
+    def complete(instruction: str, **variables: str) -> subprocess.CompletedProcess:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("COMP_")}
+        environment.update(_CHARRNN_COMPLETE=instruction, **variables)
+        return subprocess.run([charrnn_executable, "train"], cwd=tmp_path, env=environment, capture_output=True,
+                              text=True, timeout=60)
+
+    setup = 'to set completion up in bash: eval "$(_CHARRNN_COMPLETE=bash_source charrnn)"'
+    for instruction, variables, problem in [
+        ("bash_complete", {}, "the shell's completion function sets it, with COMP_WORDS and COMP_CWORD"),
+        ("zsh_complete", {"COMP_WORDS": "charrnn tr", "COMP_CWORD": "one"}, "the shell's completion function"),
+        ("bash", {}, "expected bash_source, zsh_source or fish_source"),
+        ("tcsh_source", {}, "expected bash_source, zsh_source or fish_source"),
+    ]:
+        run = complete(instruction, **variables)
+        assert (run.returncode, run.stdout) == (2, ""), run.stderr
+        assert run.stderr.startswith(f"Error: _CHARRNN_COMPLETE={instruction}: {problem}") and run.stderr.count("\n") == 1
+        assert run.stderr.rstrip().endswith(setup)
+    # What the shell's completion function does still works.
+    run = complete("bash_complete", COMP_WORDS="charrnn tr", COMP_CWORD="1")
+    assert (run.returncode, run.stdout.split()) == (0, ["plain,train"])
+    assert "complete -o nosort -F _charrnn_completion charrnn" in complete("bash_source").stdout
+
+
+# --- issue 19, item 13: output streams that cannot carry every character, and terminals ---
+
+
+def _run_with_encoding(executable, cwd, encoding: str, *args) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "PYTHONIOENCODING": encoding}
+    return subprocess.run([executable, *map(str, args)], cwd=cwd, env=environment, capture_output=True,
+                          timeout=120)
+
+
+def test_a_stream_that_cannot_carry_a_character_gets_an_escape_not_a_traceback(charrnn_executable, tiny_model,
+                                                                               tmp_path):
+    ckpt, corpus = tiny_model
+    folder = tmp_path / "月"
+    folder.mkdir()
+    (folder / "月.npz").write_bytes(ckpt.read_bytes())
+    listed = _run_with_encoding(charrnn_executable, tmp_path, "ascii", "ls", folder)
+    assert (listed.returncode, listed.stderr) == (0, b""), listed.stderr
+    assert b"\\u6708.npz " in listed.stdout and listed.stdout.isascii()
+    # A JSON document stays valid and reads back the same: the escape is JSON's own.
+    named = tmp_path / "月.txt"
+    named.write_bytes(corpus.read_bytes())
+    prepared = _run_with_encoding(charrnn_executable, tmp_path, "latin-1", "prepare", named, "--json", "-q")
+    assert (prepared.returncode, prepared.stderr) == (0, b""), prepared.stderr
+    assert json.loads(prepared.stdout.decode("latin-1"))["files"] == [str(named)]
+    # stderr too, even when told to be strict; and text the stream can carry is left as it is.
+    info = _run_with_encoding(charrnn_executable, tmp_path, "ascii:strict", "info", folder / "月.npz")
+    assert info.returncode == 0 and f"{tmp_path}/\\u6708/\\u6708.npz".encode() in info.stdout
+    missing = _run_with_encoding(charrnn_executable, tmp_path, "ascii:strict", "info", "月/é.npz")
+    assert (missing.returncode, missing.stderr) == (2, b"Error: no checkpoint at \\u6708/\\u00e9.npz\n")
+    latin = _run_with_encoding(charrnn_executable, tmp_path, "latin-1", "info", "é.npz")
+    assert latin.stderr == "Error: no checkpoint at é.npz\n".encode("latin-1")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a pseudo-terminal")
+def test_control_characters_in_file_names_are_escaped_on_a_terminal(charrnn_executable, tiny_model, tmp_path):
+    import pty
+
+    ckpt, _ = tiny_model
+    folder = tmp_path / "run"
+    folder.mkdir()
+    hostile = "\x1b[2J\x1b]0;owned\x07.npz"
+    (folder / hostile).write_bytes(ckpt.read_bytes())
+
+    def on_a_terminal(*args) -> tuple[int, bytes]:
+        main, secondary = pty.openpty()
+        process = subprocess.Popen([charrnn_executable, *map(str, args)], cwd=tmp_path, stdin=subprocess.DEVNULL,
+                                   stdout=secondary, stderr=secondary)
+        os.close(secondary)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # EIO: the other side has closed
+                break
+            if not chunk:
+                break
+            shown += chunk
+        os.close(main)
+        return process.wait(timeout=120), shown
+
+    code, shown = on_a_terminal("ls", folder)
+    assert code == 0 and b"\x1b" not in shown and b"\x07" not in shown
+    assert b"\\x1b[2J\\x1b]0;owned\\x07.npz" in shown
+    code, shown = on_a_terminal("info", folder / ("x" + hostile))
+    assert code == 2 and b"\x1b" not in shown and b"Error: no checkpoint at" in shown
+    # Not a terminal: the names are the bytes they are, for scripts.
+    piped = subprocess.run([charrnn_executable, "ls", str(folder)], capture_output=True, timeout=120)
+    assert hostile.encode() in piped.stdout
+
+
+# --- issue 19, item 10: signals during start-up, and SIGHUP ---
+
+
+def _catches(pid: int, number: int) -> bool:
+    try:
+        return bool(int(_status_field(pid, "SigCgt"), 16) & (1 << (number - 1)))
+    except (OSError, StopIteration):
+        return False
+
+
+@pytest.mark.skipif(not LINUX, reason="reads /proc")
+@pytest.mark.parametrize("command", ["info", "export", "sample", "eval", "train"])
+def test_a_signal_while_the_imports_run_is_one_line_and_the_signals_exit_code(charrnn_executable, tiny_model,
+                                                                              tmp_path, command):
+    """From the first line of charrnn (its entry point catches SIGHUP, which Python leaves alone), a
+    signal during the tenth of a second of imports is one line and 128 + its number, never a
+    KeyboardInterrupt traceback; and an ignored SIGINT (a background job's) stays ignored."""
+    ckpt, corpus = tiny_model
+    args = {"info": ["info", ckpt], "export": ["export", ckpt, "-o", "m.npz"], "sample": ["sample", "-c", ckpt],
+            "eval": ["eval", ckpt, corpus], "train": ["train", corpus, "--steps", "1", *FAST]}[command]
+    for number in (signal.SIGINT, signal.SIGHUP):
+        process = subprocess.Popen([charrnn_executable, *map(str, args)], cwd=tmp_path, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        try:
+            _wait_for(process, lambda: _catches(process.pid, signal.SIGHUP), "charrnn's entry point")
+            process.send_signal(number)
+            stdout, stderr = process.communicate(timeout=60)
+        finally:
+            process.kill()
+        assert (process.returncode, stdout, stderr) == (128 + number, "", f"Error: interrupted by "
+                                                                          f"{SIGNAL_NAMES[number]}\n")
+        assert os.listdir(tmp_path) == []
+    ignored = subprocess.Popen([charrnn_executable, *map(str, args), "-q"], cwd=tmp_path, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    _wait_for(ignored, lambda: _catches(ignored.pid, signal.SIGHUP), "charrnn's entry point")
+    ignored.send_signal(signal.SIGINT)
+    _, stderr = ignored.communicate(timeout=300)
+    assert ignored.returncode == 0 and stderr == ""
+
+
+@pytest.mark.skipif(not LINUX, reason="reads /proc")
+def test_sighup_saves_a_checkpoint_and_exits_129_and_sigquit_saves_nothing(charrnn_executable, tmp_path,
+                                                                           small_corpus):
+    """A hang-up (the terminal or the ssh session went away) stops training as SIGTERM does: the step
+    under way is finished and saved. SIGQUIT aborts at once, leaving the last checkpoint as it was and
+    no unfinished write, and the process dies by it."""
+    for number, folder in ((signal.SIGHUP, "hup"), (signal.SIGQUIT, "quit")):
+        process = subprocess.Popen([charrnn_executable, "train", str(small_corpus), *FAST, "--steps", "10000000",
+                                    "--checkpoint-every", "20", "--eval-every", "0", "--checkpoint-dir", folder],
+                                   cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _wait_for(process, lambda: (tmp_path / folder / "step_00000040.npz").exists(), "two saves", timeout=300)
+        process.send_signal(number)
+        stdout, stderr = process.communicate(timeout=120)
+        lines = stderr.strip().splitlines()
+        assert "Traceback" not in stderr and stdout == ""
+        if number == signal.SIGHUP:
+            assert process.returncode == 129, stderr
+            assert lines[-1] == f"Interrupted; checkpoint saved to {folder}/latest.npz"
+            assert checkpoint.load(str(tmp_path / folder / "latest.npz")).progress.step > 40
+        else:
+            assert process.returncode == -signal.SIGQUIT, stderr
+            assert lines[-1] == "Error: aborted without saving; the last checkpoint written is intact"
+            latest = checkpoint.load(str(tmp_path / folder / "latest.npz")).progress.step
+            assert latest % 20 == 0  # a periodic save, whole, never one the signal cut short
+        assert not [name for name in os.listdir(tmp_path / folder) if name.startswith(".")]

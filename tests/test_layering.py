@@ -74,7 +74,7 @@ ALLOWED = {
     "model.compiled.ops": {"model.ops", "model.compiled.arithmetic"},
     "model.compiled.optim": {"model.optim", "model.ops", "model.compiled.arithmetic"},
     "model.compiled.parallel": set(),
-    "model.compiled.arithmetic": set(),
+    "model.compiled.arithmetic": {"errors"},
     "model.optim": {"config", "model.ops"},
     "model.ops": set(),
     "model.workspace": set(),

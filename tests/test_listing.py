@@ -69,6 +69,35 @@ def test_ls_of_other_folders(run, tmp_path):
     assert_clean_error(invoke("ls", tmp_path / "missing"), 2, f"{tmp_path / 'missing'} does not exist")
 
 
+def test_ls_leaves_out_files_that_a_pruning_training_removes_while_it_reads(run, monkeypatch):
+    """A training with --checkpoint-keep removes step files at any moment; ls must neither fail on one
+    that vanished after it was named (its size taken too late) nor call one removed while its
+    metadata was read unreadable: a file that is gone is simply not listed."""
+    from charrnn.checkpoints import listing
+
+    read_metadata, isfile = checkpoint.read_metadata, os.path.isfile
+
+    def removed_while_read(path):
+        if path.endswith("step_00000010.npz"):
+            os.unlink(path)
+        return read_metadata(path)
+
+    def removed_after_the_check(path):
+        found = isfile(path)
+        if str(path).endswith("step_00000020.npz"):
+            os.unlink(path)
+        return found
+
+    monkeypatch.setattr(listing.checkpoint, "read_metadata", removed_while_read)
+    monkeypatch.setattr(listing.os.path, "isfile", removed_after_the_check)
+    result = invoke("ls", "checkpoints/poems")
+    monkeypatch.undo()
+    assert result.exit_code == 0, result.stderr
+    names = [line.split()[0] for line in result.stdout.splitlines()[1:]]
+    assert names == ["best.npz", "step_00000030.npz", "latest.npz"]
+    assert "unreadable" not in result.stdout
+
+
 def test_export_writes_a_sampling_only_checkpoint_that_the_readers_take(run, small_corpus):
     result = invoke("export", "-o", "model.npz", "--json")
     assert result.exit_code == 0, result.stderr
@@ -116,6 +145,52 @@ def test_export_never_replaces_a_file_unasked(run):
     assert checkpoint.load("checkpoints/poems/latest.npz").resumable
     assert_clean_error(invoke("export", "-o", "checkpoints"), 2, "-o checkpoints is a folder")
     assert_clean_error(invoke("export", "-o", "no/such/m.npz"), 2, "the folder no/such does not exist")
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs /proc and /sys: folders nobody may write in")
+def test_export_to_a_place_it_cannot_write_is_refused_before_any_work(run):
+    """-o '' or a folder that refuses new files (found by trying: root passes every permission check,
+    and still may not create files in /proc or /sys) is bad usage, exit 2, naming -o: as train does."""
+    assert_clean_error(invoke("export", "-o", ""), 2, "-o is empty; give the name of the file to write", )
+    assert_clean_error(invoke("export", "-o", "/proc/model.npz"), 2,
+                       "cannot write -o /proc/model.npz: No such file or directory (the folder /proc); give another path")
+    if os.path.isdir("/sys/kernel"):
+        assert_clean_error(invoke("export", "-o", "/sys/kernel/model.npz"), 2, "cannot write -o /sys/kernel/model.npz: ")
+    if os.geteuid() != 0:
+        locked = run.parent / "locked"
+        locked.mkdir(mode=0o555)
+        assert_clean_error(invoke("export", "-o", locked / "m.npz"), 2, f"cannot write -o {locked / 'm.npz'}: "
+                                                                        "Permission denied")
+
+
+def test_export_removes_the_unfinished_writes_of_exports_that_were_killed(run):
+    from charrnn import files
+
+    finished = subprocess.Popen(["true"])
+    finished.wait()  # a process number that no longer runs
+    share = run.parent / "share"
+    share.mkdir()
+    orphan = share / f".m.npz.{finished.pid}@{files._HOST}.k2j4x9.tmp"
+    orphan.write_bytes(b"half of a checkpoint")
+    live = share / f".m.npz.{os.getpid()}@{files._HOST}.p0q1r2.tmp"  # a live process's: kept
+    live.write_bytes(b"being written")
+    assert invoke("export", "-o", share / "m.npz", "-q").exit_code == 0
+    assert sorted(p.name for p in share.iterdir()) == sorted(["m.npz", live.name])
+
+
+def test_reading_errors_of_the_text_name_the_file_and_blame_neither_the_cache_nor_the_system(run, small_corpus):
+    """/proc/self/mem cannot be read at offset 0 (EIO): the input is bad, exit 2, and named."""
+    if not os.path.exists("/proc/self/mem"):
+        pytest.skip("needs /proc/self/mem")
+    message = "Error: /proc/self/mem: cannot read (Input/output error)"
+    for args in (["train", "/proc/self/mem", "--steps", "1", "--checkpoint-dir", "other"],
+                 ["train", small_corpus, "--val-file", "/proc/self/mem", "--checkpoint-dir", "other"],
+                 ["eval", "checkpoints", "/proc/self/mem"],
+                 ["sample", "--seed-file", "/proc/self/mem"],
+                 ["prepare", "/proc/self/mem"]):
+        result = invoke(*args, "-q")
+        assert (result.exit_code, result.stdout, result.stderr) == (2, "", message + "\n"), args
+    assert not os.path.exists("other")
 
 
 def test_ls_and_export_through_the_installed_command(charrnn_executable, run):

@@ -17,14 +17,6 @@ from conftest import TANG300
 LINUX = sys.platform.startswith("linux")
 
 
-def test_safe_cut_points_do_not_change_jieba_output():
-    text = "明月几时有把酒问青天不知天上宫阙今夕是何年，我欲乘风归去又恐琼楼玉宇高处不胜寒"
-    cut = parallel_tokenize.safe_cut(text)
-    assert text[cut - 1] == "，"
-    assert tokenize(text[:cut], "jieba") + tokenize(text[cut:], "jieba") == tokenize(text, "jieba")
-    assert parallel_tokenize.safe_cut("一二\n三四") == 3
-
-
 def _jieba_workers() -> list[multiprocessing.process.BaseProcess]:
     return [process for process in multiprocessing.active_children() if process.name == "charrnn-jieba"]
 

@@ -15,7 +15,7 @@ from charrnn import files
 from charrnn.data import parallel_tokenize, token_cache
 from charrnn.data.corpus import TextReader
 from charrnn.errors import CorpusError
-from charrnn.data.tokenizer import UNKNOWN_TOKEN, Tokenizer, tokenize
+from charrnn.data.tokenizer import UNKNOWN_TOKEN, Tokenizer, safe_cut, tokenize
 from conftest import TANG300
 
 
@@ -83,6 +83,14 @@ def test_jieba_in_parallel_equals_one_process(tmp_path, monkeypatch):
     assert parallel.tokenizer == single.tokenizer == Tokenizer("jieba", tuple(sorted(set(words))))
     assert np.array_equal(parallel.ids, single.ids)
     assert parallel.tokenizer.decode(parallel.ids.tolist()) == text
+
+
+def test_safe_cut_points_do_not_change_jieba_output():
+    text = "明月几时有把酒问青天不知天上宫阙今夕是何年，我欲乘风归去又恐琼楼玉宇高处不胜寒"
+    cut = safe_cut(text)
+    assert text[cut - 1] == "，"
+    assert tokenize(text[:cut], "jieba") + tokenize(text[cut:], "jieba") == tokenize(text, "jieba")
+    assert safe_cut("一二\n三四") == 3
 
 
 def test_max_vocab_keeps_the_most_frequent_tokens_and_maps_the_rest_to_unk(tmp_path):

@@ -48,6 +48,9 @@ def _reading(path: str) -> Iterator[None]:
         raise CheckpointError(f"no checkpoint at {path}") from None
     except IsADirectoryError:
         raise CheckpointError(f"{path} is a directory, not a checkpoint file") from None
+    except PermissionError:
+        # The file may be perfectly good: say what stops it from being read, not that it is damaged.
+        raise CheckpointError(f"cannot read {path}: permission denied") from None
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is truncated or corrupt ({exc}); use an earlier checkpoint") from None
     except Exception as exc:  # noqa: BLE001 - whatever a crafted archive makes zipfile or numpy raise, say so plainly

@@ -50,11 +50,17 @@ def _finite(value: Optional[float]) -> Optional[float]:
     return value if value is not None and math.isfinite(value) else None
 
 
-def _read(path: str) -> Listed:
-    size = os.path.getsize(path)
+def _read(path: str) -> Optional[Listed]:
+    """What ``path``'s metadata says; None if the file is gone (a running training pruned it meanwhile)."""
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        return None
     try:
         meta = checkpoint.read_metadata(path)
     except CharRNNError as exc:
+        if not os.path.lexists(path):
+            return None  # removed while it was being read: not unreadable, just no longer there
         problem = str(exc)
         if problem.startswith(path):  # the message names the file, which its row already does
             problem = problem[len(path):].lstrip(" :")
@@ -87,7 +93,10 @@ def list_folder(directory: str) -> list[Listed]:
         raise CheckpointError(f"{directory} {what}; give a folder of checkpoints (default: "
                               f"{os.path.join('checkpoints', '')})")
     names = sorted(n for n in os.listdir(directory) if n.endswith(SUFFIX) and not n.startswith("."))
-    items = [_read(os.path.join(directory, name)) for name in names if os.path.isfile(os.path.join(directory, name))]
+    # A training that prunes its step files may remove any of them at any moment; a file that
+    # vanishes between the listing of names and its reading is simply not listed.
+    read = [_read(os.path.join(directory, name)) for name in names if os.path.isfile(os.path.join(directory, name))]
+    items = [item for item in read if item is not None]
     marks = {name: next((i for i in items if i.name == name and i.step is not None), None)
              for name in (folder_files.BEST_NAME, folder_files.LATEST_NAME)}
     marked = []

@@ -40,8 +40,8 @@ def cli(quiet: bool) -> None:
       charrnn sample --seed 月
 
     Exit codes: 0 success, 1 failure while running, 2 bad usage or input,
-    130/143 interrupted by SIGINT/SIGTERM (after saving a checkpoint; a signal
-    ignored when charrnn starts stays ignored).
+    130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP (after saving a checkpoint; a
+    signal ignored when charrnn starts stays ignored).
 
     Options can also be set in the environment as CHARRNN_<COMMAND>_<OPTION>, the
     option's long name (CHARRNN_TRAIN_HIDDEN_SIZE=256, CHARRNN_EVAL_JSON=1). Shell

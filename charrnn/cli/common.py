@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, Optional
 import click
 
 from charrnn import files
-from charrnn.cli.exits import write_stdout
+from charrnn.cli.exits import write_stderr, write_stdout
 from charrnn.cli.options import option
 from charrnn.config import DEFAULT_CHECKPOINT_DIR
 from charrnn.errors import CharRNNError, CheckpointError, ConfigError
@@ -21,7 +21,7 @@ from charrnn.errors import CharRNNError, CheckpointError, ConfigError
 
 def fail(message: str, exit_code: int) -> None:
     """Print ``Error: message`` on stderr and exit with ``exit_code``."""
-    click.echo(f"Error: {message}", err=True)
+    write_stderr(f"Error: {message}")
     sys.exit(exit_code)
 
 
@@ -84,7 +84,7 @@ def writing_cache(cache_dir: str) -> Iterator[None]:
 def inform(quiet: bool, message: str) -> None:
     """An informational line on stderr, unless ``quiet``."""
     if not quiet:
-        click.echo(message, err=True)
+        write_stderr(message)
 
 
 def examples(*commands: str) -> str:
@@ -167,19 +167,17 @@ class ProgressBar:
 def emit_json(document: Any) -> None:
     """Print ``document`` as the one JSON document on stdout (UTF-8 as is, NaN as null).
 
-    A file name that is not UTF-8 appears with ``\\udcXX`` escapes (see ``files.json_text``).
+    A file name that is not UTF-8 appears with ``\\udcXX`` escapes (see ``files.json_text``); on a
+    stdout whose encoding cannot carry a character, it is a ``\\uXXXX`` escape (exits.write_stdout).
     """
     write_stdout(files.json_text(files.finite_or_none(document), allow_nan=False, indent=2))
 
 
 def echo_text(text: str) -> None:
-    """Print ``text`` on stdout, file names included byte for byte even where they are not UTF-8.
-
-    Such a name holds its undecodable bytes as lone surrogates, which a strict stdout cannot encode;
-    they are written as the bytes they stand for, so that a script can use the path it reads.
-    """
-    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
-    write_stdout(text.encode(encoding, "surrogateescape"))
+    """Print ``text``, which shows file names, on stdout: byte for byte even where a name is not UTF-8
+    (its undecodable bytes written as the bytes they stand for, so that a script can use the path it
+    reads), and with control characters escaped on a terminal (exits.write_stdout)."""
+    write_stdout(text, shows_names=True)
 
 
 def format_score(score: Any) -> str:

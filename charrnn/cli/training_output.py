@@ -17,6 +17,7 @@ from typing import IO, Any, Iterable, Iterator, Optional
 
 from charrnn import files
 from charrnn.cli.common import OutputFileError, format_score, inform
+from charrnn.cli.exits import printable, write_stderr
 
 LN2 = math.log(2)
 
@@ -98,9 +99,9 @@ class TrainingOutput:
 
     def _write(self, text: str) -> None:
         if self.bar is not None:
-            self.bar.write(text, file=sys.stderr)
+            self.bar.write(printable(text, sys.stderr), file=sys.stderr)
         else:
-            print(text, file=sys.stderr, flush=True)
+            write_stderr(text)
 
     def _start(self, event: Any) -> None:
         from tqdm import tqdm
@@ -168,9 +169,8 @@ class TrainingOutput:
 
     def _print_line(self, record: dict[str, Any]) -> None:
         val = f", val {self.val.loss_nats:.4f}" if self.val is not None else ""
-        print(f"step {record['step']:,}/{self.target_steps:,}: loss {record['train_loss_nats']:.4f} nats/token"
-              f"{val}, {record['tokens_per_s']:,.0f} tokens/s, {record['elapsed_s']:.1f} s",
-              file=sys.stderr, flush=True)
+        write_stderr(f"step {record['step']:,}/{self.target_steps:,}: loss {record['train_loss_nats']:.4f} nats/token"
+                     f"{val}, {record['tokens_per_s']:,.0f} tokens/s, {record['elapsed_s']:.1f} s")
 
     def _complete_record(self) -> None:
         """Print the latest step's progress line and append its log record, as each is due."""

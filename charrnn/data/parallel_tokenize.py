@@ -17,7 +17,6 @@ import contextlib
 import ctypes
 import multiprocessing
 import os
-import re
 import signal
 import sys
 import threading
@@ -26,44 +25,20 @@ from collections import deque
 from multiprocessing.connection import Connection
 from typing import Iterator
 
-from charrnn.data.tokenizer import load_jieba, tokenize
+from charrnn.data.tokenizer import exact_pieces, load_jieba, tokenize
 from charrnn.errors import CorpusError
 
 # Text goes to the workers in pieces of about this many characters, cut at line ends.
 PIECE_CHARS = 1 << 20
 # Below this many bytes of corpus, worker processes cost more (each loads jieba's dictionary) than they save.
 PARALLEL_MIN_BYTES = 4 << 20
-# The characters jieba segments as runs (its re_han_default); every other character is a token alone.
-_JIEBA_BLOCK = re.compile("[\u4E00-\u9FD5a-zA-Z0-9+#&\\._%\\-]")
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
-def safe_cut(text: str) -> int:
-    """A position in ``text`` where jieba's output does not depend on whether the text is split there.
-
-    jieba segments only runs of _JIEBA_BLOCK characters and emits every other character on its own,
-    so a split after a line end, or else after any character outside such a run, changes nothing.
-    """
-    cut = text.rfind("\n") + 1
-    if cut:
-        return cut
-    for position in range(len(text) - 1, 0, -1):
-        if not _JIEBA_BLOCK.match(text[position - 1]):
-            return position
-    return len(text)  # one enormous run of Han characters: nothing exact is possible
-
-
 def pieces(chunks: Iterator[str]) -> Iterator[str]:
-    """Regroup text into pieces of at least PIECE_CHARS characters, split where jieba stays exact."""
-    buffer = ""
-    for chunk in chunks:
-        buffer += chunk
-        if len(buffer) >= PIECE_CHARS:
-            cut = safe_cut(buffer)
-            yield buffer[:cut]
-            buffer = buffer[cut:]
-    if buffer:
-        yield buffer
+    """Regroup text into pieces of at least PIECE_CHARS characters, split where jieba stays exact
+    (tokenizer.exact_pieces)."""
+    return exact_pieces(chunks, "jieba", PIECE_CHARS)
 
 
 def _die_with_parent(parent_pid: int) -> None:

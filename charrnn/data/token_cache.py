@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import shutil
 from contextlib import suppress
 from dataclasses import dataclass
 from typing import IO, Any, Callable, Optional, Sequence
@@ -31,15 +32,23 @@ from typing import IO, Any, Callable, Optional, Sequence
 import numpy as np
 
 from charrnn import files
-from charrnn.config import DEFAULT_CACHE_DIR
+from charrnn.config import DEFAULT_CACHE_DIR, DEFAULT_SPOOL_LIMIT_MB
 from charrnn.data import parallel_tokenize
-from charrnn.data.corpus import AUTO, STANDARD_INPUT, TextReader, detect_encoding, display_name, open_corpus_file
-from charrnn.errors import CorpusError
+from charrnn.data.corpus import (
+    AUTO, STANDARD_INPUT, TextReader, check_standard_input_once, detect_encoding, display_name, open_corpus_file,
+    read_block,
+)
+from charrnn.errors import CorpusError, DiskSpaceError
 from charrnn.data.tokenizer import Tokenizer, VocabularyBuilder
 
 CACHE_FORMAT = 1
 _REMAP_CHUNK_TOKENS = 8 << 20
 _COPY_BLOCK_BYTES = 1 << 20
+# While standard input is copied into the cache folder, its disk's free space is checked every this many
+# bytes, and the copy stops before less than DISK_RESERVE_BYTES (or a twentieth of the disk, if smaller)
+# would be left: an endless stream must not fill the disk that others use too.
+_DISK_CHECK_BYTES = 64 << 20
+DISK_RESERVE_BYTES = 1 << 30
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 
@@ -109,34 +118,69 @@ def _make_cache_dir(directory: str) -> None:
         raise CorpusError(f"cannot create the cache folder {directory}: {exc.strerror}; pass --cache-dir") from None
 
 
-def _copy(source: IO[bytes], out: Optional[IO[bytes]], check_head: Callable[[bytes], Any] = bool) -> tuple[str, int]:
+def _copy(
+    source: IO[bytes], out: Optional[IO[bytes]], check_head: Callable[[bytes], Any] = bool, name: str = "the corpus",
+    check_size: Callable[[int], None] = lambda size: None,
+) -> tuple[str, int]:
     """Read ``source`` to its end (writing it to ``out`` if given): (sha256, bytes).
 
-    ``check_head`` sees the first block before anything is written, and may raise to refuse the input.
+    ``check_head`` sees the first block before anything is written, and may raise to refuse the input;
+    ``check_size(n)`` sees the size the copy is about to reach before each block is written, and may
+    raise to stop it. A failure to read is a CorpusError naming ``name``.
     """
     digest, size = hashlib.sha256(), 0
-    while block := source.read(_COPY_BLOCK_BYTES):
+    while block := read_block(source, _COPY_BLOCK_BYTES, name):
         if not size:
             check_head(block)
         digest.update(block)
         size += len(block)
         if out is not None:
+            check_size(size)
             out.write(block)
     return digest.hexdigest(), size
 
 
-def _source(path: str, encoding: str, temporaries: _Temporaries) -> _Source:
+class _SpoolBudget:
+    """``check_size`` of a copy of standard input into ``directory``: refuses it beyond ``limit_mb``
+    (0: no limit) with CorpusError, and before the disk would be all but full with DiskSpaceError."""
+
+    def __init__(self, name: str, directory: str, limit_mb: int) -> None:
+        self.name, self.directory, self.limit_mb = name, directory, limit_mb
+        self.checked_at = -_DISK_CHECK_BYTES  # check the disk before the first block
+
+    def __call__(self, size: int) -> None:
+        if self.limit_mb and size > self.limit_mb * 1_000_000:
+            raise CorpusError(
+                f"{self.name} is longer than --spool-limit-mb {self.limit_mb:,} (MB), the most that is copied into "
+                f"the cache folder {self.directory} to be tokenized; raise --spool-limit-mb, or give the text as a file"
+            )
+        if size - self.checked_at >= _DISK_CHECK_BYTES:
+            self.checked_at = size
+            usage = shutil.disk_usage(self.directory)
+            reserve = min(DISK_RESERVE_BYTES, usage.total // 20)
+            if usage.free - _DISK_CHECK_BYTES < reserve:
+                raise DiskSpaceError(
+                    f"copying {self.name} into the cache folder {self.directory} stopped at {size / 1e6:,.0f} MB: "
+                    f"its disk has {usage.free / 1e6:,.0f} MB free, and the copy must leave {reserve / 1e6:,.0f} MB; "
+                    "free some space, or pass --cache-dir on a larger disk"
+                )
+
+
+def _source(path: str, encoding: str, temporaries: _Temporaries, spool_limit_mb: int) -> _Source:
     """Hash a corpus file; standard input, a pipe or a FIFO is copied to a temporary file on the way.
 
-    Such input can be read only once, and tokenizing reads it again once the cache key is known.
+    Such input can be read only once, and tokenizing reads it again once the cache key is known. The
+    copy stops at ``spool_limit_mb`` megabytes (0: none) and before the disk fills (_SpoolBudget).
     """
     with open_corpus_file(path) as stream:
+        name = display_name(path)
         if path != STANDARD_INPUT and os.path.isfile(path):
-            return _Source(path, path, *_copy(stream, None))
+            return _Source(path, path, *_copy(stream, None, name=name))
         fd, copy = temporaries.create("spool")
         with os.fdopen(fd, "wb") as out:
             # Refuse binary data (a device such as /dev/zero never ends) before copying any of it.
-            sha256, size = _copy(stream, out, lambda head: encoding == AUTO and detect_encoding(display_name(path), head))
+            sha256, size = _copy(stream, out, lambda head: encoding == AUTO and detect_encoding(name, head), name,
+                                 _SpoolBudget(name, temporaries.directory, spool_limit_mb))
     return _Source(path, copy, sha256, size)
 
 
@@ -272,21 +316,25 @@ def prepare(
     cache_dir: str = DEFAULT_CACHE_DIR,
     workers: Optional[int] = None,
     on_progress: Progress = lambda done, total: None,
+    spool_limit_mb: int = DEFAULT_SPOOL_LIMIT_MB,
 ) -> PreparedCorpus:
     """The token ids of ``paths`` from the cache, tokenizing them first if they are not there.
 
-    A path ``-`` is standard input. ``workers`` processes cut jieba text in parallel (default: one
-    per core); the ids equal those of one process. Raises CorpusError for bad files, as
-    ``corpus.TextReader`` does, and for a file that changed while it was being read.
+    A path ``-`` is standard input, copied into the cache folder first (at most ``spool_limit_mb``
+    megabytes; 0: no limit). ``workers`` processes cut jieba text in parallel (default: one per core);
+    the ids equal those of one process. Raises CorpusError for bad files, as ``corpus.TextReader``
+    does, for a file that changed while it was being read, and for input beyond the spool limit;
+    DiskSpaceError before a copy of standard input would fill the disk.
     """
     if not paths:
         raise CorpusError("no corpus file given")
     if max_vocab is not None and max_vocab < 1:
         raise CorpusError(f"--max-vocab must be positive, got {max_vocab}")
+    check_standard_input_once(paths)
     TextReader(paths[0], encoding)  # fails early, with the usual message, on an unknown codec name
     files.remove_orphaned_temporaries(cache_dir)
     with _Temporaries(cache_dir) as temporaries:
-        sources = [_source(path, encoding, temporaries) for path in paths]
+        sources = [_source(path, encoding, temporaries, spool_limit_mb) for path in paths]
         size_bytes = sum(source.size_bytes for source in sources)
         key = cache_key([source.sha256 for source in sources], kind, encoding, max_vocab)
         found = _load(key, cache_dir, paths, size_bytes)
@@ -302,5 +350,9 @@ def prepare(
         files.atomic_write(os.path.join(cache_dir, f"{key}.json"), files.json_bytes(meta))
     loaded = _load(key, cache_dir, paths, size_bytes)
     if loaded is None:
-        raise CorpusError(f"the cache entry just written to {cache_dir} cannot be read back")
+        # Never leave an entry behind that every later run would find, fail to read and build again.
+        for suffix in (".json", ".npy"):
+            with suppress(OSError):
+                os.unlink(os.path.join(cache_dir, key + suffix))
+        raise CorpusError(f"the cache entry just written to {cache_dir} cannot be read back; it was removed")
     return dataclasses.replace(loaded, from_cache=False)

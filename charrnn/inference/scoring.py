@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 # on_progress(tokens scored, tokens to score), called after each window of the text.
 Progress = Callable[[int, int], None]
@@ -27,6 +27,9 @@ _LOGITS_PER_CHUNK = 4_000_000
 WARMUP_TOKENS = 500
 # unknown_warning speaks up when at least this share of the text's tokens is outside the vocabulary.
 UNKNOWN_WARNING_SHARE = 0.05
+# Targets scored side by side at most (the --batch-size streams of one window): a text longer than this
+# is scored window after window, so that memory holds a window of ids, never the whole text.
+WINDOW_TOKENS = 1 << 21
 
 
 @dataclass(frozen=True)
@@ -80,51 +83,35 @@ class Score:
         }
 
 
-def score_ids(
+def _score_window(
     params: network.Params,
     config: ModelConfig,
     ids: np.ndarray,
+    context: int,
+    length: int,
+    warmup: int,
     token_lengths: np.ndarray,
-    batch_size: int = 32,
-    kernels: Kernels = NUMPY,
-    on_progress: Progress = lambda done, total: None,
-    window: int = 25,
-    look_ahead: int = 0,
-    warmup_tokens: int = WARMUP_TOKENS,
-) -> Score:
-    """Score every token of ``ids`` (N,) after the first, each predicted from the text before it.
+    kernels: Kernels,
+    on_progress: Callable[[int], None],
+) -> tuple[float, int]:
+    """(total nats, characters) of the targets ids[context + 1:], cut into streams of ``length`` targets
+    (the last may be shorter) scored side by side. ``on_progress(n)``: n targets done.
 
-    For speed the text is cut into up to ``batch_size`` contiguous streams run side by side. Each
-    stream but the first is warmed up first on the ``warmup_tokens`` tokens before its part, which it
-    reads without scoring them: so every prediction sees at least that much of the text before it
-    (or all of it), as it would in one pass over the whole text, and the score does not depend on
-    ``batch_size`` beyond float rounding (the state of a trained RNN keeps next to nothing from
-    further back; measured in docs/quality.md). Streams are at least ``warmup_tokens`` long, so
-    warming up at most doubles the work. ``token_lengths`` (V,) gives the characters of each token,
-    for bits per character. ``kernels`` runs the cells and the cross-entropy (backend.py).
-    ``on_progress`` hears how far scoring has got.
-
-    A bidirectional model predicts each token from the text on both sides of it instead, read in
-    windows of ``window`` tokens with ``look_ahead`` tokens past each, as it was trained
-    (``_bidirectional_nats``); its loss is not comparable with a one-directional model's.
+    Each stream first reads the ``warmup`` tokens before its part, unscored. The first ``context`` ids
+    are text before the window (already scored): with ``context`` ≥ ``warmup`` every stream warms up on
+    real text; with ``context`` 0 the first stream has nothing before it and starts, as one pass over the
+    text would, from the zero state.
     """
-    count = len(ids) - 1
-    if count < 1:
-        return Score(0, 0, 0.0)
-    if config.bidirectional:
-        total_nats = _bidirectional_nats(params, config, ids, batch_size, window, look_ahead, kernels, on_progress)
-        return Score(count, _characters(ids, token_lengths), total_nats)
-    batch = max(1, min(batch_size, count // max(1, warmup_tokens)))
-    length = -(-count // batch)  # ceil: stream j scores targets j·length ... (j + 1)·length − 1
-    warmup = min(warmup_tokens, length * (batch - 1))  # nothing to warm up on for a single stream
+    count = len(ids) - 1 - context
+    batch = -(-count // length)  # stream j scores targets j·length ... (j + 1)·length − 1
     # Per position, forward-only work keeps the logits (V values) and every layer's cell cache (at
     # most about 8·H values for an LSTM); the chunk of steps is cut so that both stay bounded.
     width = max(config.vocab_size, 8 * config.hidden_size * config.num_layers)
     chunk = max(1, _LOGITS_PER_CHUNK // (batch * width))
-    hidden = network.initial_hidden(config, batch)
-    # Stream j reads positions j·length − warmup ... (j + 1)·length − 1 and scores those from j·length on;
-    # the first stream has no text before it and starts, as one pass would, from the zero state.
-    stream_starts = np.arange(batch)[:, None] * length - warmup
+    hidden = network.initial_hidden(config, batch)  # carried from chunk to chunk of each stream
+    # Stream j reads positions context + j·length − warmup ... and scores those from context + j·length on.
+    stream_starts = context + np.arange(batch)[:, None] * length - warmup
+    last_input = len(ids) - 2
     total_nats = 0.0
     start = 0
     while start < warmup + length:
@@ -134,17 +121,17 @@ def score_ids(
         # Input positions of this window in every stream (B, w); those before the text or past its
         # end are padding.
         positions = stream_starts + np.arange(start, stop)[None, :]
-        scored = (positions < count) & (np.arange(start, stop)[None, :] >= warmup)
-        positions = np.clip(positions, 0, count - 1)
+        scored = (positions <= last_input) & (np.arange(start, stop)[None, :] >= warmup)
+        positions = np.clip(positions, 0, last_input)
         inputs, targets = ids[positions], ids[positions + 1]  # gathered a window at a time, never all ids
         losses, hidden = network.token_losses(params, config, inputs.T, targets.T, hidden, kernels)
-        if stop == warmup:
+        if stop == warmup and context < warmup:
             for state in hidden.values():
                 state[0] = 0.0  # the first stream read padding while the others warmed up
         total_nats += float(losses[scored.T].sum())
-        on_progress(min(count, batch * max(0, stop - warmup)), count)
+        on_progress(min(count, batch * max(0, stop - warmup)))
         start = stop
-    return Score(count, _characters(ids, token_lengths), total_nats)
+    return total_nats, _characters(ids[context:], token_lengths)
 
 
 def _characters(ids: np.ndarray, token_lengths: np.ndarray) -> int:
@@ -155,17 +142,19 @@ def _characters(ids: np.ndarray, token_lengths: np.ndarray) -> int:
     return sum(int(token_lengths[ids[i + 1 : i + 1 + (1 << 20)]].sum()) for i in range(0, count, 1 << 20))
 
 
-def _bidirectional_nats(
+def _bidirectional_window(
     params: network.Params,
     config: ModelConfig,
     ids: np.ndarray,
     batch_size: int,
     window: int,
     look_ahead: int,
+    token_lengths: np.ndarray,
     kernels: Kernels,
-    on_progress: Progress,
-) -> float:
-    """Total −log p(x_t | x_<t, x_>t) of every token of ``ids`` after the first, read as the model trains.
+    on_progress: Callable[[int], None],
+) -> tuple[float, int]:
+    """(total nats, characters) of −log p(x_t | x_<t, x_>t) for every token of ``ids`` after the first,
+    read as the model trains.
 
     The text is cut into ``batch_size`` streams of equal length (the few tokens left over form one more
     stream of their own), each read in windows of ``window`` targets: the forward state carried from
@@ -191,8 +180,8 @@ def _bidirectional_nats(
                 params, config, ids[positions].T, ids[positions + 1].T, hidden, kernels, ahead.T)
             total_nats += float(losses.sum())
             done += losses.size
-            on_progress(done, count)
-    return total_nats
+            on_progress(done)
+    return total_nats, _characters(ids, token_lengths)
 
 
 def unknown_warning(score: Score) -> Optional[str]:
@@ -208,6 +197,144 @@ def unknown_warning(score: Score) -> Optional[str]:
             "model's vocabulary and left out: the score covers only the rest, and flatters the model on this text")
 
 
+def score_id_blocks(
+    params: network.Params,
+    config: ModelConfig,
+    blocks: Iterable[np.ndarray],
+    token_lengths: np.ndarray,
+    batch_size: int = 32,
+    kernels: Kernels = NUMPY,
+    on_streams: Callable[[int], None] = lambda streams: None,
+    on_progress: Callable[[int], None] = lambda done: None,
+    window: int = 25,
+    look_ahead: int = 0,
+    warmup_tokens: int = WARMUP_TOKENS,
+) -> Score:
+    """Score every token after the first of the text whose ids (N,) arrive in ``blocks``, in order.
+
+    For speed the text is cut into streams run side by side. Each stream but the text's first is warmed
+    up on the ``warmup_tokens`` tokens before its part, which it reads without scoring them: so every
+    prediction sees at least that much of the text before it (or all of it), as in one pass over the
+    whole text, and the score does not depend on ``batch_size`` beyond float rounding (the state of a
+    trained RNN keeps next to nothing from further back; measured in docs/quality.md).
+
+    A text that fits in one window (WINDOW_TOKENS targets) is cut into up to ``batch_size`` equal streams
+    of at least ``warmup_tokens`` each; a longer one into streams of WINDOW_TOKENS // ``batch_size``,
+    scored ``batch_size`` at a time, window after window, each window keeping the ``warmup_tokens``
+    before it. So at most a window of ids and one block are held, however long the text, and the score
+    depends on the text alone, not on how it was cut into blocks: scoring a file as it is read equals
+    scoring it whole (``score_ids``).
+
+    A bidirectional model predicts each token from the text on both sides of it instead, read in
+    windows of ``window`` tokens with ``look_ahead`` tokens past each, as it was trained
+    (``_bidirectional_window``, once per window of the text, no warm-up); its loss is not comparable
+    with a one-directional model's.
+
+    ``token_lengths`` (V,) gives the characters of each token, for bits per character; ``kernels`` runs
+    the cells and the cross-entropy (backend.py). ``on_streams(n)`` hears how many streams run side by
+    side before the first is scored (so that a caller can refuse what memory cannot hold);
+    ``on_progress(n)`` how many targets have been scored.
+    """
+    warmup_tokens = 0 if config.bidirectional else warmup_tokens
+    longest = max(1, WINDOW_TOKENS // batch_size)
+    full = batch_size * longest  # the targets of a full window
+    buffer: np.ndarray = np.zeros(0, dtype=np.int64)
+    context = scored = characters = 0  # context: ids at the buffer's head that are warm-up text only
+    total_nats, first = 0.0, True
+
+    def advance(done: int) -> None:
+        on_progress(scored + done)
+
+    def score(ids: np.ndarray, length: int) -> tuple[float, int]:
+        if config.bidirectional:
+            return _bidirectional_window(params, config, ids, batch_size, window, look_ahead, token_lengths, kernels,
+                                         advance)
+        warmup = context if context else min(warmup_tokens, length * (-(-(len(ids) - 1) // length) - 1))
+        return _score_window(params, config, ids, context, length, warmup, token_lengths, kernels, advance)
+
+    for block in blocks:
+        if not len(block):
+            continue
+        buffer = np.concatenate([buffer, block]) if len(buffer) else block
+        while len(buffer) - context > full + 1:  # the text goes on past a full window: score it
+            if first:
+                on_streams(batch_size)
+                first = False
+            nats, chars = score(buffer[: context + full + 1], longest)
+            total_nats, characters, scored = total_nats + nats, characters + chars, scored + full
+            keep = min(warmup_tokens, context + full)
+            buffer = buffer[context + full - keep :]  # the window's last target is the next one's first input
+            context = keep
+    count = len(buffer) - 1 - context
+    if count >= 1:
+        if first:  # the whole text in one window: equal streams, each at least warmup_tokens long
+            batch = max(1, min(batch_size, count // max(1, warmup_tokens)))
+            length = -(-count // batch)
+            on_streams(-(-count // length))
+        else:
+            length = longest
+        nats, chars = score(buffer, length)
+        total_nats, characters, scored = total_nats + nats, characters + chars, scored + count
+    return Score(scored, characters, total_nats)
+
+
+def score_ids(
+    params: network.Params,
+    config: ModelConfig,
+    ids: np.ndarray,
+    token_lengths: np.ndarray,
+    batch_size: int = 32,
+    kernels: Kernels = NUMPY,
+    on_progress: Progress = lambda done, total: None,
+    window: int = 25,
+    look_ahead: int = 0,
+    warmup_tokens: int = WARMUP_TOKENS,
+) -> Score:
+    """Score every token of ``ids`` (N,) after the first, as ``score_id_blocks`` does.
+
+    ``on_progress(done, total)`` hears how many of the N − 1 targets have been scored.
+    """
+    count = len(ids) - 1
+    return score_id_blocks(params, config, [ids], token_lengths, batch_size, kernels,
+                           on_progress=lambda done: on_progress(done, count), window=window, look_ahead=look_ahead,
+                           warmup_tokens=warmup_tokens)
+
+
+def score_chunks(
+    params: network.Params,
+    config: ModelConfig,
+    tokenizer: Tokenizer,
+    chunks: Iterable[str],
+    batch_size: int = 32,
+    kernels: Kernels = NUMPY,
+    on_streams: Callable[[int], None] = lambda streams: None,
+    window: int = 25,
+    look_ahead: int = 0,
+) -> Score:
+    """Score text arriving in ``chunks`` (read from a file as it is scored, so that its length does not
+    matter), exactly as ``score_text`` scores it whole; tokens outside the vocabulary are left out and
+    counted in ``tokens_unknown``. A bidirectional model reads ``window``s with ``look_ahead`` (score_id_blocks).
+
+    Raises VocabularyError when fewer than two known tokens remain, so nothing can be scored.
+    """
+    counts = {"known": 0, "unknown": 0}
+
+    def known_ids() -> Iterator[np.ndarray]:
+        for ids, unknown in tokenizer.encode_chunks(chunks):
+            counts["known"] += len(ids)
+            counts["unknown"] += unknown
+            yield ids
+
+    score = score_id_blocks(params, config, known_ids(), tokenizer.token_lengths(), batch_size, kernels, on_streams,
+                            window=window, look_ahead=look_ahead)
+    if counts["known"] < 2:
+        raise VocabularyError(
+            f"none of the text can be scored: it has {counts['known']} token(s) in the model's vocabulary "
+            f"and {counts['unknown']} outside it"
+        )
+    return Score(score.tokens_scored, score.characters_scored, score.total_nats, counts["unknown"])
+
+
 def score_text(
     params: network.Params,
     config: ModelConfig,
@@ -215,20 +342,12 @@ def score_text(
     text: str,
     batch_size: int = 32,
     kernels: Kernels = NUMPY,
-    on_progress: Progress = lambda done, total: None,
     window: int = 25,
     look_ahead: int = 0,
 ) -> Score:
-    """Score ``text`` (a bidirectional model in ``window``s with ``look_ahead``, see score_ids); tokens outside the vocabulary are left out and counted in ``tokens_unknown``.
+    """Score ``text`` whole, as ``score_chunks`` scores it read in pieces; tokens outside the vocabulary are
+    left out and counted in ``tokens_unknown``.
 
     Raises VocabularyError when fewer than two known tokens remain, so nothing can be scored.
     """
-    ids, unknown = tokenizer.encode_known(text)
-    if len(ids) < 2:
-        raise VocabularyError(
-            f"none of the text can be scored: it has {len(ids)} token(s) in the model's vocabulary "
-            f"and {len(unknown)} outside it"
-        )
-    score = score_ids(params, config, ids, tokenizer.token_lengths(), batch_size, kernels, on_progress, window,
-                      look_ahead)
-    return Score(score.tokens_scored, score.characters_scored, score.total_nats, len(unknown))
+    return score_chunks(params, config, tokenizer, [text], batch_size, kernels, window=window, look_ahead=look_ahead)

@@ -83,12 +83,31 @@ class Session:
             self.lock = None
 
 
+# The options that size a model, and the field each sets: any of them can be what makes a model too
+# large (an embedding of 10^8 as surely as a hidden size of 10^6), so a refusal names those that matter.
+_MODEL_SIZES = (("--hidden-size", "hidden_size"), ("--num-layers", "num_layers"), ("--embed-size", "embed_size"),
+                ("--max-vocab", "vocab_size"))
+
+
 def _check_memory(model_config: ModelConfig, train_config: TrainConfig) -> None:
-    """Refuse (ConfigError) a model and batch that need more memory than the machine has available."""
-    parts = network.training_memory(
-        model_config, train_config.batch_size, train_config.seq_length, len(optim.SLOTS[train_config.optimizer])
-    )
-    model_sized = "--hidden-size or --num-layers"
+    """Refuse (ConfigError) a model and batch that need more memory than the machine has available.
+
+    The advice names the batch options when the activations are the largest part, and every model
+    size option whose halving alone would save a tenth of the need or more.
+    """
+    slots = len(optim.SLOTS[train_config.optimizer])
+
+    def need(config: ModelConfig) -> dict[str, int]:
+        return network.training_memory(config, train_config.batch_size, train_config.seq_length, slots)
+
+    parts = need(model_config)
+    total = sum(parts.values())
+    model_sized = " or ".join(
+        name for name, field in _MODEL_SIZES
+        if getattr(model_config, field) > 1
+        and total - sum(need(dataclasses.replace(model_config, **{field: getattr(model_config, field) // 2})).values())
+        >= total / 10
+    ) or "--hidden-size or --num-layers"
     if max(parts, key=parts.__getitem__) == "activations":
         advice = f"lower --batch-size or --seq-length (or {model_sized})"
     else:
@@ -111,7 +130,7 @@ def _fresh(request: TrainRequest, on_progress: token_cache.Progress) -> Session:
     _check_memory(dataclasses.replace(request.model, vocab_size=1), train_config)
     tokenizer, ids, val_ids, corpus = corpus_data.read_training_data(
         request.data, request.corpus_paths, request.val_paths, None, request.data.tokenizer, request.data.max_vocab,
-        on_progress, notes,
+        on_progress, notes, request.schedule.eval_tokens,
     )
     model_config = dataclasses.replace(request.model, vocab_size=tokenizer.vocab_size)
     train_config = train_config.settled(model_config)
@@ -144,10 +163,16 @@ def _resumed(request: TrainRequest, ckpt: Checkpoint, on_progress: token_cache.P
             f"again, e.g. charrnn train - --resume {path} < corpus.txt"
         )
     val_paths = request.val_paths or ckpt.corpus.val_paths
+    if not request.val_paths and any(is_standard_input(p) for p in val_paths):
+        raise ConfigError(
+            f"{path} was validated on text from standard input, which cannot be read again; pass it again, "
+            f"e.g. charrnn train --resume {path} --val-file - < held_out.txt"
+        )
     if val_paths and ckpt.train_config.val_fraction > 0:
         raise ConfigError("this model holds out --val-fraction of its corpus; it cannot also take --val-file")
     _, ids, val_ids, corpus = corpus_data.read_training_data(
-        request.data, paths, val_paths, ckpt.tokenizer, ckpt.tokenizer.kind, ckpt.corpus.max_vocab, on_progress, notes
+        request.data, paths, val_paths, ckpt.tokenizer, ckpt.tokenizer.kind, ckpt.corpus.max_vocab, on_progress, notes,
+        request.schedule.eval_tokens,
     )
     streams, val_ids, _, validation, train_tokens = corpus_data.prepare_streams(
         ids, val_ids, train_config, False, notes, corpus_data.line_end_id(ckpt.tokenizer), request.schedule.eval_tokens
