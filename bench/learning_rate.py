@@ -12,9 +12,9 @@ the defaults, for ``--steps`` steps of batch 32 and sequence 25 through the trai
 ``charrnn train`` runs, DivergenceWatch included, and reports the highest smoothed training loss against
 a uniform guess (ln V), the loss at the end, and whether the run diverged.
 
-    python bench/learning_rate.py --sweep                 # about 16 minutes
-    python bench/learning_rate.py --sizes                 # about half an hour
-    python bench/learning_rate.py --sizes --hidden-sizes 64,1024 --cells gru --steps 100
+    python -m bench.learning_rate --sweep                 # about 16 minutes
+    python -m bench.learning_rate --sizes                 # about half an hour
+    python -m bench.learning_rate --sizes --hidden-sizes 64,1024 --cells gru --steps 100
 """
 
 from __future__ import annotations
@@ -35,11 +35,8 @@ from charrnn.cli import configure_blas
 
 configure_blas()  # as the charrnn command does, before numpy loads OpenBLAS
 
-BENCH_DIR = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH_DIR))
-
-import quality  # noqa: E402  (bench/quality.py, beside this file)
-from throughput import DEFAULT_CORPORA_DIR, machine_info  # noqa: E402
+from bench import quality  # noqa: E402
+from bench.throughput import DEFAULT_CORPORA_DIR, machine_info  # noqa: E402
 
 from charrnn.config import ModelConfig, TrainConfig, default_learning_rate  # noqa: E402
 from charrnn.data import token_cache  # noqa: E402
@@ -206,7 +203,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          default=str, ensure_ascii=False, indent=2))
         return 0
     print(f"charrnn learning-rate benchmark, {datetime.date.today()}, {machine.get('cpu')}, {machine.get('cores')} cores")
-    print(f"command: python bench/learning_rate.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
+    print(f"command: python -m bench.learning_rate {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
     print(f"defaults: learning rate {default_learning_rate('adagrad', args.hidden_size):g} at hidden "
           f"{args.hidden_size} (Adagrad; times 256/H above 256), Adagrad initial accumulator "
           f"{DEFAULTS.adagrad_initial_accumulator:g}, embedding size the hidden size")

@@ -1,7 +1,7 @@
 """What machine a benchmark ran on, and how much memory it used: one place for every script in bench/.
 
-The scripts import this module as a sibling (``python bench/throughput.py`` puts bench/ first on the
-module path), so every report names the hardware and software the same way.
+Every script imports it (``from bench.machine import machine_info``), so every report names the
+hardware and software the same way.
 """
 
 from __future__ import annotations

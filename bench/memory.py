@@ -1,9 +1,9 @@
 """Peak memory and tokenizing speed of charrnn on a corpus of a gigabyte (issue 4).
 
 In a temporary folder this writes a corpus of ``--size-gb`` gigabytes by repeating the lines of the
-shared corpora in seeded random order (streamed to disk one shuffled round at a time), then runs the
-installed ``charrnn`` on it, each command in a subprocess of its own whose peak RSS the kernel reports
-when the benchmark reaps it (``os.wait4``, so no other child's peak can leak into the figure):
+bundled corpora (data/) in seeded random order (streamed to disk one shuffled round at a time), then
+runs the installed ``charrnn`` on it, each command in a subprocess of its own whose peak RSS the kernel
+reports when the benchmark reaps it (``os.wait4``, so no other child's peak can leak into the figure):
 
   baseline       ``python -c "import numpy, charrnn.cli"``: what any charrnn command costs before work
   prepare        tokenize the corpus into a fresh ``--cache-dir`` with the character tokenizer; it runs
@@ -20,9 +20,9 @@ a PASS/FAIL line per target, a Markdown table for the README and the command tha
 ``--json`` prints one JSON document instead. Progress goes to stderr. The exit code is 0 whatever the
 verdicts (it is a benchmark), 1 if a charrnn command fails, 2 for bad options or missing corpora.
 
-    python bench/memory.py                            # 1 GB of mixed English and Chinese lines
-    python bench/memory.py --language all             # en, zh and mixed in turn (three times as long)
-    python bench/memory.py --size-gb 0.1 --steps 50   # a quick look; verdicts are N/A below 1 GB
+    python -m bench.memory                            # 1 GB of mixed English and Chinese lines
+    python -m bench.memory --language all             # en, zh and mixed in turn (three times as long)
+    python -m bench.memory --size-gb 0.1 --steps 50   # a quick look; verdicts are N/A below 1 GB
 
 Units: a GB is 10⁹ bytes and an MB 10⁶ bytes throughout, RSS included (Linux gives ru_maxrss in KiB,
 so MB = KiB × 1024 / 10⁶). Reporting RSS in decimal MB makes the numbers larger than in MiB, which is
@@ -53,12 +53,12 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
-from machine import machine_info  # bench/machine.py, beside this file
-from throughput import embed_size  # bench/throughput.py: --embed-size, else charrnn's default
+from bench.machine import machine_info
+from bench.throughput import embed_size  # --embed-size, else charrnn's default
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_ROOT = BENCH_DIR.parent
-DEFAULT_CORPORA_DIR = REPO_ROOT.parent / "shared" / "corpora"
+DEFAULT_CORPORA_DIR = REPO_ROOT / "data"  # the bundled corpora
 SOURCES = {"en": "devils_dictionary.txt", "zh": "tang300.txt"}
 LANGUAGES = ("en", "zh", "mixed")
 LANGUAGE_CHOICES = (*LANGUAGES, "all")
@@ -594,7 +594,7 @@ def _fmt(value: Optional[float], spec: str) -> str:
 
 def reproduce_command(args: argparse.Namespace) -> str:
     """The command line that repeats this run, every setting spelled out."""
-    parts = ["python", "bench/memory.py", "--size-gb", f"{args.size_gb:g}", "--language", args.language,
+    parts = ["python", "-m", "bench.memory", "--size-gb", f"{args.size_gb:g}", "--language", args.language,
              "--steps", str(args.steps), "--hidden-size", str(args.hidden_size), "--batch-size", str(args.batch_size),
              "--embed-size", str(embed_size(args)),
              "--seq-length", str(args.seq_length), "--eval-tokens", str(args.eval_tokens), "--seed", str(args.seed)]
@@ -720,7 +720,7 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                         help="lines of devils_dictionary.txt (en), tang300.txt (zh), both shuffled together "
                              "(mixed, the default) or each in turn (all)")
     parser.add_argument("--corpora", type=Path, default=DEFAULT_CORPORA_DIR,
-                        help="folder of devils_dictionary.txt and tang300.txt (default: ../shared/corpora from the repo)")
+                        help="folder of devils_dictionary.txt and tang300.txt (default: the repository's data/)")
     parser.add_argument("--steps", type=int, default=300, help="training steps (default 300)")
     parser.add_argument("--hidden-size", type=int, default=256)
     parser.add_argument("--embed-size", type=int,
@@ -763,7 +763,7 @@ def check_environment(args: argparse.Namespace, languages: Sequence[str]) -> Non
                          "environment charrnn is installed in (pip install -e .)", 2)
     for name in SOURCES.values():
         if not (args.corpora / name).is_file():
-            raise BenchError(f"{args.corpora / name}: no such file; pass --corpora (the folder of the shared corpora)", 2)
+            raise BenchError(f"{args.corpora / name}: no such file; pass --corpora (the folder of devils_dictionary.txt and tang300.txt)", 2)
     tmp_root = args.tmp_dir or Path(tempfile.gettempdir())
     corpus_bytes = math.ceil(args.size_gb * BYTES_PER_GB)
     # Without --keep each language's files are removed before the next language's corpus is written.

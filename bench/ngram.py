@@ -54,7 +54,7 @@ very text being scored.
 
 Usage (pure Python + numpy; jieba only for ``--tokenizer jieba``):
 
-    python bench/ngram.py CORPUS... [--order 5] [--method kn|addk] [--k 0.01]
+    python -m bench.ngram CORPUS... [--order 5] [--method kn|addk] [--k 0.01]
         [--val-fraction 0.05] [--tokenizer char|word|jieba] [--check] [--tune] [--json]
 
 The report goes to stdout (one JSON document with --json); errors are one ``Error:`` line on
@@ -589,7 +589,7 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line entry point; returns the exit code (0, 1 if --check fails, 2 for bad input)."""
     parser = argparse.ArgumentParser(
-        prog="python bench/ngram.py",
+        prog="python -m bench.ngram",
         description="Validation bits per character of a smoothed n-gram model (the RNN's baseline).",
     )
     parser.add_argument("corpus", nargs="+", metavar="CORPUS", help="UTF-8 text file(s), joined in order")

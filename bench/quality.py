@@ -25,9 +25,9 @@ the text before it; the best validation loss is reported (what ``best.npz`` keep
 character. Last, an interpolated modified Kneser–Ney n-gram (bench/ngram.py, order 3–5 tuned on the same
 validation split, which flatters it) scores the same text.
 
-    python bench/quality.py                                  # both corpora, 180 s per model
-    python bench/quality.py --budget-seconds 90 --corpus en
-    python bench/quality.py --corpus zh --models words --budget-seconds 60
+    python -m bench.quality                                  # both corpora, 180 s per model
+    python -m bench.quality --budget-seconds 90 --corpus en
+    python -m bench.quality --corpus zh --models words --budget-seconds 60
 
 Requires torch for the PyTorch rows (bench/requirements.txt); without it they are skipped.
 """
@@ -53,9 +53,9 @@ configure_blas()  # as the charrnn command does, before numpy loads OpenBLAS
 
 import numpy as np  # noqa: E402
 
-import ngram  # noqa: E402  (bench/ngram.py, beside this file, as are the next two)
-from machine import machine_info  # noqa: E402
-from throughput import DEFAULT_CORPORA_DIR  # noqa: E402
+from bench import ngram  # noqa: E402
+from bench.machine import machine_info  # noqa: E402
+from bench.throughput import DEFAULT_CORPORA_DIR  # noqa: E402
 
 from charrnn.config import ModelConfig, TrainConfig, default_learning_rate  # noqa: E402
 from charrnn.data.streams import split_streams, split_validation  # noqa: E402
@@ -378,7 +378,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          ensure_ascii=False, indent=2))
         return 0
     print(f"charrnn quality benchmark, {datetime.date.today()}, {machine.get('cpu')}, {machine.get('cores')} cores")
-    print(f"command: python bench/quality.py {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
+    print(f"command: python -m bench.quality {' '.join(argv if argv is not None else sys.argv[1:])}".rstrip())
     print(f"threads: OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, PyTorch "
           f"{args.torch_threads or 'one per core'}")
     print("load (1-minute average) before and after each race: "

@@ -11,7 +11,7 @@
    minus ``python -c pass``, and the import time ``python -X importtime`` reports for the modules
    they load (issue 6's target: under 0.3 s).
 
-    python bench/sampling.py [--vocab-size 6000] [--hidden-size 256] [--length 2000] [--backend numpy,numba]
+    python -m bench.sampling [--vocab-size 6000] [--hidden-size 256] [--length 2000] [--backend numpy,numba]
 """
 
 from __future__ import annotations

@@ -15,10 +15,10 @@ FLOPs per token of ``model_flops_per_token``, the fraction of the GEMM rate that
 implementation's peak RSS, the ratios, the machine, and a Markdown table. ``--json`` prints one JSON
 document instead.
 
-    python bench/throughput.py --config all            # the README's figures (a few minutes)
-    python bench/throughput.py --config en --cells rnn,gru,lstm --backend numpy,numba --impl charrnn,torch
-    python bench/throughput.py --config zh --cells gru --num-layers 2 --rounds 3
-    python bench/throughput.py --loss-check 300         # do charrnn's and torch's losses fall alike?
+    python -m bench.throughput --config all            # the README's figures (a few minutes)
+    python -m bench.throughput --config en --cells rnn,gru,lstm --backend numpy,numba --impl charrnn,torch
+    python -m bench.throughput --config zh --cells gru --num-layers 2 --rounds 3
+    python -m bench.throughput --loss-check 300         # do charrnn's and torch's losses fall alike?
 
 Without torch installed, the torch rows are skipped with a note (pip install -r bench/requirements.txt).
 """
@@ -40,10 +40,11 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from machine import REPO_ROOT, machine_info, peak_rss_mib  # bench/machine.py, beside this file
+from bench.machine import REPO_ROOT, machine_info, peak_rss_mib
 
 BENCH_DIR = Path(__file__).resolve().parent
-DEFAULT_CORPORA_DIR = REPO_ROOT.parent / "shared" / "corpora"
+# The corpora the documented figures use are bundled in data/, so a clone reproduces them.
+DEFAULT_CORPORA_DIR = REPO_ROOT / "data"
 
 IMPLEMENTATIONS = ("charrnn", "torch", "classic")
 BACKENDS = ("numpy", "numba")
@@ -237,7 +238,7 @@ def run_worker(args) -> int:
         if args.worker == "torch":
             import torch
 
-            import torch_reference  # bench/torch_reference.py: only the torch worker imports torch
+            from bench import torch_reference  # only the torch worker imports torch
             trainer = torch_reference.TorchTrainer(
                 vocab_size, args.hidden_size, num_layers=args.num_layers, cell=args.cell,
                 lr=args.learning_rate, clip=args.clip, seq_length=args.seq_length, num_threads=args.threads,
@@ -271,7 +272,7 @@ def run_worker(args) -> int:
 def _worker_command(variant: str, dataset: Dataset, cell: str, args) -> list[str]:
     impl, _, backend_name = variant.partition("-")
     return [
-        sys.executable, str(Path(__file__).resolve()), "--worker", impl, "--backend", backend_name or "numpy",
+        sys.executable, "-m", "bench.throughput", "--worker", impl, "--backend", backend_name or "numpy",
         "--cell", cell, "--num-layers", str(args.num_layers), "--embed-size", str(embed_size(args)),
         "--data-dir", str(dataset.data_dir), "--vocab-size", str(dataset.vocab_size),
         "--hidden-size", str(args.hidden_size), "--batch-size", str(args.batch_size),
@@ -304,7 +305,7 @@ def run_in_subprocess(variant: str, dataset: Dataset, cell: str, args) -> dict[s
     """One measurement in a fresh interpreter, so its peak RSS is its own; an ``error`` key if it failed."""
     impl = variant.partition("-")[0]
     done = subprocess.run(_worker_command(variant, dataset, cell, args), capture_output=True, text=True,
-                          env=worker_environment(impl, args.threads))
+                          env=worker_environment(impl, args.threads), cwd=REPO_ROOT)
     lines = done.stdout.strip().splitlines()
     if done.returncode == 0 and lines:
         try:
@@ -533,7 +534,7 @@ def loss_check(datasets: list[Dataset], args) -> int:
     is exactly charrnn's model, so a gap to charrnn there would point at charrnn's code, and a gap
     only to the others at the model.
     """
-    import torch_reference  # bench/torch_reference.py
+    from bench import torch_reference
     every = max(1, args.loss_check // 10)
     # One torch thread: torch's and OpenBLAS's worker threads, taking turns in one process, otherwise
     # spin against each other, and speed is not measured here.
@@ -577,7 +578,7 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                              "(the default); may be repeated")
     parser.add_argument("--corpora-dir", type=Path, default=DEFAULT_CORPORA_DIR,
                         help="where tang300.txt and devils_dictionary.txt are "
-                             "(default: ../shared/corpora beside the repository)")
+                             "(default: the repository's data/)")
     parser.add_argument("--corpus", type=Path, help="use this UTF-8 file for the one --config given")
     parser.add_argument("--impl", default=",".join(IMPLEMENTATIONS),
                         help="comma-separated subset of charrnn,torch,classic (classic: the rnn cell only)")

@@ -25,7 +25,7 @@ Where this differs from charrnn's vanilla RNN, it is because that is what PyTorc
 
 Run as a script to train on a corpus and print tokens/s and the loss::
 
-    python bench/torch_reference.py CORPUS --hidden-size 256 --batch-size 32 --seq-length 25 --steps 100
+    python -m bench.torch_reference CORPUS --hidden-size 256 --batch-size 32 --seq-length 25 --steps 100
 
 It needs only torch and numpy, not charrnn; bench/throughput.py imports it to time it against charrnn
 and (``--loss-check``) to compare the two losses.

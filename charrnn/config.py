@@ -27,6 +27,8 @@ ACTIVATIONS = ("tanh", "relu")
 OPTIMIZERS = ("adagrad", "rmsprop", "adam")
 BACKENDS = ("auto", "numpy", "numba")
 
+# The folder that holds a folder per run (checkpoints/tang300/, checkpoints/tang300-2/...), where the
+# commands that read a model look when they are given none.
 DEFAULT_CHECKPOINT_DIR = "checkpoints"
 DEFAULT_CACHE_DIR = os.path.join("data", ".cache")
 # Training stops after this many epochs when neither --steps nor --epochs is given.
@@ -198,9 +200,13 @@ class ScheduleConfig:
     and checkpoints included), from its first step; the final validation and save come after it.
     """
 
-    checkpoint_dir: str = option(DEFAULT_CHECKPOINT_DIR,
-                                 "Folder for this run's checkpoints (with --resume: the resumed checkpoint's folder).",
-                                 metavar="DIR")
+    # None: a new run gets a folder of its own (training/folder.py, secure_run_folder), a resumed run
+    # writes beside the checkpoint it resumes.
+    checkpoint_dir: Optional[str] = option(
+        None, "Folder for this run's checkpoints; one that holds another model is refused (see --overwrite).",
+        metavar="DIR", default_text=f"a new folder {DEFAULT_CHECKPOINT_DIR}/<corpus name>/ (<corpus name>-2/ and so "
+        "on when that one holds another model); with --resume, the resumed checkpoint's folder",
+    )
     checkpoint_every: int = option(1000, "Save a checkpoint every N steps (0: only at the end).", metavar="N")
     checkpoint_keep: int = option(0, "Keep only the K newest step checkpoints, besides latest and best (0: keep all).",
                                   metavar="K")

@@ -50,7 +50,7 @@ def test_charrnn_backend_in_the_environment_chooses_for_every_command(workdir, s
     assert result.exit_code == 0, result.stderr
     assert json.loads(result.stdout)["backend"] == "numpy"
     monkeypatch.setenv("CHARRNN_BACKEND", "fortran")
-    refused = CliRunner().invoke(cli, ["eval", "checkpoints/latest.npz", str(small_corpus)],
+    refused = CliRunner().invoke(cli, ["eval", "checkpoints/poems/latest.npz", str(small_corpus)],
                                  auto_envvar_prefix=ENVVAR_PREFIX)
     assert refused.exit_code == 2 and "'fortran' is not one of 'auto', 'numpy', 'numba'" in refused.stderr
 

@@ -57,18 +57,18 @@ def test_train_then_sample(workdir, small_corpus):
             "150 validation tokens, 71 steps per epoch, rng seed 3") in result.stderr
     assert "trained to step 30 (30 steps, 1,200 tokens this run)" in result.stderr
     assert "validation " in result.stderr and " bits/char" in result.stderr
-    assert sorted(os.listdir(workdir / "checkpoints")) == ["best.npz", "latest.npz", "step_00000030.npz"]
+    assert sorted(os.listdir(workdir / "checkpoints" / "poems")) == ["best.npz", "latest.npz", "step_00000030.npz"]
 
     sampled = invoke("sample", "--seed", "春风", "--length", "20", "--rng-seed", "1")
     assert sampled.exit_code == 0, sampled.stderr
-    assert sampled.stderr == "using checkpoints/best.npz\n"  # the lowest validation loss
+    assert sampled.stderr == "using checkpoints/poems/best.npz\n"  # the lowest validation loss
     text = sampled.stdout
     assert text.startswith("春风") and text.endswith("\n")
-    vocab = set(checkpoint.load("checkpoints/latest.npz").tokenizer.vocab)
+    vocab = set(checkpoint.load("checkpoints/poems/latest.npz").tokenizer.vocab)
     assert set(text[:-1]) <= vocab
     assert len(text) == 2 + 20 + 1  # seed, 20 characters, the final newline
 
-    again = invoke("sample", "-c", "checkpoints/latest.npz", "--seed", "春风", "--length", "20", "--rng-seed", "1", "-q")
+    again = invoke("sample", "-c", "checkpoints/poems/latest.npz", "--seed", "春风", "--length", "20", "--rng-seed", "1", "-q")
     assert again.stdout == text and again.stderr == ""
 
 
@@ -122,7 +122,7 @@ def test_gbk_corpus(workdir, tmp_path):
     corpus.write_bytes(("白日依山尽，黄河入海流。\n欲穷千里目，更上一层楼。\n" * 20).encode("gbk"))
     result = invoke("train", corpus, "--steps", "5", *FAST)
     assert result.exit_code == 0, result.stderr
-    ckpt = checkpoint.load("checkpoints/latest.npz")
+    ckpt = checkpoint.load("checkpoints/gbk/latest.npz")
     assert ckpt.corpus.encodings == ("gb18030",)
     assert "黄" in ckpt.tokenizer.vocab
     assert invoke("sample", "--seed", "黄河", "--length", "5", "-q").stdout.startswith("黄河")
@@ -132,24 +132,25 @@ def test_jieba_word_model_round_trip(workdir, small_corpus):
     result = invoke("train", small_corpus, "--tokenizer", "jieba", "--steps", "8", *FAST)
     assert result.exit_code == 0, result.stderr
     assert "Building prefix dict" not in result.stderr  # jieba's own log lines are silenced
-    ckpt = checkpoint.load("checkpoints/latest.npz")
+    ckpt = checkpoint.load("checkpoints/poems/latest.npz")
     assert ckpt.tokenizer.kind == "jieba"
     assert "作者" in ckpt.tokenizer.vocab  # a two-character word is one token
     sampled = invoke("sample", "--seed", "作者", "--length", "10", "--rng-seed", "4")
     assert sampled.exit_code == 0 and sampled.stdout.startswith("作者")
-    conflict = invoke("train", "--resume", "checkpoints/latest.npz", "--tokenizer", "char", "--steps", "9")
+    conflict = invoke("train", "--resume", "checkpoints/poems/latest.npz", "--tokenizer", "char", "--steps", "9")
     assert_clean_error(conflict, 2, "--tokenizer char conflicts with the checkpoint, which has jieba")
 
 
 def test_fresh_run_refuses_to_replace_existing_checkpoints(workdir, small_corpus):
-    invoke("train", small_corpus, "--steps", "3", *FAST)
-    before = (workdir / "checkpoints" / "latest.npz").read_bytes()
-    result = invoke("train", small_corpus, "--steps", "3", *FAST, "--hidden-size", "8")
+    invoke("train", small_corpus, "--steps", "3", *FAST, "--checkpoint-dir", "run")
+    before = (workdir / "run" / "latest.npz").read_bytes()
+    result = invoke("train", small_corpus, "--steps", "3", *FAST, "--hidden-size", "8", "--checkpoint-dir", "run")
     assert_clean_error(result, 2, "already holds a checkpoint")
-    assert "--resume checkpoints/latest.npz" in result.stderr
-    assert (workdir / "checkpoints" / "latest.npz").read_bytes() == before
-    assert invoke("train", small_corpus, "--steps", "3", *FAST, "--hidden-size", "8", "--overwrite").exit_code == 0
-    assert checkpoint.load("checkpoints/latest.npz").model_config.hidden_size == 8
+    assert "--resume run/latest.npz" in result.stderr
+    assert (workdir / "run" / "latest.npz").read_bytes() == before
+    assert invoke("train", small_corpus, "--steps", "3", *FAST, "--hidden-size", "8", "--checkpoint-dir", "run",
+                  "--overwrite").exit_code == 0
+    assert checkpoint.load("run/latest.npz").model_config.hidden_size == 8
 
 
 @pytest.mark.parametrize(
@@ -171,7 +172,7 @@ def test_training_input_errors(workdir, tmp_path, write, args, message):
         corpus.write_bytes(write)
     result = invoke("train", corpus, "--steps", "2", *FAST, *args)
     assert_clean_error(result, 2, message)
-    assert not (workdir / "checkpoints" / "latest.npz").exists()
+    assert not (workdir / "checkpoints").exists()  # a run that never started leaves no folder
 
 
 def test_train_without_corpus_is_a_usage_error(workdir):
@@ -182,7 +183,7 @@ def test_train_without_corpus_is_a_usage_error(workdir):
 @pytest.fixture
 def trained(workdir, small_corpus):
     invoke("train", small_corpus, "--steps", "4", *FAST)
-    return workdir / "checkpoints" / "latest.npz"
+    return workdir / "checkpoints" / "poems" / "latest.npz"
 
 
 @pytest.mark.parametrize(
@@ -204,7 +205,7 @@ def test_sample_errors(trained, workdir):
     assert_clean_error(invoke("sample", "--length", "0"), 2, "--length must be positive, got 0")
     assert_clean_error(invoke("sample", "--top-k", "-2"), 2, "--top-k must be positive, got -2")
     for name in ("best.npz", "latest.npz", "step_00000004.npz"):
-        (workdir / "checkpoints" / name).unlink()
+        (workdir / "checkpoints" / "poems" / name).unlink()
     assert_clean_error(invoke("sample"), 2, "no checkpoint in checkpoints/")
 
 
@@ -223,7 +224,7 @@ def test_installed_command_in_a_subprocess(charrnn_executable, tmp_path, small_c
     bad = subprocess.run([charrnn_executable, "sample", "--seed", "⚡"], cwd=tmp_path, capture_output=True,
                          text=True, timeout=60)
     assert bad.returncode == 2 and bad.stdout == ""
-    assert bad.stderr == "using checkpoints/best.npz\nError: --seed has tokens not in the model's vocabulary: '⚡'\n"
+    assert bad.stderr == "using checkpoints/poems/best.npz\nError: --seed has tokens not in the model's vocabulary: '⚡'\n"
     module = subprocess.run([sys.executable, "-m", "charrnn", "--version"], capture_output=True, text=True)
     assert module.stdout == f"charrnn, version {__version__}\n"
 
@@ -244,8 +245,8 @@ def test_sigterm_saves_a_checkpoint_and_exits_143(charrnn_executable, tmp_path):
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 143, stderr
     assert stdout == ""
-    assert "Interrupted; checkpoint saved to checkpoints/latest.npz" in stderr
-    ckpt = checkpoint.load(str(tmp_path / "checkpoints" / "latest.npz"))
+    assert "Interrupted; checkpoint saved to checkpoints/big/latest.npz" in stderr
+    ckpt = checkpoint.load(str(tmp_path / "checkpoints" / "big" / "latest.npz"))
     assert 0 < ckpt.progress.step < 1000000
 
 
@@ -282,15 +283,16 @@ def test_every_command_reads_a_checkpoint_file_or_folder_the_same_way(workdir, s
         assert _step(result) == 4 and result.stderr == "", args
     plain = invoke("eval", "run/latest.npz", text)
     assert plain.exit_code == 0 and plain.stderr == "" and plain.stdout.startswith("2,999 tokens scored, 0 unknown: ")
-    # Nothing given: the default folder checkpoints/, the same way; then latest.npz, then the newest step file.
-    shutil.copytree(run, "checkpoints")
-    assert invoke("sample", "--length", "2").stderr == "using checkpoints/best.npz\n"
-    assert invoke("eval", text).stderr == "using checkpoints/best.npz\n"
-    os.unlink("checkpoints/best.npz")
-    assert invoke("info").stderr == "using checkpoints/latest.npz\n"
-    os.unlink("checkpoints/latest.npz")
+    # Nothing given: the newest run's folder under checkpoints/, the same way; then latest.npz, then the
+    # newest step file.
+    shutil.copytree(run, "checkpoints/poems")
+    assert invoke("sample", "--length", "2").stderr == "using checkpoints/poems/best.npz\n"
+    assert invoke("eval", text).stderr == "using checkpoints/poems/best.npz\n"
+    os.unlink("checkpoints/poems/best.npz")
+    assert invoke("info").stderr == "using checkpoints/poems/latest.npz\n"
+    os.unlink("checkpoints/poems/latest.npz")
     newest = invoke("info", "--json")
-    assert newest.stderr == "using checkpoints/step_00000004.npz\n" and _step(newest) == 4
+    assert newest.stderr == "using checkpoints/poems/step_00000004.npz\n" and _step(newest) == 4
     # Resuming a folder continues its newest checkpoint, never its best (that would roll the folder back).
     resumed = invoke("train", "--resume", "run", "--steps", "6", "--sample-every", "0")
     assert resumed.exit_code == 0, resumed.stderr

@@ -262,7 +262,7 @@ def test_a_batch_too_large_for_the_memory_left_is_refused(workdir, small_corpus,
 def trained(workdir, small_corpus):
     """A tiny model in checkpoints/latest.npz (vocabulary 942)."""
     assert invoke("train", small_corpus, "--steps", "2", *FAST, "-q").exit_code == 0
-    return workdir / "checkpoints" / "latest.npz"
+    return workdir / "checkpoints" / "poems" / "latest.npz"
 
 
 def test_sampling_more_streams_than_memory_holds_is_refused_and_the_text_needs_no_room(trained, monkeypatch):
@@ -425,7 +425,7 @@ def tiny_model(tmp_path_factory):
         cwd=folder, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    return folder / "checkpoints" / "latest.npz", corpus
+    return folder / "checkpoints" / "poems" / "latest.npz", corpus
 
 
 @pytest.mark.skipif(not HAS_DEV_FULL, reason="needs /dev/full")
@@ -490,7 +490,7 @@ def test_a_log_that_fails_while_training_stops_with_exit_1(workdir, small_corpus
     result = invoke("train", small_corpus, "--steps", "5", *FAST, "--log-jsonl", "/dev/full", "--log-every", "1")
     assert_clean_error(result, 1, "cannot write the training log /dev/full: No space left on device; training "
                                   "stopped, the last checkpoint written is intact")
-    assert os.listdir(workdir / "checkpoints") == []
+    assert os.listdir(workdir / "checkpoints" / "poems") == []
 
 
 @pytest.mark.skipif(ROOT, reason="root may write to read-only folders")

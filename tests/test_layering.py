@@ -41,7 +41,7 @@ ALLOWED = {
     "training.loop": {
         "config", "errors", "model.backend", "model.fpu", "model.network", "model.optim", "model.workspace", "progress",
     },
-    "training.folder": {"checkpoints.checkpoint", "checkpoints.folder_files", "errors"},
+    "training.folder": {"checkpoints.checkpoint", "checkpoints.folder_files", "data.corpus", "errors"},
     "inference.sampling": {"config", "model.backend", "model.network"},
     "inference.scoring": {"config", "data.tokenizer", "errors", "model.backend", "model.fpu", "model.network"},
     "checkpoints.checkpoint": {

@@ -16,19 +16,19 @@ from test_cli import FAST, assert_clean_error, invoke
 
 @pytest.fixture
 def run(workdir, small_corpus):
-    """checkpoints/ after 30 steps saved every 10, with best.npz made that of step 10 (whatever the
+    """checkpoints/poems/ after 30 steps saved every 10, with best.npz made that of step 10 (whatever the
     validation said), so that best, latest and a step file are three different checkpoints."""
     result = invoke("train", small_corpus, "--steps", "30", *FAST, "--checkpoint-every", "10", "--eval-every", "10",
                     "-q")
     assert result.exit_code == 0, result.stderr
-    folder = workdir / "checkpoints"
+    folder = workdir / "checkpoints" / "poems"
     (folder / "best.npz").write_bytes((folder / "step_00000010.npz").read_bytes())
     return folder
 
 
 def test_ls_lists_steps_losses_sizes_and_which_is_best_and_latest(run):
     latest = checkpoint.read_metadata(str(run / "latest.npz")).progress
-    result = invoke("ls")
+    result = invoke("ls", run)
     assert result.exit_code == 0 and result.stderr == ""
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["file", "step", "tokens", "train", "loss", "val", "loss", "size"]
@@ -44,9 +44,9 @@ def test_ls_lists_steps_losses_sizes_and_which_is_best_and_latest(run):
     assert rows["step_00000030.npz"].endswith("= latest.npz")
     assert rows["step_00000010.npz"].endswith("= best.npz")
     assert rows["step_00000020.npz"].endswith("kB")
-    document = json.loads(invoke("ls", "checkpoints", "--json").stdout)
-    assert document["best"] == os.path.join("checkpoints", "best.npz")
-    assert document["latest"] == os.path.join("checkpoints", "latest.npz")
+    document = json.loads(invoke("ls", "checkpoints/poems", "--json").stdout)
+    assert document["best"] == os.path.join("checkpoints", "poems", "best.npz")
+    assert document["latest"] == os.path.join("checkpoints", "poems", "latest.npz")
     by_file = {entry["file"]: entry for entry in document["checkpoints"]}
     assert by_file["latest.npz"]["step"] == 30 and by_file["latest.npz"]["tokens_seen"] == 1200
     assert by_file["latest.npz"]["size_bytes"] == (run / "latest.npz").stat().st_size
@@ -72,7 +72,7 @@ def test_ls_of_other_folders(run, tmp_path):
 def test_export_writes_a_sampling_only_checkpoint_that_the_readers_take(run, small_corpus):
     result = invoke("export", "-o", "model.npz", "--json")
     assert result.exit_code == 0, result.stderr
-    best = os.path.join("checkpoints", "best.npz")
+    best = os.path.join("checkpoints", "poems", "best.npz")
     document = json.loads(result.stdout)
     size, full = os.path.getsize("model.npz"), (run / "best.npz").stat().st_size
     assert document == {"checkpoint": best, "output": "model.npz", "step": document["step"], "size_bytes": size,
@@ -104,25 +104,25 @@ def test_export_writes_a_sampling_only_checkpoint_that_the_readers_take(run, sma
 
 
 def test_export_never_replaces_a_file_unasked(run):
-    assert invoke("export", "checkpoints/latest.npz", "-o", "m.npz", "-q").exit_code == 0
+    assert invoke("export", "checkpoints/poems/latest.npz", "-o", "m.npz", "-q").exit_code == 0
     first = open("m.npz", "rb").read()
-    assert_clean_error(invoke("export", "-c", "checkpoints/best.npz", "-o", "m.npz"), 2,
+    assert_clean_error(invoke("export", "-c", "checkpoints/poems/best.npz", "-o", "m.npz"), 2,
                        "-o m.npz exists; give another name, or --overwrite to replace it")
     assert open("m.npz", "rb").read() == first
-    assert invoke("export", "checkpoints/best.npz", "-o", "m.npz", "--overwrite", "-q").exit_code == 0
-    same = invoke("export", "checkpoints/latest.npz", "-o", "checkpoints/latest.npz", "--overwrite")
-    assert_clean_error(same, 2, "-o checkpoints/latest.npz is the checkpoint being exported; give another name")
-    assert checkpoint.load("checkpoints/latest.npz").resumable
+    assert invoke("export", "checkpoints/poems/best.npz", "-o", "m.npz", "--overwrite", "-q").exit_code == 0
+    same = invoke("export", "checkpoints/poems/latest.npz", "-o", "checkpoints/poems/latest.npz", "--overwrite")
+    assert_clean_error(same, 2, "-o checkpoints/poems/latest.npz is the checkpoint being exported; give another name")
+    assert checkpoint.load("checkpoints/poems/latest.npz").resumable
     assert_clean_error(invoke("export", "-o", "checkpoints"), 2, "-o checkpoints is a folder")
     assert_clean_error(invoke("export", "-o", "no/such/m.npz"), 2, "the folder no/such does not exist")
 
 
 def test_ls_and_export_through_the_installed_command(charrnn_executable, run):
-    exported = subprocess.run([charrnn_executable, "export", "checkpoints", "-o", "checkpoints/model.npz", "-q"],
-                              cwd=run.parent, capture_output=True, text=True, timeout=60)
+    exported = subprocess.run([charrnn_executable, "export", "-o", "checkpoints/poems/model.npz", "-q"],
+                              cwd=run.parent.parent, capture_output=True, text=True, timeout=60)
     assert exported.returncode == 0 and exported.stdout == "" and exported.stderr == ""
-    listed = subprocess.run([charrnn_executable, "ls", "--json"], cwd=run.parent, capture_output=True, text=True,
-                            timeout=60)
+    listed = subprocess.run([charrnn_executable, "ls", "checkpoints/poems", "--json"], cwd=run.parent.parent,
+                            capture_output=True, text=True, timeout=60)
     assert listed.returncode == 0 and listed.stderr == ""
     model = next(e for e in json.loads(listed.stdout)["checkpoints"] if e["file"] == "model.npz")
     assert model["contents"] == "model" and model["same_as"] == ["best.npz"]

@@ -141,7 +141,7 @@ def test_an_empty_or_missing_log_is_a_clear_error(tmp_path):
 
 def test_bad_sizes_and_unwritable_output(tmp_path, log):
     result = invoke("plot", log, "-o", tmp_path / "loss.png", "--width-px", "0")
-    assert result.exit_code == 2 and result.stderr == "Error: --width-px must be between 1 and 10,000, got 0\n"
+    assert result.exit_code == 2 and result.stderr.splitlines()[-1] == "Error: --width-px must be between 1 and 10,000, got 0"
     unwritable = invoke("plot", log, "-o", tmp_path / "no" / "such" / "loss.png")
     assert unwritable.exit_code == 1 and unwritable.stdout == ""
     assert unwritable.stderr.startswith(f"Error: cannot write {tmp_path / 'no' / 'such' / 'loss.png'}: ")
@@ -154,3 +154,73 @@ def test_plot_json_names_the_file_it_wrote(tmp_path, log):
     assert json.loads(result.stdout) == {"log": str(log), "output": str(out), "width_px": 320, "height_px": 200,
                                          "steps": 20, "validations": 4}
     assert png_size(out) == (320, 200)
+
+
+def _two_runs() -> list[dict]:
+    """A run to step 12 validated every 4 (best at step 8), then a resume from step 8 to step 16."""
+    model = {"model": "rnn, hidden 16, vocabulary 942", "corpus": "poems.txt"}
+    first = [{**record(s, 5.0 - 0.1 * s, {4: 4.0, 8: 3.5, 12: 3.7}.get(s)), "run_start_step": 0,
+              "run_start_tokens": 0, **model} for s in range(1, 13)]
+    second = [{**record(s, 4.0 - 0.1 * s, {12: 3.6, 16: 3.8}.get(s)), "run_start_step": 8, "run_start_tokens": 640,
+               **model} for s in range(9, 17)]
+    return first + second
+
+
+def _drawn(figure) -> dict:
+    """What each panel shows: its lines by label, and the figure's legend and title."""
+    figure.canvas.draw()
+    return {
+        "title": figure.get_suptitle(),
+        "panels": [{line.get_label(): line for line in axes.get_lines()} for axes in figure.axes],
+        "legend": [text.get_text() for text in figure.legends[0].get_texts()],
+    }
+
+
+def test_the_plot_marks_the_best_checkpoint_and_each_resume_and_says_what_was_trained(tmp_path):
+    log = write_log(tmp_path / "run.jsonl", _two_runs())
+    records = plot.read_log(str(log))
+    figure = plot.build_figure(records, plot.title_of(records, "run.jsonl"), 800, 500)
+    drawn = _drawn(figure)
+    assert drawn["title"] == "rnn, hidden 16, vocabulary 942 on poems.txt (run.jsonl)"
+    assert drawn["legend"] == ["train (smoothed)", "validation", "best checkpoint (step 8)", "resumed"]
+    for panel, best_value in zip(drawn["panels"], (3.5, 3.5 / math.log(2))):
+        star = panel["best checkpoint (step 8)"]
+        assert list(star.get_xdata()) == [640] and list(star.get_ydata()) == [pytest.approx(best_value)]
+        assert list(panel["resumed"].get_xdata()) == [640, 640]  # a vertical line where the resume started
+    assert [a.get_text() for a in figure.axes[0].texts] == ["resumed at step 8"]
+
+
+def test_an_old_log_without_the_new_fields_still_plots(tmp_path, log):
+    records = plot.read_log(str(log))
+    assert records[0].model is None and records[0].run_start_step is None
+    drawn = _drawn(plot.build_figure(records, plot.title_of(records, "train.jsonl"), 600, 400))
+    assert drawn["title"] == "train.jsonl"
+    assert drawn["legend"] == ["train (smoothed)", "validation", "best checkpoint (step 20)"]
+    out = tmp_path / "old.png"
+    assert invoke("plot", log, "-o", out, "-q").exit_code == 0 and png_size(out) == (1200, 800)
+
+
+@pytest.mark.parametrize("size", [(320, 200), (480, 320), (1200, 800)])
+def test_the_legend_stays_off_the_curves_at_every_size(tmp_path, size):
+    log = write_log(tmp_path / "run.jsonl", _two_runs())
+    records = plot.read_log(str(log))
+    figure = plot.build_figure(records, plot.title_of(records, "run.jsonl"), *size)
+    figure.canvas.draw()
+    legend = figure.legends[0].get_window_extent()
+    for axes in figure.axes:
+        assert not legend.overlaps(axes.get_window_extent()), (size, legend, axes.get_window_extent())
+
+
+def test_a_training_log_carries_where_its_run_started_and_what_it_trains(workdir, small_corpus):
+    args = ["--hidden-size", "16", "--batch-size", "4", "--seq-length", "10", "--sample-every", "0",
+            "--log-every", "2", "--log-jsonl", "run.jsonl", "--checkpoint-dir", "run", "-q"]
+    assert invoke("train", small_corpus, "--steps", "4", *args).exit_code == 0
+    assert invoke("train", "--resume", "run", "--steps", "6", *args).exit_code == 0
+    lines = [json.loads(line) for line in (workdir / "run.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [(r["step"], r["run_start_step"], r["run_start_tokens"]) for r in lines] == [
+        (2, 0, 0), (4, 0, 0), (6, 4, 160)]
+    assert {r["model"] for r in lines} == {f"rnn, hidden 16, vocabulary {lines[0]['model'].rsplit(' ', 1)[1]}"}
+    assert {r["corpus"] for r in lines} == {"poems.txt"}
+    records = plot.read_log("run.jsonl")
+    assert plot.resume_points(records) == [(4, 160)]
+    assert plot.title_of(records, "run.jsonl").endswith(" on poems.txt (run.jsonl)")

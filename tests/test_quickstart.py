@@ -27,7 +27,7 @@ def test_quick_start_learns_the_bundled_poems(charrnn_executable: str, tmp_path:
     # held-out 5% and 3.00 nats/token of smoothed training loss (the defaults before, one table and 0.1,
     # memorised more and generalised less: 7.97 and 2.68). The bounds leave room for other BLAS builds,
     # which round differently.
-    info = subprocess.run([charrnn_executable, "info", "checkpoints/latest.npz", "--json"],
+    info = subprocess.run([charrnn_executable, "info", "checkpoints/tang300/latest.npz", "--json"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     vocab_size = json.loads(info.stdout)["model"]["vocab_size"]
     assert vocab_size == 2580

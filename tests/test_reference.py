@@ -3,9 +3,18 @@ of float64: the same loss, every gradient, the same Adagrad step, the same run."
 
 from __future__ import annotations
 
+import json
+import re
+import shlex
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
+from charrnn.checkpoints import checkpoint
+from charrnn.cli import cli
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.data.streams import split_streams
 from charrnn.model import network, reference
@@ -59,3 +68,80 @@ def test_a_run_of_the_reference_trainer_is_a_run_of_charrnn_at_batch_1():
     expected = _column_params(trainee.params)
     for name in expected:
         np.testing.assert_allclose(trainer.params[name], expected[name], rtol=1e-10, err_msg=name)
+
+
+def test_a_seed_gives_the_weights_charrnn_starts_from():
+    config = ModelConfig(vocab_size=V, hidden_size=H, dtype="float64", embed_size=0)
+    train_config = TrainConfig(max_steps=1)
+    ours = network.init_params(config, np.random.default_rng(11), train_config.init_scale,
+                               train_config.embedding_init_scale)
+    theirs = reference.init_params(V, H, np.random.default_rng(11))
+    for name, expected in _column_params(ours).items():
+        np.testing.assert_array_equal(theirs[name], expected, err_msg=name)
+
+
+def _docstring_command() -> list[str]:
+    """The charrnn command that the reference's docstring says trains the same model, as arguments."""
+    text = reference.__doc__.split("charrnn train ", 1)[1].split("\n\n", 1)[0]
+    return ["train", *shlex.split(text.replace("\\\n", " "))]
+
+
+def test_the_docstring_names_the_charrnn_command_that_trains_the_same_model(tmp_path):
+    corpus = tmp_path / "fox.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog\n" * 8, encoding="utf-8")
+    args = _docstring_command()
+    assert args[1] == "corpus.txt"
+    given = dict(zip(args[2::2], args[3::2]))
+    # Smaller than the docstring's example, the same in both programs.
+    given.update({"--hidden-size": "12", "--steps": "30", "--rng-seed": "3"})
+    argv = [str(corpus)] + [item for pair in given.items() for item in pair]
+    result = CliRunner().invoke(cli, ["train", *argv, "--backend", "numpy", "--json", "-q",
+                                      "--checkpoint-dir", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+
+    ids_text = corpus.read_text(encoding="utf-8")
+    vocab = sorted(set(ids_text))
+    ids = np.array([vocab.index(c) for c in ids_text])
+    trainer = reference.Trainer(len(vocab), 12, seq_length=int(given["--seq-length"]),
+                                learning_rate=float(given["--learning-rate"]), clip=float(given["--clip"]), seed=3)
+    average = 0.0
+    for step in range(30):
+        average, smoothed = reference.smoothed_loss(average, step, trainer.train_step(ids))
+    assert summary["steps"] == 30 and summary["tokens"] == 30 * int(given["--seq-length"])
+    assert summary["train_loss_nats"] == pytest.approx(smoothed, rel=1e-9)
+    ckpt = checkpoint.load(str(tmp_path / "run" / "latest.npz"))
+    for name, expected in _column_params(ckpt.params).items():
+        np.testing.assert_allclose(trainer.params[name], expected, rtol=1e-8, atol=1e-12, err_msg=name)
+
+
+def test_the_reference_runs_on_its_own_like_min_char_rnn(tmp_path):
+    corpus = tmp_path / "fox.txt"
+    corpus.write_text("the quick brown fox jumps over the lazy dog\n" * 40, encoding="utf-8")
+    run = subprocess.run(
+        [sys.executable, "-m", "charrnn.model.reference", str(corpus), "--steps", "60", "--print-every", "20",
+         "--hidden-size", "24", "--sample-length", "30", "--seed", "1"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    head, _, log = run.stdout.partition("\n")
+    assert head == f"{corpus}: 1,760 characters, 28 distinct; hidden 24, sequence 25, learning rate 0.1, seed 1"
+    # Like min-char-rnn: the loss, then a sample between two lines of dashes (the text may hold newlines).
+    blocks = re.findall(r"step (\d+): loss (\d+\.\d{4}) nats/token\n----\n(.{30})\n----\n", log, re.S)
+    assert "".join(f"step {s}: loss {loss} nats/token\n----\n{text}\n----\n" for s, loss, text in blocks) == log
+    assert [int(step) for step, _, _ in blocks] == [20, 40, 60]
+    assert all(set(text) <= set("the quick brown fox jumps over the lazy dog\n") for _, _, text in blocks)
+    losses = [float(loss) for _, loss, _ in blocks]
+    # A uniform guess among 28 characters costs ln 28 = 3.33 nats; a sentence said 40 times is learnt.
+    assert losses[0] < 3.33 and losses[2] < losses[0] / 2
+
+
+def test_the_reference_refuses_bad_input_with_a_usage_error(tmp_path):
+    short = tmp_path / "short.txt"
+    short.write_text("abc", encoding="utf-8")
+    for args, message in (([str(short)], "has 3 characters, fewer than --seq-length + 1 = 26"),
+                          ([str(tmp_path / "missing.txt")], "cannot read"),
+                          ([str(short), "--steps", "0"], "--steps must be positive, got 0")):
+        run = subprocess.run([sys.executable, "-m", "charrnn.model.reference", *args], capture_output=True,
+                             text=True, timeout=60)
+        assert run.returncode == 2 and run.stdout == "" and message in run.stderr.splitlines()[-1], run.stderr

@@ -47,7 +47,7 @@ def test_bad_corpora_are_refused(workdir, tmp_path, make, message):
     corpus = tmp_path / "corpus.txt"
     make(corpus)
     assert_clean_error(_train(corpus), 2, message)
-    assert not (workdir / "checkpoints" / "latest.npz").exists()
+    assert not (workdir / "checkpoints" / "poems" / "latest.npz").exists()
 
 
 def test_utf16_with_bom_bom_utf8_and_mixed_line_endings_train(workdir, tmp_path):
@@ -69,7 +69,7 @@ def test_a_corpus_smaller_than_one_batch_shrinks_a_default_batch_and_refuses_an_
     corpus.write_text("白日依山尽，黄河入海流。\n" * 4, encoding="utf-8")  # 52 characters
     shrunk = invoke("train", corpus, "--steps", "2", "--hidden-size", "8", "--val-fraction", "0", "-q")
     assert shrunk.exit_code == 0
-    assert checkpoint.load("checkpoints/latest.npz").train_config.batch_size == 2  # 52 // 26
+    assert checkpoint.load("checkpoints/short/latest.npz").train_config.batch_size == 2  # 52 // 26
     noted = invoke("train", corpus, "--steps", "2", "--hidden-size", "8", "--val-fraction", "0",
                    "--checkpoint-dir", "other")
     assert "note: the corpus is too short for 32 streams of --seq-length 25; using --batch-size 2" in noted.stderr
@@ -81,7 +81,7 @@ def test_a_corpus_smaller_than_one_batch_shrinks_a_default_batch_and_refuses_an_
 @pytest.fixture
 def trained(workdir, small_corpus):
     assert invoke("train", small_corpus, "--steps", "4", *FAST).exit_code == 0
-    return workdir / "checkpoints" / "latest.npz"
+    return workdir / "checkpoints" / "poems" / "latest.npz"
 
 
 @pytest.mark.parametrize("tenths", range(10))
@@ -132,18 +132,18 @@ def test_sampling_option_edges(trained):
 
 def test_nan_loss_stops_with_exit_1_and_keeps_the_last_checkpoint(workdir, small_corpus):
     assert invoke("train", small_corpus, "--steps", "2", *FAST).exit_code == 0
-    before = (workdir / "checkpoints" / "latest.npz").read_bytes()
+    before = (workdir / "checkpoints" / "poems" / "latest.npz").read_bytes()
     # Steps of 1e38 overflow float32 within a few updates: the weights become inf, the loss NaN.
-    result = invoke("train", "--resume", "checkpoints/latest.npz", "--steps", "50", "--learning-rate", "1e38")
+    result = invoke("train", "--resume", "checkpoints/poems/latest.npz", "--steps", "50", "--learning-rate", "1e38")
     assert_clean_error(result, 1, "try a lower --learning-rate or a smaller --clip")
     assert "the loss became nan at step" in result.stderr
-    assert (workdir / "checkpoints" / "latest.npz").read_bytes() == before
-    assert sorted(os.listdir(workdir / "checkpoints")) == ["best.npz", "latest.npz", "step_00000002.npz"]
+    assert (workdir / "checkpoints" / "poems" / "latest.npz").read_bytes() == before
+    assert sorted(os.listdir(workdir / "checkpoints" / "poems")) == ["best.npz", "latest.npz", "step_00000002.npz"]
 
 
 def test_a_write_failing_halfway_keeps_the_previous_checkpoint(workdir, small_corpus, monkeypatch):
     assert invoke("train", small_corpus, "--steps", "2", *FAST).exit_code == 0
-    before = (workdir / "checkpoints" / "latest.npz").read_bytes()
+    before = (workdir / "checkpoints" / "poems" / "latest.npz").read_bytes()
     calls = []
 
     def failing_fsync(fd):
@@ -151,10 +151,10 @@ def test_a_write_failing_halfway_keeps_the_previous_checkpoint(workdir, small_co
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "fsync", failing_fsync)
-    result = invoke("train", "--resume", "checkpoints/latest.npz", "--steps", "4")
+    result = invoke("train", "--resume", "checkpoints/poems/latest.npz", "--steps", "4")
     assert_clean_error(result, 1, "No space left on device; the previous checkpoint is untouched")
     assert calls  # the data really was written, then failed to reach the disk
-    assert (workdir / "checkpoints" / "latest.npz").read_bytes() == before
+    assert (workdir / "checkpoints" / "poems" / "latest.npz").read_bytes() == before
     assert not [n for n in os.listdir(workdir / "checkpoints") if n.endswith(".tmp")]
 
 
@@ -180,7 +180,7 @@ def test_checkpoint_keep_removes_only_old_step_files(workdir, small_corpus):
     result = invoke("train", small_corpus, "--steps", "10", *FAST, "--checkpoint-every", "2", "--checkpoint-keep", "2",
                     "--eval-every", "3")
     assert result.exit_code == 0, result.stderr
-    assert sorted(os.listdir(workdir / "checkpoints")) == [
+    assert sorted(os.listdir(workdir / "checkpoints" / "poems")) == [
         "best.npz", "latest.npz", "step_00000008.npz", "step_00000010.npz"
     ]
 
@@ -188,13 +188,13 @@ def test_checkpoint_keep_removes_only_old_step_files(workdir, small_corpus):
 def test_max_vocab_unknown_token_is_never_sampled_unless_allowed(workdir, small_corpus):
     result = invoke("train", small_corpus, "--steps", "5", *FAST, "--max-vocab", "20")
     assert result.exit_code == 0, result.stderr
-    tokenizer = checkpoint.load("checkpoints/latest.npz").tokenizer
+    tokenizer = checkpoint.load("checkpoints/poems/latest.npz").tokenizer
     assert tokenizer.vocab_size == 21 and "<unk>" in tokenizer.vocab
     text = invoke("sample", "--length", "300", "--rng-seed", "1", "--temperature", "3", "-q").stdout
     assert "<unk>" not in text
     allowed = invoke("sample", "--length", "300", "--rng-seed", "1", "--temperature", "3", "--allow-unk", "-q").stdout
     assert "<unk>" in allowed
-    conflict = invoke("train", "--resume", "checkpoints/latest.npz", "--max-vocab", "50", "--steps", "6")
+    conflict = invoke("train", "--resume", "checkpoints/poems/latest.npz", "--max-vocab", "50", "--steps", "6")
     assert_clean_error(conflict, 2, "--max-vocab 50 conflicts with the checkpoint, which has 20")
 
 

@@ -48,8 +48,8 @@ def test_train_json_is_the_only_thing_on_stdout(workdir, small_corpus):
     result = invoke("train", small_corpus, "--steps", "12", *FAST, "--json", "-q")
     assert result.exit_code == 0 and result.stderr == ""
     document = json.loads(result.stdout)
-    assert document["checkpoint"] == os.path.join("checkpoints", "latest.npz")
-    assert document["best_checkpoint"] == os.path.join("checkpoints", "best.npz")
+    assert document["checkpoint"] == os.path.join("checkpoints", "poems", "latest.npz")
+    assert document["best_checkpoint"] == os.path.join("checkpoints", "poems", "best.npz")
     assert document["steps"] == 12 and document["tokens"] == 12 * 40 and document["interrupted"] is False
     assert document["val_bits_per_char"] == pytest.approx(document["val_loss_nats"] / 0.6931471805599453)
     no_validation = invoke("train", small_corpus, "--steps", "3", *FAST, "--json", "-q", "--val-fraction", "0",
@@ -63,7 +63,7 @@ def test_sample_eval_and_prepare_json(workdir, small_corpus):
     sampled = json.loads(invoke("sample", "--seed", "春", "--num-samples", "3", "--length", "7", "--json", "-q").stdout)
     assert len(sampled["samples"]) == 3 and all(s.startswith("春") and len(s) == 8 for s in sampled["samples"])
     assert sampled["seed"] == "春" and sampled["greedy"] is False
-    scored = json.loads(invoke("eval", "checkpoints/latest.npz", small_corpus, "--json").stdout)
+    scored = json.loads(invoke("eval", "checkpoints/poems/latest.npz", small_corpus, "--json").stdout)
     assert scored["tokens_scored"] == 2999 and scored["tokens_unknown"] == 0
     assert scored["bits_per_char"] == pytest.approx(scored["loss_nats"] / 0.6931471805599453)
     prepared = json.loads(invoke("prepare", small_corpus, "--json", "-q").stdout)
@@ -100,13 +100,14 @@ def test_plain_progress_lines_without_a_terminal_and_quiet(workdir, small_corpus
 def test_log_jsonl_records_logged_and_validated_steps_and_appends_on_resume(workdir, small_corpus):
     args = ["--log-every", "10", "--eval-every", "15", "--log-jsonl", "log.jsonl"]
     assert invoke("train", small_corpus, "--steps", "20", *FAST, *args).exit_code == 0
-    assert invoke("train", "--resume", "checkpoints/latest.npz", "--steps", "30", *args).exit_code == 0
+    assert invoke("train", "--resume", "checkpoints/poems/latest.npz", "--steps", "30", *args).exit_code == 0
     records = [json.loads(line) for line in Path("log.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["step"] for r in records] == [10, 15, 20, 30]
     assert [r["val_loss_nats"] is not None for r in records] == [False, True, True, True]
     assert set(records[0]) == {
         "step", "epoch", "tokens", "train_loss_nats", "train_bits_per_char", "val_loss_nats",
-        "val_bits_per_char", "learning_rate", "tokens_per_s", "elapsed_s",
+        "val_bits_per_char", "learning_rate", "tokens_per_s", "elapsed_s", "run_start_step", "run_start_tokens",
+        "model", "corpus",
     }
     assert records[-1]["tokens"] == 30 * 40 and records[0]["learning_rate"] == 0.02
     pytest.importorskip("matplotlib")
@@ -121,7 +122,7 @@ def test_options_from_the_environment(workdir, small_corpus):
         auto_envvar_prefix=ENVVAR_PREFIX, env={"CHARRNN_TRAIN_HIDDEN_SIZE": "12", "CHARRNN_TRAIN_STEPS": "99"},
     )
     assert result.exit_code == 0, result.stderr
-    info = json.loads(invoke("info", "checkpoints/latest.npz", "--json").stdout)
+    info = json.loads(invoke("info", "checkpoints/poems/latest.npz", "--json").stdout)
     assert info["model"]["hidden_size"] == 12
     assert info["progress"]["step"] == 2  # the command line wins over the environment
 
@@ -217,8 +218,8 @@ def test_on_a_terminal_a_progress_bar_with_samples_above_it(workdir, small_corpu
 def test_quiet_before_the_command_works_as_after_it(workdir, small_corpus):
     invoke("train", small_corpus, "--steps", "2", *FAST, "-q")
     loud = invoke("info")
-    assert loud.exit_code == 0 and loud.stderr == "using checkpoints/best.npz\n"
-    for args in (["-q", "info"], ["info", "-q"], ["--quiet", "eval", "checkpoints/latest.npz", str(small_corpus)]):
+    assert loud.exit_code == 0 and loud.stderr == "using checkpoints/poems/best.npz\n"
+    for args in (["-q", "info"], ["info", "-q"], ["--quiet", "eval", "checkpoints/poems/latest.npz", str(small_corpus)]):
         result = invoke(*args)
         assert result.exit_code == 0 and result.stderr == "" and result.stdout, args
 
@@ -227,7 +228,7 @@ def test_eval_says_its_note_first_and_counts_with_thousands_separators(workdir, 
     invoke("train", small_corpus, "--steps", "2", *FAST, "-q")
     text = tmp_path / "mixed.txt"
     text.write_text(small_corpus.read_text(encoding="utf-8")[:1500] + "xyz" * 500, encoding="utf-8")
-    result = invoke("eval", "checkpoints/latest.npz", text)
+    result = invoke("eval", "checkpoints/poems/latest.npz", text)
     assert result.exit_code == 0, result.stderr
     assert result.stdout.startswith("1,499 tokens scored, 1,500 unknown: ")
     assert result.stderr == "note: 1,500 tokens outside the model's vocabulary were left out\n"
@@ -241,13 +242,13 @@ def _invoke_with_input(*args, input):
 def test_standard_input_as_an_eval_file_and_a_seed_file(workdir, small_corpus, tmp_path):
     invoke("train", small_corpus, "--steps", "2", *FAST, "-q")
     text = small_corpus.read_text(encoding="utf-8")
-    from_file = invoke("eval", "checkpoints/latest.npz", small_corpus, "-q").stdout
-    from_pipe = _invoke_with_input("eval", "checkpoints/latest.npz", "-", "-q", input=text.encode("gb18030"))
+    from_file = invoke("eval", "checkpoints/poems/latest.npz", small_corpus, "-q").stdout
+    from_pipe = _invoke_with_input("eval", "checkpoints/poems/latest.npz", "-", "-q", input=text.encode("gb18030"))
     assert from_pipe.exit_code == 0, from_pipe.stderr
     assert from_pipe.stdout == from_file and from_file.startswith("2,999 tokens scored")
-    twice = _invoke_with_input("eval", "checkpoints/latest.npz", "-", "-", input=text)
+    twice = _invoke_with_input("eval", "checkpoints/poems/latest.npz", "-", "-", input=text)
     assert twice.exit_code == 2 and "standard input (-) can be read only once; give - once" in twice.stderr
-    empty = _invoke_with_input("eval", "checkpoints/latest.npz", "-", input=b"")
+    empty = _invoke_with_input("eval", "checkpoints/poems/latest.npz", "-", input=b"")
     assert empty.exit_code == 2 and empty.stderr.endswith("Error: standard input is empty\n")
 
     seed = text[:300]  # a long priming text, lines and all
@@ -324,7 +325,7 @@ def test_long_eval_and_sample_show_a_progress_bar_on_a_terminal(charrnn_executab
     assert code == 0 and "sampling: " in shown and "12000/12000" in shown, shown
     # Text arriving on a terminal is its own progress: no bar beside it.
     code, shown = _stderr_on_a_terminal([charrnn_executable, "sample", "--length", "12000"], tmp_path, True)
-    assert code == 0 and shown == "using checkpoints/best.npz\r\n"
+    assert code == 0 and shown == "using checkpoints/tang300/best.npz\r\n"
 
 
 def test_max_seconds_stops_training_validates_saves_and_exits_0(workdir, small_corpus):
@@ -336,10 +337,10 @@ def test_max_seconds_stops_training_validates_saves_and_exits_0(workdir, small_c
     assert 0 < document["steps"] < 1000000 and 0.5 <= document["seconds"] < 30
     assert document["val_loss_nats"] is not None  # validated at the end, as at any end
     assert "note: --max-seconds reached; stopped, validated and saved\n" in result.stderr
-    info = json.loads(invoke("info", "checkpoints/latest.npz", "--json").stdout)
+    info = json.loads(invoke("info", "checkpoints/poems/latest.npz", "--json").stdout)
     assert info["progress"]["step"] == document["steps"] and info["validation"]["step"] == document["steps"]
     # A per-run setting: a resumed run takes another budget, or none, and may end at its step limit.
-    resumed = invoke("train", "--resume", "checkpoints", "--steps", str(document["steps"] + 3), "--max-seconds",
+    resumed = invoke("train", "--resume", "checkpoints/poems", "--steps", str(document["steps"] + 3), "--max-seconds",
                      "60", "--json", "-q")
     assert resumed.exit_code == 0, resumed.stderr
     again = json.loads(resumed.stdout)

@@ -2,7 +2,9 @@
 
 A run saves its step checkpoint and ``latest.npz`` together, and ``best.npz`` whenever validation finds
 a new best (training/runner.py). Readers take ``best.npz`` to sample or score with (``find_model``) and
-the newest file to resume from (``find_latest``).
+the newest file to resume from (``find_latest``). A folder of run folders (``checkpoints/``, where every
+new run gets a folder of its own) is looked over with ``run_folders``; the newest run is what commands
+given no checkpoint read.
 """
 
 from __future__ import annotations
@@ -88,3 +90,43 @@ def find_model(directory: str) -> Optional[str]:
     if os.path.isfile(best):
         return best
     return find_latest(directory)
+
+
+def _checkpoint_times_ns(directory: str) -> list[int]:
+    """Modification times of the checkpoints (latest, best, step files) directly in ``directory``."""
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return []
+    times = []
+    for entry in entries:
+        if entry.name in (LATEST_NAME, BEST_NAME) or STEP_NAME.match(entry.name):
+            with suppress(OSError):
+                if entry.is_file():
+                    times.append(entry.stat().st_mtime_ns)
+    return times
+
+
+def run_folders(root: str) -> list[str]:
+    """The folders of ``root`` that hold checkpoints, ``root`` itself among them if it does (the layout
+    of charrnn before run folders), oldest first: ordered by when a checkpoint was last written there."""
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        return []
+    candidates = [root] + [os.path.join(root, name) for name in names if not name.startswith(".")]
+    dated = [(written, path) for path in candidates if (written := last_written_ns(path)) is not None]
+    return [path for _, path in sorted(dated)]
+
+
+def last_written_ns(directory: str) -> Optional[int]:
+    """When a checkpoint was last written in ``directory`` (its newest modification time, in ns), or None
+    if it holds none."""
+    times = _checkpoint_times_ns(directory)
+    return max(times) if times else None
+
+
+def newest_run(root: str) -> Optional[str]:
+    """The folder under ``root`` (or ``root``) where a checkpoint was written last, or None if there is none."""
+    folders = run_folders(root)
+    return folders[-1] if folders else None

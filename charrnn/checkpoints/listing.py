@@ -1,5 +1,6 @@
 """What ``charrnn ls`` reports about a folder of checkpoints: each file's step, tokens, losses and size,
-and which files are its best and its latest.
+and which files are its best and its latest; and about a folder of runs (``checkpoints/``, a folder per
+run): each run's model, corpus, step and best validation loss, and which run is the newest.
 
 Only each file's metadata is read (``checkpoint.read_metadata``), so listing a folder of large
 checkpoints costs kilobytes. A step file that holds the same model at the same step as ``best.npz`` or
@@ -9,10 +10,11 @@ checkpoints costs kilobytes. A step file that holds the same model at the same s
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import math
 import os
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from charrnn.checkpoints import checkpoint, folder_files
 from charrnn.checkpoints.metadata import TRAINING
@@ -153,5 +155,98 @@ def to_dict(directory: str, items: list[Listed]) -> dict[str, Any]:
                 "same_as": list(item.same_as), "problem": item.problem,
             }
             for item in items
+        ],
+    }
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run's folder: its newest checkpoint and its best, and what the newest says about the model."""
+
+    folder: str
+    latest: Optional[Listed]  # latest.npz, else the highest step file
+    best: Optional[Listed]  # best.npz, if the folder has a readable one
+    model: Optional[str]  # e.g. "rnn 128, char" (None if no checkpoint there can be read)
+    corpus: tuple[str, ...]  # the corpus files' names
+    written_ns: int  # when a checkpoint was last written there
+
+
+def _model(meta: Any) -> str:
+    config = meta.model_config
+    layers = f"{config.num_layers}×" if config.num_layers > 1 else ""
+    return f"{layers}{config.cell} {config.hidden_size}, {meta.tokenizer.kind}"
+
+
+def list_runs(root: str) -> list[Run]:
+    """The run folders of ``root`` (``root`` itself too if it holds checkpoints), oldest first: the last
+    is the newest run, the one commands given no checkpoint read."""
+    runs = []
+    for folder in folder_files.run_folders(root):
+        items = [item for item in list_folder(folder) if item.problem is None]
+        named = {item.name: item for item in items}
+        steps = [item for item in items if folder_files.STEP_NAME.match(item.name)]
+        latest = named.get(folder_files.LATEST_NAME) or (max(steps, key=lambda i: i.step) if steps else None)
+        best = named.get(folder_files.BEST_NAME)
+        model, corpus = None, ()
+        described = latest or best
+        if described is not None:
+            try:
+                meta = checkpoint.read_metadata(described.path)
+            except CharRNNError:
+                pass
+            else:
+                model = _model(meta)
+                corpus = tuple("stdin" if path == "-" else os.path.basename(path) for path in meta.corpus.get("paths", ()))
+        runs.append(Run(folder, latest, best, model, corpus, folder_files.last_written_ns(folder) or 0))
+    return runs
+
+
+def _written(run: Run) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(run.written_ns / 1e9).astimezone()
+
+
+def describe_runs(runs: list[Run]) -> list[str]:
+    """A table, one line per run, oldest first: folder, model, corpus, step, best validation loss and its
+    step, when it was last written; the newest marked as the one read by default."""
+
+    def cell(value: Any, text: Callable[[Any], str]) -> str:
+        return "—" if value is None else text(value)
+
+    rows = [("run", "model", "corpus", "step", "best val loss", "at step", "written", "")]
+    for index, run in enumerate(runs):
+        latest, best = run.latest, run.best
+        rows.append((
+            run.folder, run.model or "—", ", ".join(run.corpus) or "—",
+            cell(latest and latest.step, lambda v: f"{v:,}"),
+            cell(best and best.val_loss_nats, lambda v: f"{v:.4f}"),
+            cell(best and best.val_step, lambda v: f"{v:,}"),
+            _written(run).strftime("%Y-%m-%d %H:%M"),
+            "newest: read when no checkpoint is given" if index == len(runs) - 1 else "",
+        ))
+    widths = [max(len(row[column]) for row in rows) for column in range(7)]
+    left = (0, 1, 2, 6)
+    return [
+        "  ".join([cell.ljust(width) if column in left else cell.rjust(width)
+                   for column, (cell, width) in enumerate(zip(row[:7], widths))] + ([row[7]] if row[7] else [])).rstrip()
+        for row in rows
+    ]
+
+
+def runs_to_dict(root: str, runs: list[Run]) -> dict[str, Any]:
+    """Plain data for ``ls --json`` over a folder of runs: the runs, oldest first, and the newest's folder."""
+    return {
+        "folder": root,
+        "newest": runs[-1].folder if runs else None,
+        "runs": [
+            {
+                "folder": run.folder, "latest": run.latest.path if run.latest else None,
+                "best": run.best.path if run.best else None, "step": run.latest.step if run.latest else None,
+                "tokens_seen": run.latest.tokens_seen if run.latest else None,
+                "train_loss_nats": run.latest.train_loss_nats if run.latest else None,
+                "best_val_loss_nats": run.best.val_loss_nats if run.best else None,
+                "best_step": run.best.val_step if run.best else None,
+                "model": run.model, "corpus": list(run.corpus), "written": _written(run).isoformat(timespec="seconds"),
+            }
+            for run in runs
         ],
     }

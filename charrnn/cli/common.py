@@ -91,8 +91,8 @@ def examples(*commands: str) -> str:
     return "\b\nExamples:\n" + "\n".join(f"  {command}" for command in commands)
 
 
-CHECKPOINT_HELP = (f"Checkpoint file, or a folder for its best.npz, else latest.npz [default: the folder "
-                   f"{DEFAULT_CHECKPOINT_DIR}/].")
+CHECKPOINT_HELP = ("Checkpoint file, or a folder for its best.npz, else latest.npz [default: the newest run's "
+                   f"folder in {DEFAULT_CHECKPOINT_DIR}/].")
 
 
 def checkpoint_option(help: str = CHECKPOINT_HELP) -> Callable[[Any], Any]:
@@ -103,20 +103,26 @@ def checkpoint_option(help: str = CHECKPOINT_HELP) -> Callable[[Any], Any]:
 def resolve_checkpoint(path: Optional[str], quiet: bool, newest: bool = False) -> str:
     """The checkpoint file a command reads, for every command the same way.
 
-    A file is itself. A folder (``path``, or the default ``checkpoints/`` when none is given) means its
-    ``best.npz``, the model with the lowest validation loss, else ``latest.npz``, else its newest step
-    file; with ``newest`` (for resuming, which must continue from the end) its newest checkpoint. The
-    file chosen in a folder is named on stderr (``using ...``) unless ``quiet``.
+    A file is itself. A folder means its ``best.npz``, the model with the lowest validation loss, else
+    ``latest.npz``, else its newest step file; with ``newest`` (for resuming, which must continue from
+    the end) its newest checkpoint. A folder of run folders (``checkpoints/``, where every new run has
+    its own), and no ``path`` at all, mean the newest run's folder: the one a checkpoint was last
+    written to. The file chosen in a folder is named on stderr (``using ...``) unless ``quiet``.
     """
     from charrnn.checkpoints import folder_files
 
-    folder = DEFAULT_CHECKPOINT_DIR if path is None else path
     if path is not None and not os.path.isdir(path):
         return path  # a file, or nothing: loading it says what is wrong
-    found = folder_files.find_latest(folder) if newest else folder_files.find_model(folder)
+    folder = path
+    if path is None or folder_files.find_latest(path) is None:
+        folder = folder_files.newest_run(DEFAULT_CHECKPOINT_DIR if path is None else path)
+    found = None
+    if folder is not None:
+        found = folder_files.find_latest(folder) if newest else folder_files.find_model(folder)
     if found is None:
+        where = (path if path is not None else DEFAULT_CHECKPOINT_DIR).rstrip(os.sep)
         raise CheckpointError(
-            f"no checkpoint in {folder.rstrip(os.sep)}/; train one with 'charrnn train CORPUS' or pass a checkpoint file"
+            f"no checkpoint in {where}/; train one with 'charrnn train CORPUS' or pass a checkpoint file"
         )
     inform(quiet, f"using {found}")
     return found

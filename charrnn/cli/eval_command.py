@@ -64,7 +64,7 @@ def eval_command(
     """Score the text of FILE(s) (joined) under the model in CKPT; a FILE of - is standard input.
 
     CKPT, the first argument or -c, is a checkpoint file, or a folder for its best.npz, else
-    latest.npz [default: the folder checkpoints/].
+    latest.npz [default: the newest run's folder in checkpoints/].
 
     Prints one line on stdout: tokens scored, loss in nats per token, bits per character and
     perplexity. Tokens outside the model's vocabulary are counted, and left out of the score (or

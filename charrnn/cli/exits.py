@@ -10,6 +10,9 @@
   exit 0. The reader took what it wanted; exit 141 (a death by SIGPIPE, what `yes | head` reports)
   would make every `set -o pipefail` script that cuts a sample short fail.
 - Any other failure to write stdout (a full disk, /dev/full) is one ``Error:`` line and exit 1.
+- A mistake on the command line (an unknown option, a value missing or of the wrong type) is one
+  ``Error:`` line and exit 2, as is every other bad input: click would print its usage lines above
+  some such mistakes and not others (``--steps`` given no value).
 
 In both stdout cases stdout is pointed at /dev/null first, so the interpreter's last flush at exit
 cannot fail again and print "Exception ignored ... BrokenPipeError".
@@ -133,6 +136,25 @@ def signals_raise_interrupted() -> Iterator[None]:
             signal.signal(s, handler)
 
 
+class CommandLineError(click.UsageError):
+    """A click usage error, shown as one ``Error:`` line (exit 2) like every other error."""
+
+    def show(self, file: Any = None) -> None:
+        """Print ``Error: message`` on stderr; no usage lines."""
+        click.echo(f"Error: {self.format_message()}", file=file, err=file is None)
+
+
+@contextlib.contextmanager
+def one_line_usage_errors() -> Iterator[None]:
+    """Re-raise click's usage errors as CommandLineError."""
+    try:
+        yield
+    except CommandLineError:
+        raise
+    except click.UsageError as exc:
+        raise CommandLineError(exc.format_message(), exc.ctx) from None
+
+
 class CharRNNGroup(click.Group):
     """The ``charrnn`` group: click's standalone handling plus this module's endings (see above).
 
@@ -159,10 +181,16 @@ class CharRNNGroup(click.Group):
                 raise
             exit_interrupted(cause)
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        """Parse charrnn's own options (a mistake there is one line too)."""
+        with one_line_usage_errors():
+            return super().parse_args(ctx, args)
+
     def invoke(self, ctx: click.Context) -> Any:
         """Run the subcommand and flush stdout, ending as described above if stdout fails."""
         try:
-            result = super().invoke(ctx)
+            with one_line_usage_errors():
+                result = super().invoke(ctx)
             _flush_stdout()
             return result
         except OutputError as exc:

@@ -30,7 +30,7 @@ def export_command(ckpt: Optional[str], checkpoint: Optional[str], output: str, 
     """Write the model of CKPT to OUT without its optimizer state and its streams' state, for sampling.
 
     CKPT, the argument or -c, is a checkpoint file, or a folder for its best.npz, else latest.npz
-    [default: the folder checkpoints/]. OUT is an ordinary checkpoint that sample, eval and info
+    [default: the newest run's folder in checkpoints/]. OUT is an ordinary checkpoint that sample, eval and info
     read, a fraction of the size (with Adagrad, about half); train --resume refuses it, as it has
     nothing to continue from.
     """

@@ -25,8 +25,8 @@ from charrnn.cli.common import (
 def info_command(ckpt: Optional[str], checkpoint: Optional[str], json: bool, quiet: bool) -> None:
     """Describe the model in CKPT (given as the argument or as -c).
 
-    CKPT is a checkpoint file, or a folder for its best.npz, else latest.npz [default: the folder
-    checkpoints/].
+    CKPT is a checkpoint file, or a folder for its best.npz, else latest.npz [default: the newest
+    run's folder in checkpoints/].
 
     Shows the cell, layers and sizes, the parameter count with its formula, the vocabulary, the
     corpus, training progress and losses, the optimizer, and the file's format and charrnn versions.

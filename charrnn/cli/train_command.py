@@ -12,11 +12,11 @@ import click
 
 from charrnn import config
 from charrnn.cli.common import (
-    ProgressBar, check_appendable, emit_json, examples, fail, reports_errors, resolve_checkpoint, writing_cache,
+    ProgressBar, check_appendable, emit_json, examples, fail, inform, reports_errors, resolve_checkpoint, writing_cache,
 )
 from charrnn.cli.exits import Interrupted
 from charrnn.cli.options import build, config_options, given_fields, option, quiet_option
-from charrnn.cli.training_output import TrainingOutput, finished_document
+from charrnn.cli.training_output import TrainingOutput, finished_document, interrupted_line
 from charrnn.config import ComputeConfig, DataConfig, ModelConfig, ScheduleConfig, TrainConfig
 
 EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -26,8 +26,9 @@ CONFIGS = (DataConfig, ModelConfig, TrainConfig, ScheduleConfig, ComputeConfig)
 class StopFlag:
     """Set by SIGINT or SIGTERM so training stops between steps and saves; a second signal aborts."""
 
-    def __init__(self) -> None:
+    def __init__(self, quiet: bool) -> None:
         self.signal_number: Optional[int] = None
+        self.quiet = quiet
 
     def __call__(self) -> bool:
         return self.signal_number is not None
@@ -37,20 +38,28 @@ class StopFlag:
         if self.signal_number is not None:
             raise Interrupted(signal_number)
         self.signal_number = signal_number
-        click.echo(
-            "\nStopping after this step and saving a checkpoint (press Ctrl-C again to abort without saving)",
-            err=True,
-        )
+        inform(self.quiet, "\nStopping after this step and saving a checkpoint (press Ctrl-C again to abort "
+                           "without saving)")
+
+    def install(self) -> dict[int, Any]:
+        """Handle SIGINT and SIGTERM until ``restore``; returns the handlers replaced.
+
+        A signal ignored when charrnn started stays ignored, as every command leaves it (exits.py): a
+        script's background job (``charrnn train ... &``) is meant to outlive the terminal's Ctrl-C.
+        """
+        return {s: signal.signal(s, self.handle) for s in EXIT_INTERRUPTED if signal.getsignal(s) != signal.SIG_IGN}
 
 
 @click.command("train", epilog=examples(
-    'charrnn train data/tang300.txt --steps 1000',
+    'charrnn train --sample-corpus --steps 1000',
     'charrnn train poems.txt --val-file held_out.txt --cell gru --hidden-size 256 --checkpoint-dir tang',
     'charrnn train --resume tang --steps 5000',
     'cat *.txt | charrnn train - --max-seconds 600 --json -q > run.json',
 ))
 @click.argument("corpus", nargs=-1, type=click.Path(allow_dash=True))
 @config_options(*CONFIGS)
+@option("--sample-corpus", is_flag=True,
+        help="Train on the sample corpus installed with charrnn (300 Tang poems, 84 kB) instead of CORPUS files.")
 @option("--val-file", multiple=True, type=click.Path(allow_dash=True), metavar="PATH",
         help="Validate on this text instead of a held-out fraction (repeatable; in CHARRNN_TRAIN_VAL_FILE, "
              f"paths separated by {os.pathsep!r}).")
@@ -70,19 +79,28 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
     """Train a model on the text in CORPUS files (read in order and joined); - is standard input.
 
     With --resume, CORPUS may be left out to train on the files the checkpoint was trained on.
-    Checkpoints go to --checkpoint-dir as step_NNNNNNNN.npz and latest.npz, plus best.npz (lowest
+    Checkpoints go to a folder of the run's own, checkpoints/<name of the first CORPUS file>/ (or
+    <name>-2/ and so on when that one holds another model), named under the first line on stderr and
+    as "checkpoint_dir" in --json; --checkpoint-dir chooses the folder, and --resume writes beside the
+    checkpoint it resumes. They are step_NNNNNNNN.npz and latest.npz, plus best.npz (lowest
     validation loss). Every option can also be set as CHARRNN_TRAIN_<OPTION>, e.g.
     CHARRNN_TRAIN_HIDDEN_SIZE=256.
 
     Exit codes: 0 done, 1 failure while running (NaN loss, failed write), 2 bad usage or input,
-    130/143 interrupted by SIGINT/SIGTERM after saving a checkpoint.
+    130/143 interrupted by SIGINT/SIGTERM after saving a checkpoint (a signal ignored when charrnn
+    starts, as in a script's background job, stays ignored).
     """
     from charrnn.training import runner
+    from charrnn.data.corpus import sample_corpus_path
     from charrnn.errors import ConfigError
     from charrnn.training.session import TrainRequest, open_session
 
+    if options["sample_corpus"]:
+        if corpus:
+            raise click.UsageError("give CORPUS files or --sample-corpus, not both")
+        corpus = (sample_corpus_path(),)
     if not corpus and not options["resume"]:
-        raise click.UsageError("give at least one CORPUS file (or --resume a checkpoint)")
+        raise click.UsageError("give at least one CORPUS file, or --sample-corpus (or --resume a checkpoint)")
     if "-" in corpus and "-" in options["val_file"]:
         raise click.UsageError("standard input (-) can be read only once: give it as CORPUS or as --val-file, not both")
     if options["log_every"] < 0:
@@ -115,9 +133,9 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
             session = open_session(request, progress)
     finally:
         progress.close()
-    stop = StopFlag()
-    previous = {s: signal.signal(s, stop.handle) for s in EXIT_INTERRUPTED}
-    output = TrainingOutput(options["quiet"], options["log_every"], options["log_jsonl"])
+    stop = StopFlag(options["quiet"])
+    previous = stop.install()
+    output = TrainingOutput(options["quiet"], options["log_every"], options["log_jsonl"], session.checkpoint_dir)
     try:
         finished = output.run(runner.run_session(session, stop))
     except Interrupted as exc:
@@ -128,7 +146,7 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
             signal.signal(s, handler)
     if options["json"]:
         best = os.path.join(session.checkpoint_dir, "best.npz")
-        emit_json(finished_document(finished, best if os.path.exists(best) else None))
+        emit_json(finished_document(finished, best if os.path.exists(best) else None, session.checkpoint_dir))
     if finished.interrupted and stop.signal_number is not None:
-        click.echo(f"Interrupted; checkpoint saved to {finished.checkpoint_path}", err=True)
+        inform(options["quiet"], interrupted_line(finished, output.resumed_from))
         sys.exit(EXIT_INTERRUPTED[stop.signal_number])

@@ -24,8 +24,9 @@ LN2 = math.log(2)
 class TrainingOutput:
     """Renders runner events; call ``handle`` for each, and it returns the Finished event at the end."""
 
-    def __init__(self, quiet: bool, log_every: int, log_jsonl: Optional[str]) -> None:
+    def __init__(self, quiet: bool, log_every: int, log_jsonl: Optional[str], checkpoint_dir: str = "") -> None:
         self.quiet = quiet
+        self.checkpoint_dir = checkpoint_dir  # named under the opening line, so a script can find the run
         self.log_every = log_every
         self.log_path = log_jsonl
         self.log_file: Optional[IO[str]] = None
@@ -39,6 +40,8 @@ class TrainingOutput:
         self.record: Optional[dict[str, Any]] = None
         self.last_logged = (self.started, 0)  # (time, tokens) at the last record, for tokens/s
         self.val: Optional[Any] = None  # the latest validation score
+        self.resumed_from: Optional[str] = None  # the checkpoint this run continues, if any
+        self.run_fields: dict[str, Any] = {}  # in every log record: where this run started, what it trains
 
     def run(self, events: Iterable[Any]) -> Any:
         """Consume all events; return the Finished event."""
@@ -75,6 +78,8 @@ class TrainingOutput:
         elif isinstance(event, runner.Evaluated):
             self.val = event.score
             self.postfix.update(val=f"{event.score.loss_nats:.3f}", bpc=f"{event.score.bits_per_char:.3f}")
+            if self.bar is not None:  # drawn now: the final validation comes after the last step's redraw
+                self.bar.set_postfix(self.postfix)
             if self.record is not None and self.record["step"] == event.step:
                 self.record.update(val_loss_nats=event.score.loss_nats, val_bits_per_char=event.score.bits_per_char)
             self._complete_record()
@@ -90,7 +95,15 @@ class TrainingOutput:
     def _start(self, event: Any) -> None:
         from tqdm import tqdm
 
-        describe_start(event, self.quiet)
+        self.resumed_from = event.resumed_from
+        if event.target_steps <= event.start_step:
+            nothing_to_train(event, self.quiet)
+            return
+        describe_start(event, self.quiet, self.checkpoint_dir)
+        self.run_fields = {
+            "run_start_step": event.start_step, "run_start_tokens": event.start_tokens,
+            "model": describe_model(event), "corpus": describe_corpus(event.corpus_paths),
+        }
         self.last_logged = (self.started, event.start_tokens)
         self.target_steps = event.target_steps
         self.chars_per_token = event.chars_per_token
@@ -130,6 +143,7 @@ class TrainingOutput:
             "learning_rate": event.learning_rate,
             "tokens_per_s": event.tokens_per_s,  # this step's; replaced by the rate since the last record
             "elapsed_s": now - self.started,
+            **self.run_fields,
         }
 
     def _stamp_rate(self, record: dict[str, Any]) -> None:
@@ -180,11 +194,28 @@ class TrainingOutput:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
-        describe_finish(event, self.quiet)
+        describe_finish(event, self.quiet, self.resumed_from)
 
 
-def describe_start(event: Any, quiet: bool) -> None:
-    """The line that opens a run: what model, how much data."""
+def nothing_to_train(event: Any, quiet: bool) -> None:
+    """The one line of a run whose model has already reached its limit (ConfigError for a new model)."""
+    from charrnn.errors import ConfigError
+
+    config, start = event.train_config, event.start_step
+    if event.resumed_from is None:
+        raise ConfigError(f"--epochs {config.max_epochs:g} is less than one step ({event.steps_per_epoch} steps per "
+                          "epoch); give a larger --epochs, or --steps")
+    if config.max_steps is not None and config.max_steps <= start:
+        more = f"--steps {start + config.max_steps} would train {config.max_steps:,} more"
+        inform(quiet, f"note: nothing to train: {event.resumed_from} is at step {start:,} already, and --steps "
+                      f"{config.max_steps} counts from the model's first step ({more})")
+    else:
+        inform(quiet, f"note: nothing to train: {event.resumed_from} has trained the --epochs {config.max_epochs:g} "
+                      "it may (counted from the model's first step); give a larger --epochs, or --steps")
+
+
+def describe_start(event: Any, quiet: bool, checkpoint_dir: str = "") -> None:
+    """The lines that open a run: what model, how much data, where its checkpoints go."""
     verb = f"resuming {event.resumed_from} at step {event.start_step}" if event.resumed_from else "training"
     config = event.model_config
     layers = f"{config.num_layers}×{config.cell}" if config.num_layers > 1 else config.cell
@@ -193,8 +224,22 @@ def describe_start(event: Any, quiet: bool) -> None:
                 f"{event.num_val_tokens:,} validation tokens, {event.steps_per_epoch} steps per epoch, "
                 f"rng seed {event.train_config.rng_seed}, {event.backend} backend")
     inform(quiet, describe_encoding(event.corpus_paths, event.corpus_encodings, event.encoding_option))
+    if checkpoint_dir:
+        inform(quiet, f"checkpoints: {os.path.join(checkpoint_dir, '')}")
     for note in event.notes:
         inform(quiet, f"note: {note}")
+
+
+def describe_model(event: Any) -> str:
+    """The model in a few words, for a plot's title: ``rnn, hidden 128, vocabulary 2,580``."""
+    config = event.model_config
+    layers = f"{config.num_layers}×{config.cell}" if config.num_layers > 1 else config.cell
+    return f"{layers}, hidden {config.hidden_size}, vocabulary {config.vocab_size:,}"
+
+
+def describe_corpus(paths: tuple[str, ...]) -> str:
+    """The corpus files' names (``stdin`` for standard input), for a plot's title."""
+    return ", ".join("stdin" if path == "-" else os.path.basename(path) or path for path in paths)
 
 
 def describe_encoding(paths: tuple[str, ...], encodings: tuple[str, ...], option: str) -> str:
@@ -207,10 +252,20 @@ def describe_encoding(paths: tuple[str, ...], encodings: tuple[str, ...], option
     return f"encoding: {codecs} ({how})"
 
 
-def describe_finish(event: Any, quiet: bool) -> None:
-    """The summary line that closes a run."""
+def unchanged(resumed_from: Optional[str]) -> str:
+    """What is on disk after a run that trained no step: nothing new."""
+    return "nothing was saved" if resumed_from is None else f"{resumed_from} is unchanged"
+
+
+def describe_finish(event: Any, quiet: bool, resumed_from: Optional[str] = None) -> None:
+    """The summary line that closes a run (none after a run that trained no step: it has said why)."""
     rate = event.tokens_this_run / event.seconds if event.seconds > 0 else 0.0
     validation = f"; validation {format_score(event.val_score)}" if event.val_score else ""
+    if event.steps_this_run == 0:
+        if event.out_of_time:
+            inform(quiet, f"note: --max-seconds ran out before the first step: nothing was trained, "
+                          f"{unchanged(resumed_from)}")
+        return
     if event.out_of_time:
         inform(quiet, "note: --max-seconds reached; stopped, validated and saved")
     if event.stopped_early:
@@ -223,10 +278,18 @@ def describe_finish(event: Any, quiet: bool) -> None:
                 f"{event.smoothed_loss_nats:.4f} nats/token{validation}; checkpoint {event.checkpoint_path}")
 
 
-def finished_document(event: Any, best_path: Optional[str]) -> dict[str, Any]:
+def interrupted_line(event: Any, resumed_from: Optional[str]) -> str:
+    """The line that ends a run stopped by a signal: what it saved, or that it saved nothing."""
+    if event.steps_this_run == 0:
+        return f"Interrupted before the first step; {unchanged(resumed_from)}"
+    return f"Interrupted; checkpoint saved to {event.checkpoint_path}"
+
+
+def finished_document(event: Any, best_path: Optional[str], checkpoint_dir: Optional[str] = None) -> dict[str, Any]:
     """The ``--json`` summary of a training run."""
     score = event.val_score
     return {
+        "checkpoint_dir": checkpoint_dir,
         "checkpoint": event.checkpoint_path,
         "best_checkpoint": best_path,
         "steps": event.steps,

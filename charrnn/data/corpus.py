@@ -26,6 +26,8 @@ CHUNK_BYTES = 4 << 20
 # The name that means standard input, and the device names of standard input: text that cannot be
 # read again later (a resumed run must be given it anew).
 STANDARD_INPUT = "-"
+# The sample corpus installed with the package (setup.cfg, package_data).
+SAMPLE_CORPUS = "tang300.txt"
 _STANDARD_INPUT_DEVICES = {STANDARD_INPUT, "/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"}
 
 # Byte-order marks, longest first: the UTF-32 LE mark begins with the UTF-16 LE one.
@@ -72,6 +74,14 @@ def is_standard_input(path: str) -> bool:
 def display_name(path: str) -> str:
     """How a corpus path is named in messages: ``-`` is standard input."""
     return "standard input" if path == STANDARD_INPUT else path
+
+
+def sample_corpus_path() -> str:
+    """The sample corpus installed with charrnn (``charrnn/corpora/tang300.txt``, the 300 Tang poems of
+    data/tang300.txt): the quick start's text, wherever charrnn is installed (``train --sample-corpus``)."""
+    from importlib import resources
+
+    return os.fspath(resources.files("charrnn").joinpath("corpora").joinpath(SAMPLE_CORPUS))
 
 
 def detect_encoding(name: str, head: bytes) -> str:

@@ -22,25 +22,65 @@ blocks; and float32 is the default. Nothing here is used by the fast code.
 
 (min-char-rnn sums the loss over the chunk; charrnn, like most trainers, takes the mean over its tokens,
 so that the learning rate and the clip mean the same thing whatever the chunk length and batch size.)
+
+Run it on its own, as min-char-rnn is run: it trains on a text file, printing the smoothed loss and a
+sample every ``--print-every`` steps::
+
+    python -m charrnn.model.reference corpus.txt --steps 5000 --hidden-size 100 --seed 0
+
+That is, weight for weight, the model of this charrnn command (the same initial weights from the same
+seed, the same steps on the same text, the same losses to float64 rounding; ``tests/test_reference.py``
+runs both and compares them)::
+
+    charrnn train corpus.txt --embed-size none --batch-size 1 --dtype float64 --val-fraction 0 \
+        --hidden-size 100 --seq-length 25 --learning-rate 0.1 --clip 5 --rng-seed 0 --steps 5000
+
+``--embed-size none`` makes W_xh the embedding (no separate one), ``--batch-size 1`` one stream,
+``--dtype float64`` this file's precision, ``--val-fraction 0`` trains on the whole text (charrnn
+otherwise holds out its last 5% to validate on); the other settings are charrnn's defaults: one layer,
+the vanilla ``rnn`` cell with ``tanh``, Adagrad, no dropout, no learning-rate decay. charrnn's
+``--backend numpy`` gives the same numbers to the last few bits; its compiled backend rounds differently.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import argparse
+import math
+import sys
+from typing import Optional, Sequence
 
 import numpy as np
 
 ADAGRAD_EPSILON = 1e-8
+# The token embeddings (the columns of W_xh) start at N(0, 0.5²), the rest at N(0, 0.01²), as in charrnn
+# (TrainConfig.embedding_init_scale and init_scale): with one-hot inputs W_xh is the whole input signal,
+# and at min-char-rnn's 0.01 the cell barely sees which token came in.
+INPUT_SCALE = 0.5
+WEIGHT_SCALE = 0.01
+# Weight of the newest step in the smoothed loss, bias-corrected as in Adam; charrnn reports the same
+# average (progress.py), so the two print comparable numbers.
+LOSS_SMOOTHING = 0.05
 
 Params = dict[str, np.ndarray]
 
 
-def init_params(vocab_size: int, hidden_size: int, rng: np.random.Generator, scale: float = 0.01) -> Params:
-    """Weights from N(0, scale²) and zero biases, float64, shaped for column vectors."""
+def init_params(
+    vocab_size: int, hidden_size: int, rng: np.random.Generator, scale: float = WEIGHT_SCALE,
+    input_scale: float = INPUT_SCALE,
+) -> Params:
+    """W_xh from N(0, input_scale²), the other weights from N(0, scale²), zero biases; float64, shaped
+    for column vectors.
+
+    Each matrix is drawn in charrnn's row-vector shape, in charrnn's order, and transposed, so that a
+    seed gives the very weights ``charrnn train --rng-seed`` starts from (see the module docstring).
+    """
+    def transposed(shape: tuple[int, int], std: float) -> np.ndarray:
+        return np.ascontiguousarray(rng.standard_normal(shape).T) * std
+
     return {
-        "W_xh": rng.standard_normal((hidden_size, vocab_size)) * scale,  # input -> hidden
-        "W_hh": rng.standard_normal((hidden_size, hidden_size)) * scale,  # hidden -> hidden
-        "W_hy": rng.standard_normal((vocab_size, hidden_size)) * scale,  # hidden -> logits
+        "W_xh": transposed((vocab_size, hidden_size), input_scale),  # input -> hidden, (H, V)
+        "W_hh": transposed((hidden_size, hidden_size), scale),  # hidden -> hidden, (H, H)
+        "W_hy": transposed((hidden_size, vocab_size), scale),  # hidden -> logits, (V, H)
         "b_h": np.zeros((hidden_size, 1)),
         "b_y": np.zeros((vocab_size, 1)),
     }
@@ -109,7 +149,7 @@ class Trainer:
     def __init__(
         self,
         vocab_size: int,
-        hidden_size: int = 256,
+        hidden_size: int = 100,
         seq_length: int = 25,
         learning_rate: float = 0.1,
         clip: float = 5.0,
@@ -142,3 +182,85 @@ class Trainer:
             self.position = 0
             self.hidden = np.zeros_like(self.hidden)
         return loss_nats
+
+
+def smoothed_loss(previous_average: float, steps_before: int, loss_nats: float) -> tuple[float, float]:
+    """Fold one step's loss into the moving average; returns (new average, its bias-corrected value).
+
+    ``previous_average`` is the uncorrected average after ``steps_before`` steps (0.0 before the first).
+    """
+    average = (1.0 - LOSS_SMOOTHING) * previous_average + LOSS_SMOOTHING * loss_nats
+    return average, average / (1.0 - (1.0 - LOSS_SMOOTHING) ** (steps_before + 1))
+
+
+def sample(params: Params, h: np.ndarray, first: int, length: int, rng: np.random.Generator) -> list[int]:
+    """``length`` token ids drawn one at a time from the model, starting after token ``first`` from
+    the (H, 1) state ``h``; each drawn token is the next input."""
+    W_xh, W_hh, W_hy = params["W_xh"], params["W_hh"], params["W_hy"]
+    token, drawn = first, []
+    for _ in range(length):
+        h = np.tanh(W_xh[:, [token]] + W_hh @ h + params["b_h"])  # W_xh @ one_hot(token) is a column of W_xh
+        logits = W_hy @ h + params["b_y"]
+        p = np.exp(logits - np.max(logits))
+        token = int(rng.choice(len(p), p=(p / np.sum(p)).ravel()))
+        drawn.append(token)
+    return drawn
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m charrnn.model.reference corpus.txt``: train on the file, printing the smoothed loss and
+    a sample every ``--print-every`` steps."""
+    parser = argparse.ArgumentParser(
+        prog="python -m charrnn.model.reference",
+        description="Train the textbook character RNN of this file on a text file, as min-char-rnn does.",
+    )
+    parser.add_argument("corpus", help="a text file")
+    parser.add_argument("--steps", type=int, default=5000, help="training steps (default: %(default)s)")
+    parser.add_argument("--hidden-size", type=int, default=100, help="hidden units (default: %(default)s)")
+    parser.add_argument("--seq-length", type=int, default=25,
+                        help="tokens per step of backpropagation through time (default: %(default)s)")
+    parser.add_argument("--learning-rate", type=float, default=0.1, help="Adagrad's rate (default: %(default)s)")
+    parser.add_argument("--clip", type=float, default=5.0, help="clip gradients to ±this (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the initial weights and of the samples (default: %(default)s)")
+    parser.add_argument("--print-every", type=int, default=100,
+                        help="print the loss and a sample every N steps (default: %(default)s)")
+    parser.add_argument("--sample-length", type=int, default=200,
+                        help="characters per sample (default: %(default)s)")
+    parser.add_argument("--encoding", default="utf-8-sig", help="the file's codec (default: UTF-8)")
+    args = parser.parse_args(argv)
+    for name in ("steps", "hidden_size", "seq_length", "print_every", "sample_length"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
+    for name in ("learning_rate", "clip"):
+        if not (math.isfinite(getattr(args, name)) and getattr(args, name) > 0):
+            parser.error(f"--{name.replace('_', '-')} must be a positive number, got {getattr(args, name)}")
+    try:
+        # Universal newlines, as charrnn reads text: \r\n and \r become \n.
+        with open(args.corpus, encoding=args.encoding) as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError, LookupError) as exc:
+        parser.error(f"cannot read {args.corpus}: {exc}")
+    # Sorted, never list(set(text)), whose order changes from one Python process to the next.
+    vocab = sorted(set(text))
+    index = {char: i for i, char in enumerate(vocab)}
+    ids = np.array([index[char] for char in text], dtype=np.int64)
+    if len(ids) < args.seq_length + 1:
+        parser.error(f"{args.corpus} has {len(ids)} characters, fewer than --seq-length + 1 = {args.seq_length + 1}")
+    print(f"{args.corpus}: {len(ids):,} characters, {len(vocab):,} distinct; hidden {args.hidden_size}, "
+          f"sequence {args.seq_length}, learning rate {args.learning_rate:g}, seed {args.seed}")
+    trainer = Trainer(len(vocab), args.hidden_size, args.seq_length, args.learning_rate, args.clip, args.seed)
+    sampling_rng = np.random.default_rng([args.seed, 1])
+    average = 0.0
+    for step in range(1, args.steps + 1):
+        average, loss_nats = smoothed_loss(average, step - 1, trainer.train_step(ids))
+        if step % args.print_every == 0 or step == args.steps:
+            drawn = sample(trainer.params, trainer.hidden, int(ids[trainer.position]), args.sample_length,
+                           sampling_rng)
+            print(f"step {step}: loss {loss_nats:.4f} nats/token")
+            print(f"----\n{''.join(vocab[i] for i in drawn)}\n----", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

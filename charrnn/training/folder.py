@@ -11,11 +11,15 @@ same run identity, at or before the step it starts from) or to something the run
 model, or a later stretch of its own history. Those are refused unless the user said ``--overwrite``;
 with it they are removed, but only once the new run has written its first checkpoint, so that at every
 moment the folder holds a model someone can use.
+
+A new run given no folder gets one of its own, never another model's: ``checkpoints/<corpus name>/``,
+or the first of ``<corpus name>-2/``, ``-3/``... that holds no checkpoint and no other run (``secure_run_folder``).
 """
 
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import re
 from contextlib import suppress
@@ -24,6 +28,7 @@ from typing import Callable, Optional, Sequence
 
 from charrnn.checkpoints import checkpoint, folder_files
 from charrnn.checkpoints.checkpoint import Identity
+from charrnn.data.corpus import is_standard_input
 from charrnn.errors import ConfigError
 
 LOCK_NAME = ".charrnn.lock"
@@ -35,6 +40,10 @@ try:
     import fcntl
 except ImportError:  # Windows: no advisory locks through this module; runs there are not locked
     fcntl = None  # type: ignore[assignment]
+
+
+class FolderInUse(ConfigError):
+    """Another live charrnn run holds the folder's lock."""
 
 
 class FolderLock:
@@ -68,7 +77,7 @@ class FolderLock:
                 if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     raise ConfigError(f"cannot lock {self.directory}: {exc.strerror or exc}") from None
                 who = f"process {holder}" if holder else "another process"
-                raise ConfigError(
+                raise FolderInUse(
                     f"{self.directory} is in use by another charrnn run ({who}); wait for it to finish "
                     "or write elsewhere with --checkpoint-dir"
                 ) from None
@@ -178,15 +187,56 @@ def claim(
     return Claim(directory, [path for path, _ in foreign])
 
 
-def target_directory(resume: Optional[str], checkpoint_dir: str, dir_given: bool) -> str:
-    """Where a run writes: ``checkpoint_dir`` if given (``dir_given``) or for a fresh run, else (when
-    resuming) the folder of the checkpoint it resumes.
+def target_directory(resume: Optional[str], checkpoint_dir: Optional[str]) -> Optional[str]:
+    """Where a run writes: ``checkpoint_dir`` if given, else (when resuming) the folder of the checkpoint
+    it resumes, else None: a new run's folder of its own (``secure_run_folder``).
 
-    A resume that wrote to the default folder instead would replace whatever model lives there.
+    A resume that wrote to a default folder instead would put one model's life in two places.
     """
-    if resume is None or dir_given:
+    if checkpoint_dir is not None:
         return checkpoint_dir
-    return os.path.dirname(resume) or "."
+    if resume is not None:
+        return os.path.dirname(resume) or "."
+    return None
+
+
+def run_folder_name(corpus_paths: Sequence[str]) -> str:
+    """The name of a new run's folder: its first corpus file's name without the extension (``stdin`` for
+    standard input), so that ``charrnn train tang300.txt`` writes to ``checkpoints/tang300/``."""
+    first = corpus_paths[0] if corpus_paths else ""
+    if is_standard_input(first):
+        return "stdin"
+    stem = os.path.splitext(os.path.basename(os.path.normpath(first)))[0].lstrip(".")
+    return stem or "corpus"
+
+
+def secure_run_folder(root: str, name: str, notes: list[str]) -> tuple[FolderLock, Claim, list[str]]:
+    """Create, lock and return a new run's own folder under ``root``: (lock, claim, the folders created,
+    deepest first, for a run that fails to start to remove).
+
+    The folder is ``root/name``, or ``root/name-2``, ``-3``... the first that holds no checkpoint and is
+    not being written by another run: a model already there is never touched, and two runs started at
+    once on the same corpus get two folders. Raises ConfigError when ``root`` cannot be written.
+    """
+    for number in itertools.count(1):
+        directory = os.path.join(root, name if number == 1 else f"{name}-{number}")
+        if checkpoint_files(directory) or (os.path.lexists(directory) and not os.path.isdir(directory)):
+            continue
+        created = [path for path in (directory, root) if not os.path.isdir(path)]
+        folder_files.prepare_directory(directory)
+        lock = FolderLock(directory)
+        try:
+            lock.acquire()
+        except FolderInUse:
+            continue
+        if checkpoint_files(directory):  # a run that finished between the look and the lock
+            lock.release()
+            continue
+        removed = remove_stale_temporary_files(directory)
+        if removed:
+            notes.append(f"removed {len(removed)} unfinished checkpoint write(s) left by a process that died")
+        return lock, Claim(directory), created
+    raise AssertionError("unreachable")
 
 
 def secure(

@@ -19,7 +19,9 @@ import numpy as np
 from charrnn import memory
 from charrnn.checkpoints import checkpoint, folder_files, metadata
 from charrnn.checkpoints.checkpoint import Checkpoint, CorpusInfo
-from charrnn.config import DEFAULT_EPOCHS, ComputeConfig, DataConfig, ModelConfig, ScheduleConfig, TrainConfig
+from charrnn.config import (
+    DEFAULT_CHECKPOINT_DIR, DEFAULT_EPOCHS, ComputeConfig, DataConfig, ModelConfig, ScheduleConfig, TrainConfig,
+)
 from charrnn.data import token_cache
 from charrnn.data.corpus import is_standard_input
 from charrnn.data.tokenizer import Tokenizer
@@ -170,11 +172,10 @@ def open_session(request: TrainRequest, on_progress: token_cache.Progress = lamb
 
     The checkpoint folder is locked for the run (call ``Session.close`` at its end) and must not hold
     another model, nor a later stretch of the resumed model's life, unless ``overwrite`` (see
-    folder): replacing another model's ``latest.npz`` by accident would lose it.
+    folder): replacing another model's ``latest.npz`` by accident would lose it. A new run given no
+    folder gets a new one of its own under checkpoints/ (``folder.secure_run_folder``).
     """
-    directory = folder.target_directory(request.resume, request.schedule.checkpoint_dir, "checkpoint_dir" in request.explicit)
-    request = dataclasses.replace(request, schedule=dataclasses.replace(request.schedule, checkpoint_dir=directory))
-    created = not os.path.isdir(directory)
+    directory = folder.target_directory(request.resume, request.schedule.checkpoint_dir)
     notes: list[str] = []
     if request.resume is None:
         identity, ckpt = None, None
@@ -189,15 +190,25 @@ def open_session(request: TrainRequest, on_progress: token_cache.Progress = lamb
             )
         identity = checkpoint.Identity(ckpt.run_id, ckpt.progress.step)
         advice = "write elsewhere with --checkpoint-dir, or replace those files with --overwrite"
-    existing = folder_files.find_latest(directory)
-    lock, claim = folder.secure(directory, identity, request.overwrite, advice.format(path=existing), notes)
+    if directory is None:
+        if request.overwrite:
+            notes.append("--overwrite replaces checkpoints only in a --checkpoint-dir given; a new run without one "
+                         "gets a folder of its own")
+        name = folder.run_folder_name(request.corpus_paths)
+        lock, claim, created = folder.secure_run_folder(DEFAULT_CHECKPOINT_DIR, name, notes)
+        directory = claim.directory
+    else:
+        created = [] if os.path.isdir(directory) else [directory]
+        existing = folder_files.find_latest(directory)
+        lock, claim = folder.secure(directory, identity, request.overwrite, advice.format(path=existing), notes)
+    request = dataclasses.replace(request, schedule=dataclasses.replace(request.schedule, checkpoint_dir=directory))
     try:
         session = _fresh(request, on_progress) if ckpt is None else _resumed(request, ckpt, on_progress)
     except BaseException:
         lock.release()  # removes the lock file
-        if created:  # leave no empty folder behind for a run that never started
+        for path in created:  # leave no empty folder behind for a run that never started
             with suppress(OSError):
-                os.rmdir(directory)
+                os.rmdir(path)
         raise
     session.lock, session.claim = lock, claim
     session.notes[:0] = notes
