@@ -89,3 +89,18 @@ def thread_settings(environ: Mapping[str, str] = os.environ) -> dict[str, str]:
         return {}
     threads = str(threads_per_rank(environ))
     return {name: threads for name in THREAD_VARIABLES if name not in environ}
+
+
+def threads_of_process(environ: Mapping[str, str] = os.environ) -> Optional[int]:
+    """The threads charrnn's own pools (elementwise work, the two halves of a batch) may use in a process an
+    MPI launcher started: the BLAS thread count it runs with (``thread_settings``'s, or the user's own), so
+    that the ranks on a node share its cores instead of each taking all of them. None in a process started
+    otherwise, whose pools size themselves from the machine as they always have.
+    """
+    if not launched_by_mpi(environ):
+        return None
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = environ.get(name, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return threads_per_rank(environ)

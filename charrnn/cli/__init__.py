@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from charrnn import __version__
+from charrnn import __version__, mpi_environment
 from charrnn.cli.eval_command import eval_command
 from charrnn.cli.exits import CharRNNGroup
 from charrnn.cli.export_command import export_command
@@ -73,8 +73,15 @@ def configure_blas() -> None:
         os.environ.setdefault(name, value)
 
 
+def configure_threads() -> None:
+    """Under an MPI launcher, give this process its share of the node's cores (mpi_environment.py), as
+    BLAS and numba read it once when they load: before numpy is imported."""
+    os.environ.update(mpi_environment.thread_settings())
+
+
 def main(*args: Any, **kwargs: Any) -> Any:
     """Console entry point."""
     configure_blas()  # this package imports numpy only inside commands, so this comes first
+    configure_threads()
     kwargs.setdefault("auto_envvar_prefix", ENVVAR_PREFIX)
     return cli(*args, **kwargs)

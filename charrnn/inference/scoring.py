@@ -77,6 +77,7 @@ def score_ids(
     batch_size: int = 32,
     kernels: Kernels = NUMPY,
     on_progress: Progress = lambda done, total: None,
+    share: tuple[int, int] = (0, 1),
 ) -> Score:
     """Score every token of ``ids`` (N,) after the first, each predicted from all the text before it.
 
@@ -84,18 +85,28 @@ def score_ids(
     state, so the first tokens of each stream see less context than they would in one long pass.
     ``token_lengths`` (V,) gives the characters of each token, for bits per character. ``kernels``
     runs the cells and the cross-entropy (backend.py). ``on_progress`` hears how far scoring has got.
+
+    ``share`` (k, n) scores only the k-th of n contiguous parts of the streams, for n processes that
+    share the work (training/distributed.py): the n parts' totals add up to the whole text's.
     """
     count = len(ids) - 1
     if count < 1:
         return Score(0, 0, 0.0)
     batch = min(batch_size, count)
     length = -(-count // batch)  # ceil: stream j scores targets j·length ... (j + 1)·length − 1
+    part, parts = share
+    first_stream, stop_stream = batch * part // parts, batch * (part + 1) // parts
+    first_target, stop_target = min(count, first_stream * length), min(count, stop_stream * length)
+    if stop_target <= first_target:
+        return Score(0, 0, 0.0)
+    count_scored = stop_target - first_target
+    batch = stop_stream - first_stream
     # Per position, forward-only work keeps the logits (V values) and every layer's cell cache (at
     # most about 8·H values for an LSTM); the chunk of steps is cut so that both stay bounded.
     width = max(config.vocab_size, 8 * config.hidden_size * config.num_layers)
     chunk = max(1, min(length, _LOGITS_PER_CHUNK // (batch * width)))
     hidden = network.initial_hidden(config, batch)
-    stream_starts = np.arange(batch)[:, None] * length
+    stream_starts = np.arange(first_stream, stop_stream)[:, None] * length
     total_nats = 0.0
     for start in range(0, length, chunk):
         # Target positions of this window in every stream (B, w); the ones past the text are padding.
@@ -106,12 +117,13 @@ def score_ids(
         with fpu.flushing():  # exp of very negative logits would otherwise crawl through subnormals
             losses, hidden = network.token_losses(params, config, inputs.T, targets.T, hidden, kernels)
         total_nats += float(losses[scored.T].sum())
-        on_progress(min(count, batch * min(start + chunk, length)), count)
+        on_progress(min(count_scored, batch * min(start + chunk, length)), count_scored)
     if (token_lengths == 1).all():
-        characters = count
+        characters = count_scored
     else:
-        characters = sum(int(token_lengths[ids[i + 1 : i + 1 + (1 << 20)]].sum()) for i in range(0, count, 1 << 20))
-    return Score(count, characters, total_nats)
+        characters = sum(int(token_lengths[ids[i + 1 : min(i + 1 + (1 << 20), stop_target + 1)]].sum())
+                         for i in range(first_target, stop_target, 1 << 20))
+    return Score(count_scored, characters, total_nats)
 
 
 def score_text(

@@ -81,12 +81,13 @@ def read_training_data(
 
 
 def prepare_streams(
-    ids: np.ndarray, val_ids: Optional[np.ndarray], config: TrainConfig, shrinkable: bool, notes: list[str]
+    ids: np.ndarray, val_ids: Optional[np.ndarray], config: TrainConfig, shrinkable: bool, notes: list[str],
+    batch_multiple: int = 1,
 ) -> tuple[np.ndarray, Optional[np.ndarray], TrainConfig]:
     """(streams (B, L), validation ids or None, config): validation split off, the rest cut into streams.
 
-    A batch size the user did not give (``shrinkable``) shrinks to fit a small corpus, and the returned
-    config says so.
+    A batch size the user did not give (``shrinkable``) shrinks to fit a small corpus, to a multiple of
+    ``batch_multiple`` (the processes that share the batch), and the returned config says so.
     """
     if val_ids is None and config.val_fraction > 0:
         ids, val_ids = split_validation(ids, config.val_fraction)
@@ -95,6 +96,7 @@ def prepare_streams(
         val_ids = None
     if shrinkable and not streams_fit(len(ids), config.batch_size, config.seq_length):
         fitting = len(ids) // (config.seq_length + 1)
+        fitting -= fitting % batch_multiple
         if fitting >= 1:
             notes.append(
                 f"the corpus is too short for {config.batch_size} streams of --seq-length {config.seq_length}; "

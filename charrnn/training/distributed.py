@@ -11,6 +11,13 @@ Rank 0 (the root) alone prints, logs, samples, holds the checkpoint folder's loc
 others follow the same schedule silently, joining the collective parts of it: validation (each rank
 scores a share of the text) and saving (the root gathers the streams' hidden states).
 
+No rank may leave the others waiting in a collective that it will never join. Whatever can fail on
+some ranks and not on others (reading a file, writing a checkpoint) runs inside ``together``, after
+which the ranks compare their outcomes, so all of them go on or all of them raise; a stop (a signal,
+--max-seconds) is voted in the step's all-reduce, so all of them stop after the same step. Anything
+else that ends one rank alone ends the whole job (``Group.abort``), as the launcher does when a process
+dies.
+
 mpi4py is imported here only, and only when an MPI launcher started the process
 (mpi_environment.launched_by_mpi); a plain ``charrnn train`` gets ``SOLO``, a group of one whose
 collectives do nothing and cost nothing. Only MPI's own collectives are used: no pickled objects
@@ -19,13 +26,16 @@ cross between ranks (the upper-case, buffer-based calls of mpi4py).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import sys
+import time
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Iterator, Mapping, Optional
 
 import numpy as np
 
-from charrnn.errors import ConfigError, TrainingError
+from charrnn.errors import CharRNNError, ConfigError, TrainingError
 from charrnn.install import extra_hint
 from charrnn.model import network
 from charrnn.model.ops import SparseRows
@@ -34,6 +44,19 @@ from charrnn.mpi_environment import RANK_VARIABLES, SWITCH_VARIABLE, launched_by
 # Steps between comparisons of the ranks' parameters. Comparing costs one pass over the parameters
 # (a checksum) and a gather of 32 bytes per rank: at every 100th step, well under 1 % of training.
 CHECK_EVERY_STEPS = 100
+# How long the processes of a job wait for each other to start training. Only a process that failed
+# before it could join (a mistake on its own command line) makes the others wait this long.
+START_WAIT_S = 60.0
+# The stop vote of a rank whose --max-seconds has run out; a signal votes 128 + its number.
+OUT_OF_TIME = 1
+
+
+class PeerFailed(CharRNNError):
+    """Another process of the job failed; this one stops with it (and its exit code)."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 @dataclass(frozen=True)
@@ -74,6 +97,24 @@ class Group:
         self.communicator.Allreduce(self.mpi.IN_PLACE, buffer, op=self.mpi.SUM)
         return buffer.tolist()
 
+    def from_rank(self, value: int, rank: int = 0) -> int:
+        """``rank``'s ``value`` (an int64), on every rank."""
+        if self.size == 1:
+            return value
+        buffer = np.array([value], dtype=np.int64)
+        self.communicator.Bcast(buffer, root=rank)
+        return int(buffer[0])
+
+    def text_from_rank(self, text: str, rank: int = 0) -> str:
+        """``rank``'s ``text``, on every rank (as UTF-8 bytes; a file name's undecodable bytes survive)."""
+        if self.size == 1:
+            return text
+        data = text.encode("utf-8", "surrogateescape") if self.rank == rank else b""
+        length = self.from_rank(len(data), rank)
+        buffer = np.frombuffer(data, dtype=np.uint8).copy() if self.rank == rank else np.empty(length, np.uint8)
+        self.communicator.Bcast(buffer, root=rank)
+        return buffer.tobytes().decode("utf-8", "surrogateescape")
+
     def ranks_differing(self, digest: bytes) -> list[int]:
         """The ranks whose ``digest`` (32 bytes, e.g. a sha256) differs from the root's; [] when all agree."""
         if self.size == 1:
@@ -101,14 +142,111 @@ class Group:
         if self.size > 1:
             self.communicator.Barrier()
 
+    def wait_for_everyone(self, limit_s: float) -> bool:
+        """Wait until every rank has reached this point, for at most ``limit_s`` seconds; False if one has not.
+
+        Polls a non-blocking barrier, so that a rank that never comes (it died before joining) cannot
+        hold the others forever, and so that a signal is handled while waiting.
+        """
+        if self.size == 1:
+            return True
+        request = self.communicator.Ibarrier()
+        deadline = time.monotonic() + limit_s
+        while not request.Test():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.002)
+        return True
+
+    def abort(self, exit_code: int) -> None:
+        """End every process of the job at once (MPI_Abort), this one with ``exit_code``: for an ending
+        the others cannot know of, which would otherwise leave them waiting in a collective forever."""
+        sys.stderr.flush()
+        self.communicator.Abort(exit_code)
+
+    def settle(self, error: Optional[BaseException]) -> None:
+        """Compare every rank's outcome of the same piece of work (``error`` None: it succeeded).
+
+        Returns on every rank when all succeeded. Otherwise the lowest failing rank's message and
+        exit code go to every rank; a rank that failed returns (to raise its own error), and the
+        others raise PeerFailed with that message and code. Either way the error is marked as raised
+        on every rank (``raised_together``).
+        """
+        if self.size == 1:
+            return
+        failed = error is not None
+        first = self.size - self.largest(self.size - self.rank if failed else 0)
+        if first == self.size:
+            return
+        code = self.from_rank(exit_code_of(error) if failed else 0, first)
+        message = self.text_from_rank(str(error) if failed else "", first)
+        if failed:
+            _mark_together(error)
+            return
+        peer = PeerFailed(f"process {first} of the {self.size} failed: {message}", code)
+        _mark_together(peer)
+        raise peer
+
 
 SOLO = Group()
 
 
-def join() -> Group:
+def exit_code_of(error: BaseException) -> int:
+    """The exit code an error ends the command with: its own (CharRNNError, click's errors), else 1."""
+    code = getattr(error, "exit_code", 1)
+    return code if isinstance(code, int) and code > 0 else 1
+
+
+_TOGETHER = "_charrnn_raised_on_every_process"
+
+
+def _mark_together(error: BaseException) -> None:
+    setattr(error, _TOGETHER, True)
+
+
+def raised_together(error: BaseException) -> bool:
+    """Whether ``error``, or an error it was raised while handling, was raised on every process at once
+    (by ``Group.settle``, or from a result every process shares), so that all of them are ending."""
+    seen: set[int] = set()
+    current: Optional[BaseException] = error
+    while current is not None and id(current) not in seen:
+        if getattr(current, _TOGETHER, False):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def raise_together(error: BaseException) -> BaseException:
+    """``error``, marked as raised on every process: for an error decided from values all of them share
+    (the reduced loss, a collective's result). Use as ``raise raise_together(TrainingError(...))``."""
+    _mark_together(error)
+    return error
+
+
+@contextlib.contextmanager
+def together(group: Group) -> Iterator[None]:
+    """Run the block on every process, then compare outcomes: if it raised on any, it raises on all.
+
+    The block may do different work on different ranks (the root writes, the others do nothing) but
+    must make no collective call. Only ``Exception`` is caught: a signal's interrupt ends the job.
+    """
+    if group.size == 1:
+        yield
+        return
+    try:
+        yield
+    except Exception as error:
+        group.settle(error)
+        raise
+    group.settle(None)
+
+
+def join(start_wait_s: float = START_WAIT_S) -> Group:
     """This process's group: ``SOLO`` unless an MPI launcher started it, else every process it started.
 
-    Raises ConfigError when a launcher started the process but mpi4py cannot be imported.
+    Waits (at most ``start_wait_s``) for every process to join. Raises ConfigError when a launcher
+    started the process but mpi4py cannot be imported, or when some process has not joined in time.
     """
     if not launched_by_mpi():
         return SOLO
@@ -121,7 +259,13 @@ def join() -> Group:
             "train in each process alone"
         ) from None
     communicator = MPI.COMM_WORLD
-    return Group(communicator.Get_rank(), communicator.Get_size(), communicator, MPI)
+    group = Group(communicator.Get_rank(), communicator.Get_size(), communicator, MPI)
+    if not group.wait_for_everyone(start_wait_s):
+        raise ConfigError(
+            f"not every process of the MPI job started training within {start_wait_s:g} s; one of them ended "
+            "before it could join (see its error above: a mistake on its command line?), or is not running charrnn"
+        )
+    return group
 
 
 def streams_of_rank(batch_size: int, group: Group) -> slice:
@@ -141,16 +285,24 @@ def streams_of_rank(batch_size: int, group: Group) -> slice:
 
 
 class GradientExchange:
-    """Every parameter's gradient in one flat buffer, summed across the ranks by one all-reduce per step.
+    """Every parameter's gradient in one flat buffer, averaged across the ranks by one all-reduce per step.
 
     The buffer holds the P gradient values, then the step's loss, then one slot per rank for its vote
-    to stop (0: go on; otherwise a stop code, see ``exchange``): 4·(P + 1 + N) bytes for float32 models,
+    to stop (0: go on; OUT_OF_TIME; 128 + a signal's number): 4·(P + 1 + N) bytes for float32 models,
     all in one all-reduce. A rank writes only its own vote slot, so after the sum every rank reads every
-    vote and all agree on the same decision.
+    vote and all agree on the same decision (the largest code), kept in ``stop_code``.
+
+    Call it as the training step's ``combine`` (loop.Trainee): ``exchange(grads, loss) -> (grads, loss)``.
     """
 
-    def __init__(self, params: network.Params, group: Group) -> None:
+    def __init__(self, params: network.Params, group: Group, vote: Callable[[], int] = lambda: 0,
+                 sparse_embedding: bool = True) -> None:
+        """``vote()`` is this rank's stop code, read at every exchange. With ``sparse_embedding`` an
+        embedding gradient that arrives as SparseRows leaves as SparseRows of the rows any rank touched
+        (for Adagrad, which updates only those: exactly the dense update, at the cost of the rows)."""
         self.group = group
+        self.vote = vote
+        self.sparse_embedding = sparse_embedding
         self.names = list(params)
         sizes = [params[name].size for name in self.names]
         dtype = params[self.names[0]].dtype
@@ -162,33 +314,60 @@ class GradientExchange:
             self.views[name] = self.buffer[offset : offset + size].reshape(params[name].shape)
             offset += size
         self.gradient_values = total
+        self.stop_code = 0  # the stop agreed so far: the largest vote of any rank at any exchange
+        self.seconds = 0.0  # spent in the all-reduce (waiting for the slowest rank included)
+        self.exchanges = 0
 
     @property
     def bytes_per_step(self) -> int:
         """What one all-reduce carries from each rank."""
         return self.buffer.nbytes
 
-    def exchange(self, grads: Mapping[str, Any], loss_nats: float, stop_code: int) -> tuple[dict[str, np.ndarray], float, int]:
-        """(the mean gradient over all ranks, the mean loss, the largest stop code any rank voted).
+    def agree(self) -> int:
+        """Vote outside a step (before the first, after the last): every rank's ``stop_code`` becomes the
+        largest of its own and every rank's current vote. One small collective."""
+        self.stop_code = self.group.largest(max(self.stop_code, self.vote()))
+        return self.stop_code
 
-        ``grads`` may hold SparseRows (an embedding's touched rows); they are laid out densely, so the
-        result holds dense arrays only: views of the buffer, valid until the next exchange.
+    def __call__(self, grads: Mapping[str, Any], loss_nats: float) -> tuple[dict[str, Any], float]:
+        """(the mean gradient over all ranks, the mean loss); the stop votes are agreed on the way.
+
+        The result's arrays are views of the buffer, valid until the next exchange.
         """
+        grads, loss_nats, _ = self.exchange(grads, loss_nats, self.vote())
+        return grads, loss_nats
+
+    def exchange(self, grads: Mapping[str, Any], loss_nats: float, stop_code: int) -> tuple[dict[str, Any], float, int]:
+        """(the mean gradient over all ranks, the mean loss, the largest stop code any rank voted so far).
+
+        ``grads`` may hold SparseRows (an embedding's touched rows); they travel densely.
+        """
+        sparse = []
         for name in self.names:
             grad, view = grads[name], self.views[name]
             if isinstance(grad, SparseRows):
                 view.fill(0)
                 view[grad.rows] = grad.values
+                sparse.append(name)
             else:
                 view[...] = grad
         tail = self.buffer[self.gradient_values :]
         tail.fill(0)
         tail[0] = loss_nats
         tail[1 + self.group.rank] = stop_code
+        started = time.perf_counter()
         self.group.sum_in_place(self.buffer)
-        scale = self.buffer.dtype.type(1.0 / self.group.size)
-        self.buffer[: self.gradient_values] *= scale
-        return dict(self.views), float(tail[0]) / self.group.size, int(round(float(tail[1:].max())))
+        self.seconds += time.perf_counter() - started
+        self.exchanges += 1
+        self.buffer[: self.gradient_values] *= self.buffer.dtype.type(1.0 / self.group.size)
+        self.stop_code = max(self.stop_code, int(round(float(tail[1:].max()))))
+        mean: dict[str, Any] = dict(self.views)
+        if self.sparse_embedding:
+            for name in sparse:
+                # Rows no rank touched are exactly zero; the rows left are the union of every rank's.
+                rows = np.flatnonzero(self.views[name].any(axis=1))
+                mean[name] = SparseRows(rows, self.views[name][rows])
+        return mean, float(tail[0]) / self.group.size, self.stop_code
 
 
 def parameters_digest(params: Mapping[str, np.ndarray]) -> bytes:
@@ -204,11 +383,11 @@ def require_same_parameters(params: Mapping[str, np.ndarray], group: Group, step
     """Raise TrainingError on every rank when some rank's parameters differ from the root's."""
     differing = group.ranks_differing(parameters_digest(params))
     if differing:
-        raise TrainingError(
+        raise raise_together(TrainingError(
             f"the processes no longer hold the same model at step {step} (rank {differing[0]} differs from rank "
             "0): their arithmetic disagrees (different numpy, BLAS or processors?); stopped without saving, the last "
             "checkpoint is kept"
-        )
+        ))
 
 
 def require_same_run(description: bytes, group: Group) -> None:
@@ -218,7 +397,7 @@ def require_same_run(description: bytes, group: Group) -> None:
     """
     differing = group.ranks_differing(hashlib.sha256(description).digest())
     if differing:
-        raise ConfigError(
+        raise raise_together(ConfigError(
             f"process {differing[0]} of the MPI job was started with other options or other corpus bytes than "
             "process 0; start every process with the same command on the same files"
-        )
+        ))

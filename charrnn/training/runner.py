@@ -6,6 +6,7 @@ summary line.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -15,9 +16,11 @@ from typing import Callable, Iterator, Optional, Union
 import numpy as np
 
 from charrnn.checkpoints import checkpoint, folder_files
+from charrnn.checkpoints.checkpoint import Checkpoint
+from charrnn.errors import TrainingError
 from charrnn.inference import sampling, scoring
 from charrnn.model import network
-from charrnn.training import loop
+from charrnn.training import distributed, loop
 from charrnn.config import ModelConfig, SampleConfig, TrainConfig
 from charrnn.training.session import Session, to_checkpoint
 
@@ -89,6 +92,9 @@ class Finished:
     validations_since_best: int = 0
     best_step: Optional[int] = None  # the step of the lowest validation loss (best.npz), if known
     best_val_loss_nats: Optional[float] = None
+    # The signal that stopped the run, if one did; in a run on several processes (distributed.py), the one
+    # any of them received, so that every process ends the same way.
+    signal_number: Optional[int] = None
 
 
 Event = Union[Started, loop.StepResult, Evaluated, Sampled, Saved, Finished]
@@ -144,10 +150,14 @@ def _validate(session: Session, token_lengths: np.ndarray) -> Iterator[Event]:
     progress = session.trainee.progress
     limit = session.request.schedule.eval_tokens
     val_ids = session.val_ids if not limit else session.val_ids[: limit + 1]
+    group = session.group
     score = scoring.score_ids(
         session.trainee.params, session.model_config, val_ids, token_lengths, session.train_config.batch_size,
-        session.trainee.kernels,
+        session.trainee.kernels, share=(group.rank, group.size),
     )
+    if group.size > 1:  # each process scored its share of the streams: the whole text's totals
+        tokens, characters, nats = group.sums([score.tokens_scored, score.characters_scored, score.total_nats])
+        score = scoring.Score(int(tokens), int(characters), nats, score.tokens_unknown)
     progress.val_step = progress.step
     progress.val_loss_nats = score.loss_nats
     progress.val_bits_per_char = score.bits_per_char
@@ -156,8 +166,11 @@ def _validate(session: Session, token_lengths: np.ndarray) -> Iterator[Event]:
         progress.best_val_loss_nats, progress.best_val_step = score.loss_nats, progress.step
         progress.validations_since_best = 0
         path = os.path.join(session.checkpoint_dir, folder_files.BEST_NAME)
-        checkpoint.write(to_checkpoint(session), path)
-        _written(session, path)
+        ckpt = _checkpoint_to_write(session)
+        with distributed.together(session.group):
+            if ckpt is not None:
+                checkpoint.write(ckpt, path)
+                _written(session, path)
         yield Saved(progress.step, path)
     else:
         progress.validations_since_best += 1
@@ -170,20 +183,79 @@ def _written(session: Session, *paths: str) -> None:
         session.claim.after_write(paths)
 
 
+def _checkpoint_to_write(session: Session) -> Optional[Checkpoint]:
+    """The session as a checkpoint, in the process that writes (None in the others).
+
+    With several processes every one of them must call this at the same point: their models are
+    compared, and the root gathers every stream's hidden state, so that the checkpoint holds the whole
+    (B, H) batch and resumes on any number of processes.
+    """
+    group = session.group
+    if group.size == 1:
+        return to_checkpoint(session)
+    distributed.require_same_parameters(session.trainee.params, group, session.trainee.progress.step)
+    hidden = group.gather_rows(session.trainee.hidden)
+    return dataclasses.replace(to_checkpoint(session), hidden=hidden) if group.is_root else None
+
+
 def _save(session: Session) -> str:
     """Write the step checkpoint and latest.npz, then prune old step files; returns latest's path."""
     directory = session.checkpoint_dir
-    path = folder_files.save(to_checkpoint(session), directory)
-    _written(session, path, os.path.join(directory, folder_files.step_filename(session.trainee.progress.step)))
-    folder_files.prune_step_files(directory, session.request.schedule.checkpoint_keep)
-    return path
+    ckpt = _checkpoint_to_write(session)
+    with distributed.together(session.group):  # the root writes; a failure there stops every process
+        if ckpt is not None:
+            folder_files.save(ckpt, directory)
+            _written(session, os.path.join(directory, folder_files.LATEST_NAME),
+                     os.path.join(directory, folder_files.step_filename(session.trainee.progress.step)))
+            folder_files.prune_step_files(directory, session.request.schedule.checkpoint_keep)
+    return os.path.join(directory, folder_files.LATEST_NAME)
 
 
-def run_session(session: Session, should_stop: Callable[[], bool] = lambda: False) -> Iterator[Event]:
+def _steps_together(steps: Iterator[loop.StepResult], group: distributed.Group) -> Iterator[loop.StepResult]:
+    """The loop's steps. Its errors (a loss that is not finite, a diverging run) come from the mean loss,
+    which every process shares, so each process raises them at the same step."""
+    try:
+        yield from steps
+    except TrainingError as error:
+        raise distributed.raise_together(error) if group.size > 1 else error
+
+
+def _exchange(session: Session, should_stop: Callable[[], int], out_of_time: Callable[[], bool]
+              ) -> Optional[distributed.GradientExchange]:
+    """For a run on several processes: the all-reduce that averages every step's gradient and agrees on
+    stopping, installed as the trainee's ``combine``. None for one process."""
+    group = session.group
+    if group.size == 1:
+        return None
+
+    def vote() -> int:
+        signal = int(should_stop())
+        return 128 + signal if signal else distributed.OUT_OF_TIME if out_of_time() else 0
+
+    exchange = distributed.GradientExchange(
+        session.trainee.params, group, vote, sparse_embedding=session.train_config.optimizer == "adagrad"
+    )
+    session.trainee.combine = exchange
+    exchange.agree()  # a stop asked before the first step trains nothing, as in one process
+    return exchange
+
+
+def _stop_reason(exchange: Optional[distributed.GradientExchange], should_stop: Callable[[], int],
+                 out_of_time: Callable[[], bool]) -> tuple[Optional[int], bool]:
+    """(the signal that asked the run to stop or None, whether --max-seconds ran out), at the run's end:
+    in a run on several processes, what any of them saw, agreed in one last vote."""
+    if exchange is None:
+        signal = int(should_stop())
+        return signal or None, out_of_time()
+    code = exchange.agree()
+    return (code - 128 if code >= 128 else None), code == distributed.OUT_OF_TIME
+
+
+def run_session(session: Session, should_stop: Callable[[], int] = lambda: 0) -> Iterator[Event]:
     """Train ``session`` to its limit, yielding events; validates, samples and saves on schedule.
 
     At the end the model is validated (if there is validation text) and saved. When ``should_stop()``
-    turns true the current step finishes, the model is saved and the run ends with
+    turns true (the number of the signal that asks, or True) the current step finishes, the model is saved and the run ends with
     ``Finished(interrupted=True)``. After ``schedule.patience`` validations in a row without a new best
     (none if it is 0) the run stops early the same way, with ``Finished(stopped_early=True)``. If
     training fails (a NaN loss, a failed write) nothing is saved over the last good checkpoint.
@@ -219,16 +291,25 @@ def run_session(session: Session, should_stop: Callable[[], bool] = lambda: Fals
         return deadline is not None and time.perf_counter() >= deadline
 
     stopped_early = False
-    for result in loop.train_steps(trainee, session.streams, session.train_config,
-                           lambda: stopped_early or should_stop() or out_of_time()):
+    group = session.group
+    exchange = _exchange(session, should_stop, out_of_time)  # None for one process
+
+    def stopping() -> bool:
+        if exchange is None:
+            return stopped_early or bool(should_stop()) or out_of_time()
+        return stopped_early or exchange.stop_code != 0  # agreed by every process in the step's all-reduce
+
+    for result in _steps_together(loop.train_steps(trainee, session.streams, session.train_config, stopping), group):
         yield result
         step = result.step
+        if group.size > 1 and step % distributed.CHECK_EVERY_STEPS == 0:
+            distributed.require_same_parameters(trainee.params, group, step)
         if validating and schedule.eval_every and step % schedule.eval_every == 0:
             for event in _validate(session, token_lengths):
                 last_score = event.score if isinstance(event, Evaluated) else last_score
                 yield event
             stopped_early = bool(schedule.patience) and progress.validations_since_best >= schedule.patience
-        if schedule.sample_every and step % schedule.sample_every == 0:
+        if schedule.sample_every and step % schedule.sample_every == 0 and group.is_root:
             yield Sampled(step, 1.0, training_sample(session, schedule.sample_length))
         if schedule.checkpoint_every and step % schedule.checkpoint_every == 0:
             saved_path = _save(session)
@@ -242,6 +323,7 @@ def run_session(session: Session, should_stop: Callable[[], bool] = lambda: Fals
         if saved_step != progress.step:
             saved_path = _save(session)
             yield Saved(progress.step, saved_path)
+    stop_signal, ran_out = _stop_reason(exchange, should_stop, out_of_time)
     yield Finished(
         steps=progress.step,
         steps_this_run=progress.step - first_step,
@@ -251,12 +333,13 @@ def run_session(session: Session, should_stop: Callable[[], bool] = lambda: Fals
         val_score=last_score,
         seconds=time.perf_counter() - started,
         checkpoint_path=saved_path or session.resumed_from,
-        interrupted=should_stop(),
+        interrupted=stop_signal is not None,
         backend=trainee.kernels.name,
-        out_of_time=not (stopped_early or should_stop()) and out_of_time() and not loop.is_finished(
+        out_of_time=not (stopped_early or stop_signal is not None) and ran_out and not loop.is_finished(
             progress, session.streams, session.train_config),
         stopped_early=stopped_early,
         validations_since_best=progress.validations_since_best,
         best_step=progress.best_val_step,
         best_val_loss_nats=progress.best_val_loss_nats,
+        signal_number=stop_signal,
     )

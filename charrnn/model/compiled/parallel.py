@@ -9,6 +9,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from charrnn.mpi_environment import threads_of_process
+
 # --- running a recurrence over two halves of the batch at once -------------------------------------------
 
 
@@ -53,7 +55,9 @@ class BatchHalves:
     MIN_BATCH = 8  # smaller batches are not worth a thread
 
     def __init__(self) -> None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        cores = threads_of_process() or (
+            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        )
         self._blas = _openblas_threads() if cores > 1 else None
         self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
 
