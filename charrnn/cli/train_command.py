@@ -95,14 +95,16 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
     each on B/N of the --batch-size streams; the first one alone prints and writes (pip install
     '.[mpi]'; see docs/distributed.md).
     """
-    from charrnn.cli.ranks import end_together
+    from charrnn.cli.ranks import Launch, end_together
     from charrnn.training import distributed
 
-    group = distributed.join()
+    launch = ctx.find_root().obj  # joined by main() under an MPI launcher
+    group = launch.group if isinstance(launch, Launch) else distributed.join()
     if group.size == 1:
         code = _train(ctx, corpus, options, group)
     else:
-        code = end_together(group, lambda: _train(ctx, corpus, options, group))
+        code = end_together(launch if isinstance(launch, Launch) else Launch(group),
+                            lambda: _train(ctx, corpus, options, group))
     if code:
         sys.exit(code)
 

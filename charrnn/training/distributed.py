@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -44,8 +45,8 @@ from charrnn.mpi_environment import RANK_VARIABLES, SWITCH_VARIABLE, launched_by
 # Steps between comparisons of the ranks' parameters. Comparing costs one pass over the parameters
 # (a checksum) and a gather of 32 bytes per rank: at every 100th step, well under 1 % of training.
 CHECK_EVERY_STEPS = 100
-# How long the processes of a job wait for each other to start training. Only a process that failed
-# before it could join (a mistake on its own command line) makes the others wait this long.
+# How long the processes of a job wait for each other to start training (cli/ranks.py). Only a
+# process that is not running charrnn train, or died before it could join, makes the others wait this long.
 START_WAIT_S = 60.0
 # The stop vote of a rank whose --max-seconds has run out; a signal votes 128 + its number.
 OUT_OF_TIME = 1
@@ -142,22 +143,6 @@ class Group:
         if self.size > 1:
             self.communicator.Barrier()
 
-    def wait_for_everyone(self, limit_s: float) -> bool:
-        """Wait until every rank has reached this point, for at most ``limit_s`` seconds; False if one has not.
-
-        Polls a non-blocking barrier, so that a rank that never comes (it died before joining) cannot
-        hold the others forever, and so that a signal is handled while waiting.
-        """
-        if self.size == 1:
-            return True
-        request = self.communicator.Ibarrier()
-        deadline = time.monotonic() + limit_s
-        while not request.Test():
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.002)
-        return True
-
     def abort(self, exit_code: int) -> None:
         """End every process of the job at once (MPI_Abort), this one with ``exit_code``: for an ending
         the others cannot know of, which would otherwise leave them waiting in a collective forever."""
@@ -183,7 +168,7 @@ class Group:
         if failed:
             _mark_together(error)
             return
-        peer = PeerFailed(f"process {first} of the {self.size} failed: {message}", code)
+        peer = PeerFailed(f"process {first} of the {self.size} in the MPI job failed: {message}", code)
         _mark_together(peer)
         raise peer
 
@@ -242,14 +227,18 @@ def together(group: Group) -> Iterator[None]:
     group.settle(None)
 
 
-def join(start_wait_s: float = START_WAIT_S) -> Group:
+def join() -> Group:
     """This process's group: ``SOLO`` unless an MPI launcher started it, else every process it started.
 
-    Waits (at most ``start_wait_s``) for every process to join. Raises ConfigError when a launcher
-    started the process but mpi4py cannot be imported, or when some process has not joined in time.
+    Raises ConfigError when a launcher started the process but mpi4py cannot be imported.
     """
     if not launched_by_mpi():
         return SOLO
+    # Importing mpi4py.MPI calls MPI_Init, which waits in C code until every process of the job has
+    # called it; a Python signal handler cannot run there. So the default actions apply meanwhile: a
+    # Ctrl-C or SIGTERM that the launcher forwards ends a process left waiting by one that never came.
+    defaults = {s: signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(s) is not signal.SIG_IGN}
     try:
         from mpi4py import MPI
     except ImportError as exc:
@@ -258,14 +247,11 @@ def join(start_wait_s: float = START_WAIT_S) -> Group:
             f"cannot be imported ({exc}); install it with {extra_hint('mpi')}, or set {SWITCH_VARIABLE}=0 to "
             "train in each process alone"
         ) from None
+    finally:
+        for number, handler in defaults.items():
+            signal.signal(number, handler)
     communicator = MPI.COMM_WORLD
-    group = Group(communicator.Get_rank(), communicator.Get_size(), communicator, MPI)
-    if not group.wait_for_everyone(start_wait_s):
-        raise ConfigError(
-            f"not every process of the MPI job started training within {start_wait_s:g} s; one of them ended "
-            "before it could join (see its error above: a mistake on its command line?), or is not running charrnn"
-        )
-    return group
+    return Group(communicator.Get_rank(), communicator.Get_size(), communicator, MPI)
 
 
 def streams_of_rank(batch_size: int, group: Group) -> slice:
