@@ -168,7 +168,7 @@ class Group:
         if failed:
             _mark_together(error)
             return
-        peer = PeerFailed(f"process {first} of the {self.size} in the MPI job failed: {message}", code)
+        peer = PeerFailed(f"process {first} of {self.size} in the MPI job failed: {message}", code)
         _mark_together(peer)
         raise peer
 
