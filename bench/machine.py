@@ -21,11 +21,6 @@ import numpy as np
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 BYTES_PER_GB = 1e9
-OPENBLAS_SYMBOLS = tuple(
-    (f"{prefix}_get_corename{suffix}", f"{prefix}_get_num_threads{suffix}")
-    for prefix in ("scipy_openblas", "openblas")
-    for suffix in ("64_", "")
-)
 
 
 def peak_rss_mib() -> float:
@@ -47,24 +42,14 @@ def peak_rss_mib() -> float:
 
 
 def openblas_runtime() -> Optional[str]:
-    """OpenBLAS's run-time core and thread count, asked through ctypes (None if it cannot be)."""
-    import ctypes
-
-    from charrnn.model.compiled.parallel import openblas_libraries  # no numba: the module needs numpy only
-
-    for library in openblas_libraries():
-        try:
-            lib = ctypes.CDLL(library)
-        except OSError:
-            continue
-        # numpy's wheels bundle scipy-openblas with 64-bit-integer symbols; other builds use plain names.
-        for corename_symbol, threads_symbol in OPENBLAS_SYMBOLS:
-            try:
-                corename, threads = getattr(lib, corename_symbol), getattr(lib, threads_symbol)
-            except AttributeError:
-                continue
-            corename.restype = ctypes.c_char_p
-            return f"OpenBLAS core {corename().decode()}, {threads()} threads"
+    """The core OpenBLAS runs on and its thread count, from threadpoolctl (None without it, or without OpenBLAS)."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    for library in threadpool_info():
+        if library.get("internal_api") == "openblas":
+            return f"OpenBLAS core {library.get('architecture')}, {library.get('num_threads')} threads"
     return None
 
 

@@ -376,6 +376,30 @@ def evaluate(model: NgramModel, tokens: Sequence[Hashable] | np.ndarray) -> dict
     }
 
 
+def cloze_log_scores(
+    model: NgramModel, left: Sequence[Hashable], right: Sequence[Hashable], candidates: Sequence[int]
+) -> np.ndarray:
+    """log p(text with c in the blank) − log p(left), for each candidate id c, reading both sides.
+
+    The n-gram probabilities that involve the blank are p(c | the order − 1 tokens before it) and those of
+    the next order − 1 tokens after it, whose contexts hold c; every other factor of the whole text's
+    probability is the same for all candidates. So P(c | left, right) ∝ exp(the returned score), exactly,
+    as whole-text scoring by a left-to-right RNN (charrnn fill) is, but only order − 1 tokens deep.
+    """
+    width = model.order - 1
+    before = model.encode(list(left)[-width:]) if width else []
+    after = model.encode(list(right)[:width])
+    scores = np.empty(len(candidates))
+    for index, candidate in enumerate(candidates):
+        text = before + [candidate] + after
+        start = len(before)
+        total = 0.0
+        for position in range(start, len(text)):
+            total += math.log(model.prob_id(text[max(0, position - width) : position], text[position]))
+        scores[index] = total
+    return scores
+
+
 def check_normalisation(
     model: NgramModel, contexts: Sequence[Sequence[Hashable]], tolerance: float = NORMALISATION_TOLERANCE
 ) -> float:

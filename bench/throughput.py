@@ -19,6 +19,11 @@ document instead.
     python -m bench.throughput --config en --cells rnn,gru,lstm --backend numpy,numba --impl charrnn,torch
     python -m bench.throughput --config zh --cells gru --num-layers 2 --rounds 3
     python -m bench.throughput --loss-check 300         # do charrnn's and torch's losses fall alike?
+    python -m bench.throughput --config en --impl charrnn --bidirectional   # bidirectional ÷ forward, both backends
+
+With ``--bidirectional`` every charrnn variant is also measured as a bidirectional (blank-filling) model of
+the same size (``charrnn-numpy/bidi``; ``--look-ahead`` tokens past each window), in the same rounds, and
+the ratio of its tokens/s to the forward model's is printed (issue 21's target: at least 0.45×).
 
 Without torch installed, the torch rows are skipped with a note (pip install -r bench/requirements.txt).
 """
@@ -55,7 +60,10 @@ IMPL_LABELS = {
     "charrnn-numba": "charrnn, numba backend",
     "torch": "PyTorch reference",
     "classic": "classic (batch 1, float64)",
+    "charrnn-numpy/bidi": "charrnn bidirectional, numpy backend",
+    "charrnn-numba/bidi": "charrnn bidirectional, numba backend",
 }
+BIDI = "/bidi"  # the suffix of a bidirectional variant
 CONFIGS = {
     "zh": "tang300.txt",  # Chinese characters, vocabulary ≈2,600
     "en": "devils_dictionary.txt",  # English characters, vocabulary ≈85
@@ -158,7 +166,8 @@ def prepare_dataset(name: str, corpus_path: Path, corpus_label: str, work_dir: P
 
 
 def charrnn_step_function(
-    vocab_size: int, args, total_steps: int, cell: str = "rnn", backend_name: str = "numpy"
+    vocab_size: int, args, total_steps: int, cell: str = "rnn", backend_name: str = "numpy",
+    bidirectional: bool = False,
 ) -> Callable[[np.ndarray], float]:
     """A function training charrnn one step on (B, L) streams and returning the step's loss in nats.
 
@@ -171,9 +180,10 @@ def charrnn_step_function(
 
     model_config = ModelConfig(
         vocab_size=vocab_size, hidden_size=args.hidden_size, dtype="float32", cell=cell,
-        num_layers=getattr(args, "num_layers", 1), embed_size=embed_size(args),
+        num_layers=getattr(args, "num_layers", 1), embed_size=embed_size(args), bidirectional=bidirectional,
     )
     train_config = TrainConfig(
+        look_ahead=getattr(args, "look_ahead", 0),
         seq_length=args.seq_length,
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
@@ -250,7 +260,8 @@ def run_worker(args) -> int:
             step = lambda: trainer.train_step(streams)  # noqa: E731
         else:
             started = time.perf_counter()
-            train = charrnn_step_function(vocab_size, args, args.warmup + args.steps, args.cell, args.backend)
+            train = charrnn_step_function(vocab_size, args, args.warmup + args.steps, args.cell, args.backend,
+                                          args.bidirectional)
             train(streams)  # the first step compiles the numba backend's kernels, or loads them from its cache
             report["first_step_s"] = time.perf_counter() - started
             step = lambda: train(streams)  # noqa: E731
@@ -270,7 +281,8 @@ def run_worker(args) -> int:
 
 
 def _worker_command(variant: str, dataset: Dataset, cell: str, args) -> list[str]:
-    impl, _, backend_name = variant.partition("-")
+    bidirectional = variant.endswith(BIDI)
+    impl, _, backend_name = variant.removesuffix(BIDI).partition("-")
     return [
         sys.executable, "-m", "bench.throughput", "--worker", impl, "--backend", backend_name or "numpy",
         "--cell", cell, "--num-layers", str(args.num_layers), "--embed-size", str(embed_size(args)),
@@ -280,7 +292,8 @@ def _worker_command(variant: str, dataset: Dataset, cell: str, args) -> list[str
         "--clip", str(args.clip), "--steps", str(args.steps), "--warmup", str(args.warmup),
         "--threads", str(args.threads or 0),
         "--classic-steps", str(args.classic_steps), "--classic-warmup", str(args.classic_warmup),
-    ]
+        "--look-ahead", str(args.look_ahead),
+    ] + (["--bidirectional"] if bidirectional else [])
 
 
 def worker_environment(impl: str, threads: Optional[int] = None) -> dict[str, str]:
@@ -392,6 +405,11 @@ def measure_config(dataset: Dataset, cell: str, impls: Sequence[str], args) -> d
     ratios = {}
     for ours_name in (impl for impl in impls if impl.startswith("charrnn-")):
         ours = summaries[ours_name].get("tokens_per_s")
+        if ours_name.endswith(BIDI):  # against the same backend's forward model, measured in the same rounds
+            forward = summaries.get(ours_name.removesuffix(BIDI), {}).get("tokens_per_s")
+            if ours and forward:
+                ratios[f"{ours_name}/{ours_name.removesuffix(BIDI)}"] = ours / forward
+            continue
         for other in ("charrnn-numpy", "torch", "classic"):
             theirs = summaries.get(other, {}).get("tokens_per_s")
             if ours and theirs and other != ours_name:
@@ -469,15 +487,15 @@ def print_report(machine: dict[str, Any], results: list[dict[str, Any]], notes: 
               f"vocabulary {result['vocab_size']:,}, {result['flops_per_token'] / 1e6:.2f} MFLOP/token ==")
         if gemm is not None:
             print(f"numpy float32 GEMM ({result['gemm']['shape']}): {gemm:.1f} GFLOP/s ({args.statistic} round)")
-        print(f"{'implementation':<14} {'tokens/s':>10} {'(min–max)':>19} {'GFLOP/s':>8} {'% GEMM':>7} "
+        print(f"{'implementation':<19} {'tokens/s':>10} {'(min–max)':>19} {'GFLOP/s':>8} {'% GEMM':>7} "
               f"{'peak RSS':>10} {'(setup)':>8}  loss first → last")
         for impl, s in result["implementations"].items():
             if s.get("tokens_per_s") is None:
-                print(f"{impl:<14} failed: {s['error']}")
+                print(f"{impl:<19} failed: {s['error']}")
                 continue
             fraction = s["fraction_of_gemm"]
             percent = f"{100 * fraction:.0f}%" if fraction is not None and impl != "classic" else "—"
-            print(f"{impl:<14} {s['tokens_per_s']:>10,.0f} "
+            print(f"{impl:<19} {s['tokens_per_s']:>10,.0f} "
                   f"{'(' + _fmt_rate(s['tokens_per_s_min']) + '–' + _fmt_rate(s['tokens_per_s_max']) + ')':>19} "
                   f"{s['gflops']:>8.2f} {percent:>7} {s['peak_rss_mib']:>6.0f} MiB {s['setup_rss_mib']:>4.0f} MiB"
                   f"  {s['first_loss_nats']:.2f} → {s['last_loss_nats']:.2f}")
@@ -605,6 +623,9 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--classic-steps", type=int, default=10, help="timed steps per round of the classic loop")
     parser.add_argument("--classic-warmup", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=5, help="round-robin rounds")
+    parser.add_argument("--bidirectional", action="store_true",
+                        help="also measure every charrnn variant as a bidirectional model (ratio to the forward one)")
+    parser.add_argument("--look-ahead", type=int, default=0, help="a bidirectional model's look-ahead tokens")
     parser.add_argument("--statistic", choices=tuple(STATISTICS), default="best",
                         help="how rounds combine into the reported figure (default: the best round, since "
                              "other work on the machine only slows rounds down)")
@@ -656,6 +677,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         notes.append("numba is not installed, so the numba backend was skipped (pip install '.[fast]')")
     impls = [variant for impl in args.impl for variant in
              ([f"charrnn-{name}" for name in backends] if impl == "charrnn" else [impl])]
+    if args.bidirectional:
+        impls += [variant + BIDI for variant in impls if variant.startswith("charrnn-")]
     if importlib.util.find_spec("torch") is None:
         if args.loss_check:
             print("Error: --loss-check needs torch (pip install -r bench/requirements.txt)", file=sys.stderr)

@@ -19,7 +19,11 @@ Where this differs from charrnn's vanilla RNN, it is because that is what PyTorc
   bias is zero, as charrnn does.
 - ``identity_input=True`` fixes the first layer's W_ih at the identity and its b_hh at zero, which
   makes the model exactly charrnn's (for loss comparisons only; it still pays for the product).
-- nn.Embedding's gradient is dense (V, H), so the optimizer updates all V rows every step.
+- nn.Embedding's gradient is dense (V, H), so the optimizer updates all V rows every step, unless
+  ``sparse_embedding=True`` (nn.Embedding(sparse=True): only the step's rows, as charrnn does; for Adagrad
+  the update is the same, a zero gradient leaving its row and its sum unchanged, only cheaper).
+- Subnormal floats are not flushed to zero, unless ``flush_denormal=True`` (torch.set_flush_denormal, as
+  charrnn's steps do).
 - Adagrad's sums start at ``initial_accumulator`` (torch's ``initial_accumulator_value``, 0 by default);
   bench/quality.py passes charrnn's, so both run the same optimizer.
 
@@ -37,6 +41,7 @@ import argparse
 import os
 import sys
 import time
+import warnings
 from typing import Optional, Sequence, Union
 
 import numpy as np
@@ -48,6 +53,10 @@ except ImportError as exc:
     raise ImportError(
         "bench/torch_reference.py needs PyTorch: pip install -r bench/requirements.txt"
     ) from exc
+
+# Adagrad's sparse update says once that it skips PyTorch's own checks of sparse tensors; the ones it
+# gets here come straight from nn.Embedding's backward.
+warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")
 
 CELLS = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
 NONLINEARITIES = ("tanh", "relu")
@@ -73,11 +82,13 @@ class CharLanguageModel(nn.Module):
         cell: str = "rnn",
         nonlinearity: str = "tanh",
         dropout: float = 0.0,
+        sparse_embedding: bool = False,
     ) -> None:
         super().__init__()
         if cell not in CELLS:
             raise ValueError(f"cell must be one of {', '.join(CELLS)}; got {cell!r}")
-        self.embedding = nn.Embedding(vocab_size, hidden_size)
+        # sparse=True: the embedding's gradient holds only the rows of the step's tokens, as charrnn's does.
+        self.embedding = nn.Embedding(vocab_size, hidden_size, sparse=sparse_embedding)
         options: dict = {"num_layers": num_layers}
         # nn.RNN applies dropout between stacked layers only, and warns when there is just one.
         if num_layers > 1:
@@ -168,13 +179,20 @@ class TorchTrainer:
         num_threads: Optional[int] = None,
         identity_input: bool = False,
         initial_accumulator: float = 0.0,
+        sparse_embedding: bool = False,
+        flush_denormal: bool = False,
     ) -> None:
         # A process-wide setting: all of torch's intra-op threads, one per core unless told otherwise.
         torch.set_num_threads(num_threads or os.cpu_count() or 1)
+        # Also process-wide: subnormal floats flushed to zero (charrnn keeps them out by arithmetic, optim.py);
+        # without it, late in training the elementwise passes can crawl through subnormals.
+        self.flush_denormal = flush_denormal
+        torch.set_flush_denormal(flush_denormal)
         # Seed only the model's construction; fork_rng leaves the caller's global generator alone.
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            self.model = CharLanguageModel(vocab_size, hidden_size, num_layers, cell, nonlinearity, dropout)
+            self.model = CharLanguageModel(vocab_size, hidden_size, num_layers, cell, nonlinearity, dropout,
+                                           sparse_embedding)
             if init_scale is not None:
                 _init_like_charrnn(self.model, init_scale, embedding_scale)
         if identity_input:
@@ -210,7 +228,14 @@ class TorchTrainer:
         loss = self.loss_fn(logits.reshape(-1, self.vocab_size), targets.reshape(-1))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_value_(self.model.parameters(), self.clip)
+        for param in self.model.parameters():
+            if param.grad is None:
+                continue
+            if param.grad.is_sparse:  # clip_grad_value_ takes dense gradients only: clamp the stored values
+                param.grad = param.grad.coalesce()
+                param.grad._values().clamp_(-self.clip, self.clip)
+            else:
+                param.grad.clamp_(-self.clip, self.clip)
         self.optimizer.step()
 
         self.position = start + steps

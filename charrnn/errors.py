@@ -38,3 +38,19 @@ class TrainingError(CharRNNError):
     """Training that cannot go on, such as a loss that became NaN or infinite."""
 
     exit_code = 1
+
+
+class OutputPathError(CharRNNError):
+    """A path charrnn was asked to write that is not a regular file (a symbolic link, a device, a named
+    pipe, a folder): it is left as it is, never replaced nor written through."""
+class DiskSpaceError(CharRNNError):
+    """A file that would leave its disk all but full: stopped before it did (the disk is not the input's fault)."""
+
+    exit_code = 1
+
+
+class CharRNNNote(UserWarning):
+    """Something the user should know that stops nothing (numba ignoring a setting, a cache rebuilt).
+
+    Issued with ``warnings.warn``; the command line shows it as one ``note:`` line on stderr.
+    """

@@ -247,6 +247,7 @@ def write_atomically(path: str, data: bytes) -> None:
 
 def plot_log(log_path: str, output_path: str, width_px: int = 1200, height_px: int = 800) -> list[LogRecord]:
     """Read the log at ``log_path`` and write its loss curves to ``output_path``; return the records."""
+    files.require_regular_or_absent(output_path, "-o ")  # before any work: a link or device is never written
     records = read_log(log_path)
     title = title_of(records, os.path.basename(log_path))
     write_atomically(output_path, render_png(records, title, width_px, height_px))

@@ -31,6 +31,8 @@ class Progress:
     best_val_loss_nats: Optional[float] = None  # lowest validation loss so far (what best.npz holds)
     best_val_step: Optional[int] = None  # the step it was reached at (None in files from before it was kept)
     validations_since_best: int = 0  # validations in a row without a new best, for early stopping
+    lr_reductions: int = 0  # times the learning rate was reduced on a plateau (TrainConfig.lr_reductions)
+    anneal_fraction: float = 0.0  # how far the time-budget anneal has gone, 0 to 1 (optim.anneal_factor)
 
     @property
     def smoothed_loss_nats(self) -> float:

@@ -26,7 +26,8 @@ T = TypeVar("T")
 MAX_COUNT = 2**63 - 1
 # Rates that multiply float32 weights or clamp float32 gradients (the learning rate, its decay, the clip)
 # must be normal float32 numbers: a larger one becomes infinity in float32 and wrecks the weights at the
-# first update; a smaller one is subnormal and flushed to zero (fpu.py), so nothing would ever train.
+# first update; a smaller one is subnormal, and the steps it scales, below 1e-38, would change no weight
+# (slowly: x86 processors compute subnormals in microcode), so nothing would ever train.
 # float64 models obey the same range, so an option means the same thing for either dtype.
 FLOAT32_TINY = 2.0**-126  # 1.18e-38, the smallest normal float32
 FLOAT32_MAX = (2 - 2.0**-23) * 2.0**127  # 3.40e38

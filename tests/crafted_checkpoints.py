@@ -2,8 +2,9 @@
 
 ``iter_crafted_checkpoints(path)`` yields ``(name, data)`` pairs: the bytes of a file that every command
 reading checkpoints must either load as a consistent checkpoint or refuse with one ``Error:`` line and
-exit 2, never with a traceback or a hang. From a real checkpoint (ideally tiny: there are 1,356 variants
-of a one-layer vanilla RNN trained with Adagrad, more for models with more entries; they are made one
+exit 2, never with a traceback or a hang. From a real checkpoint (ideally tiny: there are 1,512 variants
+of a one-layer vanilla RNN without an embedding trained with Adagrad, 1,553 with one, more for models
+with more entries; they are made one
 at a time, in about two seconds in all) it makes:
 
 - ``meta:<field>=<kind>``: every field of the metadata (every key, nested ones included, and the first
@@ -15,7 +16,10 @@ at a time, in about two seconds in all) it makes:
 - ``meta:<description>``: metadata that is not a JSON object, not JSON, not UTF-8, nested 100,000
   deep, empty, or not an array of bytes;
 - ``entry:<name>:<damage>``: each array entry missing, reshaped, retyped, big-endian, with a broken .npy
-  header or bytes after its data, and an unexpected extra entry;
+  header or bytes after its data, stored column-major (valid), and an unexpected extra entry;
+- ``values:<name>:<value>``: each float array with one element NaN, ±inf or 3e38 (finite, but beyond
+  any trained model, and big enough to overflow the sums of a forward pass), and each optimizer slot
+  that is a sum of squares (or Adam's step) with one element negative;
 - ``pickle:<entry>``: an object array whose unpickling would create the file ``marker`` (default
   ``pickle_marker(path)``); the caller checks that it never appears;
 - ``bomb:<entry>``: an entry deflated from 1 GiB of zeros to about 1 MB (meta, a parameter, an extra
@@ -298,10 +302,15 @@ def _contradictions(meta: dict[str, Any]) -> Iterator[tuple[str, Callable[[dict[
     yield "has_uint32=2", lambda m: m["rng_state"].update(has_uint32=2)
     yield "uinteger=2**32", lambda m: m["rng_state"].update(uinteger=2**32)
     yield "format=other", lambda m: m.update(format="other")
-    yield "format_version=4", lambda m: m.update(format_version=4)
+    yield "format_version=5", lambda m: m.update(format_version=5)
     yield "format_version=true", lambda m: m.update(format_version=True)
-    yield "format_version=1-of-format-3", lambda m: m.update(format_version=1)
-    yield "format_version=2-of-format-3", lambda m: m.update(format_version=2)
+    yield "format_version=1-of-format-4", lambda m: m.update(format_version=1)
+    yield "format_version=2-of-format-4", lambda m: m.update(format_version=2)
+    # Format 3 knew no right-to-left stack: a bidirectional model's file claiming it has entries too many.
+    yield "format_version=3-of-format-4", lambda m: m.update(format_version=3)
+    yield "bidirectional-flipped", lambda m: m["model"].update(bidirectional=not model.get("bidirectional", False))
+    yield "look_ahead=10**12", lambda m: m["train"].update(look_ahead=10**12)
+    yield "look_ahead=2**63", lambda m: m["train"].update(look_ahead=2**63)
     yield "embed_size+3", lambda m: m["model"].update(embed_size=model.get("embed_size", 0) + 3)
     yield "embed_size=0", lambda m: m["model"].update(embed_size=0)
     yield "embed_size=10**12", lambda m: m["model"].update(embed_size=10**12)
@@ -364,6 +373,32 @@ def _entry_variants(source: Source) -> Iterator[tuple[str, bytes]]:
             yield f"entry:{name}:{damage}", _archive({**source.entries, member: value})
     yield "entry:extra", _archive({**source.entries, "param.extra.npy": _npy(np.zeros(3, np.float32))})
     yield "entry:no-meta", _archive({k: v for k, v in source.entries.items() if k != "meta.npy"})
+
+
+# Values no checkpoint may hold: not finite, or finite but far beyond any trained model (3e38 is close
+# to float32's largest, so a forward pass summing such weights overflows).
+BAD_VALUES = {"nan": np.nan, "inf": np.inf, "-inf": -np.inf, "3e38": 3e38}
+SQUARE_SLOTS = ("optim.sum_sq.", "optim.mean_sq.", "optim.v.")
+
+
+def with_arrays(source: Source, arrays: dict[str, np.ndarray]) -> bytes:
+    """``source`` as an archive again, with the entries named in ``arrays`` (without .npy) replaced."""
+    return _archive({**source.entries, **{f"{name}.npy": _npy(value) for name, value in arrays.items()}})
+
+
+def _value_variants(source: Source) -> Iterator[tuple[str, bytes]]:
+    for name, array in source.arrays.items():
+        if name == "meta" or not array.size:
+            continue
+        if array.dtype.kind == "f":
+            for label, value in BAD_VALUES.items():
+                changed = array.copy()
+                changed.reshape(-1)[changed.size // 2] = value
+                yield f"values:{name}:{label}", with_arrays(source, {name: changed})
+        if name.startswith(SQUARE_SLOTS) or name == "optim.step":
+            changed = array.copy()
+            changed.reshape(-1)[0] = -1
+            yield f"values:{name}:negative", with_arrays(source, {name: changed})
 
 
 def _pickle_variants(source: Source, marker: str) -> Iterator[tuple[str, bytes]]:
@@ -436,6 +471,7 @@ def iter_crafted_checkpoints(path: str, marker: Optional[str] = None) -> Iterato
     marker = marker or pickle_marker(path)
     yield from _meta_variants(source)
     yield from _entry_variants(source)
+    yield from _value_variants(source)
     yield from _pickle_variants(source, marker)
     yield from _bomb_variants(source)
     yield from _zip_variants(source)

@@ -67,12 +67,12 @@ def test_same_state_gives_identical_bytes_and_readable_json(tmp_path):
     path = folder_files.save(_checkpoint(), str(tmp_path))
     with np.load(path, allow_pickle=False) as archive:
         meta = json.loads(archive["meta"].tobytes().decode("utf-8"))
-    assert meta["format"] == "charrnn-checkpoint" and meta["format_version"] == 3
+    assert meta["format"] == "charrnn-checkpoint" and meta["format_version"] == 4
     assert meta["tokenizer"]["vocab"][0] == "\n" and "月" in meta["tokenizer"]["vocab"]
     assert meta["progress"]["step"] == 3 and meta["train"]["rng_seed"] == 11
     assert meta["model"] == {
         "vocab_size": 17, "embed_size": 0, "hidden_size": 8, "num_layers": 2, "cell": "rnn", "activation": "tanh",
-        "dropout": 0.0, "dtype": "float32",
+        "dropout": 0.0, "dtype": "float32", "bidirectional": False,
     }
     assert sorted(archive_names(path)) == sorted(
         ["meta"]
@@ -229,12 +229,12 @@ def test_format_1_checkpoint_is_migrated_on_load():
     assert np.array_equal(ckpt.hidden["h.0"], raw_entries["state.hidden"])
 
 
-def test_format_1_checkpoint_resaves_as_format_3(tmp_path):
+def test_format_1_checkpoint_resaves_in_the_current_format(tmp_path):
     ckpt = checkpoint.load(str(FIXTURES / "format1_rnn_h8_step7.npz"))
     again = checkpoint.load(folder_files.save(ckpt, str(tmp_path)))
     _assert_same(ckpt, again)
     meta = json.loads(np.load(str(tmp_path / "latest.npz"))["meta"].tobytes())
-    assert meta["format_version"] == 3 and meta["model"]["embed_size"] == 0
+    assert meta["format_version"] == checkpoint.FORMAT_VERSION == 4 and meta["model"]["embed_size"] == 0
 
 
 FORMAT2 = FIXTURES / "format2_gru2_adam_h8_step7.npz"
@@ -256,12 +256,12 @@ def test_format_2_checkpoint_is_the_one_table_model_whatever_the_default_embeddi
         assert np.array_equal(value, raw_entries[f"optim.{name}"]), name
 
 
-def test_format_2_checkpoint_resaves_as_format_3(tmp_path):
+def test_format_2_checkpoint_resaves_in_the_current_format(tmp_path):
     ckpt = checkpoint.load(str(FORMAT2))
     again = checkpoint.load(folder_files.save(ckpt, str(tmp_path)))
     _assert_same(ckpt, again)
     meta = json.loads(np.load(str(tmp_path / "latest.npz"))["meta"].tobytes())
-    assert meta["format_version"] == 3 and meta["model"]["embed_size"] == 0 and again.format_version == 3
+    assert meta["format_version"] == 4 and meta["model"]["embed_size"] == 0 and again.format_version == 4
 
 
 def test_an_embedding_size_in_an_older_format_is_not_believed(tmp_path):
@@ -273,3 +273,38 @@ def test_an_embedding_size_in_an_older_format_is_not_believed(tmp_path):
     entries["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
     np.savez(tmp_path / "crafted.npz", **entries)
     assert checkpoint.load(str(tmp_path / "crafted.npz")).model_config.embed_size == 0
+
+
+FORMAT3 = FIXTURES / "format3_lstm_embed4_h8_step7.npz"
+
+
+def test_format_3_checkpoint_is_a_left_to_right_model_and_resaves_in_format_4(tmp_path):
+    with np.load(str(FORMAT3), allow_pickle=False) as raw:
+        raw_entries = {name: raw[name] for name in raw.files}
+        meta = json.loads(raw["meta"].tobytes())
+    assert meta["format_version"] == 3 and "bidirectional" not in meta["model"] and "look_ahead" not in meta["train"]
+    ckpt = checkpoint.load(str(FORMAT3))
+    assert ckpt.format_version == 3
+    assert ckpt.model_config == ModelConfig(vocab_size=20, hidden_size=8, cell="lstm", embed_size=4)
+    assert ckpt.model_config.bidirectional is False and ckpt.train_config.look_ahead == 0
+    for name, value in ckpt.params.items():
+        assert np.array_equal(value, raw_entries[f"param.{name}"]), name
+    again = checkpoint.load(folder_files.save(ckpt, str(tmp_path)))
+    _assert_same(ckpt, again)
+    meta = json.loads(np.load(str(tmp_path / "latest.npz"))["meta"].tobytes())
+    assert meta["format_version"] == 4 and meta["model"]["bidirectional"] is False and meta["train"]["look_ahead"] == 0
+    assert again.run_id == ckpt.run_id  # a left-to-right model keeps the identity it had in format 3
+
+
+def test_a_bidirectional_flag_in_an_older_format_is_not_believed(tmp_path):
+    # Format 3 knew no backward stack: a (crafted) bidirectional flag in one is overridden, not obeyed.
+    with np.load(str(FORMAT3), allow_pickle=False) as raw:
+        entries = {name: raw[name] for name in raw.files}
+    meta = json.loads(entries["meta"].tobytes())
+    meta["model"]["bidirectional"] = True
+    meta["train"]["look_ahead"] = 7
+    entries["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    path = tmp_path / "crafted.npz"
+    np.savez(str(path), **entries)
+    ckpt = checkpoint.load(str(path))
+    assert ckpt.model_config.bidirectional is False and ckpt.train_config.look_ahead == 0

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import re
 import signal
 import subprocess
@@ -38,7 +39,7 @@ from charrnn.progress import Progress
 from conftest import TANG300
 from crafted_checkpoints import (
     BOMB_BYTES, FIELD_VALUES, field_paths, iter_crafted_checkpoints, meta_json, path_name, pickle_marker,
-    read_checkpoint, replaced, with_meta,
+    read_checkpoint, replaced, with_arrays, with_meta,
 )
 from test_cli import invoke
 
@@ -60,13 +61,22 @@ NAMED_CASES = {
     "meta:set:val_step-after-step": "progress.val_step 3 is after progress.step 2",
     "meta:set:best_val_step-after-step": "progress.best_val_step 3 is after progress.step 2",
     "meta:set:embed_size+3": "entry param.W_xe has shape (401, 8) and dtype float32, but the model needs (401, 11)",
-    "meta:set:format_version=4": "uses checkpoint format 4, newer than this charrnn",
+    "meta:set:format_version=5": "uses checkpoint format 5, newer than this charrnn",
+    "meta:set:bidirectional-flipped": "does not match its model (missing ['optim.sum_sq.W_hh.back'",
+    "meta:set:look_ahead=2**63": "train: --look-ahead must be at most 9,223,372,036,854,775,807",
     "bomb:param.W_hy": "would inflate to 1,073,",
     "bomb:meta": "would inflate to 1,073,",
     "pickle:param.b_h": "holds pickled Python objects; refusing to load it",
     "entry:param.W_hy:trailing-bytes": "entry param.W_hy holds",
     "zip:flip-in:param.W_hy.npy": "Bad CRC-32",
     "zip:truncated@0": "is not a charrnn checkpoint (empty",
+    # Values (issue 19, item 5): sample printed garbage, eval "nan nats/token", export blamed the learning rate.
+    "values:param.W_hy:nan": "its parameter W_hy is not finite (NaN); the file is damaged",
+    "values:param.W_hy:inf": "its parameter W_hy is not finite (infinity)",
+    "values:param.W_hy:3e38": "its parameter W_hy holds 3e+38, beyond ±1e+04",
+    "values:optim.sum_sq.W_hh:-inf": "its optimizer state sum_sq.W_hh is not finite (infinity)",
+    "values:optim.sum_sq.W_xh:negative": "its optimizer state sum_sq.W_xh holds -1, but as a sum of squares",
+    "values:state.h.0:nan": "its hidden state h.0 is not finite (NaN)",
 }
 
 
@@ -93,8 +103,9 @@ class Run(NamedTuple):
 
 
 @contextlib.contextmanager
-def deadline(seconds: int = 30) -> Iterator[None]:
-    """Raise Hung in the code inside if it is still running after ``seconds`` (SIGALRM)."""
+def deadline(seconds: int = 120) -> Iterator[None]:
+    """Raise Hung in the code inside if it is still running after ``seconds`` (SIGALRM): generous, as a
+    command that trains may first compile the numba kernels, which takes half a minute on a busy machine."""
     def interrupt(signum, frame):
         raise Hung
 
@@ -146,6 +157,9 @@ def assert_consistent(ckpt: checkpoint.Checkpoint, tmp_path: Path) -> None:
     assert {name: p.shape for name, p in ckpt.params.items()} == network.param_shapes(config)
     assert all(p.dtype == np.dtype(config.dtype) for p in ckpt.params.values())
     assert all(s.shape == (ckpt.train_config.batch_size, config.hidden_size) for s in ckpt.hidden.values())
+    for arrays in (ckpt.params, ckpt.optimizer_state, ckpt.hidden):  # updated in place by training
+        assert all(a.flags.c_contiguous and a.flags.writeable and a.dtype.isnative for a in arrays.values())
+        assert all(np.isfinite(a).all() for a in arrays.values())
     for field in dataclasses.fields(Progress):
         value = getattr(ckpt.progress, field.name)
         assert value is None or (not isinstance(value, bool) and 0 <= value < 2**63 and math.isfinite(value))
@@ -208,7 +222,7 @@ def test_installed_command_never_hangs_or_tracebacks_on_crafted_files(charrnn_ex
                 runs.append((case, command, path, process))
         for case, command, path, process in runs:
             try:
-                stdout, stderr = process.communicate(timeout=60)
+                stdout, stderr = process.communicate(timeout=120)
             except subprocess.TimeoutExpired:
                 pytest.fail(f"{command} hung on {case}")
             assert (process.returncode, stdout) == (2, ""), (case, command, stderr)
@@ -219,6 +233,45 @@ def test_installed_command_never_hangs_or_tracebacks_on_crafted_files(charrnn_ex
             if process.poll() is None:
                 process.kill()
                 process.wait()
+
+
+def test_weights_that_are_not_finite_are_refused_by_export_too(named, tmp_path):
+    # export blamed a diverged learning rate for a NaN it had only copied.
+    for case in ("values:param.W_hy:nan", "values:param.W_hy:3e38"):
+        path = tmp_path / "crafted.npz"
+        path.write_bytes(named[case])
+        run = invoke_with_deadline(["export", path, "-o", tmp_path / "out.npz", "-q"])
+        assert_one_error_line(run.result, path, NAMED_CASES[case])
+        assert not (tmp_path / "out.npz").exists()
+
+
+def test_arrays_stored_column_major_train_exactly_like_the_same_arrays_row_major(source, tmp_path):
+    # A checkpoint whose 2-D arrays were stored in Fortran order resumed and trained with exit 0, but the
+    # optimizer updated copies: W_xh, W_hh and W_hy never changed, nor did Adagrad's sums of squares.
+    taken = read_checkpoint(str(source[0]))
+    column_major = {name: np.asfortranarray(array) for name, array in taken.arrays.items() if array.ndim == 2}
+    assert {"param.W_xh", "param.W_hh", "param.W_hy", "optim.sum_sq.W_hy", "state.h.0"} <= set(column_major)
+    data = {"row-major": source[0].read_bytes(), "column-major": with_arrays(taken, column_major)}
+    assert data["row-major"] != data["column-major"]
+    trained = {}
+    for layout, raw in data.items():
+        start = tmp_path / layout / "start.npz"
+        start.parent.mkdir()
+        start.write_bytes(raw)
+        loaded = checkpoint.load(str(start))
+        assert all(a.flags.c_contiguous for a in loaded.params.values())
+        result = invoke("train", "--resume", start, "--cache-dir", tmp_path / "cache", "--backend", "numpy", "-q")
+        assert result.exit_code == 0, result.stderr
+        trained[layout] = checkpoint.load(str(start.parent / "latest.npz"))
+    before = checkpoint.load(str(source[0]))
+    assert trained["column-major"].progress.step == before.progress.step + 2
+    for group in ("params", "optimizer_state"):
+        for name, value in getattr(before, group).items():
+            if name == "W_xe" or name.endswith(".W_xe"):
+                continue  # rows of tokens not in these two steps' chunks stay as they were
+            assert not np.array_equal(getattr(trained["column-major"], group)[name], value), name
+            assert np.array_equal(getattr(trained["column-major"], group)[name],
+                                  getattr(trained["row-major"], group)[name]), name
 
 
 def _run_measuring_memory(script: str) -> tuple[str, int]:
@@ -275,7 +328,7 @@ def _check_catalogue(source: tuple[Path, Path], tmp_path: Path, every: int) -> N
         outcome = load_or_refuse(data, tmp_path)
         if name in MUST_LOAD:
             assert outcome == "loaded", name
-        if name.startswith("meta:") and name.rsplit("=", 1)[-1] in NON_FINITE:
+        if name.startswith("meta:") and name.rsplit("=", 1)[-1] in NON_FINITE or name.startswith("values:"):
             assert outcome == "refused", name
     assert not marker.exists()
     assert tried > 1300 // every
@@ -283,6 +336,28 @@ def _check_catalogue(source: tuple[Path, Path], tmp_path: Path, every: int) -> N
 
 def test_a_sample_of_the_crafted_variants_loads_consistently_or_is_refused(source, tmp_path):
     _check_catalogue(source, tmp_path, every=9)
+
+
+@pytest.fixture(scope="module")
+def bidirectional_source(tmp_path_factory) -> tuple[Path, Path]:
+    """(a real bidirectional checkpoint, its corpus): step 2 of 4, a GRU with an embedding and a look-ahead."""
+    folder = tmp_path_factory.mktemp("bidirectional")
+    corpus = folder / "poems.txt"
+    corpus.write_text(TANG300.read_text(encoding="utf-8")[:3000], encoding="utf-8")
+    result = invoke("train", corpus, "--bidirectional", "--look-ahead", "2", "--cell", "gru", "--embed-size", "4",
+                    "--steps", "4", "--checkpoint-every", "2", "--eval-every", "2", "--hidden-size", "8",
+                    "--batch-size", "2", "--seq-length", "5", "--rng-seed", "1", "-q",
+                    "--checkpoint-dir", folder / "run", "--cache-dir", folder / "cache")
+    assert result.exit_code == 0, result.stderr
+    return folder / "run" / "step_00000002.npz", corpus
+
+
+def test_a_sample_of_the_crafted_variants_of_a_bidirectional_model_loads_consistently_or_is_refused(
+        bidirectional_source, tmp_path):
+    _check_catalogue(bidirectional_source, tmp_path, every=9)
+    crafted = dict(iter_crafted_checkpoints(str(bidirectional_source[0]), str(tmp_path / "marker")))
+    for name in ("meta:set:bidirectional-flipped", "meta:set:format_version=3-of-format-4"):
+        assert load_or_refuse(crafted[name], tmp_path) == "refused", name  # its .back entries are too many
 
 
 @pytest.mark.slow
@@ -414,6 +489,7 @@ def test_a_resume_whose_position_lies_about_its_corpus_is_refused(source, tmp_pa
     # check, but it is past the end of the real streams.
     taken = read_checkpoint(str(source[0]))
     meta = replaced(taken.meta, ("corpus", "num_tokens"), 10**6)
+    meta = replaced(meta, ("corpus", "num_train_tokens"), 10**6)
     meta = replaced(meta, ("progress", "position"), 5000)
     path = tmp_path / "liar.npz"
     path.write_bytes(with_meta(taken, meta_json(meta)))
@@ -421,3 +497,29 @@ def test_a_resume_whose_position_lies_about_its_corpus_is_refused(source, tmp_pa
     run = invoke_with_deadline(["train", "--resume", path, "--checkpoint-dir", tmp_path / "out",
                                 "--cache-dir", tmp_path / "cache"])
     assert_one_error_line(run.result, path, "is inconsistent: its position 5000 is past the end of the streams")
+
+
+def test_a_checkpoint_that_cannot_be_read_for_want_of_permission_is_not_called_corrupt(source, tmp_path, monkeypatch):
+    """A mode-000 checkpoint (or one in a folder the user may not enter) is not damaged: the error says
+    permission denied. (Root reads any file, so the refusal is simulated at the open.)"""
+    from charrnn.checkpoints import archive
+
+    path = str(source[0])
+    real_open = os.open
+
+    def refused(name, *args, **kwargs):
+        if os.fspath(name) == path:
+            raise PermissionError(13, "Permission denied", name)
+        return real_open(name, *args, **kwargs)
+
+    monkeypatch.setattr(archive.os, "open", refused)
+    with pytest.raises(CheckpointError) as raised:
+        checkpoint.load(path)
+    assert str(raised.value) == f"cannot read {path}: permission denied"
+    monkeypatch.undo()
+    locked = tmp_path / "locked.npz"
+    locked.write_bytes(source[0].read_bytes())
+    locked.chmod(0)
+    if os.geteuid() != 0:  # the real thing, where permissions bind
+        result = invoke("info", locked)
+        assert result.exit_code == 2 and result.stderr == f"Error: cannot read {locked}: permission denied\n"

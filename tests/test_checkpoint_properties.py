@@ -51,6 +51,8 @@ def checkpoints(draw) -> Checkpoint:
     for name, value in state.items():
         if name != "step":
             value[...] = rng.standard_normal(value.shape)
+            if name.startswith(("sum_sq.", "mean_sq.", "v.")):  # sums and means of squares: never negative
+                np.abs(value, out=value)
     hidden = {k: rng.standard_normal(v.shape).astype(v.dtype) for k, v in
               network.initial_hidden(model_config, train_config.batch_size).items()}
     progress = loop.Progress(step=draw(st.integers(0, 10**9)), tokens_seen=draw(st.integers(0, 2**62)),

@@ -5,6 +5,7 @@ traceback, no RuntimeWarning and no partial file."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import resource
@@ -18,12 +19,14 @@ import warnings
 import numpy as np
 import pytest
 
-from charrnn import memory
+from charrnn import files, memory
+from charrnn.checkpoints import checkpoint
 from charrnn.inference import sampling
 from charrnn.model import network
 from charrnn.config import ModelConfig, TrainConfig
 from charrnn.errors import ConfigError
-from conftest import TANG300
+from charrnn.data import parallel_tokenize
+from conftest import NUMPY_BACKEND, TANG300, sigint_at_default
 from test_cli import FAST, assert_clean_error, invoke
 
 INT64_MAX = 2**63 - 1
@@ -116,7 +119,7 @@ def test_the_smallest_temperature_is_the_greedy_limit_without_overflow():
 
 def test_refusals_reach_stderr_as_one_line_through_the_installed_command(charrnn_executable, small_corpus, tmp_path):
     def run(*args):
-        return subprocess.run([charrnn_executable, *args], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        return subprocess.run([charrnn_executable, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
 
     rate = run("train", str(small_corpus), "--steps", "3", *FAST, "--learning-rate", "1e39")
     assert (rate.returncode, rate.stdout) == (2, "")
@@ -180,14 +183,18 @@ def test_training_memory_counts_every_parameter_of_a_deep_model(cell):
 
 
 def test_an_absurdly_deep_model_is_estimated_at_once():
-    started = time.perf_counter()
-    estimate = network.training_memory(ModelConfig(vocab_size=100, hidden_size=10**6, num_layers=10**15, embed_size=0), 32, 25, 1)
-    assert time.perf_counter() - started < 1.0
+    # In a child process with a timeout: an estimate that walked the 10^15 layers would never end, and
+    # then fails here instead of hanging the suite. No clock is read: how fast is not the question.
+    script = ("from charrnn.config import ModelConfig; from charrnn.model import network\n"
+              "config = ModelConfig(vocab_size=100, hidden_size=10**6, num_layers=10**15, embed_size=0)\n"
+              "print(network.training_memory(config, 32, 25, 1)['parameters'])")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
     vocab, hidden, layers = 100, 10**6, 10**15
     first = vocab * hidden + hidden * hidden + hidden  # W_xh, W_hh, b_h
     upper = 2 * hidden * hidden + hidden
     output = hidden * vocab + vocab  # W_hy, b_y
-    assert estimate["parameters"] == (first + (layers - 1) * upper + output) * 4
+    assert int(run.stdout) == (first + (layers - 1) * upper + output) * 4
 
 
 def test_sampling_memory_by_hand():
@@ -225,7 +232,7 @@ def _limited_run(executable, cwd, *args):
     def limit() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (4 << 30, resource.RLIM_INFINITY))
 
-    return subprocess.run([executable, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=60,
+    return subprocess.run([executable, *map(str, args)], cwd=cwd, capture_output=True, text=True, timeout=120,
                           preexec_fn=limit)
 
 
@@ -237,8 +244,11 @@ def _limited_run(executable, cwd, *args):
                                        "optimizer state 8 TB, checkpoint being written 16 TB), more than the "),
         (["--num-layers", str(10**12)], "this machine has available; lower --batch-size or --seq-length (or "
                                         "--hidden-size or --num-layers)"),
+        # Its embedded inputs (2·10^8 values a position) dwarf every other part: the advice names it.
+        (["--embed-size", str(10**8)], "this machine has available; lower --batch-size or --seq-length (or "
+                                       "--embed-size)"),
     ],
-    ids=["hidden-size", "num-layers"],
+    ids=["hidden-size", "num-layers", "embed-size"],
 )
 def test_a_model_too_large_for_the_machine_is_refused_before_tokenizing(charrnn_executable, small_corpus,
                                                                         tmp_path, args, message):
@@ -278,11 +288,13 @@ def test_sampling_more_streams_than_memory_holds_is_refused_and_the_text_needs_n
 
 
 def test_scoring_with_more_streams_than_memory_holds_is_refused(trained, small_corpus, monkeypatch):
-    monkeypatch.setattr(memory, "available_bytes", lambda: 10_000_000)
+    # The 2,999 targets make 5 streams of at least 500 (each warms up on the 500 tokens before it),
+    # whatever a larger --batch-size asks for; one stream fits.
+    monkeypatch.setattr(memory, "available_bytes", lambda: 50_000)
     result = invoke("eval", trained, small_corpus, "--batch-size", "1000")
-    assert_clean_error(result, 2, "scoring needs about 20.2 MB of memory (streams 20.2 MB), more than the 10 MB this "
+    assert_clean_error(result, 2, "scoring needs about 101 kB of memory (streams 101 kB), more than the 50 kB this "
                                   "machine has available; lower --batch-size")
-    assert invoke("eval", trained, small_corpus, "--batch-size", "100").exit_code == 0
+    assert invoke("eval", trained, small_corpus, "--batch-size", "1").exit_code == 0
 
 
 def test_sampling_too_many_streams_for_the_machine(charrnn_executable, trained, tmp_path):
@@ -294,17 +306,22 @@ def test_sampling_too_many_streams_for_the_machine(charrnn_executable, trained, 
 
 # --- signals outside the training loop --------------------------------------------------------------------
 
-SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM"}
+SIGNAL_NAMES = {signal.SIGINT: "SIGINT", signal.SIGTERM: "SIGTERM", signal.SIGHUP: "SIGHUP", signal.SIGQUIT: "SIGQUIT"}
 
 
 @pytest.fixture(scope="module")
 def signal_setup(tmp_path_factory):
-    """A folder with a 0.8 MB corpus (the Tang poems ten times) and a model of its 2,557 characters."""
+    """A folder with a 3.2 MB corpus (the Tang poems forty times) and a model of its 2,557 characters.
+
+    The corpus is large enough that no machine tokenizes or scores it before the signal comes (jieba
+    cuts about 0.5 MB/s here), and below the size at which prepare starts worker processes."""
     folder = tmp_path_factory.mktemp("signals")
     corpus = folder / "poems.txt"
-    corpus.write_text(TANG300.read_text(encoding="utf-8") * 10, encoding="utf-8")
+    corpus.write_text(TANG300.read_text(encoding="utf-8") * 40, encoding="utf-8")
+    assert corpus.stat().st_size < parallel_tokenize.PARALLEL_MIN_BYTES
     result = subprocess.run(
-        [sys.executable, "-m", "charrnn", "train", str(TANG300), "--steps", "2", *FAST, "-q", "--checkpoint-dir",
+        [sys.executable, "-m", "charrnn", "train", str(TANG300), "--steps", "2", *FAST, *NUMPY_BACKEND, "-q",
+         "--checkpoint-dir",
          str(folder / "model"), "--cache-dir", str(folder / "model-cache")],
         capture_output=True, text=True, timeout=120,
     )
@@ -328,7 +345,7 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
 
 
-def _wait_for(process: subprocess.Popen, evidence, what: str, timeout: float = 60) -> None:
+def _wait_for(process: subprocess.Popen, evidence, what: str, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not evidence():
         if process.poll() is not None:
@@ -361,14 +378,15 @@ def _phase(name, folder, corpus, ckpt):
                              tokenizing),
         # Two samples are kept in a temporary file until both are complete: nothing is written before.
         "sample": (["sample", "-c", ckpt, "--length", "10000000", "--num-samples", "2", "-q"], computing),
-        "eval": (["eval", ckpt, corpus, "-q"], computing),  # scoring 300,000 tokens takes seconds
+        "eval": (["eval", ckpt, corpus, "-q"], computing),  # scoring 1.2 million tokens takes many seconds
         "info": (["info", ckpt], lambda pid: True),  # the handler alone; the rest takes a tenth of a second
     }
     return phases[name]
 
 
 FAST_SIGNALS = {("prepare", signal.SIGTERM), ("train-tokenizing", signal.SIGINT), ("sample", signal.SIGINT),
-                ("sample-stream", signal.SIGTERM), ("eval", signal.SIGINT), ("info", signal.SIGTERM)}
+                ("sample-stream", signal.SIGTERM), ("eval", signal.SIGINT), ("info", signal.SIGTERM),
+                ("prepare", signal.SIGHUP), ("sample", signal.SIGQUIT), ("info", signal.SIGHUP)}
 
 
 @pytest.mark.skipif(not LINUX, reason="reads /proc")
@@ -377,7 +395,7 @@ FAST_SIGNALS = {("prepare", signal.SIGTERM), ("train-tokenizing", signal.SIGINT)
     [
         pytest.param(phase, number, marks=() if (phase, number) in FAST_SIGNALS else pytest.mark.slow)
         for phase in ("prepare", "train-tokenizing", "sample", "sample-stream", "eval", "info")
-        for number in (signal.SIGINT, signal.SIGTERM)
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
     ],
     ids=lambda value: SIGNAL_NAMES.get(value, value),
 )
@@ -393,7 +411,7 @@ def test_a_signal_outside_the_training_loop_exits_130_or_143_and_leaves_no_file(
     else:
         args, evidence = _phase(phase, work, corpus, ckpt)
     process = subprocess.Popen([charrnn_executable, *map(str, args)], cwd=work, stdin=subprocess.DEVNULL,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=sigint_at_default)
     try:
         _wait_for(process, lambda: _handles_sigterm(process.pid), "its signal handlers")
         if streaming:
@@ -401,10 +419,12 @@ def test_a_signal_outside_the_training_loop_exits_130_or_143_and_leaves_no_file(
         else:
             _wait_for(process, lambda: evidence(process.pid), f"the {phase} phase")
         process.send_signal(signal_number)
-        stdout, stderr = process.communicate(timeout=60)
+        stdout, stderr = process.communicate(timeout=120)
     finally:
         process.kill()
-    assert process.returncode == 128 + signal_number, stderr
+    # SIGQUIT ends the process by that signal itself (a core dump where enabled); the others by exit codes.
+    expected = -signal.SIGQUIT if signal_number == signal.SIGQUIT else 128 + signal_number
+    assert process.returncode == expected, stderr
     assert stderr.decode() == f"Error: interrupted by {SIGNAL_NAMES[signal_number]}\n"
     if not streaming:
         assert stdout == b""
@@ -421,7 +441,7 @@ def tiny_model(tmp_path_factory):
     corpus = folder / "poems.txt"
     corpus.write_text(TANG300.read_text(encoding="utf-8")[:3000], encoding="utf-8")
     result = subprocess.run(
-        [sys.executable, "-m", "charrnn", "train", str(corpus), "--steps", "2", *FAST, "-q"],
+        [sys.executable, "-m", "charrnn", "train", str(corpus), "--steps", "2", *FAST, *NUMPY_BACKEND, "-q"],
         cwd=folder, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
@@ -441,7 +461,7 @@ def test_a_full_stdout_is_one_error_line_and_exit_1(charrnn_executable, tiny_mod
     }[command]
     with open("/dev/full", "w") as full:
         result = subprocess.run([charrnn_executable, *map(str, args)], cwd=tmp_path, stdout=full,
-                                stderr=subprocess.PIPE, text=True, timeout=60)
+                                stderr=subprocess.PIPE, text=True, timeout=120)
     assert result.returncode == 1
     assert result.stderr == "Error: cannot write to standard output: No space left on device\n"
 
@@ -449,18 +469,29 @@ def test_a_full_stdout_is_one_error_line_and_exit_1(charrnn_executable, tiny_mod
 @pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
 def test_a_reader_closing_stdout_early_is_a_normal_end(charrnn_executable, tiny_model, tmp_path, stream):
     ckpt, _ = tiny_model
-    # --stream writes token by token; a whole sample of 60 × 1,000 characters (180 kB) overfills the
-    # 64 kB pipe, so both are still writing when the reader goes, as with `charrnn sample | head -c 10`.
-    args = ["--stream", "--length", "100000"] if stream else ["--num-samples", "60", "--length", "1000"]
+    # Both are still writing when the reader goes, as with `charrnn sample | head -c 10`: --stream writes
+    # token by token, and a whole sample (held until all are complete) of 6 × 1,000 characters (about
+    # 15 kB) overfills the pipe, shrunk to a page where the system allows.
+    read_end, write_end = os.pipe()
+    if hasattr(fcntl, "F_SETPIPE_SZ"):
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+    samples = 6 if hasattr(fcntl, "F_SETPIPE_SZ") else 60
+    args = ["--stream", "--length", "100000"] if stream else ["--num-samples", str(samples), "--length", "1000"]
     process = subprocess.Popen([charrnn_executable, "sample", "-c", str(ckpt), "-q", *args], cwd=tmp_path,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                               stdout=write_end, stderr=subprocess.PIPE)
+    os.close(write_end)
     try:
-        assert len(process.stdout.read(10)) == 10
-        process.stdout.close()
+        with open(read_end, "rb", buffering=0) as reader:  # reads no more than it is asked for
+            received = b""
+            while len(received) < 10:
+                chunk = reader.read(10 - len(received))
+                assert chunk, f"the text ended after {len(received)} bytes"
+                received += chunk
         stderr = process.stderr.read()
-        process.wait(timeout=60)
+        process.wait(timeout=120)
     finally:
         process.kill()
+        process.wait()
     assert process.returncode == 0
     assert stderr == b""  # no message, no "Exception ignored ... BrokenPipeError"
 
@@ -486,11 +517,16 @@ def test_an_unwritable_log_is_refused_before_training(workdir, small_corpus, tmp
 
 
 @pytest.mark.skipif(not HAS_DEV_FULL, reason="needs /dev/full")
-def test_a_log_that_fails_while_training_stops_with_exit_1(workdir, small_corpus):
-    result = invoke("train", small_corpus, "--steps", "5", *FAST, "--log-jsonl", "/dev/full", "--log-every", "1")
-    assert_clean_error(result, 1, "cannot write the training log /dev/full: No space left on device; training "
+def test_a_log_that_fails_while_training_stops_with_exit_1(workdir, small_corpus, monkeypatch):
+    # A log on a disk that fills up as the run goes: the file opens, its writes fail (as on /dev/full,
+    # which as a device is itself refused before the run: test_output_paths).
+    monkeypatch.setattr(files, "open_for_append", lambda path, what="": open("/dev/full", "a", encoding="utf-8"))
+    result = invoke("train", small_corpus, "--steps", "5", *FAST, "--log-jsonl", "run.jsonl", "--log-every", "1")
+    assert_clean_error(result, 1, "cannot write the training log run.jsonl: No space left on device; training "
                                   "stopped, the last checkpoint written is intact")
     assert os.listdir(workdir / "checkpoints" / "poems") == []
+    refused = invoke("train", small_corpus, "--steps", "5", *FAST, "--log-jsonl", "/dev/full")
+    assert_clean_error(refused, 2, "cannot write --log-jsonl /dev/full: it is a device, not a regular file", alone=True)
 
 
 @pytest.mark.skipif(ROOT, reason="root may write to read-only folders")
@@ -562,3 +598,169 @@ def test_an_error_raised_while_an_interrupt_unwinds_still_ends_as_the_interrupt(
     assert result.exit_code == 130 and result.stderr == "Error: interrupted by SIGINT\n"
     other = CliRunner().invoke(group, ["broken"])  # an error with no interrupt behind it is not one
     assert other.exit_code == 1 and isinstance(other.exception, RuntimeError)
+
+
+# --- issue 19, item 14: shell completion asked for without the shell's variables ---
+
+
+def test_shell_completion_without_the_shells_variables_is_one_line_not_a_traceback(charrnn_executable, tmp_path):
+    def complete(instruction: str, **variables: str) -> subprocess.CompletedProcess:
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("COMP_")}
+        environment.update(_CHARRNN_COMPLETE=instruction, **variables)
+        return subprocess.run([charrnn_executable, "train"], cwd=tmp_path, env=environment, capture_output=True,
+                              text=True, timeout=60)
+
+    setup = 'to set completion up in bash: eval "$(_CHARRNN_COMPLETE=bash_source charrnn)"'
+    for instruction, variables, problem in [
+        ("bash_complete", {}, "the shell's completion function sets it, with COMP_WORDS and COMP_CWORD"),
+        ("zsh_complete", {"COMP_WORDS": "charrnn tr", "COMP_CWORD": "one"}, "the shell's completion function"),
+        ("bash", {}, "expected bash_source, zsh_source or fish_source"),
+        ("tcsh_source", {}, "expected bash_source, zsh_source or fish_source"),
+    ]:
+        run = complete(instruction, **variables)
+        assert (run.returncode, run.stdout) == (2, ""), run.stderr
+        assert run.stderr.startswith(f"Error: _CHARRNN_COMPLETE={instruction}: {problem}") and run.stderr.count("\n") == 1
+        assert run.stderr.rstrip().endswith(setup)
+    # What the shell's completion function does still works.
+    run = complete("bash_complete", COMP_WORDS="charrnn tr", COMP_CWORD="1")
+    assert (run.returncode, run.stdout.split()) == (0, ["plain,train"])
+    assert "complete -o nosort -F _charrnn_completion charrnn" in complete("bash_source").stdout
+
+
+# --- issue 19, item 13: output streams that cannot carry every character, and terminals ---
+
+
+def _run_with_encoding(executable, cwd, encoding: str, *args) -> subprocess.CompletedProcess:
+    environment = {**os.environ, "PYTHONIOENCODING": encoding}
+    return subprocess.run([executable, *map(str, args)], cwd=cwd, env=environment, capture_output=True,
+                          timeout=120)
+
+
+def test_a_stream_that_cannot_carry_a_character_gets_an_escape_not_a_traceback(charrnn_executable, tiny_model,
+                                                                               tmp_path):
+    ckpt, corpus = tiny_model
+    folder = tmp_path / "月"
+    folder.mkdir()
+    (folder / "月.npz").write_bytes(ckpt.read_bytes())
+    listed = _run_with_encoding(charrnn_executable, tmp_path, "ascii", "ls", folder)
+    assert (listed.returncode, listed.stderr) == (0, b""), listed.stderr
+    assert b"\\u6708.npz " in listed.stdout and listed.stdout.isascii()
+    # A JSON document stays valid and reads back the same: the escape is JSON's own.
+    named = tmp_path / "月.txt"
+    named.write_bytes(corpus.read_bytes())
+    prepared = _run_with_encoding(charrnn_executable, tmp_path, "latin-1", "prepare", named, "--json", "-q")
+    assert (prepared.returncode, prepared.stderr) == (0, b""), prepared.stderr
+    assert json.loads(prepared.stdout.decode("latin-1"))["files"] == [str(named)]
+    # stderr too, even when told to be strict; and text the stream can carry is left as it is.
+    info = _run_with_encoding(charrnn_executable, tmp_path, "ascii:strict", "info", folder / "月.npz")
+    assert info.returncode == 0 and f"{tmp_path}/\\u6708/\\u6708.npz".encode() in info.stdout
+    missing = _run_with_encoding(charrnn_executable, tmp_path, "ascii:strict", "info", "月/é.npz")
+    assert (missing.returncode, missing.stderr) == (2, b"Error: no checkpoint at \\u6708/\\u00e9.npz\n")
+    latin = _run_with_encoding(charrnn_executable, tmp_path, "latin-1", "info", "é.npz")
+    assert latin.stderr == "Error: no checkpoint at é.npz\n".encode("latin-1")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a pseudo-terminal")
+def test_control_characters_in_file_names_are_escaped_on_a_terminal(charrnn_executable, tiny_model, tmp_path):
+    import pty
+
+    ckpt, _ = tiny_model
+    folder = tmp_path / "run"
+    folder.mkdir()
+    hostile = "\x1b[2J\x1b]0;owned\x07.npz"
+    (folder / hostile).write_bytes(ckpt.read_bytes())
+
+    def on_a_terminal(*args) -> tuple[int, bytes]:
+        main, secondary = pty.openpty()
+        process = subprocess.Popen([charrnn_executable, *map(str, args)], cwd=tmp_path, stdin=subprocess.DEVNULL,
+                                   stdout=secondary, stderr=secondary)
+        os.close(secondary)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # EIO: the other side has closed
+                break
+            if not chunk:
+                break
+            shown += chunk
+        os.close(main)
+        return process.wait(timeout=120), shown
+
+    code, shown = on_a_terminal("ls", folder)
+    assert code == 0 and b"\x1b" not in shown and b"\x07" not in shown
+    assert b"\\x1b[2J\\x1b]0;owned\\x07.npz" in shown
+    code, shown = on_a_terminal("info", folder / ("x" + hostile))
+    assert code == 2 and b"\x1b" not in shown and b"Error: no checkpoint at" in shown
+    # Not a terminal: the names are the bytes they are, for scripts.
+    piped = subprocess.run([charrnn_executable, "ls", str(folder)], capture_output=True, timeout=120)
+    assert hostile.encode() in piped.stdout
+
+
+# --- issue 19, item 10: signals during start-up, and SIGHUP ---
+
+
+def _catches(pid: int, number: int) -> bool:
+    try:
+        return bool(int(_status_field(pid, "SigCgt"), 16) & (1 << (number - 1)))
+    except (OSError, StopIteration):
+        return False
+
+
+@pytest.mark.skipif(not LINUX, reason="reads /proc")
+@pytest.mark.parametrize("command", ["info", "export", "sample", "eval", "train"])
+def test_a_signal_while_the_imports_run_is_one_line_and_the_signals_exit_code(charrnn_executable, tiny_model,
+                                                                              tmp_path, command):
+    """From the first line of charrnn (its entry point catches SIGHUP, which Python leaves alone), a
+    signal during the tenth of a second of imports is one line and 128 + its number, never a
+    KeyboardInterrupt traceback; and an ignored SIGINT (a background job's) stays ignored."""
+    ckpt, corpus = tiny_model
+    args = {"info": ["info", ckpt], "export": ["export", ckpt, "-o", "m.npz"], "sample": ["sample", "-c", ckpt],
+            "eval": ["eval", ckpt, corpus], "train": ["train", corpus, "--steps", "1", *FAST]}[command]
+    for number in (signal.SIGINT, signal.SIGHUP):
+        process = subprocess.Popen([charrnn_executable, *map(str, args)], cwd=tmp_path, stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        try:
+            _wait_for(process, lambda: _catches(process.pid, signal.SIGHUP), "charrnn's entry point")
+            process.send_signal(number)
+            stdout, stderr = process.communicate(timeout=60)
+        finally:
+            process.kill()
+        assert (process.returncode, stdout, stderr) == (128 + number, "", f"Error: interrupted by "
+                                                                          f"{SIGNAL_NAMES[number]}\n")
+        assert os.listdir(tmp_path) == []
+    ignored = subprocess.Popen([charrnn_executable, *map(str, args), "-q"], cwd=tmp_path, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    _wait_for(ignored, lambda: _catches(ignored.pid, signal.SIGHUP), "charrnn's entry point")
+    ignored.send_signal(signal.SIGINT)
+    _, stderr = ignored.communicate(timeout=300)
+    assert ignored.returncode == 0 and stderr == ""
+
+
+@pytest.mark.skipif(not LINUX, reason="reads /proc")
+def test_sighup_saves_a_checkpoint_and_exits_129_and_sigquit_saves_nothing(charrnn_executable, tmp_path,
+                                                                           small_corpus):
+    """A hang-up (the terminal or the ssh session went away) stops training as SIGTERM does: the step
+    under way is finished and saved. SIGQUIT aborts at once, leaving the last checkpoint as it was and
+    no unfinished write, and the process dies by it."""
+    for number, folder in ((signal.SIGHUP, "hup"), (signal.SIGQUIT, "quit")):
+        process = subprocess.Popen([charrnn_executable, "train", str(small_corpus), *FAST, "--steps", "10000000",
+                                    "--checkpoint-every", "20", "--eval-every", "0", "--checkpoint-dir", folder],
+                                   cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        _wait_for(process, lambda: (tmp_path / folder / "step_00000040.npz").exists(), "two saves", timeout=300)
+        process.send_signal(number)
+        stdout, stderr = process.communicate(timeout=120)
+        lines = stderr.strip().splitlines()
+        assert "Traceback" not in stderr and stdout == ""
+        if number == signal.SIGHUP:
+            assert process.returncode == 129, stderr
+            assert lines[-1] == f"Interrupted; checkpoint saved to {folder}/latest.npz"
+            assert checkpoint.load(str(tmp_path / folder / "latest.npz")).progress.step > 40
+        else:
+            assert process.returncode == -signal.SIGQUIT, stderr
+            assert lines[-1] == "Error: aborted without saving; the last checkpoint written is intact"
+            latest = checkpoint.load(str(tmp_path / folder / "latest.npz")).progress.step
+            assert latest % 20 == 0  # a periodic save, whole, never one the signal cut short
+        assert not [name for name in os.listdir(tmp_path / folder) if name.startswith(".")]

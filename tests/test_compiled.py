@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import os
 import re
 import sys
 
@@ -108,6 +110,29 @@ def test_compiled_cell_backward_matches_finite_differences(cell, activation):
         assert relative_error(analytic, numeric_gradient(loss, array)) < 1e-8
 
 
+def test_the_halves_run_with_one_blas_thread_and_give_the_count_back_even_after_an_error():
+    controller = parallel.openblas_controller()
+    if controller is None or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("the halves run whole here: one core, or no OpenBLAS that threadpoolctl controls")
+    threads_before = controller.info()[0]["num_threads"]
+    seen = []
+
+    def loop(first: int, stop: int) -> None:
+        seen.append((first, stop, controller.info()[0]["num_threads"]))
+
+    parallel.HALVES.run(loop, 16)
+    assert sorted(seen) == [(0, 8, 1), (8, 16, 1)]  # each half on its own thread, BLAS on one thread
+    assert controller.info()[0]["num_threads"] == threads_before
+
+    def failing(first: int, stop: int) -> None:
+        if first == 0:
+            raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        parallel.HALVES.run(failing, 16)
+    assert controller.info()[0]["num_threads"] == threads_before
+
+
 def test_a_weight_whose_rows_are_4_kib_apart_is_multiplied_from_a_padded_copy_with_the_same_result():
     rng = np.random.default_rng(8)
     hidden = 256  # an LSTM's W_hh rows are then 4·256 float32 = 4 KiB apart
@@ -170,10 +195,16 @@ def test_compiled_model_gradients_match_centered_finite_differences(options):
     def run():
         return network.loss_and_grads(params, config, inputs, targets, hidden0, np.random.default_rng(7), kernels=NUMBA)
 
+    def loss() -> float:
+        # The forward pass alone is the same function, a third of the cost; dropout's masks need training's.
+        if config.dropout and config.num_layers > 1:
+            return run().loss_nats
+        return float(network.token_losses(params, config, inputs, targets, hidden0, NUMBA)[0].mean())
+
     grads = run().grads
     assert set(grads) == set(params)
     for name, analytic in grads.items():
-        numeric = numeric_gradient(lambda: run().loss_nats, params[name])
+        numeric = numeric_gradient(loss, params[name])
         assert relative_error(_dense(analytic), numeric) < 1e-6, name
 
 
@@ -355,3 +386,24 @@ def test_without_numba_auto_falls_back_to_numpy_and_numba_says_how_to_install_it
     assert backend.select("auto") is NUMPY
     with pytest.raises(ConfigError, match=re.escape(extra_hint("fast"))):
         backend.select("numba")
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+def test_the_bidirectional_model_on_the_compiled_kernels_equals_the_numpy_path(cell):
+    # The backward stack runs the same cell kernels on the time-reversed tokens: both backends give the
+    # same float64 loss and gradients (and a float32 run the same to float32 rounding).
+    from charrnn.model import bidirectional
+
+    for dtype, tolerance in (("float64", 1e-10), ("float32", 1e-4)):
+        config, params, inputs, targets, hidden0 = _model_problem(dtype, cell=cell, activation="tanh", num_layers=2,
+                                                                  dropout=0.3, embed_size=3)
+        config = dataclasses.replace(config, bidirectional=True)
+        params = network.init_params(config, np.random.default_rng(4), init_scale=0.5)
+        ahead = np.random.default_rng(5).integers(config.vocab_size, size=(2, inputs.shape[1]))
+        results = [bidirectional.loss_and_grads(params, config, inputs, targets, hidden0, np.random.default_rng(7),
+                                                kernels=kernels, ahead=ahead) for kernels in (NUMPY, NUMBA)]
+        assert results[1].loss_nats == pytest.approx(results[0].loss_nats, rel=tolerance)
+        assert set(results[1].grads) == set(params)
+        for name, grad in results[0].grads.items():
+            np.testing.assert_allclose(_dense(results[1].grads[name]), _dense(grad), rtol=tolerance,
+                                       atol=tolerance * 1e-2, err_msg=name)

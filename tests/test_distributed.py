@@ -91,15 +91,22 @@ def _plain(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
                           timeout=RUN_TIMEOUT_S, preexec_fn=_default_sigint)
 
 
-def _assert_same_model(path_a: Path, path_b: Path, rtol: float = 1e-4, atol: float = 1e-6) -> None:
+def _assert_close(a: np.ndarray, b: np.ndarray, name: str, scale: float = 1e-4) -> None:
+    """Equal within float32 reduction-order tolerance: no element further from the other than ``scale``
+    times the array's largest magnitude (an element near zero differs by as much as a large one)."""
+    assert a.shape == b.shape, name
+    np.testing.assert_allclose(a, b, rtol=scale, atol=scale * float(np.abs(b).max(initial=1e-30)), err_msg=name)
+
+
+def _assert_same_model(path_a: Path, path_b: Path) -> None:
     a, b = checkpoint.load(str(path_a)), checkpoint.load(str(path_b))
     assert a.progress.step == b.progress.step and a.progress.position == b.progress.position
     assert a.run_id == b.run_id
+    assert sorted(a.params) == sorted(b.params) and sorted(a.hidden) == sorted(b.hidden)
     for name in a.params:
-        np.testing.assert_allclose(a.params[name], b.params[name], rtol=rtol, atol=atol, err_msg=name)
+        _assert_close(a.params[name], b.params[name], name)
     for name in a.hidden:
-        assert a.hidden[name].shape == b.hidden[name].shape
-        np.testing.assert_allclose(a.hidden[name], b.hidden[name], rtol=rtol, atol=atol, err_msg=name)
+        _assert_close(a.hidden[name], b.hidden[name], name)
 
 
 @pytest.fixture
@@ -319,27 +326,33 @@ def test_each_process_gets_a_contiguous_share_of_the_streams_or_one_line_saying_
 
 
 def test_a_small_corpus_shrinks_the_batch_to_a_multiple_of_the_processes():
-    ids = np.arange(100) % 7
-    notes: list[str] = []
     from charrnn.config import TrainConfig
 
-    streams, _, config = corpus_data.prepare_streams(ids, None, TrainConfig(batch_size=64, seq_length=10,
-                                                                           val_fraction=0.0), True, notes, 4)
-    assert config.batch_size == 8 and streams.shape == (8, 12)  # 9 fit; 8 split among 4 processes
+    ids = np.arange(100) % 7
+    notes: list[str] = []
+    config = TrainConfig(batch_size=64, seq_length=10, val_fraction=0.0, max_steps=1)
+    data = corpus_data.prepare_streams(ids, None, config, True, notes, batch_multiple=4)
+    assert data.config.batch_size == 8 and data.streams.shape == (8, 12)  # 9 fit; 8 split among 4 processes
     assert notes == ["the corpus is too short for 64 streams of --seq-length 10; using --batch-size 8"]
 
 
-def test_shares_of_the_validation_streams_add_up_to_the_whole_score():
-    config = ModelConfig(vocab_size=11, hidden_size=6, dtype="float64")
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("window_tokens", [64, scoring.WINDOW_TOKENS])  # a text of several windows, and of one
+def test_shares_of_the_validation_streams_add_up_to_the_whole_score(monkeypatch, bidirectional, window_tokens):
+    monkeypatch.setattr(scoring, "WINDOW_TOKENS", window_tokens)
+    config = ModelConfig(vocab_size=11, hidden_size=6, dtype="float64", bidirectional=bidirectional)
     params = network.init_params(config, np.random.default_rng(0), 0.5)
     ids = np.random.default_rng(1).integers(11, size=203)
     lengths = np.array([1, 2, 1, 3, 1, 1, 2, 1, 1, 1, 1])
-    whole = scoring.score_ids(params, config, ids, lengths, batch_size=8)
+    options = dict(batch_size=8, warmup_tokens=10, window=5, look_ahead=3)
+    whole = scoring.score_ids(params, config, ids, lengths, **options)
+    assert whole.tokens_scored == 202
     for parts in (2, 3, 8, 9):  # 9 parts of 8 streams: one part is empty
-        shares = [scoring.score_ids(params, config, ids, lengths, batch_size=8, share=(k, parts)) for k in range(parts)]
-        assert sum(s.tokens_scored for s in shares) == whole.tokens_scored == 202
+        shares = [scoring.score_ids(params, config, ids, lengths, share=(k, parts), **options) for k in range(parts)]
+        assert sum(s.tokens_scored for s in shares) == whole.tokens_scored
         assert sum(s.characters_scored for s in shares) == whole.characters_scored
         assert sum(s.total_nats for s in shares) == pytest.approx(whole.total_nats, rel=1e-12)
+        assert all(s.tokens_scored < whole.tokens_scored for s in shares)  # each did a part of the work
 
 
 def test_a_split_batch_draws_the_dropout_masks_of_the_whole_batch():
@@ -360,15 +373,15 @@ def test_the_exchange_of_one_process_hands_back_its_gradient_and_keeps_the_embed
     params = network.init_params(config, np.random.default_rng(0), 0.5)
     inputs = np.array([[1, 2], [2, 5]])
     result = network.loss_and_grads(params, config, inputs, inputs[::-1], network.initial_hidden(config, 2))
-    votes = iter([0, 130])
+    votes = iter([0, 130, 0])
     exchange = distributed.GradientExchange(params, distributed.SOLO, lambda: next(votes))
     assert exchange.bytes_per_step == 8 * (network.count_parameters(params) + 2)
     grads, loss = exchange(result.grads, result.loss_nats)
     assert loss == result.loss_nats and exchange.stop_code == 0
-    embedding = result.grads["W_xh"]
-    assert isinstance(embedding, ops.SparseRows) and isinstance(grads["W_xh"], ops.SparseRows)
-    assert grads["W_xh"].rows.tolist() == embedding.rows.tolist() == [1, 2, 5]
-    np.testing.assert_array_equal(grads["W_xh"].values, embedding.values)
+    embedding = result.grads["W_xe"]
+    assert isinstance(embedding, ops.SparseRows) and isinstance(grads["W_xe"], ops.SparseRows)
+    assert grads["W_xe"].rows.tolist() == embedding.rows.tolist() == [1, 2, 5]
+    np.testing.assert_array_equal(grads["W_xe"].values, embedding.values)
     np.testing.assert_array_equal(grads["W_hy"], result.grads["W_hy"])
     exchange(result.grads, result.loss_nats)
     assert exchange.stop_code == 130 and exchange.agree() == 130  # a stop once voted stays agreed

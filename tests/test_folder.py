@@ -4,10 +4,11 @@ up, and no non-finite model is ever written."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,8 @@ import pytest
 from charrnn.checkpoints import checkpoint, folder_files
 from charrnn.model import optim
 from charrnn.training import folder
+from conftest import NUMPY_BACKEND, wait_until
+from crafted_checkpoints import meta_json, read_checkpoint, replaced, with_meta
 from test_cli import FAST, assert_clean_error, invoke
 
 
@@ -89,9 +92,9 @@ def test_a_fresh_run_refused_by_an_occupied_folder_is_told_how_to_continue_it(wo
     _train(small_corpus, "run", "--steps", "3")
     refused = invoke("train", small_corpus, *FAST, "--steps", "3", "--checkpoint-dir", "run")
     assert_clean_error(refused, 2, "run already holds a checkpoint (run/latest.npz); continue it with --resume "
-                                   "run/latest.npz, write elsewhere with --checkpoint-dir, or replace it with --overwrite")
+                                   "run, write elsewhere with --checkpoint-dir, or replace it with --overwrite")
     # The advice works: the resume goes to that folder.
-    assert invoke("train", "--resume", "run/latest.npz", "--steps", "5").exit_code == 0
+    assert invoke("train", "--resume", "run", "--steps", "5").exit_code == 0
     assert checkpoint.load("run/latest.npz").progress.step == 5 and not (workdir / "checkpoints").exists()
 
 
@@ -116,12 +119,10 @@ def test_a_run_that_fails_before_training_leaves_no_folder_behind(workdir, tmp_p
 
 
 def test_two_real_runs_on_one_folder_and_a_killed_holder(charrnn_executable, tmp_path, small_corpus):
-    common = [charrnn_executable, "train", str(small_corpus), *FAST, "--checkpoint-dir", "run", "-q"]
+    common = [charrnn_executable, "train", str(small_corpus), *FAST, *NUMPY_BACKEND, "--checkpoint-dir", "run", "-q"]
     first = subprocess.Popen([*common, "--steps", "1000000"], cwd=tmp_path, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "run" / ".charrnn.lock").exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until((tmp_path / "run" / ".charrnn.lock").exists, "the first run's lock", first)
         second = subprocess.run([*common, "--steps", "3"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
         assert second.returncode == 2, second.stderr
         assert second.stderr.strip().splitlines()[-1] == (
@@ -129,7 +130,7 @@ def test_two_real_runs_on_one_folder_and_a_killed_holder(charrnn_executable, tmp
             "elsewhere with --checkpoint-dir")
     finally:
         first.send_signal(signal.SIGKILL)
-        first.wait(timeout=60)
+        first.wait(timeout=120)
     # kill -9 leaves the lock file but no lock: the next run takes the folder over at once.
     third = subprocess.run([*common, "--steps", "3", "--overwrite"], cwd=tmp_path, capture_output=True, text=True,
                            timeout=120)
@@ -161,7 +162,7 @@ def test_weights_that_stop_being_finite_are_never_saved(workdir, small_corpus, m
 
     monkeypatch.setattr(optim, "_adagrad", poisoned)
     result = invoke("train", "--resume", "run/latest.npz", "--steps", "4", "--val-fraction", "0.05", "--backend", "numpy")
-    assert_clean_error(result, 1, "is no longer finite at step 4: training diverged; nothing was saved over the last "
+    assert_clean_error(result, 1, "is not finite (NaN) at step 4: training diverged; nothing was saved over the last "
                                   "checkpoint")
     assert _snapshot(workdir / "run") == before
 
@@ -171,7 +172,7 @@ def test_save_refuses_a_checkpoint_with_a_non_finite_array_and_writes_nothing(tm
 
     ckpt = _checkpoint()
     ckpt.optimizer_state[next(iter(ckpt.optimizer_state))][0] = np.inf
-    with pytest.raises(Exception, match="optimizer state sum_sq.W_xh is no longer finite"):
+    with pytest.raises(Exception, match=r"optimizer state sum_sq.W_xh is not finite \(infinity\)"):
         folder_files.save(ckpt, str(tmp_path))
     assert os.listdir(tmp_path) == []
 
@@ -204,3 +205,174 @@ def test_a_crash_between_the_two_writes_of_a_save_leaves_latest_the_newest(workd
     assert checkpoint.load("run/latest.npz").progress.step == 3 and not (workdir / "run" / "step_00000003.npz").exists()
     resumed = invoke("train", "--resume", "run/latest.npz", "--steps", "4")
     assert resumed.exit_code == 0, resumed.stderr
+
+
+# --- the lock file (issue 19, item 2) ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("link", ["symbolic", "hard"])
+def test_a_lock_file_that_is_a_link_is_refused_and_its_target_left_alone(workdir, small_corpus, link):
+    # ln -s ../v.txt run/.charrnn.lock made the run truncate v.txt and write its process id into it.
+    os.mkdir("run")
+    (workdir / "v.txt").write_text("precious\n")
+    if link == "symbolic":
+        os.symlink("../v.txt", "run/.charrnn.lock")
+    else:
+        os.link("v.txt", "run/.charrnn.lock")
+    refused = invoke("train", small_corpus, *FAST, "--steps", "3", "--checkpoint-dir", "run")
+    kind = "a symbolic link" if link == "symbolic" else "a file with other names (hard links)"
+    assert_clean_error(refused, 2, f"cannot lock run: its lock file run/.charrnn.lock is {kind}, which charrnn never "
+                                   "writes into")
+    assert (workdir / "v.txt").read_text() == "precious\n"
+    assert sorted(os.listdir("run")) == [".charrnn.lock"]
+
+
+def test_a_lock_file_that_is_a_device_is_refused(workdir, small_corpus):
+    os.mkdir("run")
+    os.mkfifo("run/.charrnn.lock")  # a device needs root; a named pipe is refused by the same check
+    refused = invoke("train", small_corpus, *FAST, "--steps", "3", "--checkpoint-dir", "run")
+    assert_clean_error(refused, 2, "its lock file run/.charrnn.lock is a named pipe")
+
+
+@pytest.mark.parametrize("how", ["deleted", "replaced"])
+def test_a_run_whose_lock_file_is_deleted_or_replaced_stops_before_its_next_save(workdir, small_corpus,
+                                                                                  monkeypatch, how):
+    # Deleting or replacing .charrnn.lock let a second run in, and both wrote the same model.
+    real_save = folder_files.save
+    saved, other = [], folder.FolderLock("run")
+
+    def save_then_lose_the_lock(ckpt, directory):
+        path = real_save(ckpt, directory)
+        saved.append(ckpt.progress.step)
+        if len(saved) == 1:
+            lock_path = os.path.join(directory, folder.LOCK_NAME)
+            if how == "deleted":
+                os.unlink(lock_path)
+            else:
+                with open(lock_path + ".new", "w") as f:
+                    f.write("12345\n")
+                os.replace(lock_path + ".new", lock_path)
+            other.acquire()  # a second run now takes the folder: nothing stops it
+        return path
+
+    monkeypatch.setattr(folder_files, "save", save_then_lose_the_lock)
+    result = invoke("train", small_corpus, *FAST, "--steps", "6", "--checkpoint-every", "1", "--eval-every", "2",
+                    "--patience", "0", "--checkpoint-dir", "run")
+    assert_clean_error(result, 1, "the lock file run/.charrnn.lock was removed or replaced while this run held it, so "
+                                  "another run may be writing to run; stopped without saving")
+    assert saved == [1]  # the validation at step 2 wrote no best.npz, and no step 2 checkpoint followed
+    assert sorted(os.listdir("run")) == [".charrnn.lock", "latest.npz", "step_00000001.npz"]
+    assert checkpoint.load("run/latest.npz").progress.step == 1
+    # The lock file now at the path is the other run's: the stopped run left it in place.
+    other.release()
+    assert sorted(os.listdir("run")) == ["latest.npz", "step_00000001.npz"]
+
+
+def test_verify_passes_while_the_lock_is_in_place(tmp_path):
+    lock = folder.FolderLock(str(tmp_path))
+    lock.acquire()
+    lock.verify()
+    os.unlink(lock.path)
+    with pytest.raises(Exception, match="was removed or replaced"):
+        lock.verify()
+    lock.release()
+    assert os.listdir(tmp_path) == []
+
+
+# --- crash windows around best.npz (issue 19, item 3) ------------------------------------------------
+
+
+def _best_loss(path) -> float:
+    return checkpoint.read_metadata(str(path)).progress.best_val_loss_nats
+
+
+def _crashed_between_a_best_and_a_save(corpus, folder_name="run"):
+    """The issue's repro: a run validated and wrote best.npz at step 20, and died before saving step 20."""
+    _train(corpus, folder_name, "--steps", "20", "--checkpoint-every", "10", "--eval-every", "5", "--patience", "0")
+    shutil.copy(f"{folder_name}/step_00000010.npz", f"{folder_name}/latest.npz")
+    os.unlink(f"{folder_name}/step_00000020.npz")
+
+
+def test_a_folder_resumes_from_a_best_npz_newer_than_latest(workdir, small_corpus):
+    _crashed_between_a_best_and_a_save(small_corpus)
+    best_step = checkpoint.read_metadata("run/best.npz").progress.step
+    assert best_step > 10  # with this seed the best is at step 20, newer than latest.npz
+    best_before = _best_loss("run/best.npz")
+    # It said "holds a later checkpoint of this run (best.npz)", and --overwrite replaced the better best.
+    resumed = invoke("train", "--resume", "run", "--steps", "30", "--eval-every", "5", "--patience", "0")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert f"resuming run/best.npz at step {best_step}" in resumed.stderr
+    assert checkpoint.load("run/latest.npz").progress.step == 30
+    assert _best_loss("run/best.npz") <= best_before
+
+
+def test_a_resume_from_an_earlier_file_keeps_a_later_better_best_of_its_run(workdir, small_corpus):
+    _crashed_between_a_best_and_a_save(small_corpus)
+    # Make best.npz better than anything the resumed run can reach: it must survive untouched.
+    taken = read_checkpoint("run/best.npz")
+    (workdir / "run" / "best.npz").write_bytes(
+        with_meta(taken, meta_json(replaced(taken.meta, ("progress", "best_val_loss_nats"), 0.5))))
+    best_bytes = (workdir / "run" / "best.npz").read_bytes()
+    resumed = invoke("train", "--resume", "run/latest.npz", "--steps", "30", "--eval-every", "5", "--patience", "0",
+                     "--json")
+    assert resumed.exit_code == 0, resumed.stderr
+    document = json.loads(resumed.stdout)
+    assert (document["best_step"], document["best_val_loss_nats"]) == (20, 0.5)
+    assert (workdir / "run" / "best.npz").read_bytes() == best_bytes
+    assert checkpoint.load("run/latest.npz").progress.step == 30
+    # Resumed again, now from a step after best.npz's, whose own record of its best is worse: still kept.
+    assert checkpoint.load("run/latest.npz").progress.best_val_loss_nats > 0.5
+    again = invoke("train", "--resume", "run", "--steps", "40", "--eval-every", "5", "--patience", "0")
+    assert again.exit_code == 0, again.stderr
+    assert (workdir / "run" / "best.npz").read_bytes() == best_bytes
+
+
+def test_a_later_best_of_the_run_is_replaced_by_a_better_one(workdir, small_corpus):
+    _crashed_between_a_best_and_a_save(small_corpus)
+    taken = read_checkpoint("run/best.npz")
+    (workdir / "run" / "best.npz").write_bytes(
+        with_meta(taken, meta_json(replaced(taken.meta, ("progress", "best_val_loss_nats"), 1000.0))))
+    resumed = invoke("train", "--resume", "run/latest.npz", "--steps", "30", "--eval-every", "5", "--patience", "0")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert _best_loss("run/best.npz") < 1000 and checkpoint.read_metadata("run/best.npz").progress.step > 10
+
+
+def test_a_folder_holding_only_best_npz_resumes_and_a_fresh_run_is_told_how(workdir, small_corpus):
+    # A crash before the first periodic save left only best.npz: "no checkpoint in run/", "--resume None".
+    _train(small_corpus, "run", "--steps", "6", "--checkpoint-every", "100", "--eval-every", "3", "--patience", "0")
+    for name in ("latest.npz", "step_00000006.npz"):
+        os.unlink(f"run/{name}")
+    refused = invoke("train", small_corpus, *FAST, "--steps", "3", "--checkpoint-dir", "run")
+    assert_clean_error(refused, 2, "run already holds a checkpoint (run/best.npz); continue it with --resume run, ")
+    assert "None" not in refused.stderr
+    resumed = invoke("train", "--resume", "run", "--steps", "8", "--eval-every", "3")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert "resuming run/best.npz at step 6" in resumed.stderr
+    assert checkpoint.load("run/latest.npz").progress.step == 8
+
+
+def test_find_newest_takes_the_highest_step_of_latest_best_and_step_files(workdir, small_corpus):
+    assert folder_files.find_newest("nothing") is None
+    _train(small_corpus, "run", "--steps", "4", "--checkpoint-every", "2", "--eval-every", "0")
+    assert folder_files.find_newest("run") == "run/latest.npz"  # latest and step_4 tie: latest
+    shutil.copy("run/step_00000002.npz", "run/latest.npz")
+    assert folder_files.find_newest("run") == "run/step_00000004.npz"
+    shutil.copy("run/step_00000004.npz", "run/best.npz")
+    os.unlink("run/step_00000004.npz")
+    assert folder_files.find_newest("run") == "run/best.npz"
+    (workdir / "run" / "best.npz").write_bytes(b"damaged")  # unreadable files are passed over
+    assert folder_files.find_newest("run") == "run/latest.npz"
+    os.unlink("run/latest.npz")
+    os.mkfifo("run/latest.npz")  # never opened: a named pipe would block the read
+    assert folder_files.find_newest("run") == "run/step_00000002.npz"
+
+
+def test_a_resume_with_nothing_left_to_train_brings_latest_up_to_a_newer_best(workdir, small_corpus):
+    # The run died after writing best.npz at its last step, before latest.npz: resuming it trains nothing,
+    # but saves, so that latest.npz is again the newest checkpoint.
+    _crashed_between_a_best_and_a_save(small_corpus)
+    resumed = invoke("train", "--resume", "run", "--steps", "20")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert "note: nothing to train: run/best.npz is at step 20 already" in resumed.stderr
+    assert resumed.stderr.endswith("saved step 20 of run/best.npz as run/latest.npz, which was behind it\n")
+    assert checkpoint.load("run/latest.npz").progress.step == 20 and (workdir / "run" / "step_00000020.npz").exists()

@@ -12,7 +12,7 @@ import pytest
 from charrnn.checkpoints import checkpoint, info
 from charrnn.model import network
 from charrnn.config import CELLS, ModelConfig
-from test_cli import assert_clean_error, invoke
+from test_cli import assert_clean_error, invoke, invoke_ok
 
 FORMAT1 = Path(__file__).resolve().parent / "data" / "format1_rnn_h8_step7.npz"
 # The small_corpus fixture: 3,000 characters, 942 of them distinct.
@@ -78,11 +78,14 @@ def test_info_text(tmp_path, small_corpus):
     assert lines[0] == f"checkpoint: {path} ({path.stat().st_size:,} bytes)"
     assert "cell: embedding 8, rnn (tanh), 1 layer, hidden 8, float32" in lines  # the embedding's default: H
     assert "parameters: 16,150 (= 942·8 + (8 + 8 + 1)·8 + (8 + 1)·942)" in lines
-    assert lines[3].startswith("vocabulary: 942 tokens (char), e.g. '\\n', ' ', '%', '、', ")
+    assert lines[2] == "direction: left to right: predicts the next token (charrnn sample)"
+    assert lines[4].startswith("vocabulary: 942 tokens (char), e.g. '\\n', ' ', '%', '、', ")
     assert f"corpus: {small_corpus}, 3,000 tokens" in lines
     assert "encoding: utf-8" in lines
-    # 2,850 training tokens in 2 streams of 1,425: (1,425 − 1) // 5 = 284 steps per epoch.
+    # 2,857 training tokens (143 held out in blocks) in 2 streams of 1,428: (1,428 − 1) // 5 = 285 steps per epoch.
     assert "trained: step 5, 50 tokens seen, epoch 0.02" in lines
+    assert "validation text: 5% of the corpus in blocks of about 38 tokens of whole lines spread across it " \
+           "(--val-split spread, seed 0)" in lines
     assert any(line.startswith("train loss (smoothed): ") and line.endswith(" bits/char") for line in lines)
     assert any(line.startswith("validation: ") and line.endswith("at step 5; best " + line.split()[1] + " at step 5")
                for line in lines)
@@ -93,7 +96,7 @@ def test_info_text(tmp_path, small_corpus):
 
 
 def test_info_text_with_an_embedding(tmp_path, small_corpus):
-    lines = invoke("info", train_tiny(small_corpus, tmp_path / "ck", "--embed-size", "6", "--cell", "gru")).stdout
+    lines = invoke_ok("info", train_tiny(small_corpus, tmp_path / "ck", "--embed-size", "6", "--cell", "gru")).stdout
     assert "cell: embedding 6, gru, 1 layer, hidden 8, float32\n" in lines
     # 942·6 + 3·(6 + 8 + 1)·8 + 8 + (8 + 1)·942
     assert "parameters: 14,498 (= 942·6 + [3·(6 + 8 + 1)·8 + 8] + (8 + 1)·942)\n" in lines
@@ -101,7 +104,7 @@ def test_info_text_with_an_embedding(tmp_path, small_corpus):
 
 def test_info_json_epochs_and_iso_time(tmp_path, small_corpus):
     facts = info_json(train_tiny(small_corpus, tmp_path / "ck"))
-    assert facts["progress"]["epochs"] == pytest.approx(25 / (284 * 5))
+    assert facts["progress"]["epochs"] == pytest.approx(25 / (285 * 5))
     assert facts["progress"]["epochs_completed"] == 0 and facts["progress"]["position"] == 25
     assert facts["modified"][4] == "-" and "T" in facts["modified"]
 
@@ -116,7 +119,7 @@ def test_info_json_writes_null_for_nan(tmp_path, small_corpus):
     assert "NaN" not in result.stdout and "Infinity" not in result.stdout
     facts = json.loads(result.stdout)
     assert facts["train_loss_nats"] is None and facts["train_bits_per_char"] is None
-    assert "train loss (smoothed): none yet" in invoke("info", path).stdout
+    assert "train loss (smoothed): none yet" in invoke_ok("info", path).stdout
 
 
 def test_info_of_the_format1_fixture_says_it_was_migrated():
@@ -124,8 +127,8 @@ def test_info_of_the_format1_fixture_says_it_was_migrated():
     assert facts["format_version"] == 1 and facts["migrated"] is True
     assert facts["parameters"]["total"] == 412  # (20 + 8 + 1)·8 + (8 + 1)·20
     assert facts["progress"]["step"] == 7 and facts["tokenizer"]["vocab_size"] == 20
-    text = invoke("info", FORMAT1).stdout
-    assert "format version: 1 (migrated to format 3 when loaded)\n" in text
+    text = invoke_ok("info", FORMAT1).stdout
+    assert "format version: 1 (migrated to format 4 when loaded)\n" in text
     assert "validation: off (no held-out text)\n" in text
 
 
@@ -135,7 +138,7 @@ def test_info_defaults_to_the_best_checkpoint(workdir, small_corpus):
     assert result.exit_code == 0
     assert result.stderr == "using checkpoints/best.npz\n"
     assert result.stdout.startswith("checkpoint: checkpoints/best.npz (")
-    quiet = invoke("info", "-q", "--json")
+    quiet = invoke_ok("info", "-q", "--json")
     assert quiet.stderr == "" and json.loads(quiet.stdout)["progress"]["step"] == 5
 
 
@@ -180,9 +183,9 @@ def test_info_and_plot_have_help():
     for command in ("info", "plot"):
         result = invoke(command, "--help")
         assert result.exit_code == 0 and result.stdout.startswith(f"Usage: cli {command} ")
-    assert "--json" in invoke("info", "--help").stdout
-    assert "pip install '.[plot]'" in invoke("plot", "--help").stdout
-    listing = invoke("--help").stdout
+    assert "--json" in invoke_ok("info", "--help").stdout
+    assert "pip install '.[plot]'" in invoke_ok("plot", "--help").stdout
+    listing = invoke_ok("--help").stdout
     assert "info" in listing and "plot" in listing
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import re
 import shlex
 from pathlib import Path
@@ -41,3 +42,13 @@ def test_no_file_of_the_project_installs_charrnn_by_name():
     assert offenders == []
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert "unrelated project" in readme  # and says why
+
+
+def test_the_test_extra_is_the_numpy_test_tools_and_numba():
+    """'.[test]' is the full test setup; '.[test-numpy]' the same tools without numba, for the suite as an
+    install without '.[fast]' meets it (CI runs both)."""
+    setup = configparser.ConfigParser()
+    setup.read(REPO / "setup.cfg", encoding="utf-8")
+    extras = {name: set(value.split()) for name, value in setup["options.extras_require"].items()}
+    assert extras["test"] == extras["test-numpy"] | extras["fast"]
+    assert not any(requirement.startswith("numba") for requirement in extras["test-numpy"])

@@ -20,13 +20,13 @@ ALLOWED = {
     "cli": {
         "__init__", "cli", "config", "model.backend", "errors", "files", "install", "memory", "plot", "settings",
         "checkpoints.checkpoint", "checkpoints.folder_files", "checkpoints.info", "checkpoints.listing",
-        "data.corpus", "data.token_cache", "inference.sampling", "inference.scoring", "model.network",
+        "data.corpus", "data.token_cache", "inference.fill", "inference.sampling", "inference.scoring", "model.network",
         "training.distributed", "training.loop", "training.runner", "training.session", "mpi_environment",
     },
     "training.session": {
         "model.backend",
         "checkpoints.checkpoint", "checkpoints.folder_files", "checkpoints.metadata", "config", "data.corpus",
-        "data.token_cache", "data.tokenizer", "errors", "memory", "model.network", "model.optim", "training.corpus_data",
+        "data.streams", "data.token_cache", "data.tokenizer", "errors", "memory", "model.network", "model.optim", "training.corpus_data",
         "training.distributed", "training.folder",
         "training.loop", "training.resume", "mpi_environment",
     },
@@ -36,15 +36,21 @@ ALLOWED = {
     "training.resume": {"config", "errors", "settings"},
     "training.runner": {
         "checkpoints.checkpoint", "checkpoints.folder_files", "config", "errors", "inference.sampling", "inference.scoring",
-        "model.network", "training.distributed", "training.loop", "training.session",
+        "model.network", "model.optim", "training.distributed", "training.loop", "training.session",
     },
     "training.distributed": {"errors", "install", "model.network", "model.ops", "mpi_environment"},
     "training.loop": {
-        "config", "errors", "model.backend", "model.fpu", "model.network", "model.optim", "model.workspace", "progress",
+        "config", "errors", "model.backend", "model.bidirectional", "model.network", "model.optim",
+        "model.workspace", "progress",
     },
-    "training.folder": {"checkpoints.checkpoint", "checkpoints.folder_files", "data.corpus", "errors"},
+    "training.folder": {"checkpoints.checkpoint", "checkpoints.folder_files", "data.corpus", "errors", "files"},
     "inference.sampling": {"config", "model.backend", "model.network"},
-    "inference.scoring": {"config", "data.tokenizer", "errors", "model.backend", "model.fpu", "model.network"},
+    "inference.fill": {
+        "config", "data.tokenizer", "errors", "model.backend", "model.bidirectional", "model.network",
+    },
+    "inference.scoring": {
+        "config", "data.tokenizer", "errors", "model.backend", "model.bidirectional", "model.network",
+    },
     "checkpoints.checkpoint": {
         "__init__", "checkpoints.archive", "checkpoints.metadata", "config", "data.tokenizer", "errors", "files",
         "model.network", "model.optim", "progress",
@@ -54,11 +60,13 @@ ALLOWED = {
     "checkpoints.info": {"checkpoints.checkpoint", "config", "errors", "files", "model.network", "model.optim"},
     "checkpoints.metadata": {"__init__", "config", "data.tokenizer", "errors", "progress", "settings"},
     "checkpoints.archive": {"errors"},
-    "data.token_cache": {"config", "data.corpus", "data.tokenizer", "errors", "files"},
+    "data.token_cache": {"config", "data.corpus", "data.parallel_tokenize", "data.tokenizer", "errors", "files"},
+    "data.parallel_tokenize": {"data.tokenizer", "errors"},
     "data.tokenizer": {"config", "errors"},
     "data.corpus": {"errors"},
     "data.streams": {"errors"},
     "model.network": {"config", "model.backend", "model.cells", "model.ops", "model.workspace"},
+    "model.bidirectional": {"config", "model.backend", "model.network", "model.ops", "model.workspace"},
     "model.backend": {
         "config", "errors", "install", "model.cells", "model.ops", "model.optim", "model.compiled.cells",
         "model.compiled.ops", "model.compiled.optim", "model.compiled.parallel",
@@ -67,19 +75,18 @@ ALLOWED = {
     "model.compiled.ops": {"model.ops", "model.compiled.arithmetic"},
     "model.compiled.optim": {"model.optim", "model.ops", "model.compiled.arithmetic"},
     "model.compiled.parallel": {"mpi_environment"},
-    "model.compiled.arithmetic": set(),
+    "model.compiled.arithmetic": {"errors"},
     "model.optim": {"config", "model.ops"},
     "model.ops": set(),
-    "model.workspace": {"model.fpu", "mpi_environment"},
+    "model.workspace": {"mpi_environment"},
     "model.cells": set(),
     "model.reference": set(),
-    "model.fpu": set(),
     "plot": {"errors", "files", "install"},
     "install": set(),
     "mpi_environment": set(),
     "memory": {"errors"},
     "progress": set(),
-    "files": set(),
+    "files": {"errors"},
     "config": {"errors", "settings"},
     "settings": {"errors"},
     "errors": set(),
@@ -88,7 +95,7 @@ ALLOWED = {
 CONFINED = {
     "click": {"cli"}, "tqdm": {"cli"}, "jieba": {"data.tokenizer", "data.token_cache"}, "matplotlib": {"plot"},
     "pickle": set(), "numba": {"model.compiled.arithmetic"}, "llvmlite": {"model.compiled.arithmetic"},
-    "mpi4py": {"training.distributed"},
+    "threadpoolctl": {"model.compiled.parallel"}, "mpi4py": {"training.distributed"},
 }
 
 

@@ -32,7 +32,8 @@ def test_loss_falls_far_below_the_uniform_baseline():
     results = list(loop.train_steps(trainee, streams, config))
     assert len(results) == 300
     assert math.log(model_config.vocab_size) == pytest.approx(3.332, abs=1e-3)
-    assert results[0].loss_nats == pytest.approx(3.332, abs=0.01)
+    # A fresh model guesses nearly uniformly (PyTorch's initialisation puts it a little above ln V).
+    assert 3.332 - 0.05 < results[0].loss_nats < 3.332 + 0.3
     assert results[-1].smoothed_loss_nats < 0.2
     assert trainee.progress.tokens_seen == 300 * 40
 
@@ -134,13 +135,13 @@ def test_divergence_watch_lets_a_healthy_start_through_and_stops_exploded_or_stu
 
 
 def _highest_loss_with_the_defaults(vocab_size, hidden_size, cell, optimizer="adagrad", steps=12, batch_size=2,
-                                    seq_length=4):
+                                    seq_length=4, activation="tanh"):
     """The highest per-step training loss (nats/token) of a model trained with the default learning rate
     and embedding size on Zipf-distributed tokens (as words and characters are), and ln V."""
     rng = np.random.default_rng(0)
     frequency = 1.0 / np.arange(1, vocab_size + 1)
     ids = rng.choice(vocab_size, size=batch_size * (seq_length * steps + 1), p=frequency / frequency.sum())
-    model_config = ModelConfig(vocab_size=vocab_size, hidden_size=hidden_size, cell=cell)
+    model_config = ModelConfig(vocab_size=vocab_size, hidden_size=hidden_size, cell=cell, activation=activation)
     config = TrainConfig(max_steps=steps, batch_size=batch_size, seq_length=seq_length, rng_seed=0, optimizer=optimizer)
     trainee = loop.new_trainee(model_config, config)
     streams = split_streams(ids, batch_size, seq_length)
@@ -148,14 +149,34 @@ def _highest_loss_with_the_defaults(vocab_size, hidden_size, cell, optimizer="ad
 
 
 # A run whose first steps diverge climbs to many times ln V at once (the previous default, 0.1 with the
-# one-table model, reached 33-78 nats/token here at hidden 1024); a healthy one stays near ln V.
-@pytest.mark.parametrize("cell", ["rnn", "gru", "lstm"])
-@pytest.mark.parametrize("hidden_size", [64, 1024])
-def test_the_default_rate_does_not_diverge_at_any_size(hidden_size, cell):
-    highest, guess = _highest_loss_with_the_defaults(50, hidden_size, cell)
+# one-table model, reached 33-78 nats/token here at hidden 1024); a healthy one stays near ln V. The
+# gated cells at hidden 1024 and the large vocabulary take seconds each: they run with the slow grid
+# below, which holds every one of them; the default cell runs at hidden 1024 in every run.
+@pytest.mark.parametrize("hidden_size, cell, activation", [
+    (64, "rnn", "tanh"), (64, "rnn", "relu"), (64, "gru", "tanh"), (64, "lstm", "tanh"),
+    (1024, "rnn", "tanh"), (1024, "rnn", "relu"),
+    pytest.param(1024, "gru", "tanh", marks=pytest.mark.slow), pytest.param(1024, "lstm", "tanh", marks=pytest.mark.slow),
+])
+def test_the_default_rate_does_not_diverge_at_any_size(hidden_size, cell, activation):
+    highest, guess = _highest_loss_with_the_defaults(50, hidden_size, cell, activation=activation)
     assert highest < 2 * guess
 
 
+def test_every_activation_trains_on_the_bundled_poems_at_its_defaults():
+    # charrnn train data/tang300.txt --activation relu once diverged at step 22 (459,350,024 nats/token).
+    from charrnn.data.tokenizer import Tokenizer
+    from conftest import TANG300
+
+    tokenizer, ids = Tokenizer.fit(TANG300.read_text(encoding="utf-8"), "char")
+    for activation in ("tanh", "relu"):
+        model_config = ModelConfig(vocab_size=tokenizer.vocab_size, activation=activation)
+        config = TrainConfig(max_steps=60, rng_seed=0)
+        trainee = loop.new_trainee(model_config, config)
+        losses = [result.loss_nats for result in loop.train_steps(trainee, split_streams(ids, 32, 25), config)]
+        assert len(losses) == 60 and max(losses) < 2 * math.log(tokenizer.vocab_size), activation
+
+
+@pytest.mark.slow
 def test_the_default_rate_does_not_diverge_with_ten_thousand_words_at_hidden_1024():
     highest, guess = _highest_loss_with_the_defaults(10_000, 1024, "rnn")
     assert highest < 2 * guess

@@ -27,6 +27,9 @@ def _tiny_problem(seed: int = 0, vocab: int = VOCAB, **config_options):
     return config, params, inputs, targets, hidden0
 
 
+# The slowest checks (seconds each) run with -m slow: what they exercise, the default run checks in a
+# smaller model too (a middle layer: rnn with 3 layers; stacked gates: gru with 2, lstm with 2 and dropout).
+SLOW = pytest.mark.slow
 MODELS = [
     # The one-table model: the first layer's input weights are the embedding.
     {"cell": "rnn", "embed_size": 0},
@@ -34,9 +37,9 @@ MODELS = [
     {"cell": "lstm", "embed_size": 0},
     {"cell": "gru", "embed_size": 0},
     {"cell": "rnn", "num_layers": 2, "embed_size": 0},
-    {"cell": "lstm", "num_layers": 2, "embed_size": 0},
-    {"cell": "gru", "num_layers": 3, "embed_size": 0},
-    {"cell": "lstm", "num_layers": 2, "dropout": 0.4, "embed_size": 0},
+    pytest.param({"cell": "lstm", "num_layers": 2, "embed_size": 0}, marks=SLOW),
+    pytest.param({"cell": "gru", "num_layers": 3, "embed_size": 0}, marks=SLOW),
+    pytest.param({"cell": "lstm", "num_layers": 2, "dropout": 0.4, "embed_size": 0}, marks=SLOW),
     {"cell": "rnn", "num_layers": 3, "dropout": 0.3, "embed_size": 0},
     # A learned embedding of size D (here 4, neither V nor H) read through the first layer's own W_xh.
     {"cell": "rnn", "embed_size": 4},
@@ -45,9 +48,9 @@ MODELS = [
     {"cell": "gru", "embed_size": 4},
     {"cell": "rnn", "num_layers": 2, "embed_size": 4},
     {"cell": "lstm", "num_layers": 2, "dropout": 0.4, "embed_size": 4},
-    {"cell": "gru", "num_layers": 3, "embed_size": 7},
+    pytest.param({"cell": "gru", "num_layers": 3, "embed_size": 7}, marks=SLOW),
     # A vocabulary larger than the T·B tokens of a step: the first layer reads each token's embedding
-    # through W_xh instead of looking up rows of the product W_xe W_xh (see network._forward).
+    # through W_xh instead of looking up rows of the product W_xe W_xh (see network.forward_layers).
     {"cell": "rnn", "embed_size": 4, "vocab": 20},
     {"cell": "lstm", "embed_size": 4, "vocab": 20},
     {"cell": "gru", "num_layers": 2, "embed_size": 3, "vocab": 20},
@@ -62,12 +65,18 @@ def test_every_gradient_matches_centered_finite_differences(options):
         # A freshly seeded generator draws the same dropout masks on every call.
         return network.loss_and_grads(params, config, inputs, targets, hidden0, np.random.default_rng(7))
 
+    def loss() -> float:
+        # The forward pass alone is the same function, a third of the cost; dropout's masks need training's.
+        if config.dropout and config.num_layers > 1:
+            return run().loss_nats
+        return float(network.token_losses(params, config, inputs, targets, hidden0)[0].mean())
+
     grads = run().grads
     assert set(grads) == set(params)
     for name, analytic in grads.items():
         if isinstance(analytic, ops.SparseRows):
             analytic = analytic.to_dense(config.vocab_size)
-        numeric = numeric_gradient(lambda: run().loss_nats, params[name])
+        numeric = numeric_gradient(loss, params[name])
         assert relative_error(analytic, numeric) < 1e-6, name
 
 
@@ -82,10 +91,14 @@ def test_dropout_changes_training_but_not_prediction():
 
 def test_loss_at_initialisation_is_near_uniform_baseline():
     config = ModelConfig(vocab_size=50, hidden_size=16, dtype="float64")
-    params = network.init_params(config, np.random.default_rng(0))
     inputs = np.zeros((5, 2), dtype=np.int64)
-    result = network.loss_and_grads(params, config, inputs, inputs, network.initial_hidden(config, 2))
+    tiny = network.init_params(config, np.random.default_rng(0), init_scale=0.01)
+    result = network.loss_and_grads(tiny, config, inputs, inputs, network.initial_hidden(config, 2))
     assert result.loss_nats == pytest.approx(np.log(50), abs=1e-3)
+    # PyTorch's U(−1/√H, 1/√H) makes logits of a few tenths: a little above a uniform guess.
+    params = network.init_params(config, np.random.default_rng(0), embedding_scale=1.0)
+    result = network.loss_and_grads(params, config, inputs, inputs, network.initial_hidden(config, 2))
+    assert np.log(50) - 0.05 < result.loss_nats < np.log(50) + 0.3
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
@@ -122,15 +135,24 @@ def test_init_params_dtype_determinism_and_lstm_forget_bias():
     assert list(first) == ["W_xh", "W_hh", "b_h", "W_hy", "b_y"]
     assert all(p.dtype == np.float32 for p in first.values())
     assert all(np.array_equal(first[n], second[n]) for n in first)
-    assert not first["b_h"].any() and 0.005 < float(np.std(first["W_xh"])) < 0.02
+    assert not first["b_h"].any()
     lstm = network.init_params(ModelConfig(vocab_size=7, hidden_size=3, cell="lstm", embed_size=0), np.random.default_rng(5))
     assert lstm["b_h"].tolist() == [0, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0, 0]
     big = ModelConfig(vocab_size=2000, hidden_size=50, num_layers=2, embed_size=0)
-    scaled = network.init_params(big, np.random.default_rng(5), 0.01, embedding_scale=0.5)
-    assert 0.49 < float(np.std(scaled["W_xh"])) < 0.51  # the embedding rows
+    scaled = network.init_params(big, np.random.default_rng(5), 0.01, table_scale=0.5)
+    assert 0.49 < float(np.std(scaled["W_xh"])) < 0.51  # the one table's rows are its embeddings
     assert 0.0095 < float(np.std(scaled["W_hy"])) < 0.0105 and 0.009 < float(np.std(scaled["W_xh.1"])) < 0.011
     plain = network.init_params(big, np.random.default_rng(5), 0.01)
     assert np.allclose(scaled["W_xh"], plain["W_xh"] * 50) and np.array_equal(scaled["W_hh"], plain["W_hh"])
+
+
+def test_weights_start_as_pytorch_starts_them():
+    config = ModelConfig(vocab_size=300, hidden_size=64, num_layers=2, cell="gru", embed_size=32)
+    params = network.init_params(config, np.random.default_rng(5), embedding_scale=1.0)
+    bound = 1 / 8  # 1/√H
+    for name in ("W_xh", "W_hh", "W_xh.1", "W_hh.1", "W_hy"):
+        assert -bound <= params[name].min() < -0.9 * bound and 0.9 * bound < params[name].max() <= bound, name
+    assert 0.95 < float(np.std(params["W_xe"])) < 1.05  # nn.Embedding's N(0, 1)
 
 
 def test_an_embedding_shapes_the_first_layer_and_nothing_else():

@@ -95,12 +95,11 @@ def test_the_fused_softmax_equals_its_plain_twin(with_bias, threads):
     targets = rng.integers(11, size=37)
     bias = rng.standard_normal(11) if with_bias else None
     expected_loss, expected = ops.softmax_cross_entropy_plain(logits, targets, bias)
-    for floor in (True, False):
-        loss, grad = ops.softmax_cross_entropy(logits.copy(), targets, bias, Workspace(threads=threads).run_blocks, floor)
-        assert loss == pytest.approx(expected_loss, rel=1e-12)
-        # The fused kernel raises probabilities below e^-60 of their row's largest to that floor (it
-        # keeps them out of the subnormal range): a difference below e^-60 / N, by design.
-        np.testing.assert_allclose(grad, expected, rtol=1e-9, atol=np.exp(-ops.EXP_RANGE) / len(targets))
+    loss, grad = ops.softmax_cross_entropy(logits.copy(), targets, bias, Workspace(threads=threads).run_blocks)
+    assert loss == pytest.approx(expected_loss, rel=1e-12)
+    # The fused kernel raises probabilities below e^-60 of their row's largest to that floor (it
+    # keeps them out of the subnormal range): a difference below e^-60 / N, by design.
+    np.testing.assert_allclose(grad, expected, rtol=1e-9, atol=np.exp(-ops.EXP_RANGE) / len(targets))
 
 
 @pytest.mark.parametrize("vocab", [9, 4])  # 24 ids: few repeats (sorted sums), many (one-hot product)

@@ -15,11 +15,11 @@ from charrnn.cli import ENVVAR_PREFIX, cli
 from charrnn.config import DataConfig, ModelConfig, SampleConfig, ScheduleConfig, TrainConfig
 from charrnn.settings import CHANGEABLE, FIXED
 from charrnn.training import resume
-from test_cli import invoke
+from test_cli import invoke, invoke_ok
 
 
 def _help(command: str) -> str:
-    return "".join(invoke(command, "--help").stdout.split())  # without the wrapping (and every space)
+    return "".join(invoke_ok(command, "--help").stdout.split())  # without the wrapping (and every space)
 
 
 def test_every_option_field_is_an_option_of_its_commands_with_its_default_and_help():
@@ -41,12 +41,13 @@ def test_every_option_field_is_an_option_of_its_commands_with_its_default_and_he
 def test_the_resume_rules_come_from_the_fields():
     assert set(resume.settings_on_resume(FIXED)) == {
         "embed_size", "hidden_size", "num_layers", "cell", "activation", "dropout", "dtype", "seq_length", "batch_size",
-        "optimizer", "rng_seed", "val_fraction", "tokenizer", "max_vocab",
+        "optimizer", "rng_seed", "val_fraction", "val_split", "tokenizer", "max_vocab", "bidirectional", "look_ahead",
     }
     assert resume.settings_on_resume(CHANGEABLE) == {
         "learning_rate": (TrainConfig, "--learning-rate"), "lr_decay": (TrainConfig, "--lr-decay"),
         "lr_decay_after": (TrainConfig, "--lr-decay-after"), "clip": (TrainConfig, "--clip"),
         "max_steps": (TrainConfig, "--steps"), "max_epochs": (TrainConfig, "--epochs"),
+        "lr_reductions": (TrainConfig, "--lr-reductions"), "anneal": (TrainConfig, "--anneal"),
     }
 
 
@@ -74,7 +75,7 @@ def test_environment_variables_are_named_after_the_flags(workdir, small_corpus, 
     result = CliRunner().invoke(cli, ["train", str(small_corpus), "--seq-length", "10", "-q"],
                                 auto_envvar_prefix=ENVVAR_PREFIX)
     assert result.exit_code == 0, result.stderr
-    info = json.loads(invoke("info", "checkpoints/poems/latest.npz", "--json").stdout)
+    info = json.loads(invoke_ok("info", "checkpoints/poems/latest.npz", "--json").stdout)
     assert info["train"]["max_steps"] == 2 and info["model"]["hidden_size"] == 8
 
 
@@ -111,7 +112,7 @@ def test_every_option_is_named_after_its_long_flag_so_its_variable_is_too():
 
 
 def test_json_flags_and_quiet_from_the_environment(workdir, small_corpus):
-    invoke("train", small_corpus, "--steps", "2", "--hidden-size", "8", "--batch-size", "4", "-q")
+    invoke_ok("train", small_corpus, "--steps", "2", "--hidden-size", "8", "--batch-size", "4", "-q")
     scored = _env_invoke("eval", "checkpoints/poems/latest.npz", small_corpus, CHARRNN_EVAL_JSON="1")
     assert scored.exit_code == 0, scored.stderr
     assert json.loads(scored.stdout)["tokens_scored"] == 2999
@@ -131,6 +132,7 @@ def test_a_bad_value_from_the_environment_names_the_variable(workdir, small_corp
     flag = _env_invoke("eval", "x.npz", "y.txt", CHARRNN_EVAL_JSON="maybe")
     assert flag.exit_code == 2 and "Invalid value for CHARRNN_EVAL_JSON (--json): 'maybe'" in flag.stderr
     given = _env_invoke("train", small_corpus, "--hidden-size", "abc")  # from the command line: the flag
+    assert given.exit_code == 2
     assert "Error: Invalid value for '--hidden-size': 'abc' is not a valid integer." in given.stderr
 
 
@@ -142,9 +144,9 @@ def test_a_repeatable_option_splits_its_variable_on_the_path_separator(workdir, 
     result = _env_invoke("train", small_corpus, "--steps", "2", "--hidden-size", "8", "--batch-size", "4", "-q",
                          CHARRNN_TRAIN_VAL_FILE=f"{first}{os.pathsep}{second}")
     assert result.exit_code == 0, result.stderr
-    info = json.loads(invoke("info", "checkpoints/poems/latest.npz", "--json").stdout)
+    info = json.loads(invoke_ok("info", "checkpoints/poems/latest.npz", "--json").stdout)
     assert info["corpus"]["val_paths"] == [str(first), str(second)]
-    assert f"paths separated by {os.pathsep!r}" in " ".join(invoke("train", "--help").stdout.split())
+    assert f"paths separated by {os.pathsep!r}" in " ".join(invoke_ok("train", "--help").stdout.split())
 
 
 def test_each_optimizer_has_its_own_default_rate_scaled_down_above_hidden_256_and_a_given_rate_wins(
@@ -160,16 +162,16 @@ def test_each_optimizer_has_its_own_default_rate_scaled_down_above_hidden_256_an
     result = invoke("train", small_corpus, "--optimizer", "adam", "--steps", "2", "--hidden-size", "512", "-q")
     assert result.exit_code == 0, result.stderr
     # The checkpoint records the rate used, and a resume keeps it.
-    assert json.loads(invoke("info", "checkpoints/poems/latest.npz", "--json").stdout)["train"]["learning_rate"] == 0.001
+    assert json.loads(invoke_ok("info", "checkpoints/poems/latest.npz", "--json").stdout)["train"]["learning_rate"] == 0.001
     resumed = invoke("train", "--resume", "checkpoints/poems/latest.npz", "--steps", "3", "-q")
     assert resumed.exit_code == 0, resumed.stderr
-    assert json.loads(invoke("info", "checkpoints/poems/latest.npz", "--json").stdout)["train"]["learning_rate"] == 0.001
+    assert json.loads(invoke_ok("info", "checkpoints/poems/latest.npz", "--json").stdout)["train"]["learning_rate"] == 0.001
 
 
 def test_the_help_states_the_default_rate_rule_and_embedding_size():
-    result = invoke("train", "--help")
-    text = " ".join(result.stdout.split())
-    assert "[default: 0.02 for adagrad, 0.002 for rmsprop, 0.002 for adam; times 256/H above --hidden-size 256]" in text
+    text = " ".join(invoke_ok("train", "--help").stdout.split())
+    assert ("[default: 0.02 for adagrad, 0.002 for rmsprop, 0.002 for adam; times 256/H above --hidden-size 256; "
+            "a tenth of that for --activation relu]") in text
     assert "[default: H, the hidden size]" in text
 
 
@@ -178,4 +180,4 @@ def test_the_embedding_size_defaults_to_the_hidden_size_and_none_is_the_one_tabl
     assert ModelConfig(vocab_size=5, hidden_size=12, embed_size=0).embed_size == 0
     result = invoke("train", small_corpus, "--embed-size", "none", "--steps", "1", "--hidden-size", "8", "-q")
     assert result.exit_code == 0, result.stderr
-    assert json.loads(invoke("info", "checkpoints/poems/latest.npz", "--json").stdout)["model"]["embed_size"] == 0
+    assert json.loads(invoke_ok("info", "checkpoints/poems/latest.npz", "--json").stdout)["model"]["embed_size"] == 0

@@ -29,6 +29,7 @@ def test_quick_start_learns_the_bundled_poems(charrnn_executable: str, tmp_path:
     # which round differently.
     info = subprocess.run([charrnn_executable, "info", "checkpoints/tang300/latest.npz", "--json"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert info.returncode == 0, info.stderr
     vocab_size = json.loads(info.stdout)["model"]["vocab_size"]
     assert vocab_size == 2580
     assert summary["val_bits_per_char"] < 7.6 < math.log2(vocab_size) - 3

@@ -15,10 +15,22 @@ def quick_start_commands() -> list[str]:
     return [line for block in re.findall(r"```sh\n(.*?)```", section, re.S) for line in block.splitlines() if line]
 
 
-def test_ci_runs_the_readme_quick_start_commands_in_order():
+def ci_commands() -> list[str]:
+    """The commands of .ci/run, without its comments and set-up lines."""
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()
-    ci_lines = [line for line in ci if line and not line.startswith(("#", "set ", "cd "))]
+    return [line for line in ci if line and not line.startswith(("#", "set ", "cd "))]
+
+
+def test_ci_runs_the_readme_quick_start_commands_first_and_in_order():
     commands = quick_start_commands()
     assert len(commands) == 2, commands
-    assert ci_lines == commands
+    assert ci_commands()[:2] == commands
     assert "charrnn train data/" in commands[0] and commands[1].endswith("-m pytest")
+
+
+def test_ci_then_runs_the_suite_again_without_numba():
+    venv = ".ci/venv-numpy"
+    after = ci_commands()[2:]
+    assert after[0] == f"python3 -m venv {venv} && {venv}/bin/pip install '.[test-numpy]'"
+    assert any(line.startswith(f"{venv}/bin/python -c ") and "numba" in line for line in after)  # it is not there
+    assert after[-1].startswith(f"{venv}/bin/python -m pytest")

@@ -36,6 +36,15 @@ def _model(rng):
     return config, network.init_params(config, rng, init_scale=0.3, embedding_scale=0.5)
 
 
+def test_the_reference_starts_from_the_weights_charrnn_draws():
+    config = ModelConfig(vocab_size=V, hidden_size=H, dtype="float64", embed_size=0)
+    ours = network.init_params(config, np.random.default_rng(7), table_scale=TrainConfig(max_steps=1).table_init_scale)
+    theirs = reference.init_params(V, H, np.random.default_rng(7))
+    expected = _column_params(ours)
+    for name in expected:
+        np.testing.assert_array_equal(theirs[name], expected[name], err_msg=name)
+
+
 def test_the_same_loss_and_gradients_as_the_batched_model():
     rng = np.random.default_rng(1)
     config, params = _model(rng)
@@ -73,8 +82,7 @@ def test_a_run_of_the_reference_trainer_is_a_run_of_charrnn_at_batch_1():
 def test_a_seed_gives_the_weights_charrnn_starts_from():
     config = ModelConfig(vocab_size=V, hidden_size=H, dtype="float64", embed_size=0)
     train_config = TrainConfig(max_steps=1)
-    ours = network.init_params(config, np.random.default_rng(11), train_config.init_scale,
-                               train_config.embedding_init_scale)
+    ours = network.init_params(config, np.random.default_rng(11), *train_config.initial_scales(config))
     theirs = reference.init_params(V, H, np.random.default_rng(11))
     for name, expected in _column_params(ours).items():
         np.testing.assert_array_equal(theirs[name], expected, err_msg=name)
@@ -143,5 +151,38 @@ def test_the_reference_refuses_bad_input_with_a_usage_error(tmp_path):
                           ([str(tmp_path / "missing.txt")], "cannot read"),
                           ([str(short), "--steps", "0"], "--steps must be positive, got 0")):
         run = subprocess.run([sys.executable, "-m", "charrnn.model.reference", *args], capture_output=True,
-                             text=True, timeout=60)
+                             text=True, timeout=120)
         assert run.returncode == 2 and run.stdout == "" and message in run.stderr.splitlines()[-1], run.stderr
+
+
+@pytest.mark.parametrize("look_ahead", [0, 3])
+def test_the_bidirectional_formulas_are_the_bidirectional_model(look_ahead):
+    from charrnn.model import bidirectional
+
+    rng = np.random.default_rng(3 + look_ahead)
+    config = ModelConfig(vocab_size=V, hidden_size=H, dtype="float64", embed_size=0, bidirectional=True)
+    params = network.init_params(config, rng, init_scale=0.3, embedding_scale=0.5)
+    params["b_h"] += rng.standard_normal(H) * 0.1
+    params["b_h.back"] += rng.standard_normal(H) * 0.1
+    tokens = rng.integers(V, size=T + 1 + look_ahead)
+    h0 = rng.standard_normal(H) * 0.5
+    inputs, targets, ahead = tokens[:T], tokens[1 : T + 1], tokens[T + 1 :]
+    result = bidirectional.loss_and_grads(params, config, inputs[:, None], targets[:, None], {"h.0": h0[None, :].copy()},
+                                          ahead=ahead[:, None])
+    columns = {**_column_params(params), **{
+        f"{name}_back": value for name, value in _column_params(
+            {name: params[name + ".back"] for name in ("W_xh", "W_hh", "W_hy", "b_h")} | {"b_y": params["b_y"]}).items()
+        if name != "b_y"}}
+    loss, grads, h_last = reference.bidirectional_loss_and_grads(
+        columns, inputs.tolist(), targets.tolist(), ahead.tolist(), h0[:, None])
+    assert result.loss_nats == pytest.approx(loss, rel=1e-13)
+    dense = {name: grad.to_dense(V) if hasattr(grad, "to_dense") else grad for name, grad in result.grads.items()}
+    expected = {**_column_params(dense), **{
+        f"{name}_back": value for name, value in _column_params(
+            {name: dense[name + ".back"] for name in ("W_xh", "W_hh", "W_hy", "b_h")} | {"b_y": dense["b_y"]}).items()
+        if name != "b_y"}}
+    assert set(expected) == set(grads)
+    for name in expected:
+        np.testing.assert_allclose(grads[name], expected[name], rtol=1e-11, atol=1e-15, err_msg=name)
+    np.testing.assert_allclose(h_last[:, 0], result.hidden_last["h.0"][0], rtol=1e-13)
+    assert set(reference.init_bidirectional_params(V, H, rng)) == set(columns)

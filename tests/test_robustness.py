@@ -9,15 +9,14 @@ import json
 import os
 import signal
 import subprocess
-import time
 import zipfile
 
 import numpy as np
 import pytest
 
 from charrnn.checkpoints import checkpoint
-from conftest import TANG300
-from test_cli import FAST, assert_clean_error, invoke
+from conftest import TANG300, sigint_at_default, wait_until
+from test_cli import FAST, assert_clean_error, invoke, invoke_ok
 
 PNG = bytes.fromhex("89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d4944415478da63f8ffff3f0005fe02fea7d6a4c50000000049454e44ae426082")
 
@@ -70,8 +69,8 @@ def test_a_corpus_smaller_than_one_batch_shrinks_a_default_batch_and_refuses_an_
     shrunk = invoke("train", corpus, "--steps", "2", "--hidden-size", "8", "--val-fraction", "0", "-q")
     assert shrunk.exit_code == 0
     assert checkpoint.load("checkpoints/short/latest.npz").train_config.batch_size == 2  # 52 // 26
-    noted = invoke("train", corpus, "--steps", "2", "--hidden-size", "8", "--val-fraction", "0",
-                   "--checkpoint-dir", "other")
+    noted = invoke_ok("train", corpus, "--steps", "2", "--hidden-size", "8", "--val-fraction", "0",
+                      "--checkpoint-dir", "other")
     assert "note: the corpus is too short for 32 streams of --seq-length 25; using --batch-size 2" in noted.stderr
     explicit = invoke("train", corpus, "--steps", "2", "--batch-size", "32", "--val-fraction", "0",
                       "--checkpoint-dir", "third")
@@ -112,11 +111,11 @@ def _rewrite(path, change):
 def test_newer_format_and_object_arrays_are_refused(trained, tmp_path):
     def newer(entries):
         meta = json.loads(entries["meta"].tobytes())
-        meta["format_version"] = 4
+        meta["format_version"] = 5
         entries["meta"] = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
 
     _rewrite(trained, newer)
-    assert_clean_error(invoke("sample", "-c", trained), 2, "uses checkpoint format 4, newer than this charrnn")
+    assert_clean_error(invoke("sample", "-c", trained), 2, "uses checkpoint format 5, newer than this charrnn")
     stranger = tmp_path / "stranger.npz"
     np.savez(stranger, meta=np.array([{"format": "charrnn-checkpoint"}], dtype=object))
     assert_clean_error(invoke("sample", "-c", stranger), 2, "refusing to load it (unpickling can run code)")
@@ -125,9 +124,9 @@ def test_newer_format_and_object_arrays_are_refused(trained, tmp_path):
 def test_sampling_option_edges(trained):
     assert_clean_error(invoke("sample", "--length", "0"), 2, "--length must be positive, got 0")
     assert_clean_error(invoke("sample", "--top-k", "-3"), 2, "--top-k must be positive, got -3")
-    zero = invoke("sample", "--seed", "春", "--temperature", "0", "--length", "12", "-q")
-    greedy = invoke("sample", "--seed", "春", "--greedy", "--length", "12", "-q", "--rng-seed", "99")
-    assert zero.exit_code == 0 and zero.stdout == greedy.stdout
+    zero = invoke_ok("sample", "--seed", "春", "--temperature", "0", "--length", "12", "-q")
+    greedy = invoke_ok("sample", "--seed", "春", "--greedy", "--length", "12", "-q", "--rng-seed", "99")
+    assert zero.stdout == greedy.stdout
 
 
 def test_nan_loss_stops_with_exit_1_and_keeps_the_last_checkpoint(workdir, small_corpus):
@@ -190,9 +189,9 @@ def test_max_vocab_unknown_token_is_never_sampled_unless_allowed(workdir, small_
     assert result.exit_code == 0, result.stderr
     tokenizer = checkpoint.load("checkpoints/poems/latest.npz").tokenizer
     assert tokenizer.vocab_size == 21 and "<unk>" in tokenizer.vocab
-    text = invoke("sample", "--length", "300", "--rng-seed", "1", "--temperature", "3", "-q").stdout
+    text = invoke_ok("sample", "--length", "300", "--rng-seed", "1", "--temperature", "3", "-q").stdout
     assert "<unk>" not in text
-    allowed = invoke("sample", "--length", "300", "--rng-seed", "1", "--temperature", "3", "--allow-unk", "-q").stdout
+    allowed = invoke_ok("sample", "--length", "300", "--rng-seed", "1", "--temperature", "3", "--allow-unk", "-q").stdout
     assert "<unk>" in allowed
     conflict = invoke("train", "--resume", "checkpoints/poems/latest.npz", "--max-vocab", "50", "--steps", "6")
     assert_clean_error(conflict, 2, "--max-vocab 50 conflicts with the checkpoint, which has 20")
@@ -204,7 +203,7 @@ def test_prepare_then_train_uses_the_cache(workdir, small_corpus):
     path = prepared.stdout.strip()
     assert path.startswith(os.path.join("data", ".cache")) and path.endswith(".npy") and os.path.exists(path)
     assert "prepared 0.0 MB into 3,000 uint16 ids, vocabulary 942" in prepared.stderr
-    again = invoke("prepare", small_corpus)
+    again = invoke_ok("prepare", small_corpus)
     assert again.stdout.strip() == path and "already prepared: 3,000 tokens" in again.stderr
     assert _train(small_corpus).exit_code == 0
     assert len(os.listdir(workdir / "data" / ".cache")) == 2  # the training run reused the entry
@@ -216,28 +215,32 @@ def test_interrupted_then_resumed_equals_uninterrupted(charrnn_executable, tmp_p
     corpus.write_text(TANG300.read_text(encoding="utf-8")[:2000], encoding="utf-8")
     common = ["--hidden-size", "16", "--batch-size", "4", "--seq-length", "10", "--rng-seed", "5",
               "--sample-every", "0", "--eval-every", "0"]
-    steps = "2000"
 
-    def run(*args, **kwargs):
-        return subprocess.run([charrnn_executable, "train", *args], cwd=tmp_path, capture_output=True, text=True,
-                              timeout=300, **kwargs)
+    def run(*args):  # in this process: the real process is the interrupted one
+        result = invoke("train", *args, "-q")
+        assert result.exit_code == 0, result.stderr
 
-    assert run(str(corpus), "--steps", steps, *common, "--checkpoint-dir", "whole", "-q").returncode == 0
+    # A run that cannot finish by itself, interrupted at whatever step it has reached after its first
+    # save: it finishes that step, saves and exits 130.
     process = subprocess.Popen(
-        [charrnn_executable, "train", str(corpus), "--steps", steps, *common, "--checkpoint-dir", "parts",
-         "--checkpoint-every", "100"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [charrnn_executable, "train", str(corpus), "--steps", "1000000", *common, "--checkpoint-dir", "parts",
+         "--checkpoint-every", "20"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=sigint_at_default,
     )
-    deadline = time.monotonic() + 120
-    while not (tmp_path / "parts" / "step_00000100.npz").exists() and time.monotonic() < deadline:
-        time.sleep(0.01)
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=120)
+    try:
+        wait_until((tmp_path / "parts" / "step_00000020.npz").exists, "the checkpoint of step 20", process)
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+        process.wait()
     assert process.returncode == 130, stderr
     interrupted_at = checkpoint.load(str(tmp_path / "parts" / "latest.npz")).progress.step
-    assert 100 <= interrupted_at < int(steps)
-    resumed = run("--resume", "parts/latest.npz", "--steps", steps, "--checkpoint-dir", "parts", "-q")
-    assert resumed.returncode == 0, resumed.stderr
+    assert interrupted_at >= 20
+    # Resumed to a limit past that step, it ends with exactly the model of one uninterrupted run.
+    steps = str(interrupted_at + 30)
+    run("--resume", tmp_path / "parts" / "latest.npz", "--steps", steps)
+    run(corpus, "--steps", steps, *common, "--checkpoint-dir", tmp_path / "whole")
     whole = checkpoint.load(str(tmp_path / "whole" / "latest.npz"))
     parts = checkpoint.load(str(tmp_path / "parts" / "latest.npz"))
     assert parts.progress.step == whole.progress.step == int(steps)

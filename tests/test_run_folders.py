@@ -13,7 +13,7 @@ import pytest
 
 from charrnn.checkpoints import checkpoint
 from charrnn.training import folder
-from test_cli import FAST, assert_clean_error, invoke
+from test_cli import FAST, assert_clean_error, invoke, invoke_ok
 
 
 def _train(*args, expect: int = 0):
@@ -41,12 +41,12 @@ def test_two_runs_in_a_row_go_to_two_folders_of_their_own(workdir, small_corpus)
     # The readers take the newest run's best.
     sampled = invoke("sample", "--length", "3", "--rng-seed", "1")
     assert sampled.exit_code == 0 and sampled.stderr == f"using {os.path.join('checkpoints', 'poems-3', 'best.npz')}\n"
-    info = json.loads(invoke("info", "--json", "-q").stdout)
+    info = json.loads(invoke_ok("info", "--json", "-q").stdout)
     assert info["path"] == os.path.join("checkpoints", "poems-3", "best.npz")
     # Resuming an older run writes beside it, and makes it the newest.
     resumed = invoke("train", "--resume", "checkpoints/poems", "--steps", "6", "-q")
     assert resumed.exit_code == 0, resumed.stderr
-    assert invoke("info").stderr == f"using {os.path.join('checkpoints', 'poems', 'best.npz')}\n"
+    assert invoke_ok("info").stderr == f"using {os.path.join('checkpoints', 'poems', 'best.npz')}\n"
     assert sorted(os.listdir("checkpoints")) == ["poems", "poems-2", "poems-3"]
 
 
@@ -108,10 +108,10 @@ def test_an_explicit_folder_and_a_resume_keep_their_rules(workdir, small_corpus)
 
 def test_checkpoints_left_in_checkpoints_itself_are_still_found(workdir, small_corpus):
     _train(small_corpus, "--checkpoint-dir", "checkpoints")  # the layout before run folders
-    assert invoke("sample", "--length", "2").stderr == f"using {os.path.join('checkpoints', 'best.npz')}\n"
+    assert invoke_ok("sample", "--length", "2").stderr == f"using {os.path.join('checkpoints', 'best.npz')}\n"
     _train(small_corpus)  # a new run's own folder beside those files, now the newest
-    assert invoke("sample", "--length", "2").stderr == f"using {os.path.join('checkpoints', 'poems', 'best.npz')}\n"
-    listed = json.loads(invoke("ls", "--json").stdout)
+    assert invoke_ok("sample", "--length", "2").stderr == f"using {os.path.join('checkpoints', 'poems', 'best.npz')}\n"
+    listed = json.loads(invoke_ok("ls", "--json").stdout)
     assert [run["folder"] for run in listed["runs"]] == ["checkpoints", os.path.join("checkpoints", "poems")]
 
 
@@ -119,7 +119,7 @@ def test_ls_without_a_folder_lists_the_runs(workdir, small_corpus):
     empty = invoke("ls")
     assert empty.exit_code == 0 and empty.stdout == "" and empty.stderr == (
         "no runs in checkpoints/; train one with 'charrnn train CORPUS'\n")
-    assert json.loads(invoke("ls", "--json").stdout) == {"folder": "checkpoints", "newest": None, "runs": []}
+    assert json.loads(invoke_ok("ls", "--json").stdout) == {"folder": "checkpoints", "newest": None, "runs": []}
     _train(small_corpus, "--eval-every", "2")
     _train(small_corpus, "--hidden-size", "8", "--num-layers", "2")
     result = invoke("ls")
@@ -131,7 +131,7 @@ def test_ls_without_a_folder_lists_the_runs(workdir, small_corpus):
                                  f"{best.val_loss_nats:.4f}", str(best.val_step)]
     assert second.split()[:5] == ["checkpoints/poems-2", "2×rnn", "8,", "char", "poems.txt"]
     assert second.endswith("newest: read when no checkpoint is given") and "newest" not in first
-    document = json.loads(invoke("ls", "--json").stdout)
+    document = json.loads(invoke_ok("ls", "--json").stdout)
     assert document["newest"] == os.path.join("checkpoints", "poems-2")
     run = document["runs"][0]
     assert run["folder"] == os.path.join("checkpoints", "poems") and run["step"] == 4 and run["tokens_seen"] == 160
@@ -139,8 +139,8 @@ def test_ls_without_a_folder_lists_the_runs(workdir, small_corpus):
     assert run["latest"] == os.path.join("checkpoints", "poems", "latest.npz")
     assert run["model"] == "rnn 16, char" and run["corpus"] == ["poems.txt"]
     # The folder named: the same runs; a run's folder: its files.
-    assert invoke("ls", "checkpoints").stdout == result.stdout
-    assert invoke("ls", "checkpoints/poems").stdout.splitlines()[0].split()[0] == "file"
+    assert invoke_ok("ls", "checkpoints").stdout == result.stdout
+    assert invoke_ok("ls", "checkpoints/poems").stdout.splitlines()[0].split()[0] == "file"
 
 
 def test_two_quick_starts_in_a_row_then_a_sample(charrnn_executable, tmp_path, small_corpus):
@@ -170,7 +170,7 @@ def test_the_folder_of_runs_named_means_its_newest_run(workdir, small_corpus):
     _train(small_corpus)
     _train(small_corpus, "--rng-seed", "8")
     newest = os.path.join("checkpoints", "poems-2")
-    assert invoke("sample", "-c", "checkpoints", "--length", "2").stderr == f"using {os.path.join(newest, 'best.npz')}\n"
+    assert invoke_ok("sample", "-c", "checkpoints", "--length", "2").stderr == f"using {os.path.join(newest, 'best.npz')}\n"
     resumed = invoke("train", "--resume", "checkpoints", "--steps", "6", "--json", "-q")
     assert resumed.exit_code == 0, resumed.stderr
     document = json.loads(resumed.stdout)

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from charrnn import files
-from charrnn.data import token_cache
+from charrnn.data import parallel_tokenize, token_cache
 from charrnn.data.corpus import TextReader
 from charrnn.errors import CorpusError
-from charrnn.data.tokenizer import UNKNOWN_TOKEN, Tokenizer, tokenize
+from charrnn.data.tokenizer import UNKNOWN_TOKEN, Tokenizer, safe_cut, tokenize
 from conftest import TANG300
 
 
@@ -75,8 +75,8 @@ def test_jieba_in_parallel_equals_one_process(tmp_path, monkeypatch):
     corpus = tmp_path / "poems.txt"
     corpus.write_text(text, encoding="utf-8")
     # Small pieces and no size threshold, so the pool really cuts many pieces of this small file.
-    monkeypatch.setattr(token_cache, "_PARALLEL_MIN_BYTES", 0)
-    monkeypatch.setattr(token_cache, "_JIEBA_PIECE_CHARS", 2000)
+    monkeypatch.setattr(parallel_tokenize, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(parallel_tokenize, "PIECE_CHARS", 2000)
     parallel = token_cache.prepare([str(corpus)], "jieba", cache_dir=str(tmp_path / "p"), workers=2)
     single = token_cache.prepare([str(corpus)], "jieba", cache_dir=str(tmp_path / "s"), workers=1)
     words = tokenize(text, "jieba")
@@ -87,10 +87,10 @@ def test_jieba_in_parallel_equals_one_process(tmp_path, monkeypatch):
 
 def test_safe_cut_points_do_not_change_jieba_output():
     text = "明月几时有把酒问青天不知天上宫阙今夕是何年，我欲乘风归去又恐琼楼玉宇高处不胜寒"
-    cut = token_cache._safe_cut(text)
+    cut = safe_cut(text)
     assert text[cut - 1] == "，"
     assert tokenize(text[:cut], "jieba") + tokenize(text[cut:], "jieba") == tokenize(text, "jieba")
-    assert token_cache._safe_cut("一二\n三四") == 3
+    assert safe_cut("一二\n三四") == 3
 
 
 def test_max_vocab_keeps_the_most_frequent_tokens_and_maps_the_rest_to_unk(tmp_path):
@@ -247,9 +247,11 @@ def test_no_temporary_file_survives_an_exception(tmp_path, monkeypatch, where, e
 def test_temporaries_of_dead_processes_are_removed_and_those_of_live_ones_kept(tmp_path):
     cache = tmp_path / "cache"
     cache.mkdir()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
     dead_pid = int(dead.stdout)
-    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as live:
+    # Alive until this test closes its standard input, however long the prepare below takes.
+    with subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE) as live:
         try:
             fd, path = files.make_temporary(str(cache), "provisional")
             os.close(fd)

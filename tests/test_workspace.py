@@ -1,5 +1,5 @@
 """The workspace: reused buffers, and row blocks that cover every row exactly once on any thread count,
-on worker threads that flush subnormal floats."""
+shared between the caller's thread and its workers."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import threading
 import numpy as np
 import pytest
 
-from charrnn.model import fpu
 from charrnn.model.workspace import Workspace, block_rows, run_serially
 
 
@@ -31,15 +30,14 @@ def test_blocks_cover_every_row_once(threads, rows, width):
         assert 0 <= start < stop <= rows and stop - start <= block_rows(width)
         with lock:
             seen[start:stop] += 1
-            runners.add((threading.current_thread() is threading.main_thread(), fpu.flushing_in_this_thread()))
+            runners.add(threading.current_thread() is threading.main_thread())
 
     Workspace(threads).run_blocks(mark, rows, width)
     assert (seen == 1).all()
-    if rows * width >= 1 << 18 and fpu.available():
-        # Big jobs run only on worker threads, and they flush subnormals.
-        assert runners == {(False, True)}
-    if rows * width < 1 << 18:
-        assert runners == {(True, fpu.flushing_in_this_thread())}  # small jobs stay on the caller's thread
+    if rows * width >= 1 << 18 and threads > 1:
+        assert runners == {True, False}  # big jobs: the caller's thread takes a share beside the workers
+    else:
+        assert runners == {True}  # small jobs, and all of a one-thread workspace's, stay on the caller's thread
 
 
 def test_an_error_in_a_worker_reaches_the_caller():
@@ -51,35 +49,24 @@ def test_an_error_in_a_worker_reaches_the_caller():
         Workspace(threads=2).run_blocks(fail, 1_000_000, 1)
 
 
+def test_an_error_on_the_callers_thread_waits_for_the_workers_first():
+    rows = 1 << 20
+    written = np.zeros(rows, dtype=np.int64)
+    second_half_started = threading.Event()
+
+    def fill(start: int, stop: int) -> None:
+        if start < rows // 2:  # the caller's share
+            assert second_half_started.wait(timeout=60)
+            raise ValueError("boom")
+        second_half_started.set()
+        written[start:stop] = 1
+
+    with pytest.raises(ValueError, match="boom"):
+        Workspace(threads=2).run_blocks(fill, rows, 1)
+    assert written[rows // 2 :].all()  # the worker's whole share was done before the error came out
+
+
 def test_serial_blocks_follow_the_block_size():
     calls = []
     run_serially(lambda a, b: calls.append((a, b)), 5, 1 << 17)  # two rows of 2**17 a block
     assert calls == [(0, 2), (2, 4), (4, 5)]
-
-
-@pytest.mark.skipif(not fpu.available(), reason="flushing subnormals needs x86-64 and executable memory")
-def test_flushing_block_restores_the_callers_setting():
-    tiny = np.float32(1e-20)
-    assert tiny * tiny > 0  # subnormal kept
-    with fpu.flushing():
-        assert fpu.flushing_in_this_thread()
-        assert tiny * tiny == 0  # flushed
-        with fpu.flushing():
-            pass
-        assert fpu.flushing_in_this_thread()  # an inner block restores the outer setting
-    assert not fpu.flushing_in_this_thread() and tiny * tiny > 0
-
-
-@pytest.mark.skipif(not fpu.available(), reason="flushing subnormals needs x86-64 and executable memory")
-def test_worker_threads_flush_subnormals_and_the_caller_is_untouched():
-    assert not fpu.flushing_in_this_thread()
-    tiny = np.full(1 << 18, 1e-20, dtype=np.float32)  # squared: 1e-40, a subnormal float32
-    squares = np.empty_like(tiny)
-
-    def square(start: int, stop: int) -> None:
-        np.multiply(tiny[start:stop], tiny[start:stop], out=squares[start:stop])
-
-    Workspace(threads=2).run_blocks(square, len(tiny))
-    assert not squares.any()  # flushed to zero on the workers
-    assert np.multiply(tiny[:1], tiny[:1])[0] > 0  # while this thread still computes the subnormal
-    assert not fpu.flushing_in_this_thread()

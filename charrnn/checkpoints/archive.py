@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import zipfile
 import zlib
 from contextlib import contextmanager
@@ -47,6 +48,9 @@ def _reading(path: str) -> Iterator[None]:
         raise CheckpointError(f"no checkpoint at {path}") from None
     except IsADirectoryError:
         raise CheckpointError(f"{path} is a directory, not a checkpoint file") from None
+    except PermissionError:
+        # The file may be perfectly good: say what stops it from being read, not that it is damaged.
+        raise CheckpointError(f"cannot read {path}: permission denied") from None
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path} is truncated or corrupt ({exc}); use an earlier checkpoint") from None
     except Exception as exc:  # noqa: BLE001 - whatever a crafted archive makes zipfile or numpy raise, say so plainly
@@ -108,10 +112,19 @@ class NpzArchive:
                                   f"bytes; its {shape} {dtype} array takes {needed:,})")
 
     def read(self, name: str) -> np.ndarray:
-        """The array in entry ``name``; call ``require`` first, which bounds what this inflates."""
+        """The array in entry ``name``, C-contiguous, writeable and in native byte order; call ``require``
+        first, which bounds what this inflates.
+
+        A valid .npy may be stored column-major (``fortran_order``, as a conversion script may write it):
+        numpy then returns a transposed view, and code that updates arrays in place through a
+        C-contiguous buffer would update a copy, leaving the array itself unchanged.
+        """
         # Reading to the entry's end makes zipfile check its CRC-32, so a flipped bit is caught here.
         with _reading(self.path), self._archive.open(self.entries[name]) as entry:
-            return np.lib.format.read_array(entry, allow_pickle=False)
+            array = np.lib.format.read_array(entry, allow_pickle=False)
+        if not (array.flags.c_contiguous and array.flags.writeable and array.dtype.isnative):
+            array = np.array(array, dtype=array.dtype.newbyteorder("="), order="C")
+        return array
 
 
 @contextmanager
@@ -122,7 +135,19 @@ def open_archive(path: str) -> Iterator[NpzArchive]:
     reported as a corrupt file.
     """
     with _reading(path):
-        f = open(path, "rb")
+        # Not blocking: opening a named pipe for reading would wait for a writer forever.
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        try:
+            mode = os.fstat(fd).st_mode
+            if stat.S_ISDIR(mode):
+                raise CheckpointError(f"{path} is a directory, not a checkpoint file")
+            if not stat.S_ISREG(mode):
+                raise CheckpointError(f"{path} is not a regular file (a named pipe or a device?), so not a checkpoint")
+            os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        f = os.fdopen(fd, "rb")
     with f:
         with _reading(path):
             magic = f.read(4)

@@ -2,16 +2,19 @@
 
 The format and its reading and writing; the files of a checkpoint folder are folder_files.py's.
 
-Layout of the archive, format 3 (each entry a plain numeric ``.npy``; nothing is ever pickled)::
+Layout of the archive, format 4 (each entry a plain numeric ``.npy``; nothing is ever pickled)::
 
     meta          uint8   UTF-8 JSON: format, versions, configs, tokenizer, corpus, progress, RNG
-    param.<name>  float   model parameters (W_xe with an embedding size, W_xh, W_hh, b_h, ..., W_hy, b_y)
+    param.<name>  float   model parameters (W_xe with an embedding size, W_xh, W_hh, b_h, ..., W_hy, b_y; a
+                          bidirectional model's right-to-left stack as W_xh.back, W_hh.back, ..., W_hy.back)
     optim.<key>   float   optimizer state: <slot>.<parameter> (sum_sq.W_hy, m.W_hy, ...), Adam's step
     state.<key>   float   (B, H) recurrent state of the training streams per layer: h.0, c.0, h.1, ...
 
 Older formats are migrated on load: format 1 (charrnn 0.1: one vanilla layer, Adagrad,
-``optim.<parameter>`` and ``state.hidden``) and format 2 (the same entries as format 3; both lack
-``model.embed_size``, as both hold the one-table model: embedding size 0).
+``optim.<parameter>`` and ``state.hidden``), format 2 (the same entries as format 3; both lack
+``model.embed_size``, as both hold the one-table model: embedding size 0) and format 3 (no
+``model.bidirectional`` nor ``train.look_ahead``: a left-to-right model). The carried ``state.`` entries of
+a bidirectional model are its forward stack's: the backward stack starts every window from zero.
 
 A sampling-only checkpoint (``export``, the metadata's ``"contents": "model"``) holds the same metadata
 and the ``param.`` entries only: enough to sample and score, not to continue training.
@@ -27,7 +30,7 @@ import dataclasses
 import io
 import zipfile
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 
@@ -55,6 +58,7 @@ class CorpusInfo:
     val_paths: tuple[str, ...] = ()  # a separate validation text (--val-file), if any
     ids_dtype: str = "<i4"
     max_vocab: Optional[int] = None  # --max-vocab the vocabulary was built with
+    num_train_tokens: Optional[int] = None  # left for training after the validation split (None in older files)
 
 
 @dataclass
@@ -88,10 +92,11 @@ class Checkpoint:
 
 @dataclass(frozen=True)
 class Identity:
-    """Which run a checkpoint belongs to and how far it had trained."""
+    """Which run a checkpoint belongs to and how far it had trained (and its best validation loss)."""
 
     run_id: str
     step: int
+    best_val_loss_nats: Optional[float] = None
 
 
 # --- writing ------------------------------------------------------------------------------------------
@@ -149,19 +154,70 @@ def atomic_write(path: str, data: bytes) -> None:
         ) from None
 
 
-def require_finite(ckpt: Checkpoint) -> None:
-    """Raise TrainingError if any parameter, optimizer slot or carried state is NaN or infinite.
+# The largest magnitude an array of each kind may hold, in a checkpoint loaded or saved. Far beyond any
+# trained model (docs/reliability.md, "Loaded arrays": the weights of trained models stay below 10,
+# and each optimizer step moves a weight by at most about the learning rate, the gradients being
+# clipped elementwise), yet so far below float32's 3.4e38 that no sum a forward pass forms can overflow
+# (a layer sums at most about 10^5 products of a weight and an input each below 10^4: < 10^13). An LSTM's
+# cell state may legitimately add up to one per token over a long stream, so carried state gets more
+# room; Adagrad's sums of squares grow with the steps (at most clip² per step) and get the most.
+MAX_ABS_PARAMETER = 1e4
+MAX_ABS_HIDDEN_STATE = 1e6
+MAX_ABS_OPTIMIZER_STATE = 1e30
+_BOUNDS = {"parameter": MAX_ABS_PARAMETER, "optimizer state": MAX_ABS_OPTIMIZER_STATE,
+           "hidden state": MAX_ABS_HIDDEN_STATE}
+# Optimizer state that is a sum or mean of squares (or Adam's step count): never negative, and a
+# negative value would make the update divide by the square root of a negative number.
+_NON_NEGATIVE_SLOTS = ("sum_sq.", "mean_sq.", "v.")
+_SCAN_BLOCK = 1 << 16  # elements scanned at a time: a block's temporaries stay in the cache
 
-    Such a model is garbage that samples garbage; writing it would replace the last good checkpoint.
+
+def array_problem(kind: str, name: str, value: np.ndarray) -> Optional[str]:
+    """Why ``value``, the ``kind`` array ``name`` ("parameter", "optimizer state" or "hidden state"), is
+    unusable (NaN, infinity, a magnitude beyond ``_BOUNDS[kind]``, a negative sum of squares), or None.
+
+    One pass over the array, a block at a time, allocating no more than a block.
     """
-    groups = (("parameter", ckpt.params), ("optimizer state", ckpt.optimizer_state), ("hidden state", ckpt.hidden))
-    for kind, arrays in groups:
+    bound = _BOUNDS[kind]
+    non_negative = kind == "optimizer state" and (name == "step" or name.startswith(_NON_NEGATIVE_SLOTS))
+    flat = value.reshape(-1)
+    with np.errstate(invalid="ignore"):
+        for start in range(0, flat.size, _SCAN_BLOCK):
+            block = flat[start:start + _SCAN_BLOCK]
+            magnitudes = np.abs(block)
+            if not magnitudes.max() <= bound:  # NaN fails every comparison
+                if np.isnan(magnitudes).any():
+                    return "is not finite (NaN)"
+                worst = block[np.argmax(magnitudes)]
+                if np.isinf(worst):
+                    return "is not finite (infinity)"
+                return f"holds {worst:.3g}, beyond ±{bound:.0e}, which no trained model comes near"
+            if non_negative and block.min() < 0:
+                return f"holds {block.min():.3g}, but as a sum of squares can never be negative"
+    return None
+
+
+def _arrays(ckpt: Checkpoint) -> Iterator[tuple[str, str, np.ndarray]]:
+    for kind, arrays in (("parameter", ckpt.params), ("optimizer state", ckpt.optimizer_state),
+                         ("hidden state", ckpt.hidden)):
         for name, value in arrays.items():
-            if not np.isfinite(value).all():
-                raise TrainingError(
-                    f"the model's {kind} {name} is no longer finite at step {ckpt.progress.step}: training "
-                    "diverged; nothing was saved over the last checkpoint; try a lower --learning-rate"
-                )
+            yield kind, name, value
+
+
+def require_finite(ckpt: Checkpoint) -> None:
+    """Raise TrainingError if any parameter, optimizer slot or carried state is NaN, infinite or beyond
+    the bounds ``load`` holds every checkpoint to (``array_problem``).
+
+    Such a model is garbage that samples garbage; writing it would replace the last good checkpoint
+    with a file that could not even be loaded.
+    """
+    for kind, name, value in _arrays(ckpt):
+        problem = array_problem(kind, name, value)
+        if problem is not None:
+            raise TrainingError(
+                f"the model's {kind} {name} {problem} at step {ckpt.progress.step}: training "
+                "diverged; nothing was saved over the last checkpoint; try a lower --learning-rate"
+            )
 
 
 def write(ckpt: Checkpoint, path: str) -> None:
@@ -224,7 +280,9 @@ def load(path: str) -> Checkpoint:
     (npz_archive: sizes, compression, no pickled objects), the metadata field by field
     (metadata), and every entry's name, shape, dtype and size against what the metadata's model
     needs. So a crafted file costs at most its metadata's size in memory before it is refused, and
-    can never run code.
+    can never run code. Then every array's values (``array_problem``: finite, within bounds), so
+    no command samples, scores or trains with a NaN, an infinity or a weight of 3e38; arrays come
+    back C-contiguous and writeable whatever their stored layout (archive.NpzArchive.read).
     """
     with open_archive(path) as archive:
         meta = _read_meta(archive)
@@ -242,7 +300,7 @@ def load(path: str) -> Checkpoint:
     def group(prefix: str) -> dict[str, np.ndarray]:
         return {name[len(prefix):]: value for name, value in arrays.items() if name.startswith(prefix)}
 
-    return Checkpoint(
+    ckpt = Checkpoint(
         model_config=meta.model_config,
         train_config=meta.train_config,
         tokenizer=meta.tokenizer,
@@ -258,6 +316,12 @@ def load(path: str) -> Checkpoint:
         format_version=meta.format_version,
         contents=meta.contents,
     )
+    for kind, name, value in _arrays(ckpt):
+        problem = array_problem(kind, name, value)
+        if problem is not None:
+            raise CheckpointError(f"{path}: its {kind} {name} {problem}; the file is damaged or was not "
+                                  "written by charrnn; use another checkpoint")
+    return ckpt
 
 
 def read_metadata(path: str) -> Metadata:
@@ -276,4 +340,4 @@ def read_identity(path: str) -> Optional[Identity]:
         meta = read_metadata(path)
     except CharRNNError:
         return None
-    return Identity(meta.run_id, meta.progress.step)
+    return Identity(meta.run_id, meta.progress.step, meta.progress.best_val_loss_nats)

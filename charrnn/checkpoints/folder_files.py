@@ -2,22 +2,25 @@
 
 A run saves its step checkpoint and ``latest.npz`` together, and ``best.npz`` whenever validation finds
 a new best (training/runner.py). Readers take ``best.npz`` to sample or score with (``find_model``) and
-the newest file to resume from (``find_latest``). A folder of run folders (``checkpoints/``, where every
-new run gets a folder of its own) is looked over with ``run_folders``; the newest run is what commands
-given no checkpoint read.
+the checkpoint of the highest step to resume from (``find_newest``): usually ``latest.npz``, but a run
+that ended between a new best and its next periodic save (a crash, a kill) left a newer ``best.npz``,
+the only record of its last steps. A folder of run folders (``checkpoints/``, where every new run gets
+a folder of its own) is looked over with ``run_folders``; the newest run is what commands given no
+checkpoint read.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import stat
 import tempfile
 from contextlib import suppress
 from typing import Optional
 
 from charrnn.checkpoints import checkpoint
 from charrnn.checkpoints.checkpoint import Checkpoint
-from charrnn.errors import ConfigError
+from charrnn.errors import CharRNNError, ConfigError
 
 LATEST_NAME = "latest.npz"
 BEST_NAME = "best.npz"
@@ -81,6 +84,36 @@ def find_latest(directory: str) -> Optional[str]:
         return latest
     steps = step_checkpoints(directory)
     return steps[-1][1] if steps else None
+
+
+def find_newest(directory: str) -> Optional[str]:
+    """The checkpoint in ``directory`` to resume from: of ``latest.npz``, ``best.npz`` and the highest step
+    file whose metadata can be read, the one of the highest step that can continue training; at equal
+    steps latest, then the step file, then best. None if there is none.
+
+    Reads only metadata. Files that are not regular files (a named pipe would block the read) and
+    sampling-only ones (``export``) are passed over. When no file qualifies, ``find_latest``'s answer
+    (so that loading it says what is wrong with it), else None.
+    """
+    candidates = [os.path.join(directory, LATEST_NAME)]
+    candidates += [path for _, path in reversed(step_checkpoints(directory))]
+    candidates.append(os.path.join(directory, BEST_NAME))
+    newest: Optional[tuple[int, str]] = None
+    step_file_seen = False
+    for path in candidates:
+        is_step_file = STEP_NAME.match(os.path.basename(path)) is not None
+        if is_step_file and step_file_seen:
+            continue  # only the highest readable step file counts
+        try:
+            if not stat.S_ISREG(os.lstat(path).st_mode):
+                continue
+            meta = checkpoint.read_metadata(path)
+        except (OSError, CharRNNError):
+            continue
+        step_file_seen = step_file_seen or is_step_file
+        if meta.contents == checkpoint.TRAINING and (newest is None or meta.progress.step > newest[0]):
+            newest = (meta.progress.step, path)
+    return find_latest(directory) if newest is None else newest[1]
 
 
 def find_model(directory: str) -> Optional[str]:

@@ -8,7 +8,9 @@ must agree. For a layer reading D inputs with H hidden units and G gates (1 vani
 
 with D = H for the layers above the first, plus (H + 1)·V for the output layer. The first layer reads
 D = V inputs (the one-hot token, so its W_xh is the embedding), or, with an embedding size E, D = E
-inputs from an embedding table of V·E more parameters. Nothing here prints; the command renders
+inputs from an embedding table of V·E more parameters. A bidirectional model has every layer twice (a
+right-to-left stack of its own weights) and output weights from both stacks' states, (2H + 1)·V; the
+embedding table, if any, is shared. Nothing here prints; the command renders
 ``describe`` or ``to_dict``.
 """
 
@@ -46,15 +48,16 @@ class ParameterCountError(CharRNNError):
 class ParameterCount:
     """The model's parameter count by the formula, layer by layer, with the formula written out."""
 
-    layers: tuple[int, ...]  # parameters of each recurrent layer, bottom first
-    output: int  # (H + 1)·V
+    layers: tuple[int, ...]  # parameters of each recurrent layer, bottom first (of each direction's stack)
+    output: int  # (H + 1)·V; (2H + 1)·V for a bidirectional model
     formula: str  # e.g. "(65 + 8 + 1)·8 + (8 + 1)·65"
     embedding: int = 0  # V·E with an embedding size E, else 0 (the first layer's W_xh is the embedding)
+    directions: int = 1  # 2 for a bidirectional model: a second stack of layers like the first
 
     @property
     def total(self) -> int:
         """All parameters of the model."""
-        return self.embedding + sum(self.layers) + self.output
+        return self.embedding + self.directions * sum(self.layers) + self.output
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,12 @@ def parameter_count(config: ModelConfig) -> ParameterCount:
             terms.append(f"[{term}]" if extra else term)
         elif layer == 1:  # the layers above the first are identical: written once, with a multiplier
             terms.append(f"{repeats}·[{term}]")
+    if config.bidirectional:  # the right-to-left stack and its output weights V′ (H × V) besides
+        stack = terms[1:] if embed else terms
+        terms = terms[:1] if embed else []
+        terms.append(f"2·({' + '.join(stack)})" if len(stack) > 1 else f"2·{stack[0]}")
+        terms.append(f"(2·{hidden} + 1)·{vocab}")
+        return ParameterCount(tuple(layers), (2 * hidden + 1) * vocab, " + ".join(terms), vocab * embed, 2)
     terms.append(f"({hidden} + 1)·{vocab}")
     return ParameterCount(tuple(layers), (hidden + 1) * vocab, " + ".join(terms), vocab * embed)
 
@@ -121,7 +130,9 @@ def summarize(path: str) -> Summary:
         parameters=checked_parameter_count(ckpt),
         # Checkpoints before fractional epochs were recorded report whole epochs only.
         epochs=ckpt.progress.epochs if ckpt.progress.epochs or not ckpt.progress.epoch else None,
-        learning_rate=optim.learning_rate_at(ckpt.train_config, ckpt.progress.epoch),
+        learning_rate=optim.learning_rate_at(
+            ckpt.train_config, ckpt.progress.epoch, ckpt.progress.lr_reductions, ckpt.progress.anneal_fraction
+        ),
     )
 
 
@@ -151,6 +162,7 @@ def to_dict(summary: Summary) -> dict[str, Any]:
         "charrnn_version": ckpt.charrnn_version,
         "backend": ckpt.backend,
         "model": dataclasses.asdict(ckpt.model_config),
+        "direction": direction(ckpt.model_config),
         "train": dataclasses.asdict(ckpt.train_config),
         "tokenizer": {
             "kind": ckpt.tokenizer.kind,
@@ -162,6 +174,7 @@ def to_dict(summary: Summary) -> dict[str, Any]:
             "embedding": summary.parameters.embedding,
             "layers": list(summary.parameters.layers),
             "output": summary.parameters.output,
+            "directions": summary.parameters.directions,
             "formula": summary.parameters.formula,
         },
         "progress": {
@@ -175,6 +188,7 @@ def to_dict(summary: Summary) -> dict[str, Any]:
         "train_bits_per_token": bits_per_token,
         "train_bits_per_char": bits_per_char,
         "validation": {
+            "held_out": describe_held_out(ckpt),
             "step": progress.val_step,
             "loss_nats": files.finite_or_none(progress.val_loss_nats),
             "bits_per_char": files.finite_or_none(progress.val_bits_per_char),
@@ -185,6 +199,24 @@ def to_dict(summary: Summary) -> dict[str, Any]:
         "learning_rate": files.finite_or_none(summary.learning_rate),
         "corpus": dataclasses.asdict(ckpt.corpus),
     }
+
+
+def direction(config: ModelConfig) -> str:
+    """How the model reads text: "left-to-right" (it generates: charrnn sample), or "bidirectional" (it fills
+    blanks from both sides: charrnn fill)."""
+    return "bidirectional" if config.bidirectional else "left-to-right"
+def describe_held_out(ckpt: checkpoint.Checkpoint) -> str:
+    """Which text the model is validated on: a file, a spread or tail fraction of its corpus, or none."""
+    config = ckpt.train_config
+    if ckpt.corpus.val_paths:
+        return f"the file{'s' if len(ckpt.corpus.val_paths) > 1 else ''} {', '.join(ckpt.corpus.val_paths)}"
+    if config.val_fraction == 0:
+        return "none"
+    if config.val_split == "tail":
+        return f"the last {config.val_fraction:.0%} of the corpus (--val-split tail)"
+    blocks = f" of about {config.val_block_tokens:,} tokens" if config.val_block_tokens else ""
+    return (f"{config.val_fraction:.0%} of the corpus in blocks{blocks} of whole lines spread across it "
+            f"(--val-split spread, seed {config.val_seed})")
 
 
 def _describe_validation(summary: Summary) -> str:
@@ -202,11 +234,18 @@ def _describe_validation(summary: Summary) -> str:
 
 
 def _describe_learning_rate(summary: Summary) -> str:
-    config = summary.checkpoint.train_config
-    if config.lr_decay == 1.0:
+    config, progress = summary.checkpoint.train_config, summary.checkpoint.progress
+    changes = []
+    if config.lr_decay != 1.0:
+        changes.append(f"×{config.lr_decay:g} per epoch after epoch {config.lr_decay_after:g}")
+    if progress.lr_reductions:
+        changes.append(f"reduced {progress.lr_reductions} of {config.lr_reductions} times on a plateau, "
+                       f"×{config.lr_reduction_factor:g} each")
+    if progress.anneal_fraction:
+        changes.append(f"annealed over {progress.anneal_fraction:.0%} of a time budget")
+    if not changes:
         return f"{config.learning_rate:g}"
-    return (f"{summary.learning_rate:g} now (base {config.learning_rate:g}, ×{config.lr_decay:g} per epoch "
-            f"after epoch {config.lr_decay_after:g})")
+    return f"{summary.learning_rate:g} now (base {config.learning_rate:g}, {'; '.join(changes)})"
 
 
 def describe(summary: Summary) -> list[str]:
@@ -234,6 +273,9 @@ def describe(summary: Summary) -> list[str]:
     return [
         f"checkpoint: {summary.path} ({summary.file_size_bytes:,} bytes)",
         f"cell: {cell}, {layers}, hidden {config.hidden_size}{dropout}, {config.dtype}",
+        "direction: " + ("bidirectional: a right-to-left stack too; predicts each token from both sides "
+                         f"(charrnn fill; look-ahead {train_config.look_ahead} tokens)" if config.bidirectional
+                         else "left to right: predicts the next token (charrnn sample)"),
         f"parameters: {summary.parameters.total:,} (= {summary.parameters.formula})",
         f"vocabulary: {ckpt.tokenizer.vocab_size:,} tokens ({ckpt.tokenizer.kind}), e.g. {shown}{more}",
         f"corpus: {sources}, {corpus.num_tokens:,} tokens{val_files}",
@@ -241,6 +283,7 @@ def describe(summary: Summary) -> list[str]:
         f"trained: step {progress.step:,}, {progress.tokens_seen:,} tokens seen{epochs}",
         f"train loss (smoothed): {train_loss}",
         f"validation: {_describe_validation(summary)}",
+        f"validation text: {describe_held_out(ckpt)}",
         f"optimizer: {train_config.optimizer}, clip ±{train_config.clip:g}, batch {train_config.batch_size} "
         f"streams × {train_config.seq_length} steps, rng seed {train_config.rng_seed}",
         f"learning rate: {_describe_learning_rate(summary)}",

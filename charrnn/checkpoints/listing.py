@@ -38,6 +38,7 @@ class Listed:
     run_id: Optional[str] = None
     same_as: tuple[str, ...] = ()  # "best.npz" and/or "latest.npz": the same model at the same step
     problem: Optional[str] = None  # why the file could not be read as a checkpoint
+    bidirectional: Optional[bool] = None  # a blank-filling model (charrnn fill), not a generating one
 
     @property
     def name(self) -> str:
@@ -49,18 +50,25 @@ def _finite(value: Optional[float]) -> Optional[float]:
     return value if value is not None and math.isfinite(value) else None
 
 
-def _read(path: str) -> Listed:
-    size = os.path.getsize(path)
+def _read(path: str) -> Optional[Listed]:
+    """What ``path``'s metadata says; None if the file is gone (a running training pruned it meanwhile)."""
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        return None
     try:
         meta = checkpoint.read_metadata(path)
     except CharRNNError as exc:
+        if not os.path.lexists(path):
+            return None  # removed while it was being read: not unreadable, just no longer there
         problem = str(exc)
         if problem.startswith(path):  # the message names the file, which its row already does
             problem = problem[len(path):].lstrip(" :")
         return Listed(path, size, problem=problem)
     progress = meta.progress
     return Listed(path, size, progress.step, progress.tokens_seen, _finite(progress.smoothed_loss_nats),
-                  _finite(progress.val_loss_nats), progress.val_step, meta.contents, meta.run_id)
+                  _finite(progress.val_loss_nats), progress.val_step, meta.contents, meta.run_id,
+                  bidirectional=meta.model_config.bidirectional)
 
 
 def _order(item: Listed) -> tuple:
@@ -85,7 +93,10 @@ def list_folder(directory: str) -> list[Listed]:
         raise CheckpointError(f"{directory} {what}; give a folder of checkpoints (default: "
                               f"{os.path.join('checkpoints', '')})")
     names = sorted(n for n in os.listdir(directory) if n.endswith(SUFFIX) and not n.startswith("."))
-    items = [_read(os.path.join(directory, name)) for name in names if os.path.isfile(os.path.join(directory, name))]
+    # A training that prunes its step files may remove any of them at any moment; a file that
+    # vanishes between the listing of names and its reading is simply not listed.
+    read = [_read(os.path.join(directory, name)) for name in names if os.path.isfile(os.path.join(directory, name))]
+    items = [item for item in read if item is not None]
     marks = {name: next((i for i in items if i.name == name and i.step is not None), None)
              for name in (folder_files.BEST_NAME, folder_files.LATEST_NAME)}
     marked = []
@@ -108,6 +119,8 @@ def _note(item: Listed) -> str:
     notes += [f"= {name}" for name in item.same_as]
     if item.contents != TRAINING:
         notes.append("model only (exported)")
+    if item.bidirectional:  # its losses read both sides of every token: not comparable with the others'
+        notes.append("bidirectional (fills blanks)")
     return ", ".join(notes)
 
 
@@ -153,6 +166,8 @@ def to_dict(directory: str, items: list[Listed]) -> dict[str, Any]:
                 "tokens_seen": item.tokens_seen, "train_loss_nats": item.train_loss_nats,
                 "val_loss_nats": item.val_loss_nats, "val_step": item.val_step, "contents": item.contents,
                 "same_as": list(item.same_as), "problem": item.problem,
+                "direction": None if item.bidirectional is None else
+                ("bidirectional" if item.bidirectional else "left-to-right"),
             }
             for item in items
         ],

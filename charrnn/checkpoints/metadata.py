@@ -29,8 +29,9 @@ from charrnn.progress import Progress
 
 FORMAT_NAME = "charrnn-checkpoint"
 # 1: charrnn 0.1 (one vanilla layer, Adagrad); 2: cells, layers, optimizers; 3: model.embed_size (an
-# embedding W_xe before the first layer). Older files are migrated when read.
-FORMAT_VERSION = 3
+# embedding W_xe before the first layer); 4: model.bidirectional (a blank-filling model with a right-to-left
+# stack, param.*.back) and train.look_ahead. Older files are migrated when read.
+FORMAT_VERSION = 4
 # What a checkpoint holds, in its top-level "contents" field: absent, everything needed to continue
 # training (TRAINING); "model", only what sampling and scoring need (MODEL, written by charrnn export:
 # no optimizer state, no stream state).
@@ -50,11 +51,13 @@ MAX_LAYERS = 1000
 ID_DTYPES = frozenset(np.dtype(t).newbyteorder(order).str
                       for t in ("u1", "u2", "u4", "i4") for order in "<>")
 _PROGRESS_COUNTS = ("step", "tokens_seen", "epoch", "position", "loss_ema_steps", "val_step", "best_val_step",
-                    "validations_since_best")
-_PROGRESS_AMOUNTS = ("epochs", "loss_ema", "val_loss_nats", "val_bits_per_char", "best_val_loss_nats")
+                    "validations_since_best", "lr_reductions")
+_PROGRESS_AMOUNTS = ("epochs", "loss_ema", "val_loss_nats", "val_bits_per_char", "best_val_loss_nats",
+                     "anneal_fraction")
 _CONFIG_COUNTS = (("model", "vocab_size"), ("model", "hidden_size"), ("model", "embed_size"), ("train", "seq_length"),
                   ("train", "batch_size"), ("train", "max_steps"), ("train", "max_epochs"),
-                  ("train", "lr_decay_after"))
+                  ("train", "lr_decay_after"), ("train", "look_ahead"), ("train", "val_block_tokens"),
+                  ("train", "val_seed"), ("train", "lr_reductions"))
 _CORPUS_LISTS = ("paths", "encodings", "val_paths")
 _RUN_ID = re.compile("^[0-9a-f]{16}$")
 RECORDED_BACKENDS = ("numpy", "numba")  # what a run records; "auto" is resolved before it trains
@@ -88,6 +91,8 @@ def run_identity(model_config: ModelConfig, train_config: TrainConfig, tokenizer
         # Formats 1 and 2 had no embedding size (a format-1 file's identity is derived when it is read):
         # the one-table model keeps the identity it had before the setting existed.
         del model["embed_size"]
+    if not model["bidirectional"]:  # likewise every one-directional model, from before format 4
+        del model["bidirectional"]
     fixed = {
         "model": model,
         "train": {name: getattr(train_config, name) for name in ("rng_seed", "batch_size", "seq_length", "optimizer")},
@@ -149,11 +154,15 @@ def _corpus(meta: dict[str, Any]) -> dict[str, Any]:
             if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
                 raise _Invalid(f"corpus.{name} must be a list of strings, got {describe_value(value)}")
             corpus[name] = tuple(value)
-    if "num_tokens" in data:
-        if not _is_int(data["num_tokens"]):
-            raise _Invalid(f"corpus.num_tokens must be a whole number, got {describe_value(data['num_tokens'])}")
-        _require_range("corpus.num_tokens", data["num_tokens"], 0, COUNT_LIMIT)
-        corpus["num_tokens"] = data["num_tokens"]
+    for name in ("num_tokens", "num_train_tokens"):
+        if data.get(name) is not None:
+            if not _is_int(data[name]):
+                raise _Invalid(f"corpus.{name} must be a whole number, got {describe_value(data[name])}")
+            _require_range(f"corpus.{name}", data[name], 0, COUNT_LIMIT)
+            corpus[name] = data[name]
+    if corpus.get("num_train_tokens", 0) > corpus.get("num_tokens", 0):
+        raise _Invalid(f"corpus.num_train_tokens {corpus['num_train_tokens']} is more than the corpus's "
+                       f"num_tokens {corpus.get('num_tokens', 0)}")
     if "sha256" in data:
         if not isinstance(data["sha256"], str):
             raise _Invalid(f"corpus.sha256 must be a string, got {describe_value(data['sha256'])}")
@@ -199,15 +208,21 @@ def _rng_state(meta: dict[str, Any]) -> dict[str, Any]:
 def _check_progress(progress: Progress, train_config: TrainConfig, corpus: dict[str, Any]) -> None:
     for name in _PROGRESS_COUNTS + _PROGRESS_AMOUNTS:
         _require_range(f"progress.{name}", getattr(progress, name), 0, COUNT_LIMIT)
+    if progress.anneal_fraction > 1.0:
+        raise _Invalid(f"progress.anneal_fraction must be from 0 to 1, got {progress.anneal_fraction}")
     for name in ("val_step", "best_val_step"):
         value = getattr(progress, name)
         if value is not None and value > progress.step:
             raise _Invalid(f"progress.{name} {value} is after progress.step {progress.step}")
     if progress.position:
-        # The streams as session._prepare_streams cuts them: the held-out end split off (rounded as in
-        # session.split_validation), the rest in batch_size rows; a chunk is seq_length + 1 tokens.
+        # The streams as corpus_data.prepare_streams cuts them: the held-out text split off (files that
+        # record what is left for training say so; before that, the split was the tail, rounded as in
+        # streams.split_validation), the rest in batch_size rows; a chunk is seq_length + 1 tokens.
         tokens = corpus.get("num_tokens", 0)
-        stream_length = (tokens - int(round(tokens * train_config.val_fraction))) // train_config.batch_size
+        train_tokens = corpus.get("num_train_tokens")
+        if train_tokens is None:
+            train_tokens = tokens - int(round(tokens * train_config.val_fraction))
+        stream_length = train_tokens // train_config.batch_size
         if progress.position + train_config.seq_length + 1 > stream_length:
             raise _Invalid(
                 f"progress.position {progress.position} is past the end of the streams: a corpus of {tokens} "
@@ -241,12 +256,18 @@ def validate(path: str, meta: Any) -> Metadata:
         model_data = _section(meta, "model")
         if version < 3:  # formats 1 and 2 knew only the one-table model: no embedding before the first layer
             model_data = {**model_data, "embed_size": 0}
+        if version < 4:  # formats 1 to 3 knew only left-to-right models
+            model_data = {**model_data, "bidirectional": False}
         model_config = _built("model", from_dict, ModelConfig, model_data)
         if model_config.vocab_size is None:  # only a training request lacks it, never a trained model
             raise _Invalid("model.vocab_size is missing")
         train_data = _section(meta, "train")
         if version == 1:  # format 1 trained on all of the text: it held nothing out
             train_data = {**train_data, "val_fraction": 0.0}
+        if version < 4:  # no look-ahead before format 4 (nor any model that reads one)
+            train_data = {**train_data, "look_ahead": 0}
+        if "val_split" not in train_data:  # written before the spread split existed: it held out the tail
+            train_data = {**train_data, "val_split": "tail"}
         train_config = _built("train", from_dict, TrainConfig, train_data)
         if train_config.learning_rate is None:  # every trained model records the rate it used
             raise _Invalid("train.learning_rate is missing")

@@ -19,6 +19,7 @@ from charrnn import __version__, mpi_environment
 from charrnn.cli.eval_command import eval_command
 from charrnn.cli.exits import CharRNNGroup
 from charrnn.cli.export_command import export_command
+from charrnn.cli.fill_command import fill_command
 from charrnn.cli.ls_command import ls_command
 from charrnn.cli.options import option
 from charrnn.cli.prepare_command import prepare_command
@@ -40,8 +41,8 @@ def cli(quiet: bool) -> None:
       charrnn sample --seed 月
 
     Exit codes: 0 success, 1 failure while running, 2 bad usage or input,
-    130/143 interrupted by SIGINT/SIGTERM (after saving a checkpoint; a signal
-    ignored when charrnn starts stays ignored).
+    130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP (after saving a checkpoint; a
+    signal ignored when charrnn starts stays ignored).
 
     Options can also be set in the environment as CHARRNN_<COMMAND>_<OPTION>, the
     option's long name (CHARRNN_TRAIN_HIDDEN_SIZE=256, CHARRNN_EVAL_JSON=1). Shell
@@ -51,6 +52,7 @@ def cli(quiet: bool) -> None:
 
 cli.add_command(train_command)
 cli.add_command(sample_command)
+cli.add_command(fill_command)
 cli.add_command(eval_command)
 cli.add_command(prepare_command)
 cli.add_command(info_command)

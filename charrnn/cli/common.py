@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, Optional
 import click
 
 from charrnn import files
-from charrnn.cli.exits import write_stdout
+from charrnn.cli.exits import write_stderr, write_stdout
 from charrnn.cli.options import option
 from charrnn.config import DEFAULT_CHECKPOINT_DIR
 from charrnn.errors import CharRNNError, CheckpointError, ConfigError
@@ -21,7 +21,7 @@ from charrnn.errors import CharRNNError, CheckpointError, ConfigError
 
 def fail(message: str, exit_code: int) -> None:
     """Print ``Error: message`` on stderr and exit with ``exit_code``."""
-    click.echo(f"Error: {message}", err=True)
+    write_stderr(f"Error: {message}")
     sys.exit(exit_code)
 
 
@@ -54,6 +54,7 @@ def check_appendable(path: str, option: str) -> None:
     writable folder. Checked without creating anything, so a run refused later leaves no empty file."""
     if os.path.isdir(path):
         raise ConfigError(f"{option} {path} is a folder; give the name of a file")
+    files.require_regular_or_absent(path, f"{option} ")
     folder = os.path.dirname(path) or "."
     if os.path.exists(path):
         problem = None if os.access(path, os.W_OK) else "the file is not writable"
@@ -83,7 +84,7 @@ def writing_cache(cache_dir: str) -> Iterator[None]:
 def inform(quiet: bool, message: str) -> None:
     """An informational line on stderr, unless ``quiet``."""
     if not quiet:
-        click.echo(message, err=True)
+        write_stderr(message)
 
 
 def examples(*commands: str) -> str:
@@ -105,9 +106,10 @@ def resolve_checkpoint(path: Optional[str], quiet: bool, newest: bool = False) -
 
     A file is itself. A folder means its ``best.npz``, the model with the lowest validation loss, else
     ``latest.npz``, else its newest step file; with ``newest`` (for resuming, which must continue from
-    the end) its newest checkpoint. A folder of run folders (``checkpoints/``, where every new run has
-    its own), and no ``path`` at all, mean the newest run's folder: the one a checkpoint was last
-    written to. The file chosen in a folder is named on stderr (``using ...``) unless ``quiet``.
+    the end) its checkpoint of the highest step (``folder_files.find_newest``: a best.npz newer than
+    latest.npz included). A folder of run folders (``checkpoints/``, where every new run has its own),
+    and no ``path`` at all, mean the newest run's folder: the one a checkpoint was last written to. The
+    file chosen in a folder is named on stderr (``using ...``) unless ``quiet``.
     """
     from charrnn.checkpoints import folder_files
 
@@ -118,7 +120,7 @@ def resolve_checkpoint(path: Optional[str], quiet: bool, newest: bool = False) -
         folder = folder_files.newest_run(DEFAULT_CHECKPOINT_DIR if path is None else path)
     found = None
     if folder is not None:
-        found = folder_files.find_latest(folder) if newest else folder_files.find_model(folder)
+        found = folder_files.find_newest(folder) if newest else folder_files.find_model(folder)
     if found is None:
         where = (path if path is not None else DEFAULT_CHECKPOINT_DIR).rstrip(os.sep)
         raise CheckpointError(
@@ -165,19 +167,17 @@ class ProgressBar:
 def emit_json(document: Any) -> None:
     """Print ``document`` as the one JSON document on stdout (UTF-8 as is, NaN as null).
 
-    A file name that is not UTF-8 appears with ``\\udcXX`` escapes (see ``files.json_text``).
+    A file name that is not UTF-8 appears with ``\\udcXX`` escapes (see ``files.json_text``); on a
+    stdout whose encoding cannot carry a character, it is a ``\\uXXXX`` escape (exits.write_stdout).
     """
     write_stdout(files.json_text(files.finite_or_none(document), allow_nan=False, indent=2))
 
 
 def echo_text(text: str) -> None:
-    """Print ``text`` on stdout, file names included byte for byte even where they are not UTF-8.
-
-    Such a name holds its undecodable bytes as lone surrogates, which a strict stdout cannot encode;
-    they are written as the bytes they stand for, so that a script can use the path it reads.
-    """
-    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
-    write_stdout(text.encode(encoding, "surrogateescape"))
+    """Print ``text``, which shows file names, on stdout: byte for byte even where a name is not UTF-8
+    (its undecodable bytes written as the bytes they stand for, so that a script can use the path it
+    reads), and with control characters escaped on a terminal (exits.write_stdout)."""
+    write_stdout(text, shows_names=True)
 
 
 def format_score(score: Any) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Optional
+from typing import Iterator, Optional
 
 import click
 
@@ -53,7 +53,8 @@ def split_arguments(paths: tuple[str, ...], checkpoint: Optional[str]) -> tuple[
 @config_options(DataConfig, only={"encoding"})
 @config_options(ComputeConfig)
 @option("--batch-size", type=int, default=32, show_default=True, metavar="N",
-        help="Streams scored side by side (each starts with no context).")
+        help="Streams scored side by side, for speed (each first reads the text before its part, so the "
+             "score does not depend on it).")
 @option("--json", is_flag=True, help="Print the scores as one JSON document.")
 @quiet_option("No informational messages on stderr.")
 @reports_errors
@@ -73,33 +74,56 @@ def eval_command(
     from charrnn.checkpoints import checkpoint as checkpoints
     from charrnn import memory
     from charrnn.model import network
-    from charrnn.errors import ConfigError
-    from charrnn.data.corpus import read_corpus
-    from charrnn.inference.scoring import score_text
+    from charrnn.errors import ConfigError, CorpusError
+    from charrnn.data.corpus import TextReader, check_standard_input_once, display_name
+    from charrnn.inference.scoring import score_chunks, unknown_warning
     from charrnn.model import backend as backends
 
     checkpoint, files = split_arguments(paths, checkpoint)
     if batch_size <= 0:
         raise ConfigError(f"--batch-size must be positive, got {batch_size}")
+    check_standard_input_once(files)
     kernels = backends.select(ComputeConfig(backend=backend).backend)
     path = resolve_checkpoint(checkpoint, quiet)
     ckpt = checkpoints.load(path)
-    text = read_corpus(files, encoding)
-    # Scoring runs up to --batch-size streams side by side, never more than the text has tokens (at
-    # most its characters).
-    streams = min(batch_size, len(text.text))
-    need = {"streams": network.sampling_memory(ckpt.model_config, streams)}
-    memory.require(need, "scoring", "lower --batch-size")
-    progress = ProgressBar("scoring", quiet, unit="token", delay=0.5)
+    # The text is scored as it is read, a window at a time (scoring.score_id_blocks): standard input
+    # that never ends costs no more memory than a short file.
+    readers = [TextReader(display_name(name), encoding, source=name) for name in files]
+    total_bytes = sum(reader.size_bytes for reader in readers)
+    progress = ProgressBar("scoring", quiet, delay=0.5)
+    done = [0]
+
+    def advance(count: int) -> None:
+        done[0] += count
+        progress(done[0], total_bytes or None)
+
+    def text() -> Iterator[str]:
+        for reader in readers:
+            empty = True
+            for chunk in reader.chunks(advance):
+                empty = False
+                yield chunk
+            if empty:
+                raise CorpusError(f"{reader.path} is empty")
+
+    def check_memory(streams: int) -> None:
+        need = {"streams": network.sampling_memory(ckpt.model_config, streams)}
+        memory.require(need, "scoring", "lower --batch-size")
+
     try:
-        score = score_text(ckpt.params, ckpt.model_config, ckpt.tokenizer, text.text, batch_size, kernels,
-                           on_progress=progress)
+        score = score_chunks(ckpt.params, ckpt.model_config, ckpt.tokenizer, text(), batch_size, kernels,
+                             on_streams=check_memory, window=ckpt.train_config.seq_length,
+                             look_ahead=ckpt.train_config.look_ahead)
     finally:
         progress.close()
-    if score.tokens_unknown:
+    warning = unknown_warning(score)
+    if warning:
+        inform(quiet, f"warning: {warning}")
+    elif score.tokens_unknown:
         inform(quiet, f"note: {score.tokens_unknown:,} tokens outside the model's vocabulary were left out")
     if json:
-        emit_json({"checkpoint": path, "files": list(files), "encodings": list(text.encodings),
+        emit_json({"checkpoint": path, "files": list(files), "encodings": [reader.encoding for reader in readers],
                    "backend": kernels.name, **score.to_dict()})
     else:
-        write_stdout(f"{score.tokens_scored:,} tokens scored, {score.tokens_unknown:,} unknown: {format_score(score)}")
+        unknown = f"{score.tokens_unknown:,} unknown" + (f" ({score.unknown_share:.0%})" if score.tokens_unknown else "")
+        write_stdout(f"{score.tokens_scored:,} tokens scored, {unknown}: {format_score(score)}")

@@ -28,7 +28,7 @@ T = TypeVar("T")
 # The allowed values of each field that has a fixed set of them.
 CHOICES = {
     "cell": config.CELLS, "activation": config.ACTIVATIONS, "dtype": config.DTYPES, "optimizer": config.OPTIMIZERS,
-    "tokenizer": config.TOKENIZERS, "backend": config.BACKENDS,
+    "tokenizer": config.TOKENIZERS, "backend": config.BACKENDS, "val_split": config.VAL_SPLITS,
 }
 
 
@@ -110,8 +110,10 @@ def _click_option(cls: type, field: dataclasses.Field, found: settings.Option) -
     kind = _value_type(cls, field)
     envvar = {"envvar": found.envvar} if found.envvar else {}  # CHARRNN_<COMMAND>_<FLAG> works as well
     if kind is bool:
-        return click.option(flag, name, cls=EnvOption, is_flag=True, default=field.default, help=found.help,
-                            **envvar)
+        # A setting that is on by default needs a way to turn it off: --anneal/--no-anneal.
+        flags = f"{flag}/--no-{flag[2:]}" if field.default else flag
+        return click.option(flags, name, cls=EnvOption, is_flag=True, default=field.default, help=found.help,
+                            show_default=bool(field.default), **envvar)
     choices = CHOICES.get(field.name)
     if choices is not None:
         click_type: Any = click.Choice(choices)

@@ -9,7 +9,7 @@ import click
 from charrnn.cli.common import (
     ProgressBar, echo_text, emit_json, examples, inform, reports_errors, writing_cache,
 )
-from charrnn.cli.options import config_options, option, quiet_option
+from charrnn.cli.options import build, config_options, option, quiet_option
 from charrnn.config import DataConfig
 
 
@@ -25,7 +25,7 @@ from charrnn.config import DataConfig
 @reports_errors
 def prepare_command(
     corpus: tuple[str, ...], tokenizer: str, encoding: str, max_vocab: Optional[int], cache_dir: str,
-    workers: Optional[int], json: bool, quiet: bool,
+    spool_limit_mb: int, workers: Optional[int], json: bool, quiet: bool,
 ) -> None:
     """Tokenize CORPUS files once into the cache, so that train starts at once and memory-maps them.
 
@@ -40,11 +40,14 @@ def prepare_command(
 
     if workers is not None and workers < 1:
         raise ConfigError(f"--workers must be positive, got {workers}")
+    build(DataConfig, {"tokenizer": tokenizer, "encoding": encoding, "max_vocab": max_vocab, "cache_dir": cache_dir,
+                       "spool_limit_mb": spool_limit_mb})  # the settings' own checks
     started = time.perf_counter()
     progress = ProgressBar("tokenizing", quiet)
     try:
         with writing_cache(cache_dir):
-            prepared = token_cache.prepare(corpus, tokenizer, encoding, max_vocab, cache_dir, workers, progress)
+            prepared = token_cache.prepare(corpus, tokenizer, encoding, max_vocab, cache_dir, workers, progress,
+                                           spool_limit_mb)
     finally:
         progress.close()
     seconds = time.perf_counter() - started

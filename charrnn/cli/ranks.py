@@ -34,9 +34,9 @@ from charrnn.errors import CharRNNError
 from charrnn.mpi_environment import launched_by_mpi
 from charrnn.training import distributed
 
-# Exit codes that mean a signal ended the process; every process of the job gets the signal (the
-# launcher forwards it), so only the root says so.
-SIGNAL_EXIT_CODES = (130, 143)
+# Exit codes that mean a signal ended the process (SIGINT, SIGTERM, SIGHUP); every process of the job
+# gets the signal (the launcher forwards it), so only the root says so.
+SIGNAL_EXIT_CODES = (130, 143, 129)
 
 
 class Launch:

@@ -13,6 +13,11 @@ from charrnn.cli.sample_output import SEPARATOR, BLOCK_TOKENS, JsonOutput, TextO
 from charrnn.config import ComputeConfig, DataConfig, SampleConfig
 
 
+# The longest priming text: the model reads it all before the first token, and the output repeats it.
+# A book's chapter is a tenth of this; standard input that never ends must not be held for ever.
+MAX_SEED_CHARS = 1_000_000
+
+
 @click.command("sample", epilog=examples(
     'charrnn sample --seed 月',
     'charrnn sample -c tang --seed-file opening.txt --length 500 --temperature 0.7',
@@ -21,7 +26,8 @@ from charrnn.config import ComputeConfig, DataConfig, SampleConfig
 @checkpoint_option()
 @option("--seed", metavar="TEXT", help="Priming text; the output starts with it [default: a random token].")
 @option("--seed-file", type=click.Path(allow_dash=True), metavar="PATH",
-        help="Read the priming text from this file (- for standard input), for long seeds.")
+        help=f"Read the priming text from this file (- for standard input), for long seeds (at most "
+             f"{MAX_SEED_CHARS:,} characters).")
 @config_options(DataConfig, only={"encoding"})
 @config_options(SampleConfig, ComputeConfig)
 @option("--separator", default=SEPARATOR, show_default=True, metavar="TEXT",
@@ -57,10 +63,13 @@ def sample_command(
         raise click.UsageError("give the priming text as --seed or as --seed-file, not both")
     seed_name = "--seed"
     if seed_file is not None:
-        seed, _ = read_text(seed_file, encoding)
+        seed, _ = read_text(seed_file, encoding, MAX_SEED_CHARS, "--seed-file")
         seed_name = "--seed-file"
     path = resolve_checkpoint(checkpoint, quiet)
     ckpt = checkpoints.load(path)
+    if ckpt.model_config.bidirectional:
+        raise ConfigError(f"{path} is a bidirectional model: it fills blanks from both sides and cannot generate "
+                          f"text; use charrnn fill -c {path} \"a text with _ for a missing token\"")
     rng = np.random.default_rng(config.rng_seed)
     tokenizer = ckpt.tokenizer
     if seed:

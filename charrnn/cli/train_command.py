@@ -12,19 +12,22 @@ import click
 
 from charrnn import config
 from charrnn.cli.common import (
-    ProgressBar, check_appendable, emit_json, examples, fail, inform, reports_errors, resolve_checkpoint, writing_cache,
+    ProgressBar, check_appendable, emit_json, examples, inform, reports_errors, resolve_checkpoint, writing_cache,
 )
-from charrnn.cli.exits import Interrupted
+from charrnn.cli.exits import Interrupted, exit_interrupted
 from charrnn.cli.options import build, config_options, given_fields, option, quiet_option
 from charrnn.cli.training_output import TrainingOutput, finished_document, interrupted_line
 from charrnn.config import ComputeConfig, DataConfig, ModelConfig, ScheduleConfig, TrainConfig
 
-EXIT_INTERRUPTED = {signal.SIGINT: 130, signal.SIGTERM: 143}
+# The signals that stop training after the step under way, and save: a hang-up (the terminal or the
+# ssh session went away) as surely as Ctrl-C or a scheduler's SIGTERM. SIGQUIT aborts (exits.py).
+SAVING_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 CONFIGS = (DataConfig, ModelConfig, TrainConfig, ScheduleConfig, ComputeConfig)
 
 
 class StopFlag:
-    """Set by SIGINT or SIGTERM so training stops between steps and saves; a second signal aborts."""
+    """Set by a SAVING_SIGNAL so training stops between steps and saves; a second signal, or SIGQUIT,
+    aborts."""
 
     def __init__(self, quiet: bool) -> None:
         self.signal_number: Optional[int] = None
@@ -36,19 +39,20 @@ class StopFlag:
 
     def handle(self, signal_number: int, frame: Any) -> None:
         """Signal handler: remember the first signal, abort on the second."""
-        if self.signal_number is not None:
+        if self.signal_number is not None or signal_number not in SAVING_SIGNALS:
             raise Interrupted(signal_number)
         self.signal_number = signal_number
         inform(self.quiet, "\nStopping after this step and saving a checkpoint (press Ctrl-C again to abort "
                            "without saving)")
 
     def install(self) -> dict[int, Any]:
-        """Handle SIGINT and SIGTERM until ``restore``; returns the handlers replaced.
+        """Handle the SAVING_SIGNALS and SIGQUIT until the caller restores the handlers returned.
 
         A signal ignored when charrnn started stays ignored, as every command leaves it (exits.py): a
         script's background job (``charrnn train ... &``) is meant to outlive the terminal's Ctrl-C.
         """
-        return {s: signal.signal(s, self.handle) for s in EXIT_INTERRUPTED if signal.getsignal(s) != signal.SIG_IGN}
+        return {s: signal.signal(s, self.handle) for s in (*SAVING_SIGNALS, signal.SIGQUIT)
+                if signal.getsignal(s) != signal.SIG_IGN}
 
 
 @click.command("train", epilog=examples(
@@ -88,8 +92,8 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
     CHARRNN_TRAIN_HIDDEN_SIZE=256.
 
     Exit codes: 0 done, 1 failure while running (NaN loss, failed write), 2 bad usage or input,
-    130/143 interrupted by SIGINT/SIGTERM after saving a checkpoint (a signal ignored when charrnn
-    starts, as in a script's background job, stays ignored).
+    130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP after saving a checkpoint (a signal ignored when
+    charrnn starts, as in a script's background job, stays ignored).
 
     Under an MPI launcher (mpiexec -n N charrnn train ..., or srun) the N processes train one model,
     each on B/N of the --batch-size streams; the first one alone prints and writes (pip install
@@ -110,8 +114,8 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
 
 
 def _train(ctx: click.Context, corpus: tuple[str, ...], options: dict[str, Any], group: Any) -> int:
-    """The command in one process of ``group`` (distributed.Group); returns the exit code: 0, or 130/143
-    for a run stopped by a signal."""
+    """The command in one process of ``group`` (distributed.Group); returns the exit code: 0, or 128 + the
+    number of the signal that stopped the run."""
     from charrnn.training import distributed, runner
     from charrnn.training.session import open_session
 
@@ -129,14 +133,17 @@ def _train(ctx: click.Context, corpus: tuple[str, ...], options: dict[str, Any],
     stop = StopFlag(options["quiet"])
     previous = stop.install()
     output = TrainingOutput(options["quiet"], options["log_every"], options["log_jsonl"], session.checkpoint_dir)
+    aborted: Optional[Interrupted] = None
     try:
         finished = output.run(runner.run_session(session, stop))
     except Interrupted as exc:
-        fail("aborted without saving; the last checkpoint written is intact", exc.exit_code)
+        aborted = exc
     finally:
         session.close()
         for s, handler in previous.items():
             signal.signal(s, handler)
+    if aborted is not None:  # only now, the folder's lock released: SIGQUIT ends the process on the spot
+        exit_interrupted(aborted, "aborted without saving; the last checkpoint written is intact")
     if options["json"]:
         best = os.path.join(session.checkpoint_dir, "best.npz")
         document = finished_document(finished, best if os.path.exists(best) else None, session.checkpoint_dir)
@@ -149,7 +156,7 @@ def _train(ctx: click.Context, corpus: tuple[str, ...], options: dict[str, Any],
 
 def _request(ctx: click.Context, corpus: tuple[str, ...], options: dict[str, Any], random_seed: int) -> Any:
     """(the corpus files, the TrainRequest) from the command line, checked."""
-    from charrnn.data.corpus import sample_corpus_path
+    from charrnn.data.corpus import is_standard_input, sample_corpus_path
     from charrnn.errors import ConfigError
     from charrnn.training.session import TrainRequest
 
@@ -159,7 +166,7 @@ def _request(ctx: click.Context, corpus: tuple[str, ...], options: dict[str, Any
         corpus = (sample_corpus_path(),)
     if not corpus and not options["resume"]:
         raise click.UsageError("give at least one CORPUS file, or --sample-corpus (or --resume a checkpoint)")
-    if "-" in corpus and "-" in options["val_file"]:
+    if any(map(is_standard_input, corpus)) and any(map(is_standard_input, options["val_file"])):
         raise click.UsageError("standard input (-) can be read only once: give it as CORPUS or as --val-file, not both")
     if options["log_every"] < 0:
         raise ConfigError(f"--log-every must be zero or positive, got {options['log_every']}")

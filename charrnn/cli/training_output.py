@@ -17,6 +17,7 @@ from typing import IO, Any, Iterable, Iterator, Optional
 
 from charrnn import files
 from charrnn.cli.common import OutputFileError, format_score, inform
+from charrnn.cli.exits import printable, write_stderr
 
 LN2 = math.log(2)
 
@@ -83,14 +84,24 @@ class TrainingOutput:
             if self.record is not None and self.record["step"] == event.step:
                 self.record.update(val_loss_nats=event.score.loss_nats, val_bits_per_char=event.score.bits_per_char)
             self._complete_record()
+        elif isinstance(event, runner.RateReduced):
+            self._write_unless_quiet(
+                f"note: {event.validations_without_best} validations in a row brought no new best: learning rate "
+                f"reduced to {event.learning_rate:.3g} at step {event.step:,} (reduction {event.reductions} of "
+                f"{event.max_reductions}, --lr-reductions)"
+            )
         elif isinstance(event, runner.Sampled) and not self.quiet:
             self._write(f"--- sample at step {event.step} (temperature {event.temperature:g}) ---\n{event.text}\n---")
 
+    def _write_unless_quiet(self, text: str) -> None:
+        if not self.quiet:
+            self._write(text)
+
     def _write(self, text: str) -> None:
         if self.bar is not None:
-            self.bar.write(text, file=sys.stderr)
+            self.bar.write(printable(text, sys.stderr), file=sys.stderr)
         else:
-            print(text, file=sys.stderr, flush=True)
+            write_stderr(text)
 
     def _start(self, event: Any) -> None:
         from tqdm import tqdm
@@ -109,7 +120,8 @@ class TrainingOutput:
         self.chars_per_token = event.chars_per_token
         if self.log_path:
             with self._writing_log():
-                self.log_file = open(self.log_path, "a", encoding="utf-8")  # appended to when resuming
+                # Appended to when resuming; never through a link, nor to a device or a pipe.
+                self.log_file = files.open_for_append(self.log_path, "--log-jsonl ")
         if not self.quiet and sys.stderr.isatty():
             self.bar = tqdm(total=event.target_steps, initial=event.start_step, unit="step", file=sys.stderr,
                             dynamic_ncols=True)
@@ -157,9 +169,8 @@ class TrainingOutput:
 
     def _print_line(self, record: dict[str, Any]) -> None:
         val = f", val {self.val.loss_nats:.4f}" if self.val is not None else ""
-        print(f"step {record['step']:,}/{self.target_steps:,}: loss {record['train_loss_nats']:.4f} nats/token"
-              f"{val}, {record['tokens_per_s']:,.0f} tokens/s, {record['elapsed_s']:.1f} s",
-              file=sys.stderr, flush=True)
+        write_stderr(f"step {record['step']:,}/{self.target_steps:,}: loss {record['train_loss_nats']:.4f} nats/token"
+                     f"{val}, {record['tokens_per_s']:,.0f} tokens/s, {record['elapsed_s']:.1f} s")
 
     def _complete_record(self) -> None:
         """Print the latest step's progress line and append its log record, as each is due."""
@@ -219,6 +230,8 @@ def describe_start(event: Any, quiet: bool, checkpoint_dir: str = "") -> None:
     verb = f"resuming {event.resumed_from} at step {event.start_step}" if event.resumed_from else "training"
     config = event.model_config
     layers = f"{config.num_layers}×{config.cell}" if config.num_layers > 1 else config.cell
+    if config.bidirectional:
+        layers = f"bidirectional {layers} (look-ahead {event.train_config.look_ahead})"
     inform(quiet, f"{verb}: {layers}, vocabulary {config.vocab_size}, hidden {config.hidden_size}, "
                 f"{event.num_parameters:,} parameters, {event.num_train_tokens:,} training tokens, "
                 f"{event.num_val_tokens:,} validation tokens, {event.steps_per_epoch} steps per epoch, "
@@ -226,6 +239,8 @@ def describe_start(event: Any, quiet: bool, checkpoint_dir: str = "") -> None:
     inform(quiet, describe_encoding(event.corpus_paths, event.corpus_encodings, event.encoding_option))
     if checkpoint_dir:
         inform(quiet, f"checkpoints: {os.path.join(checkpoint_dir, '')}")
+    if event.validation:
+        inform(quiet, f"validation: {event.validation}")
     for note in event.notes:
         inform(quiet, f"note: {note}")
 
@@ -260,22 +275,28 @@ def unchanged(resumed_from: Optional[str]) -> str:
 def describe_finish(event: Any, quiet: bool, resumed_from: Optional[str] = None) -> None:
     """The summary line that closes a run (none after a run that trained no step: it has said why)."""
     rate = event.tokens_this_run / event.seconds if event.seconds > 0 else 0.0
+    # None only when no step was trained and nothing resumed (stopped by a signal before the first step).
+    saved = f"checkpoint {event.checkpoint_path}" if event.checkpoint_path else "no checkpoint was written"
     validation = f"; validation {format_score(event.val_score)}" if event.val_score else ""
-    if event.steps_this_run == 0:
-        if event.out_of_time:
-            inform(quiet, f"note: --max-seconds ran out before the first step: nothing was trained, "
-                          f"{unchanged(resumed_from)}")
+    if event.steps_this_run == 0:  # a signal before the first step, or nothing to train: said already
+        if event.checkpoint_path and event.checkpoint_path != resumed_from:
+            # The resumed best.npz was newer than latest.npz (a crash between the two saves).
+            inform(quiet, f"saved step {event.steps:,} of {resumed_from} as {event.checkpoint_path}, which was behind it")
         return
     if event.out_of_time:
-        inform(quiet, "note: --max-seconds reached; stopped, validated and saved")
+        validated = ", validated" if event.val_score else ""
+        steps = f"{event.steps_this_run:,} step{'s' if event.steps_this_run != 1 else ''}"
+        inform(quiet, f"note: --max-seconds reached after {steps} of this run; stopped{validated} and saved")
     if event.stopped_early:
         at_step = "" if event.best_step is None else f" at step {event.best_step:,}"
+        after = (f" after {event.lr_reductions} reduction{'s' if event.lr_reductions != 1 else ''} of the learning rate"
+                 if event.lr_reductions else "")
         inform(quiet, f"stopped early at step {event.steps:,}: {event.validations_since_best} validations in a row "
-                    f"brought no new best; the best, {event.best_val_loss_nats:.4f} nats/token{at_step}, is in "
+                    f"brought no new best{after}; the best, {event.best_val_loss_nats:.4f} nats/token{at_step}, is in "
                     "best.npz (--patience 0 never stops early)")
     inform(quiet, f"trained to step {event.steps} ({event.steps_this_run} steps, {event.tokens_this_run:,} "
                 f"tokens this run) in {event.seconds:.1f} s ({rate:,.0f} tokens/s); smoothed loss "
-                f"{event.smoothed_loss_nats:.4f} nats/token{validation}; checkpoint {event.checkpoint_path}")
+                f"{event.smoothed_loss_nats:.4f} nats/token{validation}; {saved}")
 
 
 def interrupted_line(event: Any, resumed_from: Optional[str]) -> str:
@@ -307,4 +328,7 @@ def finished_document(event: Any, best_path: Optional[str], checkpoint_dir: Opti
         "stopped_early": event.stopped_early,
         "best_step": event.best_step,
         "best_val_loss_nats": event.best_val_loss_nats,
+        # A bidirectional model's losses are of p(x_t | both sides): not comparable with a left-to-right one's.
+        "direction": "bidirectional" if event.bidirectional else "left-to-right",
+        "lr_reductions": event.lr_reductions,
     }

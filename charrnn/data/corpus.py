@@ -41,6 +41,9 @@ _BOMS = (
 # C0 control characters other than tab, newline, vertical tab, form feed and carriage return: text
 # has almost none, binary data decoded as text has many.
 _CONTROL = re.compile("[\x00-\x08\x0e-\x1f\x7f]")
+# Half of a UTF-16 pair on its own is not a character: codecs such as unicode_escape or utf-7 can
+# decode to one (from the text "\\ud800"), and no tokenizer, cache or checkpoint can hold it.
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 _CONTROL_BYTES = bytes([*range(0x00, 0x09), *range(0x0E, 0x20), 0x7F])
 _NOT_CONTROL_BYTES = bytes(b for b in range(256) if b not in _CONTROL_BYTES)
 _MAX_CONTROL_FRACTION = 0.01
@@ -69,6 +72,16 @@ class Digest(Protocol):
 def is_standard_input(path: str) -> bool:
     """True for ``-`` and the device names of standard input (``/dev/stdin`` and the like)."""
     return path in _STANDARD_INPUT_DEVICES
+
+
+def check_standard_input_once(paths: Sequence[str]) -> None:
+    """CorpusError if ``paths`` name standard input more than once (as ``-``, /dev/stdin, ...): it can be
+    read only once, and a second reading would find it empty."""
+    named = [path for path in paths if is_standard_input(path)]
+    if len(named) > 1:
+        aliases = list(dict.fromkeys(named))
+        also = f" ({', '.join(aliases)} are all standard input)" if len(aliases) > 1 else ""
+        raise CorpusError(f"standard input (-) can be read only once; give - once{also}")
 
 
 def display_name(path: str) -> str:
@@ -115,6 +128,19 @@ def open_corpus_file(path: str) -> ContextManager[IO[bytes]]:
         raise CorpusError(f"{path}: no such file") from None
     except OSError as exc:
         raise CorpusError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+def read_block(stream: IO[bytes], size: int, name: str) -> bytes:
+    """Up to ``size`` bytes of ``stream`` (b"" at its end); CorpusError naming ``name`` if reading fails.
+
+    A device that refuses to be read (/proc/self/mem), a failing disk or a network file system that went
+    away is a problem with that input, and is said to be, rather than left to surface as an error
+    without a file name, or as the cache's.
+    """
+    try:
+        return stream.read(size)
+    except OSError as exc:
+        raise CorpusError(f"{name}: cannot read ({exc.strerror or exc})") from None
 
 
 def _check_codec(encoding: str) -> None:
@@ -176,7 +202,7 @@ class TextReader:
         with open_corpus_file(self.source) as f:
 
             def read() -> bytes:
-                data = f.read(self.chunk_bytes)
+                data = read_block(f, self.chunk_bytes, self.path)
                 if digest is not None:
                     digest.update(data)
                 return data
@@ -287,15 +313,30 @@ class TextReader:
         if self.encoding not in _ASCII_COMPATIBLE:
             if "\x00" in text or len(_CONTROL.findall(text)) > _MAX_CONTROL_FRACTION * len(text):
                 raise CorpusError(f"{self.path} looks like a binary file, not text (it holds control characters)")
+            surrogate = _LONE_SURROGATE.search(text)
+            if surrogate:
+                raise CorpusError(
+                    f"{self.path} read as {self.encoding} gives a lone surrogate (U+{ord(surrogate.group()):04X}), "
+                    "which is not a character; pass the --encoding the file is written in"
+                )
 
 
-def read_text(path: str, encoding: str = AUTO) -> tuple[str, str]:
+def read_text(path: str, encoding: str = AUTO, max_chars: Optional[int] = None, purpose: str = "") -> tuple[str, str]:
     """The whole text of one file (``-``: standard input) and the encoding it was read in; CorpusError
-    if it is empty."""
-    reader = TextReader(display_name(path), encoding, source=path)
-    text = "".join(reader.chunks())
+    if it is empty, or longer than ``max_chars`` characters (found as soon as it is: standard input
+    may never end), naming the ``purpose`` that takes no more (an option, such as --seed-file)."""
+    name = display_name(path)
+    reader = TextReader(name, encoding, source=path)
+    pieces, length = [], 0
+    for piece in reader.chunks():
+        length += len(piece)
+        if max_chars is not None and length > max_chars:
+            raise CorpusError(f"{purpose + ' ' if purpose else ''}{name} is longer than {max_chars:,} characters, "
+                              "the most it may hold; give a shorter text")
+        pieces.append(piece)
+    text = "".join(pieces)
     if not text:
-        raise CorpusError(f"{display_name(path)} is empty")
+        raise CorpusError(f"{name} is empty")
     return text, reader.encoding or "utf-8"
 
 
@@ -307,8 +348,7 @@ def read_corpus(paths: Sequence[str], encoding: str = AUTO) -> CorpusText:
     """
     if not paths:
         raise CorpusError("no corpus file given")
-    if list(paths).count(STANDARD_INPUT) > 1:
-        raise CorpusError("standard input (-) can be read only once; give - once")
+    check_standard_input_once(paths)
     texts, encodings = [], []
     for path in paths:
         text, used = read_text(path, encoding)

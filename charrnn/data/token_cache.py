@@ -9,7 +9,8 @@ look the entry up), and tokenizing hashes the bytes it reads again: an entry is 
 two agree, so its tokens always come from the bytes its key names, even if a file changes meanwhile.
 
 Tokenizing happens in one pass: tokens get provisional ids in order of first appearance (written to
-a temporary file), and a second, cheap pass maps them to the ids of the sorted final vocabulary.
+a temporary file), and a second, cheap pass maps them to the ids of the sorted final vocabulary. A
+large file is cut into jieba words by several processes at once (parallel_tokenize.py).
 
 Standard input (``-``), pipes and FIFOs can be read only once, so they are first copied into the
 cache folder while being hashed. Every temporary file is removed however ``prepare`` ends, and those
@@ -18,42 +19,36 @@ left by a process that was killed are removed by the next ``prepare`` in the sam
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
-import ctypes
 import dataclasses
 import hashlib
 import json
-import multiprocessing
 import os
-import re
-import signal
-import sys
-import threading
-import time
-from collections import deque
+import shutil
 from contextlib import suppress
 from dataclasses import dataclass
-from typing import IO, Any, Callable, Iterator, Optional, Sequence
+from typing import IO, Any, Callable, Optional, Sequence
 
 import numpy as np
 
 from charrnn import files
-from charrnn.config import DEFAULT_CACHE_DIR
-from charrnn.data.corpus import AUTO, STANDARD_INPUT, TextReader, detect_encoding, display_name, open_corpus_file
-from charrnn.errors import CorpusError
-from charrnn.data.tokenizer import Tokenizer, VocabularyBuilder, load_jieba, tokenize
+from charrnn.config import DEFAULT_CACHE_DIR, DEFAULT_SPOOL_LIMIT_MB
+from charrnn.data import parallel_tokenize
+from charrnn.data.corpus import (
+    AUTO, STANDARD_INPUT, TextReader, check_standard_input_once, detect_encoding, display_name, open_corpus_file,
+    read_block,
+)
+from charrnn.errors import CorpusError, DiskSpaceError
+from charrnn.data.tokenizer import Tokenizer, VocabularyBuilder
 
 CACHE_FORMAT = 1
 _REMAP_CHUNK_TOKENS = 8 << 20
-# jieba work is farmed out in pieces of about this many characters, cut at line ends.
-_JIEBA_PIECE_CHARS = 1 << 20
-# The characters jieba segments as runs (its re_han_default); every other character is a token alone.
-_JIEBA_BLOCK = re.compile("[\u4E00-\u9FD5a-zA-Z0-9+#&\\._%\\-]")
-# Below this many bytes a process pool costs more (each worker loads jieba's dictionary) than it saves.
-_PARALLEL_MIN_BYTES = 4 << 20
 _COPY_BLOCK_BYTES = 1 << 20
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+# While standard input is copied into the cache folder, its disk's free space is checked every this many
+# bytes, and the copy stops before less than DISK_RESERVE_BYTES (or a twentieth of the disk, if smaller)
+# would be left: an endless stream must not fill the disk that others use too.
+_DISK_CHECK_BYTES = 64 << 20
+DISK_RESERVE_BYTES = 1 << 30
 
 Progress = Callable[[int, int], None]  # (bytes done, bytes in all)
 
@@ -123,34 +118,69 @@ def _make_cache_dir(directory: str) -> None:
         raise CorpusError(f"cannot create the cache folder {directory}: {exc.strerror}; pass --cache-dir") from None
 
 
-def _copy(source: IO[bytes], out: Optional[IO[bytes]], check_head: Callable[[bytes], Any] = bool) -> tuple[str, int]:
+def _copy(
+    source: IO[bytes], out: Optional[IO[bytes]], check_head: Callable[[bytes], Any] = bool, name: str = "the corpus",
+    check_size: Callable[[int], None] = lambda size: None,
+) -> tuple[str, int]:
     """Read ``source`` to its end (writing it to ``out`` if given): (sha256, bytes).
 
-    ``check_head`` sees the first block before anything is written, and may raise to refuse the input.
+    ``check_head`` sees the first block before anything is written, and may raise to refuse the input;
+    ``check_size(n)`` sees the size the copy is about to reach before each block is written, and may
+    raise to stop it. A failure to read is a CorpusError naming ``name``.
     """
     digest, size = hashlib.sha256(), 0
-    while block := source.read(_COPY_BLOCK_BYTES):
+    while block := read_block(source, _COPY_BLOCK_BYTES, name):
         if not size:
             check_head(block)
         digest.update(block)
         size += len(block)
         if out is not None:
+            check_size(size)
             out.write(block)
     return digest.hexdigest(), size
 
 
-def _source(path: str, encoding: str, temporaries: _Temporaries) -> _Source:
+class _SpoolBudget:
+    """``check_size`` of a copy of standard input into ``directory``: refuses it beyond ``limit_mb``
+    (0: no limit) with CorpusError, and before the disk would be all but full with DiskSpaceError."""
+
+    def __init__(self, name: str, directory: str, limit_mb: int) -> None:
+        self.name, self.directory, self.limit_mb = name, directory, limit_mb
+        self.checked_at = -_DISK_CHECK_BYTES  # check the disk before the first block
+
+    def __call__(self, size: int) -> None:
+        if self.limit_mb and size > self.limit_mb * 1_000_000:
+            raise CorpusError(
+                f"{self.name} is longer than --spool-limit-mb {self.limit_mb:,} (MB), the most that is copied into "
+                f"the cache folder {self.directory} to be tokenized; raise --spool-limit-mb, or give the text as a file"
+            )
+        if size - self.checked_at >= _DISK_CHECK_BYTES:
+            self.checked_at = size
+            usage = shutil.disk_usage(self.directory)
+            reserve = min(DISK_RESERVE_BYTES, usage.total // 20)
+            if usage.free - _DISK_CHECK_BYTES < reserve:
+                raise DiskSpaceError(
+                    f"copying {self.name} into the cache folder {self.directory} stopped at {size / 1e6:,.0f} MB: "
+                    f"its disk has {usage.free / 1e6:,.0f} MB free, and the copy must leave {reserve / 1e6:,.0f} MB; "
+                    "free some space, or pass --cache-dir on a larger disk"
+                )
+
+
+def _source(path: str, encoding: str, temporaries: _Temporaries, spool_limit_mb: int) -> _Source:
     """Hash a corpus file; standard input, a pipe or a FIFO is copied to a temporary file on the way.
 
-    Such input can be read only once, and tokenizing reads it again once the cache key is known.
+    Such input can be read only once, and tokenizing reads it again once the cache key is known. The
+    copy stops at ``spool_limit_mb`` megabytes (0: none) and before the disk fills (_SpoolBudget).
     """
     with open_corpus_file(path) as stream:
+        name = display_name(path)
         if path != STANDARD_INPUT and os.path.isfile(path):
-            return _Source(path, path, *_copy(stream, None))
+            return _Source(path, path, *_copy(stream, None, name=name))
         fd, copy = temporaries.create("spool")
         with os.fdopen(fd, "wb") as out:
             # Refuse binary data (a device such as /dev/zero never ends) before copying any of it.
-            sha256, size = _copy(stream, out, lambda head: encoding == AUTO and detect_encoding(display_name(path), head))
+            sha256, size = _copy(stream, out, lambda head: encoding == AUTO and detect_encoding(name, head), name,
+                                 _SpoolBudget(name, temporaries.directory, spool_limit_mb))
     return _Source(path, copy, sha256, size)
 
 
@@ -172,102 +202,6 @@ def smallest_id_dtype(vocab_size: int) -> np.dtype:
         if vocab_size <= np.iinfo(dtype).max + 1:
             return np.dtype(dtype)
     raise CorpusError(f"a vocabulary of {vocab_size} tokens is too large")
-
-
-def _die_with_parent(parent_pid: int) -> None:
-    """End this worker process when the process that started it ends, even if that one is killed -9.
-
-    On Linux the kernel sends the signal (PR_SET_PDEATHSIG); elsewhere a thread checks every second.
-    """
-    if sys.platform.startswith("linux"):
-        try:
-            armed = ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
-        except (OSError, AttributeError):  # no prctl to be found: watch instead
-            armed = False
-        if armed:
-            # The parent may have died before prctl took effect, and then no signal will ever come.
-            if os.getppid() != parent_pid:
-                os._exit(1)
-            return
-
-    def watch() -> None:
-        while os.getppid() == parent_pid:
-            time.sleep(1.0)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="charrnn-parent-watch", daemon=True).start()
-
-
-def _init_jieba_worker(parent_pid: int) -> None:
-    _die_with_parent(parent_pid)
-    # Ctrl-C reaches the whole process group; the parent stops the workers itself, without their
-    # tracebacks. A SIGTERM handler inherited from the parent would not fit here either.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    load_jieba().initialize()
-
-
-def _cut_words(text: str) -> list[str]:
-    return tokenize(text, "jieba")
-
-
-def _safe_cut(text: str) -> int:
-    """A position in ``text`` where jieba's output does not depend on whether the text is split there.
-
-    jieba segments only runs of _JIEBA_BLOCK characters and emits every other character on its own,
-    so a split after a line end, or else after any character outside such a run, changes nothing.
-    """
-    cut = text.rfind("\n") + 1
-    if cut:
-        return cut
-    for position in range(len(text) - 1, 0, -1):
-        if not _JIEBA_BLOCK.match(text[position - 1]):
-            return position
-    return len(text)  # one enormous run of Han characters: nothing exact is possible
-
-
-def _pieces(chunks: Iterator[str]) -> Iterator[str]:
-    """Regroup text into pieces of at least _JIEBA_PIECE_CHARS, split where jieba stays exact."""
-    buffer = ""
-    for chunk in chunks:
-        buffer += chunk
-        if len(buffer) >= _JIEBA_PIECE_CHARS:
-            cut = _safe_cut(buffer)
-            yield buffer[:cut]
-            buffer = buffer[cut:]
-    if buffer:
-        yield buffer
-
-
-def _word_lists(chunks: Iterator[str], workers: int) -> Iterator[list[str]]:
-    """jieba tokens of the text, piece by piece, in order; ``workers`` > 1 cuts in parallel."""
-    if workers <= 1:
-        for piece in _pieces(chunks):
-            yield _cut_words(piece)
-        return
-    # On Linux the workers are forked from this process (Python 3.14 would otherwise use a fork
-    # server as their parent), so that they can tie their lives to it.
-    context = multiprocessing.get_context("fork") if sys.platform.startswith("linux") else None
-    pool = concurrent.futures.ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_init_jieba_worker, initargs=(os.getpid(),)
-    )
-    try:
-        in_flight: deque = deque()
-        for piece in _pieces(chunks):
-            in_flight.append(pool.submit(_cut_words, piece))
-            if len(in_flight) >= 2 * workers:
-                yield in_flight.popleft().result()
-        while in_flight:
-            yield in_flight.popleft().result()
-    except BaseException:
-        # An error, Ctrl-C, a SIGTERM made an exception, or the consumer closing this generator: stop
-        # the workers now rather than wait for the pieces they are cutting.
-        for process in list((getattr(pool, "_processes", None) or {}).values()):
-            with suppress(OSError):
-                process.kill()
-        raise
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _write_ids(
@@ -325,10 +259,10 @@ def _build(
                     out.write(ids.view(np.uint32).data)  # ids are non-negative int32
                     count += len(ids)
             else:
-                parallel = workers if source.size_bytes >= _PARALLEL_MIN_BYTES else 1
+                parallel = workers if source.size_bytes >= parallel_tokenize.PARALLEL_MIN_BYTES else 1
                 # closing(): an exception here must stop the worker processes at once, not whenever
                 # the generator happens to be collected.
-                with contextlib.closing(_word_lists(chunks, parallel)) as word_lists:
+                with contextlib.closing(parallel_tokenize.jieba_word_lists(chunks, parallel)) as word_lists:
                     for words in word_lists:
                         ids = provisional.add_tokens(words)
                         out.write(ids.view(np.uint32).data)
@@ -355,6 +289,9 @@ def _build(
 def _load(key: str, directory: str, paths: Sequence[str], size_bytes: int) -> Optional[PreparedCorpus]:
     meta_path, ids_path = os.path.join(directory, f"{key}.json"), os.path.join(directory, f"{key}.npy")
     try:
+        for path in (meta_path, ids_path):
+            if files.non_regular_kind(os.lstat(path).st_mode):
+                return None  # never read through a link, nor from a pipe; writing the entry refuses it
         with open(meta_path, encoding="utf-8") as f:
             meta = json.load(f)
         if meta.get("cache_format") != CACHE_FORMAT:
@@ -379,21 +316,25 @@ def prepare(
     cache_dir: str = DEFAULT_CACHE_DIR,
     workers: Optional[int] = None,
     on_progress: Progress = lambda done, total: None,
+    spool_limit_mb: int = DEFAULT_SPOOL_LIMIT_MB,
 ) -> PreparedCorpus:
     """The token ids of ``paths`` from the cache, tokenizing them first if they are not there.
 
-    A path ``-`` is standard input. ``workers`` processes cut jieba text in parallel (default: one
-    per core); the ids equal those of one process. Raises CorpusError for bad files, as
-    ``corpus.TextReader`` does, and for a file that changed while it was being read.
+    A path ``-`` is standard input, copied into the cache folder first (at most ``spool_limit_mb``
+    megabytes; 0: no limit). ``workers`` processes cut jieba text in parallel (default: one per core);
+    the ids equal those of one process. Raises CorpusError for bad files, as ``corpus.TextReader``
+    does, for a file that changed while it was being read, and for input beyond the spool limit;
+    DiskSpaceError before a copy of standard input would fill the disk.
     """
     if not paths:
         raise CorpusError("no corpus file given")
     if max_vocab is not None and max_vocab < 1:
         raise CorpusError(f"--max-vocab must be positive, got {max_vocab}")
+    check_standard_input_once(paths)
     TextReader(paths[0], encoding)  # fails early, with the usual message, on an unknown codec name
     files.remove_orphaned_temporaries(cache_dir)
     with _Temporaries(cache_dir) as temporaries:
-        sources = [_source(path, encoding, temporaries) for path in paths]
+        sources = [_source(path, encoding, temporaries, spool_limit_mb) for path in paths]
         size_bytes = sum(source.size_bytes for source in sources)
         key = cache_key([source.sha256 for source in sources], kind, encoding, max_vocab)
         found = _load(key, cache_dir, paths, size_bytes)
@@ -404,10 +345,14 @@ def prepare(
         )
         meta = {"cache_format": CACHE_FORMAT, "paths": list(paths)}
         meta.update((name, value) for name, value in built.items() if name != "ids_tmp")
-        os.replace(built["ids_tmp"], os.path.join(cache_dir, f"{key}.npy"))
+        files.replace_file(built["ids_tmp"], os.path.join(cache_dir, f"{key}.npy"))
         # The JSON goes last: its presence says the entry is complete.
         files.atomic_write(os.path.join(cache_dir, f"{key}.json"), files.json_bytes(meta))
     loaded = _load(key, cache_dir, paths, size_bytes)
     if loaded is None:
-        raise CorpusError(f"the cache entry just written to {cache_dir} cannot be read back")
+        # Never leave an entry behind that every later run would find, fail to read and build again.
+        for suffix in (".json", ".npy"):
+            with suppress(OSError):
+                os.unlink(os.path.join(cache_dir, key + suffix))
+        raise CorpusError(f"the cache entry just written to {cache_dir} cannot be read back; it was removed")
     return dataclasses.replace(loaded, from_cache=False)

@@ -8,8 +8,9 @@ when sampling are the ids used in training.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -17,6 +18,10 @@ from charrnn.config import TOKENIZERS
 from charrnn.errors import CheckpointError, ConfigError, CorpusError, VocabularyError
 
 _MAX_LISTED_UNKNOWN = 10
+# Text is tokenized by jieba in pieces of about this many characters, cut where jieba stays exact.
+JIEBA_PIECE_CHARS = 1 << 20
+# The characters jieba segments as runs (its re_han_default); every other character is a token alone.
+_JIEBA_BLOCK = re.compile("[\u4E00-\u9FD5a-zA-Z0-9+#&\\._%\\-]")
 # Stands for every token cut from the vocabulary by --max-vocab. It can't collide with a real token:
 # character tokens are single characters, and jieba cuts "<" and ">" off as tokens of their own.
 UNKNOWN_TOKEN = "<unk>"
@@ -56,6 +61,43 @@ def _describe_unknown(tokens: Iterable[str]) -> str:
     shown = ", ".join(repr(t) for t in unique[:_MAX_LISTED_UNKNOWN])
     more = len(unique) - _MAX_LISTED_UNKNOWN
     return shown + (f" and {more} more" if more > 0 else "")
+
+
+def safe_cut(text: str) -> int:
+    """A position in ``text`` where jieba's output does not depend on whether the text is split there.
+
+    jieba segments only runs of _JIEBA_BLOCK characters and emits every other character on its own,
+    so a split after a line end, or else after any character outside such a run, changes nothing.
+    """
+    cut = text.rfind("\n") + 1
+    if cut:
+        return cut
+    for position in range(len(text) - 1, 0, -1):
+        if not _JIEBA_BLOCK.match(text[position - 1]):
+            return position
+    return len(text)  # one enormous run of Han characters: nothing exact is possible
+
+
+def exact_pieces(chunks: Iterable[str], kind: str, piece_chars: Optional[int] = None) -> Iterator[str]:
+    """Text arriving in ``chunks``, regrouped into pieces that tokenize apart exactly as together.
+
+    Characters need no regrouping. For jieba, pieces of at least ``piece_chars`` characters are cut at
+    ``safe_cut`` (default: JIEBA_PIECE_CHARS), so memory stays bounded by a piece while the tokens
+    equal those of the whole text.
+    """
+    if kind == "char":
+        yield from chunks
+        return
+    piece_chars = JIEBA_PIECE_CHARS if piece_chars is None else piece_chars
+    buffer = ""
+    for chunk in chunks:
+        buffer += chunk
+        if len(buffer) >= piece_chars:
+            cut = safe_cut(buffer)
+            yield buffer[:cut]
+            buffer = buffer[cut:]
+    if buffer:
+        yield buffer
 
 
 @dataclass(frozen=True)
@@ -158,6 +200,13 @@ class Tokenizer:
                     if unknown_id is not None:
                         known.append(unknown_id)
         return np.array(known, dtype=np.int32), unknown
+
+    def encode_chunks(self, chunks: Iterable[str]) -> Iterator[tuple[np.ndarray, int]]:
+        """``encode_known`` of text arriving in chunks, a piece at a time: (ids, how many tokens of the
+        piece are outside the vocabulary). The ids, joined, are those of the whole text."""
+        for piece in exact_pieces(chunks, self.kind):
+            ids, unknown = self.encode_known(piece)
+            yield ids, len(unknown)
 
     def _known_pieces(self, word: str) -> list[str]:
         longest = self._longest

@@ -74,28 +74,58 @@ def param_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
             shapes[f"{name}{suffix}"] = shape(hidden)
     shapes["W_hy"] = (hidden, vocab)
     shapes["b_y"] = (vocab,)
+    if config.bidirectional:
+        # The right-to-left stack's own weights (U′, W′ and V′ of the tutorial), after the forward
+        # model's; the embedding W_xe and the output bias b_y are shared (model/bidirectional.py).
+        shapes.update({name + BACKWARD: shapes[name] for name in backward_twins(config)})
     return shapes
 
 
-def init_params(
-    config: ModelConfig, rng: np.random.Generator, init_scale: float = 0.01, embedding_scale: Optional[float] = None
-) -> Params:
-    """Weights drawn from N(0, init_scale²), biases zero (LSTM forget gates 1), in ``config.dtype``.
+# The suffix of the right-to-left stack's parameters: W_hh.back is the backward twin of W_hh.
+BACKWARD = ".back"
 
-    The token embeddings (W_xe, or without an embedding size the first layer's W_xh, whose rows they
-    are) are drawn from N(0, embedding_scale²) if it is given. Draws happen in the order of
-    ``param_shapes`` so a seed always gives the same model.
+
+def backward_twins(config: ModelConfig) -> list[str]:
+    """The parameters of ``config``'s forward model that a bidirectional one doubles: all but the token
+    embedding W_xe and the output bias b_y, which both directions share."""
+    forward = param_shapes(dataclasses.replace(config, bidirectional=False))
+    return [name for name in forward if name not in ("W_xe", "b_y")]
+
+
+def init_params(
+    config: ModelConfig,
+    rng: np.random.Generator,
+    init_scale: Optional[float] = None,
+    embedding_scale: Optional[float] = None,
+    table_scale: Optional[float] = None,
+) -> Params:
+    """Fresh parameters in ``config.dtype``: weights random, biases zero (LSTM forget gates 1).
+
+    Weight matrices are drawn from U(−1/√H, 1/√H), as PyTorch initialises its recurrent layers and
+    nn.Linear, or with ``init_scale`` from N(0, init_scale²). The token embedding W_xe is drawn from
+    N(0, embedding_scale²) and the one-table model's first input matrix W_xh (whose rows are its
+    embeddings) from N(0, table_scale²), where given. Draws happen in the order of ``param_shapes`` so
+    a seed always gives the same model.
     """
+    bound = 1.0 / math.sqrt(config.hidden_size)
     params = {}
     for name, shape in param_shapes(config).items():
         if name.startswith("b_"):
             params[name] = np.zeros(shape, dtype=config.dtype)
             if config.cell == "lstm" and name.startswith("b_h"):
                 params[name][config.hidden_size : 2 * config.hidden_size] = LSTM_FORGET_BIAS
+            continue
+        scale = init_scale
+        if name == "W_xe" and embedding_scale is not None:
+            scale = embedding_scale
+        elif name in ("W_xh", "W_xh" + BACKWARD) and not config.embed_size and table_scale is not None:
+            # the one-table model's embedding, and the right-to-left stack's own
+            scale = table_scale
+        if scale is None:
+            weights = rng.uniform(-bound, bound, shape)
         else:
-            embedding = "W_xe" if config.embed_size else "W_xh"
-            scale = embedding_scale if name == embedding and embedding_scale is not None else init_scale
-            params[name] = (rng.standard_normal(shape) * scale).astype(config.dtype)
+            weights = rng.standard_normal(shape) * scale
+        params[name] = weights.astype(config.dtype)
     return params
 
 
@@ -114,7 +144,7 @@ class _LayerCache(NamedTuple):
     cell: Any
 
 
-def _forward(
+def forward_layers(
     params: Params,
     config: ModelConfig,
     inputs: np.ndarray,
@@ -208,22 +238,39 @@ def loss_and_grads(
     count, hidden, vocab = steps * batch, config.hidden_size, config.vocab_size
     dtype = params["W_hy"].dtype
     buffer = _new_array if workspace is None else workspace.buffer
-    top, last, caches = _forward(params, config, inputs, hidden0, rng, workspace, kernels, dropout_rows)
+    top, last, caches = forward_layers(params, config, inputs, hidden0, rng, workspace, kernels, dropout_rows)
     top_flat = top.reshape(count, hidden)  # (N, H)
     logits = kernels.matmul(top_flat, params["W_hy"], out=buffer("logits", (count, vocab), dtype))  # (N, V)
     loss, d_logits = kernels.softmax_cross_entropy(
         logits, targets.reshape(-1), params["b_y"],
         run_blocks=ops.one_block if workspace is None else workspace.run_blocks,
-        floor_subnormals=workspace is None or not workspace.flushes_subnormals(),
     )
     d_top, d_w_hy, d_b_y = ops.linear_backward(
         d_logits, top_flat, params["W_hy"],
         buffer("d_top", (count, hidden), dtype), buffer("d_W_hy", (hidden, vocab), dtype), kernels.matmul,
     )
     grads: Grads = {"W_hy": d_w_hy, "b_y": d_b_y}
+    grads.update(backward_layers(params, config, inputs, caches, d_top.reshape(steps, batch, hidden), kernels))
+    return LossResult(loss, grads, last)
 
+
+def backward_layers(
+    params: Params,
+    config: ModelConfig,
+    inputs: np.ndarray,
+    caches: list[_LayerCache],
+    d_hs: np.ndarray,
+    kernels: Kernels = NUMPY,
+) -> Grads:
+    """Backpropagation through every layer of ``forward_layers``, top first.
+
+    ``d_hs`` (T, B, H) is the loss gradient reaching the top layer's states; returns the gradients of
+    the stack's parameters (the embedding's sparse), not those of the output layer.
+    """
+    steps, batch = inputs.shape
+    hidden = config.hidden_size
+    grads: Grads = {}
     backward = kernels.cell_backward[config.cell]
-    d_hs = d_top.reshape(steps, batch, hidden)
     for layer in range(config.num_layers - 1, -1, -1):
         suffix = _suffix(layer)
         cache = caches[layer]
@@ -249,7 +296,7 @@ def loss_and_grads(
             d_hs = d_x.reshape(steps, batch, hidden)
             if cache.mask is not None:
                 d_hs *= cache.mask
-    return LossResult(loss, grads, last)
+    return grads
 
 
 def token_losses(
@@ -262,7 +309,7 @@ def token_losses(
 ) -> tuple[np.ndarray, Hidden]:
     """Forward only, no dropout: −log p(target) in nats for every (T, B) position (float64), final state."""
     steps, batch = inputs.shape
-    top, last, _ = _forward(params, config, inputs, hidden0, None, kernels=kernels)
+    top, last, _ = forward_layers(params, config, inputs, hidden0, None, kernels=kernels)
     logits = ops.linear_forward(top.reshape(steps * batch, -1), params["W_hy"], params["b_y"])
     return kernels.cross_entropy_per_token(logits, targets.reshape(-1)).reshape(steps, batch), last
 
@@ -274,7 +321,7 @@ def step(
 
     Returns the logits (B, V) after the last token, and the new state.
     """
-    top, last, _ = _forward(params, config, ids.reshape(-1, ids.shape[-1]), hidden, None, kernels=kernels)
+    top, last, _ = forward_layers(params, config, ids.reshape(-1, ids.shape[-1]), hidden, None, kernels=kernels)
     return ops.linear_forward(top[-1], params["W_hy"], params["b_y"]), last
 
 
@@ -312,6 +359,8 @@ def training_memory(config: ModelConfig, batch_size: int, seq_length: int, optim
     parameter_bytes = _parameter_count(config) * item
     per_position = config.num_layers * (3 * cells.GATES[config.cell] + 2) * config.hidden_size
     per_position += config.vocab_size + config.hidden_size + 2 * config.embed_size
+    if config.bidirectional:  # a second stack and its states for the output (an upper bound: no look-ahead counted)
+        per_position += config.num_layers * (3 * cells.GATES[config.cell] + 2) * config.hidden_size + 2 * config.hidden_size
     step = {"gradients": parameter_bytes, "activations": seq_length * batch_size * per_position * item}
     saving = {"checkpoint being written": (1 + optimizer_slots) * parameter_bytes}
     held = {"parameters": parameter_bytes, "optimizer state": optimizer_slots * parameter_bytes}

@@ -141,11 +141,14 @@ def dropout_mask(shape: tuple[int, ...], rate: float, rng: np.random.Generator, 
 def cross_entropy_per_token(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """−log softmax(z_i)[y_i] for every row of ``logits`` (N, V): shape (N,), float64. No gradient.
 
-    Used for evaluation, where only the losses are needed; log-sum-exp is shifted by the row maximum.
+    Used for evaluation, where only the losses are needed; log-sum-exp is shifted by the row maximum,
+    and logits more than EXP_RANGE below it are raised to that floor, as in ``softmax_cross_entropy``
+    (their exp would be subnormal; the sum changes by less than V·e^-60 relative).
     """
     row_max = logits.max(axis=1, keepdims=True)
     shifted = logits - row_max
     target_shifted = shifted[np.arange(len(targets)), targets].astype(np.float64)
+    np.maximum(shifted, -EXP_RANGE, out=shifted)
     np.exp(shifted, out=shifted)
     return np.log(shifted.sum(axis=1, dtype=np.float64)) - target_shifted
 
@@ -153,6 +156,8 @@ def cross_entropy_per_token(logits: np.ndarray, targets: np.ndarray) -> np.ndarr
 # Logits within this of zero need no shifting (float32 exp overflows at 88.7); probabilities within
 # e^-this of the largest stay normal floats even after dividing by V·N.
 EXP_RANGE = 60.0
+# float32 exp(x) is a normal float for x above this (it turns subnormal below −87.34).
+EXP_NORMAL_FROM = -87.0
 
 
 def softmax_cross_entropy_plain(
@@ -174,7 +179,6 @@ def softmax_cross_entropy(
     targets: np.ndarray,
     bias: Optional[np.ndarray] = None,
     run_blocks: BlockRunner = one_block,
-    floor_subnormals: bool = True,
 ) -> tuple[float, np.ndarray]:
     """Mean cross-entropy (nats) of ``logits`` + ``bias`` (N, V) against ``targets`` (N,), and its gradient.
 
@@ -182,7 +186,6 @@ def softmax_cross_entropy(
     ``logits`` is overwritten with the gradient, which is returned: the (N, V) matrix is the largest
     array of a step, and doing every pass over it in place, block by block while a block is still in
     cache, is much of what makes training fast. ``run_blocks`` may spread the blocks over threads.
-    ``floor_subnormals=False`` is for threads that flush subnormals to zero anyway (see fpu.py).
     ``softmax_cross_entropy_plain`` is the same computation written plainly; a test holds them equal.
     """
     count, vocab = logits.shape
@@ -201,14 +204,15 @@ def softmax_cross_entropy(
         # Logits are almost always small, and then shifting costs a pass over the largest matrix of
         # the step for nothing (exp overflows only past 88). Logits more than EXP_RANGE below their
         # row's maximum are raised to that floor: their probabilities (< e^-60) would otherwise come
-        # out as subnormal floats, which make the two gradient GEMMs that read them up to a hundred
-        # times slower, and raising them changes the loss by less than V·e^-60 relative.
-        shifted = row_max.max() > EXP_RANGE or row_max.min() < -EXP_RANGE
+        # out as subnormal floats, which x86 processors compute in microcode (up to a hundred times
+        # slower) in this pass and in the two gradient GEMMs that read them, and raising them changes
+        # the loss by less than V·e^-60 relative. Unshifted rows need a maximum high enough that the
+        # floor's own exp is a normal float.
+        shifted = row_max.max() > EXP_RANGE or row_max.min() - EXP_RANGE < EXP_NORMAL_FROM
         if shifted:
             z -= row_max
             target_z -= row_max[:, 0]
-        if floor_subnormals:  # a flushing thread turns them into zeros for free
-            np.maximum(z, -EXP_RANGE if shifted else row_max - EXP_RANGE, out=z)
+        np.maximum(z, -EXP_RANGE if shifted else row_max - EXP_RANGE, out=z)
         np.exp(z, out=z)
         totals = z.sum(axis=1, keepdims=True)
         losses[start:stop] = np.log(totals[:, 0].astype(np.float64)) - target_z

@@ -27,12 +27,35 @@ ADAM_BETAS = (0.9, 0.999)  # Kingma & Ba 2015
 SLOTS = {"adagrad": ("sum_sq",), "rmsprop": ("mean_sq",), "adam": ("m", "v")}
 
 
-def learning_rate_at(config: TrainConfig, epochs_completed: int) -> float:
-    """``config.learning_rate`` multiplied by ``config.lr_decay`` once per completed epoch beyond
-    ``config.lr_decay_after``. ``config`` must be settled (TrainConfig.settled) to have a rate."""
+# The time-budget anneal keeps the full rate for the first half of the budget, then lowers it along half
+# a cosine to a tenth of it at the end (anneal_factor).
+ANNEAL_START = 0.5
+ANNEAL_FLOOR = 0.1
+
+
+def anneal_factor(fraction: float) -> float:
+    """What the time-budget anneal multiplies the rate by when ``fraction`` (0 to 1) of the budget is used.
+
+    1 up to ANNEAL_START, then 1 → ANNEAL_FLOOR along half a cosine: the rate falls slowly at first,
+    fastest in the middle, and levels off at the floor (not zero, so a resumed run still learns).
+    """
+    if fraction <= ANNEAL_START:
+        return 1.0
+    progress = min(1.0, (fraction - ANNEAL_START) / (1.0 - ANNEAL_START))
+    return ANNEAL_FLOOR + (1.0 - ANNEAL_FLOOR) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def learning_rate_at(
+    config: TrainConfig, epochs_completed: int, reductions: int = 0, anneal_fraction: float = 0.0
+) -> float:
+    """The rate of the next step: ``config.learning_rate`` times ``config.lr_decay`` once per completed
+    epoch beyond ``config.lr_decay_after``, times ``config.lr_reduction_factor`` once per plateau
+    ``reductions``, times the time-budget ``anneal_factor(anneal_fraction)``. ``config`` must be settled
+    (TrainConfig.settled) to have a rate."""
     if config.learning_rate is None:
         raise ValueError("the TrainConfig has no learning rate yet: use TrainConfig.settled(model_config)")
-    return config.learning_rate * config.lr_decay ** max(0, epochs_completed - math.floor(config.lr_decay_after))
+    decayed = config.learning_rate * config.lr_decay ** max(0, epochs_completed - math.floor(config.lr_decay_after))
+    return decayed * config.lr_reduction_factor**reductions * anneal_factor(anneal_fraction)
 
 def state_layout(optimizer: str, param_shapes: Mapping[str, tuple[int, ...]]) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every state array ``optimizer`` keeps for parameters of ``param_shapes``.
@@ -62,9 +85,35 @@ def init_state(optimizer: str, params: Mapping[str, np.ndarray], initial_accumul
     return state
 
 
+# Subnormal floats (below the smallest normal, 1.2e-38 in float32) are computed in microcode by x86
+# processors, on some models a hundred times slower. Late in training they would appear here: the
+# square of an output column's gradient for a very improbable token (|g| < 1.1e-19), and the averages
+# of RMSProp and Adam decaying towards zero wherever a gradient stays zero. The update below treats
+# such values as zero, as a processor that flushes subnormals would: a square that would be subnormal
+# is never computed, and an average that falls below the smallest normal becomes 0 (the one product
+# that takes it there is computed once in its life, not at every step). Only steps smaller than
+# lr·1e-10 change. ``update_plain`` keeps the textbook arithmetic, which agrees with it elsewhere.
+
+
+def _kept_for_square(grad: np.ndarray) -> np.ndarray:
+    """``grad``, with 0 where its square would be below the smallest normal float (a new array)."""
+    kept = np.abs(grad)
+    np.greater_equal(kept, np.sqrt(np.finfo(grad.dtype).tiny), out=kept)  # 1 or 0, as floats: no cast later
+    kept *= grad
+    return kept
+
+
+def _flush_below_tiny(values: np.ndarray) -> None:
+    """Set to 0, in place, the elements of ``values`` below the smallest normal float in magnitude."""
+    normal = np.abs(values)
+    np.greater_equal(normal, np.finfo(values.dtype).tiny, out=normal)
+    values *= normal
+
+
 def _adagrad(param: np.ndarray, grad: np.ndarray, sum_sq: np.ndarray, lr: float) -> None:
     # G += g²;  θ −= lr · g / (√G + ε)
-    scratch = np.multiply(grad, grad)
+    scratch = _kept_for_square(grad)
+    scratch *= scratch
     sum_sq += scratch
     np.sqrt(sum_sq, out=scratch)
     scratch += EPSILON
@@ -75,18 +124,23 @@ def _adagrad(param: np.ndarray, grad: np.ndarray, sum_sq: np.ndarray, lr: float)
 
 def _rmsprop(param: np.ndarray, grad: np.ndarray, mean_sq: np.ndarray, lr: float) -> None:
     # E[g²] ← ρ E[g²] + (1 − ρ) g²;  θ −= lr · g / (√E[g²] + ε)   (Tieleman & Hinton 2012)
+    kept = _kept_for_square(grad)
     mean_sq *= RMSPROP_DECAY
-    mean_sq += (1.0 - RMSPROP_DECAY) * grad * grad
+    mean_sq += (1.0 - RMSPROP_DECAY) * kept * kept
+    _flush_below_tiny(mean_sq)
     param -= lr * grad / (np.sqrt(mean_sq) + EPSILON)
 
 
 def _adam(param: np.ndarray, grad: np.ndarray, m: np.ndarray, v: np.ndarray, lr: float, step: int) -> None:
     # m ← β1 m + (1 − β1) g;  v ← β2 v + (1 − β2) g²;  θ −= lr · m̂ / (√v̂ + ε), with bias-corrected m̂, v̂
     beta1, beta2 = ADAM_BETAS
+    kept = _kept_for_square(grad)
     m *= beta1
     m += (1.0 - beta1) * grad
+    _flush_below_tiny(m)
     v *= beta2
-    v += (1.0 - beta2) * grad * grad
+    v += (1.0 - beta2) * kept * kept
+    _flush_below_tiny(v)
     # Algorithm 1 of the paper: ε is added to √v̂, after the bias correction.
     denominator = np.sqrt(v)
     denominator *= 1.0 / math.sqrt(1.0 - beta2**step)
@@ -108,7 +162,8 @@ def update(
 
     With ``clip``, every gradient element is first clamped to [-clip, clip]. Clipping and the update
     run together block by block, so each block is read from memory once; ``run_blocks`` may spread the
-    blocks over threads. ``update_plain`` is the same step written plainly; a test holds them equal.
+    blocks over threads. Values that would be subnormal count as zero (see above). ``update_plain`` is
+    the same step written plainly; a test holds them equal.
 
     For Adagrad a SparseRows gradient updates only its rows, which is exact: an untouched row has
     g = 0, so its G and θ would not change anyway. RMSProp and Adam decay their averages (and Adam
@@ -146,9 +201,6 @@ def update(
     return state
 
 
-_STEPS = {"adagrad": _adagrad, "rmsprop": _rmsprop}
-
-
 def update_plain(
     optimizer: str,
     params: Mapping[str, np.ndarray],
@@ -159,6 +211,7 @@ def update_plain(
     clip: Optional[float] = None,
 ) -> OptimizerState:
     """The textbook twin of ``update``: each gradient made dense, clipped, and applied as a whole array."""
+    lr = learning_rate
     if optimizer == "adam":
         state["step"] += 1
     for name, grad in grads.items():
@@ -166,9 +219,22 @@ def update_plain(
         g = grad.to_dense(param.shape[0]) if isinstance(grad, SparseRows) else grad.copy()
         if clip is not None:
             g = np.clip(g, -clip, clip)
-        slots = [state[f"{slot}.{name}"] for slot in SLOTS[optimizer]]
-        if optimizer == "adam":
-            _adam(param, g, *slots, learning_rate, int(state["step"]))
+        if optimizer == "adagrad":
+            sum_sq = state[f"sum_sq.{name}"]
+            sum_sq += g * g
+            param -= lr * g / (np.sqrt(sum_sq) + EPSILON)
+        elif optimizer == "rmsprop":
+            mean_sq = state[f"mean_sq.{name}"]
+            mean_sq *= RMSPROP_DECAY
+            mean_sq += (1.0 - RMSPROP_DECAY) * g * g
+            param -= lr * g / (np.sqrt(mean_sq) + EPSILON)
         else:
-            _STEPS[optimizer](param, g, *slots, learning_rate)
+            (beta1, beta2), step = ADAM_BETAS, int(state["step"])
+            m, v = state[f"m.{name}"], state[f"v.{name}"]
+            m *= beta1
+            m += (1.0 - beta1) * g
+            v *= beta2
+            v += (1.0 - beta2) * g * g
+            m_hat, v_hat = m / (1.0 - beta1**step), v / (1.0 - beta2**step)
+            param -= lr * m_hat / (np.sqrt(v_hat) + EPSILON)
     return state

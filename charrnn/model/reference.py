@@ -52,11 +52,6 @@ from typing import Optional, Sequence
 import numpy as np
 
 ADAGRAD_EPSILON = 1e-8
-# The token embeddings (the columns of W_xh) start at N(0, 0.5²), the rest at N(0, 0.01²), as in charrnn
-# (TrainConfig.embedding_init_scale and init_scale): with one-hot inputs W_xh is the whole input signal,
-# and at min-char-rnn's 0.01 the cell barely sees which token came in.
-INPUT_SCALE = 0.5
-WEIGHT_SCALE = 0.01
 # Weight of the newest step in the smoothed loss, bias-corrected as in Adam; charrnn reports the same
 # average (progress.py), so the two print comparable numbers.
 LOSS_SMOOTHING = 0.05
@@ -64,26 +59,19 @@ LOSS_SMOOTHING = 0.05
 Params = dict[str, np.ndarray]
 
 
-def init_params(
-    vocab_size: int, hidden_size: int, rng: np.random.Generator, scale: float = WEIGHT_SCALE,
-    input_scale: float = INPUT_SCALE,
-) -> Params:
-    """W_xh from N(0, input_scale²), the other weights from N(0, scale²), zero biases; float64, shaped
-    for column vectors.
+def init_params(vocab_size: int, hidden_size: int, rng: np.random.Generator, table_scale: float = 0.5) -> Params:
+    """Fresh float64 parameters shaped for column vectors: zero biases; each token's column of W_xh (its
+    embedding) from N(0, table_scale²), so that different tokens reach the state distinctly from the
+    start; W_hh and W_hy from U(−1/√H, 1/√H), as PyTorch starts its recurrent and linear layers.
 
-    Each matrix is drawn in charrnn's row-vector shape, in charrnn's order, and transposed, so that a
-    seed gives the very weights ``charrnn train --rng-seed`` starts from (see the module docstring).
+    The draws are charrnn's for the same seed (``network.init_params`` with ``--embed-size 0``): drawn in
+    its row-vector shapes, then transposed.
     """
-    def transposed(shape: tuple[int, int], std: float) -> np.ndarray:
-        return np.ascontiguousarray(rng.standard_normal(shape).T) * std
-
-    return {
-        "W_xh": transposed((vocab_size, hidden_size), input_scale),  # input -> hidden, (H, V)
-        "W_hh": transposed((hidden_size, hidden_size), scale),  # hidden -> hidden, (H, H)
-        "W_hy": transposed((hidden_size, vocab_size), scale),  # hidden -> logits, (V, H)
-        "b_h": np.zeros((hidden_size, 1)),
-        "b_y": np.zeros((vocab_size, 1)),
-    }
+    bound = 1.0 / np.sqrt(hidden_size)
+    W_xh = rng.standard_normal((vocab_size, hidden_size)).T * table_scale  # input -> hidden
+    W_hh = rng.uniform(-bound, bound, (hidden_size, hidden_size)).T  # hidden -> hidden
+    W_hy = rng.uniform(-bound, bound, (hidden_size, vocab_size)).T  # hidden -> logits
+    return {"W_xh": W_xh, "W_hh": W_hh, "W_hy": W_hy, "b_h": np.zeros((hidden_size, 1)), "b_y": np.zeros((vocab_size, 1))}
 
 
 def loss_and_grads(
@@ -260,6 +248,100 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"step {step}: loss {loss_nats:.4f} nats/token")
             print(f"----\n{''.join(vocab[i] for i in drawn)}\n----", flush=True)
     return 0
+
+
+# --- the tutorial's bidirectional RNN: the blank between two texts ---------------------------------------
+#
+# A second RNN with weights of its own (the tutorial's U′, W′, V′; here W_xh_back, W_hh_back, W_hy_back
+# and b_h_back) reads the text right to left, and token x_t is predicted from both directions' states
+# next to it, never from x_t itself (charrnn/model/bidirectional.py is the fast version)::
+#
+#     h_t  = tanh(W_xh x_t + W_hh h_{t-1} + b_h)                    left to right
+#     g_t  = tanh(W_xh_back x_t + W_hh_back g_{t+1} + b_h_back)      right to left
+#     p(x_t | x_<t, x_>t) = softmax(W_hy h_{t-1} + W_hy_back g_{t+1} + b_y)
+#
+# A chunk trains on the targets x_1 … x_T read from x_0 … x_{T-1} (h carried in, as above), and g starts
+# from zero after the ``ahead`` tokens past the chunk: the state from the future cannot be carried.
+
+
+def init_bidirectional_params(vocab_size: int, hidden_size: int, rng: np.random.Generator, table_scale: float = 0.5) -> Params:
+    """``init_params`` and the right-to-left twins of W_xh, W_hh, b_h and W_hy (the output bias is shared),
+    drawn as their left-to-right originals are."""
+    params = init_params(vocab_size, hidden_size, rng, table_scale)
+    bound = 1.0 / np.sqrt(hidden_size)
+    params.update({
+        "W_xh_back": rng.standard_normal((hidden_size, vocab_size)) * table_scale,
+        "W_hh_back": rng.uniform(-bound, bound, (hidden_size, hidden_size)),
+        "W_hy_back": rng.uniform(-bound, bound, (vocab_size, hidden_size)),
+        "b_h_back": np.zeros((hidden_size, 1)),
+    })
+    return params
+
+
+def bidirectional_loss_and_grads(
+    params: Params, inputs: Sequence[int], targets: Sequence[int], ahead: Sequence[int], h_prev: np.ndarray
+) -> tuple[float, Params, np.ndarray]:
+    """Forward and backward over one chunk of the bidirectional RNN, one token at a time.
+
+    ``inputs`` x_0 … x_{T-1} and ``targets`` x_1 … x_T as in ``loss_and_grads``; ``ahead`` the tokens after
+    x_T that the right-to-left RNN reads first. Returns the mean of −log p(x_t | x_<t, x_>t) over the
+    targets, its gradients and the left-to-right state after the last input (to carry on).
+    """
+    W_xh, W_hh, W_hy, b_h, b_y = (params[n] for n in ("W_xh", "W_hh", "W_hy", "b_h", "b_y"))
+    U_xh, U_hh, U_hy, c_h = (params[n] for n in ("W_xh_back", "W_hh_back", "W_hy_back", "b_h_back"))
+    vocab_size = W_xh.shape[1]
+
+    def one_hot(token: int) -> np.ndarray:
+        x = np.zeros((vocab_size, 1))
+        x[token] = 1.0
+        return x
+
+    # Left to right: states[t + 1] is h after x_t (states[0] = h_prev).
+    states = [h_prev]
+    for token in inputs:
+        states.append(np.tanh(W_xh @ one_hot(token) + W_hh @ states[-1] + b_h))
+    # Right to left over the tokens after each target, x_2 … x_{T+M}: back[j] is g after reading right[j]
+    # (and everything after it); back[len(right)] is the zero state nothing has been read into.
+    right = list(targets[1:]) + list(ahead)
+    back = [np.zeros_like(h_prev) for _ in range(len(right) + 1)]
+    for j in reversed(range(len(right))):
+        back[j] = np.tanh(U_xh @ one_hot(right[j]) + U_hh @ back[j + 1] + c_h)
+
+    # Target k = x_{k+1} reads h after x_k (states[k + 1]) and g after x_{k+2} (back[k]).
+    grads = {name: np.zeros_like(value) for name, value in params.items()}
+    d_states = [np.zeros_like(h_prev) for _ in states]
+    d_back = [np.zeros_like(h_prev) for _ in back]
+    loss_nats = 0.0
+    for k, target in enumerate(targets):
+        logits = W_hy @ states[k + 1] + U_hy @ back[k] + b_y
+        exp_logits = np.exp(logits - np.max(logits))
+        p = exp_logits / np.sum(exp_logits)
+        loss_nats -= float(np.log(p[target, 0]))
+        d_logits = p.copy()
+        d_logits[target] -= 1.0
+        grads["W_hy"] += d_logits @ states[k + 1].T
+        grads["W_hy_back"] += d_logits @ back[k].T
+        grads["b_y"] += d_logits
+        d_states[k + 1] += W_hy.T @ d_logits
+        d_back[k] += U_hy.T @ d_logits
+
+    # Backpropagation through time, each RNN against its own direction.
+    dh_next = np.zeros_like(h_prev)
+    for t in reversed(range(len(inputs))):
+        d_pre = (1.0 - states[t + 1] * states[t + 1]) * (d_states[t + 1] + dh_next)
+        grads["b_h"] += d_pre
+        grads["W_xh"] += d_pre @ one_hot(inputs[t]).T
+        grads["W_hh"] += d_pre @ states[t].T
+        dh_next = W_hh.T @ d_pre
+    dg_next = np.zeros_like(h_prev)  # the gradient reaching back[j] from back[j - 1], which read it
+    for j in range(len(right)):
+        d_pre = (1.0 - back[j] * back[j]) * (d_back[j] + dg_next)
+        grads["b_h_back"] += d_pre
+        grads["W_xh_back"] += d_pre @ one_hot(right[j]).T
+        grads["W_hh_back"] += d_pre @ back[j + 1].T
+        dg_next = U_hh.T @ d_pre
+    steps = len(targets)
+    return loss_nats / steps, {name: grad / steps for name, grad in grads.items()}, states[-1]
 
 
 if __name__ == "__main__":

@@ -6,9 +6,8 @@ a step. ``Workspace.run_blocks`` splits such work into row blocks that fit in ca
 all cores: numpy releases the GIL inside its loops, so threads really run in parallel. Buffers are
 allocated once, because a fresh multi-megabyte array costs page faults on every step.
 
-Worker threads flush subnormal floats to zero (fpu.py), which keeps an elementwise pass from slowing
-down a hundredfold when a gradient underflows. A Workspace holds no model state: results written
-into its buffers are valid until the next step asks for the same buffer.
+A Workspace holds no model state: results written into its buffers are valid until the next step
+asks for the same buffer.
 """
 
 from __future__ import annotations
@@ -19,7 +18,6 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from charrnn.model import fpu
 from charrnn.mpi_environment import threads_of_process
 
 BlockFunction = Callable[[int, int], None]  # (first row, row after the last)
@@ -45,7 +43,7 @@ def run_serially(function: BlockFunction, rows: int, row_width: int = 1) -> None
 
 
 class Workspace:
-    """Reusable buffers plus ``threads`` workers (default: one per core, or under an MPI launcher this
+    """Reusable buffers plus ``threads`` threads (default: one per core, or under an MPI launcher this
     process's share of them) for row-block kernels."""
 
     def __init__(self, threads: Optional[int] = None) -> None:
@@ -61,40 +59,28 @@ class Workspace:
             self._buffers[name] = current
         return current
 
-    def flushes_subnormals(self) -> bool:
-        """Whether every block ``run_blocks`` runs now is computed with subnormals flushed to zero.
-
-        Workers flush whenever the process can; the caller's thread (which takes a share, and runs small
-        jobs alone) only inside ``fpu.flushing()``, so the answer is the calling thread's.
-        """
-        return fpu.flushing_in_this_thread()
-
     def run_blocks(self, function: BlockFunction, rows: int, row_width: int = 1) -> None:
         """Call ``function(start, stop)`` over row blocks covering ``rows`` rows, on all threads.
 
-        Each thread takes a contiguous share of the blocks, so every row is handled exactly once and
-        blocks never overlap. Worker threads flush subnormals (fpu.py); the caller's thread takes a
-        share only when it flushes them too (inside ``fpu.flushing()``), so the result is the same for
-        any number of threads. Small jobs run on the caller's thread.
+        The caller's thread and ``threads`` − 1 workers each take a contiguous share of the blocks, so
+        every row is handled exactly once and blocks never overlap; every thread computes alike, so the
+        result is the same for any number of threads. Small jobs run on the caller's thread alone.
         """
-        if rows * row_width < _PARALLEL_MIN_ELEMENTS or (self.threads == 1 and not fpu.available()):
+        if self.threads == 1 or rows * row_width < _PARALLEL_MIN_ELEMENTS:
             run_serially(function, rows, row_width)
             return
         if self._pool is None:
-            workers = self.threads if fpu.available() else self.threads - 1
-            self._pool = concurrent.futures.ThreadPoolExecutor(
-                workers, thread_name_prefix="charrnn", initializer=fpu.flush_subnormals_in_this_thread
-            )
+            self._pool = concurrent.futures.ThreadPoolExecutor(self.threads - 1, thread_name_prefix="charrnn")
         bounds = np.linspace(0, rows, self.threads + 1).astype(int)
 
         def share(index: int) -> None:
             first, last = bounds[index], bounds[index + 1]
             run_serially(lambda a, b: function(first + a, first + b), last - first, row_width)
 
-        # The caller's thread takes a share only if it computes as the workers do.
-        on_caller = 1 if fpu.flushing_in_this_thread() or not fpu.available() else 0
-        futures = [self._pool.submit(share, index) for index in range(on_caller, self.threads)]
-        if on_caller:
+        futures = [self._pool.submit(share, index) for index in range(1, self.threads)]
+        try:
             share(0)
+        finally:
+            concurrent.futures.wait(futures)  # no worker may still write once the caller goes on
         for future in futures:
             future.result()  # re-raises any error from a worker

@@ -106,6 +106,14 @@ class Group:
         self.communicator.Bcast(buffer, root=rank)
         return int(buffer[0])
 
+    def float_from_rank(self, value: float, rank: int = 0) -> float:
+        """``rank``'s ``value`` (a float64), on every rank."""
+        if self.size == 1:
+            return value
+        buffer = np.array([value], dtype=np.float64)
+        self.communicator.Bcast(buffer, root=rank)
+        return float(buffer[0])
+
     def text_from_rank(self, text: str, rank: int = 0) -> str:
         """``rank``'s ``text``, on every rank (as UTF-8 bytes; a file name's undecodable bytes survive)."""
         if self.size == 1:
@@ -235,9 +243,10 @@ def join() -> Group:
     if not launched_by_mpi():
         return SOLO
     # Importing mpi4py.MPI calls MPI_Init, which waits in C code until every process of the job has
-    # called it; a Python signal handler cannot run there. So the default actions apply meanwhile: a
-    # Ctrl-C or SIGTERM that the launcher forwards ends a process left waiting by one that never came.
-    defaults = {s: signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGTERM)
+    # called it; a Python signal handler (charrnn/__main__.py's start-up one included) cannot run there.
+    # So the default actions apply meanwhile: a Ctrl-C, SIGTERM or hang-up that the launcher forwards
+    # ends a process left waiting by one that never came, with 128 + the signal's number as ever.
+    defaults = {s: signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
                 if signal.getsignal(s) is not signal.SIG_IGN}
     try:
         from mpi4py import MPI

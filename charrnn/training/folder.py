@@ -6,11 +6,21 @@ stale lock, and a second run on the same folder is refused with the holder's pro
 lock, the run may remove the temporary files of writes that an earlier process never finished (it was
 killed mid-save), because no other run can be writing there.
 
+The lock is a lock only while it is the file at ``.charrnn.lock``: were that file deleted or replaced
+during the run, a second run would lock the new one and both would write the same folder. So before
+every save the run checks that the path still names the file it locked (device and inode) and stops
+(exit 1, nothing written) if not. The lock file itself is opened without following a link and must be
+a regular file with one name: a link planted there (``ln -s ../notes.txt .charrnn.lock``) would make
+the run write its process id into another file.
+
 Then the run claims the folder. The checkpoints already in it either belong to the run's own past (the
 same run identity, at or before the step it starts from) or to something the run would destroy: another
 model, or a later stretch of its own history. Those are refused unless the user said ``--overwrite``;
 with it they are removed, but only once the new run has written its first checkpoint, so that at every
-moment the folder holds a model someone can use.
+moment the folder holds a model someone can use. The run's own ``best.npz`` is neither, at whatever
+step it was written (even after the step the run starts from: the last run validated, found a new
+best, and ended before its next periodic save): it is the best model of this run so far, kept, and
+replaced only by a better one (``Claim.best_on_disk``), so no resume ever makes best.npz worse.
 
 A new run given no folder gets one of its own, never another model's: ``checkpoints/<corpus name>/``,
 or the first of ``<corpus name>-2/``, ``-3/``... that holds no checkpoint and no other run (``secure_run_folder``).
@@ -22,14 +32,16 @@ import errno
 import itertools
 import os
 import re
+import stat
 from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
+from charrnn import files
 from charrnn.checkpoints import checkpoint, folder_files
 from charrnn.checkpoints.checkpoint import Identity
 from charrnn.data.corpus import is_standard_input
-from charrnn.errors import ConfigError
+from charrnn.errors import CheckpointWriteError, ConfigError
 
 LOCK_NAME = ".charrnn.lock"
 # What files.atomic_write leaves behind when its process dies between creating and renaming the file.
@@ -58,15 +70,35 @@ class FolderLock:
         self.path = os.path.join(directory, LOCK_NAME)
         self._fd: Optional[int] = None
 
+    def _refuse_odd_file(self, status: os.stat_result) -> None:
+        kind = files.non_regular_kind(status.st_mode)
+        if kind is None and status.st_nlink > 1:
+            kind = "a file with other names (hard links)"
+        if kind is not None:
+            raise ConfigError(
+                f"cannot lock {self.directory}: its lock file {self.path} is {kind}, which charrnn never writes "
+                "into; remove it (a lock file holds only a process id) or choose another folder with --checkpoint-dir"
+            )
+
     def acquire(self) -> None:
-        """Take the lock, or raise ConfigError naming the process that holds it."""
+        """Take the lock, or raise ConfigError naming the process that holds it, or saying that the lock
+        file is not a plain file of its own (a link, a device, a hard link to another file)."""
         while True:
+            with suppress(FileNotFoundError, NotADirectoryError):
+                self._refuse_odd_file(os.lstat(self.path))  # before opening: opening a device can act
             try:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _NO_FOLLOW, 0o644)
             except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    self._refuse_odd_file(os.lstat(self.path))
                 raise ConfigError(
                     f"cannot lock {self.directory}: {exc.strerror or exc}; choose another folder with --checkpoint-dir"
                 ) from None
+            try:
+                self._refuse_odd_file(os.fstat(fd))  # what was opened, if the path changed after the lstat
+            except ConfigError:
+                os.close(fd)
+                raise
             if fcntl is None:
                 break
             try:
@@ -83,24 +115,50 @@ class FolderLock:
                 ) from None
             # The holder may have removed the file between our open and our lock: then we hold a lock on
             # a file no one else will open, and must lock the one now at the path instead.
-            try:
-                if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
-                    break
-            except FileNotFoundError:
-                pass
+            if _same_file(self.path, fd):
+                break
             os.close(fd)
         with suppress(OSError):
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
 
+    def verify(self) -> None:
+        """Raise CheckpointWriteError unless the lock file at the path is still the one this run locked.
+
+        Called before every save: once the file is deleted or replaced, another run can lock the folder
+        and write to it too, so this run must write nothing more.
+        """
+        if self._fd is not None and not _same_file(self.path, self._fd):
+            raise CheckpointWriteError(
+                f"the lock file {self.path} was removed or replaced while this run held it, so another run may "
+                f"be writing to {self.directory}; stopped without saving, the checkpoints already written are "
+                "intact (never delete the lock file of a running training)"
+            )
+
     def release(self) -> None:
-        """Remove the lock file and drop the lock (in that order, so no one locks a file being removed)."""
+        """Remove the lock file and drop the lock (in that order, so no one locks a file being removed).
+
+        A lock file that is no longer this run's (it was replaced) is another run's, and left alone.
+        """
         if self._fd is not None:
-            with suppress(OSError):
-                os.unlink(self.path)
+            if _same_file(self.path, self._fd):
+                with suppress(OSError):
+                    os.unlink(self.path)
             os.close(self._fd)
             self._fd = None
+
+
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def _same_file(path: str, fd: int) -> bool:
+    """True if ``path`` (not followed if a link) names the open file ``fd``."""
+    try:
+        named, opened = os.lstat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino) and stat.S_ISREG(named.st_mode)
 
 
 def _read_holder(fd: int) -> str:
@@ -137,10 +195,12 @@ def checkpoint_files(directory: str) -> list[str]:
 
 @dataclass
 class Claim:
-    """What a run found in its folder: files it may replace once it has written a checkpoint of its own."""
+    """What a run found in its folder: files it may replace once it has written a checkpoint of its own,
+    and the best.npz of its own history (kept until the run does better; None once replaced)."""
 
     directory: str
     to_remove: list[str] = field(default_factory=list)
+    best_on_disk: Optional[Identity] = None
 
     def after_write(self, written: Sequence[str]) -> None:
         """Once files of this run are on disk, remove the previous run's (except those just replaced)."""
@@ -167,10 +227,15 @@ def claim(
     removal after the run's first write. ``advice`` ends the refusal: what the user can do instead.
     """
     foreign: list[tuple[str, Optional[Identity]]] = []
+    best_on_disk = None
     for path in checkpoint_files(directory):
         found = read_identity(path)
-        if identity is not None and found is not None and found.run_id == identity.run_id and found.step <= identity.step:
-            continue
+        if identity is not None and found is not None and found.run_id == identity.run_id:
+            if os.path.basename(path) == folder_files.BEST_NAME:
+                best_on_disk = found  # this run's best so far, at any step: kept (see the module's docstring)
+                continue
+            if found.step <= identity.step:
+                continue
         foreign.append((path, found))
     if foreign and not overwrite:
         # Name the file that matters most: latest.npz if it is among them, else the first.
@@ -184,7 +249,7 @@ def claim(
         else:
             what = f"holds another model ({path})"
         raise ConfigError(f"{directory} {what}; {advice}")
-    return Claim(directory, [path for path, _ in foreign])
+    return Claim(directory, [path for path, _ in foreign], best_on_disk)
 
 
 def target_directory(resume: Optional[str], checkpoint_dir: Optional[str]) -> Optional[str]:
@@ -245,12 +310,15 @@ def secure(
     """Create, lock and claim the checkpoint folder, before any training time is spent.
 
     Raises ConfigError when the folder cannot be written, is in use, or holds what the run would
-    destroy (see ``claim``); notes the unfinished writes of dead processes it removed.
+    destroy (see ``claim``), OutputPathError when a checkpoint's name in it is not a regular file (a
+    link, a pipe: never written through); notes the unfinished writes of dead processes it removed.
     """
     folder_files.prepare_directory(directory)
     lock = FolderLock(directory)
     lock.acquire()
     try:
+        for path in checkpoint_files(directory):  # before reading any: a named pipe would block the read
+            files.require_regular_or_absent(path, "checkpoint ")
         removed = remove_stale_temporary_files(directory)
         if removed:
             notes.append(f"removed {len(removed)} unfinished checkpoint write(s) left by a process that died")

@@ -14,7 +14,7 @@ from typing import Callable, Iterator, Optional
 
 import numpy as np
 
-from charrnn.model import fpu, network, optim
+from charrnn.model import bidirectional, network, optim
 from charrnn.model.backend import NUMPY, Kernels
 from charrnn.progress import Progress
 from charrnn.config import ModelConfig, TrainConfig
@@ -61,7 +61,7 @@ class StepResult:
 def new_trainee(model_config: ModelConfig, train_config: TrainConfig, kernels: Kernels = NUMPY) -> Trainee:
     """A freshly initialised model and optimizer, seeded by ``train_config.rng_seed``, trained with ``kernels``."""
     rng = np.random.default_rng(train_config.rng_seed)
-    params = network.init_params(model_config, rng, train_config.init_scale, train_config.embedding_init_scale)
+    params = network.init_params(model_config, rng, *train_config.initial_scales(model_config))
     return Trainee(
         model_config=model_config,
         params=params,
@@ -105,14 +105,26 @@ def train_step(trainee: Trainee, streams: np.ndarray, config: TrainConfig) -> St
     chunk = streams[trainee.rows, start : start + seq_length + 1].T  # (T + 1, B), B of this process's streams
     inputs = np.ascontiguousarray(chunk[:-1])
     targets = np.ascontiguousarray(chunk[1:])
+    # In a run on several processes (distributed.py) this process trains ``rows`` of the batch; the dropout
+    # masks are drawn for the whole batch and cut, so that they are the ones one process would draw.
+    dropout_rows = None if trainee.combine is None else (streams.shape[0], trainee.rows)
     # A diverging model overflows somewhere; that is reported below as one clear error, not as
-    # warnings. Subnormal floats are flushed to zero for the step (fpu.py): they change nothing
-    # above 1e-38 and would otherwise slow the elementwise passes down a hundredfold late in training.
-    with np.errstate(over="ignore", invalid="ignore"), fpu.flushing():
-        result = network.loss_and_grads(
-            trainee.params, trainee.model_config, inputs, targets, trainee.hidden, trainee.rng, trainee.workspace,
-            trainee.kernels, None if trainee.combine is None else (streams.shape[0], trainee.rows),
-        )
+    # warnings.
+    with np.errstate(over="ignore", invalid="ignore"):
+        if trainee.model_config.bidirectional:
+            # The look-ahead tokens after the window, as many as the stream still has (bidirectional.py).
+            ahead = np.ascontiguousarray(
+                streams[trainee.rows, start + seq_length + 1 : start + seq_length + 1 + config.look_ahead].T
+            )
+            result = bidirectional.loss_and_grads(
+                trainee.params, trainee.model_config, inputs, targets, trainee.hidden, trainee.rng, trainee.workspace,
+                trainee.kernels, ahead, dropout_rows,
+            )
+        else:
+            result = network.loss_and_grads(
+                trainee.params, trainee.model_config, inputs, targets, trainee.hidden, trainee.rng, trainee.workspace,
+                trainee.kernels, dropout_rows,
+            )
     grads, loss_nats = result.grads, result.loss_nats
     if trainee.combine is not None:
         grads, loss_nats = trainee.combine(grads, loss_nats)  # the same numbers in every process from here on
@@ -122,12 +134,13 @@ def train_step(trainee: Trainee, streams: np.ndarray, config: TrainConfig) -> St
             "kept; try a lower --learning-rate or a smaller --clip"
         )
     # A config built without a rate trains at the default for this model's size (config.default_learning_rate).
-    learning_rate = optim.learning_rate_at(config.settled(trainee.model_config), progress.epoch)
-    with fpu.flushing():
-        trainee.kernels.optimizer_update(
-            config.optimizer, trainee.params, grads, trainee.optimizer_state,
-            learning_rate=learning_rate, clip=config.clip, run_blocks=trainee.workspace.run_blocks,
-        )
+    learning_rate = optim.learning_rate_at(
+        config.settled(trainee.model_config), progress.epoch, progress.lr_reductions, progress.anneal_fraction
+    )
+    trainee.kernels.optimizer_update(
+        config.optimizer, trainee.params, grads, trainee.optimizer_state,
+        learning_rate=learning_rate, clip=config.clip, run_blocks=trainee.workspace.run_blocks,
+    )
 
     tokens = seq_length * streams.shape[0]  # the whole batch's, every process's streams together
     progress.step += 1

@@ -14,18 +14,19 @@ import json
 import os
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Union
 
 import numpy as np
 
 from charrnn import memory
-from charrnn.checkpoints import checkpoint, folder_files, metadata
+from charrnn.checkpoints import checkpoint, metadata
 from charrnn.checkpoints.checkpoint import Checkpoint, CorpusInfo
 from charrnn.config import (
     DEFAULT_CHECKPOINT_DIR, DEFAULT_EPOCHS, ComputeConfig, DataConfig, ModelConfig, ScheduleConfig, TrainConfig,
 )
 from charrnn.data import token_cache
 from charrnn.data.corpus import is_standard_input
+from charrnn.data.streams import SegmentStreams
 from charrnn.data.tokenizer import Tokenizer
 from charrnn.errors import CheckpointError, ConfigError
 from charrnn.model import backend, network, optim
@@ -63,12 +64,13 @@ class Session:
     train_config: TrainConfig
     tokenizer: Tokenizer
     corpus: CorpusInfo
-    streams: np.ndarray  # (B, L) training token ids
+    streams: Union[np.ndarray, SegmentStreams]  # (B, L) training token ids
     val_ids: Optional[np.ndarray]  # (N_val,) validation token ids; None when validation is off
     trainee: loop.Trainee  # the model, its optimizer state, carried hidden state, progress and generator
     run_id: str
     resumed_from: Optional[str] = None
     notes: list[str] = field(default_factory=list)
+    validation: str = ""  # what the validation text is (corpus_data.prepare_streams)
     lock: Optional[folder.FolderLock] = None  # held on the checkpoint folder until close()
     claim: Optional[folder.Claim] = None  # the previous run's files, removed after the first write
     group: distributed.Group = distributed.SOLO  # the processes training this model together (distributed.py)
@@ -85,20 +87,37 @@ class Session:
             self.lock = None
 
 
+# The options that size a model, and the field each sets: any of them can be what makes a model too
+# large (an embedding of 10^8 as surely as a hidden size of 10^6), so a refusal names those that matter.
+_MODEL_SIZES = (("--hidden-size", "hidden_size"), ("--num-layers", "num_layers"), ("--embed-size", "embed_size"),
+                ("--max-vocab", "vocab_size"))
+
+
 def _check_memory(model_config: ModelConfig, train_config: TrainConfig,
                   group: distributed.Group = distributed.SOLO) -> None:
     """Refuse (ConfigError) a model and batch that need more memory than the machine has available.
 
-    With several processes each holds the model and its share of the batch, and those on this machine
-    (as the launcher says; all of them if it does not) need their parts together.
+    The advice names the batch options when the activations are the largest part, and every model
+    size option whose halving alone would save a tenth of the need or more. With several processes
+    each holds the model and its share of the batch, and those on this machine (as the launcher says;
+    all of them if it does not) need their parts together.
     """
+    slots = len(optim.SLOTS[train_config.optimizer])
     here = min(group.size, ranks_on_this_node() or group.size)
-    parts = network.training_memory(
-        model_config, -(-train_config.batch_size // group.size), train_config.seq_length,
-        len(optim.SLOTS[train_config.optimizer]),
-    )
-    parts = {name: size * here for name, size in parts.items()}
-    model_sized = "--hidden-size or --num-layers"
+    share = -(-train_config.batch_size // group.size)
+
+    def need(config: ModelConfig) -> dict[str, int]:
+        parts = network.training_memory(config, share, train_config.seq_length, slots)
+        return {name: size * here for name, size in parts.items()}
+
+    parts = need(model_config)
+    total = sum(parts.values())
+    model_sized = " or ".join(
+        name for name, field in _MODEL_SIZES
+        if getattr(model_config, field) > 1
+        and total - sum(need(dataclasses.replace(model_config, **{field: getattr(model_config, field) // 2})).values())
+        >= total / 10
+    ) or "--hidden-size or --num-layers"
     if max(parts, key=parts.__getitem__) == "activations":
         advice = f"lower --batch-size or --seq-length (or {model_sized})"
     else:
@@ -109,6 +128,9 @@ def _check_memory(model_config: ModelConfig, train_config: TrainConfig,
 def _fresh(request: TrainRequest, on_progress: token_cache.Progress, group: distributed.Group) -> Session:
     notes: list[str] = []
     train_config = request.train
+    if "look_ahead" in request.explicit and not request.model.bidirectional:
+        raise ConfigError("--look-ahead is how far a --bidirectional model's right-to-left stack reads past each "
+                          "window; give --bidirectional too, or leave --look-ahead out")
     if request.val_paths:
         if "val_fraction" in request.explicit and train_config.val_fraction:
             raise ConfigError("give --val-fraction or --val-file, not both")
@@ -118,18 +140,23 @@ def _fresh(request: TrainRequest, on_progress: token_cache.Progress, group: dist
     _check_memory(dataclasses.replace(request.model, vocab_size=1), train_config, group)
     tokenizer, ids, val_ids, corpus = corpus_data.read_training_data(
         request.data, request.corpus_paths, request.val_paths, None, request.data.tokenizer, request.data.max_vocab,
-        on_progress, notes,
+        on_progress, notes, request.schedule.eval_tokens,
     )
     model_config = dataclasses.replace(request.model, vocab_size=tokenizer.vocab_size)
     train_config = train_config.settled(model_config)
     shrinkable = "batch_size" not in request.explicit
-    streams, val_ids, train_config = corpus_data.prepare_streams(
-        ids, val_ids, train_config, shrinkable, notes, group.size
+    if request.val_paths and "val_split" in request.explicit:
+        raise ConfigError("give --val-split or --val-file, not both")
+    streams, val_ids, train_config, validation, train_tokens = corpus_data.prepare_streams(
+        ids, val_ids, train_config, shrinkable, notes, corpus_data.line_end_id(tokenizer), request.schedule.eval_tokens,
+        group.size,
     )
+    corpus = dataclasses.replace(corpus, num_train_tokens=train_tokens)
     _check_memory(model_config, train_config, group)
     trainee = loop.new_trainee(model_config, train_config, backend.select(request.compute.backend))
     run_id = metadata.run_identity(model_config, train_config, tokenizer)
-    return Session(request, model_config, train_config, tokenizer, corpus, streams, val_ids, trainee, run_id, None, notes)
+    return Session(request, model_config, train_config, tokenizer, corpus, streams, val_ids, trainee, run_id, None, notes,
+                   validation)
 
 
 def _resumed(request: TrainRequest, ckpt: Checkpoint, on_progress: token_cache.Progress) -> Session:
@@ -147,12 +174,21 @@ def _resumed(request: TrainRequest, ckpt: Checkpoint, on_progress: token_cache.P
             f"again, e.g. charrnn train - --resume {path} < corpus.txt"
         )
     val_paths = request.val_paths or ckpt.corpus.val_paths
+    if not request.val_paths and any(is_standard_input(p) for p in val_paths):
+        raise ConfigError(
+            f"{path} was validated on text from standard input, which cannot be read again; pass it again, "
+            f"e.g. charrnn train --resume {path} --val-file - < held_out.txt"
+        )
     if val_paths and ckpt.train_config.val_fraction > 0:
         raise ConfigError("this model holds out --val-fraction of its corpus; it cannot also take --val-file")
     _, ids, val_ids, corpus = corpus_data.read_training_data(
-        request.data, paths, val_paths, ckpt.tokenizer, ckpt.tokenizer.kind, ckpt.corpus.max_vocab, on_progress, notes
+        request.data, paths, val_paths, ckpt.tokenizer, ckpt.tokenizer.kind, ckpt.corpus.max_vocab, on_progress, notes,
+        request.schedule.eval_tokens,
     )
-    streams, val_ids, _ = corpus_data.prepare_streams(ids, val_ids, train_config, False, notes)
+    streams, val_ids, _, validation, train_tokens = corpus_data.prepare_streams(
+        ids, val_ids, train_config, False, notes, corpus_data.line_end_id(ckpt.tokenizer), request.schedule.eval_tokens
+    )
+    corpus = dataclasses.replace(corpus, num_train_tokens=train_tokens)
     progress, hidden = ckpt.progress, ckpt.hidden
     same_data = corpus.sha256 == ckpt.corpus.sha256
     if not same_data and corpus.ids_dtype != ckpt.corpus.ids_dtype:
@@ -167,6 +203,9 @@ def _resumed(request: TrainRequest, ckpt: Checkpoint, on_progress: token_cache.P
         notes.append("the corpus differs from the one the checkpoint was trained on; starting at its beginning")
         progress = dataclasses.replace(progress, position=0)
         hidden = {key: np.zeros_like(value) for key, value in hidden.items()}
+    if "learning_rate" in request.explicit and (progress.lr_reductions or progress.anneal_fraction):
+        notes.append("--learning-rate starts the learning-rate schedule over: no plateau reductions, no anneal yet")
+        progress = dataclasses.replace(progress, lr_reductions=0, anneal_fraction=0.0)
     rng = np.random.default_rng()
     rng.bit_generator.state = ckpt.rng_state
     trainee = loop.Trainee(
@@ -175,7 +214,7 @@ def _resumed(request: TrainRequest, ckpt: Checkpoint, on_progress: token_cache.P
     )
     return Session(
         request, ckpt.model_config, train_config, ckpt.tokenizer, corpus, streams, val_ids, trainee, ckpt.run_id, path,
-        notes,
+        notes, validation,
     )
 
 
@@ -196,7 +235,8 @@ def _secure(request: TrainRequest, ckpt: Optional[Checkpoint], notes: list[str]
     directory = folder.target_directory(request.resume, request.schedule.checkpoint_dir)
     if ckpt is None:
         identity = None
-        advice = ("continue it with --resume {path}, write elsewhere with --checkpoint-dir, "
+        # --resume of the folder continues from its newest checkpoint, whichever file that is.
+        advice = (f"continue it with --resume {directory}, write elsewhere with --checkpoint-dir, "
                   "or replace it with --overwrite")
     else:
         identity = checkpoint.Identity(ckpt.run_id, ckpt.progress.step)
@@ -209,8 +249,7 @@ def _secure(request: TrainRequest, ckpt: Optional[Checkpoint], notes: list[str]
         lock, claim, created = folder.secure_run_folder(DEFAULT_CHECKPOINT_DIR, name, notes)
         return lock, claim, created, claim.directory
     created = [] if os.path.isdir(directory) else [directory]
-    existing = folder_files.find_latest(directory)
-    lock, claim = folder.secure(directory, identity, request.overwrite, advice.format(path=existing), notes)
+    lock, claim = folder.secure(directory, identity, request.overwrite, advice, notes)
     return lock, claim, created, directory
 
 

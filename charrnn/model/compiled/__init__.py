@@ -32,11 +32,11 @@ for float32 this module carries its own (a rational tanh as Eigen uses, within 5
 within 1 ulp), written as plain arithmetic that the compiler turns into SIMD code. float64 uses the
 exact scalar functions.
 
-Subnormals: the kernels never produce a subnormal float where training would otherwise make them,
-so they run at full speed even on a thread that does not flush them (see fpu.py): the softmax floors
-logits EXP_RANGE below their row's maximum (as the numpy code does on such a thread), and the
-optimizers flush a square, or an average decaying towards zero, that falls below the smallest normal
-float, which is what a flushing processor does to it.
+Subnormals: like the numpy code, the kernels never produce a subnormal float where training would
+otherwise make them (x86 processors compute with one in microcode, on some models a hundred times
+slower): the softmax floors logits EXP_RANGE below their row's maximum, and the optimizers flush a
+square, or an average decaying towards zero, that falls below the smallest normal float, which is
+what a processor set to flush subnormals would do to it.
 
 Compiled code is cached on disk by numba beside these files (``__pycache__``), or, where that folder is
 read-only, in the user's cache folder (``~/.cache/numba``), or in ``NUMBA_CACHE_DIR`` if that is set;

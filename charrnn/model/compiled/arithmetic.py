@@ -3,27 +3,89 @@
 from __future__ import annotations
 
 import math
+import os
+import warnings
 from typing import Any, Callable, Optional
 
 import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core.caching import FunctionCache, IndexDataCacheFile
 from numba.extending import intrinsic, overload
+
+from charrnn.errors import CharRNNNote
 
 # No "nnan"/"ninf": a diverging model must still produce NaN and infinity, which training reports.
 FASTMATH = {"contract", "arcp", "nsz"}
 
 
 def kernel(function: Optional[Callable] = None, **options: Any) -> Any:
-    """numba.njit with charrnn's options, cached on disk where any cache folder is writable."""
+    """numba.njit with charrnn's options, cached on disk where any cache folder is writable.
+
+    The cache is numba's, with one change (_CheckedCache): a damaged file in it counts as missing, so
+    the kernel is compiled and the file written anew, rather than the command ending in numba's
+    UnpicklingError or EOFError.
+    """
     if function is None:
         return lambda f: kernel(f, **options)
     settings = {"nogil": True, "error_model": "numpy", "fastmath": FASTMATH, **options}
+    dispatcher = numba.njit(cache=False, **settings)(function)
     try:
-        return numba.njit(cache=True, **settings)(function)
+        dispatcher._cache = _CheckedCache(function)  # what cache=True sets, numba's FunctionCache, checked
     except RuntimeError:  # numba found no writable cache folder: compile in every process instead
-        return numba.njit(cache=False, **settings)(function)
+        pass
+    return dispatcher
+
+
+def _note_damage(path: str, exc: BaseException) -> None:
+    # One note per folder, however many files and whatever each raised: the text names only the folder,
+    # and the command line shows each different note once.
+    warnings.warn(CharRNNNote(
+        f"numba's cache of compiled kernels in {os.path.dirname(path)} holds damaged files; they are compiled "
+        "and written anew (the folder must be writable by you alone: numba reads these files with pickle, which "
+        "can run code)"), stacklevel=2)
+
+
+class _CheckedIndex(IndexDataCacheFile):
+    """numba's index and data files of one kernel's cache, a damaged one counting as missing.
+
+    The index is a pickle by numba's design: a file that does not unpickle (truncated, empty, overwritten)
+    is taken as an index of nothing, as numba takes a stale one, and the next save replaces it.
+    """
+
+    def _load_index(self) -> dict:
+        try:
+            return super()._load_index()
+        except Exception as exc:  # noqa: BLE001 - any failure to read it back means it is damaged
+            _note_damage(self._index_path, exc)
+            return {}
+
+    def _load_data(self, name: str) -> Any:
+        try:
+            return super()._load_data(name)
+        except OSError:
+            raise  # numba's own case: a data file removed since the index named it
+        except Exception as exc:  # noqa: BLE001 - damaged: numba's load() takes an OSError as "not cached"
+            _note_damage(self._data_path(name), exc)
+            raise OSError(f"damaged cache file {self._data_path(name)}") from None
+
+
+class _CheckedCache(FunctionCache):
+    """numba's FunctionCache over _CheckedIndex files; a cached kernel that cannot be rebuilt from its
+    data (which unpickled, but into something else) is compiled afresh as well."""
+
+    def __init__(self, py_func: Callable) -> None:
+        super().__init__(py_func)
+        self._cache_file = _CheckedIndex(cache_path=self._cache_path, filename_base=self._impl.filename_base,
+                                         source_stamp=self._impl.locator.get_source_stamp())
+
+    def load_overload(self, sig: Any, target_context: Any) -> Any:
+        try:
+            return super().load_overload(sig, target_context)
+        except Exception as exc:  # noqa: BLE001 - whatever a damaged entry makes numba raise: compile instead
+            _note_damage(os.path.join(self._cache_path, "."), exc)
+            return None
 
 
 # --- float32 tanh and exp as vectorisable arithmetic -------------------------------------------------

@@ -77,13 +77,8 @@ def softmax_cross_entropy(
     targets: np.ndarray,
     bias: Optional[np.ndarray] = None,
     run_blocks: BlockRunner = one_block,
-    floor_subnormals: bool = True,
 ) -> tuple[float, np.ndarray]:
-    """ops.softmax_cross_entropy in one compiled pass per row block (``logits`` becomes the gradient).
-
-    It floors small probabilities always (``floor_subnormals`` is accepted for the same signature): a
-    compiled loop costs nothing extra for it.
-    """
+    """ops.softmax_cross_entropy in one compiled pass per row block (``logits`` becomes the gradient)."""
     count, vocab = logits.shape
     losses = np.empty(count, dtype=np.float64)
     inverse_count = logits.dtype.type(1.0 / count)

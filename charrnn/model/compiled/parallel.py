@@ -3,42 +3,30 @@
 from __future__ import annotations
 
 import concurrent.futures
-import ctypes
 import os
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
+
+try:  # in the fast extra; without it the recurrences simply run whole
+    import threadpoolctl
+except ImportError:
+    threadpoolctl = None
 
 from charrnn.mpi_environment import threads_of_process
 
 # --- running a recurrence over two halves of the batch at once -------------------------------------------
 
 
-def openblas_libraries() -> list[str]:
-    """Paths of the OpenBLAS libraries loaded in this process, from /proc/self/maps ([] where unreadable)."""
-    try:
-        with open("/proc/self/maps") as maps:
-            return sorted({line.split()[-1] for line in maps if "openblas" in line.lower() and "/" in line})
-    except OSError:
-        return []
+def openblas_controller() -> Optional[Any]:
+    """A threadpoolctl controller of the OpenBLAS that numpy calls, or None (no threadpoolctl, or another BLAS).
 
-
-def _openblas_threads() -> Optional[tuple[Callable[[], int], Callable[[int], None]]]:
-    """(get, set) of the thread count of the OpenBLAS numpy calls, or None where it cannot be found."""
-    for path in openblas_libraries():
-        try:
-            library = ctypes.CDLL(path)
-        except OSError:
-            continue
-        # numpy's wheels bundle scipy-openblas with 64-bit-integer symbols; other builds use plain names.
-        for prefix in ("scipy_openblas", "openblas"):
-            for suffix in ("64_", ""):
-                get = getattr(library, f"{prefix}_get_num_threads{suffix}", None)
-                set_ = getattr(library, f"{prefix}_set_num_threads{suffix}", None)
-                if get is not None and set_ is not None:
-                    set_.argtypes = [ctypes.c_int]
-                    return get, set_
-    return None
+    Made once: creating one scans the process's loaded libraries.
+    """
+    if threadpoolctl is None:
+        return None
+    controller = threadpoolctl.ThreadpoolController().select(internal_api="openblas")
+    return controller if controller.lib_controllers else None
 
 
 class BatchHalves:
@@ -48,36 +36,44 @@ class BatchHalves:
     step's small GEMM over two BLAS threads meets at a barrier twice per step, and on a busy machine
     waits there for a thread that is not running: a training step became ten to a hundred times
     slower. Two threads that each take half the streams never wait for each other until the end, and
-    the elementwise passes are split too. BLAS runs single-threaded meanwhile (each half has a core).
-    Without two cores, or where numpy's OpenBLAS cannot be told its thread count, the loop runs whole.
+    the elementwise passes are split too. BLAS runs single-threaded meanwhile (each half has a core),
+    through threadpoolctl's limit on numpy's OpenBLAS. Without two cores, or where that OpenBLAS cannot
+    be told its thread count, the loop runs whole.
     """
 
     MIN_BATCH = 8  # smaller batches are not worth a thread
 
     def __init__(self) -> None:
-        cores = threads_of_process() or (
+        # Under an MPI launcher, the cores of this process's share (mpi_environment.py), not the machine's.
+        self._cores = threads_of_process() or (
             len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         )
-        self._blas = _openblas_threads() if cores > 1 else None
+        self._blas: Optional[Any] = None
+        self._blas_looked_up = False
         self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
+
+    def _blas_controller(self) -> Optional[Any]:
+        if not self._blas_looked_up:  # on first use, not at import: the scan takes milliseconds
+            self._blas = openblas_controller() if self._cores > 1 else None
+            self._blas_looked_up = True
+        return self._blas
 
     def run(self, loop: Callable[[int, int], None], batch: int) -> None:
         """``loop(first, stop)`` over streams 0..B−1: in two halves at once, or whole."""
-        if self._blas is None or batch < self.MIN_BATCH:
+        blas = self._blas_controller() if batch >= self.MIN_BATCH else None
+        if blas is None:
             loop(0, batch)
             return
         if self._pool is None:
             self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="charrnn-recurrence")
-        get_threads, set_threads = self._blas
-        threads = get_threads()
-        set_threads(1)
-        try:
+        with blas.limit(limits=1):  # OpenBLAS's thread count is the process's: the other half's too
             half = batch // 2
             other = self._pool.submit(loop, half, batch)
-            loop(0, half)
+            try:
+                loop(0, half)
+            finally:
+                concurrent.futures.wait([other])  # the limit holds until both halves are done
             other.result()  # re-raises an error from the other half
-        finally:
-            set_threads(threads)
 
 
 HALVES = BatchHalves()
