@@ -16,7 +16,7 @@ reports when the benchmark reaps it (``os.wait4``, so no other child's peak can 
 It judges issue 4's targets on a corpus of at least 1 GB (smaller corpora show what the verdict
 would be, marked N/A): peak RSS while training ≤ 400 MB plus the model's own arrays, peak RSS of
 prepare ≤ 600 MB, character tokenization ≥ 30 MB/s on one core. It prints the machine, every figure,
-a PASS/FAIL line per target, a Markdown table for the README and the command that reproduces it;
+a PASS/FAIL line per target, a Markdown table for docs/performance.md and the command that reproduces it;
 ``--json`` prints one JSON document instead. Progress goes to stderr. The exit code is 0 whatever the
 verdicts (it is a benchmark), 1 if a charrnn command fails, 2 for bad options or missing corpora.
 
@@ -609,7 +609,7 @@ def markdown_table(
     machine: dict[str, Any], baseline: dict[str, Any], results: list[dict[str, Any]], load_average: float,
     args: argparse.Namespace,
 ) -> str:
-    """The README's table: one row per phase and language, the machine and the command under it."""
+    """The table of docs/performance.md: one row per phase and language, the machine and the command under it."""
     rows = [
         "| corpus | phase | time | rate | peak RSS | target | result |",
         "| --- | --- | ---: | ---: | ---: | --- | --- |",
@@ -703,7 +703,7 @@ def print_report(report: dict[str, Any], args: argparse.Namespace) -> None:
         for target in result["targets"]:
             print(f"  {target['verdict']:<4}  {target['text']}")
     print()
-    print("Markdown for the README:")
+    print("Markdown for docs/performance.md:")
     print()
     print(report["markdown"])
 
@@ -730,7 +730,7 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--eval-tokens", type=int, default=1_000_000,
                         help="validation tokens scored at the end (charrnn's default 1,000,000; 0: all)")
     parser.add_argument("--learning-rate", type=float, default=0.02,
-                        help="passed to charrnn train (default 0.02, the rate the README advises at hidden 256)")
+                        help="passed to charrnn train (default 0.02, the default rate at hidden 256)")
     parser.add_argument("--seed", type=int, default=4, help="seeds the corpus shuffle and training (default 4)")
     parser.add_argument("--tmp-dir", type=Path, help="where to make the temporary folder (default: the system's)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder (corpus, cache, checkpoints)")

@@ -15,7 +15,7 @@ FLOPs per token of ``model_flops_per_token``, the fraction of the GEMM rate that
 implementation's peak RSS, the ratios, the machine, and a Markdown table. ``--json`` prints one JSON
 document instead.
 
-    python -m bench.throughput --config all            # the README's figures (a few minutes)
+    python -m bench.throughput --config all            # the figures of docs/performance.md (a few minutes)
     python -m bench.throughput --config en --cells rnn,gru,lstm --backend numpy,numba --impl charrnn,torch
     python -m bench.throughput --config zh --cells gru --num-layers 2 --rounds 3
     python -m bench.throughput --loss-check 300         # do charrnn's and torch's losses fall alike?
@@ -513,7 +513,7 @@ def print_report(machine: dict[str, Any], results: list[dict[str, Any]], notes: 
 
 
 def markdown_table(results: list[dict[str, Any]]) -> str:
-    """The results as one Markdown table, ready to paste into the README."""
+    """The results as one Markdown table, ready to paste into docs/performance.md."""
     lines = [
         "| config | vocabulary | cell | implementation | tokens/s | GFLOP/s | % of numpy GEMM | peak RSS (MiB) "
         "| ÷ PyTorch | ÷ numpy backend |",
@@ -615,7 +615,7 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seq-length", type=int, default=25)
     parser.add_argument("--learning-rate", type=float, default=0.02,
-                        help="Adagrad's, for every implementation (the rate the README advises at hidden 256; "
+                        help="Adagrad's, for every implementation (charrnn's default rate at hidden 256; "
                              "the loss column shows whether training is sane)")
     parser.add_argument("--clip", type=float, default=5.0)
     parser.add_argument("--steps", type=int, default=100, help="timed steps per round (charrnn, torch)")

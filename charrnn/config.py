@@ -37,12 +37,13 @@ DEFAULT_CACHE_DIR = os.path.join("data", ".cache")
 DEFAULT_SPOOL_LIMIT_MB = 4000
 # Training stops after this many epochs when neither --steps nor --epochs is given.
 DEFAULT_EPOCHS = 50.0
-# Validations in a row without a new best before training stops early (README, "Early stopping"). The
-# README's walkthrough (validating every 100 steps) is best at step 300 and only worse after it: 3 stops
-# it at step 600 instead of training on to 2,500.
+# Validations in a row without a new best before the rate is reduced, or once the reductions are spent,
+# training stops early (docs/quality.md, "The learning-rate schedule"). The README's walkthrough
+# (validating every 100 steps) was best at step 300 and only worse after it: 3 stopped it at step 600
+# instead of training on to 2,500.
 DEFAULT_PATIENCE = 3
 # Each optimizer's default rate up to hidden size RATE_HIDDEN_SIZE; above it the rate shrinks as 1/H
-# (default_learning_rate; README, "Choosing a learning rate"). RMSProp and Adam divide by a running
+# (default_learning_rate; docs/model.md, "Choosing a learning rate"). RMSProp and Adam divide by a running
 # average of g², so their steps are about lr from the start; 0.002 is char-rnn's setting for RMSProp.
 DEFAULT_LEARNING_RATES = {"adagrad": 0.02, "rmsprop": 0.002, "adam": 0.002}
 RATE_HIDDEN_SIZE = 256
@@ -85,7 +86,7 @@ class ModelConfig:
     """
 
     vocab_size: Optional[int] = None
-    # None until __post_init__ makes it the hidden size (README, "How the model works").
+    # None until __post_init__ makes it the hidden size (docs/model.md, "One table, or an embedding").
     embed_size: Optional[int] = option(
         None, "Size of the learned token embedding the first layer reads (0 or none: the first layer's input "
         "weights are the embedding, one row per token).", metavar="D", on_resume=FIXED, words=(("none", 0),),

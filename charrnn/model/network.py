@@ -22,7 +22,7 @@ instead, through an input matrix of its own, as the upper layers read the layer 
 
 The product W_xe W_xh (V × H) could be any matrix of rank D, so the model is the one above with a
 factored input table: fewer parameters when D < H·V / (V + H), and under Adagrad a different (faster)
-path for the gradient of rare tokens (README, "How the model works").
+path for the gradient of rare tokens (docs/model.md, "One table, or an embedding").
 """
 
 from __future__ import annotations
