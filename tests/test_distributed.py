@@ -1,7 +1,7 @@
 """Data-parallel training under MPI: real ``mpiexec -n 2 charrnn train`` runs, and the pieces they rest on.
 
 The runs use the mpiexec installed beside the interpreter running the tests (the mpich wheel of the
-``mpi`` extra, which the ``test`` extra includes) and skip, saying why, where there is none. Models are
+``mpi`` extra: pip install '.[test,mpi]') and skip, saying why, where there is none. Models are
 tiny, waits are bounded generously, and nothing is timed. Two processes sum their gradients in another
 order than one process does, so models are compared within float32 reduction-order tolerance.
 """
@@ -65,8 +65,14 @@ def _environment() -> dict[str, str]:
             if not name.startswith(("CHARRNN_", "PMI_", "PMIX_", "OMPI_", "MPI_LOCAL"))}
 
 
-def _start(*commands: list[str], processes: int = 2, cwd: Path) -> subprocess.Popen:
-    """``mpiexec -n processes charrnn ...`` (several commands: one process each, MPMD), not waited for."""
+def _start(*commands: list[str], processes: int = 2, cwd: Path, programs: Optional[list[list[str]]] = None,
+           folders: Optional[list[Path]] = None) -> subprocess.Popen:
+    """``mpiexec -n processes charrnn ...`` (several commands: one process each, MPMD), not waited for.
+
+    With several commands, ``programs`` may start a process with another program than charrnn (an argv
+    prefix per command) and ``folders`` give each process its working folder (mpiexec's -wdir), as the
+    machines of a cluster each have their own copy of the files.
+    """
     charrnn = shutil.which("charrnn", path=os.path.dirname(sys.executable))
     assert charrnn is not None
     line = [_mpiexec()]
@@ -74,13 +80,16 @@ def _start(*commands: list[str], processes: int = 2, cwd: Path) -> subprocess.Po
         line += ["-n", str(processes), charrnn, *commands[0]]
     else:
         for index, command in enumerate(commands):
-            line += ([":"] if index else []) + ["-n", "1", charrnn, *command]
+            program = programs[index] if programs else [charrnn]
+            folder = ["-wdir", str(folders[index])] if folders else []
+            line += ([":"] if index else []) + ["-n", "1", *folder, *program, *command]
     return subprocess.Popen(line, cwd=cwd, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, preexec_fn=_default_sigint)
 
 
-def _mpi(*commands: list[str], processes: int = 2, cwd: Path) -> subprocess.CompletedProcess:
-    run = _start(*commands, processes=processes, cwd=cwd)
+def _mpi(*commands: list[str], processes: int = 2, cwd: Path, programs: Optional[list[list[str]]] = None,
+         folders: Optional[list[Path]] = None) -> subprocess.CompletedProcess:
+    run = _start(*commands, processes=processes, cwd=cwd, programs=programs, folders=folders)
     stdout, stderr = run.communicate(timeout=RUN_TIMEOUT_S)
     return subprocess.CompletedProcess(run.args, run.returncode, stdout, stderr)
 
@@ -171,6 +180,63 @@ def test_a_mistake_on_one_process_command_line_ends_every_process_at_once(tmp_pa
     assert len(lines) == 1 and lines[0].startswith("Error: process 1 of 2 in the MPI job failed: ")
     assert "absent.txt" in lines[0]
     assert not (tmp_path / "run").exists()
+
+
+@needs_mpi
+def test_processes_that_read_other_corpus_bytes_end_with_exit_2_before_any_step(tmp_path, corpus):
+    # Two machines, each with its own copy of poems.txt, one of them changed by a character.
+    text = corpus.read_text(encoding="utf-8")
+    first, second = tmp_path / "machine-a", tmp_path / "machine-b"
+    for folder, copy in ((first, text), (second, text.replace("月", "日", 1))):
+        folder.mkdir()
+        (folder / "poems.txt").write_text(copy, encoding="utf-8")
+    command = ["train", "poems.txt", "--steps", "5", "--batch-size", "4", *TINY, "--checkpoint-dir", str(tmp_path / "run")]
+    run = _mpi(command, command, cwd=tmp_path, folders=[first, second])
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.splitlines() == [
+        "Error: process 1 of the MPI job was started with other options or other corpus bytes than process 0; "
+        "start every process with the same command on the same files"
+    ]
+    assert not (tmp_path / "run").exists()
+    # The same bytes in both folders: one model, trained.
+    (second / "poems.txt").write_text(text, encoding="utf-8")
+    same = _mpi(command, command, cwd=tmp_path, folders=[first, second])
+    assert same.returncode == 0, same.stderr
+    assert checkpoint.load(str(tmp_path / "run" / "latest.npz")).progress.step == 5
+
+
+@needs_mpi
+def test_models_that_drift_apart_stop_the_run_with_exit_1_and_the_last_good_checkpoint_kept(tmp_path, corpus):
+    command = ["train", str(corpus), "--steps", "40", "--batch-size", "4", *TINY, "--eval-every", "0",
+               "--checkpoint-every", "5", "--checkpoint-keep", "0", "--checkpoint-dir", "run"]
+    drift = [sys.executable, str(Path(__file__).with_name("drift_after_step.py")), "7"]
+    charrnn = shutil.which("charrnn", path=os.path.dirname(sys.executable))
+    run = _mpi(command, command, cwd=tmp_path, programs=[[charrnn], drift])
+    assert run.returncode == 1, run.stderr
+    # Found at the next comparison, the save at step 10, before anything of step 10 was written.
+    assert run.stderr.splitlines()[-1] == (
+        "Error: the processes no longer hold the same model at step 10 (rank 1 differs from rank 0): their arithmetic "
+        "disagrees (different numpy, BLAS or processors?); stopped without saving, the last checkpoint is kept"
+    )
+    assert sorted(os.listdir(tmp_path / "run")) == ["latest.npz", "step_00000005.npz"]
+    kept = checkpoint.load(str(tmp_path / "run" / "latest.npz"))
+    assert kept.progress.step == 5
+    resumed = _mpi(["train", "--resume", "run", "--steps", "15", "-q", "--json"], cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["steps"] == 15
+
+
+@needs_mpi
+def test_a_time_budget_ends_every_process_after_the_same_step(tmp_path, corpus):
+    run = _mpi(["train", str(corpus), "--steps", "1000000", "--max-seconds", "2", "--batch-size", "4", *TINY,
+                "--eval-every", "0", "--json", "-q", "--checkpoint-dir", "run"], cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    summary = json.loads(run.stdout)
+    assert summary["out_of_time"] is True and summary["interrupted"] is False and summary["steps"] >= 1
+    # Saved at the step every process stopped after: the gathered hidden state is the whole batch's.
+    saved = checkpoint.load(str(tmp_path / "run" / "latest.npz"))
+    assert saved.progress.step == summary["steps"]
+    assert {state.shape for state in saved.hidden.values()} == {(4, 16)}
 
 
 @needs_mpi
@@ -308,6 +374,22 @@ def test_a_process_killed_with_sigkill_ends_the_others_and_the_last_checkpoint_r
                      tmp_path)
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads(resumed.stdout)["steps"] == latest.progress.step + 5
+
+
+def test_a_launcher_without_mpi4py_is_one_line_saying_how_to_install_it(tmp_path, corpus):
+    # As under mpiexec (its rank variables set) on a machine where mpi4py is missing.
+    script = (
+        "import sys; sys.modules['mpi4py'] = None\n"  # import mpi4py now raises ImportError
+        "from charrnn.cli import main\n"
+        f"main(['train', {str(corpus)!r}, '--steps', '2'], prog_name='charrnn')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                         env={**_environment(), "PMI_RANK": "0", "PMI_SIZE": "2"}, timeout=RUN_TIMEOUT_S)
+    assert run.returncode == 2
+    lines = run.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: an MPI launcher started this process (it set one of PMI_RANK")
+    assert "install it with pip install " in lines[0] and "[mpi]" in lines[0] and "CHARRNN_MPI=0" in lines[0]
+    assert run.stdout == "" and not (tmp_path / "checkpoints").exists()
 
 
 # --- the pieces, in one process -------------------------------------------------------------------------
