@@ -264,6 +264,26 @@ def test_sigint_to_mpiexec_stops_every_process_after_the_same_step_and_the_root_
 
 
 @needs_mpi
+def test_the_sbatch_script_trains_on_every_task_and_resumes_when_submitted_again(tmp_path, corpus):
+    script = Path(__file__).resolve().parent.parent / "scripts" / "train.sbatch"
+    env = {
+        **_environment(),
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+        "LAUNCH": f"{_mpiexec()} -n 2",  # in place of srun: two tasks on this machine
+        "CORPUS": str(corpus), "RUN": "run", "HIDDEN_SIZE": "16", "BATCH_SIZE": "4", "STEPS": "6",
+        "CHARRNN_TRAIN_SEQ_LENGTH": "10", "CHARRNN_BACKEND": "numpy", "CHARRNN_TRAIN_SAMPLE_EVERY": "0",
+    }
+    for steps in ("6", "10"):  # a first job, then the next of a chain
+        job = subprocess.run(["bash", str(script)], cwd=tmp_path, env={**env, "STEPS": steps}, capture_output=True,
+                             text=True, timeout=RUN_TIMEOUT_S, preexec_fn=_default_sigint)
+        assert job.returncode == 0, job.stderr
+        summary = json.loads(job.stdout[job.stdout.index("{"):])
+        assert summary["processes"] == 2 and summary["steps"] == int(steps)
+    assert summary["steps_this_run"] == 4
+    assert checkpoint.load(str(tmp_path / "run" / "latest.npz")).model_config.hidden_size == 16
+
+
+@needs_mpi
 def test_a_plain_run_never_imports_mpi4py(tmp_path, corpus):
     script = (
         "import sys; from charrnn.cli import main\n"
