@@ -322,13 +322,16 @@ def test_checkpoints_resume_on_another_number_of_processes(tmp_path, corpus):
 
 @needs_mpi
 @pytest.mark.slow
-def test_dropout_draws_the_masks_one_process_would(tmp_path, corpus):
-    options = [str(corpus), "--steps", "15", "--batch-size", "4", *TINY, "--num-layers", "2", "--dropout", "0.3",
-               "--eval-every", "0", "-q"]
+@pytest.mark.parametrize("direction", [[], ["--bidirectional", "--look-ahead", "4"]], ids=["forward", "bidirectional"])
+def test_dropout_draws_the_masks_one_process_would(tmp_path, corpus, direction):
+    options = [str(corpus), "--steps", "12", "--batch-size", "4", *TINY, "--num-layers", "2", "--dropout", "0.3",
+               *direction, "--eval-every", "6", "-q", "--json"]
     one = _plain(["train", *options, "--checkpoint-dir", "one"], tmp_path)
     two = _mpi(["train", *options, "--checkpoint-dir", "two"], cwd=tmp_path)
     assert one.returncode == 0 and two.returncode == 0, one.stderr + two.stderr
     _assert_same_model(tmp_path / "one" / "latest.npz", tmp_path / "two" / "latest.npz")
+    # Validation shared between the processes scores as one process does (the bidirectional look-ahead too).
+    assert json.loads(two.stdout)["val_loss_nats"] == pytest.approx(json.loads(one.stdout)["val_loss_nats"], rel=1e-5)
 
 
 @needs_mpi
