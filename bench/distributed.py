@@ -215,6 +215,33 @@ def measure(args: argparse.Namespace, corpus: Path, hidden_size: int, workspace:
     }
 
 
+def predicted_speedup(compute_s: float, bytes_per_step: int, processes: int, bandwidth_bytes_s: float) -> float:
+    """Tokens/s of ``processes`` ranks over one's, for a step of ``compute_s`` on one rank and an all-reduce of
+    ``bytes_per_step``: each rank computes 1/N of the step, then a ring all-reduce sends and receives
+    2·(N − 1)/N of the buffer over a link of ``bandwidth_bytes_s`` (latency left out: microseconds per
+    message against milliseconds of data here)."""
+    communicate_s = 2 * (processes - 1) / processes * bytes_per_step / bandwidth_bytes_s
+    return compute_s / (compute_s / processes + communicate_s)
+
+
+def scaling_table(rows: list[dict[str, Any]], bandwidths_gb_s: list[float], processes: list[int]) -> list[str]:
+    """The scaling model's predicted speedups, as a Markdown table: a row per configuration and bandwidth."""
+    lines = [
+        "| corpus | H | one step on one core | all-reduce MB | link GB/s | " +
+        " | ".join(f"N={n}" for n in processes) + " |",
+        "| --- | ---: | ---: | ---: | ---: | " + " | ".join("---:" for _ in processes) + " |",
+    ]
+    for row in rows:
+        compute_s, size = row["compute_s_per_step_n1"], row["allreduce_bytes_per_step"]
+        for gb_s in bandwidths_gb_s:
+            speedups = [predicted_speedup(compute_s, size, n, gb_s * 1e9) for n in processes]
+            lines.append(
+                f"| {row['corpus']} | {row['hidden_size']} | {compute_s * 1e3:.0f} ms | {size / 1e6:.1f} | {gb_s:g} | " +
+                " | ".join(f"{speedup:.1f}×" for speedup in speedups) + " |"
+            )
+    return lines
+
+
 def table(rows: list[dict[str, Any]]) -> list[str]:
     """The measurements as a Markdown table."""
     lines = [
@@ -247,6 +274,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps before them")
     parser.add_argument("--rounds", type=int, default=3, help="runs of every variant, taken in turns")
     parser.add_argument("--statistic", default="best", choices=("best", "median"), help="of the rounds")
+    parser.add_argument("--bandwidths", default="12.5,1.25,0.125",
+                        help="link speeds in GB/s for the scaling model (default: 100 Gb/s InfiniBand, 10 and 1 Gb/s "
+                             "Ethernet)")
+    parser.add_argument("--model-processes", default="2,4,8,16,32",
+                        help="process counts the scaling model predicts for (default 2,4,8,16,32)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead")
     # A run of one configuration in this process (what the driver starts, under mpiexec or alone).
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -270,6 +302,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.warmup < 1 or args.steps < 1:
         parser.error("--warmup and --steps must be at least 1")
     hidden_sizes = [int(size) for size in args.hidden_sizes.split(",")]
+    bandwidths_gb_s = [float(value) for value in args.bandwidths.split(",")]
+    model_processes = [int(value) for value in args.model_processes.split(",")]
     info = machine_info()
     rows = []
     with tempfile.TemporaryDirectory(prefix="charrnn-bench-distributed-") as folder:
@@ -280,6 +314,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                     print(f"{corpus.name}, H={hidden_size}, B={args.batch_size}, T={args.seq_length}:", file=sys.stderr)
                 rows.append(measure(args, corpus, hidden_size, Path(folder), mpiexec))
     command = "python -m bench.distributed " + " ".join(argv if argv is not None else sys.argv[1:])
+    for row in rows:
+        row["predicted_speedup"] = {
+            f"{gb_s:g} GB/s": {n: predicted_speedup(row["compute_s_per_step_n1"], row["allreduce_bytes_per_step"], n,
+                                                    gb_s * 1e9) for n in model_processes}
+            for gb_s in bandwidths_gb_s
+        }
     if args.json:
         print(json.dumps({"machine": info, "command": command.strip(), "rows": rows}, indent=2, ensure_ascii=False))
         return 0
@@ -300,6 +340,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
               f"{row['compute_s_per_step_n1'] * 1e3:.0f} ms")
     print()
     print("\n".join(table(rows)))
+    print()
+    print("Scaling model: one core's step divided among N processes, plus a ring all-reduce of the step's bytes "
+          "over the link (tokens/s of N processes ÷ one's):")
+    print()
+    print("\n".join(scaling_table(rows, bandwidths_gb_s, model_processes)))
     return 0
 
 
