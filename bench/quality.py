@@ -260,8 +260,10 @@ def run_default(corpus: Corpus, seconds: float, seed: int, workdir: Path, option
         raise RuntimeError(f"charrnn eval failed ({evaluated.returncode}): {evaluated.stderr.strip()}")
     score = json.loads(evaluated.stdout)
     unused = max(0.0, seconds - summary["seconds"]) / seconds
+    ending = ("early (patience)" if summary["stopped_early"] else "at the budget" if summary["out_of_time"]
+              else "at its step or epoch limit")
     print(f"  charrnn train --max-seconds {seconds:g} (seed {seed}): {summary['steps']:,} steps in "
-          f"{summary['seconds']:.0f} s, stopped {'early' if summary['stopped_early'] else 'at the budget'} after "
+          f"{summary['seconds']:.0f} s, stopped {ending} after "
           f"{summary.get('lr_reductions', 0)} rate reductions; best.npz {score['bits_per_char']:.4f} bits/char on "
           f"held_out.txt ({score['tokens_unknown']} unknown)", file=sys.stderr, flush=True)
     name = " ".join([f"charrnn train --max-seconds {seconds:g}", *options])

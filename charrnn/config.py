@@ -128,7 +128,8 @@ class TrainConfig:
     """Hyperparameters of the optimisation; stored in every checkpoint.
 
     ``max_steps`` and ``max_epochs`` both count from the start of the model's life; training stops at
-    whichever comes first. With ``lr_decay`` below 1 the learning rate is multiplied by it once per
+    whichever comes first. Both may be None when a time budget (ScheduleConfig.max_seconds) ends the
+    run instead (session.require_a_limit). With ``lr_decay`` below 1 the learning rate is multiplied by it once per
     completed epoch beyond ``lr_decay_after``.
     """
 
@@ -161,7 +162,7 @@ class TrainConfig:
                                       metavar="N", on_resume=CHANGEABLE)
     max_epochs: Optional[float] = option(
         None, "Stop after this many passes over the corpus (fractions allowed).", flag="--epochs", metavar="E",
-        on_resume=CHANGEABLE, default_text=f"{DEFAULT_EPOCHS:g} if no --steps",
+        on_resume=CHANGEABLE, default_text=f"{DEFAULT_EPOCHS:g} if no --steps or --max-seconds",
     )
     rng_seed: int = option(0, "Seed for a reproducible run.", metavar="N", on_resume=FIXED,
                            default_text="random, recorded")
@@ -223,8 +224,6 @@ class TrainConfig:
         check.choice("val_split", VAL_SPLITS)
         check.positive("val_block_tokens")
         check.non_negative("val_seed")
-        if self.max_steps is None and self.max_epochs is None:
-            raise ConfigError(f"give {check.name('max_steps')} or {check.name('max_epochs')} to say when training stops")
 
     def initial_scales(self, model: ModelConfig) -> tuple[Optional[float], float, float]:
         """(weights, embedding, one-table) scales that a fresh ``model`` is drawn with (network.init_params):

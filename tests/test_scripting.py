@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from charrnn.checkpoints import checkpoint
 from charrnn.cli import ENVVAR_PREFIX, cli
 from conftest import NUMPY_BACKEND
-from test_cli import FAST, invoke, invoke_ok
+from test_cli import FAST, assert_clean_error, invoke, invoke_ok
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -498,3 +498,30 @@ def test_the_summary_line_never_names_a_checkpoint_that_was_not_written():
         describe_finish(finished, quiet=False)
     assert shown.getvalue() == ""  # the interruption's own line says what happened
     assert interrupted_line(finished, None) == "Interrupted before the first step; nothing was saved"
+
+
+def test_a_time_budget_alone_sets_no_epoch_limit_and_its_resume_asks_for_one(workdir, small_corpus,
+                                                                             validation_losses):
+    # A --max-seconds run used to stop at the default 50 epochs, long before its budget on a small corpus:
+    # 3,000 characters in 16 streams of 50 steps are 3 steps an epoch, 50 epochs 150 steps. Validated every
+    # 20 steps, the best comes at step 160 and patience ends the run at step 220, past 50 epochs.
+    validation_losses([9.0 - i for i in range(8)], then=2.0)
+    options = ["--hidden-size", "8", "--batch-size", "16", "--seq-length", "50", "--eval-every", "20",
+               "--sample-every", "0", "--lr-reductions", "0", "--patience", "3", "--backend", "numpy"]
+    result = invoke("train", small_corpus, *options, "--max-seconds", "100000", "--checkpoint-dir", "run", "--json", "-q")
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    assert (document["steps"], document["stopped_early"], document["best_step"]) == (220, True, 160)
+    recorded = checkpoint.load("run/latest.npz").train_config
+    assert (recorded.max_steps, recorded.max_epochs) == (None, None)
+    # Its resume has no limit of its own: it asks for one rather than training forever.
+    refused = invoke("train", "--resume", "run", "--patience", "0")
+    assert_clean_error(refused, 2, "give --steps, --epochs or --max-seconds to say when training stops")
+    resumed = invoke("train", "--resume", "run", "--patience", "0", "--steps", "222", "--json", "-q")
+    assert resumed.exit_code == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["steps"] == 222
+    # Without a budget the default limit still applies.
+    plain = invoke("train", small_corpus, *options, "--checkpoint-dir", "plain", "--json", "-q", "--eval-every", "0")
+    assert plain.exit_code == 0, plain.stderr
+    assert json.loads(plain.stdout)["steps"] == 150
+    assert checkpoint.load("plain/latest.npz").train_config.max_epochs == 50

@@ -173,9 +173,10 @@ def _request(ctx: click.Context, corpus: tuple[str, ...], options: dict[str, Any
     if options["log_jsonl"]:
         check_appendable(options["log_jsonl"], "--log-jsonl")  # before any work, not at the first log line
     explicit = given_fields(ctx, *CONFIGS)
-    # The two settings whose defaults are rules (their help says so): when neither limit is given,
-    # DEFAULT_EPOCHS; without a seed, a random one, recorded in the checkpoint.
-    if options["steps"] is None and options["epochs"] is None:
+    # The two settings whose defaults are rules (their help says so): when no limit is given,
+    # DEFAULT_EPOCHS (a --max-seconds budget is a limit of its own: the run uses all of it, unless patience
+    # ends it first); without a seed, a random one, recorded in the checkpoint.
+    if options["steps"] is None and options["epochs"] is None and options["max_seconds"] is None:
         options["epochs"] = config.DEFAULT_EPOCHS
     if options["rng_seed"] is None:
         options["rng_seed"] = random_seed

@@ -34,7 +34,7 @@ class TrainingOutput:
         self.bar: Any = None
         self.postfix: dict[str, str] = {}
         self.started = time.perf_counter()
-        self.target_steps = 0
+        self.target_steps: Optional[int] = 0
         self.chars_per_token = 1.0
         # The latest step's record: complete, and then printed and logged, once that step's validation
         # (if any) has been reported.
@@ -107,7 +107,7 @@ class TrainingOutput:
         from tqdm import tqdm
 
         self.resumed_from = event.resumed_from
-        if event.target_steps <= event.start_step:
+        if event.target_steps is not None and event.target_steps <= event.start_step:
             nothing_to_train(event, self.quiet)
             return
         describe_start(event, self.quiet, self.checkpoint_dir)
@@ -169,7 +169,8 @@ class TrainingOutput:
 
     def _print_line(self, record: dict[str, Any]) -> None:
         val = f", val {self.val.loss_nats:.4f}" if self.val is not None else ""
-        write_stderr(f"step {record['step']:,}/{self.target_steps:,}: loss {record['train_loss_nats']:.4f} nats/token"
+        limit = "" if self.target_steps is None else f"/{self.target_steps:,}"
+        write_stderr(f"step {record['step']:,}{limit}: loss {record['train_loss_nats']:.4f} nats/token"
                      f"{val}, {record['tokens_per_s']:,.0f} tokens/s, {record['elapsed_s']:.1f} s")
 
     def _complete_record(self) -> None:

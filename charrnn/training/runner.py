@@ -37,7 +37,7 @@ class Started:
     steps_per_epoch: int
     start_step: int
     start_tokens: int  # tokens seen before this run
-    target_steps: int
+    target_steps: Optional[int]  # the step limit; None when only a time budget ends the run
     chars_per_token: float  # average over (the start of) the training text, for bits per character
     corpus_paths: tuple[str, ...]
     corpus_encodings: tuple[str, ...]  # the codec each corpus file was read in (detected, or as given)
@@ -114,7 +114,7 @@ class Finished:
 Event = Union[Started, loop.StepResult, Evaluated, RateReduced, Sampled, Saved, Finished]
 
 
-def _target_steps(session: Session) -> int:
+def _target_steps(session: Session) -> Optional[int]:
     config, progress = session.train_config, session.trainee.progress
     limits = []
     if config.max_steps is not None:
@@ -123,7 +123,7 @@ def _target_steps(session: Session) -> int:
         per_epoch = loop.steps_per_epoch(session.streams, config.seq_length)
         remaining = config.max_epochs - loop.epochs_done(progress, session.streams, config.seq_length)
         limits.append(progress.step + max(0, math.ceil(round(remaining * per_epoch, 9))))
-    return max(progress.step, min(limits))
+    return max(progress.step, min(limits)) if limits else None
 
 
 def _chars_per_token(session: Session, token_lengths: np.ndarray) -> float:

@@ -125,9 +125,17 @@ def _check_memory(model_config: ModelConfig, train_config: TrainConfig,
     memory.require(parts, "training this model", advice)
 
 
+def require_a_limit(train: TrainConfig, schedule: ScheduleConfig) -> None:
+    """ConfigError unless something says when training stops: --steps, --epochs or --max-seconds (a model
+    trained on a budget alone records no step or epoch limit, so its resume needs one again)."""
+    if train.max_steps is None and train.max_epochs is None and schedule.max_seconds is None:
+        raise ConfigError("give --steps, --epochs or --max-seconds to say when training stops")
+
+
 def _fresh(request: TrainRequest, on_progress: token_cache.Progress, group: distributed.Group) -> Session:
     notes: list[str] = []
     train_config = request.train
+    require_a_limit(train_config, request.schedule)
     if "look_ahead" in request.explicit and not request.model.bidirectional:
         raise ConfigError("--look-ahead is how far a --bidirectional model's right-to-left stack reads past each "
                           "window; give --bidirectional too, or leave --look-ahead out")
@@ -166,6 +174,7 @@ def _resumed(request: TrainRequest, ckpt: Checkpoint, on_progress: token_cache.P
     given = {**dataclasses.asdict(request.model), **dataclasses.asdict(request.train), **dataclasses.asdict(request.data)}
     resume.check_conflicts(given, request.explicit, stored)
     train_config, notes = resume.resumed_train_config(ckpt.train_config, request.train, request.explicit)
+    require_a_limit(train_config, request.schedule)
     paths = request.corpus_paths or ckpt.corpus.paths
     if not request.corpus_paths and any(is_standard_input(p) for p in paths):
         # Reading it now would wait on the terminal for text that is long gone.
