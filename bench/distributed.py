@@ -9,7 +9,10 @@ over several rounds, each time in fresh processes:
   mpiexec2  ``mpiexec -n 2``: two processes, each on half of the batch's streams, one all-reduce per step.
 
 Every process runs one thread, on a core of its own (N = 2: one core each): BLAS, numba and charrnn's
-own pools. Each run goes through the code ``charrnn train`` runs (training.session.open_session,
+own pools. Two cores do not always give twice the arithmetic (cores that share a physical core, or a
+memory bus, or a host with other guests), so each configuration also measures the ceiling: the step's
+largest product, (B/2·T) × H by H × V in float32, on one core alone and on both cores at once (two
+processes), the second's summed rate over the first's. Each run goes through the code ``charrnn train`` runs (training.session.open_session,
 training.runner.run_session, the gradient exchange of training/distributed.py), with validation,
 sampling and checkpoints off while it is timed. It prints tokens/s of the whole batch (the best round
 by default, or the median), the ratios N = 2 ÷ N = 1 and mpiexec1 ÷ plain, and for N = 2 the bytes each
@@ -147,6 +150,47 @@ def _bare_allreduce_s(group, exchange) -> float:
     return statistics.median(times)
 
 
+# --- the ceiling: what two cores give to two processes of pure arithmetic ------------------------------
+
+
+def gemm_worker(args: argparse.Namespace) -> int:
+    """Repeat an (M × K)·(K × N) float32 product on core ``args.core`` for ``args.gemm_seconds``; print GFLOP/s."""
+    if hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cores[args.core % len(cores)]})
+    import numpy as np
+
+    rows, inner, columns = (int(size) for size in args.gemm.split(","))
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((rows, inner), dtype=np.float32)
+    b = rng.standard_normal((inner, columns), dtype=np.float32)
+    out = np.empty((rows, columns), dtype=np.float32)
+    np.matmul(a, b, out=out)
+    products, started = 0, time.perf_counter()
+    while time.perf_counter() - started < args.gemm_seconds:
+        np.matmul(a, b, out=out)
+        products += 1
+    print(json.dumps({"gflop_s": 2 * rows * inner * columns * products / (time.perf_counter() - started) / 1e9}))
+    return 0
+
+
+def ceiling(shape: tuple[int, int, int], seconds: float) -> dict[str, float]:
+    """GFLOP/s of the product ``shape`` on one core alone, and summed over two processes on two cores at once."""
+    def start(core: int) -> subprocess.Popen:
+        command = [sys.executable, "-m", "bench.distributed", "--gemm", ",".join(map(str, shape)), "--core", str(core),
+                   "--gemm-seconds", str(seconds)]
+        return subprocess.Popen(command, cwd=REPO_ROOT, env=_environment(), stdout=subprocess.PIPE, text=True)
+
+    def rate(process: subprocess.Popen) -> float:
+        stdout, _ = process.communicate(timeout=RUN_TIMEOUT_S)
+        return json.loads(stdout)["gflop_s"]
+
+    alone = rate(start(0))
+    pair = [start(0), start(1)]
+    together = sum(rate(process) for process in pair)
+    return {"one_core_gflop_s": alone, "two_cores_gflop_s": together, "two_core_ceiling": together / alone}
+
+
 # --- the driver: rounds of every variant, side by side ---------------------------------------------------
 
 
@@ -195,7 +239,10 @@ def measure(args: argparse.Namespace, corpus: Path, hidden_size: int, workspace:
         chosen[variant] = ordered[-1] if args.statistic == "best" else ordered[len(ordered) // 2]
         chosen[variant]["rounds_tokens_per_s"] = [result["tokens_per_s"] for result in results]
     two = chosen["mpiexec2"]
+    shape = (args.batch_size // 2 * args.seq_length, hidden_size, two["vocab_size"])
+    limits = max((ceiling(shape, args.gemm_seconds) for _ in range(args.rounds)), key=lambda c: c["two_core_ceiling"])
     return {
+        **limits,
         "corpus": corpus.name,
         "hidden_size": hidden_size,
         "batch_size": args.batch_size,
@@ -245,16 +292,17 @@ def scaling_table(rows: list[dict[str, Any]], bandwidths_gb_s: list[float], proc
 def table(rows: list[dict[str, Any]]) -> list[str]:
     """The measurements as a Markdown table."""
     lines = [
-        "| corpus | H | parameters | plain tokens/s | mpiexec -n 1 | mpiexec -n 2 | N=2 ÷ N=1 | mpiexec1 ÷ plain "
-        "| all-reduce MB/step | all-reduce in step | bare all-reduce | step communicating |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| corpus | H | parameters | plain tokens/s | mpiexec -n 1 | mpiexec -n 2 | N=2 ÷ N=1 | two-core ceiling "
+        "| mpiexec1 ÷ plain | all-reduce MB/step | all-reduce in step | bare all-reduce | step communicating |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in rows:
         variants = row["variants"]
         lines.append(
             f"| {row['corpus']} | {row['hidden_size']} | {row['parameters']:,} "
             f"| {variants['plain']['tokens_per_s']:,.0f} | {variants['mpiexec1']['tokens_per_s']:,.0f} "
-            f"| {variants['mpiexec2']['tokens_per_s']:,.0f} | {row['speedup_n2']:.2f}× | {row['mpiexec1_vs_plain']:.3f} "
+            f"| {variants['mpiexec2']['tokens_per_s']:,.0f} | {row['speedup_n2']:.2f}× | {row['two_core_ceiling']:.2f}× "
+            f"| {row['mpiexec1_vs_plain']:.3f} "
             f"| {row['allreduce_bytes_per_step'] / 1e6:.1f} | {row['allreduce_in_step_s'] * 1e3:.1f} ms "
             f"| {row['allreduce_bare_s'] * 1e3:.1f} ms | {row['communicating_share']:.1%} |"
         )
@@ -274,6 +322,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps before them")
     parser.add_argument("--rounds", type=int, default=3, help="runs of every variant, taken in turns")
     parser.add_argument("--statistic", default="best", choices=("best", "median"), help="of the rounds")
+    parser.add_argument("--gemm-seconds", type=float, default=2.0,
+                        help="how long each measurement of the two-core ceiling repeats its product")
     parser.add_argument("--bandwidths", default="12.5,1.25,0.125",
                         help="link speeds in GB/s for the scaling model (default: 100 Gb/s InfiniBand, 10 and 1 Gb/s "
                              "Ethernet)")
@@ -286,9 +336,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--hidden-size", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--checkpoint-dir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--gemm", help=argparse.SUPPRESS)  # M,K,N: a product timed on --core, for the ceiling
+    parser.add_argument("--core", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return worker(args)
+    if args.gemm:
+        return gemm_worker(args)
 
     mpiexec = mpiexec_path()
     if mpiexec is None:
@@ -333,7 +387,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         variants = row["variants"]
         print(f"{row['corpus']} H={row['hidden_size']} ({row['parameters']:,} parameters, V={row['vocab_size']:,}): "
               f"plain {variants['plain']['tokens_per_s']:,.0f}, mpiexec -n 1 {variants['mpiexec1']['tokens_per_s']:,.0f}, "
-              f"mpiexec -n 2 {variants['mpiexec2']['tokens_per_s']:,.0f} tokens/s; N=2 ÷ N=1 {row['speedup_n2']:.2f}×, "
+              f"mpiexec -n 2 {variants['mpiexec2']['tokens_per_s']:,.0f} tokens/s; N=2 ÷ N=1 {row['speedup_n2']:.2f}× "
+              f"(two-core ceiling {row['two_core_ceiling']:.2f}×: the step's largest product at "
+              f"{row['one_core_gflop_s']:.1f} GFLOP/s on one core, {row['two_cores_gflop_s']:.1f} on two), "
               f"mpiexec1 ÷ plain {row['mpiexec1_vs_plain']:.3f}; all-reduce {row['allreduce_bytes_per_step'] / 1e6:.2f} MB "
               f"per step, {row['allreduce_in_step_s'] * 1e3:.2f} ms in the step ({row['communicating_share']:.1%} of it), "
               f"{row['allreduce_bare_s'] * 1e3:.2f} ms bare ({row['bare_share']:.1%}); one process computes a step in "

@@ -1,7 +1,8 @@
 """Data-parallel training under MPI: real ``mpiexec -n 2 charrnn train`` runs, and the pieces they rest on.
 
 The runs use the mpiexec installed beside the interpreter running the tests (the mpich wheel of the
-``mpi`` extra: pip install '.[test,mpi]') and skip, saying why, where there is none. Models are
+``mpi`` extra: pip install '.[test,mpi]') and skip, saying why, where there is none. Those that take
+longer are marked slow, out of the default run; CI runs them all (.ci/run). Models are
 tiny, waits are bounded generously, and nothing is timed. Two processes sum their gradients in another
 order than one process does, so models are compared within float32 reduction-order tolerance.
 """
@@ -206,6 +207,7 @@ def test_processes_that_read_other_corpus_bytes_end_with_exit_2_before_any_step(
 
 
 @needs_mpi
+@pytest.mark.slow
 def test_models_that_drift_apart_stop_the_run_with_exit_1_and_the_last_good_checkpoint_kept(tmp_path, corpus):
     command = ["train", str(corpus), "--steps", "40", "--batch-size", "4", *TINY, "--eval-every", "0",
                "--checkpoint-every", "5", "--checkpoint-keep", "0", "--checkpoint-dir", "run"]
