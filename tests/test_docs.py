@@ -201,13 +201,46 @@ def test_every_benchmark_command_shown_names_a_script_and_options_it_has():
     assert found >= 8
 
 
+# Programs whose own options the pages show (Slurm's, MPI's launchers, pip, GNU parallel): only the options
+# of a charrnn command they start are charrnn's to check.
+OTHER_PROGRAMS = {"sbatch", "srun", "mpiexec", "mpirun", "pip", "parallel"}
+
+
+def _without_other_programs_options(code: str) -> str:
+    """``code`` with the command lines of OTHER_PROGRAMS cut down to the charrnn command they start, if any:
+    `mpiexec -n 2 charrnn train x --steps 5` keeps `charrnn train x --steps 5`, `sbatch --array=0-5 job`
+    keeps nothing."""
+    kept = []
+    for line in code.splitlines():
+        try:
+            commands = simple_commands(line)
+        except ValueError:  # not shell (Python, output): kept as it is
+            kept.append(line)
+            continue
+        if not any(Path(words[0]).name in OTHER_PROGRAMS for words in commands):
+            kept.append(line)
+            continue
+        for words in commands:
+            names = [Path(word).name for word in words]
+            if names[0] not in OTHER_PROGRAMS:
+                kept.append(" ".join(words))
+            elif "charrnn" in names:
+                kept.append(" ".join(words[names.index("charrnn"):]))
+    return "\n".join(kept)
+
+
+def test_the_options_of_other_programs_are_left_to_them():
+    code = "mpiexec -n 2 -hosts a,b charrnn train x --steps 5\nsbatch --array=0-5 s.sh | tee --append log\ncharrnn ls"
+    assert _without_other_programs_options(code) == "charrnn train x --steps 5\ntee --append log\ncharrnn ls"
+
+
 def test_every_option_named_in_code_is_an_option_of_charrnn_or_of_a_benchmark():
     known = _group_options().union(*(_command_options(c) for c in cli.commands.values()))
     for page in PAGES:
         text = page.read_text(encoding="utf-8")
         # An error message quoted inline may name the mistaken option it answers (`Error: No such option ...`).
         inline = [span for span in INLINE_CODE.findall(_without_code_blocks(text)) if not span.startswith("Error:")]
-        code = "\n".join([body for _, body in FENCE.findall(text)] + inline)
+        code = _without_other_programs_options("\n".join([body for _, body in FENCE.findall(text)] + inline))
         for option in set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", code)):
             assert option in known or _bench_scripts_naming(option), (_relative(page), option)
 

@@ -52,3 +52,15 @@ def test_the_test_extra_is_the_numpy_test_tools_and_numba():
     extras = {name: set(value.split()) for name, value in setup["options.extras_require"].items()}
     assert extras["test"] == extras["test-numpy"] | extras["fast"]
     assert not any(requirement.startswith("numba") for requirement in extras["test-numpy"])
+
+
+def test_the_mpi_extra_brings_mpi4py_and_an_mpiexec_and_nothing_else_needs_them():
+    """'.[mpi]' is mpi4py with the MPICH wheel (its mpiexec); no other extra pulls them in, so that an install
+    without it never loads MPI (CI installs '.[test,mpi]' in an environment of its own)."""
+    setup = configparser.ConfigParser()
+    setup.read(REPO / "setup.cfg", encoding="utf-8")
+    extras = {name: set(value.split()) for name, value in setup["options.extras_require"].items()}
+    assert {requirement.split(">")[0] for requirement in extras["mpi"]} == {"mpi4py", "mpich"}
+    others = set().union(*(value for name, value in extras.items() if name != "mpi"))
+    assert not any(requirement.startswith(("mpi4py", "mpich")) for requirement in others)
+    assert "mpi4py" not in setup["options"]["install_requires"]

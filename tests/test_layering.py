@@ -11,7 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "charrnn"
 
 # The packages in layers, top first: a module may import modules of lower layers, and of its own package
 # only as ALLOWED says (so the order inside a package is written down too). Plain modules at the top of
-# charrnn (config, settings, errors, files, install, memory, plot, progress) form the bottom layer. The cli/ package counts
+# charrnn (config, settings, errors, files, install, memory, mpi_environment, plot, progress) form the bottom layer. The cli/ package counts
 # as one module.
 LAYERS = [["__main__"], ["cli"], ["training"], ["inference", "checkpoints"], ["data", "model"], [""]]
 ALLOWED = {
@@ -21,23 +21,24 @@ ALLOWED = {
         "__init__", "cli", "config", "model.backend", "errors", "files", "install", "memory", "plot", "settings",
         "checkpoints.checkpoint", "checkpoints.folder_files", "checkpoints.info", "checkpoints.listing",
         "data.corpus", "data.token_cache", "inference.fill", "inference.sampling", "inference.scoring", "model.network",
-        "training.loop", "training.runner", "training.session",
+        "training.distributed", "training.loop", "training.runner", "training.session", "mpi_environment",
     },
     "training.session": {
         "model.backend",
         "checkpoints.checkpoint", "checkpoints.folder_files", "checkpoints.metadata", "config", "data.corpus",
         "data.streams", "data.token_cache", "data.tokenizer", "errors", "memory", "model.network", "model.optim", "training.corpus_data",
-        "training.folder",
-        "training.loop", "training.resume",
+        "training.distributed", "training.folder",
+        "training.loop", "training.resume", "mpi_environment",
     },
     "training.corpus_data": {
         "checkpoints.checkpoint", "config", "data.corpus", "data.streams", "data.token_cache", "data.tokenizer", "errors",
     },
     "training.resume": {"config", "errors", "settings"},
     "training.runner": {
-        "checkpoints.checkpoint", "checkpoints.folder_files", "config", "inference.sampling", "inference.scoring", "model.network",
-        "model.optim", "training.loop", "training.session",
+        "checkpoints.checkpoint", "checkpoints.folder_files", "config", "errors", "inference.sampling", "inference.scoring",
+        "model.network", "model.optim", "training.distributed", "training.loop", "training.session",
     },
+    "training.distributed": {"errors", "install", "model.network", "model.ops", "mpi_environment"},
     "training.loop": {
         "config", "errors", "model.backend", "model.bidirectional", "model.network", "model.optim",
         "model.workspace", "progress",
@@ -73,15 +74,16 @@ ALLOWED = {
     "model.compiled.cells": {"model.cells", "model.compiled.arithmetic", "model.compiled.parallel"},
     "model.compiled.ops": {"model.ops", "model.compiled.arithmetic"},
     "model.compiled.optim": {"model.optim", "model.ops", "model.compiled.arithmetic"},
-    "model.compiled.parallel": set(),
+    "model.compiled.parallel": {"mpi_environment"},
     "model.compiled.arithmetic": {"errors"},
     "model.optim": {"config", "model.ops"},
     "model.ops": set(),
-    "model.workspace": set(),
+    "model.workspace": {"mpi_environment"},
     "model.cells": set(),
     "model.reference": set(),
     "plot": {"errors", "files", "install"},
     "install": set(),
+    "mpi_environment": set(),
     "memory": {"errors"},
     "progress": set(),
     "files": {"errors"},
@@ -93,7 +95,7 @@ ALLOWED = {
 CONFINED = {
     "click": {"cli"}, "tqdm": {"cli"}, "jieba": {"data.tokenizer", "data.token_cache"}, "matplotlib": {"plot"},
     "pickle": set(), "numba": {"model.compiled.arithmetic"}, "llvmlite": {"model.compiled.arithmetic"},
-    "threadpoolctl": {"model.compiled.parallel"},
+    "threadpoolctl": {"model.compiled.parallel"}, "mpi4py": {"training.distributed"},
 }
 
 

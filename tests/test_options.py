@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 from charrnn import config, settings
 from charrnn.cli import ENVVAR_PREFIX, cli
+from charrnn.mpi_environment import SWITCH_VARIABLE
 from charrnn.config import DataConfig, ModelConfig, SampleConfig, ScheduleConfig, TrainConfig
 from charrnn.settings import CHANGEABLE, FIXED
 from charrnn.training import resume
@@ -92,9 +93,10 @@ def _env_invoke(*args, **env):
 
 
 def _variables() -> set[str]:
-    """Every environment variable charrnn reads: CHARRNN_QUIET, CHARRNN_<COMMAND>_<OPTION>, and an
-    option's own variable for every command (CHARRNN_BACKEND)."""
+    """Every environment variable charrnn reads: CHARRNN_QUIET, CHARRNN_<COMMAND>_<OPTION>, an option's own
+    variable for every command (CHARRNN_BACKEND), and CHARRNN_MPI (mpi_environment.py), no option's."""
     found = {f"{ENVVAR_PREFIX}_{p.name.upper()}" for p in cli.params if isinstance(p, click.Option)}
+    found.add(SWITCH_VARIABLE)
     for name, command in cli.commands.items():
         options = [p for p in command.params if isinstance(p, click.Option) and p.name != "help"]
         found |= {f"{ENVVAR_PREFIX}_{name.upper()}_{p.name.upper()}" for p in options}

@@ -33,4 +33,14 @@ def test_ci_then_runs_the_suite_again_without_numba():
     after = ci_commands()[2:]
     assert after[0] == f"python3 -m venv {venv} && {venv}/bin/pip install '.[test-numpy]'"
     assert any(line.startswith(f"{venv}/bin/python -c ") and "numba" in line for line in after)  # it is not there
-    assert after[-1].startswith(f"{venv}/bin/python -m pytest")
+    assert [line for line in after if line.startswith(f"{venv}/bin/python -m pytest")] == [f"{venv}/bin/python -m pytest -rs"]
+
+
+def test_ci_last_runs_the_mpi_tests_where_mpi_is_installed():
+    venv = ".ci/venv-mpi"
+    commands = ci_commands()
+    assert commands[-2] == f"python3 -m venv {venv} && {venv}/bin/pip install '.[test,mpi]'"
+    assert commands[-1].startswith(f"{venv}/bin/python -m pytest tests/test_distributed.py tests/test_mpi_environment.py")
+    assert commands[-1].endswith(" -m 'slow or not slow' -rs")  # every MPI test; a skipped one says why in CI's log
+    ignored = (REPO / ".gitignore").read_text(encoding="utf-8").splitlines()
+    assert f"{venv}/" in ignored and ".ci/venv-numpy/" in ignored

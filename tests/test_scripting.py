@@ -9,6 +9,7 @@ import json
 import os
 import select
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -175,6 +176,53 @@ def test_the_example_sweep_script_runs(tmp_path):
     for run in ("h8_lr0.1", "h12_lr0.1"):
         trained = json.loads((tmp_path / "runs" / f"{run}.train.json").read_text(encoding="utf-8"))
         assert trained["out_of_time"] is True and 0 < trained["steps"] < 1000000
+
+
+def _sweep_environment(out: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""),
+        "CORPUS": str(REPO / "data" / "tang300.txt"),
+        "OUT": str(out),
+        "MAX_SECONDS": "0.5",
+        "HIDDEN_SIZES": "8 12",
+        "LEARNING_RATES": "0.1",
+        "CHARRNN_TRAIN_BATCH_SIZE": "4",
+        "CHARRNN_BACKEND": "numpy",
+    }
+
+
+def test_the_sweep_script_as_a_slurm_array_trains_one_point_per_task_then_tabulates(tmp_path):
+    env = _sweep_environment(tmp_path / "runs")
+    sweep = ["bash", str(REPO / "scripts" / "sweep.sh")]
+    listed = subprocess.run([*sweep, "list"], env=env, capture_output=True, text=True, timeout=60)
+    assert listed.stdout.splitlines() == ["0 8 0.1", "1 12 0.1"]
+    for task in ("1", "0"):  # an array's tasks run in any order, each with its own SLURM_ARRAY_TASK_ID
+        run = subprocess.run(sweep, env={**env, "SLURM_ARRAY_TASK_ID": task}, capture_output=True, text=True,
+                             timeout=300)
+        assert run.returncode == 0, run.stderr
+        assert run.stdout == ""  # a task trains its point; the table comes after the whole array
+    past = subprocess.run(sweep, env={**env, "SLURM_ARRAY_TASK_ID": "2"}, capture_output=True, text=True, timeout=60)
+    assert past.returncode == 2
+    assert past.stderr == "Error: array task 2 is past the grid's 2 points (--array=0-1)\n"
+    table = subprocess.run([*sweep, "table"], env=env, capture_output=True, text=True, timeout=60)
+    assert table.returncode == 0, table.stderr
+    assert sorted(row.split()[0] for row in table.stdout.splitlines()[1:]) == ["h12_lr0.1", "h8_lr0.1"]
+
+
+@pytest.mark.skipif(shutil.which("parallel") is None, reason="GNU parallel is not installed (apt-get install parallel)")
+def test_the_sweep_script_runs_its_points_at_once_under_gnu_parallel(tmp_path):
+    env = {**_sweep_environment(tmp_path / "runs"), "JOBS": "2"}
+    run = subprocess.run(["bash", str(REPO / "scripts" / "sweep.sh")], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    assert sorted(row.split()[0] for row in run.stdout.splitlines()[1:]) == ["h12_lr0.1", "h8_lr0.1"]
+    for name in ("h8_lr0.1", "h12_lr0.1"):
+        assert json.loads((tmp_path / "runs" / f"{name}.train.json").read_text(encoding="utf-8"))["out_of_time"]
+    # A run that fails ends the sweep with its exit code.
+    failing = subprocess.run(["bash", str(REPO / "scripts" / "sweep.sh")], capture_output=True, text=True,
+                             env={**env, "OUT": str(tmp_path / "bad"), "LEARNING_RATES": "-1"}, timeout=300)
+    assert failing.returncode == 2
 
 
 class _Terminal:

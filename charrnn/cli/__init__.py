@@ -10,11 +10,12 @@ modules (numpy, tqdm, jieba) load inside the commands, so ``charrnn --help`` sta
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 import click
 
-from charrnn import __version__
+from charrnn import __version__, mpi_environment
 from charrnn.cli.eval_command import eval_command
 from charrnn.cli.exits import CharRNNGroup
 from charrnn.cli.export_command import export_command
@@ -75,8 +76,37 @@ def configure_blas() -> None:
         os.environ.setdefault(name, value)
 
 
+def configure_threads() -> None:
+    """Under an MPI launcher, give this process its share of the node's cores (mpi_environment.py), as
+    BLAS and numba read it once when they load: before numpy is imported."""
+    os.environ.update(mpi_environment.thread_settings())
+
+
 def main(*args: Any, **kwargs: Any) -> Any:
     """Console entry point."""
     configure_blas()  # this package imports numpy only inside commands, so this comes first
+    configure_threads()
     kwargs.setdefault("auto_envvar_prefix", ENVVAR_PREFIX)
-    return cli(*args, **kwargs)
+    if not mpi_environment.launched_by_mpi():
+        return cli(*args, **kwargs)
+    return _launched(*args, **kwargs)
+
+
+def _launched(*args: Any, **kwargs: Any) -> Any:
+    """``main`` in a process an MPI launcher started: ``train`` joins the job before reading its command
+    line, so that a mistake there still ends every process of the job (cli/ranks.py)."""
+    from charrnn.cli import ranks
+    from charrnn.errors import CharRNNError
+
+    try:
+        launch = ranks.launch(args[0] if args else kwargs.get("args"))
+    except CharRNNError as exc:  # mpi4py missing
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    if launch is None:
+        return cli(*args, **kwargs)
+    try:
+        return cli(*args, obj=launch, **kwargs)
+    except BaseException as exc:
+        launch.end_before_start(exc)
+        raise

@@ -33,8 +33,9 @@ class StopFlag:
         self.signal_number: Optional[int] = None
         self.quiet = quiet
 
-    def __call__(self) -> bool:
-        return self.signal_number is not None
+    def __call__(self) -> int:
+        """0 to go on, else the number of the signal that asks to stop."""
+        return self.signal_number or 0
 
     def handle(self, signal_number: int, frame: Any) -> None:
         """Signal handler: remember the first signal, abort on the second."""
@@ -93,11 +94,71 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
     Exit codes: 0 done, 1 failure while running (NaN loss, failed write), 2 bad usage or input,
     130/143/129 interrupted by SIGINT/SIGTERM/SIGHUP after saving a checkpoint (a signal ignored when
     charrnn starts, as in a script's background job, stays ignored).
+
+    Under an MPI launcher (mpiexec -n N charrnn train ..., or srun) the N processes train one model,
+    each on B/N of the --batch-size streams; the first one alone prints and writes (pip install
+    '.[mpi]'; see docs/distributed.md).
     """
-    from charrnn.training import runner
+    from charrnn.cli.ranks import Launch, end_together
+    from charrnn.training import distributed
+
+    launch = ctx.find_root().obj  # joined by main() under an MPI launcher
+    group = launch.group if isinstance(launch, Launch) else distributed.join()
+    if group.size == 1:
+        code = _train(ctx, corpus, options, group)
+    else:
+        code = end_together(launch if isinstance(launch, Launch) else Launch(group),
+                            lambda: _train(ctx, corpus, options, group))
+    if code:
+        sys.exit(code)
+
+
+def _train(ctx: click.Context, corpus: tuple[str, ...], options: dict[str, Any], group: Any) -> int:
+    """The command in one process of ``group`` (distributed.Group); returns the exit code: 0, or 128 + the
+    number of the signal that stopped the run."""
+    from charrnn.training import distributed, runner
+    from charrnn.training.session import open_session
+
+    if not group.is_root:  # the root speaks and writes for every process
+        options = {**options, "quiet": True, "json": False, "log_jsonl": None}
+    random_seed = group.from_rank(secrets.randbits(32))  # the same in every process, drawn by the root
+    with distributed.together(group):
+        corpus, request = _request(ctx, corpus, options, random_seed)
+    progress = ProgressBar("tokenizing", options["quiet"])
+    try:
+        with writing_cache(request.data.cache_dir):
+            session = open_session(request, progress, group)
+    finally:
+        progress.close()
+    stop = StopFlag(options["quiet"])
+    previous = stop.install()
+    output = TrainingOutput(options["quiet"], options["log_every"], options["log_jsonl"], session.checkpoint_dir)
+    aborted: Optional[Interrupted] = None
+    try:
+        finished = output.run(runner.run_session(session, stop))
+    except Interrupted as exc:
+        aborted = exc
+    finally:
+        session.close()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if aborted is not None:  # only now, the folder's lock released: SIGQUIT ends the process on the spot
+        exit_interrupted(aborted, "aborted without saving; the last checkpoint written is intact")
+    if options["json"]:
+        best = os.path.join(session.checkpoint_dir, "best.npz")
+        document = finished_document(finished, best if os.path.exists(best) else None, session.checkpoint_dir)
+        emit_json({**document, "processes": group.size})
+    if finished.interrupted and finished.signal_number is not None:
+        inform(options["quiet"], interrupted_line(finished, output.resumed_from))
+        return 128 + finished.signal_number
+    return 0
+
+
+def _request(ctx: click.Context, corpus: tuple[str, ...], options: dict[str, Any], random_seed: int) -> Any:
+    """(the corpus files, the TrainRequest) from the command line, checked."""
     from charrnn.data.corpus import is_standard_input, sample_corpus_path
     from charrnn.errors import ConfigError
-    from charrnn.training.session import TrainRequest, open_session
+    from charrnn.training.session import TrainRequest
 
     if options["sample_corpus"]:
         if corpus:
@@ -118,7 +179,7 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
     if options["steps"] is None and options["epochs"] is None and options["max_seconds"] is None:
         options["epochs"] = config.DEFAULT_EPOCHS
     if options["rng_seed"] is None:
-        options["rng_seed"] = secrets.randbits(32)
+        options["rng_seed"] = random_seed
     request = TrainRequest(
         corpus_paths=corpus,
         model=build(ModelConfig, options),
@@ -132,29 +193,4 @@ def train_command(ctx: click.Context, corpus: tuple[str, ...], **options: Any) -
         explicit=explicit,
         compute=build(ComputeConfig, options),
     )
-    progress = ProgressBar("tokenizing", options["quiet"])
-    try:
-        with writing_cache(request.data.cache_dir):
-            session = open_session(request, progress)
-    finally:
-        progress.close()
-    stop = StopFlag(options["quiet"])
-    previous = stop.install()
-    output = TrainingOutput(options["quiet"], options["log_every"], options["log_jsonl"], session.checkpoint_dir)
-    aborted: Optional[Interrupted] = None
-    try:
-        finished = output.run(runner.run_session(session, stop))
-    except Interrupted as exc:
-        aborted = exc
-    finally:
-        session.close()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    if aborted is not None:  # only now, the folder's lock released: SIGQUIT ends the process on the spot
-        exit_interrupted(aborted, "aborted without saving; the last checkpoint written is intact")
-    if options["json"]:
-        best = os.path.join(session.checkpoint_dir, "best.npz")
-        emit_json(finished_document(finished, best if os.path.exists(best) else None, session.checkpoint_dir))
-    if finished.interrupted and stop.signal_number is not None:
-        inform(options["quiet"], interrupted_line(finished, output.resumed_from))
-        sys.exit(128 + stop.signal_number)
+    return corpus, request

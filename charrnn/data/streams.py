@@ -130,10 +130,11 @@ class SegmentStreams:
     The spread split leaves the training text in pieces between the held-out blocks. Rather than
     copying them together (a 1 GB corpus is memory-mapped), the streams keep the segments' offsets and
     gather each chunk's tokens: ``streams[:, a:b]`` is the (B, b − a) array that the (B, L) streams of
-    the joined text would give, ``shape`` and ``size`` are theirs. A stream runs from the end of one
-    training segment straight into the next, over the held-out block between them, as it runs from one
-    corpus file into the next: the carried state never saw the held-out text, so nothing of it leaks
-    into training, and since blocks end at line ends the join falls between lines.
+    the joined text would give (``streams[r:s, a:b]`` their rows r to s, for a process that trains
+    some of them), ``shape`` and ``size`` are theirs. A stream runs from the end of one training
+    segment straight into the next, over the held-out block between them, as it runs from one corpus
+    file into the next: the carried state never saw the held-out text, so nothing of it leaks into
+    training, and since blocks end at line ends the join falls between lines.
     """
 
     def __init__(self, ids: np.ndarray, segments: np.ndarray, batch_size: int, seq_length: int) -> None:
@@ -155,8 +156,10 @@ class SegmentStreams:
 
     def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray:
         rows, columns = key
-        if rows != slice(None) or not isinstance(columns, slice) or columns.step not in (None, 1):
-            raise TypeError("SegmentStreams supports streams[:, a:b] only")
+        if not isinstance(rows, slice) or rows.step not in (None, 1) or not isinstance(columns, slice) or \
+                columns.step not in (None, 1):
+            raise TypeError("SegmentStreams supports streams[r:s, a:b] only")
         start, stop, _ = columns.indices(self.shape[1])
-        joined = np.arange(self.shape[0])[:, None] * self.shape[1] + np.arange(start, max(start, stop))[None, :]
+        streams = np.arange(self.shape[0])[rows]  # a process of a run on several trains some of them
+        joined = streams[:, None] * self.shape[1] + np.arange(start, max(start, stop))[None, :]
         return np.asarray(self.ids[self.corpus_offsets(joined)])

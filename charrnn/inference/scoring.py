@@ -93,9 +93,11 @@ def _score_window(
     token_lengths: np.ndarray,
     kernels: Kernels,
     on_progress: Callable[[int], None],
-) -> tuple[float, int]:
-    """(total nats, characters) of the targets ids[context + 1:], cut into streams of ``length`` targets
-    (the last may be shorter) scored side by side. ``on_progress(n)``: n targets done.
+    share: tuple[int, int] = (0, 1),
+) -> tuple[float, int, int]:
+    """(total nats, characters, targets) of the targets ids[context + 1:], cut into streams of ``length``
+    targets (the last may be shorter) scored side by side. ``on_progress(n)``: n targets done.
+    ``share`` (k, n): only the k-th of n contiguous parts of the streams (``score_id_blocks``).
 
     Each stream first reads the ``warmup`` tokens before its part, unscored. The first ``context`` ids
     are text before the window (already scored): with ``context`` ≥ ``warmup`` every stream warms up on
@@ -104,13 +106,18 @@ def _score_window(
     """
     count = len(ids) - 1 - context
     batch = -(-count // length)  # stream j scores targets j·length ... (j + 1)·length − 1
+    part, parts = share
+    first_stream, stop_stream = batch * part // parts, batch * (part + 1) // parts
+    first_target, stop_target = first_stream * length, min(count, stop_stream * length)  # of the count
+    if stop_stream <= first_stream:
+        return 0.0, 0, 0
     # Per position, forward-only work keeps the logits (V values) and every layer's cell cache (at
     # most about 8·H values for an LSTM); the chunk of steps is cut so that both stay bounded.
     width = max(config.vocab_size, 8 * config.hidden_size * config.num_layers)
     chunk = max(1, _LOGITS_PER_CHUNK // (batch * width))
-    hidden = network.initial_hidden(config, batch)  # carried from chunk to chunk of each stream
+    hidden = network.initial_hidden(config, stop_stream - first_stream)  # carried from chunk to chunk of each stream
     # Stream j reads positions context + j·length − warmup ... and scores those from context + j·length on.
-    stream_starts = context + np.arange(batch)[:, None] * length - warmup
+    stream_starts = context + np.arange(first_stream, stop_stream)[:, None] * length - warmup
     last_input = len(ids) - 2
     total_nats = 0.0
     start = 0
@@ -125,13 +132,14 @@ def _score_window(
         positions = np.clip(positions, 0, last_input)
         inputs, targets = ids[positions], ids[positions + 1]  # gathered a window at a time, never all ids
         losses, hidden = network.token_losses(params, config, inputs.T, targets.T, hidden, kernels)
-        if stop == warmup and context < warmup:
+        if stop == warmup and context < warmup and first_stream == 0:
             for state in hidden.values():
                 state[0] = 0.0  # the first stream read padding while the others warmed up
         total_nats += float(losses[scored.T].sum())
-        on_progress(min(count, batch * max(0, stop - warmup)))
+        on_progress(min(stop_target - first_target, (stop_stream - first_stream) * max(0, stop - warmup)))
         start = stop
-    return total_nats, _characters(ids[context:], token_lengths)
+    scored_ids = ids[context + first_target : context + stop_target + 1]  # the part's targets and the id before
+    return total_nats, _characters(scored_ids, token_lengths), stop_target - first_target
 
 
 def _characters(ids: np.ndarray, token_lengths: np.ndarray) -> int:
@@ -152,9 +160,11 @@ def _bidirectional_window(
     token_lengths: np.ndarray,
     kernels: Kernels,
     on_progress: Callable[[int], None],
-) -> tuple[float, int]:
-    """(total nats, characters) of −log p(x_t | x_<t, x_>t) for every token of ``ids`` after the first,
-    read as the model trains.
+    share: tuple[int, int] = (0, 1),
+) -> tuple[float, int, int]:
+    """(total nats, characters, targets) of −log p(x_t | x_<t, x_>t) for every token of ``ids`` after the
+    first, read as the model trains; with ``share`` (k, n) only the k-th of n contiguous parts of the
+    streams.
 
     The text is cut into ``batch_size`` streams of equal length (the few tokens left over form one more
     stream of their own), each read in windows of ``window`` targets: the forward state carried from
@@ -164,16 +174,27 @@ def _bidirectional_window(
     count = len(ids) - 1
     batch = min(batch_size, count)
     length = count // batch
-    runs = [(np.arange(batch) * length, length)]  # (first target of each stream, targets per stream)
-    if batch * length < count:
-        runs.append((np.array([batch * length]), count - batch * length))
+    streams = batch + (batch * length < count)
+    part, parts = share
+    first_stream, stop_stream = streams * part // parts, streams * (part + 1) // parts
+    if stop_stream <= first_stream:
+        return 0.0, 0, 0
+    mine = np.arange(first_stream, min(stop_stream, batch))
+    # (first target of each stream, targets per stream, first target of the run's last stream of all)
+    runs = [(mine * length, length, (batch - 1) * length)]
+    if stop_stream > batch:  # the leftover stream
+        runs.append((np.array([batch * length]), count - batch * length, batch * length))
+    first_target, stop_target = first_stream * length, count if stop_stream == streams else stop_stream * length
     total_nats, done = 0.0, 0
-    for starts, run_length in runs:
+    for starts, run_length, last_start in runs:
+        if not len(starts):
+            continue
         hidden = network.initial_hidden(config, len(starts))
         for start in range(0, run_length, window):
             steps = min(window, run_length - start)
             positions = starts[:, None] + np.arange(start, start + steps)[None, :]  # targets − 1, (B, w)
-            last_target = int(positions[-1, -1]) + 1
+            # The window's look-ahead is what the text has past its last stream's window, in a share too.
+            last_target = last_start + start + steps
             ahead_count = min(look_ahead, count - last_target)
             ahead = ids[positions[:, -1:] + 2 + np.arange(ahead_count)[None, :]]  # (B, M)
             losses, hidden = bidirectional.token_losses(
@@ -181,7 +202,7 @@ def _bidirectional_window(
             total_nats += float(losses.sum())
             done += losses.size
             on_progress(done)
-    return total_nats, _characters(ids, token_lengths)
+    return total_nats, _characters(ids[first_target : stop_target + 1], token_lengths), stop_target - first_target
 
 
 def unknown_warning(score: Score) -> Optional[str]:
@@ -209,6 +230,7 @@ def score_id_blocks(
     window: int = 25,
     look_ahead: int = 0,
     warmup_tokens: int = WARMUP_TOKENS,
+    share: tuple[int, int] = (0, 1),
 ) -> Score:
     """Score every token after the first of the text whose ids (N,) arrive in ``blocks``, in order.
 
@@ -234,6 +256,10 @@ def score_id_blocks(
     the cells and the cross-entropy (backend.py). ``on_streams(n)`` hears how many streams run side by
     side before the first is scored (so that a caller can refuse what memory cannot hold);
     ``on_progress(n)`` how many targets have been scored.
+
+    ``share`` (k, n) scores only the k-th of n contiguous parts of each window's streams, for n
+    processes that share the work (training/distributed.py): the n parts' totals add up to the whole
+    text's, each computed as in the whole.
     """
     warmup_tokens = 0 if config.bidirectional else warmup_tokens
     longest = max(1, WINDOW_TOKENS // batch_size)
@@ -245,12 +271,12 @@ def score_id_blocks(
     def advance(done: int) -> None:
         on_progress(scored + done)
 
-    def score(ids: np.ndarray, length: int) -> tuple[float, int]:
+    def score(ids: np.ndarray, length: int) -> tuple[float, int, int]:
         if config.bidirectional:
             return _bidirectional_window(params, config, ids, batch_size, window, look_ahead, token_lengths, kernels,
-                                         advance)
+                                         advance, share)
         warmup = context if context else min(warmup_tokens, length * (-(-(len(ids) - 1) // length) - 1))
-        return _score_window(params, config, ids, context, length, warmup, token_lengths, kernels, advance)
+        return _score_window(params, config, ids, context, length, warmup, token_lengths, kernels, advance, share)
 
     for block in blocks:
         if not len(block):
@@ -260,8 +286,8 @@ def score_id_blocks(
             if first:
                 on_streams(batch_size)
                 first = False
-            nats, chars = score(buffer[: context + full + 1], longest)
-            total_nats, characters, scored = total_nats + nats, characters + chars, scored + full
+            nats, chars, targets = score(buffer[: context + full + 1], longest)
+            total_nats, characters, scored = total_nats + nats, characters + chars, scored + targets
             keep = min(warmup_tokens, context + full)
             buffer = buffer[context + full - keep :]  # the window's last target is the next one's first input
             context = keep
@@ -273,8 +299,8 @@ def score_id_blocks(
             on_streams(-(-count // length))
         else:
             length = longest
-        nats, chars = score(buffer, length)
-        total_nats, characters, scored = total_nats + nats, characters + chars, scored + count
+        nats, chars, targets = score(buffer, length)
+        total_nats, characters, scored = total_nats + nats, characters + chars, scored + targets
     return Score(scored, characters, total_nats)
 
 
@@ -289,15 +315,16 @@ def score_ids(
     window: int = 25,
     look_ahead: int = 0,
     warmup_tokens: int = WARMUP_TOKENS,
+    share: tuple[int, int] = (0, 1),
 ) -> Score:
-    """Score every token of ``ids`` (N,) after the first, as ``score_id_blocks`` does.
+    """Score every token of ``ids`` (N,) after the first, as ``score_id_blocks`` does (``share`` too).
 
     ``on_progress(done, total)`` hears how many of the N − 1 targets have been scored.
     """
     count = len(ids) - 1
     return score_id_blocks(params, config, [ids], token_lengths, batch_size, kernels,
                            on_progress=lambda done: on_progress(done, count), window=window, look_ahead=look_ahead,
-                           warmup_tokens=warmup_tokens)
+                           warmup_tokens=warmup_tokens, share=share)
 
 
 def score_chunks(

@@ -94,11 +94,12 @@ def _stacks(
     rng: Optional[np.random.Generator],
     workspace: Optional[Workspace],
     kernels: Kernels,
+    dropout_rows: Optional[tuple[int, slice]] = None,
 ):
     """Both stacks over a window: (forward top (T, B, H), its last state, its caches, the backward
     tokens read, the backward caches, the backward states for each target (T, B, H))."""
     steps, batch = inputs.shape
-    top, last, caches = network.forward_layers(params, config, inputs, hidden0, rng, workspace, kernels)
+    top, last, caches = network.forward_layers(params, config, inputs, hidden0, rng, workspace, kernels, dropout_rows)
     right = right_context(targets, ahead)
     back_caches = None
     if len(right):
@@ -106,6 +107,7 @@ def _stacks(
         zero = network.initial_hidden(config, batch)
         back_top, _, back_caches = network.forward_layers(
             backward_view(params, config), config, right, zero, rng, back_workspace, kernels,  # type: ignore[arg-type]
+            dropout_rows,
         )
         after = _states_after(back_top, steps)
     else:
@@ -132,19 +134,21 @@ def loss_and_grads(
     workspace: Optional[Workspace] = None,
     kernels: Kernels = NUMPY,
     ahead: Optional[np.ndarray] = None,
+    dropout_rows: Optional[tuple[int, slice]] = None,
 ) -> LossResult:
     """Forward and backward pass of the bidirectional model over one window, as network.loss_and_grads.
 
     ``inputs`` (T, B) are x_0 … x_{T−1}, ``targets`` (T, B) x_1 … x_T, ``ahead`` (M, B) the look-ahead
     tokens after them (none: the backward stack starts at the window's end). ``hidden0`` is the
     forward state carried in; the returned ``hidden_last`` is the forward state to carry on. The loss
-    is the mean of −log p(x_t | x_<t, x_>t) over the T·B targets.
+    is the mean of −log p(x_t | x_<t, x_>t) over the T·B targets. ``dropout_rows`` as for
+    network.loss_and_grads: the streams are rows of a batch split among processes.
     """
     steps, batch = inputs.shape
     count, hidden, vocab = steps * batch, config.hidden_size, config.vocab_size
     dtype = params["W_hy"].dtype
     top, last, caches, right, back_caches, after = _stacks(
-        params, config, inputs, targets, hidden0, ahead, rng, workspace, kernels)
+        params, config, inputs, targets, hidden0, ahead, rng, workspace, kernels, dropout_rows)
     top_flat, after_flat = top.reshape(count, hidden), after.reshape(count, hidden)
     buffer = network._new_array if workspace is None else workspace.buffer
     logits = kernels.matmul(top_flat, params["W_hy"], out=buffer("logits", (count, vocab), dtype))  # (N, V)

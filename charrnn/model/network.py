@@ -152,10 +152,11 @@ def forward_layers(
     rng: Optional[np.random.Generator],
     workspace: Optional[Workspace] = None,
     kernels: Kernels = NUMPY,
+    dropout_rows: Optional[tuple[int, slice]] = None,
 ) -> tuple[np.ndarray, Hidden, list[_LayerCache]]:
     """Run every layer over ``inputs`` (T, B); returns the top states (T, B, H), final state, caches.
 
-    Dropout is applied only when ``rng`` is given (training).
+    Dropout is applied only when ``rng`` is given (training); see ``loss_and_grads`` for ``dropout_rows``.
     """
     steps, batch = inputs.shape
     forward = kernels.cell_forward[config.cell]
@@ -182,7 +183,11 @@ def forward_layers(
                 out = None if workspace is None else workspace.buffer("embedded", (*inputs.shape, w_xe.shape[1]), w_xe.dtype)
                 x = ops.embedding_forward(w_xe, inputs, out)  # (T, B, D)
             elif rng is not None and config.dropout > 0:
-                mask = ops.dropout_mask(x.shape, config.dropout, rng, x.dtype)
+                if dropout_rows is None:
+                    mask = ops.dropout_mask(x.shape, config.dropout, rng, x.dtype)
+                else:
+                    whole, rows = dropout_rows
+                    mask = ops.dropout_mask((steps, whole, x.shape[2]), config.dropout, rng, x.dtype)[:, rows]
                 x = x * mask
             x_proj = kernels.matmul(x.reshape(steps * batch, -1), params[f"W_xh{suffix}"])
             x_proj += params[f"b_h{suffix}"]
@@ -217,6 +222,7 @@ def loss_and_grads(
     rng: Optional[np.random.Generator] = None,
     workspace: Optional[Workspace] = None,
     kernels: Kernels = NUMPY,
+    dropout_rows: Optional[tuple[int, slice]] = None,
 ) -> LossResult:
     """Forward and backward pass over one (T, B) block of token ids.
 
@@ -224,13 +230,15 @@ def loss_and_grads(
     ``rng`` draws the dropout masks (no dropout without it). Gradients are of the mean loss. With a
     ``workspace`` the large arrays live in its buffers (valid until the next call) and elementwise
     work uses its threads. ``kernels`` runs the cells, the softmax, the embedding gradient and the large
-    matrix products (backend.py).
+    matrix products (backend.py). ``dropout_rows`` (B', rows) says that the B streams of ``inputs`` are
+    ``rows`` of a batch of B' split among processes (training/distributed.py): the dropout masks are then
+    drawn for all B' streams and cut, so that every split of a batch draws the masks one process would.
     """
     steps, batch = inputs.shape
     count, hidden, vocab = steps * batch, config.hidden_size, config.vocab_size
     dtype = params["W_hy"].dtype
     buffer = _new_array if workspace is None else workspace.buffer
-    top, last, caches = forward_layers(params, config, inputs, hidden0, rng, workspace, kernels)
+    top, last, caches = forward_layers(params, config, inputs, hidden0, rng, workspace, kernels, dropout_rows)
     top_flat = top.reshape(count, hidden)  # (N, H)
     logits = kernels.matmul(top_flat, params["W_hy"], out=buffer("logits", (count, vocab), dtype))  # (N, V)
     loss, d_logits = kernels.softmax_cross_entropy(

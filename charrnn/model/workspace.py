@@ -18,6 +18,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from charrnn.mpi_environment import threads_of_process
+
 BlockFunction = Callable[[int, int], None]  # (first row, row after the last)
 
 # Rows per block are chosen so a block holds about this many elements: small enough to stay in a
@@ -41,10 +43,11 @@ def run_serially(function: BlockFunction, rows: int, row_width: int = 1) -> None
 
 
 class Workspace:
-    """Reusable buffers plus ``threads`` threads (default: one per core) for row-block kernels."""
+    """Reusable buffers plus ``threads`` threads (default: one per core, or under an MPI launcher this
+    process's share of them) for row-block kernels."""
 
     def __init__(self, threads: Optional[int] = None) -> None:
-        self.threads = threads or os.cpu_count() or 1
+        self.threads = threads or threads_of_process() or os.cpu_count() or 1
         self._buffers: dict[str, np.ndarray] = {}
         self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
 

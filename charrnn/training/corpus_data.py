@@ -168,6 +168,7 @@ def prepare_streams(
     notes: list[str],
     line_end: Optional[int] = None,
     eval_tokens: int = 0,
+    batch_multiple: int = 1,
 ) -> TrainingData:
     """The training streams and validation ids of a corpus: validation split off, the rest cut into streams.
 
@@ -175,8 +176,8 @@ def prepare_streams(
     says: its tail, or blocks spread across it (streams.spread_split, blocks ending at the ``line_end``
     token). The spread split's block length is settled here on a fresh run and returned in the config;
     at most ``eval_tokens`` + 1 of its held-out tokens are kept (0: all), from blocks spread over all of
-    it. A batch size the user did not give (``shrinkable``) shrinks to fit a small corpus, and the
-    returned config says so.
+    it. A batch size the user did not give (``shrinkable``) shrinks to fit a small corpus, to a multiple
+    of ``batch_multiple`` (the processes that share the batch), and the returned config says so.
     """
     segments = None
     if val_ids is not None:
@@ -203,6 +204,7 @@ def prepare_streams(
     train_count = len(ids) if segments is None else int((segments[:, 1] - segments[:, 0]).sum())
     if shrinkable and not streams_fit(train_count, config.batch_size, config.seq_length):
         fitting = train_count // (config.seq_length + 1)
+        fitting -= fitting % batch_multiple
         if fitting >= 1:
             notes.append(
                 f"the corpus is too short for {config.batch_size} streams of --seq-length {config.seq_length}; "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 
@@ -33,6 +33,10 @@ class Trainee:
     rng: np.random.Generator  # initialisation, then dropout masks
     workspace: Workspace = field(default_factory=Workspace)  # scratch buffers and threads, never saved
     kernels: Kernels = NUMPY  # the implementation of the hot loops (backend.py), never saved
+    # Data-parallel training (distributed.py), never saved: the streams of the batch this process trains
+    # (``hidden`` holds theirs), and what turns this process's gradient and loss into the mean over all.
+    rows: slice = field(default_factory=lambda: slice(None))
+    combine: Optional[Callable[[network.Grads, float], tuple[network.Grads, float]]] = None
 
 
 @dataclass(frozen=True)
@@ -98,27 +102,35 @@ def train_step(trainee: Trainee, streams: np.ndarray, config: TrainConfig) -> St
     seq_length = config.seq_length
     progress = trainee.progress
     start = progress.position
-    chunk = streams[:, start : start + seq_length + 1].T  # (T + 1, B)
+    chunk = streams[trainee.rows, start : start + seq_length + 1].T  # (T + 1, B), B of this process's streams
     inputs = np.ascontiguousarray(chunk[:-1])
     targets = np.ascontiguousarray(chunk[1:])
+    # In a run on several processes (distributed.py) this process trains ``rows`` of the batch; the dropout
+    # masks are drawn for the whole batch and cut, so that they are the ones one process would draw.
+    dropout_rows = None if trainee.combine is None else (streams.shape[0], trainee.rows)
     # A diverging model overflows somewhere; that is reported below as one clear error, not as
     # warnings.
     with np.errstate(over="ignore", invalid="ignore"):
         if trainee.model_config.bidirectional:
             # The look-ahead tokens after the window, as many as the stream still has (bidirectional.py).
-            ahead = np.ascontiguousarray(streams[:, start + seq_length + 1 : start + seq_length + 1 + config.look_ahead].T)
+            ahead = np.ascontiguousarray(
+                streams[trainee.rows, start + seq_length + 1 : start + seq_length + 1 + config.look_ahead].T
+            )
             result = bidirectional.loss_and_grads(
                 trainee.params, trainee.model_config, inputs, targets, trainee.hidden, trainee.rng, trainee.workspace,
-                trainee.kernels, ahead,
+                trainee.kernels, ahead, dropout_rows,
             )
         else:
             result = network.loss_and_grads(
                 trainee.params, trainee.model_config, inputs, targets, trainee.hidden, trainee.rng, trainee.workspace,
-                trainee.kernels,
+                trainee.kernels, dropout_rows,
             )
-    if not math.isfinite(result.loss_nats):
+    grads, loss_nats = result.grads, result.loss_nats
+    if trainee.combine is not None:
+        grads, loss_nats = trainee.combine(grads, loss_nats)  # the same numbers in every process from here on
+    if not math.isfinite(loss_nats):
         raise TrainingError(
-            f"the loss became {result.loss_nats} at step {progress.step + 1}; the last checkpoint is "
+            f"the loss became {loss_nats} at step {progress.step + 1}; the last checkpoint is "
             "kept; try a lower --learning-rate or a smaller --clip"
         )
     # A config built without a rate trains at the default for this model's size (config.default_learning_rate).
@@ -126,13 +138,14 @@ def train_step(trainee: Trainee, streams: np.ndarray, config: TrainConfig) -> St
         config.settled(trainee.model_config), progress.epoch, progress.lr_reductions, progress.anneal_fraction
     )
     trainee.kernels.optimizer_update(
-        config.optimizer, trainee.params, result.grads, trainee.optimizer_state,
+        config.optimizer, trainee.params, grads, trainee.optimizer_state,
         learning_rate=learning_rate, clip=config.clip, run_blocks=trainee.workspace.run_blocks,
     )
 
+    tokens = seq_length * streams.shape[0]  # the whole batch's, every process's streams together
     progress.step += 1
-    progress.tokens_seen += inputs.size
-    progress.record_loss(result.loss_nats)
+    progress.tokens_seen += tokens
+    progress.record_loss(loss_nats)
     progress.position = start + seq_length
     if progress.position + seq_length + 1 > streams.shape[1]:
         progress.position = 0
@@ -144,9 +157,9 @@ def train_step(trainee: Trainee, streams: np.ndarray, config: TrainConfig) -> St
     return StepResult(
         step=progress.step,
         epochs=progress.epochs,
-        loss_nats=result.loss_nats,
+        loss_nats=loss_nats,
         smoothed_loss_nats=progress.smoothed_loss_nats,
-        tokens=inputs.size,
+        tokens=tokens,
         tokens_seen=progress.tokens_seen,
         seconds=time.perf_counter() - started,
         learning_rate=learning_rate,

@@ -6,6 +6,7 @@ summary line.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import time
@@ -15,9 +16,11 @@ from typing import Callable, Iterator, Optional, Union
 import numpy as np
 
 from charrnn.checkpoints import checkpoint, folder_files
+from charrnn.checkpoints.checkpoint import Checkpoint
+from charrnn.errors import TrainingError
 from charrnn.inference import sampling, scoring
 from charrnn.model import network, optim
-from charrnn.training import loop
+from charrnn.training import distributed, loop
 from charrnn.config import ModelConfig, SampleConfig, TrainConfig
 from charrnn.training.session import Session, to_checkpoint
 
@@ -103,6 +106,9 @@ class Finished:
     best_val_loss_nats: Optional[float] = None
     bidirectional: bool = False  # the model predicts each token from both sides (charrnn fill)
     lr_reductions: int = 0  # plateau reductions of the learning rate in the model's life
+    # The signal that stopped the run, if one did; in a run on several processes (distributed.py), the one
+    # any of them received, so that every process ends the same way.
+    signal_number: Optional[int] = None
 
 
 Event = Union[Started, loop.StepResult, Evaluated, RateReduced, Sampled, Saved, Finished]
@@ -185,24 +191,33 @@ def _validate(session: Session, token_lengths: np.ndarray) -> Iterator[Event]:
     progress = session.trainee.progress
     limit = session.request.schedule.eval_tokens
     val_ids = session.val_ids if not limit else session.val_ids[: limit + 1]
+    group = session.group
     score = scoring.score_ids(
         session.trainee.params, session.model_config, val_ids, token_lengths, session.train_config.batch_size,
         session.trainee.kernels, window=session.train_config.seq_length, look_ahead=session.train_config.look_ahead,
+        share=(group.rank, group.size),
     )
+    if group.size > 1:  # each process scored its share of the streams: the whole text's totals
+        tokens, characters, nats = group.sums([score.tokens_scored, score.characters_scored, score.total_nats])
+        score = scoring.Score(int(tokens), int(characters), nats, score.tokens_unknown)
     progress.val_step = progress.step
     progress.val_loss_nats = score.loss_nats
     progress.val_bits_per_char = score.bits_per_char
     best_loss = _best_so_far(session)[1]
-    is_best = best_loss is None or score.loss_nats < best_loss
+    # The root decides: only it holds the folder's claim, which may know of a better best.npz on disk.
+    is_best = bool(group.from_rank(int(best_loss is None or score.loss_nats < best_loss)))
     if is_best:
         progress.best_val_loss_nats, progress.best_val_step = score.loss_nats, progress.step
         progress.validations_since_best = 0
         path = os.path.join(session.checkpoint_dir, folder_files.BEST_NAME)
-        _before_write(session)
-        checkpoint.write(to_checkpoint(session), path)
-        if session.claim is not None:
-            session.claim.best_on_disk = None  # replaced by a better one
-        _written(session, path)
+        ckpt = _checkpoint_to_write(session)
+        with distributed.together(group):  # the root writes; a failure there stops every process
+            if ckpt is not None:
+                _before_write(session)
+                checkpoint.write(ckpt, path)
+                if session.claim is not None:
+                    session.claim.best_on_disk = None  # replaced by a better one
+                _written(session, path)
         yield Saved(progress.step, path)
     else:
         progress.validations_since_best += 1
@@ -226,14 +241,72 @@ def _latest_is_behind(session: Session) -> bool:
     return latest is None or (latest.run_id == session.run_id and latest.step < session.trainee.progress.step)
 
 
+def _checkpoint_to_write(session: Session) -> Optional[Checkpoint]:
+    """The session as a checkpoint, in the process that writes (None in the others).
+
+    With several processes every one of them must call this at the same point: their models are
+    compared, and the root gathers every stream's hidden state, so that the checkpoint holds the whole
+    (B, H) batch and resumes on any number of processes.
+    """
+    group = session.group
+    if group.size == 1:
+        return to_checkpoint(session)
+    distributed.require_same_parameters(session.trainee.params, group, session.trainee.progress.step)
+    hidden = group.gather_rows(session.trainee.hidden)
+    return dataclasses.replace(to_checkpoint(session), hidden=hidden) if group.is_root else None
+
+
 def _save(session: Session) -> str:
     """Write the step checkpoint and latest.npz, then prune old step files; returns latest's path."""
     directory = session.checkpoint_dir
-    _before_write(session)
-    path = folder_files.save(to_checkpoint(session), directory)
-    _written(session, path, os.path.join(directory, folder_files.step_filename(session.trainee.progress.step)))
-    folder_files.prune_step_files(directory, session.request.schedule.checkpoint_keep)
-    return path
+    ckpt = _checkpoint_to_write(session)
+    with distributed.together(session.group):  # the root writes; a failure there stops every process
+        if ckpt is not None:
+            _before_write(session)
+            path = folder_files.save(ckpt, directory)
+            _written(session, path, os.path.join(directory, folder_files.step_filename(session.trainee.progress.step)))
+            folder_files.prune_step_files(directory, session.request.schedule.checkpoint_keep)
+    return os.path.join(directory, folder_files.LATEST_NAME)
+
+
+def _steps_together(steps: Iterator[loop.StepResult], group: distributed.Group) -> Iterator[loop.StepResult]:
+    """The loop's steps. Its errors (a loss that is not finite, a diverging run) come from the mean loss,
+    which every process shares, so each process raises them at the same step."""
+    try:
+        yield from steps
+    except TrainingError as error:
+        raise distributed.raise_together(error) if group.size > 1 else error
+
+
+def _exchange(session: Session, should_stop: Callable[[], int], out_of_time: Callable[[], bool]
+              ) -> Optional[distributed.GradientExchange]:
+    """For a run on several processes: the all-reduce that averages every step's gradient and agrees on
+    stopping, installed as the trainee's ``combine``. None for one process."""
+    group = session.group
+    if group.size == 1:
+        return None
+
+    def vote() -> int:
+        signal = int(should_stop())
+        return 128 + signal if signal else distributed.OUT_OF_TIME if out_of_time() else 0
+
+    exchange = distributed.GradientExchange(
+        session.trainee.params, group, vote, sparse_embedding=session.train_config.optimizer == "adagrad"
+    )
+    session.trainee.combine = exchange
+    exchange.agree()  # a stop asked before the first step trains nothing, as in one process
+    return exchange
+
+
+def _stop_reason(exchange: Optional[distributed.GradientExchange], should_stop: Callable[[], int],
+                 out_of_time: Callable[[], bool]) -> tuple[Optional[int], bool]:
+    """(the signal that asked the run to stop or None, whether --max-seconds ran out), at the run's end:
+    in a run on several processes, what any of them saw, agreed in one last vote."""
+    if exchange is None:
+        signal = int(should_stop())
+        return signal or None, out_of_time()
+    code = exchange.agree()
+    return (code - 128 if code >= 128 else None), code == distributed.OUT_OF_TIME
 
 
 def _after_plateau(session: Session) -> Optional[RateReduced]:
@@ -250,14 +323,14 @@ def _after_plateau(session: Session) -> Optional[RateReduced]:
 
 
 def run_session(
-    session: Session, should_stop: Callable[[], bool] = lambda: False, clock: Callable[[], float] = time.perf_counter
+    session: Session, should_stop: Callable[[], int] = lambda: 0, clock: Callable[[], float] = time.perf_counter
 ) -> Iterator[Event]:
     """Train ``session`` to its limit, yielding events; validates, samples and saves on schedule.
 
     At the end the model is validated (if there is validation text) and saved. ``schedule.max_seconds``
     is checked between steps, after the first: a run always trains at least one step (so it always
-    ends with a model of its own, saved). When ``should_stop()``
-    turns true the current step finishes, the model is saved and the run ends with
+    ends with a model of its own, saved). When ``should_stop()`` turns true (the number of the signal
+    that asks, or True) the current step finishes, the model is saved and the run ends with
     ``Finished(interrupted=True)``. After ``schedule.patience`` validations in a row without a new best
     (never if it is 0) the learning rate is reduced (``RateReduced``), up to ``lr_reductions`` times in
     the model's life; after that the run stops early the same way, with ``Finished(stopped_early=True)``.
@@ -302,10 +375,19 @@ def run_session(
         return deadline is not None and clock() >= deadline and progress.step > first_step
 
     stopped_early = False
-    for result in loop.train_steps(trainee, session.streams, session.train_config,
-                           lambda: stopped_early or should_stop() or out_of_time()):
+    group = session.group
+    exchange = _exchange(session, should_stop, out_of_time)  # None for one process
+
+    def stopping() -> bool:
+        if exchange is None:
+            return stopped_early or bool(should_stop()) or out_of_time()
+        return stopped_early or exchange.stop_code != 0  # agreed by every process in the step's all-reduce
+
+    for result in _steps_together(loop.train_steps(trainee, session.streams, session.train_config, stopping), group):
         yield result
         step = result.step
+        if group.size > 1 and step % distributed.CHECK_EVERY_STEPS == 0:
+            distributed.require_same_parameters(trainee.params, group, step)
         if validating and schedule.eval_every and step % schedule.eval_every == 0:
             for event in _validate(session, token_lengths):
                 last_score = event.score if isinstance(event, Evaluated) else last_score
@@ -315,11 +397,12 @@ def run_session(
                 stopped_early = reduced is None
                 if reduced is not None:
                     yield reduced
-        if annealing:  # the share of the budget used, for the next step's rate
-            used = min(1.0, (clock() - started) / schedule.max_seconds)
+        if annealing:  # the share of the budget used, for the next step's rate: the root's clock, for all
+            used = min(1.0, group.float_from_rank((clock() - started) / schedule.max_seconds))
             progress.anneal_fraction = anneal_from + (1.0 - anneal_from) * used
-        # A bidirectional model fills blanks; it has no text of its own to show.
-        if schedule.sample_every and step % schedule.sample_every == 0 and not session.model_config.bidirectional:
+        # A bidirectional model fills blanks; it has no text of its own to show. The root alone shows text.
+        if (schedule.sample_every and step % schedule.sample_every == 0 and not session.model_config.bidirectional
+                and group.is_root):
             yield Sampled(step, 1.0, training_sample(session, schedule.sample_length))
         if schedule.checkpoint_every and step % schedule.checkpoint_every == 0:
             saved_path = _save(session)
@@ -333,10 +416,11 @@ def run_session(
         if saved_step != progress.step:
             saved_path = _save(session)
             yield Saved(progress.step, saved_path)
-    elif _latest_is_behind(session):
+    elif group.from_rank(int(_latest_is_behind(session))):  # the root's folder decides
         saved_path = _save(session)
         yield Saved(progress.step, saved_path)
     best_step, best_loss = _best_so_far(session)
+    stop_signal, ran_out = _stop_reason(exchange, should_stop, out_of_time)
     yield Finished(
         steps=progress.step,
         steps_this_run=progress.step - first_step,
@@ -346,9 +430,9 @@ def run_session(
         val_score=last_score,
         seconds=clock() - started,
         checkpoint_path=saved_path or session.resumed_from,
-        interrupted=should_stop(),
+        interrupted=stop_signal is not None,
         backend=trainee.kernels.name,
-        out_of_time=not (stopped_early or should_stop()) and out_of_time() and not loop.is_finished(
+        out_of_time=not (stopped_early or stop_signal is not None) and ran_out and not loop.is_finished(
             progress, session.streams, session.train_config),
         stopped_early=stopped_early,
         validations_since_best=progress.validations_since_best,
@@ -356,4 +440,5 @@ def run_session(
         best_val_loss_nats=best_loss,
         bidirectional=session.model_config.bidirectional,
         lr_reductions=progress.lr_reductions,
+        signal_number=stop_signal,
     )

@@ -9,6 +9,8 @@ claim are folder's.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -28,7 +30,8 @@ from charrnn.data.streams import SegmentStreams
 from charrnn.data.tokenizer import Tokenizer
 from charrnn.errors import CheckpointError, ConfigError
 from charrnn.model import backend, network, optim
-from charrnn.training import corpus_data, folder, loop, resume
+from charrnn.mpi_environment import ranks_on_this_node
+from charrnn.training import corpus_data, distributed, folder, loop, resume
 
 
 @dataclass(frozen=True)
@@ -70,6 +73,7 @@ class Session:
     validation: str = ""  # what the validation text is (corpus_data.prepare_streams)
     lock: Optional[folder.FolderLock] = None  # held on the checkpoint folder until close()
     claim: Optional[folder.Claim] = None  # the previous run's files, removed after the first write
+    group: distributed.Group = distributed.SOLO  # the processes training this model together (distributed.py)
 
     @property
     def checkpoint_dir(self) -> str:
@@ -89,16 +93,22 @@ _MODEL_SIZES = (("--hidden-size", "hidden_size"), ("--num-layers", "num_layers")
                 ("--max-vocab", "vocab_size"))
 
 
-def _check_memory(model_config: ModelConfig, train_config: TrainConfig) -> None:
+def _check_memory(model_config: ModelConfig, train_config: TrainConfig,
+                  group: distributed.Group = distributed.SOLO) -> None:
     """Refuse (ConfigError) a model and batch that need more memory than the machine has available.
 
     The advice names the batch options when the activations are the largest part, and every model
-    size option whose halving alone would save a tenth of the need or more.
+    size option whose halving alone would save a tenth of the need or more. With several processes
+    each holds the model and its share of the batch, and those on this machine (as the launcher says;
+    all of them if it does not) need their parts together.
     """
     slots = len(optim.SLOTS[train_config.optimizer])
+    here = min(group.size, ranks_on_this_node() or group.size)
+    share = -(-train_config.batch_size // group.size)
 
     def need(config: ModelConfig) -> dict[str, int]:
-        return network.training_memory(config, train_config.batch_size, train_config.seq_length, slots)
+        parts = network.training_memory(config, share, train_config.seq_length, slots)
+        return {name: size * here for name, size in parts.items()}
 
     parts = need(model_config)
     total = sum(parts.values())
@@ -122,7 +132,7 @@ def require_a_limit(train: TrainConfig, schedule: ScheduleConfig) -> None:
         raise ConfigError("give --steps, --epochs or --max-seconds to say when training stops")
 
 
-def _fresh(request: TrainRequest, on_progress: token_cache.Progress) -> Session:
+def _fresh(request: TrainRequest, on_progress: token_cache.Progress, group: distributed.Group) -> Session:
     notes: list[str] = []
     train_config = request.train
     require_a_limit(train_config, request.schedule)
@@ -135,7 +145,7 @@ def _fresh(request: TrainRequest, on_progress: token_cache.Progress) -> Session:
         train_config = dataclasses.replace(train_config, val_fraction=0.0)
     # Before tokenizing, with the smallest vocabulary: a model too large at any vocabulary is refused
     # at once rather than after minutes of work.
-    _check_memory(dataclasses.replace(request.model, vocab_size=1), train_config)
+    _check_memory(dataclasses.replace(request.model, vocab_size=1), train_config, group)
     tokenizer, ids, val_ids, corpus = corpus_data.read_training_data(
         request.data, request.corpus_paths, request.val_paths, None, request.data.tokenizer, request.data.max_vocab,
         on_progress, notes, request.schedule.eval_tokens,
@@ -146,10 +156,11 @@ def _fresh(request: TrainRequest, on_progress: token_cache.Progress) -> Session:
     if request.val_paths and "val_split" in request.explicit:
         raise ConfigError("give --val-split or --val-file, not both")
     streams, val_ids, train_config, validation, train_tokens = corpus_data.prepare_streams(
-        ids, val_ids, train_config, shrinkable, notes, corpus_data.line_end_id(tokenizer), request.schedule.eval_tokens
+        ids, val_ids, train_config, shrinkable, notes, corpus_data.line_end_id(tokenizer), request.schedule.eval_tokens,
+        group.size,
     )
     corpus = dataclasses.replace(corpus, num_train_tokens=train_tokens)
-    _check_memory(model_config, train_config)
+    _check_memory(model_config, train_config, group)
     trainee = loop.new_trainee(model_config, train_config, backend.select(request.compute.backend))
     run_id = metadata.run_identity(model_config, train_config, tokenizer)
     return Session(request, model_config, train_config, tokenizer, corpus, streams, val_ids, trainee, run_id, None, notes,
@@ -216,30 +227,27 @@ def _resumed(request: TrainRequest, ckpt: Checkpoint, on_progress: token_cache.P
     )
 
 
-def open_session(request: TrainRequest, on_progress: token_cache.Progress = lambda done, total: None) -> Session:
-    """Read the corpus and build or load the model; raises CharRNNError for anything the user can fix.
+def _checkpoint_to_resume(path: str) -> Checkpoint:
+    """The checkpoint ``path``, refused (CheckpointError) if it cannot be trained on."""
+    ckpt = checkpoint.load(path)
+    if not ckpt.resumable:
+        raise CheckpointError(
+            f"{path} is a sampling-only checkpoint (charrnn export: no optimizer or stream state), "
+            "so training cannot continue from it; resume the checkpoint it was exported from"
+        )
+    return ckpt
 
-    ``on_progress(bytes_done, bytes_total)`` reports tokenizing a corpus that is not yet in the cache.
 
-    The checkpoint folder is locked for the run (call ``Session.close`` at its end) and must not hold
-    another model, nor a later stretch of the resumed model's life, unless ``overwrite`` (see
-    folder): replacing another model's ``latest.npz`` by accident would lose it. A new run given no
-    folder gets a new one of its own under checkpoints/ (``folder.secure_run_folder``).
-    """
+def _secure(request: TrainRequest, ckpt: Optional[Checkpoint], notes: list[str]
+            ) -> tuple[folder.FolderLock, folder.Claim, list[str], str]:
+    """Lock the folder the run writes to: (lock, claim, folders created, the folder)."""
     directory = folder.target_directory(request.resume, request.schedule.checkpoint_dir)
-    notes: list[str] = []
-    if request.resume is None:
-        identity, ckpt = None, None
+    if ckpt is None:
+        identity = None
         # --resume of the folder continues from its newest checkpoint, whichever file that is.
         advice = (f"continue it with --resume {directory}, write elsewhere with --checkpoint-dir, "
                   "or replace it with --overwrite")
     else:
-        ckpt = checkpoint.load(request.resume)
-        if not ckpt.resumable:
-            raise CheckpointError(
-                f"{request.resume} is a sampling-only checkpoint (charrnn export: no optimizer or stream state), "
-                "so training cannot continue from it; resume the checkpoint it was exported from"
-            )
         identity = checkpoint.Identity(ckpt.run_id, ckpt.progress.step)
         advice = "write elsewhere with --checkpoint-dir, or replace those files with --overwrite"
     if directory is None:
@@ -248,15 +256,104 @@ def open_session(request: TrainRequest, on_progress: token_cache.Progress = lamb
                          "gets a folder of its own")
         name = folder.run_folder_name(request.corpus_paths)
         lock, claim, created = folder.secure_run_folder(DEFAULT_CHECKPOINT_DIR, name, notes)
-        directory = claim.directory
-    else:
-        created = [] if os.path.isdir(directory) else [directory]
-        lock, claim = folder.secure(directory, identity, request.overwrite, advice, notes)
-    request = dataclasses.replace(request, schedule=dataclasses.replace(request.schedule, checkpoint_dir=directory))
+        return lock, claim, created, claim.directory
+    created = [] if os.path.isdir(directory) else [directory]
+    lock, claim = folder.secure(directory, identity, request.overwrite, advice, notes)
+    return lock, claim, created, directory
+
+
+def _require_files_for_every_process(request: TrainRequest, group: distributed.Group) -> None:
+    """Refuse standard input in a run on several processes: it reaches only one of them."""
+    if group.size > 1 and any(is_standard_input(p) for p in (*request.corpus_paths, *request.val_paths)):
+        raise ConfigError(
+            "standard input (-) reaches only the first process of an MPI job; save the text to a file and "
+            "give its name, so that every process can read it"
+        )
+
+
+def _share_batch(session: Session, group: distributed.Group) -> None:
+    """Give this process its streams of the batch and their hidden state (every stream, for one process)."""
+    session.group = group
+    if group.size == 1:
+        return
+    batch_size = session.train_config.batch_size
+    rows = distributed.streams_of_rank(batch_size, group)
+    trainee = session.trainee
+    trainee.rows = rows
+    trainee.hidden = {name: np.ascontiguousarray(state[rows]) for name, state in trainee.hidden.items()}
+    session.notes.append(
+        f"training on {group.size} processes of an MPI job, {batch_size // group.size} of the {batch_size} streams each"
+    )
+
+
+def _run_description(session: Session) -> bytes:
+    """What every process of a run must share, hashed by ``distributed.require_same_run``: the settings, the
+    vocabulary, the data, where training stands and the model itself."""
+    request, trainee = session.request, session.trainee
+    schedule = dataclasses.asdict(request.schedule)
+    del schedule["checkpoint_dir"]  # the root's choice alone: it is the only one that writes
+    data = dataclasses.asdict(request.data)
+    del data["cache_dir"]  # each machine may keep its own cache
+    validation = None if session.val_ids is None else hashlib.sha256(np.ascontiguousarray(session.val_ids).data)
+    return json.dumps({
+        "model": dataclasses.asdict(session.model_config),
+        "train": dataclasses.asdict(session.train_config),
+        "data": data,
+        "schedule": schedule,
+        "backend": trainee.kernels.name,
+        "tokenizer": session.tokenizer.to_dict(),
+        "corpus": [session.corpus.sha256, int(session.streams.size)],
+        "validation": None if validation is None else validation.hexdigest(),
+        "progress": dataclasses.asdict(trainee.progress),
+        "parameters": distributed.parameters_digest(trainee.params).hex(),
+    }, sort_keys=True, default=str).encode()
+
+
+def open_session(
+    request: TrainRequest,
+    on_progress: token_cache.Progress = lambda done, total: None,
+    group: distributed.Group = distributed.SOLO,
+) -> Session:
+    """Read the corpus and build or load the model; raises CharRNNError for anything the user can fix.
+
+    ``on_progress(bytes_done, bytes_total)`` reports tokenizing a corpus that is not yet in the cache.
+
+    The checkpoint folder is locked for the run (call ``Session.close`` at its end) and must not hold
+    another model, nor a later stretch of the resumed model's life, unless ``overwrite`` (see
+    folder): replacing another model's ``latest.npz`` by accident would lose it. A new run given no
+    folder gets a new one of its own under checkpoints/ (``folder.secure_run_folder``).
+
+    With several processes (``group``, training/distributed.py) the root alone locks the folder, then
+    reads the corpus first, filling the token cache, which the others then read from. Each stage ends
+    with the processes comparing outcomes, so that an error in any of them ends all of them with it; at
+    the end they compare settings, data and models, and any difference is a ConfigError in all of them.
+    """
+    notes: list[str] = []
+    lock: Optional[folder.FolderLock] = None
+    claim: Optional[folder.Claim] = None
+    created: list[str] = []
+    directory = ""
     try:
-        session = _fresh(request, on_progress) if ckpt is None else _resumed(request, ckpt, on_progress)
+        with distributed.together(group):
+            _require_files_for_every_process(request, group)
+            ckpt = None if request.resume is None else _checkpoint_to_resume(request.resume)
+            distributed.streams_of_rank((request.train if ckpt is None else ckpt.train_config).batch_size, group)
+            if group.is_root:
+                lock, claim, created, directory = _secure(request, ckpt, notes)
+        directory = group.text_from_rank(directory)
+        request = dataclasses.replace(request, schedule=dataclasses.replace(request.schedule, checkpoint_dir=directory))
+        session: Optional[Session] = None
+        for root_turn in (True, False):  # the root fills the token cache; the others then read it from there
+            with distributed.together(group):
+                if group.is_root == root_turn:
+                    session = _fresh(request, on_progress, group) if ckpt is None else _resumed(request, ckpt, on_progress)
+        assert session is not None
+        with distributed.together(group):
+            _share_batch(session, group)
+        distributed.require_same_run(_run_description(session), group)
     except BaseException:
-        lock.release()  # removes the lock file
+        if lock is not None:
+            lock.release()  # removes the lock file
         for path in created:  # leave no empty folder behind for a run that never started
             with suppress(OSError):
                 os.rmdir(path)

@@ -13,6 +13,8 @@ try:  # in the fast extra; without it the recurrences simply run whole
 except ImportError:
     threadpoolctl = None
 
+from charrnn.mpi_environment import threads_of_process
+
 # --- running a recurrence over two halves of the batch at once -------------------------------------------
 
 
@@ -42,7 +44,10 @@ class BatchHalves:
     MIN_BATCH = 8  # smaller batches are not worth a thread
 
     def __init__(self) -> None:
-        self._cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        # Under an MPI launcher, the cores of this process's share (mpi_environment.py), not the machine's.
+        self._cores = threads_of_process() or (
+            len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        )
         self._blas: Optional[Any] = None
         self._blas_looked_up = False
         self._pool: Optional[concurrent.futures.ThreadPoolExecutor] = None
