@@ -94,9 +94,15 @@ def test_float64_training_keeps_float64_everywhere():
     assert {a.dtype for a in arrays} == {np.dtype("float64")}
 
 
-def test_train_config_requires_a_stopping_rule_and_positive_sizes():
-    with pytest.raises(ConfigError, match="--steps or --epochs"):
-        TrainConfig()
+def test_a_run_requires_a_stopping_rule_and_train_config_positive_sizes():
+    from charrnn.config import ScheduleConfig
+    from charrnn.training.session import require_a_limit
+
+    # No step or epoch limit is a valid model setting (a --max-seconds budget ends such a run) ...
+    require_a_limit(TrainConfig(), ScheduleConfig(max_seconds=60.0))
+    # ... but a run needs one of the three.
+    with pytest.raises(ConfigError, match="give --steps, --epochs or --max-seconds to say when training stops"):
+        require_a_limit(TrainConfig(), ScheduleConfig())
     with pytest.raises(ConfigError, match="--batch-size must be positive, got 0"):
         TrainConfig(batch_size=0, max_steps=1)
     with pytest.raises(ConfigError, match="--seq-length must be positive, got -3"):
@@ -162,6 +168,7 @@ def test_the_default_rate_does_not_diverge_at_any_size(hidden_size, cell, activa
     assert highest < 2 * guess
 
 
+@pytest.mark.slow  # the default run covers relu's default rate at hidden 64 and 1024 (above)
 def test_every_activation_trains_on_the_bundled_poems_at_its_defaults():
     # charrnn train data/tang300.txt --activation relu once diverged at step 22 (459,350,024 nats/token).
     from charrnn.data.tokenizer import Tokenizer
