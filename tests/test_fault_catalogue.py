@@ -245,7 +245,7 @@ def test_sigint_at_random_moments_then_resume_equals_an_uninterrupted_run(charrn
                                    preexec_fn=sigint_at_default)
         stderr = StderrLines(process)
         try:
-            stderr.wait_for(lambda line: line.startswith(f"step {step}/"), f"step {step}", timeout=600)
+            stderr.wait_for(lambda line: line.startswith(f"step {step:,}/"), f"step {step:,}", timeout=600)
             time.sleep(chooser.uniform(0.0, 0.05))
             process.send_signal(signal.SIGINT)
             process.wait(timeout=120)
