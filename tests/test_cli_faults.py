@@ -757,7 +757,8 @@ def test_sighup_saves_a_checkpoint_and_exits_129_and_sigquit_saves_nothing(charr
         if number == signal.SIGHUP:
             assert process.returncode == 129, stderr
             assert lines[-1] == f"Interrupted; checkpoint saved to {folder}/latest.npz"
-            assert checkpoint.load(str(tmp_path / folder / "latest.npz")).progress.step > 40
+            # At least the step-40 save: a signal between that save and step 41 leaves nothing newer to save.
+            assert checkpoint.load(str(tmp_path / folder / "latest.npz")).progress.step >= 40
         else:
             assert process.returncode == -signal.SIGQUIT, stderr
             assert lines[-1] == "Error: aborted without saving; the last checkpoint written is intact"
