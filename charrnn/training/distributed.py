@@ -98,21 +98,19 @@ class Group:
         self.communicator.Allreduce(self.mpi.IN_PLACE, buffer, op=self.mpi.SUM)
         return buffer.tolist()
 
+    def _broadcast(self, value: Any, dtype: type, rank: int) -> Any:
+        """``rank``'s ``value`` as one element of ``dtype``, on every rank."""
+        buffer = np.array([value], dtype=dtype)
+        self.communicator.Bcast(buffer, root=rank)
+        return buffer[0]
+
     def from_rank(self, value: int, rank: int = 0) -> int:
         """``rank``'s ``value`` (an int64), on every rank."""
-        if self.size == 1:
-            return value
-        buffer = np.array([value], dtype=np.int64)
-        self.communicator.Bcast(buffer, root=rank)
-        return int(buffer[0])
+        return value if self.size == 1 else int(self._broadcast(value, np.int64, rank))
 
     def float_from_rank(self, value: float, rank: int = 0) -> float:
         """``rank``'s ``value`` (a float64), on every rank."""
-        if self.size == 1:
-            return value
-        buffer = np.array([value], dtype=np.float64)
-        self.communicator.Bcast(buffer, root=rank)
-        return float(buffer[0])
+        return value if self.size == 1 else float(self._broadcast(value, np.float64, rank))
 
     def text_from_rank(self, text: str, rank: int = 0) -> str:
         """``rank``'s ``text``, on every rank (as UTF-8 bytes; a file name's undecodable bytes survive)."""
